@@ -1,0 +1,102 @@
+// Creation, shape manipulation and indexing of NamedArrays (Haliax's core.py and __init__.py).
+#pragma once
+
+#include <c10/core/TensorOptions.h>
+
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "haliax/named_array.h"
+
+namespace haliax {
+
+// --- creation ----------------------------------------------------------------------------------------------
+
+NamedArray zeros(const AxisSpec& axes, at::TensorOptions options = at::kFloat);
+NamedArray ones(const AxisSpec& axes, at::TensorOptions options = at::kFloat);
+NamedArray full(const AxisSpec& axes, const at::Scalar& value, at::TensorOptions options = at::kFloat);
+NamedArray zeros_like(const NamedArray& a);
+NamedArray ones_like(const NamedArray& a);
+NamedArray full_like(const NamedArray& a, const at::Scalar& value);
+// start, start + step, ... along `axis` (int64 unless `dtype` says otherwise).
+NamedArray arange(const Axis& axis, int64_t start = 0, int64_t step = 1, at::ScalarType dtype = at::kLong);
+NamedArray linspace(const Axis& axis, double start, double stop, at::ScalarType dtype = at::kFloat);
+
+// --- dtype and names ---------------------------------------------------------------------------------------
+
+NamedArray astype(const NamedArray& a, at::ScalarType dtype);
+// Rename axes: {{"pos", "key_position"}, {Embed, Hidden}}. A target Axis must have the same size.
+NamedArray rename(const NamedArray& a, const std::vector<std::pair<AxisSelector, AxisSelector>>& renames);
+
+// --- rearrangement -----------------------------------------------------------------------------------------
+
+// Sequence form: permute to `axes`, which may hold one or more "..." for the remaining axes in their order:
+// rearrange(x, {"batch", "...", "embed"}).
+NamedArray rearrange(const NamedArray& a, const AxisSelection& axes);
+
+// A value for a name in an einops-style expression: a size, an Axis, or the name of an axis of the array.
+class Binding {
+ public:
+  Binding(int64_t size) : v_(size) {}
+  Binding(int size) : v_(static_cast<int64_t>(size)) {}
+  Binding(const char* name) : v_(std::string(name)) {}
+  Binding(std::string name) : v_(std::move(name)) {}
+  Binding(Axis axis) : v_(std::move(axis)) {}
+  const std::variant<int64_t, std::string, Axis>& value() const { return v_; }
+
+ private:
+  std::variant<int64_t, std::string, Axis> v_;
+};
+using Bindings = std::vector<std::pair<std::string, Binding>>;
+
+// Einops form, as in Haliax: ordered ("b (h w) c -> b h w c", {{"h", 2}}) binds lhs names by position;
+// unordered ("{H W C} -> ... C H W") binds them by axis name. Groups split an axis on the lhs
+// ("(H: h1 H)") and merge axes under a new name on the rhs ("(E: H W C)"). Errors point at the position.
+NamedArray rearrange(const NamedArray& a, const std::string& expression, const Bindings& bindings = {});
+// A string literal is an expression if it contains "->", else a one-axis selection.
+NamedArray rearrange(const NamedArray& a, const char* expression_or_axis, const Bindings& bindings = {});
+
+// Merge `old_axes` into one axis (inserted at the first old axis's position); sizes must multiply out.
+NamedArray flatten_axes(const NamedArray& a, const AxisSelection& old_axes, const AxisSelector& new_axis);
+// Split `axis` into `new_axes` (whose sizes multiply to its size), in place.
+NamedArray unflatten_axis(const NamedArray& a, const AxisSelector& axis, const AxisSpec& new_axes);
+// All axes into one.
+NamedArray flatten(const NamedArray& a, const AxisSelector& new_axis);
+
+// --- splitting and joining ---------------------------------------------------------------------------------
+
+// Split `axis` into consecutive pieces, one per new axis (sizes must sum to the axis size).
+std::vector<NamedArray> split(const NamedArray& a, const AxisSelector& axis, const AxisSpec& new_axes);
+// Join along an existing axis; arrays are rearranged to the first one's order. A string `axis` takes the
+// summed size; an Axis must match it.
+NamedArray concatenate(const AxisSelector& axis, const std::vector<NamedArray>& arrays);
+// Join along a new leading axis (a string axis takes the number of arrays as its size).
+NamedArray stack(const AxisSelector& axis, const std::vector<NamedArray>& arrays);
+// One array per position along `axis`, which is removed. One ATen op (its backward is a single stack).
+std::vector<NamedArray> unbind(const NamedArray& a, const AxisSelector& axis);
+
+// --- indexing ----------------------------------------------------------------------------------------------
+
+// `length` elements of `axis` from `start`, keeping the axis (resized) or replacing it with `new_axis`.
+NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, int64_t length);
+NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, const Axis& new_axis);
+// Runtime start: a 0-d integer array (clamped to stay in bounds, like jax.lax.dynamic_slice).
+NamedArray slice(const NamedArray& a, const AxisSelector& axis, const NamedArray& start, int64_t length);
+// Select one position (the axis disappears) or gather by an integer NamedArray, whose axes replace `axis`
+// (axes shared between the index and the array are batched over, as in Haliax).
+NamedArray take(const NamedArray& a, const AxisSelector& axis, int64_t index);
+NamedArray take(const NamedArray& a, const AxisSelector& axis, const NamedArray& index);
+
+// A start offset for updated_slice: an integer or a 0-d integer array.
+using SliceStart = std::variant<int64_t, NamedArray>;
+// `a` with the block starting at `start` (per axis; unnamed axes start at 0) replaced by `update`, whose axes
+// must be axes of `a` (sizes may be smaller). Functional: returns a new array, differentiable in both.
+NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSelector, SliceStart>>& start,
+                         const NamedArray& update);
+
+// Selection by name with integers, Slices and integer NamedArrays (what operator[] calls).
+NamedArray index(const NamedArray& a, const std::vector<std::pair<AxisSelector, NamedIndex>>& index);
+
+}  // namespace haliax

@@ -1,0 +1,151 @@
+// NamedArray: an at::Tensor whose every dimension has a name and a size.
+//
+// Invariant: axes().size() == array().dim(), axes()[i].size == array().size(i), names unique. Every op resolves
+// names to positions and calls ATen, so autograd, dtypes and devices are libtorch's. Elementwise operators
+// broadcast by name with Haliax's subset rule (one operand's axes must be a subset of the other's); scalars
+// (C++ numbers and 0-d arrays) broadcast freely.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "haliax/axis.h"
+
+namespace haliax {
+
+class NamedIndex;
+
+class NamedArray {
+ public:
+  NamedArray() = default;  // undefined; defined() is false
+  // Checks that the axes match the tensor's shape and that names are unique.
+  NamedArray(at::Tensor array, AxisSpec axes);
+
+  const at::Tensor& array() const { return array_; }
+  const AxisSpec& axes() const { return axes_; }
+  bool defined() const { return array_.defined(); }
+  int64_t ndim() const { return static_cast<int64_t>(axes_.size()); }
+  int64_t numel() const { return haliax::axis_size(axes_); }
+  // Name -> size.
+  std::map<std::string, int64_t> shape() const;
+  at::ScalarType dtype() const;
+  at::Device device() const;
+
+  // Position of the selected axis, or nullopt. Throws if the name is present with another size.
+  std::optional<size_t> axis_index(const AxisSelector& axis) const { return index_of(axes_, axis); }
+  bool has_axis(const AxisSelection& axes) const;
+  int64_t axis_size(const AxisSelector& axis) const { return resolve_axis(axis).size; }
+  Axis resolve_axis(const AxisSelector& axis) const;
+  AxisSpec resolve_axes(const AxisSelection& axes) const;
+
+  // For 0-d arrays: the 0-d tensor, and its value. Throws "Expected scalar, got N-dimensional array".
+  at::Tensor scalar() const;
+  double item() const;
+  template <typename T>
+  T item() const {
+    return scalar().item<T>();
+  }
+
+  // Selection by name: x[{{"batch", 0}, {"pos", Slice(0, 8)}, {"vocab", ids}}] (see NamedIndex).
+  NamedArray operator[](std::initializer_list<std::pair<AxisSelector, NamedIndex>> index) const;
+  NamedArray operator[](const std::vector<std::pair<AxisSelector, NamedIndex>>& index) const;
+
+  // Autograd conveniences over the underlying tensor.
+  bool requires_grad() const { return array_.requires_grad(); }
+  NamedArray grad() const;  // undefined NamedArray if no gradient
+  NamedArray detach() const { return NamedArray(array_.detach(), axes_); }
+
+  // Member shortcuts for the most used free functions (see ops.h / core.h).
+  NamedArray astype(at::ScalarType dtype) const;
+  NamedArray rename(const std::vector<std::pair<AxisSelector, AxisSelector>>& renames) const;
+  NamedArray rearrange(const AxisSelection& axes) const;
+  NamedArray broadcast_axis(const AxisSpec& axes) const;
+
+  std::string str() const;  // NamedArray(dtype=float32, axes={'batch': 2, 'embed': 4})
+
+ private:
+  at::Tensor array_;
+  AxisSpec axes_;
+};
+
+// A python-style slice along one axis: [start, stop) with step; negative values count from the end.
+struct Slice {
+  std::optional<int64_t> start, stop;
+  int64_t step = 1;
+  Slice() = default;
+  Slice(std::optional<int64_t> start_, std::optional<int64_t> stop_, int64_t step_ = 1)
+      : start(start_), stop(stop_), step(step_) {}
+};
+
+// What one axis is indexed by in operator[]: an integer (drops the axis), a Slice (keeps it, resized), or an
+// integer NamedArray (its axes replace the indexed axis; several arrays broadcast against each other).
+class NamedIndex {
+ public:
+  NamedIndex(int64_t i) : v_(i) {}
+  NamedIndex(int i) : v_(static_cast<int64_t>(i)) {}
+  NamedIndex(Slice s) : v_(s) {}
+  NamedIndex(NamedArray a) : v_(std::move(a)) {}
+  const std::variant<int64_t, Slice, NamedArray>& value() const { return v_; }
+
+ private:
+  std::variant<int64_t, Slice, NamedArray> v_;
+};
+
+std::ostream& operator<<(std::ostream& os, const NamedArray& a);
+
+// Wrap a tensor with axes; each entry may be an Axis (size checked) or a name (size taken from the tensor).
+NamedArray named(const at::Tensor& array, const AxisSelection& axes);
+
+// --- broadcasting ------------------------------------------------------------------------------------------
+
+// Haliax's rule for two operands: equal axes, one empty, or one a subset of the other (by name and size);
+// the result keeps the larger operand's order. Throws "Cannot broadcast ... no subset relationship".
+AxisSpec broadcast_order(const NamedArray& a, const NamedArray& b, bool require_subset = true);
+// Broadcast `a` to `axes` (adding missing axes); with ensure_order the result's axes are ordered as `axes`
+// (extra axes of `a` go last unless enforce_no_extra_axes, which forbids them).
+NamedArray broadcast_to(const NamedArray& a, const AxisSpec& axes, bool ensure_order = true,
+                        bool enforce_no_extra_axes = true);
+// Make sure `a` has all of `axes` (it may have more): broadcast_to(a, axes, ensure_order, no extra check).
+NamedArray broadcast_axis(const NamedArray& a, const AxisSpec& axes);
+// Broadcast several arrays to a common set of axes (largest first); returns the arrays and the axes.
+std::pair<std::vector<NamedArray>, AxisSpec> broadcast_arrays(const std::vector<NamedArray>& arrays,
+                                                              bool require_subset = true, bool ensure_order = true);
+
+// --- elementwise operators ---------------------------------------------------------------------------------
+
+NamedArray operator+(const NamedArray& a, const NamedArray& b);
+NamedArray operator-(const NamedArray& a, const NamedArray& b);
+NamedArray operator*(const NamedArray& a, const NamedArray& b);
+NamedArray operator/(const NamedArray& a, const NamedArray& b);
+NamedArray operator+(const NamedArray& a, const at::Scalar& b);
+NamedArray operator-(const NamedArray& a, const at::Scalar& b);
+NamedArray operator*(const NamedArray& a, const at::Scalar& b);
+NamedArray operator/(const NamedArray& a, const at::Scalar& b);
+NamedArray operator+(const at::Scalar& a, const NamedArray& b);
+NamedArray operator-(const at::Scalar& a, const NamedArray& b);
+NamedArray operator*(const at::Scalar& a, const NamedArray& b);
+NamedArray operator/(const at::Scalar& a, const NamedArray& b);
+NamedArray operator-(const NamedArray& a);
+// Comparisons give bool arrays. (== and != are the functions equal()/not_equal(), so that NamedArray keeps
+// value semantics in containers and tests.)
+NamedArray operator<(const NamedArray& a, const NamedArray& b);
+NamedArray operator<=(const NamedArray& a, const NamedArray& b);
+NamedArray operator>(const NamedArray& a, const NamedArray& b);
+NamedArray operator>=(const NamedArray& a, const NamedArray& b);
+NamedArray operator<(const NamedArray& a, const at::Scalar& b);
+NamedArray operator<=(const NamedArray& a, const at::Scalar& b);
+NamedArray operator>(const NamedArray& a, const at::Scalar& b);
+NamedArray operator>=(const NamedArray& a, const at::Scalar& b);
+// Logical/bitwise (bool or integer arrays).
+NamedArray operator&(const NamedArray& a, const NamedArray& b);
+NamedArray operator|(const NamedArray& a, const NamedArray& b);
+NamedArray operator^(const NamedArray& a, const NamedArray& b);
+NamedArray operator~(const NamedArray& a);
+
+}  // namespace haliax

@@ -1,0 +1,75 @@
+#include "haliax/nn/activations.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "haliax/core.h"
+#include "haliax/error.h"
+
+namespace haliax::nn {
+
+NamedArray relu(const NamedArray& x) { return NamedArray(at::relu(x.array()), x.axes()); }
+NamedArray relu6(const NamedArray& x) { return NamedArray(at::hardtanh(x.array(), 0.0, 6.0), x.axes()); }
+NamedArray sigmoid(const NamedArray& x) { return NamedArray(at::sigmoid(x.array()), x.axes()); }
+NamedArray log_sigmoid(const NamedArray& x) { return NamedArray(at::log_sigmoid(x.array()), x.axes()); }
+NamedArray silu(const NamedArray& x) { return NamedArray(at::silu(x.array()), x.axes()); }
+NamedArray swish(const NamedArray& x) { return silu(x); }
+NamedArray softplus(const NamedArray& x) { return NamedArray(at::softplus(x.array()), x.axes()); }
+NamedArray elu(const NamedArray& x, double alpha) { return NamedArray(at::elu(x.array(), alpha), x.axes()); }
+NamedArray leaky_relu(const NamedArray& x, double slope) { return NamedArray(at::leaky_relu(x.array(), slope), x.axes()); }
+NamedArray gelu(const NamedArray& x, bool approximate) {
+  return NamedArray(at::gelu(x.array(), approximate ? "tanh" : "none"), x.axes());
+}
+NamedArray quick_gelu(const NamedArray& x) { return x * sigmoid(x * 1.702); }
+
+namespace {
+
+// Softmax-like ops over several axes: move them last, flatten them, apply over the last dim, restore.
+template <typename F>
+NamedArray over_axes(const NamedArray& x, const AxisSelection& axis, F&& f) {
+  AxisSpec axes = x.resolve_axes(axis);
+  if (axes.size() == 1) {
+    return NamedArray(f(x.array(), static_cast<int64_t>(*x.axis_index(axes[0]))), x.axes());
+  }
+  const std::string flat = "__softmax_flat";
+  std::vector<AxisSelector> order{AxisSelector(kEllipsis)};
+  for (const Axis& a : axes) order.emplace_back(a);
+  NamedArray moved = rearrange(x, AxisSelection(order));
+  NamedArray flattened = flatten_axes(moved, AxisSelection(axes), AxisSelector(flat));
+  NamedArray out(f(flattened.array(), flattened.ndim() - 1), flattened.axes());
+  return rearrange(unflatten_axis(out, AxisSelector(flat), axes), AxisSelection(x.axes()));
+}
+
+}  // namespace
+
+NamedArray softmax(const NamedArray& x, const AxisSelection& axis) {
+  return over_axes(x, axis, [](const at::Tensor& t, int64_t d) { return at::softmax(t, d); });
+}
+
+NamedArray log_softmax(const NamedArray& x, const AxisSelection& axis) {
+  return over_axes(x, axis, [](const at::Tensor& t, int64_t d) { return at::log_softmax(t, d); });
+}
+
+NamedArray standardize(const NamedArray& x, const AxisSelection& axis, std::optional<NamedArray> mean_,
+                       std::optional<NamedArray> variance, double epsilon) {
+  NamedArray m = mean_ ? *mean_ : haliax::mean(x, axis);
+  NamedArray v = variance ? *variance : haliax::var(x, axis);
+  return (x - m) * rsqrt(v + epsilon);
+}
+
+NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType dtype) {
+  if (!at::isIntegralType(ids.dtype(), false)) value_error("one_hot needs integer ids, got " + ids.str());
+  if (ids.has_axis(AxisSelection(AxisSelector(class_axis.name)))) {
+    value_error("one_hot: the ids already have axis " + class_axis.name + ": " + ids.str());
+  }
+  at::Tensor classes = at::arange(class_axis.size, at::TensorOptions().dtype(ids.dtype()).device(ids.device()));
+  AxisSpec out = concat_axes(ids.axes(), {class_axis});
+  return NamedArray(at::eq(ids.array().unsqueeze(-1), classes).to(dtype), out);
+}
+
+NamedArray one_hot(int64_t id, const Axis& class_axis, at::ScalarType dtype) {
+  return one_hot(NamedArray(at::scalar_tensor(id, at::kLong), {}), class_axis, dtype);
+}
+
+}  // namespace haliax::nn

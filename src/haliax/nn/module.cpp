@@ -1,0 +1,129 @@
+#include "haliax/nn/module.h"
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <set>
+
+#include "haliax/core.h"
+#include "haliax/error.h"
+
+namespace haliax::nn {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + ")";
+}
+
+}  // namespace
+
+std::string ParamInfo::layer_path(int64_t layer) const {
+  std::string rest = path.substr(stack_prefix.size());
+  return stack_prefix + "." + std::to_string(layer) + rest;
+}
+
+void ParamVisitor::operator()(const std::string& name, NamedArray& param) const {
+  ParamInfo info{join(prefix_, name), stacked_axis_, stack_prefix_};
+  if (stacked_axis_) {
+    if (param.ndim() == 0 || param.axes()[0].name != stacked_axis_->name) {
+      value_error("Stacked parameter " + info.path + " must have the layer axis " + stacked_axis_->name +
+                  " first, got " + to_string(param.axes()));
+    }
+  }
+  fn_(info, param);
+}
+
+void ParamVisitor::operator()(const std::string& name, std::optional<NamedArray>& param) const {
+  if (param) (*this)(name, *param);
+}
+
+ParamVisitor ParamVisitor::scope(const std::string& name) const {
+  ParamVisitor v = *this;
+  v.prefix_ = join(prefix_, name);
+  return v;
+}
+
+ParamVisitor ParamVisitor::stacked(const Axis& axis) const {
+  if (stacked_axis_) value_error("Nested Stacked modules are not supported (at " + prefix_ + ")");
+  ParamVisitor v = *this;
+  v.stacked_axis_ = axis;
+  v.stack_prefix_ = prefix_;
+  return v;
+}
+
+StateDict state_dict_from(const std::vector<std::pair<ParamInfo, NamedArray>>& params) {
+  StateDict out;
+  std::vector<std::pair<ParamInfo, NamedArray>> stacked;
+  for (const auto& [info, p] : params) {
+    if (!info.stacked_axis) {
+      out.emplace_back(info.path, p.array());
+      continue;
+    }
+    // One entry per layer: "h.0.*" for all parameters of layer 0, then layer 1, ... (HF's order).
+    stacked.emplace_back(info, p);
+  }
+  if (!stacked.empty()) {
+    std::vector<std::vector<at::Tensor>> layers;
+    for (const auto& [info, p] : stacked) layers.push_back(at::unbind(p.array(), 0));
+    // Group by stack prefix so that different Stacked modules stay separate and in visiting order.
+    std::vector<std::string> prefixes;
+    for (const auto& [info, p] : stacked) {
+      if (std::find(prefixes.begin(), prefixes.end(), info.stack_prefix) == prefixes.end()) prefixes.push_back(info.stack_prefix);
+    }
+    for (const std::string& prefix : prefixes) {
+      int64_t n = 0;
+      for (size_t k = 0; k < stacked.size(); ++k) {
+        if (stacked[k].first.stack_prefix == prefix) n = stacked[k].first.stacked_axis->size;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        for (size_t k = 0; k < stacked.size(); ++k) {
+          if (stacked[k].first.stack_prefix == prefix) out.emplace_back(stacked[k].first.layer_path(i), layers[k][i]);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void load_state_dict_slots(const std::vector<std::pair<ParamInfo, NamedArray*>>& slots, const StateDict& dict) {
+  std::map<std::string, const at::Tensor*> by_key;
+  for (const auto& [k, t] : dict) {
+    if (!by_key.emplace(k, &t).second) value_error("State dict has key '" + k + "' twice");
+  }
+  std::set<std::string> used;
+  auto fetch = [&](const std::string& key, at::IntArrayRef expect) -> const at::Tensor& {
+    auto it = by_key.find(key);
+    if (it == by_key.end()) value_error("State dict is missing key '" + key + "' (expected shape " + shape_str(expect) + ")");
+    if (it->second->sizes() != expect) {
+      value_error("State dict key '" + key + "' has shape " + shape_str(it->second->sizes()) + " but the model expects " +
+                  shape_str(expect));
+    }
+    used.insert(key);
+    return *it->second;
+  };
+  for (const auto& [info, slot] : slots) {
+    const NamedArray& p = *slot;
+    at::Tensor t;
+    if (!info.stacked_axis) {
+      t = fetch(info.path, p.array().sizes());
+    } else {
+      std::vector<at::Tensor> layers;
+      at::IntArrayRef full = p.array().sizes();
+      std::vector<int64_t> layer_shape(full.begin() + 1, full.end());
+      for (int64_t i = 0; i < info.stacked_axis->size; ++i) layers.push_back(fetch(info.layer_path(i), layer_shape));
+      t = at::stack(layers, 0);
+    }
+    // Always a fresh copy in the parameter's dtype: parameters never alias the caller's tensors.
+    t = t.to(p.array().options().requires_grad(false), /*non_blocking=*/false, /*copy=*/true).contiguous();
+    if (p.requires_grad()) t.requires_grad_(true);
+    *slot = NamedArray(t, p.axes());
+  }
+  for (const auto& [k, t] : dict) {
+    if (!used.count(k)) value_error("State dict has unexpected key '" + k + "' (no parameter has that path)");
+  }
+}
+
+}  // namespace haliax::nn

@@ -1,0 +1,56 @@
+#include "haliax/nn/normalization.h"
+
+#include <ATen/ATen.h>
+
+#include "haliax/core.h"
+#include "haliax/ops.h"
+
+namespace haliax::nn {
+
+LayerNorm LayerNorm::init(const AxisSpec& axis, double eps, bool use_weight, bool use_bias, at::ScalarType dtype) {
+  LayerNorm ln{axis, std::nullopt, std::nullopt, eps};
+  if (use_weight) ln.weight = ones(axis, dtype);
+  if (use_bias) ln.bias = zeros(axis, dtype);
+  return ln;
+}
+
+NamedArray LayerNorm::operator()(const NamedArray& x) const {
+  // Fast path: the normalised axes are x's trailing axes, in order: ATen's fused layer_norm (one pass
+  // forward, one backward) instead of five elementwise ops.
+  size_t k = axis.size();
+  bool trailing = x.ndim() >= static_cast<int64_t>(k);
+  for (size_t i = 0; trailing && i < k; ++i) trailing = x.axes()[x.axes().size() - k + i] == axis[i];
+  bool same_dtype = (!weight || weight->dtype() == x.dtype()) && (!bias || bias->dtype() == x.dtype());
+  if (trailing && same_dtype) {
+    std::vector<int64_t> shape;
+    for (const Axis& a : axis) shape.push_back(a.size);
+    c10::optional<at::Tensor> w = weight ? c10::optional<at::Tensor>(weight->array()) : c10::nullopt;
+    c10::optional<at::Tensor> b = bias ? c10::optional<at::Tensor>(bias->array()) : c10::nullopt;
+    return NamedArray(at::layer_norm(x.array(), shape, w, b, eps), x.axes());
+  }
+  AxisSelection ax(axis);
+  NamedArray m = mean(x, ax);
+  NamedArray v = var(x, ax);
+  NamedArray out = astype((x - m) * rsqrt(v + eps), x.dtype());
+  if (weight) out = *weight * out;
+  if (bias) out = out + *bias;
+  return out;
+}
+
+RmsNorm RmsNorm::init(const AxisSpec& axis, double eps, bool use_weight, bool use_bias, at::ScalarType dtype) {
+  RmsNorm n{axis, std::nullopt, std::nullopt, eps};
+  if (use_weight) n.weight = ones(axis, dtype);
+  if (use_bias) n.bias = zeros(axis, dtype);
+  return n;
+}
+
+NamedArray RmsNorm::operator()(const NamedArray& x) const {
+  NamedArray x32 = astype(x, (x.dtype() == at::kBFloat16 || x.dtype() == at::kHalf) ? at::kFloat : x.dtype());
+  NamedArray ms = mean(square(x32), AxisSelection(axis));
+  NamedArray out = astype(x32 * rsqrt(ms + eps), x.dtype());
+  if (weight) out = *weight * out;
+  if (bias) out = out + *bias;
+  return out;
+}
+
+}  // namespace haliax::nn

@@ -1,0 +1,87 @@
+// Stacked<M>: L copies of a module M held as one module whose parameters have a leading layer axis.
+//
+// Parameters are initialised per layer with keys split from one key, then stacked. `fold` applies the layers
+// in order. Each call takes per-layer views with ONE unbind per parameter (whose backward is one stack); a
+// per-layer select would write a full-size zero gradient per layer, O(L^2) memory traffic per step.
+// State dicts unstack to "prefix.0.*", "prefix.1.*" (see module.h).
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "haliax/core.h"
+#include "haliax/named_array.h"
+#include "haliax/nn/module.h"
+#include "haliax/random.h"
+
+namespace haliax::nn {
+
+template <typename M>
+struct Stacked {
+  Axis Layers;
+  M stacked;  // M whose every parameter has Layers as its first axis
+
+  // init_one(key) builds one layer; layer i gets key.split(L)[i].
+  template <typename InitFn>
+  static Stacked init(const Axis& Layers, const random::Key& key, InitFn&& init_one) {
+    std::vector<random::Key> keys = key.split(Layers.size);
+    std::vector<M> layers;
+    layers.reserve(static_cast<size_t>(Layers.size));
+    for (const random::Key& k : keys) layers.push_back(init_one(k));
+    return stack_layers(Layers, std::move(layers));
+  }
+
+  // Stack already-built layers (all with the same parameter axes).
+  static Stacked stack_layers(const Axis& Layers, std::vector<M> layers) {
+    if (layers.empty() || static_cast<int64_t>(layers.size()) != Layers.size) {
+      throw std::invalid_argument("Stacked: need " + std::to_string(Layers.size) + " layers, got " +
+                                  std::to_string(layers.size()));
+    }
+    std::vector<std::vector<NamedArray>> per_param;
+    for (M& layer : layers) {
+      size_t k = 0;
+      for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) {
+        if (per_param.size() <= k) per_param.emplace_back();
+        per_param[k++].push_back(p);
+      });
+    }
+    M out = layers[0];
+    size_t k = 0;
+    for_each_parameter(out, [&](const ParamInfo&, NamedArray& p) { p = stack(Layers, per_param[k++]); });
+    return Stacked{Layers, std::move(out)};
+  }
+
+  // Per-layer modules whose parameters are views of the stacked ones (gradients flow to the stack).
+  std::vector<M> unstacked() const {
+    M proto = stacked;
+    std::vector<std::vector<NamedArray>> slices;
+    for_each_parameter(proto, [&](const ParamInfo&, NamedArray& p) { slices.push_back(unbind(p, Layers)); });
+    std::vector<M> out(static_cast<size_t>(Layers.size), proto);
+    for (size_t i = 0; i < out.size(); ++i) {
+      size_t k = 0;
+      for_each_parameter(out[i], [&](const ParamInfo&, NamedArray& p) { p = slices[k++][i]; });
+    }
+    return out;
+  }
+
+  // x = f(layer_i, x, i) for i = 0..L-1.
+  template <typename Carry, typename F>
+  Carry fold(Carry x, F&& f) const {
+    std::vector<M> layers = unstacked();
+    for (size_t i = 0; i < layers.size(); ++i) x = f(layers[i], x, static_cast<int64_t>(i));
+    return x;
+  }
+
+  // x = layer_i(x) for every layer.
+  template <typename Carry>
+  Carry fold(Carry x) const {
+    return fold(std::move(x), [](const M& layer, const Carry& c, int64_t) { return layer(c); });
+  }
+
+  void visit(ParamVisitor& v) {
+    ParamVisitor sv = v.stacked(Layers);
+    stacked.visit(sv);
+  }
+};
+
+}  // namespace haliax::nn

@@ -1,0 +1,273 @@
+#include "haliax/random.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "haliax/core.h"
+#include "haliax/error.h"
+#include "haliax/ops.h"
+
+namespace haliax::random {
+
+namespace {
+
+inline uint32_t rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+inline std::array<uint32_t, 2> threefry(uint32_t k0, uint32_t k1, uint32_t x0, uint32_t x1) {
+  const uint32_t ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu};
+  static constexpr int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  x0 += ks[0];
+  x1 += ks[1];
+  for (int i = 0; i < 5; ++i) {
+    const int* r = kRot[i % 2];
+    for (int j = 0; j < 4; ++j) {
+      x0 += x1;
+      x1 = rotl(x1, r[j]);
+      x1 ^= x0;
+    }
+    x0 += ks[(i + 1) % 3];
+    x1 += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+  return {x0, x1};
+}
+
+// Calls f(i, hi, lo) for every flat index with the Threefry output for counter (i >> 32, i).
+template <typename F>
+void for_each_block(const Key& key, int64_t n, F&& f) {
+  const uint32_t k0 = key.data()[0], k1 = key.data()[1];
+  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      auto b = threefry(k0, k1, static_cast<uint32_t>(static_cast<uint64_t>(i) >> 32), static_cast<uint32_t>(i));
+      f(i, b[0], b[1]);
+    }
+  });
+}
+
+std::vector<int64_t> sizes_of(const AxisSpec& axes) {
+  std::vector<int64_t> s;
+  for (const Axis& a : axes) s.push_back(a.size);
+  return s;
+}
+
+std::vector<uint32_t> bits32(const Key& key, int64_t n) {
+  std::vector<uint32_t> out(static_cast<size_t>(n));
+  for_each_block(key, n, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = hi ^ lo; });
+  return out;
+}
+
+std::vector<uint64_t> bits64(const Key& key, int64_t n) {
+  std::vector<uint64_t> out(static_cast<size_t>(n));
+  for_each_block(key, n, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = (uint64_t(hi) << 32) | lo; });
+  return out;
+}
+
+// JAX's uniform: random mantissa with exponent 0 gives [1, 2); minus one, scaled, clamped below at minval.
+at::Tensor uniform_f32(const Key& key, const AxisSpec& shape, float lo, float hi) {
+  at::Tensor out = at::empty(sizes_of(shape), at::kFloat);
+  float* p = out.data_ptr<float>();
+  const float span = hi - lo;
+  for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
+    uint32_t fb = ((a ^ b) >> 9) | 0x3F800000u;
+    float f;
+    std::memcpy(&f, &fb, 4);
+    float v = (f - 1.0f) * span + lo;
+    p[i] = v < lo ? lo : v;
+  });
+  return out;
+}
+
+at::Tensor uniform_f64(const Key& key, const AxisSpec& shape, double lo, double hi) {
+  at::Tensor out = at::empty(sizes_of(shape), at::kDouble);
+  double* p = out.data_ptr<double>();
+  const double span = hi - lo;
+  for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
+    uint64_t db = ((((uint64_t)a << 32) | b) >> 12) | 0x3FF0000000000000ull;
+    double f;
+    std::memcpy(&f, &db, 8);
+    double v = (f - 1.0) * span + lo;
+    p[i] = v < lo ? lo : v;
+  });
+  return out;
+}
+
+at::Tensor uniform_tensor(const Key& key, const AxisSpec& shape, at::ScalarType dtype, double lo, double hi) {
+  if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + std::string(c10::toString(dtype)));
+  if (dtype == at::kDouble) return uniform_f64(key, shape, lo, hi);
+  at::Tensor t = uniform_f32(key, shape, static_cast<float>(lo), static_cast<float>(hi));
+  return dtype == at::kFloat ? t : t.to(dtype);
+}
+
+at::ScalarType compute_dtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace
+
+std::array<uint32_t, 2> threefry2x32(const std::array<uint32_t, 2>& key, const std::array<uint32_t, 2>& counter) {
+  return threefry(key[0], key[1], counter[0], counter[1]);
+}
+
+std::vector<Key> Key::split(int64_t n) const {
+  std::vector<Key> out;
+  out.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out.push_back(fold_in(static_cast<uint64_t>(i)));
+  return out;
+}
+
+std::pair<Key, Key> Key::split2() const { return {fold_in(0), fold_in(1)}; }
+
+Key Key::fold_in(uint64_t data) const {
+  auto b = threefry(data_[0], data_[1], static_cast<uint32_t>(data >> 32), static_cast<uint32_t>(data));
+  return Key(b[0], b[1]);
+}
+
+std::string Key::str() const { return "Key(" + std::to_string(data_[0]) + ", " + std::to_string(data_[1]) + ")"; }
+
+NamedArray bits(const Key& key, const AxisSpec& shape, int bit_width) {
+  at::Tensor out = at::empty(sizes_of(shape), at::kLong);
+  int64_t* p = out.data_ptr<int64_t>();
+  if (bit_width == 32) {
+    for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>(a ^ b); });
+  } else if (bit_width == 64) {
+    for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
+      p[i] = static_cast<int64_t>((uint64_t(a) << 32) | b);
+    });
+  } else {
+    value_error("bits: bit_width must be 32 or 64, got " + std::to_string(bit_width));
+  }
+  return NamedArray(out, shape);
+}
+
+NamedArray uniform(const Key& key, const AxisSpec& shape, at::ScalarType dtype, double minval, double maxval) {
+  check_unique(shape);
+  return NamedArray(uniform_tensor(key, shape, dtype, minval, maxval), shape);
+}
+
+NamedArray normal(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  check_unique(shape);
+  at::ScalarType ct = compute_dtype(dtype);
+  double lo = ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
+  at::Tensor u = uniform_tensor(key, shape, ct, lo, 1.0);
+  at::Tensor out = at::erfinv(u).mul_(ct == at::kDouble ? std::sqrt(2.0) : static_cast<double>(static_cast<float>(std::sqrt(2.0))));
+  return NamedArray(out.to(dtype), shape);
+}
+
+NamedArray truncated_normal(const Key& key, const AxisSpec& shape, double lower, double upper, at::ScalarType dtype) {
+  check_unique(shape);
+  at::ScalarType ct = compute_dtype(dtype);
+  at::Tensor out;
+  if (ct == at::kDouble) {
+    const double s2 = std::sqrt(2.0);
+    at::Tensor u = uniform_f64(key, shape, std::erf(lower / s2), std::erf(upper / s2));
+    out = at::erfinv(u).mul_(s2).clamp_(std::nextafter(lower, INFINITY), std::nextafter(upper, -INFINITY));
+  } else {
+    const float s2 = static_cast<float>(std::sqrt(2.0));
+    const float lo = static_cast<float>(lower), hi = static_cast<float>(upper);
+    at::Tensor u = uniform_f32(key, shape, std::erf(lo / s2), std::erf(hi / s2));
+    out = at::erfinv(u).mul_(s2).clamp_(std::nextafter(lo, INFINITY), std::nextafter(hi, -INFINITY));
+  }
+  return NamedArray(out.to(dtype), shape);
+}
+
+NamedArray bernoulli(const Key& key, const AxisSpec& shape, double p) {
+  return NamedArray(at::lt(uniform_tensor(key, shape, at::kFloat, 0.0, 1.0), static_cast<float>(p)), shape);
+}
+
+NamedArray bernoulli(const Key& key, const AxisSpec& shape, const NamedArray& p) {
+  NamedArray u(uniform_tensor(key, shape, compute_dtype(p.dtype()), 0.0, 1.0), shape);
+  return broadcast_to(u < p, shape);
+}
+
+NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_t maxval, at::ScalarType dtype) {
+  check_unique(shape);
+  auto [k1, k2] = key.split2();
+  int64_t n = axis_size(shape);
+  if (dtype == at::kInt) {
+    constexpr int64_t lo_lim = std::numeric_limits<int32_t>::min(), hi_lim = std::numeric_limits<int32_t>::max();
+    bool max_out_of_range = maxval > hi_lim;
+    int32_t lo = static_cast<int32_t>(std::clamp(minval, lo_lim, hi_lim));
+    int32_t hi = static_cast<int32_t>(std::clamp(maxval, lo_lim, hi_lim));
+    uint32_t span = static_cast<uint32_t>(static_cast<int64_t>(hi) - lo);
+    if (hi <= lo) span = 1;
+    if (max_out_of_range && hi > lo) span += 1;
+    std::vector<uint32_t> h = bits32(k1, n), l = bits32(k2, n);
+    at::Tensor out = at::empty(sizes_of(shape), at::kInt);
+    int32_t* p = out.data_ptr<int32_t>();
+    if (span == 0) {  // the full 2^32 range: the remainders are no-ops
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + h[i] * 0u + l[i]);
+    } else {
+      uint32_t mult = (uint32_t(1) << 16) % span;
+      mult = (mult * mult) % span;
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t off = ((h[i] % span) * mult + (l[i] % span)) % span;
+        p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + off);
+      }
+    }
+    return NamedArray(out, shape);
+  }
+  if (dtype != at::kLong) {
+    return astype(randint(key, shape, minval, maxval, at::kLong), dtype);
+  }
+  uint64_t span = static_cast<uint64_t>(maxval) - static_cast<uint64_t>(minval);
+  if (maxval <= minval) span = 1;
+  std::vector<uint64_t> h = bits64(k1, n), l = bits64(k2, n);
+  at::Tensor out = at::empty(sizes_of(shape), at::kLong);
+  int64_t* p = out.data_ptr<int64_t>();
+  uint64_t mult = (uint64_t(1) << 32) % span;
+  mult = (mult * mult) % span;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t off = ((h[i] % span) * mult + (l[i] % span)) % span;
+    p[i] = static_cast<int64_t>(static_cast<uint64_t>(minval) + off);
+  }
+  return NamedArray(out, shape);
+}
+
+NamedArray gumbel(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  at::ScalarType ct = compute_dtype(dtype);
+  double tiny = ct == at::kDouble ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
+  at::Tensor u = uniform_tensor(key, shape, ct, tiny, 1.0);
+  return NamedArray(at::neg(at::log(at::neg(at::log(u)))).to(dtype), shape);
+}
+
+NamedArray permutation(const Key& key, const Axis& axis) {
+  const int64_t n = axis.size;
+  std::vector<int64_t> x(static_cast<size_t>(n));
+  std::iota(x.begin(), x.end(), 0);
+  // JAX's shuffle: a few rounds of stable sorts by fresh 32-bit keys.
+  const double uint32max = 4294967295.0;
+  int rounds = static_cast<int>(std::ceil(3.0 * std::log(std::max<int64_t>(1, n)) / std::log(uint32max)));
+  Key k = key;
+  for (int r = 0; r < rounds; ++r) {
+    auto [next, sub] = k.split2();
+    k = next;
+    std::vector<uint32_t> sort_keys = bits32(sub, n);
+    std::vector<size_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sort_keys[a] < sort_keys[b]; });
+    std::vector<int64_t> nx(static_cast<size_t>(n));
+    for (size_t i = 0; i < order.size(); ++i) nx[i] = x[order[i]];
+    x.swap(nx);
+  }
+  at::Tensor t = at::empty({n}, at::kLong);
+  std::memcpy(t.data_ptr<int64_t>(), x.data(), sizeof(int64_t) * x.size());
+  return NamedArray(t, {axis});
+}
+
+NamedArray permutation(const Key& key, const NamedArray& x, const AxisSelector& axis) {
+  Axis ax = x.resolve_axis(axis);
+  NamedArray perm = permutation(key, ax);
+  if (x.ndim() == 1) return NamedArray(at::index_select(x.array(), 0, perm.array()), x.axes());
+  size_t i = *x.axis_index(axis);
+  return NamedArray(at::index_select(x.array(), static_cast<int64_t>(i), perm.array()), x.axes());
+}
+
+NamedArray categorical(const Key& key, const NamedArray& logits, const AxisSelector& axis) {
+  Axis ax = logits.resolve_axis(axis);
+  NamedArray g = gumbel(key, logits.axes(), logits.dtype());
+  return argmax(g + logits, ax);
+}
+
+}  // namespace haliax::random
