@@ -1,0 +1,303 @@
+#include "levanter/config/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace levanter::config {
+
+namespace fs = std::filesystem;
+
+std::string Context::where(const YAML::Node& node) const {
+  YAML::Mark m = node.Mark();
+  std::string f = file.empty() ? "<config>" : file;
+  if (m.line < 0 || m.is_null()) return f;
+  return f + ":" + std::to_string(m.line + 1);
+}
+
+void fail(const Context& ctx, const YAML::Node& node, const std::string& message) {
+  std::string key = ctx.path.empty() ? "" : ctx.path + ": ";
+  throw ConfigError(ctx.where(node) + ": " + key + message);
+}
+
+static size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string nearest(const std::string& key, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const std::string& c : candidates) {
+    size_t d = edit_distance(key, c);
+    // Also count a shared prefix/suffix ("num_train_step" vs "num_train_steps") as close.
+    if (d < best_d) {
+      best_d = d;
+      best = c;
+    }
+  }
+  if (best.empty()) return best;
+  size_t limit = std::max<size_t>(2, std::max(key.size(), best.size()) / 2);
+  return best_d <= limit ? best : std::string();
+}
+
+// --- Duration ----------------------------------------------------------------------------------------------
+
+Duration Duration::parse(const std::string& text) {
+  std::string t = text;
+  t.erase(std::remove_if(t.begin(), t.end(), ::isspace), t.end());
+  if (t.empty()) throw std::invalid_argument("empty duration");
+  size_t i = 0;
+  while (i < t.size() && (std::isdigit(static_cast<unsigned char>(t[i])) || t[i] == '.')) ++i;
+  if (i == 0) throw std::invalid_argument("duration must start with a number, e.g. 10m");
+  double n = std::stod(t.substr(0, i));
+  std::string unit = t.substr(i);
+  double mult;
+  if (unit.empty() || unit == "s" || unit == "sec" || unit == "seconds") mult = 1;
+  else if (unit == "ms") mult = 1e-3;
+  else if (unit == "m" || unit == "min" || unit == "minutes") mult = 60;
+  else if (unit == "h" || unit == "hr" || unit == "hours") mult = 3600;
+  else if (unit == "d" || unit == "days") mult = 86400;
+  else throw std::invalid_argument("unknown duration unit '" + unit + "' (use ms, s, m, h or d)");
+  return Duration(std::chrono::duration<double>(n * mult));
+}
+
+std::string Duration::str() const {
+  double s = seconds();
+  auto fmt = [](double v, const char* unit) {
+    std::ostringstream o;
+    o << v << unit;
+    return o.str();
+  };
+  if (s >= 3600 && std::fmod(s, 3600) == 0) return fmt(s / 3600, "h");
+  if (s >= 60 && std::fmod(s, 60) == 0) return fmt(s / 60, "m");
+  return fmt(s, "s");
+}
+
+// --- scalars -----------------------------------------------------------------------------------------------
+
+static std::string scalar_text(const YAML::Node& n, const Context& c, const char* expected) {
+  if (!n.IsScalar()) fail(c, n, std::string("expected ") + expected + ", got a " + (n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"));
+  return n.Scalar();
+}
+
+void parse_value(const YAML::Node& n, const Context& c, bool& out) {
+  std::string s = scalar_text(n, c, "true or false");
+  std::string l = s;
+  std::transform(l.begin(), l.end(), l.begin(), ::tolower);
+  if (l == "true" || l == "yes" || l == "on" || l == "1") out = true;
+  else if (l == "false" || l == "no" || l == "off" || l == "0") out = false;
+  else fail(c, n, "expected true or false, got '" + s + "'");
+}
+
+void parse_value(const YAML::Node& n, const Context& c, int64_t& out) {
+  std::string s = scalar_text(n, c, "an integer");
+  try {
+    size_t pos = 0;
+    // Accept 1e6-style integers (Levanter configs write them) when they are exact.
+    if (s.find_first_of("eE.") != std::string::npos) {
+      double d = std::stod(s, &pos);
+      if (pos != s.size() || d != std::floor(d) || std::fabs(d) > 9.2e18) throw std::invalid_argument(s);
+      out = static_cast<int64_t>(d);
+      return;
+    }
+    out = std::stoll(s, &pos, 0);
+    if (pos != s.size()) throw std::invalid_argument(s);
+  } catch (const std::exception&) {
+    fail(c, n, "expected an integer, got '" + s + "'");
+  }
+}
+
+void parse_value(const YAML::Node& n, const Context& c, int& out) {
+  int64_t v = 0;
+  parse_value(n, c, v);
+  if (v < INT32_MIN || v > INT32_MAX) fail(c, n, "integer out of range: " + std::to_string(v));
+  out = static_cast<int>(v);
+}
+
+void parse_value(const YAML::Node& n, const Context& c, double& out) {
+  std::string s = scalar_text(n, c, "a number");
+  try {
+    size_t pos = 0;
+    out = std::stod(s, &pos);
+    if (pos != s.size()) throw std::invalid_argument(s);
+  } catch (const std::exception&) {
+    fail(c, n, "expected a number, got '" + s + "'");
+  }
+}
+
+void parse_value(const YAML::Node& n, const Context& c, std::string& out) {
+  if (n.IsNull()) {
+    out.clear();
+    return;
+  }
+  out = scalar_text(n, c, "a string");
+}
+
+void parse_value(const YAML::Node& n, const Context& c, Duration& out) {
+  std::string s = scalar_text(n, c, "a duration like 10m");
+  try {
+    out = Duration::parse(s);
+  } catch (const std::exception& e) {
+    fail(c, n, "expected a duration like 10m, 30s or 1h, got '" + s + "' (" + e.what() + ")");
+  }
+}
+
+void Reader::ignored(const char* key, const char* reason) {
+  keys_.emplace_back(key);
+  YAML::Node child = node_[key];
+  if (child.IsDefined() && !child.IsNull()) {
+    std::cerr << "warning: " << ctx_.where(child) << ": " << ctx_.child(key).path << " has no effect here: " << reason
+              << "\n";
+  }
+}
+
+void Reader::finish() const {
+  for (const auto& kv : node_) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(keys_.begin(), keys_.end(), key) != keys_.end()) continue;
+    std::string msg = "unknown key '" + ctx_.child(key).path + "'";
+    std::string near = nearest(key, keys_);
+    if (!near.empty()) msg += "; did you mean '" + near + "'?";
+    std::string valid;
+    for (const std::string& k : keys_) valid += (valid.empty() ? "" : ", ") + k;
+    msg += " Valid keys" + (ctx_.path.empty() ? std::string() : " under '" + ctx_.path + "'") + ": " + valid;
+    Context c = ctx_.child(key);
+    throw ConfigError(c.where(kv.first) + ": " + msg);
+  }
+}
+
+// --- dumping -----------------------------------------------------------------------------------------------
+
+YAML::Node to_yaml_value(bool v) { return YAML::Node(v); }
+YAML::Node to_yaml_value(int v) { return YAML::Node(v); }
+YAML::Node to_yaml_value(int64_t v) { return YAML::Node(static_cast<long long>(v)); }
+YAML::Node to_yaml_value(double v) {
+  // %.17g round-trips every double exactly.
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  std::string s = buf;
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  YAML::Node n;
+  n = s;
+  return n;
+}
+YAML::Node to_yaml_value(const std::string& v) { return YAML::Node(v); }
+YAML::Node to_yaml_value(const Duration& v) { return YAML::Node(v.str()); }
+
+std::string type_name(bool) { return "bool"; }
+std::string type_name(int) { return "int"; }
+std::string type_name(int64_t) { return "int"; }
+std::string type_name(double) { return "float"; }
+std::string type_name(const std::string&) { return "string"; }
+std::string type_name(const Duration&) { return "duration"; }
+
+std::string default_text(const YAML::Node& n) {
+  if (n.IsNull()) return "(none)";
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  return e.c_str();
+}
+
+std::string dump(const YAML::Node& node) {
+  YAML::Emitter e;
+  e << node;
+  return std::string(e.c_str()) + "\n";
+}
+
+// --- files and overrides -----------------------------------------------------------------------------------
+
+static void replace_includes(YAML::Node n, const fs::path& dir, int depth) {
+  if (depth > 16) throw ConfigError("!include nested more than 16 levels (a cycle?)");
+  if (n.IsMap()) {
+    for (auto kv : n) {
+      YAML::Node child = kv.second;
+      if (child.Tag() == "!include") {
+        fs::path p = dir / child.Scalar();
+        YAML::Node loaded = load_yaml_file(p.string());
+        n[kv.first.as<std::string>()] = loaded;
+      } else {
+        replace_includes(child, dir, depth + 1);
+      }
+    }
+  } else if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (n[i].Tag() == "!include") {
+        n[i] = load_yaml_file((dir / n[i].Scalar()).string());
+      } else {
+        replace_includes(n[i], dir, depth + 1);
+      }
+    }
+  }
+}
+
+YAML::Node load_yaml_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read config file");
+  YAML::Node root;
+  try {
+    root = YAML::Load(in);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+  if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(path + ": the top level of a config must be a mapping of sections");
+  replace_includes(root, fs::path(path).parent_path(), 0);
+  return root;
+}
+
+void apply_overrides(YAML::Node& root, const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0 || a.size() < 3) {
+      throw ConfigError("unexpected argument '" + a + "': overrides are written --section.key value");
+    }
+    std::string key = a.substr(2), value;
+    size_t eq = key.find('=');
+    if (eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else {
+      if (i + 1 >= args.size()) throw ConfigError("override --" + key + " needs a value");
+      value = args[++i];
+    }
+    YAML::Node parsed;
+    try {
+      parsed = YAML::Load(value);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError("override --" + key + ": invalid value '" + value + "': " + e.msg);
+    }
+    // Walk/create the path. yaml-cpp nodes are handles, so assigning through them edits the tree.
+    std::vector<std::string> parts;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    YAML::Node cur = root;
+    for (size_t k = 0; k + 1 < parts.size(); ++k) {
+      YAML::Node next = cur[parts[k]];
+      if (!next.IsDefined() || next.IsNull()) {
+        cur[parts[k]] = YAML::Node(YAML::NodeType::Map);
+        next = cur[parts[k]];
+      } else if (!next.IsMap()) {
+        std::string prefix;
+        for (size_t j = 0; j <= k; ++j) prefix += (j ? "." : "") + parts[j];
+        throw ConfigError("override --" + key + ": '" + prefix + "' is not a section");
+      }
+      cur.reset(next);
+    }
+    cur[parts.back()] = parsed;
+  }
+}
+
+}  // namespace levanter::config
