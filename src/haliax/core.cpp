@@ -90,7 +90,8 @@ NamedArray rearrange(const NamedArray& a, const AxisSelection& axes) {
 
 NamedArray rearrange(const NamedArray& a, const char* expression_or_axis, const Bindings& bindings) {
   std::string s(expression_or_axis);
-  if (s.find("->") != std::string::npos) return rearrange(a, s, bindings);
+  // A bare identifier is one axis name; anything with spaces or expression syntax is an expression.
+  if (s.find_first_of(" \t(){}-<>=,.:") != std::string::npos) return rearrange_expression(a, s, bindings);
   if (!bindings.empty()) value_error("rearrange: bindings need an expression with '->', got '" + s + "'");
   return rearrange(a, AxisSelection(AxisSelector(s)));
 }
@@ -270,7 +271,7 @@ NamedArray take(const NamedArray& a, const AxisSelector& axis_sel, const NamedAr
   size_t i = require_index(a, axis_sel);
   const Axis axis = a.axes()[i];
   if (!at::isIntegralType(index.dtype(), /*includeBool=*/false)) {
-    value_error("Index must be an integer array, got " + std::string(c10::toString(index.dtype())));
+    value_error("Index must be an integer array, got " + dtype_name(index.dtype()));
   }
   AxisSpec remaining = eliminate_axes(a.axes(), AxisSelection(axis));
   AxisSpec shared = intersect_axes(remaining, index.axes());

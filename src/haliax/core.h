@@ -4,6 +4,7 @@
 #include <c10/core/TensorOptions.h>
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -54,7 +55,12 @@ using Bindings = std::vector<std::pair<std::string, Binding>>;
 // Einops form, as in Haliax: ordered ("b (h w) c -> b h w c", {{"h", 2}}) binds lhs names by position;
 // unordered ("{H W C} -> ... C H W") binds them by axis name. Groups split an axis on the lhs
 // ("(H: h1 H)") and merge axes under a new name on the rhs ("(E: H W C)"). Errors point at the position.
-NamedArray rearrange(const NamedArray& a, const std::string& expression, const Bindings& bindings = {});
+NamedArray rearrange_expression(const NamedArray& a, const std::string& expression, const Bindings& bindings = {});
+// (A template so that a braced list of names never converts to std::string's iterator-pair constructor.)
+template <typename S, typename = std::enable_if_t<std::is_same_v<S, std::string>>>
+NamedArray rearrange(const NamedArray& a, const S& expression, const Bindings& bindings = {}) {
+  return rearrange_expression(a, expression, bindings);
+}
 // A string literal is an expression if it contains "->", else a one-axis selection.
 NamedArray rearrange(const NamedArray& a, const char* expression_or_axis, const Bindings& bindings = {});
 

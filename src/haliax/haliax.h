@@ -3,6 +3,7 @@
 
 #include "haliax/axis.h"
 #include "haliax/core.h"
+#include "haliax/error.h"
 #include "haliax/named_array.h"
 #include "haliax/nn/activations.h"
 #include "haliax/nn/attention.h"

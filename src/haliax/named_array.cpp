@@ -88,7 +88,23 @@ NamedArray NamedArray::broadcast_axis(const AxisSpec& axes) const { return halia
 
 std::string NamedArray::str() const {
   if (!defined()) return "NamedArray(undefined)";
-  return std::string("NamedArray(dtype=") + c10::toString(dtype()) + ", axes=" + to_string(axes_) + ")";
+  return "NamedArray(dtype=" + dtype_name(dtype()) + ", axes=" + to_string(axes_) + ")";
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(t);
+  }
 }
 
 std::ostream& operator<<(std::ostream& os, const NamedArray& a) { return os << a.str(); }

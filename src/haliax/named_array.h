@@ -98,6 +98,8 @@ class NamedIndex {
 };
 
 std::ostream& operator<<(std::ostream& os, const NamedArray& a);
+// numpy-style dtype names: float32, bfloat16, int64, bool, ...
+std::string dtype_name(at::ScalarType t);
 
 // Wrap a tensor with axes; each entry may be an Axis (size checked) or a name (size taken from the tensor).
 NamedArray named(const at::Tensor& array, const AxisSelection& axes);

@@ -96,7 +96,7 @@ at::Tensor uniform_f64(const Key& key, const AxisSpec& shape, double lo, double 
 }
 
 at::Tensor uniform_tensor(const Key& key, const AxisSpec& shape, at::ScalarType dtype, double lo, double hi) {
-  if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + std::string(c10::toString(dtype)));
+  if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + dtype_name(dtype));
   if (dtype == at::kDouble) return uniform_f64(key, shape, lo, hi);
   at::Tensor t = uniform_f32(key, shape, static_cast<float>(lo), static_cast<float>(hi));
   return dtype == at::kFloat ? t : t.to(dtype);

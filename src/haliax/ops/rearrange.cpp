@@ -139,7 +139,7 @@ std::vector<std::vector<Axis>> initial_reshape(const std::string& expr, const Ex
 
 }  // namespace
 
-NamedArray rearrange(const NamedArray& a, const std::string& expr, const Bindings& bindings) {
+NamedArray rearrange_expression(const NamedArray& a, const std::string& expr, const Bindings& bindings) {
   auto [lhs, rhs] = detail::parse_rearrangement(expr);
   AliasTable aliases = resolve_bindings(a, bindings);
   AxisSpec intermediate;

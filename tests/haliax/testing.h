@@ -1,0 +1,80 @@
+// Test helpers: compare a named computation with the same computation written in positional ATen,
+// value and gradient, in double precision with fixed tolerances.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "haliax/haliax.h"
+
+namespace haliax::testing {
+
+using TensorFn = std::function<at::Tensor(const std::vector<at::Tensor>&)>;
+
+// Deterministic double-precision test data (ATen's CPU generator seeded locally, never the global one).
+inline at::Tensor randn(at::IntArrayRef shape, uint64_t seed) {
+  at::Tensor t = at::empty(shape, at::kDouble);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return t.normal_(0.0, 1.0, gen);
+}
+
+inline at::Tensor rand_int(at::IntArrayRef shape, int64_t hi, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randint(hi, shape, gen, at::kLong);
+}
+
+// Runs `named` and `reference` on fresh leaf copies of `inputs` (those that are floating point get gradients),
+// checks the outputs agree to `tol`, then back-propagates the same random cotangent through both and checks
+// every input gradient agrees to `tol`.
+inline void expect_same_value_and_grad(const std::vector<at::Tensor>& inputs, const TensorFn& named,
+                                       const TensorFn& reference, double tol = 1e-10, bool check_grad = true) {
+  auto leaves = [&] {
+    std::vector<at::Tensor> out;
+    for (const at::Tensor& t : inputs) {
+      at::Tensor c = t.detach().clone();
+      if (at::isFloatingType(c.scalar_type())) c.requires_grad_(true);
+      out.push_back(c);
+    }
+    return out;
+  };
+  std::vector<at::Tensor> a = leaves(), b = leaves();
+  at::Tensor ya = named(a), yb = reference(b);
+  ASSERT_EQ(ya.sizes(), yb.sizes()) << "output shapes differ";
+  ASSERT_EQ(ya.scalar_type(), yb.scalar_type()) << "output dtypes differ";
+  if (at::isFloatingType(ya.scalar_type())) {
+    EXPECT_TRUE(at::allclose(ya, yb, tol, tol)) << "values differ, max abs diff " << (ya - yb).abs().max().item<double>();
+  } else {
+    EXPECT_TRUE(at::equal(ya, yb)) << "values differ";
+  }
+  if (!check_grad || !ya.requires_grad()) return;
+  at::Tensor cot = randn(ya.sizes(), 1234).to(ya.scalar_type());
+  (ya * cot).sum().backward();
+  (yb * cot).sum().backward();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].requires_grad()) continue;
+    at::Tensor ga = a[i].grad(), gb = b[i].grad();
+    if (!ga.defined() && !gb.defined()) continue;
+    if (!ga.defined()) ga = at::zeros_like(a[i]);
+    if (!gb.defined()) gb = at::zeros_like(b[i]);
+    EXPECT_TRUE(at::allclose(ga, gb, tol, tol))
+        << "gradient of input " << i << " differs, max abs diff " << (ga - gb).abs().max().item<double>();
+  }
+}
+
+// EXPECT that `stmt` throws haliax::ValueError whose message contains `substr`.
+#define EXPECT_VALUE_ERROR(stmt, substr)                                                      \
+  do {                                                                                        \
+    try {                                                                                     \
+      stmt;                                                                                   \
+      ADD_FAILURE() << "expected ValueError containing: " << (substr);                        \
+    } catch (const ::haliax::ValueError& e) {                                                 \
+      EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr(substr));                       \
+    }                                                                                         \
+  } while (0)
+
+}  // namespace haliax::testing
