@@ -1,0 +1,611 @@
+#include "levanter/data/cache/builder.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "levanter/data/documents.h"
+
+namespace levanter::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kMaxWarnings = 10;  // bad lines printed per build; the rest are only counted
+
+std::string rebuild_hint() {
+  return "Set data.rebuild_cache: true (or pass --rebuild to `levanter cache`) to rebuild it, or use another cache_dir";
+}
+
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+int open_or_throw(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0) throw DataError(path + ": cannot open: " + std::strerror(errno));
+  return fd;
+}
+
+void pwrite_all(int fd, const void* data, size_t n, off_t offset, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, n, offset);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw DataError(path + ": write failed: " + std::strerror(errno));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += w;
+  }
+}
+
+void sync_or_throw(int fd, const std::string& path) {
+  if (::fdatasync(fd) != 0) throw DataError(path + ": fdatasync failed: " + std::strerror(errno));
+}
+
+int64_t file_size(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return st.st_size;
+}
+
+// Removes leftovers of interrupted atomic writes ("<name>.tmp.<pid>").
+void remove_temp_files(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
+  }
+}
+
+bool is_shard_dir_name(const std::string& name) {
+  return name.size() == 5 && std::all_of(name.begin(), name.end(), ::isdigit);
+}
+
+// Removes what a cache consists of (the manifest first, so that it is never valid half-removed), and
+// nothing else: cache_dir may be shared with other files.
+void wipe_cache(const std::string& dir) {
+  std::error_code ec;
+  fs::remove(manifest_path(dir), ec);
+  fsync_dir(dir);
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (e.is_directory() && is_shard_dir_name(name)) fs::remove_all(e.path(), ec);
+  }
+  remove_temp_files(dir);
+}
+
+// Empties a shard: no ledger (nothing committed) and empty data files.
+void reset_shard(const std::string& dir, size_t shard) {
+  std::error_code ec;
+  fs::remove_all(shard_dir(dir, shard), ec);
+  fs::create_directories(shard_dir(dir, shard));
+  Fd t(open_or_throw(tokens_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC));
+  Fd o(open_or_throw(offsets_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC));
+  fsync_dir(shard_dir(dir, shard));
+}
+
+// Whether a finished shard still matches its input file: same path and size, and the same mtime or, when the
+// mtime changed (a copy), the same content.
+std::string source_change(const SourceFile& recorded, const std::string& path, const FileInfo& now) {
+  if (recorded.path != path) return "shard was built from " + recorded.path + ", not " + path;
+  if (recorded.size != now.size) {
+    return path + " changed since it was cached (" + std::to_string(recorded.size) + " bytes then, " +
+           std::to_string(now.size) + " now)";
+  }
+  if (recorded.mtime_ns == now.mtime_ns) return "";
+  if (!recorded.hash.empty() && ContentHash::hex(hash_file(path)) == recorded.hash) return "";
+  return path + " changed since it was cached (same size, different content)";
+}
+
+struct RecordResult {
+  enum Kind { kDocument, kBlank, kBad } kind = kBlank;
+  std::vector<int32_t> ids;
+  std::string error;
+};
+
+struct ChunkJob {
+  const std::vector<Record>* records = nullptr;
+  std::vector<RecordResult>* results = nullptr;
+  const std::string* path = nullptr;
+  InputFormat format = InputFormat::kJsonl;
+  size_t n = 0;
+  std::atomic<size_t> next{0};
+  int helpers = 0;  // guarded by Impl::jobs_mu
+};
+
+}  // namespace
+
+struct CacheBuilder::Impl {
+  std::string dir;
+  std::vector<std::string> files;
+  DocumentEncoder encoder;
+  CacheBuildOptions options;
+  CacheManifest manifest;
+  TokenCache* cache = nullptr;  // owns this builder and stops it before it goes away
+  int lock_fd = -1;
+
+  std::vector<ShardLedger> ledgers;  // per shard: the state at the start, then the final ledger
+  std::vector<size_t> todo;          // shards to build, in order
+  std::atomic<size_t> next_todo{0};
+
+  std::mutex jobs_mu;
+  std::condition_variable jobs_cv;
+  std::vector<ChunkJob*> jobs;
+  size_t active_owners = 0;  // shards claimed or not yet claimed and not done; guarded by jobs_mu
+
+  std::atomic<bool> stopping{false}, killed{false};
+  std::atomic<int64_t> commits{0};
+  std::atomic<int> warnings{0};
+
+  std::atomic<int64_t> documents{0}, tokens{0}, bad_lines{0}, bytes_read{0}, bytes_done_base{0};
+  std::atomic<size_t> shards_finished{0};
+  int64_t bytes_total = 0;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+
+  mutable std::mutex state_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  int running = 0;
+  std::string error;
+  std::vector<std::thread> threads;
+  std::mutex join_mu;
+
+  ~Impl() {
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  void start(int num_threads) {
+    active_owners = todo.size();
+    running = num_threads;
+    for (int i = 0; i < num_threads; ++i) threads.emplace_back([this] { worker(); });
+  }
+
+  void worker() {
+    while (!stopping.load() && !killed.load()) {
+      size_t t = next_todo.fetch_add(1);
+      if (t >= todo.size()) break;
+      size_t shard = todo[t];
+      try {
+        build_shard(shard);
+      } catch (const std::exception& e) {
+        fail(shard, e.what());
+      }
+      std::lock_guard<std::mutex> lock(jobs_mu);
+      if (--active_owners == 0) jobs_cv.notify_all();
+    }
+    help();
+    worker_exit();
+  }
+
+  void help() {
+    std::unique_lock<std::mutex> lock(jobs_mu);
+    while (true) {
+      ChunkJob* job = nullptr;
+      for (ChunkJob* j : jobs) {
+        if (j->next.load() < j->n) {
+          job = j;
+          break;
+        }
+      }
+      if (job) {
+        ++job->helpers;
+        lock.unlock();
+        work(*job);
+        lock.lock();
+        if (--job->helpers == 0) jobs_cv.notify_all();
+        continue;
+      }
+      if (active_owners == 0 || stopping.load() || killed.load()) return;
+      jobs_cv.wait(lock);
+    }
+  }
+
+  void worker_exit() {
+    bool last;
+    {
+      std::lock_guard<std::mutex> lock(state_mu);
+      last = --running == 0;
+    }
+    if (!last) return;
+    if (error.empty() && !killed.load() && !stopping.load() && shards_finished.load() == files.size()) {
+      try {
+        finalize();
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(state_mu);
+        error = e.what();
+        cache->on_failure(error);
+      }
+    } else if (error.empty()) {
+      cache->on_failure(killed.load() ? dir + ": the cache build was killed (simulated); resume it by opening the cache again"
+                                      : dir + ": the cache build was stopped before it finished; resume it by opening the cache again");
+    }
+    {
+      std::lock_guard<std::mutex> lock(state_mu);
+      done = true;
+    }
+    done_cv.notify_all();
+  }
+
+  void finalize() {
+    CacheManifest m = manifest;
+    m.finished = true;
+    m.rows = m.tokens = m.bad_lines = 0;
+    for (const ShardLedger& l : ledgers) {
+      m.rows += l.rows;
+      m.tokens += l.tokens;
+      m.bad_lines += l.bad_lines;
+    }
+    write_file_atomic(manifest_path(dir), m.to_json());
+    cache->on_finished();
+  }
+
+  void fail(size_t shard, const std::string& message) {
+    {
+      std::lock_guard<std::mutex> lock(state_mu);
+      if (error.empty()) error = message;
+    }
+    stopping = true;
+    jobs_cv.notify_all();
+    // No half-written shard: the failing shard goes entirely (it is rebuilt from scratch next time).
+    std::error_code ec;
+    fs::remove_all(shard_dir(dir, shard), ec);
+    cache->on_failure(message);
+  }
+
+  void process(const ChunkJob& job, size_t i) {
+    const Record& rec = (*job.records)[i];
+    RecordResult& r = (*job.results)[i];
+    r.ids.clear();
+    try {
+      std::optional<std::string> text = document_text(rec, *job.path, job.format, encoder.processing.text_key);
+      if (!text) {
+        r.kind = RecordResult::kBlank;
+        return;
+      }
+      if (encoder.processing.bos_id) r.ids.push_back(*encoder.processing.bos_id);
+      encoder.encode(*text, r.ids);
+      if (encoder.processing.eos_id) r.ids.push_back(*encoder.processing.eos_id);
+      r.kind = RecordResult::kDocument;
+    } catch (const DataError& e) {
+      r.kind = RecordResult::kBad;
+      r.error = e.what();
+    } catch (const std::exception& e) {
+      r.kind = RecordResult::kBad;
+      r.error = *job.path + ":" + std::to_string(rec.line) + ": cannot tokenize: " + e.what();
+    }
+  }
+
+  void work(ChunkJob& job) {
+    for (size_t i; (i = job.next.fetch_add(1)) < job.n;) process(job, i);
+  }
+
+  // Tokenizes a chunk with the help of idle workers; returns when every record is processed.
+  void run_chunk(ChunkJob& job) {
+    {
+      std::lock_guard<std::mutex> lock(jobs_mu);
+      jobs.push_back(&job);
+    }
+    jobs_cv.notify_all();
+    work(job);
+    std::unique_lock<std::mutex> lock(jobs_mu);
+    jobs.erase(std::find(jobs.begin(), jobs.end(), &job));
+    jobs_cv.wait(lock, [&] { return job.helpers == 0; });
+  }
+
+  void warn(const std::string& message) {
+    if (!options.log_warnings) return;
+    int w = warnings.fetch_add(1);
+    if (w < kMaxWarnings) std::cerr << "warning: " << message << "\n";
+    if (w == kMaxWarnings) std::cerr << "warning: (further skipped lines are only counted)\n";
+  }
+
+  void build_shard(size_t shard) {
+    const std::string& path = files[shard];
+    ShardLedger l = ledgers[shard];
+    RecordReader reader(path);
+    if (l.lines > 0) reader.skip(l.lines);
+    std::string tpath = tokens_path(dir, shard), opath = offsets_path(dir, shard);
+    Fd tfd(open_or_throw(tpath, O_WRONLY)), ofd(open_or_throw(opath, O_WRONLY));
+
+    std::vector<Record> records;
+    std::vector<RecordResult> results;
+    std::vector<int32_t> toks;
+    std::vector<int64_t> offs;
+    int64_t last_bytes = reader.bytes_read();
+    bool eof = false;
+    while (!eof) {
+      if (stopping.load() || killed.load()) return;  // the last commit stands; resumable
+      records.clear();
+      int64_t text_bytes = 0;
+      while (static_cast<int64_t>(records.size()) < options.chunk_documents && text_bytes < options.chunk_bytes) {
+        Record r;
+        if (!reader.next(r)) {
+          eof = true;
+          break;
+        }
+        text_bytes += static_cast<int64_t>(r.bytes.size());
+        records.push_back(std::move(r));
+      }
+      bytes_read += reader.bytes_read() - last_bytes;
+      last_bytes = reader.bytes_read();
+
+      results.resize(records.size());
+      ChunkJob job;
+      job.records = &records;
+      job.results = &results;
+      job.path = &path;
+      job.format = reader.format();
+      job.n = records.size();
+      if (job.n > 0) run_chunk(job);
+
+      toks.clear();
+      offs.clear();
+      int64_t end = l.tokens, docs = 0, bad = 0;
+      for (const RecordResult& r : results) {
+        if (r.kind == RecordResult::kDocument) {
+          toks.insert(toks.end(), r.ids.begin(), r.ids.end());
+          end += static_cast<int64_t>(r.ids.size());
+          offs.push_back(end);
+          ++docs;
+        } else if (r.kind == RecordResult::kBad) {
+          if (!options.skip_bad_lines) throw DataError(r.error + " (set data.skip_bad_lines: true to skip bad lines)");
+          ++bad;
+          warn("skipping " + r.error);
+        }
+      }
+      if (eof && l.rows + docs == 0 && l.bad_lines + bad == 0) {
+        if (!options.skip_bad_lines) throw DataError(path + ": empty file (no documents)");
+        warn(path + ": empty file (no documents)");
+      }
+      if (killed.load()) return;
+
+      pwrite_all(tfd.fd, toks.data(), toks.size() * sizeof(int32_t), static_cast<off_t>(l.tokens) * 4, tpath);
+      pwrite_all(ofd.fd, offs.data(), offs.size() * sizeof(int64_t), static_cast<off_t>(l.rows) * 8, opath);
+      sync_or_throw(tfd.fd, tpath);
+      sync_or_throw(ofd.fd, opath);
+      l.rows += docs;
+      l.tokens = end;
+      l.lines += static_cast<int64_t>(records.size());
+      l.bad_lines += bad;
+      l.chunks += 1;
+      if (eof) {
+        l.finished = true;
+        l.source.hash = ContentHash::hex(reader.content_hash());
+      }
+      write_file_atomic(ledger_path(dir, shard), l.to_json());
+      ledgers[shard] = l;  // only this worker touches this shard's entry until the build ends
+      documents += docs;
+      tokens += static_cast<int64_t>(toks.size());
+      bad_lines += bad;
+      if (eof) ++shards_finished;
+      cache->on_commit(shard, l.rows, l.tokens, l.finished);
+
+      if (options.simulate_kill_after_chunks >= 0 && ++commits == options.simulate_kill_after_chunks) {
+        // What a kill in the middle of the next chunk leaves: data past the ledger, and a temporary ledger.
+        int32_t junk[3] = {-1, -2, -3};
+        pwrite_all(tfd.fd, junk, sizeof(junk), static_cast<off_t>(l.tokens) * 4, tpath);
+        pwrite_all(ofd.fd, junk, sizeof(junk), static_cast<off_t>(l.rows) * 8, opath);
+        std::string tmp = ledger_path(dir, shard) + ".tmp.999999";
+        Fd t(open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC));
+        pwrite_all(t.fd, "{\"rows\": 12", 11, 0, tmp);
+        killed = true;
+        jobs_cv.notify_all();
+        return;
+      }
+    }
+  }
+
+  CacheBuildProgress progress() const {
+    CacheBuildProgress p;
+    p.documents = documents.load();
+    p.tokens = tokens.load();
+    p.bad_lines = bad_lines.load();
+    p.bytes_read_this_run = bytes_read.load();
+    p.input_bytes_done = std::min(bytes_total, bytes_done_base.load() + p.bytes_read_this_run);
+    p.input_bytes_total = bytes_total;
+    p.shards_finished = shards_finished.load();
+    p.shards_total = files.size();
+    p.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(state_mu);
+    p.done = done;
+    p.failed = !error.empty();
+    return p;
+  }
+};
+
+CacheBuilder::CacheBuilder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CacheBuilder::~CacheBuilder() { stop(); }
+
+CacheBuildProgress CacheBuilder::progress() const { return impl_->progress(); }
+
+void CacheBuilder::wait() {
+  {
+    std::unique_lock<std::mutex> lock(impl_->state_mu);
+    impl_->done_cv.wait(lock, [&] { return impl_->done; });
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->join_mu);
+    for (std::thread& t : impl_->threads) {
+      if (t.joinable()) t.join();
+    }
+  }
+  if (!impl_->error.empty()) throw DataError(impl_->error);
+}
+
+void CacheBuilder::stop() {
+  impl_->stopping = true;
+  {
+    std::lock_guard<std::mutex> lock(impl_->jobs_mu);
+    impl_->jobs_cv.notify_all();
+  }
+  std::lock_guard<std::mutex> lock(impl_->join_mu);
+  for (std::thread& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+// --- opening ---------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Another process holds the build lock: read the cache as it grows (after checking it is the one we want).
+std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const std::vector<std::string>& files,
+                                                 const Processing& processing) {
+  // The builder writes the manifest right after taking the lock; give it a moment.
+  for (int i = 0; i < 300 && !read_manifest(dir); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto cache = TokenCache::open(dir, processing);
+  if (cache->manifest().files != files) {
+    throw DataError(dir + ": another process is building this cache from other input files than the configured ones");
+  }
+  return cache;
+}
+
+}  // namespace
+
+std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const std::vector<std::string>& files,
+                                                const DocumentEncoder& encoder, const CacheBuildOptions& options) {
+  if (!encoder.encode) throw std::invalid_argument("build_or_load_cache: the encoder has no encode function");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
+
+  auto impl = std::make_unique<CacheBuilder::Impl>();
+  impl->dir = dir;
+  impl->files = files;
+  impl->encoder = encoder;
+  impl->options = options;
+  impl->lock_fd = open_or_throw(dir + "/.lock", O_RDWR | O_CREAT);
+  if (::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) throw DataError(dir + "/.lock: cannot lock: " + std::strerror(errno));
+    return open_built_elsewhere(dir, files, encoder.processing);
+  }
+
+  // Is what is there the cache we want?
+  std::optional<CacheManifest> m = read_manifest(dir);
+  if (m) {
+    std::string why;
+    if (m->format_version != kCacheFormatVersion) {
+      why = "it has format version " + std::to_string(m->format_version) + " and this build writes version " +
+            std::to_string(kCacheFormatVersion);
+    } else if (!(m->processing == encoder.processing)) {
+      why = m->processing.difference(encoder.processing);
+    } else if (m->files != files) {
+      std::vector<std::string> gone, added;
+      for (const auto& f : m->files) {
+        if (std::find(files.begin(), files.end(), f) == files.end()) gone.push_back(f);
+      }
+      for (const auto& f : files) {
+        if (std::find(m->files.begin(), m->files.end(), f) == m->files.end()) added.push_back(f);
+      }
+      why = "it was built from other input files (" + std::to_string(m->files.size()) + " then, " +
+            std::to_string(files.size()) + " now";
+      if (!gone.empty()) why += "; no longer configured: " + gone.front() + (gone.size() > 1 ? ", ..." : "");
+      if (!added.empty()) why += "; new: " + added.front() + (added.size() > 1 ? ", ..." : "");
+      if (gone.empty() && added.empty()) why += "; the same files in another order";
+      why += ")";
+    }
+    if (!why.empty()) {
+      if (!options.rebuild) throw DataError(dir + ": refusing to use this cache: " + why + ". " + rebuild_hint());
+      if (options.log_warnings) std::cerr << "warning: " << dir << ": rebuilding the cache: " << why << "\n";
+      wipe_cache(dir);
+      m.reset();
+    }
+  }
+  if (!m) {
+    wipe_cache(dir);  // shards of an earlier cache whose manifest is gone
+    CacheManifest fresh;
+    fresh.processing = encoder.processing;
+    fresh.files = files;
+    write_file_atomic(manifest_path(dir), fresh.to_json());
+    m = fresh;
+  }
+  impl->manifest = *m;
+  remove_temp_files(dir);
+
+  // Each shard: finished (check its source), partially committed (resume), or empty (start).
+  impl->ledgers.resize(files.size());
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string& path = files[i];
+    FileInfo info = filesystem_for(path).stat(path);
+    std::optional<ShardLedger> l = read_ledger(dir, i);
+    if (l && l->format_version == kCacheFormatVersion && l->finished) {
+      std::string change = source_change(l->source, path, info);
+      if (change.empty()) {
+        impl->ledgers[i] = *l;
+        impl->documents += l->rows;
+        impl->tokens += l->tokens;
+        impl->bad_lines += l->bad_lines;
+        impl->bytes_done_base += info.size;
+        ++impl->shards_finished;
+        continue;
+      }
+      if (!options.rebuild) throw DataError(dir + ": refusing to use this cache: " + change + ". " + rebuild_hint());
+      if (options.log_warnings) std::cerr << "warning: " << dir << ": rebuilding shard " << i << ": " << change << "\n";
+      l.reset();
+    }
+    bool resumable = l && l->format_version == kCacheFormatVersion && l->source.path == path &&
+                     l->source.size == info.size && l->source.mtime_ns == info.mtime_ns &&
+                     file_size(tokens_path(dir, i)) >= l->tokens * 4 && file_size(offsets_path(dir, i)) >= l->rows * 8;
+    if (resumable) {
+      // Drop whatever a killed build wrote past the last commit.
+      if (::truncate(tokens_path(dir, i).c_str(), l->tokens * 4) != 0 ||
+          ::truncate(offsets_path(dir, i).c_str(), l->rows * 8) != 0) {
+        throw DataError(shard_dir(dir, i) + ": cannot truncate to the committed size: " + std::strerror(errno));
+      }
+      remove_temp_files(shard_dir(dir, i));
+      impl->ledgers[i] = *l;
+      impl->documents += l->rows;
+      impl->tokens += l->tokens;
+      impl->bad_lines += l->bad_lines;
+    } else {
+      if (l && options.log_warnings) std::cerr << "warning: " << dir << ": restarting shard " << i << " (" << path << " changed)\n";
+      reset_shard(dir, i);
+      ShardLedger fresh;
+      fresh.source = {path, info.size, info.mtime_ns, ""};
+      impl->ledgers[i] = fresh;
+    }
+    impl->todo.push_back(i);
+    impl->bytes_total += info.size;
+  }
+  impl->bytes_total += impl->bytes_done_base;
+
+  auto cache = std::make_shared<TokenCache>(dir, impl->manifest);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const ShardLedger& l = impl->ledgers[i];
+    cache->on_commit(i, l.rows, l.tokens, l.finished);
+  }
+  if (impl->todo.empty() && m->finished) return cache;  // complete: nothing to build, release the lock
+
+  int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  impl->cache = cache.get();
+  CacheBuilder::Impl* raw = impl.get();
+  auto builder = std::make_shared<CacheBuilder>(std::move(impl));
+  cache->attach_builder(builder);
+  raw->start(threads);
+  return cache;
+}
+
+}  // namespace levanter::data
