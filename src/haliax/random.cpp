@@ -75,7 +75,8 @@ at::Tensor uniform_f32(const Key& key, const AxisSpec& shape, float lo, float hi
     uint32_t fb = ((a ^ b) >> 9) | 0x3F800000u;
     float f;
     std::memcpy(&f, &fb, 4);
-    float v = (f - 1.0f) * span + lo;
+    // XLA on CPU fuses the scale and shift into one FMA; doing the same keeps JAX's bits.
+    float v = std::fma(f - 1.0f, span, lo);
     p[i] = v < lo ? lo : v;
   });
   return out;
@@ -89,7 +90,7 @@ at::Tensor uniform_f64(const Key& key, const AxisSpec& shape, double lo, double 
     uint64_t db = ((((uint64_t)a << 32) | b) >> 12) | 0x3FF0000000000000ull;
     double f;
     std::memcpy(&f, &db, 8);
-    double v = (f - 1.0) * span + lo;
+    double v = std::fma(f - 1.0, span, lo);
     p[i] = v < lo ? lo : v;
   });
   return out;
@@ -197,7 +198,7 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
     at::Tensor out = at::empty(sizes_of(shape), at::kInt);
     int32_t* p = out.data_ptr<int32_t>();
     if (span == 0) {  // the full 2^32 range: the remainders are no-ops
-      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + h[i] * 0u + l[i]);
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + l[i]);
     } else {
       uint32_t mult = (uint32_t(1) << 16) % span;
       mult = (mult * mult) % span;
