@@ -1,0 +1,97 @@
+// Reading JSON Lines corpora: bytes -> (decompressed) bytes -> numbered lines -> documents.
+//
+//   ByteSource       a stream of bytes: a local file or stdin today; a remote store (gs://, s3://, http)
+//                    is one more implementation of this small interface.
+//   open_decompressed  gzip (multi-member too) or zstd, recognised by their magic bytes, else passed through,
+//                    so the file name does not have to say (and stdin works).
+//   LineReader       '\n'-separated lines with their numbers (1-based); a trailing '\r' is dropped.
+//   JsonlTextReader  one document per non-blank line: the string field `text` (or another key).
+// Problems with the data throw DataError, which names the source and the line ("corpus.jsonl.gz:17: ...").
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace levanter::data {
+
+class DataError : public std::runtime_error {
+ public:
+  // line 0: the problem is not on one line (an unreadable file, a corrupt gzip stream).
+  DataError(const std::string& source, std::uint64_t line, const std::string& message);
+  const std::string& source() const { return source_; }
+  std::uint64_t line() const { return line_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string source_;
+  std::uint64_t line_;
+  std::string message_;
+};
+
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Up to n bytes into buf; 0 at the end. Throws DataError on I/O errors.
+  virtual std::size_t read(char* buf, std::size_t n) = 0;
+  virtual const std::string& name() const = 0;
+};
+
+// A local file; "-" is stdin. Throws DataError if it cannot be opened.
+std::unique_ptr<ByteSource> open_local_file(const std::string& path);
+
+// Decompresses gzip or zstd (by magic bytes); other data passes through unchanged.
+std::unique_ptr<ByteSource> open_decompressed(std::unique_ptr<ByteSource> raw);
+
+class LineReader {
+ public:
+  explicit LineReader(std::unique_ptr<ByteSource> source);
+  ~LineReader();
+  // The next line without its '\n' (and '\r'); the view stays valid until the next call. false at the end.
+  bool next(std::string_view& line);
+  std::uint64_t line_number() const { return line_number_; }  // of the line last returned
+  const std::string& name() const { return source_->name(); }
+  std::uint64_t bytes_read() const { return bytes_read_; }  // decompressed bytes consumed so far
+
+ private:
+  bool fill();
+  std::unique_ptr<ByteSource> source_;
+  std::vector<char> buf_;
+  std::size_t begin_ = 0, end_ = 0;
+  std::uint64_t line_number_ = 0, bytes_read_ = 0;
+  bool eof_ = false;
+};
+
+// open_decompressed(open_local_file(path)) as lines.
+std::unique_ptr<LineReader> open_lines(const std::string& path);
+
+// True when the line holds only ASCII whitespace (such lines are skipped, as by reftok.js).
+bool is_blank(std::string_view line);
+
+// The string field `key` of one JSONL line. Throws DataError(source, line_number, ...) when the line is not
+// valid UTF-8, not valid JSON, not an object, or has no string field `key`.
+std::string jsonl_text_field(std::string_view line, const std::string& key, const std::string& source,
+                             std::uint64_t line_number);
+
+struct TextRecord {
+  std::string text;
+  std::uint64_t line = 0;
+};
+
+class JsonlTextReader {
+ public:
+  explicit JsonlTextReader(std::unique_ptr<LineReader> lines, std::string key = "text");
+  // The next document (blank lines skipped); false at the end. Throws DataError.
+  bool next(TextRecord& out);
+  const std::string& name() const { return lines_->name(); }
+
+ private:
+  std::unique_ptr<LineReader> lines_;
+  std::string key_;
+};
+
+}  // namespace levanter::data
