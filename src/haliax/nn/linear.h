@@ -20,6 +20,7 @@ struct Linear {
                      double init_scale = 1.0, bool out_first = true, at::ScalarType dtype = at::kFloat);
   // x must have the In axes; they are replaced by the Out axes.
   NamedArray operator()(const NamedArray& x) const;
+  bool bias_axes_are_out() const;
   void visit(ParamVisitor& v) {
     v("weight", weight);
     v("bias", bias);

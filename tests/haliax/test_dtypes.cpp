@@ -1,0 +1,78 @@
+// The same named computations across dtypes: results agree with the f64 computation to the dtype's precision,
+// and dtypes flow through ops as ATen's promotion rules say.
+#include "testing.h"
+
+using namespace haliax;
+using haliax::testing::randn;
+
+namespace {
+const Axis B("batch", 4), P("pos", 8), E("embed", 16), M("mlp", 12);
+
+double tolerance(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return 1e-12;
+    case at::kFloat: return 1e-5;
+    default: return 3e-2;  // bf16 / f16: 8 / 11 bits of mantissa
+  }
+}
+}  // namespace
+
+TEST(Dtypes, FloatingComputationsAgreeWithDoubleToTheirPrecision) {
+  at::Tensor xt = randn({4, 8, 16}, 1), wt = randn({12, 16}, 2) * 0.25;
+  auto compute = [&](at::ScalarType t) {
+    NamedArray x = astype(NamedArray(xt, {B, P, E}), t), w = astype(NamedArray(wt, {M, E}), t);
+    NamedArray h = nn::gelu(dot(x, w, E)) + 1.0;
+    NamedArray s = nn::softmax(h, M) * exp(-square(h) * 0.1);
+    return std::make_pair(s, mean(s, {P, M}));
+  };
+  auto [ref, ref_mean] = compute(at::kDouble);
+  for (at::ScalarType t : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(dtype_name(t));
+    auto [s, m] = compute(t);
+    EXPECT_EQ(s.dtype(), t);
+    EXPECT_EQ(m.dtype(), t);
+    EXPECT_TRUE(at::allclose(s.array().to(at::kDouble), ref.array(), tolerance(t), tolerance(t)));
+    EXPECT_TRUE(at::allclose(m.array().to(at::kDouble), ref_mean.array(), tolerance(t), tolerance(t)));
+  }
+  // f16 on CPU: storage, arithmetic and reductions (libtorch 1.13's CPU kernels stop there: no f16 GEMM or
+  // transcendental functions; compute in f32 and store f16).
+  NamedArray xh = astype(NamedArray(xt, {B, P, E}), at::kHalf);
+  NamedArray sh = sum(xh * 0.5 + xh, E);
+  EXPECT_EQ(sh.dtype(), at::kHalf);
+  EXPECT_TRUE(at::allclose(sh.array().to(at::kDouble), (xt * 1.5).sum(2), 3e-2, 5e-2));
+  EXPECT_TRUE(at::allclose(astype(nn::gelu(astype(xh, at::kFloat)), at::kHalf).array().to(at::kDouble),
+                           at::gelu(xt, "tanh"), 3e-2, 3e-2));
+}
+
+TEST(Dtypes, IntegerAndBoolArrays) {
+  NamedArray ids(at::arange(32, at::kLong).reshape({4, 8}), {B, P});
+  EXPECT_EQ((ids * 2 + 1).dtype(), at::kLong);
+  EXPECT_EQ(sum(ids, P).dtype(), at::kLong);
+  EXPECT_EQ(sum(ids, P).array()[1].item<int64_t>(), 8 * 8 + 28);
+  EXPECT_EQ(mean(ids).dtype(), at::kFloat);  // integer means are floating, as in numpy
+  EXPECT_EQ((ids / 2).dtype(), at::kFloat);  // true division
+  EXPECT_TRUE(at::equal(floor_divide(ids, NamedArray(at::full({4}, 3, at::kLong), {B})).array(),
+                        at::floor_divide(ids.array(), 3)));
+  NamedArray i32 = astype(ids, at::kInt);
+  EXPECT_EQ((i32 + ids).dtype(), at::kLong);
+  NamedArray even = equal(mod(ids, NamedArray(at::scalar_tensor(2, at::kLong), {})), 0);
+  EXPECT_EQ(even.dtype(), at::kBool);
+  EXPECT_EQ(sum(astype(even, at::kLong)).item<int64_t>(), 16);
+  EXPECT_TRUE(all(logical_or(even, logical_not(even))).item<bool>());
+  EXPECT_FALSE(any(logical_and(even, logical_not(even))).item<bool>());
+  EXPECT_EQ(max(ids, P, even).array()[0].item<int64_t>(), 6);
+  EXPECT_EQ(min(astype(ids, at::kInt), P, logical_not(even)).array()[0].item<int32_t>(), 1);
+  EXPECT_TRUE(at::equal(where(even, ids, NamedArray(at::zeros({}, at::kLong), {})).array(),
+                        at::where(even.array(), ids.array(), at::zeros({}, at::kLong))));
+}
+
+TEST(Dtypes, GradientsFlowInBf16) {
+  NamedArray w(randn({16, 12}, 3).to(at::kBFloat16).requires_grad_(true), {E, M});
+  NamedArray x(randn({4, 16}, 4).to(at::kBFloat16), {B, E});
+  NamedArray loss = sum(square(dot(x, w, E)));
+  loss.array().backward();
+  ASSERT_TRUE(w.grad().defined());
+  EXPECT_EQ(w.grad().dtype(), at::kBFloat16);
+  at::Tensor ref = 2 * at::matmul(x.array().to(at::kDouble).t(), at::matmul(x.array().to(at::kDouble), w.array().detach().to(at::kDouble)));
+  EXPECT_TRUE(at::allclose(w.grad().array().to(at::kDouble), ref, 5e-2, 5e-1));
+}
