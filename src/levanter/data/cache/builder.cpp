@@ -229,7 +229,8 @@ struct CacheBuilder::Impl {
       last = --running == 0;
     }
     if (!last) return;
-    if (error.empty() && !killed.load() && !stopping.load() && shards_finished.load() == files.size()) {
+    // Stopping only means starting no more work: if every shard is done, the cache is finished all the same.
+    if (error.empty() && !killed.load() && shards_finished.load() == files.size()) {
       try {
         finalize();
       } catch (const std::exception& e) {
@@ -404,12 +405,14 @@ struct CacheBuilder::Impl {
 
       if (options.simulate_kill_after_chunks >= 0 && ++commits == options.simulate_kill_after_chunks) {
         // What a kill in the middle of the next chunk leaves: data past the ledger, and a temporary ledger.
-        int32_t junk[3] = {-1, -2, -3};
-        pwrite_all(tfd.fd, junk, sizeof(junk), static_cast<off_t>(l.tokens) * 4, tpath);
-        pwrite_all(ofd.fd, junk, sizeof(junk), static_cast<off_t>(l.rows) * 8, opath);
-        std::string tmp = ledger_path(dir, shard) + ".tmp.999999";
-        Fd t(open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC));
-        pwrite_all(t.fd, "{\"rows\": 12", 11, 0, tmp);
+        if (!l.finished) {
+          int32_t junk[3] = {-1, -2, -3};
+          pwrite_all(tfd.fd, junk, sizeof(junk), static_cast<off_t>(l.tokens) * 4, tpath);
+          pwrite_all(ofd.fd, junk, sizeof(junk), static_cast<off_t>(l.rows) * 8, opath);
+          std::string tmp = ledger_path(dir, shard) + ".tmp.999999";
+          Fd t(open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC));
+          pwrite_all(t.fd, "{\"rows\": 12", 11, 0, tmp);
+        }
         killed = true;
         jobs_cv.notify_all();
         return;
@@ -488,6 +491,13 @@ std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const s
 std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const std::vector<std::string>& files,
                                                 const DocumentEncoder& encoder, const CacheBuildOptions& options) {
   if (!encoder.encode) throw std::invalid_argument("build_or_load_cache: the encoder has no encode function");
+  // Every input must be readable and of a known format before anything is written.
+  std::vector<FileInfo> infos;
+  for (const std::string& path : files) {
+    detect_format(path);
+    infos.push_back(filesystem_for(path).stat(path));
+  }
+
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
@@ -549,11 +559,12 @@ std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const st
   impl->ledgers.resize(files.size());
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string& path = files[i];
-    FileInfo info = filesystem_for(path).stat(path);
+    const FileInfo& info = infos[i];
     std::optional<ShardLedger> l = read_ledger(dir, i);
     if (l && l->format_version == kCacheFormatVersion && l->finished) {
       std::string change = source_change(l->source, path, info);
       if (change.empty()) {
+        remove_temp_files(shard_dir(dir, i));
         impl->ledgers[i] = *l;
         impl->documents += l->rows;
         impl->tokens += l->tokens;

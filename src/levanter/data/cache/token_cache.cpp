@@ -77,6 +77,7 @@ TokenCache::~TokenCache() {
 void TokenCache::attach_builder(std::shared_ptr<CacheBuilder> builder) {
   std::lock_guard<std::mutex> lock(mu_);
   builder_ = std::move(builder);
+  builder_running_ = true;
 }
 
 // --- state ---------------------------------------------------------------------------------------------------
@@ -102,7 +103,8 @@ void TokenCache::advance_prefix_locked() {
     row_start_.push_back(row_start_.back() + shards_[prefix_].rows);
     ++prefix_;
   }
-  if (prefix_ == shards_.size() && !complete_.load(std::memory_order_relaxed)) {
+  // With a builder here, the cache is complete once the builder has also written the manifest (on_finished).
+  if (prefix_ == shards_.size() && !builder_running_ && !complete_.load(std::memory_order_relaxed)) {
     complete_.store(true, std::memory_order_release);
     cv_.notify_all();
   }
@@ -158,7 +160,7 @@ bool TokenCache::finished() const { return complete_.load(std::memory_order_acqu
 template <typename Pred>
 void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, Pred ready) {
   while (true) {
-    if (ready() || prefix_ == shards_.size()) return;
+    if (ready() || complete_.load(std::memory_order_relaxed)) return;
     if (!error_.empty()) throw DataError(error_);
     if (builder_) {
       cv_.wait_for(lock, kPollInterval);
@@ -308,6 +310,13 @@ void TokenCache::on_failure(const std::string& message) {
   cv_.notify_all();
 }
 
-void TokenCache::on_finished() { cv_.notify_all(); }
+void TokenCache::on_finished() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    builder_running_ = false;
+    advance_prefix_locked();
+  }
+  cv_.notify_all();
+}
 
 }  // namespace levanter::data

@@ -111,6 +111,7 @@ class TokenCache {
   size_t prefix_ = 0;  // shards 0..prefix_-1 are finished
   std::string error_;
   std::atomic<bool> complete_{false};  // all shards finished and mapped: reads take the lock-free path
+  bool builder_running_ = false;       // a builder in this process has yet to write the final manifest
   std::shared_ptr<CacheBuilder> builder_;
 };
 
