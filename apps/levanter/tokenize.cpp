@@ -10,10 +10,10 @@
 #include <future>
 #include <iostream>
 #include <thread>
-#include <unistd.h>
 
 #include "command.h"
 #include "levanter/data/jsonl_reader.h"
+#include "levanter/data/text.h"
 #include "levanter/data/text_writer.h"
 #include "levanter/data/tokenizer/tokenizer.h"
 
@@ -24,20 +24,22 @@ using levanter::data::DataError;
 using levanter::data::TokenId;
 using levanter::data::Tokenizer;
 
-// The bundled GPT-2 tokenizer: next to an installed binary, in the checkout that holds the build directory,
-// or in the source tree this binary was built from.
-std::string default_tokenizer_path() {
-  std::vector<fs::path> candidates;
+// --tokenizer: a path is used as given (its errors name it); a bare name ("gpt2", the default) is a bundled
+// tokenizer, data/<name>/tokenizer.json, found as the data config finds it (resolve_tokenizer_path:
+// $LEVANTER_DATA_DIR, beside the executable, the working directory and their parents), else in the source
+// tree this binary was built from.
+std::string tokenizer_path(const std::string& arg) {
+  std::string name = arg.empty() ? "gpt2" : arg;
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    candidates.push_back(exe.parent_path() / "../share/levanter-cpp/data/gpt2/tokenizer.json");
-    candidates.push_back(exe.parent_path() / "../data/gpt2/tokenizer.json");
+  bool bare = name.find('/') == std::string::npos && fs::path(name).extension() != ".json" && !fs::exists(name, ec);
+  if (!bare) return name;
+  try {
+    return levanter::data::resolve_tokenizer_path(name);
+  } catch (const DataError&) {
+    fs::path p = fs::path(LEVANTER_SOURCE_DIR) / "data" / name / "tokenizer.json";
+    if (fs::exists(p, ec)) return p.string();
+    throw;
   }
-  candidates.push_back(fs::path(LEVANTER_SOURCE_DIR) / "data/gpt2/tokenizer.json");
-  for (const fs::path& p : candidates)
-    if (fs::exists(p, ec)) return p.lexically_normal().string();
-  throw std::runtime_error("cannot find the bundled GPT-2 tokenizer (data/gpt2/tokenizer.json); pass --tokenizer PATH");
 }
 
 struct Options {
@@ -130,7 +132,7 @@ BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, 
 
 int run(const Options& opts) {
   Options o = opts;
-  if (o.tokenizer.empty() || o.tokenizer == "gpt2") o.tokenizer = default_tokenizer_path();
+  o.tokenizer = tokenizer_path(o.tokenizer);
   const Tokenizer tok = Tokenizer::from_file(o.tokenizer);
   if (o.bos && !tok.bos_id()) throw std::runtime_error(o.tokenizer + ": --bos: the tokenizer has no BOS token");
   if (o.eos && !tok.eos_id()) throw std::runtime_error(o.tokenizer + ": --eos: the tokenizer has no EOS token");
@@ -171,7 +173,7 @@ int run(const Options& opts) {
     batch = reading.get();
   }
   if (writing.valid()) writing.get();
-  if (documents == 0 && skipped == 0) throw DataError(source, 0, "no documents (the input is empty)");
+  if (documents == 0 && skipped == 0) throw levanter::data::DataSourceError(source, 0, "no documents (the input is empty)");
   writer->commit();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "tokenize: %llu documents, %llu tokens, %.2f MB of text in %.2f s (%.1f MB/s, %d threads) -> %s\n",
@@ -188,7 +190,7 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("input", o->input, "JSONL input (.jsonl, .jsonl.gz, .jsonl.zst; - for stdin)")->required();
   app.add_option("output", o->output, "JSONL output of {\"ids\":[...]} lines (.gz/.zst compress; - for stdout)")->required();
   app.add_option("--tokenizer", o->tokenizer,
-                 "tokenizer.json (default: the bundled GPT-2 tokenizer, data/gpt2/tokenizer.json; also 'gpt2')");
+                 "tokenizer.json path, or a bundled name (default gpt2: data/gpt2/tokenizer.json)");
   app.add_option("--text-key", o->text_key, "the JSON field that holds the text")->capture_default_str();
   app.add_option("--threads", o->threads, "tokenizer threads (0: one per core)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_flag("--skip-bad-lines", o->skip_bad_lines, "skip (and count) malformed lines instead of stopping at the first");

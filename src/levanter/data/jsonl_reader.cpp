@@ -10,43 +10,28 @@
 
 namespace levanter::data {
 
-DataError::DataError(const std::string& source, std::uint64_t line, const std::string& message)
-    : std::runtime_error(source + (line ? ":" + std::to_string(line) : std::string()) + ": " + message),
+DataSourceError::DataSourceError(const std::string& source, std::uint64_t line, const std::string& message)
+    : DataError(source + (line ? ":" + std::to_string(line) : std::string()) + ": " + message),
       source_(source),
       line_(line),
       message_(message) {}
 
 namespace {
 
-class FileSource : public ByteSource {
+class StdinStream : public InputStream {
  public:
-  explicit FileSource(const std::string& path) : name_(path == "-" ? "<stdin>" : path) {
-    if (path == "-") {
-      f_ = stdin;
-    } else {
-      f_ = std::fopen(path.c_str(), "rb");
-      if (!f_) throw DataError(name_, 0, std::string("cannot open: ") + std::strerror(errno));
-    }
-  }
-  ~FileSource() override {
-    if (f_ && f_ != stdin) std::fclose(f_);
-  }
   std::size_t read(char* buf, std::size_t n) override {
-    std::size_t got = std::fread(buf, 1, n, f_);
-    if (got == 0 && std::ferror(f_)) throw DataError(name_, 0, std::string("read error: ") + std::strerror(errno));
+    std::size_t got = std::fread(buf, 1, n, stdin);
+    if (got == 0 && std::ferror(stdin)) throw DataSourceError("<stdin>", 0, std::string("read error: ") + std::strerror(errno));
     return got;
   }
-  const std::string& name() const override { return name_; }
-
- private:
-  std::string name_;
-  std::FILE* f_ = nullptr;
 };
 
 // Reads the raw source in chunks and decodes it; the format is fixed by the first bytes.
-class DecompressingSource : public ByteSource {
+class DecompressingStream : public InputStream {
  public:
-  explicit DecompressingSource(std::unique_ptr<ByteSource> raw) : raw_(std::move(raw)), in_(kChunk) {
+  DecompressingStream(std::unique_ptr<InputStream> raw, std::string name)
+      : raw_(std::move(raw)), name_(std::move(name)), in_(kChunk) {
     // Enough bytes for the magic numbers (gzip 1F 8B, zstd 28 B5 2F FD).
     while (in_end_ < 4) {
       std::size_t got = raw_->read(in_.data() + in_end_, in_.size() - in_end_);
@@ -64,12 +49,10 @@ class DecompressingSource : public ByteSource {
       if (!zstd_) fail("cannot initialise zstd");
     }
   }
-  ~DecompressingSource() override {
+  ~DecompressingStream() override {
     if (mode_ == kGzip) inflateEnd(&z_);
     if (zstd_) ZSTD_freeDCtx(zstd_);
   }
-  const std::string& name() const override { return raw_->name(); }
-
   std::size_t read(char* buf, std::size_t n) override {
     if (mode_ == kPlain) {
       if (in_begin_ < in_end_) {
@@ -99,7 +82,7 @@ class DecompressingSource : public ByteSource {
   enum Mode { kPlain, kGzip, kZstd };
   static constexpr std::size_t kChunk = 1 << 18;
 
-  [[noreturn]] void fail(const std::string& what) const { throw DataError(raw_->name(), 0, what); }
+  [[noreturn]] void fail(const std::string& what) const { throw DataSourceError(name_, 0, what); }
 
   void refill() {
     in_begin_ = 0;
@@ -137,7 +120,8 @@ class DecompressingSource : public ByteSource {
     return out.pos;
   }
 
-  std::unique_ptr<ByteSource> raw_;
+  std::unique_ptr<InputStream> raw_;
+  std::string name_;
   std::vector<char> in_;
   std::size_t in_begin_ = 0, in_end_ = 0;
   bool raw_eof_ = false, stream_done_ = false;
@@ -148,15 +132,19 @@ class DecompressingSource : public ByteSource {
 
 }  // namespace
 
-std::unique_ptr<ByteSource> open_local_file(const std::string& path) { return std::make_unique<FileSource>(path); }
+std::unique_ptr<InputStream> open_input(const std::string& url) {
+  if (url == "-") return std::make_unique<StdinStream>();
+  return filesystem_for(url).open(url);
+}
 
-std::unique_ptr<ByteSource> open_decompressed(std::unique_ptr<ByteSource> raw) {
-  return std::make_unique<DecompressingSource>(std::move(raw));
+std::unique_ptr<InputStream> open_decompressed(std::unique_ptr<InputStream> raw, const std::string& name) {
+  return std::make_unique<DecompressingStream>(std::move(raw), name);
 }
 
 // ---- LineReader --------------------------------------------------------------------------------------------
 
-LineReader::LineReader(std::unique_ptr<ByteSource> source) : source_(std::move(source)), buf_(1 << 20) {}
+LineReader::LineReader(std::unique_ptr<InputStream> stream, std::string name)
+    : source_(std::move(stream)), name_(std::move(name)), buf_(1 << 20) {}
 LineReader::~LineReader() = default;
 
 bool LineReader::fill() {
@@ -203,8 +191,9 @@ bool LineReader::next(std::string_view& line) {
   return true;
 }
 
-std::unique_ptr<LineReader> open_lines(const std::string& path) {
-  return std::make_unique<LineReader>(open_decompressed(open_local_file(path)));
+std::unique_ptr<LineReader> open_lines(const std::string& url) {
+  std::string name = url == "-" ? "<stdin>" : url;
+  return std::make_unique<LineReader>(open_decompressed(open_input(url), name), name);
 }
 
 // ---- JSONL -------------------------------------------------------------------------------------------------
@@ -258,7 +247,7 @@ std::string jsonl_text_field(std::string_view line, const std::string& key, cons
   if (bad != std::string_view::npos) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(line[bad]));
-    throw DataError(source, line_number, "invalid UTF-8 (byte " + std::string(hex) + " at column " + std::to_string(bad + 1) + ")");
+    throw DataSourceError(source, line_number, "invalid UTF-8 (byte " + std::string(hex) + " at column " + std::to_string(bad + 1) + ")");
   }
   nlohmann::json j;
   try {
@@ -266,12 +255,12 @@ std::string jsonl_text_field(std::string_view line, const std::string& key, cons
   } catch (const nlohmann::json::parse_error& e) {
     std::string msg = e.what();
     auto p = msg.find("parse error");  // drop nlohmann's "[json.exception.parse_error.101] " prefix
-    throw DataError(source, line_number, "malformed JSON: " + (p == std::string::npos ? msg : msg.substr(p)));
+    throw DataSourceError(source, line_number, "malformed JSON: " + (p == std::string::npos ? msg : msg.substr(p)));
   }
-  if (!j.is_object()) throw DataError(source, line_number, std::string("expected a JSON object, got ") + j.type_name());
+  if (!j.is_object()) throw DataSourceError(source, line_number, std::string("expected a JSON object, got ") + j.type_name());
   auto it = j.find(key);
-  if (it == j.end()) throw DataError(source, line_number, "no field \"" + key + "\"");
-  if (!it->is_string()) throw DataError(source, line_number, "field \"" + key + "\" is " + it->type_name() + ", not a string");
+  if (it == j.end()) throw DataSourceError(source, line_number, "no field \"" + key + "\"");
+  if (!it->is_string()) throw DataSourceError(source, line_number, "field \"" + key + "\" is " + it->type_name() + ", not a string");
   return std::move(it->get_ref<std::string&>());
 }
 

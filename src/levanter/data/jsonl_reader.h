@@ -1,12 +1,13 @@
 // Reading JSON Lines corpora: bytes -> (decompressed) bytes -> numbered lines -> documents.
 //
-//   ByteSource       a stream of bytes: a local file or stdin today; a remote store (gs://, s3://, http)
-//                    is one more implementation of this small interface.
+//   InputStream      a stream of bytes (files.h): opened through filesystem_for(url), so a remote store
+//                    (gs://, s3://, http) added there works here too; "-" is stdin.
 //   open_decompressed  gzip (multi-member too) or zstd, recognised by their magic bytes, else passed through,
 //                    so the file name does not have to say (and stdin works).
 //   LineReader       '\n'-separated lines with their numbers (1-based); a trailing '\r' is dropped.
 //   JsonlTextReader  one document per non-blank line: the string field `text` (or another key).
-// Problems with the data throw DataError, which names the source and the line ("corpus.jsonl.gz:17: ...").
+// Problems with the data throw DataSourceError (a DataError, files.h), which names the source and the line
+// ("corpus.jsonl.gz:17: ...").
 #pragma once
 
 #include <cstddef>
@@ -17,12 +18,15 @@
 #include <string_view>
 #include <vector>
 
+#include "levanter/data/files.h"
+
 namespace levanter::data {
 
-class DataError : public std::runtime_error {
+// A DataError about one source, with the parts of the message apart: what() is "source:line: message".
+class DataSourceError : public DataError {
  public:
   // line 0: the problem is not on one line (an unreadable file, a corrupt gzip stream).
-  DataError(const std::string& source, std::uint64_t line, const std::string& message);
+  DataSourceError(const std::string& source, std::uint64_t line, const std::string& message);
   const std::string& source() const { return source_; }
   std::uint64_t line() const { return line_; }
   const std::string& message() const { return message_; }
@@ -33,46 +37,40 @@ class DataError : public std::runtime_error {
   std::string message_;
 };
 
-class ByteSource {
- public:
-  virtual ~ByteSource() = default;
-  // Up to n bytes into buf; 0 at the end. Throws DataError on I/O errors.
-  virtual std::size_t read(char* buf, std::size_t n) = 0;
-  virtual const std::string& name() const = 0;
-};
+// A file through its FileSystem (filesystem_for); "-" is stdin. Throws DataError if it cannot be opened.
+std::unique_ptr<InputStream> open_input(const std::string& url);
 
-// A local file; "-" is stdin. Throws DataError if it cannot be opened.
-std::unique_ptr<ByteSource> open_local_file(const std::string& path);
-
-// Decompresses gzip or zstd (by magic bytes); other data passes through unchanged.
-std::unique_ptr<ByteSource> open_decompressed(std::unique_ptr<ByteSource> raw);
+// Decompresses gzip or zstd (by magic bytes); other data passes through unchanged. `name` is for errors.
+std::unique_ptr<InputStream> open_decompressed(std::unique_ptr<InputStream> raw, const std::string& name);
 
 class LineReader {
  public:
-  explicit LineReader(std::unique_ptr<ByteSource> source);
+  // `name` is the source in error messages and line_number() context.
+  LineReader(std::unique_ptr<InputStream> stream, std::string name);
   ~LineReader();
   // The next line without its '\n' (and '\r'); the view stays valid until the next call. false at the end.
   bool next(std::string_view& line);
   std::uint64_t line_number() const { return line_number_; }  // of the line last returned
-  const std::string& name() const { return source_->name(); }
+  const std::string& name() const { return name_; }
   std::uint64_t bytes_read() const { return bytes_read_; }  // decompressed bytes consumed so far
 
  private:
   bool fill();
-  std::unique_ptr<ByteSource> source_;
+  std::unique_ptr<InputStream> source_;
+  std::string name_;
   std::vector<char> buf_;
   std::size_t begin_ = 0, end_ = 0;
   std::uint64_t line_number_ = 0, bytes_read_ = 0;
   bool eof_ = false;
 };
 
-// open_decompressed(open_local_file(path)) as lines.
+// open_decompressed(open_input(url)) as lines; the name is the url ("<stdin>" for "-").
 std::unique_ptr<LineReader> open_lines(const std::string& path);
 
 // True when the line holds only ASCII whitespace (such lines are skipped, as by reftok.js).
 bool is_blank(std::string_view line);
 
-// The string field `key` of one JSONL line. Throws DataError(source, line_number, ...) when the line is not
+// The string field `key` of one JSONL line. Throws DataSourceError(source, line_number, ...) when the line is not
 // valid UTF-8, not valid JSON, not an object, or has no string field `key`.
 std::string jsonl_text_field(std::string_view line, const std::string& key, const std::string& source,
                              std::uint64_t line_number);
@@ -85,7 +83,7 @@ struct TextRecord {
 class JsonlTextReader {
  public:
   explicit JsonlTextReader(std::unique_ptr<LineReader> lines, std::string key = "text");
-  // The next document (blank lines skipped); false at the end. Throws DataError.
+  // The next document (blank lines skipped); false at the end. Throws DataError (DataSourceError with a line).
   bool next(TextRecord& out);
   const std::string& name() const { return lines_->name(); }
 

@@ -31,7 +31,7 @@ class FileWriter : public TextWriter {
       name_ = path;
       tmp_ = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
       f_ = std::fopen(tmp_.c_str(), "wb");
-      if (!f_) throw DataError(path, 0, std::string("cannot create output: ") + std::strerror(errno));
+      if (!f_) throw DataSourceError(path, 0, std::string("cannot create output: ") + std::strerror(errno));
       if (ends_with(path, ".gz")) {
         mode_ = kGzip;
         std::memset(&z_, 0, sizeof z_);
@@ -93,7 +93,7 @@ class FileWriter : public TextWriter {
  private:
   enum Mode { kPlain, kGzip, kZstd };
 
-  [[noreturn]] void fail(const std::string& what) const { throw DataError(name_, 0, what); }
+  [[noreturn]] void fail(const std::string& what) const { throw DataSourceError(name_, 0, what); }
 
   void put(const char* p, std::size_t n) {
     if (n && std::fwrite(p, 1, n, f_) != n) fail(std::string("write error: ") + std::strerror(errno));

@@ -90,7 +90,7 @@ TEST_F(JsonlReaderTest, CorruptAndTruncatedStreamsAreErrors) {
   try {
     lines("corrupt.gz");
     FAIL();
-  } catch (const DataError& e) {
+  } catch (const DataSourceError& e) {
     EXPECT_EQ(e.source(), path("corrupt.gz"));
   }
   try {
@@ -116,7 +116,7 @@ TEST_F(JsonlReaderTest, TextRecordsAndErrors) {
   auto error_of = [](const std::string& line) {
     try {
       jsonl_text_field(line, "text", "f.jsonl", 7);
-    } catch (const DataError& e) {
+    } catch (const DataSourceError& e) {
       EXPECT_EQ(e.line(), 7u);
       return std::string(e.what());
     }
