@@ -20,7 +20,7 @@ struct Embedding {
   NamedArray operator()(const NamedArray& ids) const { return embed(ids); }
   // x (with Embed) -> logits over Vocab (a tied LM head).
   NamedArray unembed(const NamedArray& x) const;
-  void visit(ParamVisitor& v) { v("weight", weight); }
+  void visit(ParamVisitor& v) { v("weight", weight, ParamKind::kEmbedding); }
 };
 
 }  // namespace haliax::nn

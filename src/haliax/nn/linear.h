@@ -22,8 +22,8 @@ struct Linear {
   NamedArray operator()(const NamedArray& x) const;
   bool bias_axes_are_out() const;
   void visit(ParamVisitor& v) {
-    v("weight", weight);
-    v("bias", bias);
+    v("weight", weight, ParamKind::kLinearWeight);
+    v("bias", bias, ParamKind::kBias);
   }
 };
 

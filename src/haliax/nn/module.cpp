@@ -25,8 +25,18 @@ std::string ParamInfo::layer_path(int64_t layer) const {
   return stack_prefix + "." + std::to_string(layer) + rest;
 }
 
-void ParamVisitor::operator()(const std::string& name, NamedArray& param) const {
-  ParamInfo info{join(prefix_, name), stacked_axis_, stack_prefix_};
+const char* to_string(ParamKind kind) {
+  switch (kind) {
+    case ParamKind::kLinearWeight: return "linear_weight";
+    case ParamKind::kBias: return "bias";
+    case ParamKind::kNormWeight: return "norm_weight";
+    case ParamKind::kEmbedding: return "embedding";
+    default: return "other";
+  }
+}
+
+void ParamVisitor::operator()(const std::string& name, NamedArray& param, ParamKind kind) const {
+  ParamInfo info{join(prefix_, name), kind, stacked_axis_, stack_prefix_};
   if (stacked_axis_) {
     if (param.ndim() == 0 || param.axes()[0].name != stacked_axis_->name) {
       value_error("Stacked parameter " + info.path + " must have the layer axis " + stacked_axis_->name +
@@ -36,8 +46,8 @@ void ParamVisitor::operator()(const std::string& name, NamedArray& param) const 
   fn_(info, param);
 }
 
-void ParamVisitor::operator()(const std::string& name, std::optional<NamedArray>& param) const {
-  if (param) (*this)(name, *param);
+void ParamVisitor::operator()(const std::string& name, std::optional<NamedArray>& param, ParamKind kind) const {
+  if (param) (*this)(name, *param, kind);
 }
 
 ParamVisitor ParamVisitor::scope(const std::string& name) const {

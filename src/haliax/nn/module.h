@@ -22,10 +22,16 @@
 
 namespace haliax::nn {
 
+// What a parameter is, as declared by the module that owns it. Optimizers use it for their default
+// weight-decay mask (Levanter decays Linear weights only).
+enum class ParamKind { kOther, kLinearWeight, kBias, kNormWeight, kEmbedding };
+const char* to_string(ParamKind kind);
+
 // Where a parameter sits: its dotted path and, for parameters of a Stacked module, the stacking axis and the
 // path prefix after which the layer index goes in state-dict keys ("transformer.h" + ".3" + ".attn...").
 struct ParamInfo {
   std::string path;
+  ParamKind kind = ParamKind::kOther;
   std::optional<Axis> stacked_axis;
   std::string stack_prefix;
 
@@ -39,9 +45,9 @@ class ParamVisitor {
 
   explicit ParamVisitor(Fn fn) : fn_(std::move(fn)) {}
 
-  void operator()(const std::string& name, NamedArray& param) const;
+  void operator()(const std::string& name, NamedArray& param, ParamKind kind = ParamKind::kOther) const;
   // An optional parameter (e.g. a bias): visited only when present.
-  void operator()(const std::string& name, std::optional<NamedArray>& param) const;
+  void operator()(const std::string& name, std::optional<NamedArray>& param, ParamKind kind = ParamKind::kOther) const;
   // A submodule: anything with visit(ParamVisitor&).
   template <typename M, typename = decltype(std::declval<M&>().visit(std::declval<ParamVisitor&>()))>
   void operator()(const std::string& name, M& module) const {

@@ -19,8 +19,8 @@ struct LayerNorm {
   // (x - mean) / sqrt(var + eps) * weight + bias over `axis`, in x's dtype.
   NamedArray operator()(const NamedArray& x) const;
   void visit(ParamVisitor& v) {
-    v("weight", weight);
-    v("bias", bias);
+    v("weight", weight, ParamKind::kNormWeight);
+    v("bias", bias, ParamKind::kBias);
   }
 };
 
@@ -35,8 +35,8 @@ struct RmsNorm {
   // x / sqrt(mean(x^2) + eps) * weight + bias.
   NamedArray operator()(const NamedArray& x) const;
   void visit(ParamVisitor& v) {
-    v("weight", weight);
-    v("bias", bias);
+    v("weight", weight, ParamKind::kNormWeight);
+    v("bias", bias, ParamKind::kBias);
   }
 };
 
