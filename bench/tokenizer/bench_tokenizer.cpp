@@ -1,6 +1,7 @@
 // Throughput of levanter-cpp's tokenizer on JSONL corpora; bench/tokenizer/run compares it with HF tokenizers.
 //
-//   bench_tokenizer [--tokenizer PATH (default: data/gpt2/tokenizer.json of this checkout)] [--reps N] [--threads 1,2] FILE.jsonl[.gz|.zst] ...
+//   bench_tokenizer [--tokenizer PATH (default: data/gpt2/tokenizer.json of this checkout)] [--reps N] [--threads 1,2]
+//                   [--roundtrip] FILE.jsonl[.gz|.zst] ...
 //
 // Like shared/tools/reftok/bench.js, only tokenisation is timed (the files are read and parsed first), the
 // first pass over the data (empty word caches: a freshly loaded tokenizer) is reported apart from the median
@@ -8,6 +9,7 @@
 // document at a time with encode(); T > 1 uses encode_batch(1024 documents at a time, T threads).
 // cpu = user+system seconds of the process per MB (steadier than wall time on a busy machine).
 // Each configuration ends with one line: "ours threads=T cold_mbps=... warm_mbps=... cpu_s_per_mb=... tokens=...".
+// --roundtrip also checks decode(encode(text)) == text for every document and prints the number of failures.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   std::string tok_path =
       (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "../../data/gpt2/tokenizer.json").lexically_normal().string();
   int reps = 3;
+  bool roundtrip = false;
   std::vector<int> thread_counts = {1, 2};
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
@@ -72,8 +75,10 @@ int main(int argc, char** argv) {
       thread_counts.clear();
       std::stringstream ss(argv[++i]);
       for (std::string t; std::getline(ss, t, ',');) thread_counts.push_back(std::max(1, std::atoi(t.c_str())));
+    } else if (a == "--roundtrip") {
+      roundtrip = true;
     } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "usage: bench_tokenizer [--tokenizer PATH] [--reps N] [--threads 1,2] FILES...\n");
+      std::fprintf(stderr, "usage: bench_tokenizer [--tokenizer PATH] [--reps N] [--threads 1,2] [--roundtrip] FILES...\n");
       return 2;
     } else {
       files.push_back(a);
@@ -96,6 +101,12 @@ int main(int argc, char** argv) {
   const double mb = bytes / 1e6;
   std::printf("docs=%zu bytes=%zu cpus=%u tokenizer=%s\n", docs.size(), bytes, std::thread::hardware_concurrency(),
               tok_path.c_str());
+  if (roundtrip) {
+    Tokenizer tok = Tokenizer::from_file(tok_path);
+    std::size_t failures = 0;
+    for (const std::string& d : docs) failures += tok.decode(tok.encode(d)) != d;
+    std::printf("roundtrip documents=%zu failures=%zu\n", docs.size(), failures);
+  }
   for (int threads : thread_counts) {
     Tokenizer tok = Tokenizer::from_file(tok_path);  // fresh: empty word caches
     auto t0 = std::chrono::steady_clock::now();

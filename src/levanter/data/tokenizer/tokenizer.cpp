@@ -491,8 +491,10 @@ std::string Tokenizer::Impl::decode(const TokenId* ids, std::size_t n, const Dec
     TokenId id = ids[i];
     if (id < 0) continue;
     if (static_cast<std::size_t>(id) < added_by_id.size() && added_by_id[id] >= 0) {
-      const AddedToken& a = added[added_by_id[id]];
-      if (!(options.skip_special_tokens && a.special)) tokens.push_back(a.content);
+      // HF skips by content: a normalized special token whose surface differs ("▁<s>") is kept.
+      const std::string& surface = added_surface[added_by_id[id]];
+      Id same = added_by_content.find(surface);
+      if (!(options.skip_special_tokens && same >= 0 && added[same].special)) tokens.push_back(surface);
     } else if (static_cast<std::size_t>(id) < bpe.has_id.size() && bpe.has_id[id]) {
       tokens.push_back(bpe.id_to_token[id]);
     }
@@ -666,7 +668,7 @@ std::optional<TokenId> Tokenizer::token_to_id(std::string_view token) const {
 std::optional<std::string> Tokenizer::id_to_token(TokenId id) const {
   if (id < 0) return std::nullopt;
   auto u = static_cast<std::size_t>(id);
-  if (u < impl_->added_by_id.size() && impl_->added_by_id[u] >= 0) return impl_->added[impl_->added_by_id[u]].content;
+  if (u < impl_->added_by_id.size() && impl_->added_by_id[u] >= 0) return impl_->added_surface[impl_->added_by_id[u]];
   if (u < impl_->bpe.has_id.size() && impl_->bpe.has_id[u]) return impl_->bpe.id_to_token[u];
   return std::nullopt;
 }

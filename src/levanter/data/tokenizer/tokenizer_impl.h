@@ -127,6 +127,9 @@ namespace levanter::data {
 struct Tokenizer::Impl {
   detail::BpeModel bpe;
   std::vector<AddedToken> added;
+  // What id_to_token and decode give for each added token: its content, put through the normalizer when
+  // `normalized` (HF stores it so: with a Prepend("▁") normalizer, a normalized "<s>" decodes as "▁<s>").
+  std::vector<std::string> added_surface;
   detail::StringIdMap added_by_content;  // content -> index into `added`
   std::vector<int> added_by_id;          // id -> index into `added`, or -1
   detail::AddedMatcher raw_matcher, normalized_matcher;

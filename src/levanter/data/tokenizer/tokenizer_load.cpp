@@ -304,6 +304,7 @@ class Loader {
     for (std::size_t i = 0; i < impl_.added.size(); ++i) {
       const AddedToken& a = impl_.added[i];
       impl_.added_by_id[a.id] = static_cast<int>(i);
+      impl_.added_surface.push_back(a.content);
       if (a.content.empty()) continue;
       if (!a.normalized) {
         impl_.raw_matcher.add(a.content, static_cast<int>(i));
@@ -313,6 +314,7 @@ class Loader {
         p.orig_begin.assign(p.text.size(), 0);
         p.orig_end.assign(p.text.size(), 0);
         impl_.normalize(p);
+        impl_.added_surface.back() = p.text;
         if (!p.text.empty()) impl_.normalized_matcher.add(p.text, static_cast<int>(i));
       }
     }

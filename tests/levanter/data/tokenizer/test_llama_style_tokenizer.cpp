@@ -22,14 +22,17 @@ struct Variant {
 
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
+// A variant is tests/data/tokenizer/<name>.json, or a base tokenizer.json with the top-level keys of
+// tests/data/tokenizer/<name>.overlay.json replaced (make_refs.js --overlay does the same).
 Tokenizer load_variant(const std::string& name) {
-  if (name == "gpt2_prefix_space") {  // data/gpt2/tokenizer.json with the overlay's keys replaced
-    nlohmann::json base = nlohmann::json::parse(read_file(source_path("data/gpt2/tokenizer.json")));
-    nlohmann::json overlay = nlohmann::json::parse(read_file(source_path("tests/data/tokenizer/gpt2_prefix_space.overlay.json")));
-    for (auto it = overlay.begin(); it != overlay.end(); ++it) base[it.key()] = it.value();
-    return Tokenizer::from_json(base.dump(), name);
-  }
-  return Tokenizer::from_file(source_path("tests/data/tokenizer/" + name + ".json"));
+  std::string base;
+  if (name == "gpt2_prefix_space") base = "data/gpt2/tokenizer.json";
+  if (name == "llama_legacy_normalized") base = "tests/data/tokenizer/llama_legacy.json";
+  if (base.empty()) return Tokenizer::from_file(source_path("tests/data/tokenizer/" + name + ".json"));
+  nlohmann::json j = nlohmann::json::parse(read_file(source_path(base)));
+  nlohmann::json overlay = nlohmann::json::parse(read_file(source_path("tests/data/tokenizer/" + name + ".overlay.json")));
+  for (auto it = overlay.begin(); it != overlay.end(); ++it) j[it.key()] = it.value();
+  return Tokenizer::from_json(j.dump(), name);
 }
 
 class HfVariant : public ::testing::TestWithParam<Variant> {};
@@ -94,6 +97,9 @@ INSTANTIATE_TEST_SUITE_P(Tokenizers, HfVariant,
                                            Variant{"llama_metaspace", false},
                                            // <unk> for characters outside the vocabulary.
                                            Variant{"metaspace_split", false},
+                                           // Added tokens with normalized: true under a Prepend normalizer
+                                           // match (and decode) as "▁<s>"; rstrip, lstrip, single_word.
+                                           Variant{"llama_legacy_normalized", false},
                                            Variant{"gpt2_prefix_space", false}),
                          [](const auto& info) { return info.param.name; });
 
@@ -112,6 +118,11 @@ TEST(LlamaStyleTokenizer, SpecialTokenRoles) {
   EXPECT_EQ(meta.token_to_id("[MASK]"), 1057);
   EXPECT_TRUE(meta.is_special(1057));
   EXPECT_FALSE(meta.is_special(1056));  // <|user|> is added but not special
+  // A normalized added token under a Prepend normalizer: HF's id_to_token gives the normalized form.
+  Tokenizer norm = load_variant("llama_legacy_normalized");
+  EXPECT_EQ(norm.id_to_token(1), "\u2581<s>");
+  EXPECT_EQ(norm.token_to_id("<s>"), 1);
+  EXPECT_EQ(norm.token_to_id("\u2581<s>"), std::nullopt);
 }
 
 TEST(LlamaStyleTokenizer, LegacyOffsets) {
