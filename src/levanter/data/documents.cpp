@@ -1,26 +1,18 @@
 #include "levanter/data/documents.h"
 
-#include <zlib.h>
-#include <zstd.h>
-
 #include <cstring>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <vector>
+
+#include "levanter/data/jsonl_reader.h"
 
 namespace levanter::data {
 
 namespace {
 
-enum class Compression { kNone, kGzip, kZstd };
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-Compression detect_compression(const std::string& path) {
-  if (ends_with(path, ".gz")) return Compression::kGzip;
-  if (ends_with(path, ".zst") || ends_with(path, ".zstd")) return Compression::kZstd;
-  return Compression::kNone;
 }
 
 std::string strip_compression(const std::string& path) {
@@ -29,6 +21,24 @@ std::string strip_compression(const std::string& path) {
   }
   return path;
 }
+
+// Passes the raw (compressed) bytes through, counting and hashing them: they identify the file in the ledger.
+class CountingStream : public InputStream {
+ public:
+  CountingStream(std::unique_ptr<InputStream> in, int64_t* total, ContentHash* hash)
+      : in_(std::move(in)), total_(total), hash_(hash) {}
+  size_t read(char* buf, size_t n) override {
+    size_t got = in_->read(buf, n);
+    *total_ += static_cast<int64_t>(got);
+    hash_->update(buf, got);
+    return got;
+  }
+
+ private:
+  std::unique_ptr<InputStream> in_;
+  int64_t* total_;
+  ContentHash* hash_;
+};
 
 }  // namespace
 
@@ -39,163 +49,60 @@ InputFormat detect_format(const std::string& path) {
   throw DataError(path + ": unknown input format; expected .jsonl, .jsonl.gz, .jsonl.zst or .txt (optionally .gz/.zst)");
 }
 
-// Raw bytes -> decompressed bytes, counting and hashing the raw bytes.
+// Raw bytes (counted, hashed) -> decompressed (jsonl_reader.h: gzip/zstd by magic bytes) -> lines.
 struct RecordReader::Impl {
-  std::string path;
-  Compression compression;
-  std::unique_ptr<InputStream> in;
-  std::vector<char> raw;        // compressed input buffer
-  size_t raw_pos = 0, raw_len = 0;
-  bool raw_eof = false;
   int64_t raw_total = 0;
   ContentHash hash;
-  z_stream z{};
-  bool z_init = false;
-  bool z_stream_end = false;
-  ZSTD_DStream* zstd = nullptr;
-  std::vector<char> out;        // decompressed bytes not yet consumed
-  size_t out_pos = 0, out_len = 0;
-  bool eof = false;
+  std::unique_ptr<LineReader> lines;     // JSON Lines
+  std::unique_ptr<InputStream> stream;   // text: the decompressed bytes
 
-  Impl(const std::string& p) : path(p), compression(detect_compression(p)), raw(1 << 20), out(1 << 20) {
-    in = filesystem_for(p).open(p);
-    if (compression == Compression::kGzip) {
-      // 15 + 32: zlib or gzip header, detected automatically.
-      if (inflateInit2(&z, 15 + 32) != Z_OK) throw DataError(path + ": cannot initialise gzip decoder");
-      z_init = true;
-    } else if (compression == Compression::kZstd) {
-      zstd = ZSTD_createDStream();
-      if (!zstd) throw DataError(path + ": cannot initialise zstd decoder");
-      ZSTD_initDStream(zstd);
-    }
-  }
-  ~Impl() {
-    if (z_init) inflateEnd(&z);
-    if (zstd) ZSTD_freeDStream(zstd);
-  }
-
-  void fill_raw() {
-    if (raw_pos < raw_len || raw_eof) return;
-    raw_pos = 0;
-    raw_len = in->read(raw.data(), raw.size());
-    if (raw_len == 0) {
-      raw_eof = true;
+  Impl(const std::string& path, InputFormat format) {
+    auto raw = std::make_unique<CountingStream>(filesystem_for(path).open(path), &raw_total, &hash);
+    auto plain = open_decompressed(std::move(raw), path);
+    if (format == InputFormat::kJsonl) {
+      lines = std::make_unique<LineReader>(std::move(plain), path);
     } else {
-      raw_total += static_cast<int64_t>(raw_len);
-      hash.update(raw.data(), raw_len);
-    }
-  }
-
-  // Refills `out` with the next decompressed bytes; false at the end of the data.
-  bool fill_out() {
-    out_pos = out_len = 0;
-    while (out_len == 0) {
-      fill_raw();
-      if (compression == Compression::kNone) {
-        if (raw_eof) return false;
-        std::swap(raw, out);
-        out_len = raw_len;
-        raw_pos = raw_len = 0;
-        if (raw.size() < out.size()) raw.resize(out.size());
-        return true;
-      }
-      if (compression == Compression::kGzip) {
-        if (raw_eof) {
-          if (!z_stream_end) throw DataError(path + ": truncated gzip data (unexpected end of file)");
-          return false;
-        }
-        if (z_stream_end) {
-          // Concatenated gzip members (as `cat a.gz b.gz` makes): start the next one.
-          inflateReset(&z);
-          z_stream_end = false;
-        }
-        z.next_in = reinterpret_cast<Bytef*>(raw.data() + raw_pos);
-        z.avail_in = static_cast<uInt>(raw_len - raw_pos);
-        z.next_out = reinterpret_cast<Bytef*>(out.data());
-        z.avail_out = static_cast<uInt>(out.size());
-        int rc = inflate(&z, Z_NO_FLUSH);
-        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-          throw DataError(path + ": corrupt gzip data (" + std::string(z.msg ? z.msg : "inflate failed") + ")");
-        }
-        if (rc == Z_STREAM_END) z_stream_end = true;
-        raw_pos = raw_len - z.avail_in;
-        out_len = out.size() - z.avail_out;
-      } else {
-        if (raw_eof) return false;
-        ZSTD_inBuffer ib{raw.data(), raw_len, raw_pos};
-        ZSTD_outBuffer ob{out.data(), out.size(), 0};
-        size_t rc = ZSTD_decompressStream(zstd, &ob, &ib);
-        if (ZSTD_isError(rc)) throw DataError(path + ": corrupt zstd data (" + ZSTD_getErrorName(rc) + ")");
-        raw_pos = ib.pos;
-        out_len = ob.pos;
-      }
-    }
-    return true;
-  }
-
-  // Appends bytes up to and excluding the next '\n' to `line`; false if there are no bytes left at all.
-  bool read_line(std::string& line) {
-    line.clear();
-    bool any = false;
-    while (true) {
-      if (out_pos == out_len) {
-        if (eof || !fill_out()) {
-          eof = true;
-          return any;
-        }
-      }
-      any = true;
-      const char* start = out.data() + out_pos;
-      const char* nl = static_cast<const char*>(std::memchr(start, '\n', out_len - out_pos));
-      if (nl) {
-        line.append(start, nl - start);
-        out_pos += (nl - start) + 1;
-        return true;
-      }
-      line.append(start, out_len - out_pos);
-      out_pos = out_len;
-    }
-  }
-
-  void read_all(std::string& s) {
-    s.clear();
-    while (true) {
-      if (out_pos == out_len && (eof || !fill_out())) {
-        eof = true;
-        return;
-      }
-      s.append(out.data() + out_pos, out_len - out_pos);
-      out_pos = out_len;
+      stream = std::move(plain);
     }
   }
 };
 
 RecordReader::RecordReader(const std::string& path)
-    : path_(path), format_(detect_format(path)), impl_(std::make_unique<Impl>(path)) {}
+    : path_(path), format_(detect_format(path)), impl_(std::make_unique<Impl>(path, format_)) {}
 
 RecordReader::~RecordReader() = default;
 
 bool RecordReader::next(Record& record) {
   if (format_ == InputFormat::kText) {
     if (records_ > 0) return false;
-    impl_->read_all(record.bytes);
+    record.bytes.clear();
+    std::vector<char> buf(1 << 16);
+    while (size_t n = impl_->stream->read(buf.data(), buf.size())) record.bytes.append(buf.data(), n);
     record.line = 1;
     ++records_;
     return true;
   }
-  if (!impl_->read_line(record.bytes)) return false;
-  if (!record.bytes.empty() && record.bytes.back() == '\r') record.bytes.pop_back();
+  std::string_view line;
+  if (!impl_->lines->next(line)) return false;
+  record.bytes.assign(line.data(), line.size());
   record.line = ++records_;
   return true;
 }
 
 void RecordReader::skip(int64_t n) {
-  Record r;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!next(r)) {
-      throw DataError(path_ + ": has " + std::to_string(records_) + " records, fewer than the " + std::to_string(n) +
-                      " the cache ledger says were already read (the file changed?)");
+  if (format_ == InputFormat::kJsonl) {
+    std::string_view line;
+    for (; records_ < n; ++records_) {
+      if (!impl_->lines->next(line)) break;
     }
+  } else {
+    Record r;
+    while (records_ < n && next(r)) {
+    }
+  }
+  if (records_ < n) {
+    throw DataError(path_ + ": has " + std::to_string(records_) + " records, fewer than the " + std::to_string(n) +
+                    " the cache ledger says were already read (the file changed?)");
   }
 }
 
@@ -250,35 +157,29 @@ bool valid_utf8(const std::string& s, size_t* bad_offset) {
 
 std::optional<std::string> document_text(const Record& record, const std::string& path, InputFormat format,
                                           const std::string& text_key) {
-  std::string where = path + ":" + std::to_string(record.line);
-  size_t bad = 0;
-  if (!valid_utf8(record.bytes, &bad)) {
-    throw DataError(where + ": invalid UTF-8 at byte " + std::to_string(bad + 1) + " of the " +
-                    (format == InputFormat::kText ? "file" : "line"));
+  if (format == InputFormat::kText) {
+    size_t bad = 0;
+    if (!valid_utf8(record.bytes, &bad)) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(record.bytes[bad]));
+      throw DataSourceError(path, 1, "invalid UTF-8 (byte " + std::string(hex) + " at offset " + std::to_string(bad + 1) +
+                                         " of the file)");
+    }
+    return record.bytes;
   }
-  if (format == InputFormat::kText) return record.bytes;
-
-  if (record.bytes.find_first_not_of(" \t\r\f\v") == std::string::npos) return std::nullopt;  // blank line
-  nlohmann::json j;
+  if (is_blank(record.bytes)) return std::nullopt;
   try {
-    j = nlohmann::json::parse(record.bytes);
-  } catch (const nlohmann::json::parse_error& e) {
-    // nlohmann's text: "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error ...".
-    std::string msg = e.what();
-    size_t col = msg.find("column ");
-    std::string detail = col != std::string::npos ? msg.substr(col) : msg;
-    throw DataError(where + ": malformed JSON at " + detail);
-  }
-  if (!j.is_object()) throw DataError(where + ": expected a JSON object with a \"" + text_key + "\" field, got " + j.type_name());
-  auto it = j.find(text_key);
-  if (it == j.end()) {
+    return jsonl_text_field(record.bytes, text_key, path, static_cast<uint64_t>(record.line));
+  } catch (const DataSourceError& e) {
+    if (e.message().rfind("no field", 0) != 0) throw;
+    // Say which fields there are, and which setting picks one.
     std::string keys;
+    nlohmann::json j = nlohmann::json::parse(record.bytes);
     for (auto& kv : j.items()) keys += (keys.empty() ? "" : ", ") + kv.key();
-    throw DataError(where + ": no \"" + text_key + "\" field (keys: " + (keys.empty() ? "none" : keys) +
-                    "); set data.text_key to the field that holds the text");
+    throw DataSourceError(path, static_cast<uint64_t>(record.line),
+                          e.message() + " (fields: " + (keys.empty() ? "none" : keys) +
+                              "); set data.text_key to the field that holds the text");
   }
-  if (!it->is_string()) throw DataError(where + ": field \"" + text_key + "\" is a " + it->type_name() + ", not a string");
-  return it->get<std::string>();
 }
 
 }  // namespace levanter::data

@@ -5,9 +5,10 @@
 //   .txt    .txt.gz    .txt.zst  (.zstd)    the whole file is one document
 // (.json.gz / .json are accepted as JSON Lines too, as Hugging Face names them.)
 //
-// Bad input is an error naming the file and line: a malformed JSON line, a line that is not an object, a
-// missing or non-string text key, invalid UTF-8 (in JSON or in a text file), an empty file. Blank lines in a
-// JSON Lines file are skipped (they are not documents and not errors).
+// Compression is recognised by magic bytes (gzip, zstd), and lines and JSON fields are read with
+// jsonl_reader.h. Bad input is an error naming the file and line: a malformed JSON line, a line that is not
+// an object, a missing or non-string text key, invalid UTF-8 (in JSON or in a text file), corrupt
+// compressed data. Blank lines in a JSON Lines file are skipped (they are not documents and not errors).
 #pragma once
 
 #include <cstdint>

@@ -334,7 +334,7 @@ struct CacheBuilder::Impl {
     std::vector<RecordResult> results;
     std::vector<int32_t> toks;
     std::vector<int64_t> offs;
-    int64_t last_bytes = reader.bytes_read();
+    int64_t last_bytes = 0;  // the reader may have read ahead already (decompressor buffers)
     bool eof = false;
     while (!eof) {
       if (stopping.load() || killed.load()) return;  // the last commit stands; resumable
