@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "levanter/data/permutation.h"
 #include "levanter/data/text.h"
 
 using namespace levanter::data;
@@ -121,6 +122,14 @@ int main(int argc, char** argv) {
     loader_bps = rate(seconds, [&](int64_t) { return loader.next().tokens[0]; });
   }
 
+  // The permutation alone, at a length just above a power of 4 (short walks) and well below the next one.
+  double perm_ns[2];
+  int64_t perm_n[2] = {int64_t{1} << 20, 3 * (int64_t{1} << 19)};
+  for (int k = 0; k < 2; ++k) {
+    FeistelPermutation perm(perm_n[k], 123);
+    perm_ns[k] = 1e9 / rate(seconds / 2, [&](int64_t i) { return static_cast<int32_t>(perm(i % perm_n[k])); });
+  }
+
   double full_tps = full_bps * tokens_per_batch, era_tps = era_bps * tokens_per_batch, mix_tps = mix_bps * tokens_per_batch,
          loader_tps = loader_bps * tokens_per_batch;
   std::printf("batch assembly, seq_len %lld, batch %lld, one thread:\n", static_cast<long long>(seq_len),
@@ -129,15 +138,16 @@ int main(int argc, char** argv) {
   std::printf("  era shuffle               %12.0f tokens/s\n", era_tps);
   std::printf("  3-way mixture, shuffled   %12.0f tokens/s\n", mix_tps);
   std::printf("  DataLoader (prefetch)     %12.0f tokens/s\n", loader_tps);
+  std::printf("  Feistel permutation alone: %.0f ns/index (n = 2^20), %.0f ns/index (n = 1.5 * 2^20)\n", perm_ns[0], perm_ns[1]);
   std::printf("training consumes at most   %12.0f tokens/s  -> loader is %.0fx faster\n", train_tokens_per_s,
               loader_tps / train_tokens_per_s);
   std::printf(
       "RESULT {\"bench\": \"data_loader\", \"seq_len\": %lld, \"batch_size\": %lld, \"cache_tokens\": %lld, "
       "\"cache_build_tokens_per_s\": %s, \"full_shuffle_tokens_per_s\": %.0f, \"era_shuffle_tokens_per_s\": %.0f, "
-      "\"mixture_tokens_per_s\": %.0f, \"loader_tokens_per_s\": %.0f, \"train_tokens_per_s\": %.0f, "
-      "\"ratio_loader_over_train\": %.1f}\n",
+      "\"mixture_tokens_per_s\": %.0f, \"loader_tokens_per_s\": %.0f, \"feistel_ns_per_index\": [%.1f, %.1f], "
+      "\"train_tokens_per_s\": %.0f, \"ratio_loader_over_train\": %.1f}\n",
       static_cast<long long>(seq_len), static_cast<long long>(batch_size), static_cast<long long>(total_tokens),
       built ? std::to_string(static_cast<long long>(total_tokens / build_s)).c_str() : "null", full_tps, era_tps, mix_tps,
-      loader_tps, train_tokens_per_s, loader_tps / train_tokens_per_s);
+      loader_tps, perm_ns[0], perm_ns[1], train_tokens_per_s, loader_tps / train_tokens_per_s);
   return 0;
 }

@@ -5,7 +5,10 @@
 // a pure function of (seed, step). DataLoader prefetches the next batches on worker threads into a bounded
 // queue and hands them out in step order, starting at any step: resuming needs only the step.
 //
-//   DataLoader loader(train_set, {.batch_size = 8, .start_step = resumed_step});
+//   LoaderOptions opts;
+//   opts.batch_size = 8;
+//   opts.start_step = resumed_step;
+//   DataLoader loader(train_set, opts);
 //   for (int64_t step = resumed_step; step < num_steps; ++step) {
 //     TokenBatch b = loader.next();            // b.step == step
 //     ...

@@ -3,7 +3,8 @@
 //   TextData data(cfg.data);                                  // loads the tokenizer, validates the config
 //   auto train = data.train_set(seq_len, seed, batch_size);   // starts building the train caches in the
 //                                                             // background; reads block only as needed
-//   DataLoader loader(train, {.batch_size = batch_size, .start_step = step});
+//   LoaderOptions opts;  opts.batch_size = batch_size;  opts.start_step = step;
+//   DataLoader loader(train, opts);
 //   TokenBatch b = loader.next();                             // b.tokens: batch_size x seq_len, row-major
 //   for (auto& [name, ds] : data.validation_sets(seq_len)) {  // "" for a single source, else source names
 //     EvalBatches eval(ds, batch_size, max_eval_batches);     // metrics: eval/loss, eval/<name>/loss
