@@ -51,8 +51,8 @@ int AddedMatcher::find(std::string_view s, std::size_t from, std::size_t* begin,
 // ---- WordCache ---------------------------------------------------------------------------------------------
 
 namespace {
-constexpr std::size_t kInitialSlots = 1u << 14;
-constexpr std::size_t kMaxSlots = 1u << 19;  // ~256k words per thread, then the cache starts over
+constexpr std::size_t kInitialSlots = 1u << 12;
+constexpr std::size_t kMaxSlots = 1u << 18;  // 16 MiB, ~128k words per thread; then the cache starts over
 }  // namespace
 
 WordCache::WordCache() { slots_.assign(kInitialSlots, Slot{}); }
@@ -65,26 +65,11 @@ void WordCache::clear() {
   lens_.clear();
 }
 
-bool WordCache::lookup(std::string_view word, std::uint64_t hash, std::vector<Id>& ids,
-                       std::vector<std::uint32_t>* lens) const {
-  const std::size_t mask = slots_.size() - 1;
-  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    const Slot& s = slots_[i];
-    if (s.hash == 0) return false;
-    if (s.hash == hash && s.key_length == word.size() &&
-        std::memcmp(keys_.data() + s.key_offset, word.data(), word.size()) == 0) {
-      ids.insert(ids.end(), ids_.begin() + s.value_offset, ids_.begin() + s.value_offset + s.value_length);
-      if (lens) lens->insert(lens->end(), lens_.begin() + s.value_offset, lens_.begin() + s.value_offset + s.value_length);
-      return true;
-    }
-  }
-}
-
 void WordCache::insert(std::string_view word, std::uint64_t hash, const Id* ids, const std::uint32_t* lens,
                        std::size_t n) {
   if (word.size() > kMaxWordBytes || n > 0xFFFF) return;
   if (2 * (size_ + 1) > slots_.size()) {
-    if (slots_.size() >= kMaxSlots || keys_.size() > (1u << 30)) {
+    if (slots_.size() >= kMaxSlots) {
       clear();
     } else {
       std::vector<Slot> old(slots_.size() * 2);
@@ -103,12 +88,21 @@ void WordCache::insert(std::string_view word, std::uint64_t hash, const Id* ids,
   while (slots_[i].hash != 0) i = (i + 1) & mask;
   Slot& s = slots_[i];
   s.hash = hash;
-  s.key_offset = static_cast<std::uint32_t>(keys_.size());
-  s.key_length = static_cast<std::uint16_t>(word.size());
-  s.value_offset = static_cast<std::uint32_t>(ids_.size());
-  s.value_length = static_cast<std::uint16_t>(n);
-  keys_.append(word.data(), word.size());
-  ids_.insert(ids_.end(), ids, ids + n);
+  s.key_length = static_cast<std::uint32_t>(word.size());
+  s.count = static_cast<std::uint32_t>(n);
+  if (word.size() <= kInlineKey) {
+    std::memcpy(s.key, word.data(), word.size());
+  } else {
+    s.key_offset = static_cast<std::uint32_t>(keys_.size());
+    keys_.append(word.data(), word.size());
+  }
+  if (n <= kInlineIds) {
+    std::copy(ids, ids + n, s.ids);
+  } else {
+    s.value_offset = static_cast<std::uint32_t>(ids_.size());
+    ids_.insert(ids_.end(), ids, ids + n);
+  }
+  s.lens_offset = static_cast<std::uint32_t>(lens_.size());
   lens_.insert(lens_.end(), lens, lens + n);
   ++size_;
 }
@@ -230,7 +224,11 @@ void Tokenizer::Impl::model_word(std::string_view word, EncodeState& st, bool wa
 void Tokenizer::Impl::encode_fast(std::string_view text, std::size_t base, EncodeState& st, Output out) const {
   const bool want_offsets = out.offsets != nullptr;
   gpt2_split(text.data(), text.size(), [&](std::size_t b, std::size_t e) {
-    model_word(text.substr(b, e - b), st, want_offsets);
+    std::string_view word = text.substr(b, e - b);
+    if (!want_offsets && word.size() <= WordCache::kMaxWordBytes &&
+        st.cache.lookup(word, hash_bytes(word.data(), word.size()) | 1, *out.ids, nullptr))
+      return;  // the common case: a word seen before, its ids appended in place
+    model_word(word, st, want_offsets);
     out.ids->insert(out.ids->end(), st.word_ids.begin(), st.word_ids.end());
     if (want_offsets) {
       std::size_t pos = base + b;
@@ -374,7 +372,8 @@ void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, Out
       push_special(template_items[seq_item]);
   }
 
-  std::vector<Segment> segments, sub;
+  std::vector<Segment>& segments = st.segments;
+  std::vector<Segment>& sub = st.sub_segments;
   split_added(text, raw_matcher, segments);
   for (const Segment& seg : segments) {
     if (seg.added >= 0) {

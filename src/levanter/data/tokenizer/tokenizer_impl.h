@@ -62,20 +62,44 @@ class AddedMatcher {
 };
 
 // An open-addressing map from a word to its ids and byte lengths; cleared when full (only speed changes).
+// One 64-byte slot per word holds the hash, the key and up to 4 ids inline, so that a hit on a typical word
+// touches one cache line; longer keys and values live in arenas. Lengths (for offsets) are always in an arena.
 class WordCache {
  public:
   WordCache();
   // On a hit, appends the ids (and lens when lens != nullptr) and returns true.
-  bool lookup(std::string_view word, std::uint64_t hash, std::vector<Id>& ids, std::vector<std::uint32_t>* lens) const;
+  bool lookup(std::string_view word, std::uint64_t hash, std::vector<Id>& ids, std::vector<std::uint32_t>* lens) const {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.hash == 0) return false;
+      if (s.hash != hash || s.key_length != word.size()) continue;
+      const char* key = s.key_length <= kInlineKey ? s.key : keys_.data() + s.key_offset;
+      if (!same_bytes(key, word.data(), word.size())) continue;
+      const Id* v = s.count <= kInlineIds ? s.ids : ids_.data() + s.value_offset;
+      for (std::uint32_t k = 0; k < s.count; ++k) ids.push_back(v[k]);
+      if (lens) lens->insert(lens->end(), lens_.begin() + s.lens_offset, lens_.begin() + s.lens_offset + s.count);
+      return true;
+    }
+  }
   void insert(std::string_view word, std::uint64_t hash, const Id* ids, const std::uint32_t* lens, std::size_t n);
   static constexpr std::size_t kMaxWordBytes = 255;
 
  private:
-  struct Slot {
+  static constexpr std::uint32_t kInlineKey = 20, kInlineIds = 4;
+  struct alignas(64) Slot {
     std::uint64_t hash = 0;  // 0: empty
-    std::uint32_t key_offset = 0, value_offset = 0;
-    std::uint16_t key_length = 0, value_length = 0;
+    std::uint32_t key_length = 0, count = 0;
+    std::uint32_t key_offset = 0, value_offset = 0, lens_offset = 0;
+    char key[kInlineKey];
+    Id ids[kInlineIds];
   };
+  static_assert(sizeof(Slot) == 64, "one cache line per slot");
+  static bool same_bytes(const char* a, const char* b, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
   void clear();
   std::vector<Slot> slots_;
   std::size_t size_ = 0;
@@ -84,9 +108,15 @@ class WordCache {
   std::vector<std::uint32_t> lens_;
 };
 
+struct Segment {  // a piece of text after added-token splitting
+  std::size_t begin, end;
+  int added = -1;  // index into added tokens, or -1 for text
+};
+
 // What one encoding thread owns: a word cache and scratch buffers.
 struct EncodeState {
   WordCache cache;
+  std::vector<Segment> segments, sub_segments;
   BpeScratch scratch;
   std::vector<Id> word_ids;
   std::vector<std::uint32_t> word_lens;
@@ -101,11 +131,6 @@ class StatePool {
  private:
   std::mutex mutex_;
   std::vector<std::unique_ptr<EncodeState>> free_;
-};
-
-struct Segment {  // a piece of text after added-token splitting
-  std::size_t begin, end;
-  int added = -1;  // index into added tokens, or -1 for text
 };
 
 // A piece of transformed text (general path): bytes and, for each byte, the original range it came from.
