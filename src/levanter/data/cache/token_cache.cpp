@@ -204,11 +204,10 @@ int64_t TokenCache::total_rows() {
 // --- reads ---------------------------------------------------------------------------------------------------
 
 void TokenCache::copy_piece(const Piece& p, int32_t* out) {
-  const ShardFiles& f = files_[p.shard];
-  if (f.tokens_map) {
-    std::memcpy(out + p.out_offset, f.tokens_map + p.local_start, static_cast<size_t>(p.count) * sizeof(int32_t));
+  if (p.map) {
+    std::memcpy(out + p.out_offset, p.map + p.local_start, static_cast<size_t>(p.count) * sizeof(int32_t));
   } else {
-    pread_all(f.tokens_fd, out + p.out_offset, static_cast<size_t>(p.count) * sizeof(int32_t),
+    pread_all(p.fd, out + p.out_offset, static_cast<size_t>(p.count) * sizeof(int32_t),
               static_cast<off_t>(p.local_start) * static_cast<off_t>(sizeof(int32_t)), tokens_path(dir_, p.shard));
   }
 }
@@ -255,26 +254,19 @@ void TokenCache::read_tokens(int64_t start, int64_t n, int32_t* out) {
       }
       int64_t take = std::min(end, shard_end) - pos;
       open_files_locked(k);
-      pieces.push_back({k, pos - shard_start, take, pos - start});
+      pieces.push_back({k, files_[k].tokens_map, files_[k].tokens_fd, pos - shard_start, take, pos - start});
       pos += take;
     }
   }
   for (const Piece& p : pieces) copy_piece(p, out);
 }
 
-int64_t TokenCache::read_offset(size_t shard, int64_t local_row) {
-  const ShardFiles& f = files_[shard];
-  if (local_row < 0) return 0;
-  if (f.offsets_map) return f.offsets_map[local_row];
-  int64_t v;
-  pread_all(f.offsets_fd, &v, sizeof(v), static_cast<off_t>(local_row) * 8, offsets_path(dir_, shard));
-  return v;
-}
-
 std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
   if (row < 0) throw std::out_of_range("TokenCache::document: negative row");
   size_t k;
   int64_t local, base;
+  const int64_t* offsets_map;
+  int offsets_fd;
   {
     std::unique_lock<std::mutex> lock(mu_);
     wait_locked(lock, [&] { return rows_available_locked() > row; });
@@ -287,8 +279,17 @@ std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
     local = row - row_start_[k];
     base = token_start_[k];
     open_files_locked(k);
+    offsets_map = files_[k].offsets_map;
+    offsets_fd = files_[k].offsets_fd;
   }
-  return {base + read_offset(k, local - 1), base + read_offset(k, local)};
+  auto offset = [&](int64_t r) -> int64_t {
+    if (r < 0) return 0;
+    if (offsets_map) return offsets_map[r];
+    int64_t v;
+    pread_all(offsets_fd, &v, sizeof(v), static_cast<off_t>(r) * 8, offsets_path(dir_, k));
+    return v;
+  };
+  return {base + offset(local - 1), base + offset(local)};
 }
 
 // --- builder notifications -----------------------------------------------------------------------------------

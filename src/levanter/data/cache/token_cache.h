@@ -83,8 +83,11 @@ class TokenCache {
     const int64_t* offsets_map = nullptr;
     size_t tokens_bytes = 0, offsets_bytes = 0;
   };
+  // A part of a read within one shard, with what to read it from (captured under the lock).
   struct Piece {
     size_t shard;
+    const int32_t* map;  // null: pread from fd
+    int fd;
     int64_t local_start, count, out_offset;
   };
 
@@ -97,7 +100,6 @@ class TokenCache {
   void wait_locked(std::unique_lock<std::mutex>& lock, Pred ready);
   void open_files_locked(size_t shard);
   void copy_piece(const Piece& p, int32_t* out);
-  int64_t read_offset(size_t shard, int64_t local_row);
 
   std::string dir_;
   CacheManifest manifest_;
