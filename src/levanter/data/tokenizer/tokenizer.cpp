@@ -274,24 +274,64 @@ void prepend(Piece& p, const std::string& content) {
 
 // Replaces every (non-overlapping, left to right) occurrence of `pattern`; new bytes come from the match.
 void replace_all(Piece& p, const std::string& pattern, const std::string& content) {
-  if (p.text.find(pattern) == std::string::npos) return;
+  std::size_t j = p.text.find(pattern);
+  if (j == std::string::npos) return;
   Piece r;
+  r.text.reserve(p.text.size() + p.text.size() / 2);
+  r.orig_begin.reserve(r.text.capacity());
+  r.orig_end.reserve(r.text.capacity());
   std::size_t i = 0;
-  while (i < p.text.size()) {
-    if (p.text.compare(i, pattern.size(), pattern) == 0) {
-      std::uint32_t b = p.orig_begin[i], e = p.orig_end[i + pattern.size() - 1];
-      r.text += content;
-      r.orig_begin.insert(r.orig_begin.end(), content.size(), b);
-      r.orig_end.insert(r.orig_end.end(), content.size(), e);
-      i += pattern.size();
-    } else {
-      r.text += p.text[i];
-      r.orig_begin.push_back(p.orig_begin[i]);
-      r.orig_end.push_back(p.orig_end[i]);
-      ++i;
-    }
+  for (; j != std::string::npos; j = p.text.find(pattern, i)) {
+    r.text.append(p.text, i, j - i);
+    r.orig_begin.insert(r.orig_begin.end(), p.orig_begin.begin() + i, p.orig_begin.begin() + j);
+    r.orig_end.insert(r.orig_end.end(), p.orig_end.begin() + i, p.orig_end.begin() + j);
+    std::uint32_t b = p.orig_begin[j], e = p.orig_end[j + pattern.size() - 1];
+    r.text += content;
+    r.orig_begin.insert(r.orig_begin.end(), content.size(), b);
+    r.orig_end.insert(r.orig_end.end(), content.size(), e);
+    i = j + pattern.size();
   }
+  r.text.append(p.text, i, std::string::npos);
+  r.orig_begin.insert(r.orig_begin.end(), p.orig_begin.begin() + i, p.orig_begin.end());
+  r.orig_end.insert(r.orig_end.end(), p.orig_end.begin() + i, p.orig_end.end());
   p = std::move(r);
+}
+
+// Pre-tokenizer step `s` on one piece: its transformation in place, then emit(begin, end) for each
+// resulting pre-token (byte ranges of the transformed piece, in order, covering it).
+template <class Emit>
+void apply_step(const PreTokenizerStep& s, Piece& p, Emit&& emit) {
+  if (s.kind == PreTokenizerStep::kByteLevel) {
+    if (s.add_prefix_space && !starts_with(p.text, " ")) prepend(p, " ");
+    if (s.use_regex)
+      gpt2_split(p.text.data(), p.text.size(), emit);
+    else if (!p.text.empty())
+      emit(std::size_t{0}, p.text.size());
+    return;
+  }
+  // Metaspace
+  replace_all(p, " ", s.replacement);
+  bool has = starts_with(p.text, s.replacement);
+  if ((s.scheme == PrependScheme::kAlways && !has) || (s.scheme == PrependScheme::kFirst && !has && p.original_start() == 0))
+    prepend(p, s.replacement);
+  if (!s.split) {
+    if (!p.text.empty()) emit(std::size_t{0}, p.text.size());
+    return;
+  }
+  // A new pre-token at every replacement character (HF's MergedWithNext: "▁▁a▁b" -> "▁", "▁a", "▁b").
+  const std::string& r = s.replacement;
+  const char* t = p.text.data();
+  const std::size_t n = p.text.size();
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < n;) {
+    bool match = t[i] == r[0] && n - i >= r.size() && std::memcmp(t + i, r.data(), r.size()) == 0;
+    if (match && i > start) {
+      emit(start, i);
+      start = i;
+    }
+    i += match ? r.size() : unicode::utf8_length(static_cast<unsigned char>(t[i]));
+  }
+  if (start < n) emit(start, n);
 }
 
 }  // namespace
@@ -305,49 +345,39 @@ void Tokenizer::Impl::normalize(Piece& p) const {
   }
 }
 
-void Tokenizer::Impl::pre_tokenize(Piece&& piece, std::vector<Piece>& out) const {
+// All pre-tokenizer steps but the last make new pieces; the last one only emits ranges, which go straight to
+// the model (no allocation per word in the common one-step case).
+void Tokenizer::Impl::pre_tokenize_and_model(Piece&& piece, EncodeState& st, Output out) const {
   std::vector<Piece> cur, next;
   cur.push_back(std::move(piece));
-  for (const PreTokenizerStep& s : pre_tokenizer) {
+  for (std::size_t k = 0; k + 1 < pre_tokenizer.size(); ++k) {
     next.clear();
-    for (Piece& p : cur) {
-      if (s.kind == PreTokenizerStep::kByteLevel) {
-        if (s.add_prefix_space && !starts_with(p.text, " ")) prepend(p, " ");
-        if (!s.use_regex) {
-          next.push_back(std::move(p));
-          continue;
-        }
-        gpt2_split(p.text.data(), p.text.size(), [&](std::size_t b, std::size_t e) { next.push_back(slice(p, b, e)); });
-      } else {  // Metaspace
-        replace_all(p, " ", s.replacement);
-        bool has = starts_with(p.text, s.replacement);
-        if ((s.scheme == PrependScheme::kAlways && !has) ||
-            (s.scheme == PrependScheme::kFirst && !has && p.original_start() == 0))
-          prepend(p, s.replacement);
-        if (!s.split) {
-          next.push_back(std::move(p));
-          continue;
-        }
-        // Split before every replacement character (HF's MergedWithNext: "▁▁a▁b" -> "▁", "▁a", "▁b").
-        const std::string& r = s.replacement;
-        std::size_t start = 0;
-        for (std::size_t i = 0; i < p.text.size();) {
-          bool match = p.text.compare(i, r.size(), r) == 0;
-          if (match && i > start) {
-            next.push_back(slice(p, start, i));
-            start = i;
-          }
-          i += match ? r.size() : unicode::utf8_length(static_cast<unsigned char>(p.text[i]));
-        }
-        if (start < p.text.size()) next.push_back(slice(p, start, p.text.size()));
-      }
-    }
-    cur.clear();
-    for (Piece& p : next)
-      if (!p.text.empty()) cur.push_back(std::move(p));
+    for (Piece& p : cur) apply_step(pre_tokenizer[k], p, [&](std::size_t b, std::size_t e) { next.push_back(slice(p, b, e)); });
+    cur.swap(next);
   }
-  for (Piece& p : cur)
-    if (!p.text.empty()) out.push_back(std::move(p));
+  const bool want_offsets = out.offsets != nullptr;
+  for (Piece& p : cur) {
+    auto model = [&](std::size_t b, std::size_t e) {
+      model_word(std::string_view(p.text).substr(b, e - b), st, want_offsets);
+      out.ids->insert(out.ids->end(), st.word_ids.begin(), st.word_ids.end());
+      if (!want_offsets) return;
+      std::size_t pos = b;
+      for (std::uint32_t len : st.word_lens) {
+        if (len == 0) {
+          std::size_t at = pos < p.text.size() ? p.orig_begin[pos] : p.orig_end.back();
+          out.offsets->emplace_back(at, at);
+        } else {
+          out.offsets->emplace_back(p.orig_begin[pos], p.orig_end[pos + len - 1]);
+        }
+        pos += len;
+      }
+    };
+    if (pre_tokenizer.empty()) {
+      if (!p.text.empty()) model(0, p.text.size());
+    } else {
+      apply_step(pre_tokenizer.back(), p, model);
+    }
+  }
 }
 
 void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, Output out) const {
@@ -398,7 +428,6 @@ void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, Out
     Piece piece = make_piece(seg_text, seg.begin);
     normalize(piece);
     split_added(piece.text, normalized_matcher, sub);
-    std::vector<Piece> words;
     for (const Segment& s : sub) {
       if (s.end <= s.begin) continue;
       if (s.added >= 0) {
@@ -406,23 +435,7 @@ void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, Out
         if (want_offsets) out.offsets->emplace_back(piece.orig_begin[s.begin], piece.orig_end[s.end - 1]);
         continue;
       }
-      words.clear();
-      pre_tokenize(slice(piece, s.begin, s.end), words);
-      for (const Piece& w : words) {
-        model_word(w.text, st, want_offsets);
-        out.ids->insert(out.ids->end(), st.word_ids.begin(), st.word_ids.end());
-        if (!want_offsets) continue;
-        std::size_t pos = 0;
-        for (std::uint32_t len : st.word_lens) {
-          if (len == 0) {
-            std::size_t at = pos < w.text.size() ? w.orig_begin[pos] : w.orig_end.back();
-            out.offsets->emplace_back(at, at);
-          } else {
-            out.offsets->emplace_back(w.orig_begin[pos], w.orig_end[pos + len - 1]);
-          }
-          pos += len;
-        }
-      }
+      pre_tokenize_and_model(slice(piece, s.begin, s.end), st, out);
     }
   }
 

@@ -183,7 +183,7 @@ struct Tokenizer::Impl {
   void split_added(std::string_view s, const detail::AddedMatcher& m, std::vector<detail::Segment>& out) const;
   void encode_fast(std::string_view text, std::size_t base, detail::EncodeState& st, detail::Output out) const;
   void normalize(detail::Piece& p) const;
-  void pre_tokenize(detail::Piece&& p, std::vector<detail::Piece>& out) const;
+  void pre_tokenize_and_model(detail::Piece&& p, detail::EncodeState& st, detail::Output out) const;
   void model_word(std::string_view word, detail::EncodeState& st, bool want_lens) const;
 };
 
