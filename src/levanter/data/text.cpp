@@ -62,9 +62,10 @@ std::string resolve_tokenizer_path(const std::string& name) {
                   "model's tokenizer.json and give its path");
 }
 
-DocumentEncoder make_document_encoder(const DataConfig& config) {
+DocumentEncoder make_document_encoder(const DataConfig& config, std::shared_ptr<const Tokenizer>* tokenizer) {
   std::string path = resolve_tokenizer_path(config.tokenizer);
-  auto tok = std::make_shared<Tokenizer>(Tokenizer::from_file(path));
+  auto tok = std::make_shared<const Tokenizer>(Tokenizer::from_file(path));
+  if (tokenizer) *tokenizer = tok;
   DocumentEncoder enc;
   enc.processing.tokenizer = config.tokenizer;
   enc.processing.tokenizer_fingerprint = tok->fingerprint();
@@ -78,7 +79,7 @@ DocumentEncoder make_document_encoder(const DataConfig& config) {
 
 TextData::TextData(DataConfig config, std::optional<DocumentEncoder> encoder) : config_(std::move(config)) {
   config_.validate();
-  encoder_ = encoder ? std::move(*encoder) : make_document_encoder(config_);
+  encoder_ = encoder ? std::move(*encoder) : make_document_encoder(config_, &tokenizer_);
   build_options_.num_threads = config_.cache_options.num_threads;
   build_options_.chunk_documents = config_.cache_options.chunk_documents;
   build_options_.skip_bad_lines = config_.skip_bad_lines;

@@ -38,8 +38,11 @@ const char* split_name(Split split);
 // executable's directory or the working directory and their parents). DataError if there is none.
 std::string resolve_tokenizer_path(const std::string& name);
 
-// The encoder of a config: its tokenizer plus the BOS/EOS policy (data.enforce_bos / enforce_eos).
-DocumentEncoder make_document_encoder(const DataConfig& config);
+class Tokenizer;
+
+// The encoder of a config: its tokenizer plus the BOS/EOS policy (data.enforce_bos / enforce_eos). The
+// loaded tokenizer is also returned through `tokenizer` when given.
+DocumentEncoder make_document_encoder(const DataConfig& config, std::shared_ptr<const Tokenizer>* tokenizer = nullptr);
 
 class TextData {
  public:
@@ -49,6 +52,9 @@ class TextData {
   const DataConfig& config() const { return config_; }
   const DocumentEncoder& encoder() const { return encoder_; }
   std::optional<int32_t> eos_id() const { return encoder_.processing.eos_id; }
+  // The configured tokenizer (null when an encoder was given instead): vocab_size() sizes the model's
+  // embedding, decode() shows text.
+  const std::shared_ptr<const Tokenizer>& tokenizer() const { return tokenizer_; }
 
   // "" for a single-source config, else the mixture's source names (sorted).
   std::vector<std::string> source_names() const;
@@ -70,6 +76,7 @@ class TextData {
  private:
   DataConfig config_;
   DocumentEncoder encoder_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
   CacheBuildOptions build_options_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<TokenCache>> caches_;  // by directory

@@ -10,6 +10,7 @@
 
 #include "data_testing.h"
 #include "levanter/data/text.h"
+#include "levanter/data/tokenizer/tokenizer.h"
 
 using namespace levanter::data;
 using namespace levanter::data::testing;
@@ -170,6 +171,8 @@ TEST(TextData, Gpt2TokenizerOnTheBundledCorpus) {
   cfg.cache_dir = t / "cache";
   TextData data(cfg);
   EXPECT_EQ(data.eos_id(), 50256);
+  ASSERT_NE(data.tokenizer(), nullptr);
+  EXPECT_EQ(data.tokenizer()->vocab_size(), 50257u);
   auto sets = data.validation_sets(1024);
   auto cache = sets.at("")->cache();
   // 46,026 GPT-2 tokens in 12 documents (data/README), plus one EOS each.
