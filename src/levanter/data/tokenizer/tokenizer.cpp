@@ -381,14 +381,17 @@ void Tokenizer::Impl::pre_tokenize_and_model(Piece&& piece, EncodeState& st, Out
 }
 
 void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, Output out) const {
+  StateLease lease(pool);
+  encode(text, add_special_tokens, *lease.state, out);
+}
+
+void Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens, EncodeState& st, Output out) const {
   std::size_t bad = unicode::find_invalid_utf8(text);
   if (bad != std::string_view::npos) {
     char buf[96];
     std::snprintf(buf, sizeof buf, "invalid UTF-8 at byte %zu (0x%02X)", bad, static_cast<unsigned char>(text[bad]));
     throw InvalidUtf8Error(buf, bad);
   }
-  StateLease lease(pool);
-  EncodeState& st = *lease.state;
   const bool want_offsets = out.offsets != nullptr;
   auto push_special = [&](const std::vector<TokenId>& ids) {
     for (TokenId id : ids) {
@@ -614,24 +617,22 @@ Encoding Tokenizer::encode_with_offsets(std::string_view text, bool add_special_
 
 namespace {
 
+// Each worker leases one state (word cache) for its whole share, so a batch touches the pool once per thread.
 template <class Texts>
-std::vector<std::vector<TokenId>> encode_many(const Tokenizer& tok, const Texts& texts, int num_threads, bool add) {
+std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const Texts& texts, int num_threads, bool add) {
   const std::size_t n = texts.size();
   std::vector<std::vector<TokenId>> result(n);
   std::size_t threads = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::min(threads, n);
-  if (threads <= 1) {
-    for (std::size_t i = 0; i < n; ++i) tok.encode_into(texts[i], result[i], add);
-    return result;
-  }
   constexpr std::size_t kChunk = 8;
   std::atomic<std::size_t> next{0};
   std::vector<std::exception_ptr> errors(n);
   auto work = [&] {
+    StateLease lease(impl.states());
     for (std::size_t b; (b = next.fetch_add(kChunk)) < n;) {
       for (std::size_t i = b; i < std::min(n, b + kChunk); ++i) {
         try {
-          tok.encode_into(texts[i], result[i], add);
+          impl.encode(texts[i], add, *lease.state, {&result[i], nullptr});
         } catch (...) {
           errors[i] = std::current_exception();
         }
@@ -640,7 +641,7 @@ std::vector<std::vector<TokenId>> encode_many(const Tokenizer& tok, const Texts&
   };
   std::vector<std::thread> pool;
   for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
+  if (n > 0) work();
   for (auto& t : pool) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
@@ -651,12 +652,12 @@ std::vector<std::vector<TokenId>> encode_many(const Tokenizer& tok, const Texts&
 
 std::vector<std::vector<TokenId>> Tokenizer::encode_batch(const std::vector<std::string>& texts, int num_threads,
                                                           bool add_special_tokens) const {
-  return encode_many(*this, texts, num_threads, add_special_tokens);
+  return encode_many(*impl_, texts, num_threads, add_special_tokens);
 }
 
 std::vector<std::vector<TokenId>> Tokenizer::encode_batch(const std::vector<std::string_view>& texts, int num_threads,
                                                           bool add_special_tokens) const {
-  return encode_many(*this, texts, num_threads, add_special_tokens);
+  return encode_many(*impl_, texts, num_threads, add_special_tokens);
 }
 
 std::string Tokenizer::decode(const std::vector<TokenId>& ids, const DecodeOptions& options) const {

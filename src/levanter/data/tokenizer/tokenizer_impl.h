@@ -176,7 +176,9 @@ struct Tokenizer::Impl {
 
   mutable detail::StatePool pool;
 
-  void encode(std::string_view text, bool add_special_tokens, detail::Output out) const;
+  void encode(std::string_view text, bool add_special_tokens, detail::Output out) const;  // leases a state
+  void encode(std::string_view text, bool add_special_tokens, detail::EncodeState& st, detail::Output out) const;
+  detail::StatePool& states() const { return pool; }
   std::string decode(const TokenId* ids, std::size_t n, const DecodeOptions& options) const;
 
   // Steps of encode().
