@@ -17,7 +17,8 @@
 // See docs/tokenizer.md for the details and the exactness guarantees.
 //
 // Thread safety: a Tokenizer is immutable after loading; every method may be called from any number of
-// threads at once. Copies are cheap (they share the loaded model).
+// threads at once. Copies are cheap (they share the loaded model). Each thread that encodes keeps a word
+// cache (up to 16 MiB, reused through a pool; it only changes speed).
 #pragma once
 
 #include <cstddef>
@@ -112,8 +113,8 @@ class Tokenizer {
   std::optional<TokenId> unk_id() const;
 
   // "sha256:<64 hex>" of a canonical form of everything that determines encode() and decode(): equal for
-  // the same tokenizer written differently (merge syntax, key order, whitespace, truncation/padding
-  // excluded). The token cache records it.
+  // the same tokenizer written differently (merges as "a b" or ["a","b"], key order, whitespace). The token
+  // cache records it.
   const std::string& fingerprint() const;
   // One line: model, vocabulary size, components (for logs).
   std::string describe() const;
