@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""torch.optim.AdamW on GPT-2 small's parameter shapes: the PyTorch side of bench/optimizer/run.
+
+    OMP_NUM_THREADS=2 python3 torch_adamw.py [--steps N] [--warmup W] [--grads f32|bf16]
+
+Same setup as bench_optimizer: 148 float32 tensors, 124,439,808 values, Linear weights in a param group with
+weight_decay 0.1, the rest with 0. Times `step` (opt.step() alone) and `clip_step` (clip_grad_norm_(max_norm=1.0)
+then opt.step()), for foreach=False (the CPU default in torch 1.13) and foreach=True; median of N steps after W.
+With --grads bf16 the gradients are rounded to bf16 and stored as float32 (torch needs grads in the parameter's
+dtype), so both sides see the same values. Prints `torch foreach=F step_ms=X clip_step_ms=Y` lines.
+"""
+import argparse
+import time
+
+import torch
+
+
+def gpt2_small():
+    V, P, E, L = 50257, 1024, 768, 12
+    spec = [("wte.weight", False, (V, E)), ("wpe.weight", False, (P, E))]
+    for l in range(L):
+        h = f"h.{l}."
+        spec += [(h + "ln_1.weight", False, (E,)), (h + "ln_1.bias", False, (E,)),
+                 (h + "attn.c_attn.weight", True, (E, 3 * E)), (h + "attn.c_attn.bias", False, (3 * E,)),
+                 (h + "attn.c_proj.weight", True, (E, E)), (h + "attn.c_proj.bias", False, (E,)),
+                 (h + "ln_2.weight", False, (E,)), (h + "ln_2.bias", False, (E,)),
+                 (h + "mlp.c_fc.weight", True, (E, 4 * E)), (h + "mlp.c_fc.bias", False, (4 * E,)),
+                 (h + "mlp.c_proj.weight", True, (4 * E, E)), (h + "mlp.c_proj.bias", False, (E,))]
+    spec += [("ln_f.weight", False, (E,)), ("ln_f.bias", False, (E,))]
+    return spec
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--grads", default="f32")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    spec = gpt2_small()
+    params = [torch.nn.Parameter(torch.randn(shape) * 0.02) for _, _, shape in spec]
+    grads = [torch.randn(shape) * 1e-3 for _, _, shape in spec]
+    if args.grads == "bf16":
+        grads = [g.bfloat16().float() for g in grads]
+    numel = sum(p.numel() for p in params)
+    print(f"torch {torch.__version__}: {len(params)} tensors, {numel} parameters, {torch.get_num_threads()} threads",
+          flush=True)
+    for foreach in (False, True):
+        result = []
+        for clip in (False, True):
+            decay = [p for p, (_, d, _) in zip(params, spec) if d]
+            rest = [p for p, (_, d, _) in zip(params, spec) if not d]
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                                    lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=foreach)
+            times = []
+            for s in range(args.warmup + args.steps):
+                for p, g in zip(params, grads):
+                    p.grad = g.clone() if clip else g  # clipping scales grads in place; keep the inputs intact
+                t0 = time.perf_counter()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                t1 = time.perf_counter()
+                if s >= args.warmup:
+                    times.append((t1 - t0) * 1e3)
+            times.sort()
+            result.append(times[len(times) // 2])
+            del opt
+        print(f"torch foreach={foreach} grads={args.grads} step_ms={result[0]:.1f} clip_step_ms={result[1]:.1f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+#include "levanter/optim/adamw.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "levanter/optim/kernels.h"
+
+namespace levanter::optim {
+
+namespace {
+
+// A piece of one tensor: the unit of work and, for norms, of summation (kernels::kNormBlock elements).
+struct Chunk {
+  size_t tensor;
+  int64_t begin, end;
+};
+
+std::vector<Chunk> make_chunks(const std::vector<int64_t>& sizes) {
+  std::vector<Chunk> chunks;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    for (int64_t b = 0; b < sizes[t]; b += kernels::kNormBlock) {
+      chunks.push_back({t, b, std::min(sizes[t], b + kernels::kNormBlock)});
+    }
+  }
+  return chunks;
+}
+
+// Runs fn(first, last) over [0, n) split into contiguous ranges, one per thread (at::get_num_threads()).
+// at::parallel_for would be the natural choice, but with an OpenMP build of ATen it is a header template whose
+// `#pragma omp parallel` needs -fopenmp in *this* translation unit; without it, it runs on one thread.
+template <typename F>
+void parallel_ranges(int64_t n, int64_t min_per_thread, const F& fn) {
+  int64_t threads = std::min<int64_t>(std::max(1, at::get_num_threads()), std::max<int64_t>(1, n / min_per_thread));
+  if (threads <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  const int64_t per = (n + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(threads);
+  for (int64_t t = 1; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        fn(std::min(n, t * per), std::min(n, (t + 1) * per));
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    });
+  }
+  try {
+    fn(int64_t{0}, std::min(n, per));
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + ")";
+}
+
+bool is_fused_dtype(const at::Tensor& g) { return g.scalar_type() == at::kFloat || g.scalar_type() == at::kBFloat16; }
+
+// A gradient the kernels can read directly: contiguous CPU float32 or bfloat16 (others are converted).
+at::Tensor kernel_ready(const at::Tensor& g) {
+  if (g.device().is_cpu() && g.is_contiguous() && is_fused_dtype(g)) return g;
+  at::Tensor c = g.to(at::kCPU);
+  if (!is_fused_dtype(c)) c = c.to(at::kFloat);
+  return c.contiguous();
+}
+
+// Per-tensor sums of squares (double, fixed blocks), for kernel-ready tensors; undefined entries give 0.
+std::vector<double> tensor_sums_of_squares(const std::vector<at::Tensor>& ready) {
+  std::vector<int64_t> sizes;
+  for (const auto& t : ready) sizes.push_back(t.defined() ? t.numel() : 0);
+  const std::vector<Chunk> chunks = make_chunks(sizes);
+  std::vector<double> block(chunks.size(), 0.0);
+  parallel_ranges(static_cast<int64_t>(chunks.size()), 4, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const Chunk& ch = chunks[c];
+      const at::Tensor& t = ready[ch.tensor];
+      if (t.scalar_type() == at::kFloat) {
+        block[c] = kernels::sum_squares(t.data_ptr<float>() + ch.begin, ch.end - ch.begin);
+      } else {
+        block[c] = kernels::sum_squares(reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + ch.begin,
+                                        ch.end - ch.begin);
+      }
+    }
+  });
+  std::vector<double> sums(ready.size(), 0.0);
+  for (size_t c = 0; c < chunks.size(); ++c) sums[chunks[c].tensor] += block[c];  // in block order
+  return sums;
+}
+
+double norm_from_sums(const std::vector<double>& sums) {
+  double total = 0;
+  for (double s : sums) total += s;  // in parameter order
+  return std::sqrt(total);
+}
+
+// optax.clip_by_global_norm: unchanged below max_norm, else scaled to it.
+double clip_scale_for(double norm, const std::optional<double>& max_norm) {
+  if (!max_norm || *max_norm <= 0) return 1.0;  // Levanter: `if self.max_grad_norm:`
+  if (norm < *max_norm) return 1.0;
+  return *max_norm / norm;
+}
+
+}  // namespace
+
+// --- construction -------------------------------------------------------------------------------------------
+
+AdamW::AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel)
+    : config_(config), params_(std::move(params)) {
+  config_.validate();
+  std::set<std::string> seen;
+  std::vector<haliax::nn::ParamInfo> infos;
+  for (const auto& [info, p] : params_) {
+    if (!seen.insert(info.path).second) throw std::invalid_argument("AdamW: parameter path '" + info.path + "' appears twice");
+    if (!p.defined()) throw std::invalid_argument("AdamW: parameter '" + info.path + "' is undefined");
+    if (p.scalar_type() != at::kFloat) {
+      throw std::invalid_argument("AdamW: parameter '" + info.path + "' is " + std::string(c10::toString(p.scalar_type())) +
+                                  "; the optimizer updates float32 master weights (keep bf16 copies for compute)");
+    }
+    infos.push_back(info);
+    m_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    v_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    fused_.push_back(kernel == Kernel::kFused && p.device().is_cpu() && p.is_contiguous());
+  }
+  decay_ = weight_decay_mask(config_, infos);
+}
+
+AdamW::AdamW(const OptimizerConfig& config,
+             const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params, Kernel kernel)
+    : AdamW(config,
+            [&] {
+              std::vector<Param> out;
+              for (const auto& [info, p] : params) out.emplace_back(info, p.array());
+              return out;
+            }(),
+            kernel) {}
+
+std::vector<std::string> AdamW::decayed_paths() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (decay_[i]) out.push_back(params_[i].first.path);
+  }
+  return out;
+}
+
+// --- the update ---------------------------------------------------------------------------------------------
+
+StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate) {
+  if (grads.size() != params_.size()) {
+    throw std::invalid_argument("AdamW::step: got " + std::to_string(grads.size()) + " gradients for " +
+                                std::to_string(params_.size()) + " parameters");
+  }
+  std::vector<at::Tensor> ready(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& p = params_[i].second;
+    if (!grads[i].defined()) continue;
+    if (!grads[i].sizes().equals(p.sizes())) {
+      throw std::invalid_argument("AdamW::step: gradient of '" + params_[i].first.path + "' has shape " +
+                                  shape_str(grads[i].sizes()) + ", the parameter " + shape_str(p.sizes()));
+    }
+    ready[i] = fused_[i] ? kernel_ready(grads[i]) : grads[i];
+  }
+
+  StepStats stats;
+  stats.learning_rate = learning_rate;
+  {
+    // Norm: fused parameters' gradients through the deterministic kernel; the others (non-CPU) through ATen.
+    std::vector<at::Tensor> cpu(ready.size());
+    std::vector<double> sums(ready.size(), 0.0);
+    for (size_t i = 0; i < ready.size(); ++i) {
+      if (ready[i].defined() && fused_[i]) cpu[i] = ready[i];
+    }
+    std::vector<double> fused_sums = tensor_sums_of_squares(cpu);
+    for (size_t i = 0; i < ready.size(); ++i) {
+      if (!ready[i].defined()) continue;
+      sums[i] = fused_[i] ? fused_sums[i] : ready[i].to(at::kDouble).pow(2).sum().item<double>();
+    }
+    stats.grad_norm = norm_from_sums(sums);
+  }
+  stats.clip_scale = clip_scale_for(stats.grad_norm, config_.max_grad_norm);
+
+  const int64_t t = count_ + 1;
+  const double b1 = config_.beta1, b2 = config_.beta2;
+  double wd = config_.weight_decay;
+  if (config_.adamc_weight_decay) wd = wd * (learning_rate / config_.learning_rate);
+  kernels::AdamScalars base{};
+  base.b1 = static_cast<float>(b1);
+  base.one_minus_b1 = static_cast<float>(1.0 - b1);
+  base.b2 = static_cast<float>(b2);
+  base.one_minus_b2 = static_cast<float>(1.0 - b2);
+  base.bc1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t)));
+  base.bc1_next = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t + 1)));
+  base.bc2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t)));
+  base.eps = static_cast<float>(config_.epsilon);
+  base.lr = static_cast<float>(learning_rate);
+  base.grad_scale = static_cast<float>(stats.clip_scale);
+  base.nesterov = config_.nesterov;
+  const float wd_f = static_cast<float>(wd);
+
+  // Undefined gradients are zeros (a parameter the loss does not touch still decays, as in optax).
+  for (size_t i = 0; i < ready.size(); ++i) {
+    if (!ready[i].defined()) ready[i] = at::zeros_like(m_[i]);
+  }
+
+  // Fused parameters: one pass over fixed-size chunks of all tensors, spread over the threads.
+  std::vector<int64_t> sizes;
+  for (size_t i = 0; i < params_.size(); ++i) sizes.push_back(fused_[i] ? params_[i].second.numel() : 0);
+  const std::vector<Chunk> chunks = make_chunks(sizes);
+  parallel_ranges(static_cast<int64_t>(chunks.size()), 2, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const Chunk& ch = chunks[c];
+      const size_t i = ch.tensor;
+      kernels::AdamScalars s = base;
+      s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
+      float* p = params_[i].second.data_ptr<float>() + ch.begin;
+      float* m = m_[i].data_ptr<float>() + ch.begin;
+      float* v = v_[i].data_ptr<float>() + ch.begin;
+      const int64_t n = ch.end - ch.begin;
+      if (ready[i].scalar_type() == at::kFloat) {
+        kernels::adamw_update(p, m, v, ready[i].data_ptr<float>() + ch.begin, n, s);
+      } else {
+        kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
+                              n, s);
+      }
+    }
+  });
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (fused_[i]) params_[i].second.unsafeGetTensorImpl()->bump_version();  // written through raw pointers
+  }
+
+  // Other parameters: the same math with ATen ops (different rounding).
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (fused_[i]) continue;
+    at::Tensor& p = params_[i].second;
+    at::Tensor g = ready[i].to(p.options());
+    if (base.grad_scale != 1.0f) g = g * static_cast<double>(base.grad_scale);
+    at::Tensor& m = m_[i];
+    at::Tensor& v = v_[i];
+    m.mul_(b1).add_(g, 1.0 - b1);
+    v.mul_(b2).addcmul_(g, g, 1.0 - b2);
+    at::Tensor m_hat = config_.nesterov ? (m / static_cast<double>(base.bc1_next)).mul_(b1).add_(
+                                              g / static_cast<double>(base.bc1), 1.0 - b1)
+                                        : m / static_cast<double>(base.bc1);
+    at::Tensor u = m_hat.div_((v / static_cast<double>(base.bc2)).sqrt_().add_(config_.epsilon));
+    if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
+    p.sub_(u, static_cast<double>(base.lr));
+  }
+  ++count_;
+  return stats;
+}
+
+// --- state --------------------------------------------------------------------------------------------------
+
+haliax::nn::StateDict AdamW::state_dict() const {
+  haliax::nn::StateDict out;
+  out.emplace_back("opt.step", at::scalar_tensor(count_, at::TensorOptions().dtype(at::kLong)));
+  for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("opt.m." + params_[i].first.path, m_[i]);
+  for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("opt.v." + params_[i].first.path, v_[i]);
+  return out;
+}
+
+void AdamW::load_state_dict(const haliax::nn::StateDict& dict) {
+  std::map<std::string, at::Tensor> by_key;
+  for (const auto& [key, t] : dict) {
+    if (key.rfind("opt.", 0) != 0) continue;
+    if (!by_key.emplace(key, t).second) throw std::invalid_argument("AdamW::load_state_dict: duplicate entry '" + key + "'");
+  }
+  auto take = [&](const std::string& key) {
+    auto it = by_key.find(key);
+    if (it == by_key.end()) throw std::invalid_argument("AdamW::load_state_dict: missing entry '" + key + "'");
+    at::Tensor t = it->second;
+    by_key.erase(it);
+    return t;
+  };
+  // Check everything before changing anything.
+  at::Tensor step = take("opt.step");
+  if (step.numel() != 1 || at::isFloatingType(step.scalar_type())) {
+    throw std::invalid_argument("AdamW::load_state_dict: 'opt.step' must be one integer");
+  }
+  std::vector<at::Tensor> ms, vs;
+  for (const char* which : {"m", "v"}) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const std::string key = std::string("opt.") + which + "." + params_[i].first.path;
+      at::Tensor t = take(key);
+      const at::Tensor& p = params_[i].second;
+      if (!t.sizes().equals(p.sizes())) {
+        throw std::invalid_argument("AdamW::load_state_dict: '" + key + "' has shape " + shape_str(t.sizes()) +
+                                    ", the parameter " + shape_str(p.sizes()));
+      }
+      if (t.scalar_type() != at::kFloat) {
+        throw std::invalid_argument("AdamW::load_state_dict: '" + key + "' is " +
+                                    std::string(c10::toString(t.scalar_type())) + ", expected Float (float32)");
+      }
+      (which[0] == 'm' ? ms : vs).push_back(t);
+    }
+  }
+  if (!by_key.empty()) {
+    std::string keys;
+    for (const auto& kv : by_key) keys += (keys.empty() ? "" : ", ") + kv.first;
+    throw std::invalid_argument("AdamW::load_state_dict: unexpected entries (no such parameter): " + keys);
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    m_[i].copy_(ms[i]);
+    v_[i].copy_(vs[i]);
+  }
+  count_ = step.item<int64_t>();
+}
+
+// --- free functions -----------------------------------------------------------------------------------------
+
+double global_norm(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> ready(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].defined()) ready[i] = kernel_ready(tensors[i]);
+  }
+  return norm_from_sums(tensor_sums_of_squares(ready));
+}
+
+double clip_by_global_norm_(std::vector<at::Tensor>& grads, double max_norm) {
+  const double norm = global_norm(grads);
+  const double scale = clip_scale_for(norm, max_norm);
+  if (scale != 1.0) {
+    at::NoGradGuard no_grad;
+    for (auto& g : grads) {
+      if (g.defined()) g.mul_(scale);
+    }
+  }
+  return norm;
+}
+
+}  // namespace levanter::optim

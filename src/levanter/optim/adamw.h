@@ -1,0 +1,89 @@
+// AdamW with global-norm gradient clipping and a weight-decay mask: Levanter's AdamConfig.build, i.e.
+//   optax.chain(clip_by_global_norm(max_grad_norm), scale_by_adam(b1, b2, eps), add_decayed_weights(wd, mask),
+//               scale(-lr))
+// on float32 parameters (master weights) updated in place, with float32 moments m and v.
+//
+// The update is one fused pass per element over p, g, m, v (p, m, v read and written once, g read once), in
+// float32 with the same operations in the same order as optax:
+//   g  = g * clip_scale                                  (clip_scale = max_norm / norm when norm >= max_norm)
+//   m  = (1 - b1) g   + b1 m
+//   v  = (1 - b2) g^2 + b2 v
+//   u  = (m / bc1) / (sqrt(v / bc2) + eps) + wd p        (bc_i = 1 - b_i^t, t = updates so far + 1; wd = 0 off-mask)
+//   p  = p - lr u
+// (Nesterov: m / bc1 becomes b1 m / (1 - b1^(t+1)) + (1 - b1) g / bc1, as optax.)
+// Elements are independent and the loop has no fused multiply-add, so the bits do not depend on the thread count
+// or on whether the AVX2 or the scalar path ran. Gradients may be float32 or bfloat16 (widened in the loop).
+//
+// The gradient norm is the L2 norm over all gradients, accumulated in double in fixed 64Ki-element blocks with a
+// fixed lane order and summed in parameter order: the same bits for any thread count.
+//
+// Threads: as many as at::get_num_threads() (OMP_NUM_THREADS). Parameters that are not contiguous CPU tensors
+// (e.g. CUDA) take an ATen path with the same math and different rounding.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "haliax/nn/module.h"
+#include "levanter/optim/config.h"
+
+namespace levanter::optim {
+
+// What one update did, for logs.
+struct StepStats {
+  double grad_norm = 0;      // global L2 norm of the gradients before clipping
+  double clip_scale = 1;     // factor the gradients were multiplied by (1: not clipped)
+  double learning_rate = 0;  // the learning rate applied
+};
+
+class AdamW {
+ public:
+  using Param = std::pair<haliax::nn::ParamInfo, at::Tensor>;
+  enum class Kernel { kFused, kATen };  // kATen: ~10 ATen ops per tensor (reference and benchmark baseline)
+
+  // `params`: every trainable parameter with its path and kind (haliax::nn::named_parameters), float32. The
+  // optimizer keeps the tensors and updates them in place; paths must be unique.
+  AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel = Kernel::kFused);
+  AdamW(const OptimizerConfig& config, const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params,
+        Kernel kernel = Kernel::kFused);
+
+  // One update. grads[i] is the gradient of params()[i] (same shape; float32 or bfloat16; undefined means zero).
+  // Gradients are not modified. Clips to max_grad_norm (when set and > 0), then applies AdamW with
+  // `learning_rate` (e.g. learning_rate_at(config, step_count(), num_train_steps)).
+  StepStats step(const std::vector<at::Tensor>& grads, double learning_rate);
+
+  int64_t step_count() const { return count_; }  // updates applied so far
+  const std::vector<Param>& params() const { return params_; }
+  const std::vector<bool>& decay_mask() const { return decay_; }
+  std::vector<std::string> decayed_paths() const;  // Levanter logs these as "decayed_weights"
+  const OptimizerConfig& config() const { return config_; }
+
+  // Optimizer state as named tensors: "opt.step" (int64 scalar), "opt.m.<path>", "opt.v.<path>" (float32, the
+  // parameter's shape). The tensors alias the live state: copy them if updates run before they are written.
+  haliax::nn::StateDict state_dict() const;
+  // Restores state_dict()'s entries (copied into the live state). Strict: a missing "opt.*" entry, an unexpected
+  // one, or a wrong shape or dtype is an error naming the key. Entries outside "opt." are ignored, so a combined
+  // model + optimizer dict can be passed as is.
+  void load_state_dict(const haliax::nn::StateDict& dict);
+
+ private:
+  OptimizerConfig config_;
+  std::vector<Param> params_;
+  std::vector<at::Tensor> m_, v_;
+  std::vector<bool> decay_;
+  std::vector<bool> fused_;  // per parameter: contiguous CPU float32, updated by the fused kernel
+  int64_t count_ = 0;
+};
+
+// Global L2 norm of `tensors` (any floating dtype; undefined entries count as zero), deterministic as above.
+double global_norm(const std::vector<at::Tensor>& tensors);
+
+// optax.clip_by_global_norm in place: when norm >= max_norm, every tensor is multiplied by max_norm / norm.
+// Returns the norm before clipping. (AdamW::step does this inside its fused pass without touching the grads.)
+double clip_by_global_norm_(std::vector<at::Tensor>& grads, double max_norm);
+
+}  // namespace levanter::optim

@@ -1,0 +1,198 @@
+// Fused AdamW and sum-of-squares loops. See kernels.h for the contract.
+//
+// Bits: every operation below is a single IEEE float32 (or double) operation, written out in optax's order. No
+// multiply-add is ever contracted (the pragma below, and the AVX2 paths are compiled without FMA), and the AVX2
+// paths process partial vectors through a zero-padded buffer instead of a scalar tail, so an element's result
+// depends only on its inputs: not on where a thread's range starts, nor on the thread count.
+#pragma GCC optimize("fp-contract=off")
+
+#include "levanter/optim/kernels.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LEVANTER_OPTIM_X86 1
+#endif
+
+namespace levanter::optim::kernels {
+
+namespace {
+
+std::atomic<bool> g_force_scalar{false};
+
+inline float bf16_to_float(uint16_t bits) {
+  uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float load_grad(const float* g, int64_t i) { return g[i]; }
+inline float load_grad(const uint16_t* g, int64_t i) { return bf16_to_float(g[i]); }
+
+// One element, in optax's order of operations.
+inline void adam_element(float& p, float& m, float& v, float g, const AdamScalars& s) {
+  g = g * s.grad_scale;
+  m = s.one_minus_b1 * g + s.b1 * m;
+  v = s.one_minus_b2 * (g * g) + s.b2 * v;
+  float m_hat = s.nesterov ? s.b1 * (m / s.bc1_next) + s.one_minus_b1 * (g / s.bc1) : m / s.bc1;
+  float u = m_hat / (std::sqrt(v / s.bc2) + s.eps) + s.wd * p;
+  p = p - s.lr * u;
+}
+
+template <typename G>
+void adamw_scalar(float* p, float* m, float* v, const G* g, int64_t n, const AdamScalars& s) {
+  for (int64_t i = 0; i < n; ++i) adam_element(p[i], m[i], v[i], load_grad(g, i), s);
+}
+
+template <typename G>
+double sum_squares_scalar(const G* x, int64_t n) {
+  double lanes[16] = {0};
+  for (int64_t i = 0; i < n; ++i) {
+    double d = static_cast<double>(load_grad(x, i));
+    lanes[i & 15] += d * d;
+  }
+  double total = 0;
+  for (double l : lanes) total += l;
+  return total;
+}
+
+#ifdef LEVANTER_OPTIM_X86
+
+__attribute__((target("avx2"))) inline __m256 load8(const float* g) { return _mm256_loadu_ps(g); }
+__attribute__((target("avx2"))) inline __m256 load8(const uint16_t* g) {
+  __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(g));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+struct AdamVec {
+  __m256 b1, omb1, b2, omb2, bc1, bc1n, bc2, eps, lr, wd, gs;
+};
+
+__attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float* v, __m256 G, const AdamVec& c,
+                                                       bool nesterov) {
+  __m256 P = _mm256_loadu_ps(p), M = _mm256_loadu_ps(m), V = _mm256_loadu_ps(v);
+  G = _mm256_mul_ps(G, c.gs);
+  M = _mm256_add_ps(_mm256_mul_ps(c.omb1, G), _mm256_mul_ps(c.b1, M));
+  V = _mm256_add_ps(_mm256_mul_ps(c.omb2, _mm256_mul_ps(G, G)), _mm256_mul_ps(c.b2, V));
+  __m256 MH = nesterov ? _mm256_add_ps(_mm256_mul_ps(c.b1, _mm256_div_ps(M, c.bc1n)),
+                                       _mm256_mul_ps(c.omb1, _mm256_div_ps(G, c.bc1)))
+                       : _mm256_div_ps(M, c.bc1);
+  __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(V, c.bc2)), c.eps);
+  __m256 U = _mm256_add_ps(_mm256_div_ps(MH, denom), _mm256_mul_ps(c.wd, P));
+  P = _mm256_sub_ps(P, _mm256_mul_ps(c.lr, U));
+  _mm256_storeu_ps(p, P);
+  _mm256_storeu_ps(m, M);
+  _mm256_storeu_ps(v, V);
+}
+
+template <typename G>
+__attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, const G* g, int64_t n,
+                                                const AdamScalars& s) {
+  AdamVec c{_mm256_set1_ps(s.b1),  _mm256_set1_ps(s.one_minus_b1), _mm256_set1_ps(s.b2),
+            _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.bc1), _mm256_set1_ps(s.bc1_next),
+            _mm256_set1_ps(s.bc2), _mm256_set1_ps(s.eps), _mm256_set1_ps(s.lr),
+            _mm256_set1_ps(s.wd),  _mm256_set1_ps(s.grad_scale)};
+  int64_t i = 0;
+  if (s.nesterov) {
+    for (; i + 8 <= n; i += 8) adam_vec8(p + i, m + i, v + i, load8(g + i), c, true);
+  } else {
+    for (; i + 8 <= n; i += 8) adam_vec8(p + i, m + i, v + i, load8(g + i), c, false);
+  }
+  if (i < n) {  // the last partial vector, through a padded buffer (same instructions as full vectors)
+    int64_t r = n - i;
+    alignas(32) float pp[8] = {0}, mm[8] = {0}, vv[8] = {0};
+    alignas(32) G gg[8] = {};
+    std::memcpy(pp, p + i, r * sizeof(float));
+    std::memcpy(mm, m + i, r * sizeof(float));
+    std::memcpy(vv, v + i, r * sizeof(float));
+    std::memcpy(gg, g + i, r * sizeof(G));
+    adam_vec8(pp, mm, vv, load8(gg), c, s.nesterov);
+    std::memcpy(p + i, pp, r * sizeof(float));
+    std::memcpy(m + i, mm, r * sizeof(float));
+    std::memcpy(v + i, vv, r * sizeof(float));
+  }
+}
+
+__attribute__((target("avx2"))) inline void sq_accumulate16(const float* x, __m256d acc[4]) {
+  __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+  __m256d d[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(x0)), _mm256_cvtps_pd(_mm256_extractf128_ps(x0, 1)),
+                  _mm256_cvtps_pd(_mm256_castps256_ps128(x1)), _mm256_cvtps_pd(_mm256_extractf128_ps(x1, 1))};
+  for (int k = 0; k < 4; ++k) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(d[k], d[k]));
+}
+
+__attribute__((target("avx2"))) inline void sq_accumulate16(const uint16_t* x, __m256d acc[4]) {
+  alignas(32) float f[16];
+  _mm256_store_ps(f, load8(x));
+  _mm256_store_ps(f + 8, load8(x + 8));
+  sq_accumulate16(f, acc);
+}
+
+template <typename G>
+__attribute__((target("avx2"))) double sum_squares_avx2(const G* x, int64_t n) {
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) sq_accumulate16(x + i, acc);
+  if (i < n) {  // zero padding adds +0.0 to the unused lanes: no change
+    alignas(32) G buf[16] = {};
+    std::memcpy(buf, x + i, (n - i) * sizeof(G));
+    sq_accumulate16(buf, acc);
+  }
+  alignas(32) double lanes[16];
+  for (int k = 0; k < 4; ++k) _mm256_store_pd(lanes + 4 * k, acc[k]);
+  double total = 0;
+  for (double l : lanes) total += l;
+  return total;
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+#endif  // LEVANTER_OPTIM_X86
+
+}  // namespace
+
+bool using_avx2() {
+#ifdef LEVANTER_OPTIM_X86
+  return cpu_has_avx2() && !g_force_scalar.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+void force_scalar(bool on) { g_force_scalar.store(on); }
+
+void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return adamw_avx2(p, m, v, g, n, s);
+#endif
+  adamw_scalar(p, m, v, g, n, s);
+}
+
+void adamw_update(float* p, float* m, float* v, const uint16_t* g, int64_t n, const AdamScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return adamw_avx2(p, m, v, g, n, s);
+#endif
+  adamw_scalar(p, m, v, g, n, s);
+}
+
+double sum_squares(const float* x, int64_t n) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return sum_squares_avx2(x, n);
+#endif
+  return sum_squares_scalar(x, n);
+}
+
+double sum_squares(const uint16_t* x, int64_t n) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return sum_squares_avx2(x, n);
+#endif
+  return sum_squares_scalar(x, n);
+}
+
+}  // namespace levanter::optim::kernels

@@ -1,0 +1,39 @@
+// The fused inner loops of AdamW and of the global gradient norm, over raw contiguous float32 / bfloat16 data.
+// Internal to the optimizer (adamw.cpp); exposed for tests and the benchmark.
+//
+// Each loop has an AVX2 path (chosen at run time when the CPU has it) and a portable scalar path that performs
+// the same IEEE operations in the same order without fused multiply-adds, so both give identical bits.
+#pragma once
+
+#include <cstdint>
+
+namespace levanter::optim::kernels {
+
+// Scalars of one AdamW update, as float32 (what optax computes with).
+struct AdamScalars {
+  float b1, one_minus_b1, b2, one_minus_b2;
+  float bc1;       // 1 - b1^t
+  float bc1_next;  // 1 - b1^(t+1) (Nesterov only)
+  float bc2;       // 1 - b2^t
+  float eps;
+  float lr;
+  float wd;          // 0 when the parameter is not decayed
+  float grad_scale;  // gradient clipping factor (1: none)
+  bool nesterov;
+};
+
+// p, m, v: n float32 each, updated in place. g: n gradients (float32, or bfloat16 as raw uint16 bits).
+void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s);
+void adamw_update(float* p, float* m, float* v, const uint16_t* g_bf16, int64_t n, const AdamScalars& s);
+
+// Sum of squares of n <= kNormBlock values in double, with a fixed order: element i goes to lane i % 16, the
+// lanes are summed 0..15. Products of float32 values are exact in double, so the result depends only on n and x.
+constexpr int64_t kNormBlock = 1 << 16;
+double sum_squares(const float* x, int64_t n);
+double sum_squares(const uint16_t* x_bf16, int64_t n);
+
+// Whether the AVX2 paths are used (tests force the scalar path to compare bits).
+bool using_avx2();
+void force_scalar(bool on);
+
+}  // namespace levanter::optim::kernels
