@@ -8,8 +8,29 @@
 namespace levanter::data::unicode {
 namespace {
 
+// Letters and numbers new in Unicode 16.0 (2024), which HF tokenizers 0.23 knows and utf8proc 2.8
+// (Unicode 15.0) does not: without them 5,004 code points would be "other" for us and \p{L} / \p{N} for HF.
+// Found by comparing every code point with HF (tests/data/tokenizer/hf_char_classes.txt.gz, which a test
+// checks in full).
+struct Range {
+  char32_t first, last;
+  CharClass cls;
+};
+constexpr Range kUnicode16[] = {
+    {0x1C89, 0x1C8A, kLetter},   {0xA7CB, 0xA7CD, kLetter},   {0xA7DA, 0xA7DC, kLetter},   {0x105C0, 0x105F3, kLetter},
+    {0x10D40, 0x10D49, kNumber}, {0x10D4A, 0x10D65, kLetter}, {0x10D6F, 0x10D85, kLetter}, {0x10EC2, 0x10EC4, kLetter},
+    {0x11380, 0x11389, kLetter}, {0x1138B, 0x1138B, kLetter}, {0x1138E, 0x1138E, kLetter}, {0x11390, 0x113B5, kLetter},
+    {0x113B7, 0x113B7, kLetter}, {0x113D1, 0x113D1, kLetter}, {0x113D3, 0x113D3, kLetter}, {0x116D0, 0x116E3, kNumber},
+    {0x11BC0, 0x11BE0, kLetter}, {0x11BF0, 0x11BF9, kNumber}, {0x13460, 0x143FA, kLetter}, {0x16100, 0x1611D, kLetter},
+    {0x16130, 0x16139, kNumber}, {0x16D40, 0x16D6C, kLetter}, {0x16D70, 0x16D79, kNumber}, {0x18CFF, 0x18CFF, kLetter},
+    {0x1CCF0, 0x1CCF9, kNumber}, {0x1E5D0, 0x1E5ED, kLetter}, {0x1E5F0, 0x1E5F0, kLetter}, {0x1E5F1, 0x1E5FA, kNumber},
+    {0x2EBF0, 0x2EE5D, kLetter},
+};
+
 CharClass class_from_utf8proc(char32_t cp) {
   if (is_white_space(cp)) return kSpace;
+  for (const Range& r : kUnicode16)
+    if (cp >= r.first && cp <= r.last) return r.cls;
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
     case UTF8PROC_CATEGORY_LU:
     case UTF8PROC_CATEGORY_LL:

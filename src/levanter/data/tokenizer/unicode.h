@@ -4,7 +4,8 @@
 // Classes follow the regex `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`:
 //   kLetter = \p{L} (Lu Ll Lt Lm Lo), kNumber = \p{N} (Nd Nl No), kSpace = \s = the White_Space property
 //   (utf8proc has no White_Space, hence the explicit list in unicode.cpp), kOther = everything else.
-// Categories come from utf8proc (Unicode 15 in Debian 12's 2.8.0).
+// Categories come from utf8proc (Unicode 15.0 in Debian 12's 2.8.0) plus a table of the Unicode 16.0
+// letters and numbers, so that every code point is classified as HF tokenizers 0.23 does.
 #pragma once
 
 #include <cstddef>

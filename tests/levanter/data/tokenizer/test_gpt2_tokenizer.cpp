@@ -1,6 +1,7 @@
 // GPT-2 tokenizer: the same ids as Hugging Face tokenizers on the bundled corpora and on tricky strings.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <set>
 
 #include "levanter/data/tokenizer/gpt2_split.h"
@@ -38,6 +39,26 @@ TEST(Gpt2Split, FollowsTheRegex) {
   EXPECT_EQ(pre_tokens("x2y 3.14 \u0661\u0662"), (V{"x", "2", "y", " 3", ".", "14", " \u0661\u0662"}));
   EXPECT_EQ(pre_tokens("cafe\u0301!"), (V{"cafe", "\u0301!"}));  // a combining mark is not \p{L}
   EXPECT_EQ(pre_tokens("日本語 😀😀"), (V{"日本語", " 😀😀"}));
+}
+
+// Every code point gets the class HF tokenizers gives it (hf_char_classes.txt.gz was made by asking HF's
+// pre-tokenizer about each one; see hf_char_classes.js).
+TEST(Gpt2Split, EveryCodePointHasHuggingFacesClass) {
+  auto lines = open_lines(source_path("tests/data/tokenizer/hf_char_classes.txt.gz"));
+  std::string_view line;
+  std::size_t checked = 0, wrong = 0;
+  while (lines->next(line)) {
+    if (line.empty() || line[0] == '#') continue;
+    unsigned first, last;
+    char cls;
+    ASSERT_EQ(std::sscanf(std::string(line).c_str(), "%X %X %c", &first, &last, &cls), 3) << line;
+    const unicode::CharClass want = cls == 'L' ? unicode::kLetter : cls == 'N' ? unicode::kNumber : cls == 'S' ? unicode::kSpace : unicode::kOther;
+    for (char32_t cp = first; cp <= last; ++cp, ++checked) {
+      if (unicode::char_class(cp) != want && wrong++ < 10) ADD_FAILURE() << "U+" << std::hex << cp << " should be " << cls;
+    }
+  }
+  EXPECT_EQ(checked, 0x110000u - 0x800u);  // all but the surrogates
+  EXPECT_EQ(wrong, 0u);
 }
 
 TEST(Gpt2Tokenizer, KnownIds) {
