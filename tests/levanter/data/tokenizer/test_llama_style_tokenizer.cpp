@@ -74,7 +74,6 @@ TEST_P(HfVariant, TrickyStringsMatchHuggingFace) {
 
 TEST_P(HfVariant, FortunesMatchHuggingFace) {
   const Variant& v = GetParam();
-  if (v.name == "gpt2_prefix_space") GTEST_SKIP() << "only the tricky strings for this variant";
   Tokenizer tok = load_variant(v.name);
   auto texts = read_texts(source_path("tests/data/fortunes/validation.jsonl.gz"));
   auto refs = read_jsonl(source_path("tests/data/tokenizer/" + v.name + ".fortunes.refs.jsonl.gz"));
