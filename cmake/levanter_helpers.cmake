@@ -30,7 +30,8 @@ function(levanter_add_test_suite name dir)
   target_link_libraries(${name} PRIVATE levanter GTest::gtest GTest::gtest_main ${ARGN})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE LEVANTER_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-                             LEVANTER_BINARY_DIR="${PROJECT_BINARY_DIR}")
+                             LEVANTER_BINARY_DIR="${PROJECT_BINARY_DIR}"
+                             LEVANTER_PYTHON="${LEVANTER_PYTHON}")
   levanter_target_defaults(${name})
   levanter_use_aten_pch(${name})
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}

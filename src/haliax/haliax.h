@@ -6,6 +6,7 @@
 #include "haliax/error.h"
 #include "haliax/named_array.h"
 #include "haliax/nn/activations.h"
+#include "haliax/nn/checkpoint.h"
 #include "haliax/nn/attention.h"
 #include "haliax/nn/dropout.h"
 #include "haliax/nn/embedding.h"

@@ -7,7 +7,9 @@ namespace haliax::nn {
 
 Embedding Embedding::init(const Axis& Vocab, const AxisSpec& Embed, const random::Key& key, double init_scale,
                           at::ScalarType dtype) {
-  NamedArray w = random::truncated_normal(key, concat_axes({Vocab}, Embed), -3.0, 3.0) * init_scale;
+  // Haliax's standard parameterisation scales the init by 1 / |Embed| (EmbeddingStandardParam.init_scale).
+  NamedArray w = random::truncated_normal(key, concat_axes({Vocab}, Embed), -3.0, 3.0) *
+                 (init_scale / static_cast<double>(axis_size(Embed)));
   return Embedding{Vocab, Embed, astype(w, dtype)};
 }
 

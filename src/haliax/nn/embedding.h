@@ -12,7 +12,7 @@ struct Embedding {
   AxisSpec Embed;
   NamedArray weight;  // (Vocab, Embed...)
 
-  // weight ~ truncated_normal(-3, 3) * init_scale (Haliax's default).
+  // weight ~ truncated_normal(-3, 3) * init_scale / |Embed| (Haliax's standard parameterisation).
   static Embedding init(const Axis& Vocab, const AxisSpec& Embed, const random::Key& key, double init_scale = 1.0,
                         at::ScalarType dtype = at::kFloat);
   // ids (any axes, integer) -> ids' axes + Embed.

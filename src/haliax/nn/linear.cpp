@@ -19,21 +19,28 @@ Linear Linear::init(const AxisSpec& In, const AxisSpec& Out, const random::Key& 
 }
 
 NamedArray Linear::operator()(const NamedArray& x) const {
-  // Fast path, the common case: x's In axes are its trailing axes (in In's order) and the weight is laid out
-  // (Out, In) or (In, Out). Then the whole layer is one GEMM with the bias fused in (addmm), as torch's
-  // nn.Linear does: one pass over the output forward, and the bias gradient comes out of the same kernel.
+  // Fast path, the common case: the weight is laid out (Out, In) or (In, Out). Then the layer is one GEMM with
+  // the bias fused in (addmm), as torch's nn.Linear does: one pass over the output forward, and the bias
+  // gradient comes out of the same backward. If x's In axes are not already its trailing axes, they are moved
+  // there first (one copy, the same one a positional implementation makes with transpose().contiguous()).
   const size_t k = In.size();
-  const AxisSpec& xa = x.axes();
-  bool trailing = xa.size() >= k && std::equal(xa.end() - static_cast<long>(k), xa.end(), In.begin());
   bool out_first = weight.axes() == concat_axes(Out, In);
   bool in_first = !out_first && weight.axes() == concat_axes(In, Out);
   bool same_dtype = x.dtype() == weight.dtype() && (!bias || bias->dtype() == x.dtype());
-  if (trailing && (out_first || in_first) && same_dtype && bias_axes_are_out()) {
+  if ((out_first || in_first) && same_dtype && bias_axes_are_out() && x.has_axis(AxisSelection(In))) {
+    NamedArray xt = x;
+    const AxisSpec& xa = x.axes();
+    bool trailing = xa.size() >= k && std::equal(xa.end() - static_cast<long>(k), xa.end(), In.begin());
+    if (!trailing) {
+      std::vector<AxisSelector> order{AxisSelector(kEllipsis)};
+      for (const Axis& a : In) order.emplace_back(a);
+      xt = rearrange(x, AxisSelection(order));
+    }
     const int64_t n_in = axis_size(In), n_out = axis_size(Out);
-    at::Tensor x2 = x.array().reshape({-1, n_in});
+    at::Tensor x2 = xt.array().reshape({-1, n_in});
     at::Tensor w2 = out_first ? weight.array().reshape({n_out, n_in}).t() : weight.array().reshape({n_in, n_out});
     at::Tensor y = bias ? at::addmm(bias->array().reshape({n_out}), x2, w2) : at::mm(x2, w2);
-    AxisSpec out_axes(xa.begin(), xa.end() - static_cast<long>(k));
+    AxisSpec out_axes(xt.axes().begin(), xt.axes().end() - static_cast<long>(k));
     out_axes.insert(out_axes.end(), Out.begin(), Out.end());
     std::vector<int64_t> sizes;
     for (const Axis& a : out_axes) sizes.push_back(a.size);

@@ -65,34 +65,28 @@ ParamVisitor ParamVisitor::stacked(const Axis& axis) const {
 }
 
 StateDict state_dict_from(const std::vector<std::pair<ParamInfo, NamedArray>>& params) {
+  // Stacked parameters are emitted per layer ("h.0.*" for every parameter of layer 0, then layer 1, ...), as a
+  // group at the place where the Stacked module's first parameter is visited (Hugging Face's order).
   StateDict out;
-  std::vector<std::pair<ParamInfo, NamedArray>> stacked;
-  for (const auto& [info, p] : params) {
+  std::vector<std::string> done;
+  for (size_t k = 0; k < params.size(); ++k) {
+    const ParamInfo& info = params[k].first;
     if (!info.stacked_axis) {
-      out.emplace_back(info.path, p.array());
+      out.emplace_back(info.path, params[k].second.array());
       continue;
     }
-    // One entry per layer: "h.0.*" for all parameters of layer 0, then layer 1, ... (HF's order).
-    stacked.emplace_back(info, p);
-  }
-  if (!stacked.empty()) {
+    if (std::find(done.begin(), done.end(), info.stack_prefix) != done.end()) continue;
+    done.push_back(info.stack_prefix);
+    std::vector<size_t> group;
     std::vector<std::vector<at::Tensor>> layers;
-    for (const auto& [info, p] : stacked) layers.push_back(at::unbind(p.array(), 0));
-    // Group by stack prefix so that different Stacked modules stay separate and in visiting order.
-    std::vector<std::string> prefixes;
-    for (const auto& [info, p] : stacked) {
-      if (std::find(prefixes.begin(), prefixes.end(), info.stack_prefix) == prefixes.end()) prefixes.push_back(info.stack_prefix);
+    for (size_t j = k; j < params.size(); ++j) {
+      if (params[j].first.stacked_axis && params[j].first.stack_prefix == info.stack_prefix) {
+        group.push_back(j);
+        layers.push_back(at::unbind(params[j].second.array(), 0));
+      }
     }
-    for (const std::string& prefix : prefixes) {
-      int64_t n = 0;
-      for (size_t k = 0; k < stacked.size(); ++k) {
-        if (stacked[k].first.stack_prefix == prefix) n = stacked[k].first.stacked_axis->size;
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        for (size_t k = 0; k < stacked.size(); ++k) {
-          if (stacked[k].first.stack_prefix == prefix) out.emplace_back(stacked[k].first.layer_path(i), layers[k][i]);
-        }
-      }
+    for (int64_t i = 0; i < info.stacked_axis->size; ++i) {
+      for (size_t g = 0; g < group.size(); ++g) out.emplace_back(params[group[g]].first.layer_path(i), layers[g][i]);
     }
   }
   return out;

@@ -4,10 +4,16 @@
 // in order. Each call takes per-layer views with ONE unbind per parameter (whose backward is one stack); a
 // per-layer select would write a full-size zero gradient per layer, O(L^2) memory traffic per step.
 // State dicts unstack to "prefix.0.*", "prefix.1.*" (see module.h).
+// With gradient_checkpointing, each layer's activations are recomputed in backward instead of stored
+// (checkpoint.h); the layer function is then copied and called again later, so it must capture by value.
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <type_traits>
 #include <vector>
+
+#include "haliax/nn/checkpoint.h"
 
 #include "haliax/core.h"
 #include "haliax/named_array.h"
@@ -20,6 +26,7 @@ template <typename M>
 struct Stacked {
   Axis Layers;
   M stacked;  // M whose every parameter has Layers as its first axis
+  bool gradient_checkpointing = false;
 
   // init_one(key) builds one layer; layer i gets key.split(L)[i].
   template <typename InitFn>
@@ -48,7 +55,7 @@ struct Stacked {
     M out = layers[0];
     size_t k = 0;
     for_each_parameter(out, [&](const ParamInfo&, NamedArray& p) { p = stack(Layers, per_param[k++]); });
-    return Stacked{Layers, std::move(out)};
+    return Stacked{Layers, std::move(out), false};
   }
 
   // Per-layer modules whose parameters are views of the stacked ones (gradients flow to the stack).
@@ -68,6 +75,9 @@ struct Stacked {
   template <typename Carry, typename F>
   Carry fold(Carry x, F&& f) const {
     std::vector<M> layers = unstacked();
+    if constexpr (std::is_same_v<Carry, NamedArray>) {
+      if (gradient_checkpointing) return fold_checkpointed(std::move(x), layers, std::forward<F>(f));
+    }
     for (size_t i = 0; i < layers.size(); ++i) x = f(layers[i], x, static_cast<int64_t>(i));
     return x;
   }
@@ -76,6 +86,30 @@ struct Stacked {
   template <typename Carry>
   Carry fold(Carry x) const {
     return fold(std::move(x), [](const M& layer, const Carry& c, int64_t) { return layer(c); });
+  }
+
+  template <typename F>
+  static NamedArray fold_checkpointed(NamedArray x, const std::vector<M>& layers, F&& f) {
+    auto fn = std::make_shared<std::decay_t<F>>(std::forward<F>(f));
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::vector<at::Tensor> inputs{x.array()};
+      M proto = layers[i];
+      for_each_parameter(proto, [&](const ParamInfo&, NamedArray& p) { inputs.push_back(p.array()); });
+      auto out_axes = std::make_shared<AxisSpec>();
+      AxisSpec in_axes = x.axes();
+      const int64_t index = static_cast<int64_t>(i);
+      TensorsFn run = [proto, in_axes, out_axes, fn, index](const std::vector<at::Tensor>& t) {
+        M layer = proto;
+        size_t k = 1;
+        for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) { p = NamedArray(t[k++], p.axes()); });
+        NamedArray out = (*fn)(layer, NamedArray(t[0], in_axes), index);
+        *out_axes = out.axes();
+        return std::vector<at::Tensor>{out.array()};
+      };
+      std::vector<at::Tensor> outs = checkpoint(run, inputs);
+      x = NamedArray(outs[0], *out_axes);
+    }
+    return x;
   }
 
   void visit(ParamVisitor& v) {
