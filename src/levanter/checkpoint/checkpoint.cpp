@@ -1,0 +1,465 @@
+#include "levanter/checkpoint/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "levanter/checkpoint/fault.h"
+#include "levanter/checkpoint/file_io.h"
+#include "levanter/checkpoint/safetensors_impl.h"
+
+namespace levanter::checkpoint {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kMetadata = "metadata.json";
+constexpr const char* kFormat = "levanter-cpp checkpoint";
+constexpr int kFormatVersion = 1;
+// A temporary directory untouched this long, with its lock free, is a leftover even if its pid was reused.
+constexpr auto kStaleAge = std::chrono::seconds(60);
+
+struct FileEntry {
+  std::string name;
+  int64_t size = 0;
+  uint32_t crc = 0;
+};
+
+struct Manifest {
+  int64_t step = 0;
+  std::vector<FileEntry> files;
+};
+
+std::string join(const std::string& a, const std::string& b) { return (fs::path(a) / b).string(); }
+
+void check_group_name(const std::string& name) {
+  bool ok = !name.empty() && name[0] != '.';
+  for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+  if (!ok) {
+    throw CheckpointError("tensor group name '" + name +
+                          "' is not a plain file name (letters, digits, '_', '-', '.'; not starting with '.')");
+  }
+}
+
+std::string iso_utc_now(double* unix_time) {
+  auto now = std::chrono::system_clock::now();
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
+  *unix_time = static_cast<double>(us) / 1e6;
+  std::time_t secs = static_cast<std::time_t>(us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(us % 1000000));
+  return out;
+}
+
+std::string manifest_text(int64_t step, const std::vector<FileEntry>& files) {
+  ordered_json m = ordered_json::object();
+  m["format"] = kFormat;
+  m["format_version"] = kFormatVersion;
+  m["step"] = step;
+  m["checksum"] = "crc32";
+  ordered_json list = ordered_json::array();
+  for (const FileEntry& f : files) {
+    list.push_back(ordered_json{{"name", f.name}, {"size", f.size}, {"crc32", io::Crc32::hex(f.crc)}});
+  }
+  m["files"] = std::move(list);
+  return m.dump(2) + "\n";
+}
+
+// Parses and checks manifest.json (not the files it lists). Throws CheckpointError.
+Manifest read_manifest(const std::string& dir) {
+  const std::string path = join(dir, kManifest);
+  if (!fs::exists(path)) {
+    throw CheckpointError(path + ": missing (incomplete checkpoint: its writer stopped before committing)");
+  }
+  ordered_json m;
+  try {
+    m = ordered_json::parse(io::read_small_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(path + ": not valid JSON (" + e.what() + ")");
+  }
+  auto bad = [&](const std::string& why) { return CheckpointError(path + ": " + why); };
+  if (!m.is_object() || !m["format"].is_string() || m["format"].get<std::string>() != kFormat) {
+    throw bad("not a levanter-cpp checkpoint manifest");
+  }
+  if (!m["format_version"].is_number_integer() || m["format_version"].get<int>() != kFormatVersion) {
+    throw bad("format_version " + m["format_version"].dump() + " is not supported (this build reads " +
+              std::to_string(kFormatVersion) + ")");
+  }
+  if (!m["step"].is_number_integer()) throw bad("step is missing or not an integer");
+  if (!m["files"].is_array()) throw bad("files is missing or not a list");
+  Manifest out;
+  out.step = m["step"].get<int64_t>();
+  bool has_metadata = false;
+  for (ordered_json f : m["files"]) {  // a copy: operator[] on a const json must not meet a missing key
+    if (!f.is_object() || !f["name"].is_string() || !f["size"].is_number_unsigned() || !f["crc32"].is_string()) {
+      throw bad("malformed entry " + f.dump());
+    }
+    FileEntry e;
+    e.name = f["name"].get<std::string>();
+    if (e.name.empty() || e.name.find('/') != std::string::npos || e.name[0] == '.') throw bad("bad file name '" + e.name + "'");
+    if (f["size"].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) throw bad("bad size for " + e.name);
+    e.size = f["size"].get<int64_t>();
+    const std::string hex = f["crc32"].get<std::string>();
+    char* end = nullptr;
+    unsigned long v = std::strtoul(hex.c_str(), &end, 16);
+    if (hex.size() != 8 || *end != '\0') throw bad("bad crc32 '" + hex + "' for " + e.name);
+    e.crc = static_cast<uint32_t>(v);
+    has_metadata = has_metadata || e.name == kMetadata;
+    out.files.push_back(std::move(e));
+  }
+  if (!has_metadata) throw bad(std::string("does not list ") + kMetadata);
+  // The directory's name is part of what is verified: a renamed or copied-over step-<N> must agree with it.
+  const std::string base = fs::path(dir).filename().string();
+  if (base.rfind("step-", 0) == 0 && base != checkpoint_dir_name(out.step)) {
+    throw bad("records step " + std::to_string(out.step) + " but the directory is " + base);
+  }
+  return out;
+}
+
+// Reads one listed file, checking size and CRC32. Returns its bytes.
+std::shared_ptr<io::Buffer> read_verified(const std::string& dir, const FileEntry& e) {
+  const std::string path = join(dir, e.name);
+  uint32_t crc = 0;
+  auto buf = io::read_file(path, e.size, &crc);
+  if (crc != e.crc) {
+    throw CheckpointError(path + ": CRC32 is " + io::Crc32::hex(crc) + " but the manifest says " +
+                          io::Crc32::hex(e.crc) + " (corrupt file)");
+  }
+  return buf;
+}
+
+json parse_metadata(const std::string& path, const io::Buffer& buf) {
+  json m;
+  try {
+    m = json::parse(buf.data(), buf.data() + buf.size());
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(path + ": not valid JSON (" + e.what() + ")");
+  }
+  if (!m.is_object() || !m["step"].is_number_integer()) throw CheckpointError(path + ": no integer 'step'");
+  return m;
+}
+
+bool parse_step_dir(const std::string& name, int64_t* step) {
+  if (name.size() <= 5 || name.compare(0, 5, "step-") != 0) return false;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    char c = name[i];
+    if (c < '0' || c > '9') return false;
+    if (__builtin_mul_overflow(v, int64_t{10}, &v) || __builtin_add_overflow(v, int64_t{c - '0'}, &v)) return false;
+  }
+  *step = v;
+  return true;
+}
+
+bool pid_alive(long pid) {
+  if (pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) == 0) return true;
+  return errno != ESRCH;  // EPERM: it exists, owned by someone else
+}
+
+void remove_tree_quietly(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    std::cerr << "levanter: warning: could not remove " << path << ": " << ec.message() << "\n";
+  }
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return;
+  fs::create_directories(path, ec);
+  if (ec) throw CheckpointError(path + ": cannot create directory: " + ec.message());
+  io::fsync_parent(fs::absolute(path).lexically_normal().string());
+}
+
+// Atomically swaps two directory entries (Linux renameat2 RENAME_EXCHANGE). False if the file system lacks it.
+bool exchange(const std::string& a, const std::string& b) {
+#ifdef RENAME_EXCHANGE
+  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0) return true;
+  if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) return false;
+  throw CheckpointError(b + ": cannot exchange with " + a + ": " + std::strerror(errno));
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+const TensorList& Checkpoint::group(const std::string& name) const {
+  std::string have;
+  for (const auto& [g, tensors] : groups) {
+    if (g == name) return tensors;
+    have += (have.empty() ? "" : ", ") + g;
+  }
+  throw CheckpointError(path + ": no tensor group '" + name + "' (it has: " + (have.empty() ? "none" : have) + ")");
+}
+
+std::string checkpoint_dir_name(int64_t step) { return "step-" + std::to_string(step); }
+
+std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                            const json& metadata, bool is_temporary) {
+  if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
+  if (!metadata.is_object() && !metadata.is_null()) throw CheckpointError("checkpoint metadata must be a JSON object");
+  std::vector<std::string> names;
+  for (const auto& [g, _] : groups) {
+    check_group_name(g);
+    if (std::find(names.begin(), names.end(), g) != names.end()) throw CheckpointError("tensor group '" + g + "' appears twice");
+    names.push_back(g);
+  }
+
+  make_dirs(base_path);
+  const std::string final_dir = join(base_path, checkpoint_dir_name(step));
+  const std::string tmp_dir = join(base_path, ".tmp-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+  remove_tree_quietly(tmp_dir);  // only this process uses this name: a leftover of an earlier failed attempt
+  if (::mkdir(tmp_dir.c_str(), 0755) != 0) {
+    throw CheckpointError(tmp_dir + ": cannot create directory: " + std::strerror(errno));
+  }
+  io::DirLock lock = io::DirLock::lock(tmp_dir);
+
+  bool renamed = false;
+  try {
+    std::vector<FileEntry> files;
+    const bool fault_mid_write = fault_armed("checkpoint_write", step);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const std::string file = groups[i].first + ".safetensors";
+      io::ExclusiveFile out(join(tmp_dir, file));
+      detail::WriteProgress progress;
+      if (fault_mid_write && i == 0) {
+        progress = [&](uint64_t done, uint64_t total) {
+          if (2 * done >= total) maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
+        };
+      }
+      try {
+        detail::write_safetensors(out, groups[i].second, {{"format", "pt"}}, progress);
+      } catch (const CheckpointError& e) {
+        std::string msg = e.what();
+        if (msg.rfind(out.path(), 0) == 0) throw;
+        throw CheckpointError(out.path() + ": " + msg);
+      }
+      if (fault_mid_write) maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
+      out.fsync_and_close();
+      files.push_back({file, static_cast<int64_t>(out.bytes_written()), out.crc()});
+    }
+
+    json meta = metadata.is_object() ? metadata : json::object();
+    double unix_time = 0;
+    meta["step"] = step;
+    meta["is_temporary"] = is_temporary;
+    meta["timestamp"] = iso_utc_now(&unix_time);
+    meta["unix_time"] = unix_time;
+    meta["format_version"] = kFormatVersion;
+    meta["groups"] = names;
+    if (!meta.contains("num_threads")) meta["num_threads"] = at::get_num_threads();
+    if (!meta["versions"].is_object()) meta["versions"] = json::object();
+    if (!meta["versions"].contains("libtorch")) meta["versions"]["libtorch"] = TORCH_VERSION;
+    std::string meta_text;
+    try {
+      meta_text = meta.dump(2) + "\n";
+    } catch (const nlohmann::json::exception& e) {
+      throw CheckpointError(std::string("checkpoint metadata cannot be encoded as JSON: ") + e.what());
+    }
+    {
+      io::ExclusiveFile out(join(tmp_dir, kMetadata));
+      out.write(meta_text.data(), meta_text.size());
+      out.fsync_and_close();
+      files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
+    }
+    io::fsync_path(tmp_dir);
+
+    std::error_code ec;
+    const bool existing = fs::exists(final_dir, ec);
+    if (existing && verify_checkpoint(final_dir, Verify::kSizes).empty()) {
+      // Replace a complete checkpoint without ever lacking one: finish the new directory (manifest included),
+      // then swap the two names in one atomic rename.
+      io::write_file_atomic(join(tmp_dir, kManifest), manifest_text(step, files));
+      if (exchange(tmp_dir, final_dir)) {
+        renamed = true;
+        io::fsync_path(base_path);
+        remove_tree_quietly(tmp_dir);  // now the old checkpoint
+      } else {
+        const std::string aside = join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+        io::rename_path(final_dir, aside);
+        io::rename_path(tmp_dir, final_dir);
+        renamed = true;
+        io::fsync_path(base_path);
+        remove_tree_quietly(aside);
+      }
+      return final_dir;
+    }
+    if (existing) {
+      // An incomplete step-<N> (a writer killed after its rename): nothing in it can be trusted.
+      const std::string aside = join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+      std::cerr << "levanter: replacing incomplete checkpoint " << final_dir << "\n";
+      io::rename_path(final_dir, aside);
+      remove_tree_quietly(aside);
+    }
+    io::rename_path(tmp_dir, final_dir);
+    renamed = true;
+    io::fsync_path(base_path);
+    maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
+    io::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
+  } catch (...) {
+    // Before the rename nothing is visible; after it, step-<N> lacks a manifest and stays incomplete.
+    if (!renamed) remove_tree_quietly(tmp_dir);
+    throw;
+  }
+  return final_dir;
+}
+
+std::string verify_checkpoint(const std::string& path, Verify level) {
+  try {
+    Manifest m = read_manifest(path);
+    for (const FileEntry& e : m.files) {
+      const std::string file = join(path, e.name);
+      if (level == Verify::kChecksums) {
+        read_verified(path, e);  // size and CRC
+        continue;
+      }
+      std::error_code ec;
+      auto size = fs::file_size(file, ec);
+      if (ec) return file + ": " + ec.message();
+      if (static_cast<int64_t>(size) != e.size) {
+        return file + ": size is " + std::to_string(size) + " bytes, the manifest says " + std::to_string(e.size);
+      }
+    }
+    return "";
+  } catch (const CheckpointError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return path + ": " + e.what();
+  }
+}
+
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups) {
+  Manifest m = read_manifest(path);
+  Checkpoint out;
+  out.path = path;
+  out.step = m.step;
+  std::vector<const FileEntry*> tensor_files;
+  for (const FileEntry& e : m.files) {
+    if (e.name == kMetadata) {
+      const std::string file = join(path, e.name);
+      out.metadata = parse_metadata(file, *read_verified(path, e));
+      if (out.metadata["step"].get<int64_t>() != m.step) {
+        throw CheckpointError(file + ": step " + out.metadata["step"].dump() + " disagrees with the manifest's " +
+                              std::to_string(m.step));
+      }
+    }
+  }
+  for (const FileEntry& e : m.files) {
+    const std::string suffix = ".safetensors";
+    if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    std::string group = e.name.substr(0, e.name.size() - suffix.size());
+    if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
+    const std::string file = join(path, e.name);
+    SafetensorsFile f = detail::parse_safetensors(read_verified(path, e), file);
+    out.groups.emplace_back(group, std::move(f.tensors));
+  }
+  for (const std::string& g : groups) out.group(g);  // throws naming the groups present
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& base_path) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(base_path, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(base_path, ec)) {
+    int64_t step;
+    if (parse_step_dir(entry.path().filename().string(), &step) && entry.is_directory(ec)) {
+      out.emplace_back(step, entry.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& base_path, Verify level) {
+  auto all = list_checkpoints(base_path);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    std::string why = verify_checkpoint(it->second, level);
+    if (why.empty()) return it->second;
+    std::cerr << "levanter: skipping checkpoint " << it->second << ": " << why << "\n";
+  }
+  return std::nullopt;
+}
+
+std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path, const std::vector<std::string>& groups) {
+  auto all = list_checkpoints(base_path);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      return load_checkpoint(it->second, groups);
+    } catch (const CheckpointError& e) {
+      std::cerr << "levanter: skipping checkpoint " << it->second << ": " << e.what() << "\n";
+    }
+  }
+  return std::nullopt;
+}
+
+json read_checkpoint_metadata(const std::string& path) {
+  Manifest m = read_manifest(path);
+  for (const FileEntry& e : m.files) {
+    if (e.name == kMetadata) return parse_metadata(join(path, e.name), *read_verified(path, e));
+  }
+  throw CheckpointError(join(path, kManifest) + std::string(": does not list ") + kMetadata);
+}
+
+void delete_checkpoint(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  const std::string aside = (p.parent_path() / (".tmp-del-" + p.filename().string() + "-" + std::to_string(::getpid()))).string();
+  remove_tree_quietly(aside);
+  io::rename_path(p.string(), aside);
+  io::fsync_path(p.parent_path().empty() ? "." : p.parent_path().string());
+  remove_tree_quietly(aside);
+}
+
+int cleanup_stale_temporaries(const std::string& base_path) {
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(base_path, ec)) return 0;
+  std::vector<fs::path> candidates;
+  for (const auto& entry : fs::directory_iterator(base_path, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0 && entry.is_directory(ec)) candidates.push_back(entry.path());
+  }
+  for (const fs::path& dir : candidates) {
+    const std::string name = dir.filename().string();
+    const size_t dash = name.find_last_of('-');
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + dash + 1, &end, 10);
+    if (dash == std::string::npos || end == name.c_str() + dash + 1 || *end != '\0') continue;  // not ours
+    io::DirLock lock = io::DirLock::try_lock(dir.string());
+    if (!lock.locked()) continue;  // a live writer holds it
+    struct stat st;
+    const bool old = ::stat(dir.c_str(), &st) == 0 &&
+                     std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) > kStaleAge;
+    if (pid_alive(pid) && !old) continue;
+    std::cerr << "levanter: removing " << dir.string() << " (left by a checkpoint writer that stopped)\n";
+    remove_tree_quietly(dir.string());
+    ++removed;
+  }
+  return removed;
+}
+
+}  // namespace levanter::checkpoint

@@ -1,0 +1,99 @@
+// Checkpoint directories: everything a run needs to continue bit for bit, written so that a crash at any
+// moment never leaves something that loads.
+//
+//   <base_path>/step-<N>/
+//     <group>.safetensors   one file per tensor group, e.g. model.safetensors, opt_state.safetensors
+//     metadata.json         {"step", "is_temporary", "timestamp", "num_threads", "versions", ...caller's keys}
+//     manifest.json         written last: {"step": N, "files": [{"name", "size", "crc32"}, ...]}
+//
+// Commit protocol (save_checkpoint): write every file into <base_path>/.tmp-step-<N>-<pid>/ (O_CREAT|O_EXCL,
+// every write and fsync checked), fsync the directory, rename it to step-<N>, fsync <base_path>, then write
+// manifest.json inside step-<N> (via a temporary name, fsync, rename, fsync). A checkpoint is complete iff its
+// manifest exists and every file it lists has the listed size and CRC32. Readers trust nothing else:
+// a step-<N> without a verifying manifest is incomplete and is never loaded.
+//
+// Re-saving a step that already has a complete checkpoint (e.g. a temporary one promoted at the end of a run)
+// swaps the finished new directory in with one atomic rename (RENAME_EXCHANGE), so a complete step-<N> exists
+// at every instant.
+//
+// Writers hold an flock on their temporary directory; leftovers from killed writers (lock free, pid dead)
+// are removed by cleanup_stale_temporaries, which the Checkpointer runs at start-up and after every save.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "levanter/checkpoint/error.h"
+#include "levanter/checkpoint/safetensors.h"
+
+namespace levanter::checkpoint {
+
+// Tensor groups, each stored as <name>.safetensors, in this order. Names: letters, digits, '_', '-', '.'
+// (not starting with '.'). Tensor names within a group are the module's dotted parameter paths.
+using TensorGroups = std::vector<std::pair<std::string, TensorList>>;
+
+struct Checkpoint {
+  std::string path;          // the step-<N> directory
+  int64_t step = 0;
+  nlohmann::json metadata;   // metadata.json
+  TensorGroups groups;       // in the order saved
+
+  // The group named `name`; CheckpointError naming the checkpoint and the groups it has if absent.
+  const TensorList& group(const std::string& name) const;
+  bool is_temporary() const { return metadata.value("is_temporary", false); }
+};
+
+// "step-<N>".
+std::string checkpoint_dir_name(int64_t step);
+
+// Writes <base_path>/step-<step>/ (see the protocol above) and returns its path. `metadata` must be a JSON
+// object (or null); the keys step, is_temporary, timestamp, unix_time and format_version are set here, and
+// num_threads (at::get_num_threads()) and versions.libtorch are filled in unless the caller set them.
+// Fault points (fault.h): checkpoint_write:<step>, checkpoint_commit:<step>.
+std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                            const nlohmann::json& metadata = nlohmann::json::object(), bool is_temporary = false);
+
+// Verifies the manifest (sizes and CRC32 of every file read) and returns the tensors and metadata. Each file is
+// read once; its checksum is computed during that read, before any tensor is made from it. With `groups`
+// non-empty, only those groups are read. Throws CheckpointError naming the file at fault.
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups = {});
+
+enum class Verify {
+  kSizes,      // manifest present and valid, every file present with its listed size
+  kChecksums,  // and every file's CRC32 matches (reads every byte)
+};
+
+// "" if the checkpoint at `path` is complete, else the reason (naming the file at fault).
+std::string verify_checkpoint(const std::string& path, Verify level = Verify::kChecksums);
+
+// The step-<N> directories under base_path (complete or not), by increasing step.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& base_path);
+
+// The newest complete checkpoint under base_path, or nullopt. Incomplete or corrupt ones are skipped, with a
+// line on stderr giving the reason.
+std::optional<std::string> latest_checkpoint(const std::string& base_path, Verify level = Verify::kChecksums);
+
+// load_checkpoint of the newest checkpoint that loads (one read of each file: verification and loading in the
+// same pass), skipping incomplete or corrupt ones as latest_checkpoint does. nullopt if none.
+std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path,
+                                                 const std::vector<std::string>& groups = {});
+
+// metadata.json of a checkpoint (checked against the manifest's size and CRC32; tensors are not read).
+nlohmann::json read_checkpoint_metadata(const std::string& path);
+
+// Removes a checkpoint directory: first renamed to a hidden temporary name (so it disappears atomically),
+// then deleted.
+void delete_checkpoint(const std::string& path);
+
+// Removes <base_path>/.tmp-* directories left by writers that died: those whose flock is free and whose pid
+// (the name's last field) is not a live process, or that have been untouched for over a minute. Returns how
+// many it removed (each is reported on stderr).
+int cleanup_stale_temporaries(const std::string& base_path);
+
+}  // namespace levanter::checkpoint

@@ -1,0 +1,21 @@
+// Internals shared by safetensors.cpp and checkpoint.cpp: streaming a file out through ExclusiveFile (so the
+// checkpoint writer gets its CRC and can inject faults mid-write), and parsing a buffer that tensors alias.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "levanter/checkpoint/file_io.h"
+#include "levanter/checkpoint/safetensors.h"
+
+namespace levanter::checkpoint::detail {
+
+// Called after each chunk of tensor data with (data bytes written so far, total data bytes).
+using WriteProgress = std::function<void(uint64_t, uint64_t)>;
+
+void write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
+                       const WriteProgress& progress = {});
+
+SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& name);
+
+}  // namespace levanter::checkpoint::detail
