@@ -6,9 +6,10 @@
 // Like shared/tools/reftok/bench.js, only tokenisation is timed (the files are read and parsed first), the
 // first pass over the data (empty word caches: a freshly loaded tokenizer) is reported apart from the median
 // of --reps warm passes, and MB = 10^6 bytes of UTF-8 text. For each thread count T: T = 1 encodes one
-// document at a time with encode(); T > 1 uses encode_batch(1024 documents at a time, T threads).
+// document at a time with encode_into() ("sequential") and with encode_batch(1024 documents at a time, 1 thread)
+// ("batch", like HF's encodeBatch with RAYON_NUM_THREADS=1); T > 1: encode_batch on T threads.
 // cpu = user+system seconds of the process per MB (steadier than wall time on a busy machine).
-// Each configuration ends with one line: "ours threads=T cold_mbps=... warm_mbps=... cpu_s_per_mb=... tokens=...".
+// Each configuration ends with one line: "ours mode=M threads=T cold_mbps=... warm_mbps=... cpu_s_per_mb=... tokens=...".
 // --roundtrip also checks decode(encode(text)) == text for every document and prints the number of failures.
 #include <sys/resource.h>
 
@@ -36,9 +37,11 @@ double cpu_seconds() {
   return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
 }
 
+// threads == 0: one document at a time with encode_into() on this thread ("sequential");
+// else encode_batch() on `threads` threads, 1024 documents per call ("batch").
 std::size_t pass(const Tokenizer& tok, const std::vector<std::string>& docs, int threads) {
   std::size_t n = 0;
-  if (threads == 1) {
+  if (threads == 0) {
     std::vector<TokenId> ids;
     for (const std::string& d : docs) {
       ids.clear();
@@ -107,7 +110,14 @@ int main(int argc, char** argv) {
     for (const std::string& d : docs) failures += tok.decode(tok.encode(d)) != d;
     std::printf("roundtrip documents=%zu failures=%zu\n", docs.size(), failures);
   }
-  for (int threads : thread_counts) {
+  std::vector<int> runs;  // 0 = sequential on one thread
+  for (int t : thread_counts) {
+    if (t == 1) runs.push_back(0);
+    runs.push_back(t);
+  }
+  for (int threads : runs) {
+    const char* mode = threads == 0 ? "sequential" : "batch";
+    const int nthreads = std::max(threads, 1);
     Tokenizer tok = Tokenizer::from_file(tok_path);  // fresh: empty word caches
     auto t0 = std::chrono::steady_clock::now();
     std::size_t ntok = pass(tok, docs, threads);
@@ -126,10 +136,10 @@ int main(int argc, char** argv) {
     std::sort(walls.begin(), walls.end());
     std::sort(cpus.begin(), cpus.end());
     double warm = walls[walls.size() / 2], cpu = cpus[cpus.size() / 2];
-    std::printf("threads=%d tokens=%zu cold: %.3f s = %.2f MB/s | warm median of %d: %.3f s = %.2f MB/s (%.2f Mtok/s) | cpu %.4f s/MB\n",
-                threads, ntok, cold, mb / cold, reps, warm, mb / warm, ntok / warm / 1e6, cpu / mb);
-    std::printf("ours threads=%d cold_mbps=%.3f warm_mbps=%.3f cpu_s_per_mb=%.5f tokens=%zu\n", threads, mb / cold,
-                mb / warm, cpu / mb, ntok);
+    std::printf("%-10s threads=%d tokens=%zu cold: %.3f s = %.2f MB/s | warm median of %d: %.3f s = %.2f MB/s (%.2f Mtok/s) | cpu %.4f s/MB\n",
+                mode, nthreads, ntok, cold, mb / cold, reps, warm, mb / warm, ntok / warm / 1e6, cpu / mb);
+    std::printf("ours mode=%s threads=%d cold_mbps=%.3f warm_mbps=%.3f cpu_s_per_mb=%.5f tokens=%zu\n", mode, nthreads,
+                mb / cold, mb / warm, cpu / mb, ntok);
   }
   return 0;
 }

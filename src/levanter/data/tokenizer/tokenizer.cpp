@@ -55,9 +55,10 @@ constexpr std::size_t kInitialSlots = 1u << 12;
 constexpr std::size_t kMaxSlots = 1u << 18;  // 16 MiB, ~128k words per thread; then the cache starts over
 }  // namespace
 
-WordCache::WordCache() { slots_.assign(kInitialSlots, Slot{}); }
+WordCache::WordCache() : hot_(kHotSlots) { slots_.assign(kInitialSlots, Slot{}); }
 
 void WordCache::clear() {
+  hot_.assign(kHotSlots, Hot{});
   slots_.assign(kInitialSlots, Slot{});
   size_ = 0;
   keys_.clear();
@@ -124,6 +125,72 @@ std::unique_ptr<EncodeState> StatePool::acquire() {
 void StatePool::release(std::unique_ptr<EncodeState> s) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (free_.size() < 64) free_.push_back(std::move(s));
+}
+
+// ---- WorkerPool --------------------------------------------------------------------------------------------
+
+WorkerPool::~WorkerPool() {
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void WorkerPool::drain(Job& job, EncodeState& state) {
+  while (true) {
+    const std::size_t b = job.next.fetch_add(job.chunk);
+    if (b >= job.n) return;
+    const std::size_t e = std::min(job.n, b + job.chunk);
+    (*job.work)(b, e, state);  // valid: the caller waits until this chunk is counted as done
+    if (job.done.fetch_add(e - b) + (e - b) == job.n) {
+      std::lock_guard<std::mutex> lock(job.m);
+      job.finished.notify_all();
+    }
+  }
+}
+
+void WorkerPool::worker_loop() {
+  std::unique_ptr<EncodeState> state = states_.acquire();
+  std::uint64_t seen = 0;
+  while (true) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(m_);
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) break;
+      seen = generation_;
+      job = job_;
+    }
+    if (job && job->helpers.fetch_add(1) < job->max_helpers) drain(*job, *state);
+  }
+  states_.release(std::move(state));
+}
+
+bool WorkerPool::run(std::size_t n, std::size_t chunk, std::size_t helpers, EncodeState& caller_state, const Work& work) {
+  std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+  if (!busy.owns_lock()) return false;
+  auto job = std::make_shared<Job>();
+  job->work = &work;
+  job->n = n;
+  job->chunk = std::max<std::size_t>(1, chunk);
+  job->max_helpers = helpers;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    while (threads_.size() < helpers) threads_.emplace_back([this] { worker_loop(); });
+    job_ = job;
+    ++generation_;
+  }
+  wake_.notify_all();
+  drain(*job, caller_state);
+  {
+    std::unique_lock<std::mutex> lock(job->m);
+    job->finished.wait(lock, [&] { return job->done.load() == job->n; });
+  }
+  std::lock_guard<std::mutex> lock(m_);
+  job_.reset();  // a worker that wakes late may still hold the job; it finds nothing left to claim
+  return true;
 }
 
 namespace {
@@ -617,32 +684,26 @@ Encoding Tokenizer::encode_with_offsets(std::string_view text, bool add_special_
 
 namespace {
 
-// Each worker leases one state (word cache) for its whole share, so a batch touches the pool once per thread.
+// Documents are claimed 8 at a time by the caller and the pool's threads (WorkerPool); each result goes to
+// its own slot, so the output does not depend on who encoded what.
 template <class Texts>
 std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const Texts& texts, int num_threads, bool add) {
   const std::size_t n = texts.size();
   std::vector<std::vector<TokenId>> result(n);
   std::size_t threads = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::min(threads, n);
-  constexpr std::size_t kChunk = 8;
-  std::atomic<std::size_t> next{0};
   std::vector<std::exception_ptr> errors(n);
-  auto work = [&] {
-    StateLease lease(impl.states());
-    for (std::size_t b; (b = next.fetch_add(kChunk)) < n;) {
-      for (std::size_t i = b; i < std::min(n, b + kChunk); ++i) {
-        try {
-          impl.encode(texts[i], add, *lease.state, {&result[i], nullptr});
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
+  WorkerPool::Work work = [&](std::size_t b, std::size_t e, EncodeState& st) {
+    for (std::size_t i = b; i < e; ++i) {
+      try {
+        impl.encode(texts[i], add, st, {&result[i], nullptr});
+      } catch (...) {
+        errors[i] = std::current_exception();
       }
     }
   };
-  std::vector<std::thread> pool;
-  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  if (n > 0) work();
-  for (auto& t : pool) t.join();
+  StateLease lease(impl.states());
+  if (threads <= 1 || !impl.workers.run(n, 8, threads - 1, *lease.state, work)) work(0, n, *lease.state);
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
   return result;

@@ -12,8 +12,12 @@
 // byte of a transformed piece the range of the original text it came from.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,7 +72,15 @@ class WordCache {
  public:
   WordCache();
   // On a hit, appends the ids (and lens when lens != nullptr) and returns true.
-  bool lookup(std::string_view word, std::uint64_t hash, std::vector<Id>& ids, std::vector<std::uint32_t>* lens) const {
+  bool lookup(std::string_view word, std::uint64_t hash, std::vector<Id>& ids, std::vector<std::uint32_t>* lens) {
+    // Hot words first: a direct-mapped 128 KiB table that stays in L2 (the 5,000 most frequent words of
+    // English text are ~90% of its pre-tokens; the big table is spread over megabytes).
+    Hot& hot = hot_[(hash >> 32) & (kHotSlots - 1)];
+    if (!lens && hot.hash == static_cast<std::uint32_t>(hash) && hot.key_length == word.size() &&
+        same_bytes(hot.key, word.data(), word.size())) {
+      for (std::uint32_t k = 0; k < hot.count; ++k) ids.push_back(hot.ids[k]);
+      return true;
+    }
     const std::size_t mask = slots_.size() - 1;
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const Slot& s = slots_[i];
@@ -78,6 +90,13 @@ class WordCache {
       if (!same_bytes(key, word.data(), word.size())) continue;
       const Id* v = s.count <= kInlineIds ? s.ids : ids_.data() + s.value_offset;
       for (std::uint32_t k = 0; k < s.count; ++k) ids.push_back(v[k]);
+      if (word.size() <= kHotKey && s.count <= kHotIds) {
+        hot.hash = static_cast<std::uint32_t>(hash);
+        hot.key_length = static_cast<std::uint8_t>(word.size());
+        hot.count = static_cast<std::uint8_t>(s.count);
+        std::memcpy(hot.key, word.data(), word.size());
+        std::copy(v, v + s.count, hot.ids);
+      }
       if (lens) lens->insert(lens->end(), lens_.begin() + s.lens_offset, lens_.begin() + s.lens_offset + s.count);
       return true;
     }
@@ -95,12 +114,21 @@ class WordCache {
     Id ids[kInlineIds];
   };
   static_assert(sizeof(Slot) == 64, "one cache line per slot");
+  static constexpr std::size_t kHotSlots = 4096, kHotKey = 14, kHotIds = 2;
+  struct alignas(32) Hot {
+    std::uint32_t hash = 0;  // low 32 bits of the word's hash (never 0 for a filled slot: the hash is odd)
+    std::uint8_t key_length = 0, count = 0;
+    char key[kHotKey];
+    Id ids[kHotIds];
+  };
+  static_assert(sizeof(Hot) == 32, "two hot words per cache line");
   static bool same_bytes(const char* a, const char* b, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i)
       if (a[i] != b[i]) return false;
     return true;
   }
   void clear();
+  std::vector<Hot> hot_;
   std::vector<Slot> slots_;
   std::size_t size_ = 0;
   std::string keys_;
@@ -132,6 +160,40 @@ class StatePool {
   std::mutex mutex_;
   std::vector<std::unique_ptr<EncodeState>> free_;
 };
+
+// Persistent threads for encode_batch, each with its own EncodeState (so its word cache stays warm across
+// batches). A batch is a shared job: items are claimed in chunks from an atomic counter and the caller
+// works too; the caller waits until every item is done, not for every worker to wake up, so a worker that
+// the OS schedules late simply finds nothing left (no per-batch thread start, no straggler wait).
+class WorkerPool {
+ public:
+  using Work = std::function<void(std::size_t begin, std::size_t end, EncodeState& state)>;
+  WorkerPool(StatePool& states) : states_(states) {}
+  ~WorkerPool();
+  // Runs work over [0, n) in chunks on the caller and up to `helpers` pool threads. Returns false (doing
+  // nothing) when another batch is using the pool; the caller then works alone.
+  bool run(std::size_t n, std::size_t chunk, std::size_t helpers, EncodeState& caller_state, const Work& work);
+
+ private:
+  struct Job {
+    const Work* work = nullptr;
+    std::size_t n = 0, chunk = 1, max_helpers = 0;
+    std::atomic<std::size_t> next{0}, done{0}, helpers{0};
+    std::mutex m;
+    std::condition_variable finished;
+  };
+  static void drain(Job& job, EncodeState& state);
+  void worker_loop();
+  StatePool& states_;
+  std::mutex run_mutex_;  // one batch at a time
+  std::mutex m_;
+  std::condition_variable wake_;
+  std::shared_ptr<Job> job_;
+  std::uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 
 // A piece of transformed text (general path): bytes and, for each byte, the original range it came from.
 struct Piece {
@@ -175,6 +237,7 @@ struct Tokenizer::Impl {
   std::string fingerprint, description;
 
   mutable detail::StatePool pool;
+  mutable detail::WorkerPool workers{pool};  // after `pool`: its threads return their states on destruction
 
   void encode(std::string_view text, bool add_special_tokens, detail::Output out) const;  // leases a state
   void encode(std::string_view text, bool add_special_tokens, detail::EncodeState& st, detail::Output out) const;

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <set>
+#include <thread>
 
 #include "levanter/data/tokenizer/gpt2_split.h"
 #include "test_util.h"
@@ -193,6 +194,16 @@ TEST(Gpt2Tokenizer, BatchIsDeterministicAcrossThreadCounts) {
   std::vector<std::string_view> views(texts.begin(), texts.end());
   EXPECT_EQ(tok.encode_batch(views, 3), one);
   EXPECT_TRUE(tok.encode_batch(std::vector<std::string>{}, 4).empty());
+  // Batches from several threads at once on one tokenizer (the pool serves one; the others work alone), and a
+  // tokenizer destroyed with its pool threads alive.
+  {
+    Tokenizer copy = Tokenizer::from_file(source_path("data/gpt2/tokenizer.json"));
+    std::vector<std::vector<std::vector<TokenId>>> outs(3);
+    std::vector<std::thread> callers;
+    for (int k = 0; k < 3; ++k) callers.emplace_back([&, k] { outs[k] = copy.encode_batch(texts, 2); });
+    for (auto& t : callers) t.join();
+    for (const auto& o : outs) EXPECT_EQ(o, one);
+  }
   // The error of the first bad text is rethrown.
   texts[5] = "bad \xFF";
   EXPECT_THROW(tok.encode_batch(texts, 2), InvalidUtf8Error);
