@@ -243,15 +243,16 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
     const bool fault_mid_write = fault_armed("checkpoint_write", step);
     for (size_t i = 0; i < groups.size(); ++i) {
       const std::string file = groups[i].first + ".safetensors";
-      io::ExclusiveFile out(join(tmp_dir, file));
+      io::ExclusiveFile out(join(tmp_dir, file), /*checksum=*/false);
       detail::WriteProgress progress;
       if (fault_mid_write && i == 0) {
         progress = [&](uint64_t done, uint64_t total) {
           if (2 * done >= total) maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
         };
       }
+      uint32_t crc = 0;
       try {
-        detail::write_safetensors(out, groups[i].second, {{"format", "pt"}}, progress);
+        crc = detail::write_safetensors(out, groups[i].second, {{"format", "pt"}}, progress);
       } catch (const CheckpointError& e) {
         std::string msg = e.what();
         if (msg.rfind(out.path(), 0) == 0) throw;
@@ -259,7 +260,7 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
       }
       if (fault_mid_write) maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
       out.fsync_and_close();
-      files.push_back({file, static_cast<int64_t>(out.bytes_written()), out.crc()});
+      files.push_back({file, static_cast<int64_t>(out.bytes_written()), crc});
     }
 
     json meta = metadata.is_object() ? metadata : json::object();

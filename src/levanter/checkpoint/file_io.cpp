@@ -62,7 +62,74 @@ std::string Crc32::hex(uint32_t crc) {
   return buf;
 }
 
-ExclusiveFile::ExclusiveFile(std::string path) : path_(std::move(path)) {
+namespace {
+// Below this, a thread costs more than it saves.
+constexpr uint64_t kThreadedCrcMin = uint64_t(16) << 20;
+}  // namespace
+
+BackgroundCrc::BackgroundCrc(Segments segments) : segments_(std::move(segments)) {
+  for (const auto& s : segments_) total_ += s.second;
+  if (total_ >= kThreadedCrcMin) thread_ = std::thread([this] { run(); });
+}
+
+BackgroundCrc::~BackgroundCrc() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      abort_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+}
+
+void BackgroundCrc::available(uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ready_ = bytes;
+  }
+  cv_.notify_one();
+}
+
+void BackgroundCrc::run() {
+  Crc32 c;
+  uint64_t pos = 0;  // bytes checksummed so far, across segments
+  size_t seg = 0, seg_pos = 0;
+  while (pos < total_) {
+    uint64_t ready;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return ready_ > pos || abort_; });
+      if (abort_) return;
+      ready = ready_;
+    }
+    while (pos < ready) {
+      const auto& [ptr, len] = segments_[seg];
+      size_t n = static_cast<size_t>(std::min<uint64_t>(len - seg_pos, ready - pos));
+      c.update(ptr + seg_pos, n);
+      pos += n;
+      seg_pos += n;
+      if (seg_pos == len) {
+        ++seg;
+        seg_pos = 0;
+      }
+    }
+  }
+  crc_ = c.value();
+}
+
+uint32_t BackgroundCrc::finish() {
+  if (thread_.joinable()) {
+    available(total_);
+    thread_.join();
+    return crc_;
+  }
+  Crc32 c;
+  for (const auto& [ptr, len] : segments_) c.update(ptr, len);
+  return c.value();
+}
+
+ExclusiveFile::ExclusiveFile(std::string path, bool checksum) : path_(std::move(path)), checksum_(checksum) {
   fd_ = open_checked(path_, O_WRONLY | O_CREAT | O_EXCL, 0644);
 }
 
@@ -74,7 +141,7 @@ void ExclusiveFile::write(const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     size_t piece = std::min(n, kChunk);
-    crc_.update(p, piece);
+    if (checksum_) crc_.update(p, piece);
     size_t left = piece;
     while (left > 0) {
       ssize_t w = ::write(fd_, p, left);
@@ -105,6 +172,9 @@ namespace {
 void read_all(int fd, const std::string& path, char* dst, uint64_t size, uint32_t* crc) {
   std::unique_ptr<char[]> scratch;
   if (!dst) scratch.reset(new char[kChunk]);
+  // Reading into memory that stays: checksum behind the reads on another thread.
+  std::unique_ptr<BackgroundCrc> behind;
+  if (dst && crc) behind = std::make_unique<BackgroundCrc>(BackgroundCrc::Segments{{dst, static_cast<size_t>(size)}});
   Crc32 c;
   uint64_t done = 0;
   while (done < size) {
@@ -123,10 +193,14 @@ void read_all(int fd, const std::string& path, char* dst, uint64_t size, uint32_
       }
       got += static_cast<size_t>(r);
     }
-    if (crc) c.update(p, want);
     done += want;
+    if (behind) {
+      behind->available(done);
+    } else if (crc) {
+      c.update(p, want);
+    }
   }
-  if (crc) *crc = c.value();
+  if (crc) *crc = behind ? behind->finish() : c.value();
 }
 
 struct Fd {

@@ -184,11 +184,15 @@ std::string safetensors_header(const TensorList& tensors, const StringMap& metad
 
 namespace detail {
 
-void write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
-                       const WriteProgress& progress) {
+uint32_t write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
+                           const WriteProgress& progress) {
   std::vector<at::Tensor> data = prepare_all(tensors);
   uint64_t total = 0;
   std::string header = build_header(tensors, data, metadata, &total);
+  io::BackgroundCrc::Segments segments{{header.data(), header.size()}};
+  for (const at::Tensor& t : data) segments.emplace_back(static_cast<const char*>(t.data_ptr()), nbytes_of(t));
+  io::BackgroundCrc crc(std::move(segments));
+  crc.available(header.size() + total);  // everything is in memory already
   out.write(header.data(), header.size());
   uint64_t done = 0;
   for (const at::Tensor& t : data) {
@@ -201,6 +205,7 @@ void write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const 
       if (progress) progress(done, total);
     }
   }
+  return crc.finish();
 }
 
 SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& file) {
@@ -296,7 +301,7 @@ void save_safetensors(const std::string& path, const TensorList& tensors, const 
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   ::unlink(tmp.c_str());
   try {
-    io::ExclusiveFile out(tmp);
+    io::ExclusiveFile out(tmp, /*checksum=*/false);
     detail::write_safetensors(out, tensors, metadata);
     out.fsync_and_close();
     io::rename_path(tmp, path);

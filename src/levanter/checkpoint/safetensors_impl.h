@@ -13,8 +13,10 @@ namespace levanter::checkpoint::detail {
 // Called after each chunk of tensor data with (data bytes written so far, total data bytes).
 using WriteProgress = std::function<void(uint64_t, uint64_t)>;
 
-void write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
-                       const WriteProgress& progress = {});
+// Streams the file into `out` and returns the CRC32 of every byte written, computed on a second thread while
+// this one writes (so `out` should be opened with checksum = false).
+uint32_t write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
+                           const WriteProgress& progress = {});
 
 SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& name);
 
