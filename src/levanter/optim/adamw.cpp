@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <exception>
 #include <map>
@@ -33,33 +34,31 @@ std::vector<Chunk> make_chunks(const std::vector<int64_t>& sizes) {
   return chunks;
 }
 
-// Runs fn(first, last) over [0, n) split into contiguous ranges, one per thread (at::get_num_threads()).
-// at::parallel_for would be the natural choice, but with an OpenMP build of ATen it is a header template whose
-// `#pragma omp parallel` needs -fopenmp in *this* translation unit; without it, it runs on one thread.
+// Runs fn(i) for every i in [0, n) on up to at::get_num_threads() threads, which claim indices one at a time
+// (so a thread that the OS preempts does not hold up the others). Each index's work must be independent of
+// which thread runs it. at::parallel_for would be the natural choice, but with an OpenMP build of ATen it is a
+// header template whose `#pragma omp parallel` needs -fopenmp in *this* translation unit; without it, it runs
+// on one thread.
 template <typename F>
-void parallel_ranges(int64_t n, int64_t min_per_thread, const F& fn) {
-  int64_t threads = std::min<int64_t>(std::max(1, at::get_num_threads()), std::max<int64_t>(1, n / min_per_thread));
+void parallel_each(int64_t n, const F& fn) {
+  const int64_t threads = std::min<int64_t>(std::max(1, at::get_num_threads()), n);
   if (threads <= 1) {
-    fn(int64_t{0}, n);
+    for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  const int64_t per = (n + threads - 1) / threads;
-  std::vector<std::thread> pool;
+  std::atomic<int64_t> next{0};
   std::vector<std::exception_ptr> errors(threads);
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        fn(std::min(n, t * per), std::min(n, (t + 1) * per));
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    });
-  }
-  try {
-    fn(int64_t{0}, std::min(n, per));
-  } catch (...) {
-    errors[0] = std::current_exception();
-  }
+  auto work = [&](int64_t t) {
+    try {
+      for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
+    } catch (...) {
+      errors[t] = std::current_exception();
+      next.store(n);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
   for (auto& th : pool) th.join();
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
@@ -88,16 +87,14 @@ std::vector<double> tensor_sums_of_squares(const std::vector<at::Tensor>& ready)
   for (const auto& t : ready) sizes.push_back(t.defined() ? t.numel() : 0);
   const std::vector<Chunk> chunks = make_chunks(sizes);
   std::vector<double> block(chunks.size(), 0.0);
-  parallel_ranges(static_cast<int64_t>(chunks.size()), 4, [&](int64_t first, int64_t last) {
-    for (int64_t c = first; c < last; ++c) {
-      const Chunk& ch = chunks[c];
-      const at::Tensor& t = ready[ch.tensor];
-      if (t.scalar_type() == at::kFloat) {
-        block[c] = kernels::sum_squares(t.data_ptr<float>() + ch.begin, ch.end - ch.begin);
-      } else {
-        block[c] = kernels::sum_squares(reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + ch.begin,
-                                        ch.end - ch.begin);
-      }
+  parallel_each(static_cast<int64_t>(chunks.size()), [&](int64_t c) {
+    const Chunk& ch = chunks[c];
+    const at::Tensor& t = ready[ch.tensor];
+    if (t.scalar_type() == at::kFloat) {
+      block[c] = kernels::sum_squares(t.data_ptr<float>() + ch.begin, ch.end - ch.begin);
+    } else {
+      block[c] = kernels::sum_squares(reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()) + ch.begin,
+                                      ch.end - ch.begin);
     }
   });
   std::vector<double> sums(ready.size(), 0.0);
@@ -205,9 +202,10 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
   base.one_minus_b1 = static_cast<float>(1.0 - b1);
   base.b2 = static_cast<float>(b2);
   base.one_minus_b2 = static_cast<float>(1.0 - b2);
-  base.bc1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t)));
-  base.bc1_next = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t + 1)));
-  base.bc2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t)));
+  // Bias corrections in double, their reciprocals rounded to float32 once (so the loop multiplies, not divides).
+  base.inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, static_cast<double>(t))));
+  base.inv_bc1_next = static_cast<float>(1.0 / (1.0 - std::pow(b1, static_cast<double>(t + 1))));
+  base.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(b2, static_cast<double>(t))));
   base.eps = static_cast<float>(config_.epsilon);
   base.lr = static_cast<float>(learning_rate);
   base.grad_scale = static_cast<float>(stats.clip_scale);
@@ -223,22 +221,20 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
   std::vector<int64_t> sizes;
   for (size_t i = 0; i < params_.size(); ++i) sizes.push_back(fused_[i] ? params_[i].second.numel() : 0);
   const std::vector<Chunk> chunks = make_chunks(sizes);
-  parallel_ranges(static_cast<int64_t>(chunks.size()), 2, [&](int64_t first, int64_t last) {
-    for (int64_t c = first; c < last; ++c) {
-      const Chunk& ch = chunks[c];
-      const size_t i = ch.tensor;
-      kernels::AdamScalars s = base;
-      s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
-      float* p = params_[i].second.data_ptr<float>() + ch.begin;
-      float* m = m_[i].data_ptr<float>() + ch.begin;
-      float* v = v_[i].data_ptr<float>() + ch.begin;
-      const int64_t n = ch.end - ch.begin;
-      if (ready[i].scalar_type() == at::kFloat) {
-        kernels::adamw_update(p, m, v, ready[i].data_ptr<float>() + ch.begin, n, s);
-      } else {
-        kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
-                              n, s);
-      }
+  parallel_each(static_cast<int64_t>(chunks.size()), [&](int64_t c) {
+    const Chunk& ch = chunks[c];
+    const size_t i = ch.tensor;
+    kernels::AdamScalars s = base;
+    s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
+    float* p = params_[i].second.data_ptr<float>() + ch.begin;
+    float* m = m_[i].data_ptr<float>() + ch.begin;
+    float* v = v_[i].data_ptr<float>() + ch.begin;
+    const int64_t n = ch.end - ch.begin;
+    if (ready[i].scalar_type() == at::kFloat) {
+      kernels::adamw_update(p, m, v, ready[i].data_ptr<float>() + ch.begin, n, s);
+    } else {
+      kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
+                            n, s);
     }
   });
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -256,10 +252,10 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
     at::Tensor& v = v_[i];
     m.mul_(b1).add_(g, 1.0 - b1);
     v.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    at::Tensor m_hat = config_.nesterov ? (m / static_cast<double>(base.bc1_next)).mul_(b1).add_(
-                                              g / static_cast<double>(base.bc1), 1.0 - b1)
-                                        : m / static_cast<double>(base.bc1);
-    at::Tensor u = m_hat.div_((v / static_cast<double>(base.bc2)).sqrt_().add_(config_.epsilon));
+    at::Tensor m_hat = config_.nesterov ? (m * static_cast<double>(base.inv_bc1_next)).mul_(b1).add_(
+                                              g * static_cast<double>(base.inv_bc1), 1.0 - b1)
+                                        : m * static_cast<double>(base.inv_bc1);
+    at::Tensor u = m_hat.div_((v * static_cast<double>(base.inv_bc2)).sqrt_().add_(config_.epsilon));
     if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
     p.sub_(u, static_cast<double>(base.lr));
   }

@@ -4,13 +4,14 @@
 // on float32 parameters (master weights) updated in place, with float32 moments m and v.
 //
 // The update is one fused pass per element over p, g, m, v (p, m, v read and written once, g read once), in
-// float32 with the same operations in the same order as optax:
+// float32, with optax's operations in optax's order except that dividing by a bias correction is multiplying by
+// its float32 reciprocal (one division per element instead of three):
 //   g  = g * clip_scale                                  (clip_scale = max_norm / norm when norm >= max_norm)
 //   m  = (1 - b1) g   + b1 m
 //   v  = (1 - b2) g^2 + b2 v
-//   u  = (m / bc1) / (sqrt(v / bc2) + eps) + wd p        (bc_i = 1 - b_i^t, t = updates so far + 1; wd = 0 off-mask)
-//   p  = p - lr u
-// (Nesterov: m / bc1 becomes b1 m / (1 - b1^(t+1)) + (1 - b1) g / bc1, as optax.)
+//   u  = (m * r1) / (sqrt(v * r2) + eps) + wd p          (r_i = 1 / (1 - b_i^t), t = updates so far + 1;
+//   p  = p - lr u                                         wd = 0 off the mask)
+// (Nesterov: m * r1 becomes b1 (m / (1 - b1^(t+1))) + (1 - b1) (g * r1), as optax.)
 // Elements are independent and the loop has no fused multiply-add, so the bits do not depend on the thread count
 // or on whether the AVX2 or the scalar path ran. Gradients may be float32 or bfloat16 (widened in the loop).
 //

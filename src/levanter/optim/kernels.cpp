@@ -38,8 +38,8 @@ inline void adam_element(float& p, float& m, float& v, float g, const AdamScalar
   g = g * s.grad_scale;
   m = s.one_minus_b1 * g + s.b1 * m;
   v = s.one_minus_b2 * (g * g) + s.b2 * v;
-  float m_hat = s.nesterov ? s.b1 * (m / s.bc1_next) + s.one_minus_b1 * (g / s.bc1) : m / s.bc1;
-  float u = m_hat / (std::sqrt(v / s.bc2) + s.eps) + s.wd * p;
+  float m_hat = s.nesterov ? s.b1 * (m * s.inv_bc1_next) + s.one_minus_b1 * (g * s.inv_bc1) : m * s.inv_bc1;
+  float u = m_hat / (std::sqrt(v * s.inv_bc2) + s.eps) + s.wd * p;
   p = p - s.lr * u;
 }
 
@@ -69,7 +69,7 @@ __attribute__((target("avx2"))) inline __m256 load8(const uint16_t* g) {
 }
 
 struct AdamVec {
-  __m256 b1, omb1, b2, omb2, bc1, bc1n, bc2, eps, lr, wd, gs;
+  __m256 b1, omb1, b2, omb2, r1, r1n, r2, eps, lr, wd, gs;
 };
 
 __attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float* v, __m256 G, const AdamVec& c,
@@ -78,10 +78,10 @@ __attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float*
   G = _mm256_mul_ps(G, c.gs);
   M = _mm256_add_ps(_mm256_mul_ps(c.omb1, G), _mm256_mul_ps(c.b1, M));
   V = _mm256_add_ps(_mm256_mul_ps(c.omb2, _mm256_mul_ps(G, G)), _mm256_mul_ps(c.b2, V));
-  __m256 MH = nesterov ? _mm256_add_ps(_mm256_mul_ps(c.b1, _mm256_div_ps(M, c.bc1n)),
-                                       _mm256_mul_ps(c.omb1, _mm256_div_ps(G, c.bc1)))
-                       : _mm256_div_ps(M, c.bc1);
-  __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(V, c.bc2)), c.eps);
+  __m256 MH = nesterov ? _mm256_add_ps(_mm256_mul_ps(c.b1, _mm256_mul_ps(M, c.r1n)),
+                                       _mm256_mul_ps(c.omb1, _mm256_mul_ps(G, c.r1)))
+                       : _mm256_mul_ps(M, c.r1);
+  __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(V, c.r2)), c.eps);
   __m256 U = _mm256_add_ps(_mm256_div_ps(MH, denom), _mm256_mul_ps(c.wd, P));
   P = _mm256_sub_ps(P, _mm256_mul_ps(c.lr, U));
   _mm256_storeu_ps(p, P);
@@ -93,8 +93,8 @@ template <typename G>
 __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, const G* g, int64_t n,
                                                 const AdamScalars& s) {
   AdamVec c{_mm256_set1_ps(s.b1),  _mm256_set1_ps(s.one_minus_b1), _mm256_set1_ps(s.b2),
-            _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.bc1), _mm256_set1_ps(s.bc1_next),
-            _mm256_set1_ps(s.bc2), _mm256_set1_ps(s.eps), _mm256_set1_ps(s.lr),
+            _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.inv_bc1), _mm256_set1_ps(s.inv_bc1_next),
+            _mm256_set1_ps(s.inv_bc2), _mm256_set1_ps(s.eps), _mm256_set1_ps(s.lr),
             _mm256_set1_ps(s.wd),  _mm256_set1_ps(s.grad_scale)};
   int64_t i = 0;
   if (s.nesterov) {
@@ -117,23 +117,34 @@ __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, co
   }
 }
 
-__attribute__((target("avx2"))) inline void sq_accumulate16(const float* x, __m256d acc[4]) {
+// Four accumulators of four lanes: element i of a 16-element group goes to lane i (acc[i / 4], slot i % 4).
+struct SqAcc {
+  __m256d a0, a1, a2, a3;
+};
+
+__attribute__((target("avx2"))) inline void sq_accumulate16(const float* x, SqAcc& acc) {
   __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
-  __m256d d[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(x0)), _mm256_cvtps_pd(_mm256_extractf128_ps(x0, 1)),
-                  _mm256_cvtps_pd(_mm256_castps256_ps128(x1)), _mm256_cvtps_pd(_mm256_extractf128_ps(x1, 1))};
-  for (int k = 0; k < 4; ++k) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(d[k], d[k]));
+  __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x0)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x0, 1));
+  __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(x1)), d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(x1, 1));
+  acc.a0 = _mm256_add_pd(acc.a0, _mm256_mul_pd(d0, d0));
+  acc.a1 = _mm256_add_pd(acc.a1, _mm256_mul_pd(d1, d1));
+  acc.a2 = _mm256_add_pd(acc.a2, _mm256_mul_pd(d2, d2));
+  acc.a3 = _mm256_add_pd(acc.a3, _mm256_mul_pd(d3, d3));
 }
 
-__attribute__((target("avx2"))) inline void sq_accumulate16(const uint16_t* x, __m256d acc[4]) {
-  alignas(32) float f[16];
-  _mm256_store_ps(f, load8(x));
-  _mm256_store_ps(f + 8, load8(x + 8));
-  sq_accumulate16(f, acc);
+__attribute__((target("avx2"))) inline void sq_accumulate16(const uint16_t* x, SqAcc& acc) {
+  __m256 x0 = load8(x), x1 = load8(x + 8);
+  __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x0)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x0, 1));
+  __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(x1)), d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(x1, 1));
+  acc.a0 = _mm256_add_pd(acc.a0, _mm256_mul_pd(d0, d0));
+  acc.a1 = _mm256_add_pd(acc.a1, _mm256_mul_pd(d1, d1));
+  acc.a2 = _mm256_add_pd(acc.a2, _mm256_mul_pd(d2, d2));
+  acc.a3 = _mm256_add_pd(acc.a3, _mm256_mul_pd(d3, d3));
 }
 
 template <typename G>
 __attribute__((target("avx2"))) double sum_squares_avx2(const G* x, int64_t n) {
-  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  SqAcc acc{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) sq_accumulate16(x + i, acc);
   if (i < n) {  // zero padding adds +0.0 to the unused lanes: no change
@@ -142,7 +153,10 @@ __attribute__((target("avx2"))) double sum_squares_avx2(const G* x, int64_t n) {
     sq_accumulate16(buf, acc);
   }
   alignas(32) double lanes[16];
-  for (int k = 0; k < 4; ++k) _mm256_store_pd(lanes + 4 * k, acc[k]);
+  _mm256_store_pd(lanes, acc.a0);
+  _mm256_store_pd(lanes + 4, acc.a1);
+  _mm256_store_pd(lanes + 8, acc.a2);
+  _mm256_store_pd(lanes + 12, acc.a3);
   double total = 0;
   for (double l : lanes) total += l;
   return total;

@@ -12,9 +12,9 @@ namespace levanter::optim::kernels {
 // Scalars of one AdamW update, as float32 (what optax computes with).
 struct AdamScalars {
   float b1, one_minus_b1, b2, one_minus_b2;
-  float bc1;       // 1 - b1^t
-  float bc1_next;  // 1 - b1^(t+1) (Nesterov only)
-  float bc2;       // 1 - b2^t
+  float inv_bc1;       // 1 / (1 - b1^t), rounded to float32 once
+  float inv_bc1_next;  // 1 / (1 - b1^(t+1)) (Nesterov only)
+  float inv_bc2;       // 1 / (1 - b2^t)
   float eps;
   float lr;
   float wd;          // 0 when the parameter is not decayed
