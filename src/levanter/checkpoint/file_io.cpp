@@ -52,6 +52,7 @@ Buffer::Buffer(size_t size) : size_(size) {
 Buffer::~Buffer() { std::free(data_); }
 
 void Crc32::update(const void* data, size_t n) {
+  if (n == 0) return;  // zlib's crc32 returns 0 for a null buffer: an empty tensor's data_ptr() would reset it
   const unsigned char* p = static_cast<const unsigned char*>(data);
   crc_ = static_cast<uint32_t>(crc32_z(crc_, p, n));
 }

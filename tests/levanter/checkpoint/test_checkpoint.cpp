@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <zlib.h>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +24,7 @@ TensorGroups state_at(int64_t step) {
   model.emplace_back("transformer.wte.weight", at::full({64, 16}, static_cast<double>(step)));
   model.emplace_back("transformer.h.0.attn.c_attn.weight", at::arange(48, at::kFloat).reshape({16, 3}) + step);
   model.emplace_back("lm_head.bias", at::full({64}, step, at::kBFloat16));
+  model.emplace_back("unused", at::zeros({0, 16}));  // empty: data_ptr() may be null
   opt.emplace_back("mu.transformer.wte.weight", at::full({64, 16}, step * 0.5));
   opt.emplace_back("count", at::scalar_tensor(step, at::kLong));
   return {{"model", model}, {"opt_state", opt}};
@@ -109,6 +111,24 @@ TEST(Checkpoint, SaveLoadRoundTripWithMetadataAndManifest) {
   Checkpoint only = load_checkpoint(path, {"model"});
   ASSERT_EQ(only.groups.size(), 1u);
   EXPECT_THROW(load_checkpoint(path, {"nope"}), CheckpointError);
+}
+
+TEST(Checkpoint, LargeFilesAreChecksummedOnASecondThreadWithTheSameResult) {
+  // Over 16 MiB, the CRC32 runs on another thread, alongside the writes and behind the reads.
+  TempDir dir;
+  TensorList big = {{"a", at::randn({5 << 20})}, {"empty", at::zeros({0})}, {"b", at::ones({3}, at::kDouble)}};
+  std::string path = save_checkpoint(dir.str(), 1, {{"model", big}});
+  const std::string file = path + "/model.safetensors";
+  const std::string bytes = read_bytes(file);
+  ASSERT_GT(bytes.size(), 20u << 20);
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08lx", crc32_z(0, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()));
+  json manifest = json::parse(read_bytes(path + "/manifest.json"));
+  EXPECT_EQ(manifest["files"][0]["name"], "model.safetensors");
+  EXPECT_EQ(manifest["files"][0]["crc32"], std::string(hex));
+  expect_same_tensors(load_checkpoint(path).group("model"), big);
+  flip_byte(file, bytes.size() / 2);
+  EXPECT_THAT([&] { load_checkpoint(path); }, ::testing::ThrowsMessage<CheckpointError>(HasSubstr(file + ": CRC32 is")));
 }
 
 TEST(Checkpoint, MissingManifestMeansIncomplete) {
