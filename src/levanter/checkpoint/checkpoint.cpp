@@ -425,6 +425,25 @@ json read_checkpoint_metadata(const std::string& path) {
   throw CheckpointError(join(path, kManifest) + std::string(": does not list ") + kMetadata);
 }
 
+std::vector<std::string> resume_warnings(const json& metadata) {
+  std::vector<std::string> out;
+  if (!metadata.is_object()) return out;
+  auto it = metadata.find("num_threads");
+  if (it != metadata.end() && it->is_number_integer() && it->get<int64_t>() != at::get_num_threads()) {
+    out.push_back("the checkpoint was written with " + std::to_string(it->get<int64_t>()) + " threads, this process uses " +
+                  std::to_string(at::get_num_threads()) + ": results will not be bit-identical to an uninterrupted run");
+  }
+  auto v = metadata.find("versions");
+  if (v != metadata.end() && v->is_object()) {
+    auto lt = v->find("libtorch");
+    if (lt != v->end() && lt->is_string() && lt->get<std::string>() != TORCH_VERSION) {
+      out.push_back("the checkpoint was written with libtorch " + lt->get<std::string>() + ", this process uses " +
+                    TORCH_VERSION + ": kernels may differ");
+    }
+  }
+  return out;
+}
+
 void delete_checkpoint(const std::string& path) {
   fs::path p = fs::path(path).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();

@@ -87,6 +87,11 @@ std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path,
 // metadata.json of a checkpoint (checked against the manifest's size and CRC32; tensors are not read).
 nlohmann::json read_checkpoint_metadata(const std::string& path);
 
+// What differs between this process and the one that wrote a checkpoint's metadata in ways that break
+// bit-for-bit continuation: the thread count (ATen's CPU reductions split work by it) and the libtorch
+// version. One sentence each; empty if nothing differs. The trainer prints them on resume.
+std::vector<std::string> resume_warnings(const nlohmann::json& metadata);
+
 // Removes a checkpoint directory: first renamed to a hidden temporary name (so it disappears atomically),
 // then deleted.
 void delete_checkpoint(const std::string& path);

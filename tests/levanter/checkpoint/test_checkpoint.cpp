@@ -108,6 +108,15 @@ TEST(Checkpoint, SaveLoadRoundTripWithMetadataAndManifest) {
   // Each tensor file is plain safetensors, readable on its own.
   expect_same_tensors(load_safetensors(path + "/model.safetensors").tensors, expected[0].second);
 
+  EXPECT_TRUE(resume_warnings(c.metadata).empty());
+  json other = c.metadata;
+  other["num_threads"] = at::get_num_threads() + 3;
+  other["versions"]["libtorch"] = "0.1";
+  auto warnings = resume_warnings(other);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_THAT(warnings[0], HasSubstr("not be bit-identical"));
+  EXPECT_THAT(warnings[1], HasSubstr("libtorch 0.1"));
+
   Checkpoint only = load_checkpoint(path, {"model"});
   ASSERT_EQ(only.groups.size(), 1u);
   EXPECT_THROW(load_checkpoint(path, {"nope"}), CheckpointError);
