@@ -696,6 +696,7 @@ std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const
   WorkerPool::Work work = [&](std::size_t b, std::size_t e, EncodeState& st) {
     for (std::size_t i = b; i < e; ++i) {
       try {
+        result[i].reserve(std::string_view(texts[i]).size() / 4 + 16);  // ~4 bytes per token in English
         impl.encode(texts[i], add, st, {&result[i], nullptr});
       } catch (...) {
         errors[i] = std::current_exception();
