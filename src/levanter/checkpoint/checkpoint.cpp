@@ -190,7 +190,9 @@ void make_dirs(const std::string& path) {
   if (fs::is_directory(path, ec)) return;
   fs::create_directories(path, ec);
   if (ec) throw CheckpointError(path + ": cannot create directory: " + ec.message());
-  io::fsync_parent(fs::absolute(path).lexically_normal().string());
+  fs::path abs = fs::absolute(path).lexically_normal();
+  if (abs.filename().empty()) abs = abs.parent_path();  // "checkpoints/" -> "checkpoints"
+  io::fsync_parent(abs.string());
 }
 
 // Atomically swaps two directory entries (Linux renameat2 RENAME_EXCHANGE). False if the file system lacks it.

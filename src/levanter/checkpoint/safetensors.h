@@ -13,8 +13,9 @@
 // Any violation is a CheckpointError naming the file (and the tensor); a corrupt file never crashes.
 //
 // A file is read with one sequential pass into one buffer; tensors alias that buffer where their offsets are
-// aligned to their element size (always, for files we write), so a 500 MB file costs one copy from the page
-// cache and no second copy into tensors.
+// aligned to their element size (the common case: an offset is misaligned only after a tensor of an odd
+// number of bytes), so a 500 MB file costs one copy from the page cache and no second copy into tensors.
+// Misaligned tensors are copied.
 #pragma once
 
 #include <ATen/core/Tensor.h>

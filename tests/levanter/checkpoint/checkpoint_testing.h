@@ -90,7 +90,7 @@ inline std::string numpy_python() {
 inline std::string safetensors_python_uncached(std::string* why) {
   const std::string dir = std::string(LEVANTER_BINARY_DIR) + "/test-venv-safetensors";
   const std::string py = dir + "/bin/python";
-  const std::string probe = " -c 'import safetensors.torch, numpy' 2>/dev/null";
+  const std::string probe = " -c 'import safetensors, numpy' 2>/dev/null";
   if (fs::exists(py) && run_command(quote(py) + probe).status == 0) return py;
   if (const char* no = std::getenv("LEVANTER_NO_PIP"); no && *no && std::string(no) != "0") {
     *why = "LEVANTER_NO_PIP is set, so no venv with Hugging Face's safetensors is created";

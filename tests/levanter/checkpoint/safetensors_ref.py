@@ -5,6 +5,7 @@
     safetensors_ref.py write FILE           write the reference tensors (below) with this script's own writer
     safetensors_ref.py st-describe FILE     the same description, read with Hugging Face's `safetensors`
     safetensors_ref.py st-write FILE        the reference tensors, written with Hugging Face's `safetensors`
+                                            (through torch, for BF16)
 
 The description: {"metadata": {...}, "order": [names in data order],
                   "tensors": {name: {"dtype", "shape", "crc32", "values"}}}; values are a flat list (floats for
@@ -115,25 +116,20 @@ def write(path):
 
 
 def st_describe(path):
-    import torch
-    from safetensors import safe_open
+    # Hugging Face's Rust parser (which validates the file) hands back each tensor's raw bytes; no torch needed.
+    from safetensors import deserialize, safe_open
 
     out = {"metadata": {}, "order": [], "tensors": {}}
-    with safe_open(path, framework="pt") as f:
+    with safe_open(path, framework="numpy") as f:
         out["metadata"] = f.metadata() or {}
-        for name in f.keys():
-            t = f.get_tensor(name).contiguous()
-            dtype = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-                     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                     torch.uint8: "U8", torch.bool: "BOOL"}[t.dtype]
-            if dtype == "BF16":
-                raw = t.view(torch.int16).numpy().tobytes()
-                vals = t.float().reshape(-1).tolist() if t.numel() <= 64 else None
-            else:
-                raw = t.numpy().tobytes()
-                vals = values_of(dtype, t.numpy())
-            out["tensors"][name] = {"dtype": dtype, "shape": list(t.shape), "crc32": zlib.crc32(raw), "values": vals}
-    # safetensors' own key order is sorted; report data order from the header for comparison
+    with open(path, "rb") as f:
+        contents = f.read()
+    for name, info in deserialize(contents):
+        raw = bytes(info["data"])
+        arr = np.frombuffer(raw, dtype=np.dtype(NP[info["dtype"]])).reshape(info["shape"])
+        out["tensors"][name] = {"dtype": info["dtype"], "shape": list(info["shape"]), "crc32": zlib.crc32(raw),
+                                "values": values_of(info["dtype"], arr)}
+    # the library reports tensors in its own order; the data order comes from the header
     out["order"] = describe(path)["order"]
     return out
 
