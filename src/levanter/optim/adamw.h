@@ -51,10 +51,16 @@ class AdamW {
   AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel = Kernel::kFused);
   AdamW(const OptimizerConfig& config, const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params,
         Kernel kernel = Kernel::kFused);
+  // Move-only: a copy would share the parameters and the moments with the original.
+  AdamW(AdamW&&) = default;
+  AdamW& operator=(AdamW&&) = default;
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
 
   // One update. grads[i] is the gradient of params()[i] (same shape; float32 or bfloat16; undefined means zero).
-  // Gradients are not modified. Clips to max_grad_norm (when set and > 0), then applies AdamW with
-  // `learning_rate` (e.g. learning_rate_at(config, step_count(), num_train_steps)).
+  // Gradients are not modified. Computes their global norm (always: it is logged), clips to max_grad_norm (when
+  // set and > 0), then applies AdamW with `learning_rate` (e.g. learning_rate_at(config, step_count(),
+  // num_train_steps)).
   StepStats step(const std::vector<at::Tensor>& grads, double learning_rate);
 
   int64_t step_count() const { return count_; }  // updates applied so far
