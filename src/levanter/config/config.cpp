@@ -155,6 +155,21 @@ void parse_value(const YAML::Node& n, const Context& c, Duration& out) {
   }
 }
 
+void Reader::rejected(const char* key, const char* reason) {
+  keys_.emplace_back(key);
+  YAML::Node child = node_[key];
+  if (!child.IsDefined() || child.IsNull()) return;
+  if ((child.IsSequence() || child.IsMap()) && child.size() == 0) return;
+  if (child.IsScalar()) {
+    std::string s = child.Scalar();
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    if (s == "false" || s == "no" || s == "off" || s.empty()) return;
+  }
+  Context c = ctx_.child(key);
+  throw ConfigError(c.where(child) + ": " + c.path + " is not supported by levanter-cpp: " + reason +
+                    " (remove the key or set it to null)");
+}
+
 void Reader::ignored(const char* key, const char* reason) {
   keys_.emplace_back(key);
   YAML::Node child = node_[key];

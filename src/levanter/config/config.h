@@ -84,6 +84,12 @@ void parse_value(const YAML::Node& n, const Context& c, Duration& out);
 
 template <typename T>
 void parse_value(const YAML::Node& n, const Context& c, T& out);
+template <typename T>
+void parse_value(const YAML::Node& n, const Context& c, std::optional<T>& out);
+template <typename T>
+void parse_value(const YAML::Node& n, const Context& c, std::vector<T>& out);
+template <typename T>
+void parse_value(const YAML::Node& n, const Context& c, std::map<std::string, T>& out);
 
 template <typename T>
 void parse_value(const YAML::Node& n, const Context& c, std::optional<T>& out) {
@@ -136,8 +142,11 @@ class Reader {
     YAML::Node child = node_[key];
     if (child.IsDefined()) parse_value(child, ctx_.child(key), value);
   }
-  // Keys Levanter has that we accept for compatibility and that have no effect here; the reason is printed
-  // in the configuration reference and, when the key is set to a non-default value, as a warning.
+  // A key Levanter has that is not implemented here: allowed only when absent, null, false or empty (its "off"
+  // value); anything else is a ConfigError that names the key and gives `reason`. Never silently ignored.
+  void rejected(const char* key, const char* reason);
+  // A Levanter performance knob with no effect on results here (e.g. a flush size of its cache builder): a
+  // warning naming the key when it is set.
   void ignored(const char* key, const char* reason);
   void finish() const;
 
@@ -172,6 +181,12 @@ YAML::Node to_yaml_value(const std::string& v);
 YAML::Node to_yaml_value(const Duration& v);
 template <typename T>
 YAML::Node to_yaml_value(const T& v);
+template <typename T>
+YAML::Node to_yaml_value(const std::optional<T>& v);
+template <typename T>
+YAML::Node to_yaml_value(const std::vector<T>& v);
+template <typename T>
+YAML::Node to_yaml_value(const std::map<std::string, T>& v);
 
 template <typename T>
 YAML::Node to_yaml_value(const std::optional<T>& v) {
@@ -196,6 +211,7 @@ class Writer {
   void operator()(const char* key, const T& value, const char* /*help*/ = "") {
     node_[key] = to_yaml_value(value);
   }
+  void rejected(const char*, const char*) {}
   void ignored(const char*, const char*) {}
   YAML::Node node() const { return node_; }
 
@@ -236,6 +252,12 @@ std::string type_name(const Duration&);
 template <typename T>
 std::string type_name(const T&);
 template <typename T>
+std::string type_name(const std::optional<T>&);
+template <typename T>
+std::string type_name(const std::vector<T>&);
+template <typename T>
+std::string type_name(const std::map<std::string, T>&);
+template <typename T>
 std::string type_name(const std::optional<T>&) {
   return type_name(T{}) + " (optional)";
 }
@@ -267,8 +289,11 @@ class Describer {
       rows_.push_back({path, type_name(value), default_text(to_yaml_value(value)), help});
     }
   }
+  void rejected(const char* key, const char* reason) {
+    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "", std::string("Not supported (an error when set): ") + reason});
+  }
   void ignored(const char* key, const char* reason) {
-    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "any", "", std::string("Accepted, no effect: ") + reason});
+    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "", std::string("Accepted, no effect (a warning when set): ") + reason});
   }
 
  private:

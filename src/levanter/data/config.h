@@ -61,8 +61,8 @@ struct DataSourceConfig {
     v("tags", tags, "Tags for this source's metrics");
     v("id", id, "Hugging Face hub dataset id: not supported (no network); use train_urls");
     v("name", name, "Hugging Face hub dataset subset: not supported (no network)");
-    v.ignored("stream", "Hugging Face streaming; hub datasets are not supported");
-    v.ignored("format", "only the text format (data.text_key) is supported");
+    v.rejected("stream", "Hugging Face streaming; hub datasets are not supported");
+    v.rejected("format", "only the text format (data.text_key) is supported");
   }
 };
 
@@ -125,14 +125,14 @@ struct DataConfig {
     v("rebuild_cache", rebuild_cache, "Rebuild a cache made with another tokenizer, settings or input files");
     v("skip_bad_lines", skip_bad_lines, "Skip (and count) malformed input lines instead of failing");
     v("cache_options", cache_options, "How caches are built");
-    v.ignored("vocab_size", "the vocabulary size comes from the tokenizer");
-    v.ignored("ignore_token_id", "loss masking is the trainer's");
-    v.ignored("chat_template", "only the text format is supported");
-    v.ignored("stream", "Hugging Face streaming; hub datasets are not supported");
-    v.ignored("max_train_batches", "not supported");
-    v.ignored("num_validation_sequences", "not supported");
-    v.ignored("target_budget", "simulated epoching is not supported");
-    v.ignored("experiment_budget", "simulated epoching is not supported");
+    v.rejected("vocab_size", "the vocabulary size comes from the tokenizer");
+    v.rejected("ignore_token_id", "loss masking is the trainer's");
+    v.rejected("chat_template", "only the text format is supported");
+    v.rejected("stream", "Hugging Face streaming; hub datasets are not supported");
+    v.rejected("max_train_batches", "not supported");
+    v.rejected("num_validation_sequences", "not supported");
+    v.rejected("target_budget", "simulated epoching is not supported");
+    v.rejected("experiment_budget", "simulated epoching is not supported");
   }
 
   bool is_mixture() const { return !configs.empty(); }

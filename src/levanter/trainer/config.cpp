@@ -1,0 +1,210 @@
+#include "levanter/trainer/config.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace levanter::trainer {
+
+using config::ConfigError;
+using config::Context;
+
+namespace {
+
+at::ScalarType parse_dtype(const std::string& s) {
+  std::string t = s;
+  std::transform(t.begin(), t.end(), t.begin(), ::tolower);
+  if (t == "f32" || t == "float32" || t == "full" || t == "float") return at::kFloat;
+  if (t == "bf16" || t == "bfloat16") return at::kBFloat16;
+  if (t == "f16" || t == "float16" || t == "half") {
+    throw std::invalid_argument("float16 is not supported on CPU here (libtorch 1.13 has no f16 GEMM); use bfloat16");
+  }
+  throw std::invalid_argument("unknown dtype '" + s + "' (use f32 or bfloat16)");
+}
+
+}  // namespace
+
+MixedPrecision MixedPrecision::parse(const std::string& text) {
+  MixedPrecision mp;
+  mp.text = text;
+  if (text.find('=') == std::string::npos) {
+    mp.param = mp.compute = mp.output = parse_dtype(text);
+    return mp;
+  }
+  std::stringstream ss(text);
+  for (std::string part; std::getline(ss, part, ',');) {
+    size_t eq = part.find('=');
+    if (eq == std::string::npos) throw std::invalid_argument("expected key=dtype in '" + part + "'");
+    std::string key = part.substr(0, eq), val = part.substr(eq + 1);
+    key.erase(std::remove_if(key.begin(), key.end(), ::isspace), key.end());
+    val.erase(std::remove_if(val.begin(), val.end(), ::isspace), val.end());
+    at::ScalarType dt = parse_dtype(val);
+    if (key == "p" || key == "params") mp.param = dt;
+    else if (key == "c" || key == "compute") mp.compute = dt;
+    else if (key == "o" || key == "output") mp.output = dt;
+    else throw std::invalid_argument("unknown policy key '" + key + "' (use p/params, c/compute, o/output)");
+  }
+  return mp;
+}
+
+void MixedPrecision::parse_yaml(const YAML::Node& node, const Context& ctx) {
+  if (!node.IsScalar()) config::fail(ctx, node, "expected a policy like f32, bfloat16 or p=f32,c=bfloat16");
+  try {
+    *this = parse(node.Scalar());
+  } catch (const std::invalid_argument& e) {
+    config::fail(ctx, node, e.what());
+  }
+}
+
+void TrackerConfig::validate() const {
+  if (type == "json" || type == "noop") return;
+  if (type == "wandb") {
+    throw ConfigError("trainer.tracker.type: wandb needs network access, which this machine does not have; use "
+                      "type: json (metrics.jsonl in the run directory; the default) or noop");
+  }
+  throw ConfigError("trainer.tracker.type: unknown tracker '" + type + "'; valid: json, noop");
+}
+
+template <typename V>
+void TrainerConfig::unsupported(V& v) {
+  v.rejected("quantization", "fp8/int8 quantized training");
+  v.rejected("model_averaging", "EMA / model averaging");
+  v.rejected("wandb", "wandb needs network access; use tracker.type: json");
+  v.rejected("watch", "parameter/gradient histograms");
+  v.rejected("profiler", "the JAX profiler (use perf or valgrind --tool=callgrind on the binary)");
+  v.ignored("profiler_start_step", "the JAX profiler is not used");
+  v.ignored("profiler_num_steps", "the JAX profiler is not used");
+  v.ignored("profiler_perfetto_link", "the JAX profiler is not used");
+  v.ignored("log_jaxprs", "there are no jaxprs");
+  v.ignored("log_xla_hlo", "there is no XLA");
+  v.rejected("axis_resources", "explicit axis mappings (use fsdp_axis / tensor_parallel_axes)");
+  v.rejected("parameter_axis_resources", "explicit axis mappings (use fsdp_axis / tensor_parallel_axes)");
+  v.rejected("allow_nondivisible_batch_size", "train_batch_size must be a multiple of per_device_parallelism");
+  v.rejected("allow_partial_checkpoint", "checkpoints must hold every parameter");
+  v.ignored("jax_config", "there is no JAX");
+  v.ignored("jax_compilation_cache_dir", "there is no JAX");
+  v.rejected("distributed", "multi-process training");
+  v.rejected("ray", "Ray clusters");
+  v.rejected("require_accelerator", "this build runs on CPU");
+  v.ignored("shutdown_at_exit", "there is no TPU VM to shut down");
+}
+
+void TrainerConfig::validate() const {
+  tracker.validate();
+  auto positive = [](const char* key, int64_t v) {
+    if (v <= 0) throw ConfigError(std::string("trainer.") + key + ": must be positive, got " + std::to_string(v));
+  };
+  positive("train_batch_size", train_batch_size);
+  positive("num_train_steps", num_train_steps);
+  positive("steps_per_eval", steps_per_eval);
+  positive("log_every", log_every);
+  if (per_device_parallelism > 0 && train_batch_size % per_device_parallelism != 0) {
+    throw ConfigError("trainer.per_device_parallelism: " + std::to_string(per_device_parallelism) +
+                      " does not divide train_batch_size " + std::to_string(train_batch_size) +
+                      " (gradient accumulation needs whole microbatches)");
+  }
+  if (max_eval_batches && *max_eval_batches < 0) throw ConfigError("trainer.max_eval_batches: must be >= 0");
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"model_axis_size", model_axis_size},
+                        {"replica_ici_axis_size", replica_ici_axis_size},
+                        {"replica_dcn_axis_size", replica_dcn_axis_size}}) {
+    if (v != 1) {
+      throw ConfigError(std::string("trainer.") + key + ": " + std::to_string(v) +
+                        " needs several processes; this build trains in one process (set it to 1)");
+    }
+  }
+  if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");
+  if (peak_flops && *peak_flops <= 0) throw ConfigError("trainer.peak_flops: must be positive");
+  if (mp.param != at::kFloat && mp.param != at::kBFloat16) throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");
+}
+
+void ModelConfig::parse_yaml(const YAML::Node& node, const Context& ctx) {
+  if (node.IsNull()) return;
+  if (!node.IsMap()) config::fail(ctx, node, "expected a mapping with type: gpt2 and the model's keys");
+  YAML::Node t = node["type"];
+  if (t.IsDefined()) {
+    config::parse_value(t, ctx.child("type"), type);
+  }
+  if (type != "gpt2") {
+    config::fail(ctx.child("type"), t.IsDefined() ? t : node,
+                 "model type '" + type + "' is not implemented; valid: gpt2");
+  }
+  // Parse the remaining keys into the family's config (the Reader rejects unknown keys with the nearest one).
+  YAML::Node rest(YAML::NodeType::Map);
+  for (const auto& kv : node) {
+    if (kv.first.as<std::string>() != "type") rest[kv.first] = kv.second;
+  }
+  // Keep line numbers: parse from the original node for errors by giving the Reader the original node minus
+  // "type". yaml-cpp copies keep marks of the value nodes.
+  config::Reader r(rest, ctx);
+  gpt2.fields(r);
+  r.finish();
+}
+
+YAML::Node ModelConfig::to_yaml() const {
+  YAML::Node n = config::to_yaml_value(gpt2);
+  YAML::Node out(YAML::NodeType::Map);
+  out["type"] = type;
+  for (const auto& kv : n) out[kv.first] = kv.second;
+  return out;
+}
+
+template <typename V>
+void TrainLmConfig::unsupported(V& v) {
+  v.rejected("initialize_from_hf", "Hugging Face checkpoint import");
+  v.rejected("use_hf_model_config", "Hugging Face checkpoint import");
+  v.rejected("hf_save_path", "Hugging Face checkpoint export");
+  v.rejected("hf_upload", "Hugging Face hub upload (no network)");
+  v.ignored("hf_save_steps", "Hugging Face export is not available");
+  v.ignored("hf_save_dtype", "Hugging Face export is not available");
+  v.rejected("initialize_from_checkpoint_path", "use trainer.initialize_from");
+  v.rejected("epoch", "data epochs are automatic (the permutation changes each epoch)");
+  v.rejected("eval_harness", "lm-evaluation-harness");
+  v.ignored("eval_harness_steps", "lm-evaluation-harness is not available");
+  v.rejected("log_entropy", "entropy logging");
+}
+
+void TrainLmConfig::validate() const {
+  data.validate();
+  trainer.validate();
+  try {
+    model.gpt2.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(e.what());
+  }
+  if (z_loss_weight < 0) throw ConfigError("z_loss_weight: must be >= 0");
+}
+
+TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
+  TrainLmConfig c = config::load<TrainLmConfig>(file, overrides);
+  c.validate();
+  return c;
+}
+
+std::vector<config::DocRow> describe_train_config() {
+  std::vector<config::DocRow> rows;
+  TrainLmConfig defaults;
+  config::Describer d(rows, "");
+  defaults.fields(d);
+  // The model section is a choice: list the gpt2 family's keys under it.
+  std::vector<config::DocRow> out;
+  for (config::DocRow r : rows) {
+    if (r.key == "model") {
+      r.type = "section";
+      r.default_value = "";
+    }
+    out.push_back(r);
+    if (r.key == "model") {
+      out.push_back({"model.type", "string", "gpt2", "Model family (gpt2)"});
+      config::describe(out, "model", defaults.model.gpt2);
+    }
+  }
+  return out;
+}
+
+template void TrainerConfig::unsupported<config::Reader>(config::Reader&);
+template void TrainerConfig::unsupported<config::Writer>(config::Writer&);
+template void TrainerConfig::unsupported<config::Describer>(config::Describer&);
+template void TrainLmConfig::unsupported<config::Reader>(config::Reader&);
+template void TrainLmConfig::unsupported<config::Writer>(config::Writer&);
+template void TrainLmConfig::unsupported<config::Describer>(config::Describer&);
+
+}  // namespace levanter::trainer

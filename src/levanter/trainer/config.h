@@ -1,0 +1,164 @@
+// The `trainer:` section (Levanter's TrainerConfig) and the whole training config (Levanter's TrainLmConfig:
+// data, model, trainer, optimizer).
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "levanter/checkpoint/checkpointer.h"
+#include "levanter/config/config.h"
+#include "levanter/data/config.h"
+#include "levanter/models/gpt2/gpt2.h"
+#include "levanter/optim/config.h"
+
+namespace levanter::trainer {
+
+// Levanter's `mp` (a jmp policy): one dtype for everything ("f32", "bfloat16"), or "p=f32,c=bfloat16,o=f32"
+// (params, compute, output; long names params=/compute=/output= too).
+struct MixedPrecision {
+  at::ScalarType param = at::kFloat;
+  at::ScalarType compute = at::kFloat;
+  at::ScalarType output = at::kFloat;
+  std::string text = "f32";
+  void parse_yaml(const YAML::Node& node, const config::Context& ctx);
+  YAML::Node to_yaml() const { return YAML::Node(text); }
+  static MixedPrecision parse(const std::string& text);  // throws std::invalid_argument
+};
+inline std::string type_name(const MixedPrecision&) { return "mixed-precision policy"; }
+
+// `trainer.tracker`: where metrics go. `json` (the default here) writes <log_dir>/<run id>/metrics.jsonl;
+// `noop` writes nothing. Levanter's default, wandb, needs the network: it is an error that says so.
+struct TrackerConfig {
+  std::string type = "json";
+  std::optional<std::string> project, name, entity, group, notes, mode;
+  std::vector<std::string> tags;
+  template <typename V>
+  void fields(V& v) {
+    v("type", type, "json (metrics.jsonl in the run directory) or noop; wandb and tensorboard are not available");
+    v("project", project, "Project name, recorded in the run record");
+    v("name", name, "Run display name, recorded in the run record");
+    v("entity", entity, "Recorded in the run record");
+    v("group", group, "Recorded in the run record");
+    v("tags", tags, "Tags, recorded in the run record");
+    v("notes", notes, "Recorded in the run record");
+    v("mode", mode, "Levanter's wandb mode; recorded only");
+  }
+  void validate() const;
+};
+
+struct TrainerConfig {
+  int64_t seed = 0;
+  MixedPrecision mp;
+  std::string log_dir = "logs/";
+  std::optional<std::string> id;
+  TrackerConfig tracker;
+  bool crash_on_nan = true;
+  bool crash_on_inf = true;
+
+  std::string batch_axis = "batch";
+  std::optional<std::vector<std::string>> fsdp_axis = std::vector<std::string>{"embed"};
+  std::optional<std::vector<std::string>> tensor_parallel_axes;
+  int64_t model_axis_size = 1;
+  int64_t replica_ici_axis_size = 1;
+  int64_t replica_dcn_axis_size = 1;
+
+  int64_t train_batch_size = 512;
+  int64_t per_device_parallelism = -1;
+  int64_t per_device_eval_parallelism = -1;
+  int64_t num_train_steps = 400000;
+  int64_t steps_per_eval = 1000;
+  std::optional<int64_t> max_eval_batches;
+
+  checkpoint::CheckpointerConfig checkpointer;
+  std::optional<bool> load_checkpoint;
+  std::optional<std::string> load_checkpoint_path;
+  std::optional<std::string> initialize_from;
+
+  // levanter-cpp additions.
+  int64_t num_threads = 0;             // 0: all cores
+  std::optional<double> peak_flops;    // per-second peak for MFU; default: measured GEMM throughput
+  int64_t log_every = 1;               // console progress line every N steps (metrics.jsonl gets every step)
+
+  template <typename V>
+  void fields(V& v) {
+    v("seed", seed, "Root random seed: model init, data order and dropout all derive from it");
+    v("mp", mp, "Mixed precision: f32, bfloat16, or p=f32,c=bfloat16 (f32 master weights, bf16 compute)");
+    v("log_dir", log_dir, "Run directories (metrics.jsonl, run record) go under <log_dir>/<run id>/");
+    v("id", id, "Run id; default: derived from a hash of the resolved config, so the same command resumes");
+    v("tracker", tracker, "Metrics tracker");
+    v("crash_on_nan", crash_on_nan, "Stop with an error when the loss or gradient norm is NaN");
+    v("crash_on_inf", crash_on_inf, "Stop with an error when the loss or gradient norm is infinite");
+    v("batch_axis", batch_axis, "Name of the batch axis (data parallelism)");
+    v("fsdp_axis", fsdp_axis, "Axis or axes whose parameters are sharded by FSDP (effective with several processes)");
+    v("tensor_parallel_axes", tensor_parallel_axes, "Axes split for tensor parallelism (effective with several processes)");
+    v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");
+    v("replica_ici_axis_size", replica_ici_axis_size, "Data-parallel replicas within a slice; 1 in one process");
+    v("replica_dcn_axis_size", replica_dcn_axis_size, "Data-parallel slices; 1 in one process");
+    v("train_batch_size", train_batch_size, "Sequences per optimizer step");
+    v("per_device_parallelism", per_device_parallelism,
+      "Sequences per forward/backward pass; smaller than train_batch_size means gradient accumulation (-1: all)");
+    v("per_device_eval_parallelism", per_device_eval_parallelism, "Sequences per eval batch (-1: as per_device_parallelism)");
+    v("num_train_steps", num_train_steps, "Number of optimizer steps");
+    v("steps_per_eval", steps_per_eval, "Evaluate on every validation set every this many steps (and at the end)");
+    v("max_eval_batches", max_eval_batches, "At most this many batches per validation set (default: all)");
+    v("checkpointer", checkpointer, "Checkpoint policy");
+    v("load_checkpoint", load_checkpoint,
+      "Resume from the newest complete checkpoint: null = if one exists, true = require one, false = never");
+    v("load_checkpoint_path", load_checkpoint_path, "Where to look for checkpoints (a base path or one checkpoint)");
+    v("initialize_from", initialize_from, "Start from this checkpoint's parameters and optimizer state (step and data continue)");
+    v("num_threads", num_threads, "CPU threads for compute (0: all cores); bits are reproducible for a fixed count");
+    v("peak_flops", peak_flops, "Peak FLOP/s for MFU (default: measured GEMM throughput of this machine at start)");
+    v("log_every", log_every, "Print a progress line every N steps");
+    unsupported(v);
+  }
+
+  // Levanter keys that have no implementation here: an error when set (never silently ignored).
+  template <typename V>
+  void unsupported(V& v);
+  void validate() const;
+  int64_t microbatch_size() const { return per_device_parallelism > 0 ? per_device_parallelism : train_batch_size; }
+  int64_t eval_batch_size() const { return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size(); }
+};
+
+// `model:` with Levanter's `type:` choice. gpt2 is the implemented family.
+struct ModelConfig {
+  std::string type = "gpt2";
+  models::Gpt2Config gpt2;
+  void parse_yaml(const YAML::Node& node, const config::Context& ctx);
+  YAML::Node to_yaml() const;
+};
+inline std::string type_name(const ModelConfig&) { return "model choice (type: gpt2)"; }
+
+// The whole config of `levanter train` / `levanter eval` (Levanter's TrainLmConfig).
+struct TrainLmConfig {
+  data::DataConfig data;
+  ModelConfig model;
+  TrainerConfig trainer;
+  optim::OptimizerConfig optimizer;
+  double z_loss_weight = 0.0;
+  std::optional<int64_t> data_seed;
+
+  template <typename V>
+  void fields(V& v) {
+    v("data", data, "Training and validation data");
+    v("model", model, "Model architecture");
+    v("trainer", trainer, "Training loop, checkpoints and logging");
+    v("optimizer", optimizer, "Optimizer and learning-rate schedule");
+    v("z_loss_weight", z_loss_weight, "Weight of the z-loss (logsumexp^2) added to the loss");
+    v("data_seed", data_seed, "Seed of the data order (default: trainer.seed)");
+    unsupported(v);
+  }
+  template <typename V>
+  void unsupported(V& v);
+  void validate() const;
+};
+
+// Load a training config (file + --a.b.c overrides), validated.
+TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides);
+// All keys of TrainLmConfig with types, defaults and help (for docs/configuration.md and `levanter config`).
+std::vector<config::DocRow> describe_train_config();
+
+}  // namespace levanter::trainer
