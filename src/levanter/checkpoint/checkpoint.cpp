@@ -303,7 +303,12 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
       } else {
         const std::string aside = join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
         io::rename_path(final_dir, aside);
-        io::rename_path(tmp_dir, final_dir);
+        try {
+          io::rename_path(tmp_dir, final_dir);
+        } catch (...) {
+          ::rename(aside.c_str(), final_dir.c_str());  // put the old one back
+          throw;
+        }
         renamed = true;
         io::fsync_path(base_path);
         remove_tree_quietly(aside);
