@@ -317,7 +317,7 @@ TEST(Checkpoint, RefusesBadArguments) {
               ::testing::ThrowsMessage<CheckpointError>(HasSubstr("exists: cannot create: File exists")));
 }
 
-// Throughput on a ~500 MB checkpoint (parameters + two Adam moments of a ~42M-parameter model).
+// Throughput on a ~500 MB checkpoint (parameters + two Adam moments of a ~44M-parameter model).
 // Run with: build-ckpt/tests/levanter_tests --gtest_also_run_disabled_tests --gtest_filter='*CheckpointBench*'
 // (LEVANTER_CKPT_BENCH_MB sets the size; LEVANTER_CKPT_BENCH_DIR the directory, default the build directory.)
 TEST(CheckpointBench, DISABLED_WriteAndLoad500MB) {
