@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "levanter/checkpoint/checkpoint.h"
+#include "levanter/checkpoint/fault.h"
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
@@ -430,6 +431,8 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
           "optimizer.max_grad_norm: 1.0, z_loss_weight: 1e-4, or trainer.mp: f32. Resume from " +
           (last ? *last : std::string("(no checkpoint yet)")) + " (set trainer.crash_on_nan: false to continue anyway)");
     }
+    // Crash-test hook: LEVANTER_FAULT=train_step_mid:<step> dies between backward and the update.
+    checkpoint::maybe_inject_fault("train_step_mid", step, "after backward, before the optimizer update");
     std::vector<at::Tensor> grads;
     grads.reserve(optimizer.params().size());
     for (const auto& [info, p] : optimizer.params()) grads.push_back(p.grad());
@@ -475,6 +478,7 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
     if (checkpointer.should_save(done)) {
       result.last_checkpoint = checkpointer.save(done, checkpoint_groups(), checkpoint_metadata(done));
     }
+    checkpoint::maybe_inject_fault("train_step_end", done, "after the step (and its checkpoint, if any)");
   }
   result.final_step = step;
   result.final_loss = last_loss;

@@ -58,6 +58,9 @@ std::vector<StepStats> run(AdamW& opt, const Params& params, int first, int last
 std::string python_with_torch() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("LEVANTER_PYTHON")) candidates.push_back(env);
+#ifdef LEVANTER_PYTHON
+  candidates.push_back(LEVANTER_PYTHON);  // the build's choice, when the tests target defines one
+#endif
   candidates.push_back("/usr/bin/python3");
   candidates.push_back("python3");
   for (const auto& py : candidates) {
