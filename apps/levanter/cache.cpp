@@ -73,12 +73,13 @@ std::function<int()> setup(CLI::App& app) {
   app.footer("Overrides: --data.key value (e.g. --data.cache_dir /tmp/cache --data.skip_bad_lines true)");
   CLI::App* self = &app;
   return [=] {
-    YAML::Node root = levanter::config::load_yaml_file(*config_file);
+    auto includes = std::make_shared<levanter::config::IncludeMap>();
+    YAML::Node root = levanter::config::load_yaml_file(*config_file, includes.get());
     levanter::config::apply_overrides(root, self->remaining());
     DataConfig cfg;
     YAML::Node data = root["data"];
     if (!data.IsDefined() || data.IsNull()) throw levanter::config::ConfigError(*config_file + ": no data: section");
-    levanter::config::parse_value(data, levanter::config::Context{*config_file, "data"}, cfg);
+    levanter::config::parse_value(data, levanter::config::Context{*config_file, "", includes}.child("data"), cfg);
     if (*rebuild) cfg.rebuild_cache = true;
     if (*threads >= 0) cfg.cache_options.num_threads = *threads;
 

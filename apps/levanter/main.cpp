@@ -6,6 +6,8 @@
 #include <exception>
 #include <iostream>
 
+#include "levanter/runtime/cpu_allocator.h"
+
 namespace levanter::cli {
 std::vector<Command>& registry() {
   static std::vector<Command> commands;
@@ -15,6 +17,8 @@ std::vector<Command>& registry() {
 
 int main(int argc, char** argv) {
   using namespace levanter::cli;
+  // Reuse freed tensor memory instead of returning it to the OS every step (see cpu_allocator.h).
+  levanter::runtime::install_caching_cpu_allocator();
   CLI::App app{"levanter: train foundation models with named tensors (Haliax and Levanter in C++)", "levanter"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("levanter-cpp 0.1.0"));

@@ -21,8 +21,10 @@ std::string shape_str(at::IntArrayRef s) {
 }  // namespace
 
 std::string ParamInfo::layer_path(int64_t layer) const {
+  // path is stack_prefix + "." + rest, or just rest for a Stacked module at the top level (empty prefix).
   std::string rest = path.substr(stack_prefix.size());
-  return stack_prefix + "." + std::to_string(layer) + rest;
+  if (!rest.empty() && rest[0] == '.') rest.erase(0, 1);
+  return ParamVisitor::join(ParamVisitor::join(stack_prefix, std::to_string(layer)), rest);
 }
 
 const char* to_string(ParamKind kind) {

@@ -12,6 +12,15 @@ namespace levanter::config {
 
 namespace fs = std::filesystem;
 
+Context Context::child(const std::string& key) const {
+  Context c{file, path.empty() ? key : path + "." + key, includes};
+  if (includes) {
+    auto it = includes->find(c.path);
+    if (it != includes->end()) c.file = it->second;
+  }
+  return c;
+}
+
 std::string Context::where(const YAML::Node& node) const {
   YAML::Mark m = node.Mark();
   std::string f = file.empty() ? "<config>" : file;
@@ -234,31 +243,45 @@ std::string dump(const YAML::Node& node) {
 
 // --- files and overrides -----------------------------------------------------------------------------------
 
-static void replace_includes(YAML::Node n, const fs::path& dir, int depth) {
+static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes,
+                                 int depth);
+
+static std::string join_key(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+static void replace_includes(YAML::Node n, const fs::path& dir, const std::string& prefix, IncludeMap* includes,
+                             int depth) {
   if (depth > 16) throw ConfigError("!include nested more than 16 levels (a cycle?)");
+  auto include = [&](const YAML::Node& tag, const std::string& at) {
+    std::string p = (dir / tag.Scalar()).string();
+    if (includes) (*includes)[at] = p;
+    return load_yaml_impl(p, at, includes, depth + 1);
+  };
   if (n.IsMap()) {
     for (auto kv : n) {
       YAML::Node child = kv.second;
+      std::string key = kv.first.as<std::string>();
       if (child.Tag() == "!include") {
-        fs::path p = dir / child.Scalar();
-        YAML::Node loaded = load_yaml_file(p.string());
-        n[kv.first.as<std::string>()] = loaded;
+        n[key] = include(child, join_key(prefix, key));
       } else {
-        replace_includes(child, dir, depth + 1);
+        replace_includes(child, dir, join_key(prefix, key), includes, depth + 1);
       }
     }
   } else if (n.IsSequence()) {
     for (size_t i = 0; i < n.size(); ++i) {
+      std::string key = join_key(prefix, std::to_string(i));
       if (n[i].Tag() == "!include") {
-        n[i] = load_yaml_file((dir / n[i].Scalar()).string());
+        n[i] = include(n[i], key);
       } else {
-        replace_includes(n[i], dir, depth + 1);
+        replace_includes(n[i], dir, key, includes, depth + 1);
       }
     }
   }
 }
 
-YAML::Node load_yaml_file(const std::string& path) {
+static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes,
+                                 int depth) {
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot read config file");
   YAML::Node root;
@@ -269,8 +292,12 @@ YAML::Node load_yaml_file(const std::string& path) {
   }
   if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(path + ": the top level of a config must be a mapping of sections");
-  replace_includes(root, fs::path(path).parent_path(), 0);
+  replace_includes(root, fs::path(path).parent_path(), prefix, includes, depth);
   return root;
+}
+
+YAML::Node load_yaml_file(const std::string& path, IncludeMap* includes) {
+  return load_yaml_impl(path, "", includes, 0);
 }
 
 void apply_overrides(YAML::Node& root, const std::vector<std::string>& args) {

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -36,10 +37,14 @@ class ConfigError : public std::runtime_error {
 };
 
 // Where a node came from, for messages: "config/gpt2_nano.yaml:12: trainer.num_train_steps: ...".
+// Included files: dotted key path of the section an `!include` replaced -> the file it came from.
+using IncludeMap = std::map<std::string, std::string>;
+
 struct Context {
   std::string file;   // may be empty (built-in defaults, command line)
   std::string path;   // dotted key path, "" at the root
-  Context child(const std::string& key) const { return {file, path.empty() ? key : path + "." + key}; }
+  std::shared_ptr<const IncludeMap> includes;  // so that keys of an included file name that file
+  Context child(const std::string& key) const;
   std::string where(const YAML::Node& node) const;  // "file:line" (or "<command line>")
 };
 
@@ -309,18 +314,20 @@ void describe(std::vector<DocRow>& rows, const std::string& prefix, const T& def
 
 // --- files and overrides -----------------------------------------------------------------------------------
 
-// Load a YAML file, resolving `!include other.yaml` tags (relative to the including file).
-YAML::Node load_yaml_file(const std::string& path);
+// Load a YAML file, resolving `!include other.yaml` tags (relative to the including file). With `includes`,
+// records which section came from which file (for messages).
+YAML::Node load_yaml_file(const std::string& path, IncludeMap* includes = nullptr);
 // Apply `--a.b.c value` overrides (value parsed as YAML, so numbers, booleans and [lists] work).
 // `args` are the raw extra arguments; anything that is not `--key value` or `--key=value` is an error.
 void apply_overrides(YAML::Node& root, const std::vector<std::string>& args);
 // Parse a whole config from a file plus overrides.
 template <typename T>
 T load(const std::string& file, const std::vector<std::string>& overrides = {}) {
-  YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : load_yaml_file(file);
+  auto includes = std::make_shared<IncludeMap>();
+  YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : load_yaml_file(file, includes.get());
   apply_overrides(root, overrides);
   T out{};
-  parse_value(root, Context{file, ""}, out);
+  parse_value(root, Context{file, "", includes}, out);
   return out;
 }
 template <typename T>

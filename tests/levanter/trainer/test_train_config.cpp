@@ -1,0 +1,179 @@
+// The training config: Levanter's own example configs load with only their data locations changed, our ready
+// configs load, and mistakes are errors that name the file, the line, the key and what would be valid.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "levanter/trainer/config.h"
+
+namespace fs = std::filesystem;
+using levanter::trainer::load_train_config;
+using levanter::trainer::MixedPrecision;
+using levanter::trainer::TrainLmConfig;
+using ::testing::HasSubstr;
+
+namespace {
+
+const std::string kSource = LEVANTER_SOURCE_DIR;
+
+// Loads from the repository root, where the configs' relative data paths point.
+TrainLmConfig load_in_source(const std::string& rel, const std::vector<std::string>& overrides = {}) {
+  fs::path old = fs::current_path();
+  fs::current_path(kSource);
+  try {
+    TrainLmConfig c = load_train_config(rel, overrides);
+    fs::current_path(old);
+    return c;
+  } catch (...) {
+    fs::current_path(old);
+    throw;
+  }
+}
+
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  fs::path f = fs::temp_directory_path() / ("levanter_cfg_" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(f) << yaml;
+  try {
+    load_train_config(f.string(), overrides);
+  } catch (const std::exception& e) {
+    fs::remove(f);
+    return e.what();
+  }
+  fs::remove(f);
+  return "(no error)";
+}
+
+const char* kData = "data:\n  train_urls: [\"x.jsonl\"]\n";
+
+}  // namespace
+
+TEST(TrainConfig, LevantersGpt2NanoLoads) {
+  TrainLmConfig c = load_in_source("tests/data/levanter_configs/gpt2_nano.yaml");
+  EXPECT_EQ(c.model.type, "gpt2");
+  EXPECT_EQ(c.model.gpt2.hidden_dim, 32);
+  EXPECT_EQ(c.model.gpt2.num_heads, 4);
+  EXPECT_EQ(c.model.gpt2.num_layers, 2);
+  EXPECT_EQ(c.model.gpt2.seq_len, 1024);  // Levanter's default
+  EXPECT_EQ(c.trainer.mp.param, at::kBFloat16);
+  EXPECT_EQ(c.trainer.mp.compute, at::kBFloat16);
+  EXPECT_EQ(c.trainer.num_train_steps, 100);
+  EXPECT_EQ(c.trainer.train_batch_size, 32);
+  EXPECT_EQ(c.trainer.microbatch_size(), 32);
+  EXPECT_EQ(c.trainer.checkpointer.save_interval.seconds(), 300.0);
+  ASSERT_EQ(c.trainer.checkpointer.keep.intervals.size(), 1u);
+  EXPECT_EQ(c.trainer.checkpointer.keep.intervals[0].every, 50);
+  EXPECT_EQ(*c.trainer.tensor_parallel_axes, (std::vector<std::string>{"mlp", "heads"}));
+  EXPECT_EQ(*c.trainer.fsdp_axis, (std::vector<std::string>{"embed"}));  // a string is a one-axis list
+  EXPECT_EQ(c.trainer.batch_axis, "batch");
+  // Levanter's optimizer defaults.
+  EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 6e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.epsilon, 1e-8);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+}
+
+TEST(TrainConfig, LevantersGpt2SmallLoadsThroughItsInclude) {
+  TrainLmConfig c = load_in_source("tests/data/levanter_configs/gpt2_small.yaml");
+  EXPECT_EQ(c.model.gpt2.hidden_dim, 768);
+  EXPECT_EQ(c.model.gpt2.num_layers, 12);
+  EXPECT_EQ(c.model.gpt2.seq_len, 1024);
+  EXPECT_TRUE(c.model.gpt2.gradient_checkpointing);
+  EXPECT_TRUE(c.model.gpt2.scale_attn_by_inverse_layer_idx);
+  EXPECT_EQ(*c.model.gpt2.attn_backend, "jax_flash");
+  EXPECT_EQ(c.trainer.mp.param, at::kFloat);
+  EXPECT_EQ(c.trainer.mp.compute, at::kBFloat16);
+  EXPECT_EQ(c.trainer.train_batch_size, 512);
+  EXPECT_EQ(*c.trainer.tracker.project, "levanter");
+  EXPECT_EQ(c.trainer.tracker.tags, (std::vector<std::string>{"openwebtext", "gpt2"}));
+  EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 6e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.min_lr_ratio, 0.1);
+  // The data section came from data/openwebtext_source.yaml, brace pattern and all.
+  ASSERT_EQ(c.data.train_urls.size(), 1u);
+  EXPECT_EQ(c.data.train_urls[0], "data/corpus/austen/{train,validation}.jsonl.gz");
+  EXPECT_EQ(c.data.cache_dir, "cache/openwebtext_local/");
+}
+
+TEST(TrainConfig, OurReadyConfigsLoad) {
+  TrainLmConfig nano = load_in_source("config/gpt2_nano.yaml");
+  EXPECT_EQ(nano.model.gpt2.hidden_dim, 128);
+  TrainLmConfig small = load_in_source("config/gpt2_small.yaml");
+  EXPECT_EQ(small.model.gpt2.hidden_dim, 768);
+  EXPECT_EQ(small.model.gpt2.num_layers, 12);
+  EXPECT_EQ(small.model.gpt2.num_heads, 12);
+  EXPECT_EQ(small.model.gpt2.seq_len, 1024);
+  EXPECT_EQ(small.trainer.mp.compute, at::kBFloat16);
+}
+
+TEST(TrainConfig, OverridesWinOverTheFile) {
+  TrainLmConfig c = load_in_source("config/gpt2_nano.yaml",
+                                   {"--trainer.num_train_steps", "7", "--optimizer.learning_rate=1e-3", "--model.num_layers", "2"});
+  EXPECT_EQ(c.trainer.num_train_steps, 7);
+  EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 1e-3);
+  EXPECT_EQ(c.model.gpt2.num_layers, 2);
+}
+
+TEST(TrainConfig, UnknownKeyNamesFileLineAndNearestKey) {
+  std::string e = error_of(std::string(kData) + "trainer:\n  num_train_step: 5\n");
+  EXPECT_THAT(e, HasSubstr(".yaml:4"));
+  EXPECT_THAT(e, HasSubstr("unknown key 'trainer.num_train_step'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'num_train_steps'"));
+  std::string m = error_of(std::string(kData) + "model:\n  type: gpt2\n  hiden_dim: 5\n");
+  EXPECT_THAT(m, HasSubstr("unknown key 'model.hiden_dim'"));
+  EXPECT_THAT(m, HasSubstr("did you mean 'hidden_dim'"));
+  std::string top = error_of(std::string(kData) + "optimiser:\n  learning_rate: 1\n");
+  EXPECT_THAT(top, HasSubstr("did you mean 'optimizer'"));
+}
+
+TEST(TrainConfig, WrongTypeNamesKeyAndValue) {
+  std::string e = error_of(std::string(kData) + "trainer:\n  train_batch_size: lots\n");
+  EXPECT_THAT(e, HasSubstr(".yaml:4"));
+  EXPECT_THAT(e, HasSubstr("trainer.train_batch_size"));
+  EXPECT_THAT(e, HasSubstr("lots"));
+}
+
+TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
+  std::string e = error_of(std::string(kData) + "trainer:\n  model_averaging:\n    type: ema\n");
+  EXPECT_THAT(e, HasSubstr("trainer.model_averaging is not supported by levanter-cpp"));
+  EXPECT_THAT(error_of(std::string(kData) + "hf_save_path: /tmp/x\n"), HasSubstr("hf_save_path is not supported"));
+  EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: llama\n"), HasSubstr("model type 'llama' is not implemented; valid: gpt2"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"), HasSubstr("wandb needs network access"));
+}
+
+TEST(TrainConfig, ValidationNamesTheKey) {
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  train_batch_size: 6\n  per_device_parallelism: 4\n"),
+              HasSubstr("trainer.per_device_parallelism: 4 does not divide train_batch_size 6"));
+  EXPECT_THAT(error_of(std::string(kData) + "model:\n  hidden_dim: 10\n  num_heads: 3\n"),
+              HasSubstr("model.num_heads: hidden_dim (10) must be divisible by num_heads (3)"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  mp: p=f32,c=float16\n"), HasSubstr("float16 is not supported"));
+  EXPECT_THAT(error_of(std::string(kData) + "z_loss_weight: -1\n"), HasSubstr("z_loss_weight: must be >= 0"));
+}
+
+TEST(TrainConfig, MixedPrecisionPolicies) {
+  MixedPrecision a = MixedPrecision::parse("p=f32,c=bfloat16");
+  EXPECT_EQ(a.param, at::kFloat);
+  EXPECT_EQ(a.compute, at::kBFloat16);
+  EXPECT_EQ(a.output, at::kFloat);
+  MixedPrecision b = MixedPrecision::parse("params=float32, compute=bf16, output=bf16");
+  EXPECT_EQ(b.compute, at::kBFloat16);
+  EXPECT_EQ(b.output, at::kBFloat16);
+  MixedPrecision c = MixedPrecision::parse("bfloat16");
+  EXPECT_EQ(c.param, at::kBFloat16);
+  EXPECT_THROW(MixedPrecision::parse("q=f32"), std::invalid_argument);
+  EXPECT_THROW(MixedPrecision::parse("f64"), std::invalid_argument);
+}
+
+TEST(TrainConfig, ConfigReferenceListsEveryKey) {
+  auto rows = levanter::trainer::describe_train_config();
+  std::vector<std::string> keys;
+  for (const auto& r : rows) keys.push_back(r.key);
+  for (const char* k : {"data.train_urls", "data.cache_dir", "data.tokenizer", "model.hidden_dim", "model.upcast_attn",
+                        "trainer.mp", "trainer.checkpointer.save_interval", "trainer.checkpointer.keep",
+                        "trainer.per_device_parallelism", "optimizer.learning_rate", "optimizer.max_grad_norm",
+                        "optimizer.lr_schedule", "z_loss_weight"}) {
+    EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
+  }
+}
