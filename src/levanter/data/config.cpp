@@ -47,7 +47,7 @@ static std::map<std::string, double> parse_weights(const YAML::Node& node, const
 
 void TrainWeights::parse_yaml(const YAML::Node& node, const Context& ctx) {
   stages.clear();
-  if (node.IsNull()) {
+  if (node.IsNull() || ((node.IsMap() || node.IsSequence()) && node.size() == 0)) {  // {} or []: no weights
     schedule = false;
     return;
   }
@@ -71,7 +71,7 @@ void TrainWeights::parse_yaml(const YAML::Node& node, const Context& ctx) {
 }
 
 YAML::Node TrainWeights::to_yaml() const {
-  if (stages.empty()) return YAML::Node(YAML::NodeType::Map);
+  if (stages.empty()) return YAML::Node(YAML::NodeType::Null);
   if (!schedule && stages.size() == 1) return config::to_yaml_value(stages[0].second);
   YAML::Node n(YAML::NodeType::Sequence);
   for (const auto& [step, w] : stages) {
