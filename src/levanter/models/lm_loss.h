@@ -13,6 +13,8 @@ struct LossOptions {
   // Levanter's z-loss (logsumexp penalty): adds weight * logsumexp(logits)^2 per position.
   double z_loss_weight = 0.0;
   hax::nn::Reduction reduction = hax::nn::Reduction::kMean;
+  // fused_next_token_loss: positions per block (0: automatic, about 256 MB of f32 logits per block).
+  int64_t block_size = 0;
 };
 
 // Next-token loss: the logits at position t are scored against input_ids at t + 1; the last position, and any
@@ -21,6 +23,18 @@ struct LossOptions {
 hax::NamedArray next_token_loss(const hax::NamedArray& logits, const hax::NamedArray& input_ids,
                                 const std::optional<hax::NamedArray>& loss_mask = std::nullopt,
                                 const LossOptions& options = {});
+
+// The LM head and next_token_loss in one pass over blocks of positions: the value and gradients of
+// next_token_loss(astype(dot(hidden, lm_head, "embed"), f32), input_ids, ...) without ever holding the full
+// (position, vocab) logits, their softmax or their gradient. Per block: logits in hidden's dtype, upcast to f32,
+// log-sum-exp, loss; when a gradient is wanted, the block's d loss / d logits (softmax minus one-hot, scaled by
+// the reduction's weight and the z-loss term) goes straight into d hidden and d lm_head, so backward only scales
+// them. hidden (..., position, embed), lm_head (vocab, embed), input_ids (..., position). Gradients need
+// Reduction::kMean or kSum (a per-position loss with kNone is for evaluation, without gradients).
+hax::NamedArray fused_next_token_loss(const hax::NamedArray& hidden, const hax::NamedArray& lm_head,
+                                      const hax::NamedArray& input_ids,
+                                      const std::optional<hax::NamedArray>& loss_mask = std::nullopt,
+                                      const LossOptions& options = {});
 
 // The targets (ids shifted left by one along position) and the mask of positions that count.
 std::pair<hax::NamedArray, hax::NamedArray> next_token_targets(const hax::NamedArray& input_ids,

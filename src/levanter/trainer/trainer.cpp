@@ -163,10 +163,9 @@ class Evaluator {
       for (int64_t i = 0; i < batches->num_batches(); ++i) {
         data::TokenBatch b = batches->batch(i);
         NamedArray ids(batch_tensor(b), {Axis("batch", b.batch_size), Axis("position", b.seq_len)});
-        NamedArray logits = haliax::astype(m(ids), at::kFloat);
         models::LossOptions lo;
         lo.reduction = nn::Reduction::kNone;
-        NamedArray per = models::next_token_loss(logits, ids, std::nullopt, lo);  // masked positions are 0
+        NamedArray per = m.compute_next_token_loss(ids, {}, lo);  // (batch, position); masked positions are 0
         auto [targets, mask] = models::next_token_targets(ids, std::nullopt);
         loss_sum += per.array().to(at::kDouble).sum().item<double>();
         tokens += mask.array().sum().item<int64_t>();
@@ -414,10 +413,9 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
       }
       models::ForwardOptions fo;
       if (mc.embed_pdrop > 0 || mc.resid_pdrop > 0 || mc.attn_pdrop > 0) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
-      NamedArray logits = haliax::astype((*cm)(ids, fo), at::kFloat);
       models::LossOptions loss_opts;
       loss_opts.z_loss_weight = config.z_loss_weight;
-      NamedArray loss = models::next_token_loss(logits, ids, std::nullopt, loss_opts);
+      NamedArray loss = cm->compute_next_token_loss(ids, fo, loss_opts);
       at::Tensor scaled = num_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_micro);
       scaled.backward();
       loss_acc += static_cast<double>(loss.array().detach().item<float>());

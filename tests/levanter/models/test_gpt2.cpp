@@ -22,6 +22,7 @@ struct Case {
   bool scale_attn_by_inverse_layer_idx = false;
   bool gradient_checkpointing = false;
   double z_loss = 0.0;
+  bool fused = false;  // the loss through compute_next_token_loss's fused LM head (blocks of 7 positions)
 };
 
 void run_case(const Case& cs) {
@@ -32,6 +33,7 @@ void run_case(const Case& cs) {
   c.num_heads = 4;
   c.scale_attn_by_inverse_layer_idx = cs.scale_attn_by_inverse_layer_idx;
   c.gradient_checkpointing = cs.gradient_checkpointing;
+  if (cs.fused) c.cross_entropy_block_size = 7;  // 48 positions: 6 full blocks and one of 6
   haliax::Axis Vocab("vocab", 101);
   Gpt2LMHeadModel model = Gpt2LMHeadModel::init(Vocab, c, haliax::random::Key(0));
   // Levanter's init makes the LM head tiny; use larger weights so the comparison exercises real values.
@@ -45,10 +47,19 @@ void run_case(const Case& cs) {
   haliax::Axis Batch("batch", 3), Pos("position", 16);
   NamedArray ids = haliax::random::randint(haliax::random::Key(1), {Batch, Pos}, 0, Vocab.size);
 
-  NamedArray logits = model(ids);
   LossOptions opts;
   opts.z_loss_weight = cs.z_loss;
-  NamedArray loss = next_token_loss(logits, ids, std::nullopt, opts);
+  NamedArray logits, loss;
+  if (cs.fused) {
+    {
+      at::NoGradGuard no_grad;
+      logits = model(ids);
+    }
+    loss = model.compute_next_token_loss(ids, {}, opts);
+  } else {
+    logits = model(ids);
+    loss = next_token_loss(logits, ids, std::nullopt, opts);
+  }
   loss.array().backward();
 
   fs::path dir = fs::temp_directory_path() / ("levanter_gpt2_ref_" + std::to_string(::getpid()));
@@ -97,6 +108,8 @@ void run_case(const Case& cs) {
 
 TEST(Gpt2, MatchesPyTorchReference) { run_case({}); }
 TEST(Gpt2, MatchesPyTorchReferenceWithMistralScalingCheckpointingAndZLoss) { run_case({true, true, 1e-2}); }
+TEST(Gpt2, FusedLmHeadLossMatchesPyTorchReference) { run_case({false, false, 0.0, true}); }
+TEST(Gpt2, FusedLmHeadLossWithZLossAndCheckpointingMatchesPyTorchReference) { run_case({true, true, 1e-2, true}); }
 
 TEST(Gpt2, ConfigAndAxes) {
   Gpt2Config c;

@@ -226,9 +226,13 @@ TEST_F(TrainerTest, MixedPrecisionKeepsF32MasterWeights) {
   TrainResult bf16 = train(config({"--trainer.mp", "p=f32,c=bfloat16"}, "bf16"));
   auto a = rows(f32.paths.metrics, "train/loss"), b = rows(bf16.paths.metrics, "train/loss");
   ASSERT_EQ(a.size(), b.size());
-  // bf16 compute rounds activations to 8 bits of mantissa: close to f32, not equal.
-  EXPECT_NEAR(a[0]["train/loss"].get<double>(), b[0]["train/loss"].get<double>(), 0.02);
-  EXPECT_NE(a[0]["train/loss"].get<double>(), b[0]["train/loss"].get<double>());
+  // bf16 compute rounds activations to 8 bits of mantissa: close to f32, not equal. (At step 0 the logits of
+  // Levanter's init are so small that both losses round to the same f32; by the last step they are not.)
+  for (size_t s = 0; s < a.size(); ++s) {
+    EXPECT_NEAR(a[s]["train/loss"].get<double>(), b[s]["train/loss"].get<double>(), 0.05) << "step " << s;
+  }
+  EXPECT_NE(a.back()["train/loss"].get<double>(), b.back()["train/loss"].get<double>());
+  EXPECT_NE(a.back()["train/grad_norm"].get<double>(), b.back()["train/grad_norm"].get<double>());
   auto ck = levanter::checkpoint::load_checkpoint(*bf16.last_checkpoint, {"model", "opt_state"});
   ASSERT_FALSE(ck.group("model").empty());
   for (const auto& [name, t] : ck.group("model")) EXPECT_EQ(t.scalar_type(), at::kFloat) << name;

@@ -86,6 +86,9 @@ void Gpt2Config::validate() const {
     list += (list.empty() ? "" : ", ") + std::string(a);
   }
   if (!known) bad("activation_function", "unknown activation '" + activation_function + "'; valid: " + list);
+  if (cross_entropy_block_size && *cross_entropy_block_size < 0) {
+    bad("cross_entropy_block_size", "must be >= 0 (0: full logits), got " + std::to_string(*cross_entropy_block_size));
+  }
   if (attn_backend) {
     static const char* backends[] = {"default", "jax_flash", "splash", "vanilla", "te", "nvte", "jax", "flash"};
     bool ok = false;
@@ -170,6 +173,15 @@ NamedArray Gpt2LMHeadModel::activations(const NamedArray& input_ids, const Forwa
 
 NamedArray Gpt2LMHeadModel::operator()(const NamedArray& input_ids, const ForwardOptions& opts) const {
   return hax::dot(activations(input_ids, opts), wte.weight, "embed");
+}
+
+NamedArray Gpt2LMHeadModel::compute_next_token_loss(const NamedArray& input_ids, const ForwardOptions& opts,
+                                                    LossOptions loss) const {
+  if (config.cross_entropy_block_size && *config.cross_entropy_block_size == 0) {
+    return next_token_loss(hax::astype((*this)(input_ids, opts), at::kFloat), input_ids, std::nullopt, loss);
+  }
+  loss.block_size = config.cross_entropy_block_size.value_or(0);
+  return fused_next_token_loss(activations(input_ids, opts), lm_head(), input_ids, std::nullopt, loss);
 }
 
 }  // namespace levanter::models

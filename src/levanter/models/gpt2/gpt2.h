@@ -11,6 +11,7 @@
 #include <string>
 
 #include "haliax/haliax.h"
+#include "levanter/models/lm_loss.h"
 
 namespace levanter::models {
 
@@ -37,6 +38,8 @@ struct Gpt2Config {
   std::optional<std::string> attn_backend;
   std::optional<bool> use_flash_attention;
   std::optional<int64_t> flash_attention_block_size;
+  // Positions per block of the fused LM head + loss (null: automatic; 0: materialise the full logits).
+  std::optional<int64_t> cross_entropy_block_size;
 
   template <typename V>
   void fields(V& v) {
@@ -59,6 +62,9 @@ struct Gpt2Config {
       "Levanter attention backend (default, jax_flash, splash, vanilla, ...): all compute the same; recorded only");
     v("use_flash_attention", use_flash_attention, "Levanter's older flash-attention switch; recorded only");
     v("flash_attention_block_size", flash_attention_block_size, "Levanter's flash block size; recorded only");
+    v("cross_entropy_block_size", cross_entropy_block_size,
+      "Positions per block of the fused LM head + cross-entropy (null: automatic, ~256 MB of f32 logits per block; "
+      "0: compute the full logits, as Levanter's null)");
   }
 
   // Checks divisibility and ranges; throws with the key name.
@@ -134,6 +140,10 @@ struct Gpt2LMHeadModel {
   // input_ids (..., position) -> logits (..., position, vocab).
   hax::NamedArray operator()(const hax::NamedArray& input_ids, const ForwardOptions& opts = {}) const;
   const hax::NamedArray& lm_head() const { return wte.weight; }
+  // Levanter's compute_next_token_loss: the next-token loss of input_ids (f32), through the fused LM head +
+  // cross-entropy unless config.cross_entropy_block_size is 0. `loss.block_size` is taken from the config.
+  hax::NamedArray compute_next_token_loss(const hax::NamedArray& input_ids, const ForwardOptions& opts = {},
+                                          LossOptions loss = {}) const;
 
   void visit(hax::nn::ParamVisitor& v) {
     hax::nn::ParamVisitor t = v.scope("transformer");
