@@ -1,4 +1,5 @@
 // `levanter train --config FILE [--section.key value ...]`: train (or resume) a model as configured.
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -28,7 +29,7 @@ std::function<int()> setup(CLI::App& app) {
     std::printf("metrics:     %s\n", r.paths.metrics.c_str());
     std::printf("run record:  %s\n", r.paths.record.c_str());
     std::printf("checkpoint:  %s\n", r.last_checkpoint ? r.last_checkpoint->c_str() : "(none)");
-    std::printf("final train loss: %.4f (step %lld)\n", r.final_loss, (long long)r.final_step);
+    if (std::isfinite(r.final_loss)) std::printf("final train loss: %.4f (step %lld)\n", r.final_loss, (long long)r.final_step);
     for (const auto& [name, em] : r.eval) {
       std::printf("validation%s%s: loss %.4f  perplexity %.2f  bits/byte %.4f  (%lld tokens)\n", name.empty() ? "" : " ",
                   name.c_str(), em.loss, em.perplexity, em.bpb, (long long)em.tokens);

@@ -305,6 +305,11 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
     optimizer.load_state_dict(opt);
   }
   result.start_step = start_step;
+  // The loss of the last finished step (kept in checkpoints, so that resuming a finished run can report it).
+  float last_loss = NAN;
+  if (resumed && resumed->metadata.contains("train_loss") && resumed->metadata["train_loss"].is_number()) {
+    last_loss = resumed->metadata["train_loss"].get<float>();
+  }
 
   {
     nlohmann::ordered_json rec;
@@ -375,6 +380,7 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
     md["config"] = config_yaml;
     md["num_threads"] = threads;
     md["step"] = step;
+    if (std::isfinite(last_loss)) md["train_loss"] = last_loss;
     return md;
   };
 
@@ -395,7 +401,6 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
   const auto run_start = Clock::now();
   double ema_step_s = 0;
   int64_t step = start_step;
-  float last_loss = NAN;
   for (; step < tc.num_train_steps; ++step) {
     auto t0 = Clock::now();
     data::TokenBatch batch = loader.next();
@@ -480,7 +485,13 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
   }
   result.final_step = step;
   result.final_loss = last_loss;
-  if (step > start_step || !resumed) evaluate(step);
+  if (resumed && start_step >= tc.num_train_steps && options.progress) {
+    std::fprintf(stderr,
+                 "run %s is already complete (step %lld of %lld in %s): evaluating it. Train further with "
+                 "--trainer.num_train_steps N, or start another run with --trainer.id NAME\n",
+                 paths.run_id.c_str(), (long long)start_step, (long long)tc.num_train_steps, resumed->path.c_str());
+  }
+  evaluate(step);
   if (auto p = checkpointer.on_run_end(step, checkpoint_groups(), checkpoint_metadata(step))) result.last_checkpoint = p;
   if (!result.last_checkpoint) result.last_checkpoint = checkpointer.latest();
   if (options.progress) {
