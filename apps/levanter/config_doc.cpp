@@ -8,11 +8,6 @@
 
 namespace {
 
-std::string escape(std::string s) {
-  for (size_t i = 0; (i = s.find('|', i)) != std::string::npos; i += 2) s.replace(i, 1, "\\|");
-  return s;
-}
-
 std::function<int()> setup(CLI::App& app) {
   auto check = std::make_shared<std::string>();
   auto dump = std::make_shared<bool>(false);
@@ -26,15 +21,7 @@ std::function<int()> setup(CLI::App& app) {
       std::fprintf(stderr, "%s: ok (run id %s)\n", check->c_str(), levanter::trainer::run_id_for(cfg).c_str());
       return 0;
     }
-    std::printf("| key | type | default | meaning |\n| --- | --- | --- | --- |\n");
-    for (const auto& r : levanter::trainer::describe_train_config()) {
-      if (r.type == "section") {
-        std::printf("| **`%s`** | section | | %s |\n", r.key.c_str(), escape(r.help).c_str());
-      } else {
-        std::printf("| `%s` | %s | %s | %s |\n", r.key.c_str(), escape(r.type).c_str(),
-                    r.default_value.empty() ? "" : ("`" + escape(r.default_value) + "`").c_str(), escape(r.help).c_str());
-      }
-    }
+    std::fputs(levanter::config::markdown_table(levanter::trainer::describe_train_config()).c_str(), stdout);
     return 0;
   };
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -209,9 +210,12 @@ YAML::Node to_yaml_value(bool v) { return YAML::Node(v); }
 YAML::Node to_yaml_value(int v) { return YAML::Node(v); }
 YAML::Node to_yaml_value(int64_t v) { return YAML::Node(static_cast<long long>(v)); }
 YAML::Node to_yaml_value(double v) {
-  // %.17g round-trips every double exactly.
+  // The shortest %g form that reads back as exactly v (%.17g always does): 6e-4, not 0.00059999999999999995.
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
   std::string s = buf;
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   YAML::Node n;
@@ -233,6 +237,25 @@ std::string default_text(const YAML::Node& n) {
   YAML::Emitter e;
   e << YAML::Flow << n;
   return e.c_str();
+}
+
+static std::string escape_cell(std::string s) {
+  for (size_t i = 0; (i = s.find('|', i)) != std::string::npos; i += 2) s.replace(i, 1, "\\|");
+  return s;
+}
+
+std::string markdown_table(const std::vector<DocRow>& rows) {
+  std::string out = "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
+  for (const auto& r : rows) {
+    if (r.type == "section") {
+      out += "| **`" + r.key + "`** | section | | " + escape_cell(r.help) + " |\n";
+    } else {
+      out += "| `" + r.key + "` | " + escape_cell(r.type) + " | " +
+             (r.default_value.empty() ? std::string() : "`" + escape_cell(r.default_value) + "`") + " | " +
+             escape_cell(r.help) + " |\n";
+    }
+  }
+  return out;
 }
 
 std::string dump(const YAML::Node& node) {

@@ -248,6 +248,9 @@ struct DocRow {
 template <typename T>
 void describe(std::vector<DocRow>& rows, const std::string& prefix, const T& defaults);
 
+// The rows as a markdown table (| key | type | default | meaning |), as docs/configuration.md holds it.
+std::string markdown_table(const std::vector<DocRow>& rows);
+
 std::string type_name(bool);
 std::string type_name(int);
 std::string type_name(int64_t);

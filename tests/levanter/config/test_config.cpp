@@ -124,6 +124,8 @@ TEST(Config, DescribeListsEveryKeyWithDefaults) {
   EXPECT_THAT(keys, ::testing::Contains("trainer.num_train_steps"));
   EXPECT_THAT(keys, ::testing::Contains("trainer.save_interval"));
   for (const auto& r : rows) {
-    if (r.key == "trainer.save_interval") EXPECT_EQ(r.default_value, "15m");
+    if (r.key == "trainer.save_interval") {
+      EXPECT_EQ(r.default_value, "15m");
+    }
   }
 }

@@ -224,7 +224,9 @@ TEST(CacheCommand, SigkillAndRerunGiveTheSameCache) {
   };
   int st = run(t / "killed", true);
   EXPECT_TRUE(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0));
-  if (WIFSIGNALED(st)) EXPECT_FALSE(read_manifest(t / "killed/train")->finished) << "killed mid-build";
+  if (WIFSIGNALED(st)) {
+    EXPECT_FALSE(read_manifest(t / "killed/train")->finished) << "killed mid-build";
+  }
   EXPECT_EQ(run(t / "killed", false), 0);
   // The reference: the same config built in this process, never interrupted.
   DataConfig cfg;
