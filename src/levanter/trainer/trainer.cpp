@@ -323,6 +323,14 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
                                         std::to_string(TORCH_VERSION_PATCH)},
                        {"compiler", __VERSION__}};
     rec["num_threads"] = threads;
+    {
+      nlohmann::ordered_json env = nlohmann::ordered_json::object();
+      for (const char* k : {"OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "LEVANTER_CPU_ALLOCATOR",
+                            "LEVANTER_CPU_CACHE_LIMIT_MB"}) {
+        if (const char* v = std::getenv(k)) env[k] = v;
+      }
+      rec["environment"] = env;  // settings that change speed (never results) of this run
+    }
     rec["seed"] = tc.seed;
     rec["data_seed"] = data_seed;
     rec["resumed_from"] = resumed ? nlohmann::ordered_json(resumed->path) : nlohmann::ordered_json();
