@@ -6,6 +6,7 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -481,8 +482,10 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
     if (options.progress && (done % tc.log_every == 0 || done == tc.num_train_steps || done == start_step + 1)) {
       double eta = ema_step_s * static_cast<double>(tc.num_train_steps - done);
       int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(tc.num_train_steps));
-      std::fprintf(stderr, "step %lld/%lld [%3d%%] loss %.4f lr %.3g |g| %.3g  %s tok/s  mfu %.1f%%  %.0f ms/step  ETA %s\n",
-                   (long long)done, (long long)tc.num_train_steps, pct, step_loss, lr, stats.grad_norm,
+      std::string bar(20, '.');
+      std::fill(bar.begin(), bar.begin() + pct / 5, '#');
+      std::fprintf(stderr, "step %lld/%lld [%s] %3d%% loss %.4f lr %.3g |g| %.3g  %s tok/s  mfu %.1f%%  %.0f ms/step  ETA %s\n",
+                   (long long)done, (long long)tc.num_train_steps, bar.c_str(), pct, step_loss, lr, stats.grad_norm,
                    fmt_si(tok_s).c_str(), 100 * mfu, 1000 * step_s, fmt_duration(eta).c_str());
     }
     if (done % tc.steps_per_eval == 0 && done != tc.num_train_steps) evaluate(done);
