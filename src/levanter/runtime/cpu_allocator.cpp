@@ -94,23 +94,11 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   void* obtain(size_t n) {
     const size_t cls = cpu_allocator_size_class(n);
-    if (cls < kMinCached) {
-      void* raw = nullptr;
-      if (posix_memalign(&raw, kHeader, kHeader + cls) != 0) {
-        empty_cache();
-        TORCH_CHECK(posix_memalign(&raw, kHeader, kHeader + cls) == 0,
-                    "levanter CPU allocator: out of memory allocating ", n, " bytes");
-      }
-      auto* h = static_cast<Header*>(raw);
-      *h = Header{kMagic, Kind::kSmall, cls, 0};
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.allocations;
-      return user_of(h);
-    }
+    const bool cached = cls >= kMinCached;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.allocations;
-      auto it = free_.find(cls);
+      auto it = cached ? free_.find(cls) : free_.end();
       if (it != free_.end() && !it->second.empty()) {
         Header* h = it->second.back();
         it->second.pop_back();
@@ -127,9 +115,11 @@ class CachingCpuAllocator final : public c10::Allocator {
       TORCH_CHECK(h, "levanter CPU allocator: out of memory allocating ", n, " bytes (", cls,
                   " with rounding); the cache was emptied and the request retried");
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.os_allocations;
-    note_in_use_locked(cls);
+    if (cached) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.os_allocations;
+      note_in_use_locked(cls);
+    }
     return user_of(h);
   }
 
@@ -147,12 +137,13 @@ class CachingCpuAllocator final : public c10::Allocator {
     if (stats_.cached_free_bytes > stats_.limit_bytes) empty_locked();
   }
 
+  // A new block: malloc'd below kHugeFrom (kSmall ones are freed, not cached), mapped from there on.
   static Header* from_system(size_t cls) {
     if (cls + kHeader < kHugeFrom) {
       void* raw = nullptr;
       if (posix_memalign(&raw, kHeader, kHeader + cls) != 0) return nullptr;
       auto* h = static_cast<Header*>(raw);
-      *h = Header{kMagic, Kind::kCached, cls, 0};
+      *h = Header{kMagic, cls < kMinCached ? Kind::kSmall : Kind::kCached, cls, 0};
       return h;
     }
     // Map with room to align the start to a huge page, then trim the ends.
