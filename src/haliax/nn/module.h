@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "haliax/named_array.h"
+#include "haliax/state_dict.h"
 
 namespace haliax::nn {
 
@@ -103,7 +104,7 @@ int64_t parameter_count(M& module) {
 
 // Plain-tensor state dict in visiting order. Stacked parameters are unstacked into one entry per layer
 // ("h.0.attn.weight", "h.1.attn.weight", ...), as Haliax's state dicts and Hugging Face checkpoints are.
-using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
+using haliax::StateDict;
 
 StateDict state_dict_from(const std::vector<std::pair<ParamInfo, NamedArray>>& params);
 template <typename M>

@@ -17,7 +17,7 @@
 #include <filesystem>
 #include <iostream>
 
-#include "levanter/checkpoint/fault.h"
+#include "levanter/runtime/fault.h"
 #include "levanter/checkpoint/file_io.h"
 #include "levanter/checkpoint/safetensors_impl.h"
 
@@ -208,7 +208,7 @@ bool exchange(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-const TensorList& Checkpoint::group(const std::string& name) const {
+const StateDict& Checkpoint::group(const std::string& name) const {
   std::string have;
   for (const auto& [g, tensors] : groups) {
     if (g == name) return tensors;
@@ -242,14 +242,14 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
   bool renamed = false;
   try {
     std::vector<FileEntry> files;
-    const bool fault_mid_write = fault_armed("checkpoint_write", step);
+    const bool fault_mid_write = runtime::fault_armed("checkpoint_write", step);
     for (size_t i = 0; i < groups.size(); ++i) {
       const std::string file = groups[i].first + ".safetensors";
       io::ExclusiveFile out(join(tmp_dir, file), /*checksum=*/false);
       detail::WriteProgress progress;
       if (fault_mid_write && i == 0) {
         progress = [&](uint64_t done, uint64_t total) {
-          if (2 * done >= total) maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
+          if (2 * done >= total) runtime::maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
         };
       }
       uint32_t crc = 0;
@@ -260,7 +260,7 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
         if (msg.rfind(out.path(), 0) == 0) throw;
         throw CheckpointError(out.path() + ": " + msg);
       }
-      if (fault_mid_write) maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
+      if (fault_mid_write) runtime::maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
       out.fsync_and_close();
       files.push_back({file, static_cast<int64_t>(out.bytes_written()), crc});
     }
@@ -325,7 +325,7 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
     io::rename_path(tmp_dir, final_dir);
     renamed = true;
     io::fsync_path(base_path);
-    maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
+    runtime::maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
     io::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
   } catch (...) {
     // Before the rename nothing is visible; after it, step-<N> lacks a manifest and stays incomplete.

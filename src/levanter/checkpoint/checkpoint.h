@@ -36,7 +36,7 @@ namespace levanter::checkpoint {
 
 // Tensor groups, each stored as <name>.safetensors, in this order. Names: letters, digits, '_', '-', '.'
 // (not starting with '.'). Tensor names within a group are the module's dotted parameter paths.
-using TensorGroups = std::vector<std::pair<std::string, TensorList>>;
+using TensorGroups = std::vector<std::pair<std::string, StateDict>>;
 
 struct Checkpoint {
   std::string path;          // the step-<N> directory
@@ -45,7 +45,7 @@ struct Checkpoint {
   TensorGroups groups;       // in the order saved
 
   // The group named `name`; CheckpointError naming the checkpoint and the groups it has if absent.
-  const TensorList& group(const std::string& name) const;
+  const StateDict& group(const std::string& name) const;
   bool is_temporary() const { return metadata.value("is_temporary", false); }
 };
 

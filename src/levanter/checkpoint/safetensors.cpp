@@ -57,7 +57,7 @@ void check_name(const std::string& name, std::set<std::string>& seen) {
   if (!seen.insert(name).second) throw CheckpointError("tensor name '" + name + "' appears twice");
 }
 
-std::string build_header(const TensorList& tensors, const std::vector<at::Tensor>& data, const StringMap& metadata,
+std::string build_header(const StateDict& tensors, const std::vector<at::Tensor>& data, const StringMap& metadata,
                          uint64_t* data_size) {
   ordered_json header = ordered_json::object();
   if (!metadata.empty()) {
@@ -91,7 +91,7 @@ std::string build_header(const TensorList& tensors, const std::vector<at::Tensor
   return out;
 }
 
-std::vector<at::Tensor> prepare_all(const TensorList& tensors) {
+std::vector<at::Tensor> prepare_all(const StateDict& tensors) {
   std::set<std::string> seen;
   std::vector<at::Tensor> out;
   out.reserve(tensors.size());
@@ -178,13 +178,13 @@ at::ScalarType safetensors_dtype(const std::string& name) {
   throw CheckpointError("unsupported dtype '" + name + "' (supported: F32, BF16, F16, F64, I64, I32, I16, I8, U8, BOOL)");
 }
 
-std::string safetensors_header(const TensorList& tensors, const StringMap& metadata, uint64_t* data_size) {
+std::string safetensors_header(const StateDict& tensors, const StringMap& metadata, uint64_t* data_size) {
   return build_header(tensors, prepare_all(tensors), metadata, data_size);
 }
 
 namespace detail {
 
-uint32_t write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
+uint32_t write_safetensors(io::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
                            const WriteProgress& progress) {
   std::vector<at::Tensor> data = prepare_all(tensors);
   uint64_t total = 0;
@@ -297,7 +297,7 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, con
 
 }  // namespace detail
 
-void save_safetensors(const std::string& path, const TensorList& tensors, const StringMap& metadata) {
+void save_safetensors(const std::string& path, const StateDict& tensors, const StringMap& metadata) {
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   ::unlink(tmp.c_str());
   try {

@@ -26,17 +26,19 @@
 #include <utility>
 #include <vector>
 
+#include "haliax/state_dict.h"
 #include "levanter/checkpoint/error.h"
 
 namespace levanter::checkpoint {
 
-// Named tensors in a fixed order (a state dict). CPU tensors; non-contiguous ones are written contiguously.
-using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
+// Files hold a state dict (haliax/state_dict.h): named CPU tensors in a fixed order; non-contiguous ones are
+// written contiguously.
+using haliax::StateDict;
 // The optional "__metadata__" map (string to string, as the format requires).
 using StringMap = std::map<std::string, std::string>;
 
 struct SafetensorsFile {
-  TensorList tensors;
+  StateDict tensors;
   StringMap metadata;
 };
 
@@ -46,10 +48,10 @@ std::string safetensors_dtype_name(at::ScalarType dtype);
 at::ScalarType safetensors_dtype(const std::string& name);
 
 // The serialized header: 8-byte length, then the padded JSON. `data_size` receives the data section's size.
-std::string safetensors_header(const TensorList& tensors, const StringMap& metadata = {}, uint64_t* data_size = nullptr);
+std::string safetensors_header(const StateDict& tensors, const StringMap& metadata = {}, uint64_t* data_size = nullptr);
 
 // Writes `path` atomically (a temporary file beside it, fsync, rename, fsync of the directory).
-void save_safetensors(const std::string& path, const TensorList& tensors, const StringMap& metadata = {});
+void save_safetensors(const std::string& path, const StateDict& tensors, const StringMap& metadata = {});
 
 // Reads and validates a whole file.
 SafetensorsFile load_safetensors(const std::string& path);

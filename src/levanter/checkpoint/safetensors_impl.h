@@ -15,7 +15,7 @@ using WriteProgress = std::function<void(uint64_t, uint64_t)>;
 
 // Streams the file into `out` and returns the CRC32 of every byte written, computed on a second thread while
 // this one writes (so `out` should be opened with checksum = false).
-uint32_t write_safetensors(io::ExclusiveFile& out, const TensorList& tensors, const StringMap& metadata,
+uint32_t write_safetensors(io::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
                            const WriteProgress& progress = {});
 
 SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& name);

@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "levanter/checkpoint/checkpoint.h"
-#include "levanter/checkpoint/fault.h"
+#include "levanter/runtime/fault.h"
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
@@ -193,8 +193,8 @@ std::string eval_prefix(const std::string& set) { return set.empty() ? "eval/" :
 
 // --- model state <-> checkpoint ------------------------------------------------------------------------------
 
-checkpoint::TensorList copy_list(const nn::StateDict& sd) {
-  checkpoint::TensorList out;
+haliax::StateDict copy_list(const nn::StateDict& sd) {
+  haliax::StateDict out;
   for (const auto& [k, t] : sd) out.emplace_back(k, t.detach().clone());
   return out;
 }
@@ -444,7 +444,7 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
           (last ? *last : std::string("(no checkpoint yet)")) + " (set trainer.crash_on_nan: false to continue anyway)");
     }
     // Crash-test hook: LEVANTER_FAULT=train_step_mid:<step> dies between backward and the update.
-    checkpoint::maybe_inject_fault("train_step_mid", step, "after backward, before the optimizer update");
+    runtime::maybe_inject_fault("train_step_mid", step, "after backward, before the optimizer update");
     std::vector<at::Tensor> grads;
     grads.reserve(optimizer.params().size());
     for (const auto& [info, p] : optimizer.params()) grads.push_back(p.grad());
@@ -492,7 +492,7 @@ TrainResult train(const TrainLmConfig& config, const TrainOptions& options) {
     if (checkpointer.should_save(done)) {
       result.last_checkpoint = checkpointer.save(done, checkpoint_groups(), checkpoint_metadata(done));
     }
-    checkpoint::maybe_inject_fault("train_step_end", done, "after the step (and its checkpoint, if any)");
+    runtime::maybe_inject_fault("train_step_end", done, "after the step (and its checkpoint, if any)");
   }
   result.final_step = step;
   result.final_loss = last_loss;

@@ -145,7 +145,7 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 // Same names in the same order, same dtypes and shapes, same bytes.
-inline void expect_same_tensors(const TensorList& a, const TensorList& b) {
+inline void expect_same_tensors(const StateDict& a, const StateDict& b) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     SCOPED_TRACE(a[i].first);
@@ -160,9 +160,9 @@ inline void expect_same_tensors(const TensorList& a, const TensorList& b) {
 }
 
 // One tensor of every supported dtype, plus a scalar, an empty tensor and a non-contiguous view.
-inline TensorList every_dtype() {
+inline StateDict every_dtype() {
   at::manual_seed(0);
-  TensorList t;
+  StateDict t;
   t.emplace_back("f32", at::randn({3, 5}));
   t.emplace_back("bf16", at::randn({7}).to(at::kBFloat16));  // odd byte count: later offsets are not 4-aligned
   t.emplace_back("f16", at::randn({2, 3}).to(at::kHalf));

@@ -9,7 +9,6 @@
 
 #include "levanter/checkpoint/checkpoint_testing.h"
 #include "levanter/checkpoint/checkpoint.h"
-#include "levanter/checkpoint/fault.h"
 #include "levanter/checkpoint/file_io.h"
 
 using namespace levanter::checkpoint;
@@ -20,7 +19,7 @@ using json = nlohmann::json;
 namespace {
 
 TensorGroups state_at(int64_t step) {
-  TensorList model, opt;
+  StateDict model, opt;
   model.emplace_back("transformer.wte.weight", at::full({64, 16}, static_cast<double>(step)));
   model.emplace_back("transformer.h.0.attn.c_attn.weight", at::arange(48, at::kFloat).reshape({16, 3}) + step);
   model.emplace_back("lm_head.bias", at::full({64}, step, at::kBFloat16));
@@ -125,7 +124,7 @@ TEST(Checkpoint, SaveLoadRoundTripWithMetadataAndManifest) {
 TEST(Checkpoint, LargeFilesAreChecksummedOnASecondThreadWithTheSameResult) {
   // Over 16 MiB, the CRC32 runs on another thread, alongside the writes and behind the reads.
   TempDir dir;
-  TensorList big = {{"a", at::randn({5 << 20})}, {"empty", at::zeros({0})}, {"b", at::ones({3}, at::kDouble)}};
+  StateDict big = {{"a", at::randn({5 << 20})}, {"empty", at::zeros({0})}, {"b", at::ones({3}, at::kDouble)}};
   std::string path = save_checkpoint(dir.str(), 1, {{"model", big}});
   const std::string file = path + "/model.safetensors";
   const std::string bytes = read_bytes(file);
@@ -194,7 +193,7 @@ TEST(Checkpoint, KilledMidWriteLeavesNothingLoadable) {
   TempDir dir;
   save_checkpoint(dir.str(), 10, state_at(10), {{"num_threads", 1}});
   // Four 1 MiB tensors: the fault fires once half of model.safetensors' data is on disk.
-  TensorList big;
+  StateDict big;
   for (int i = 0; i < 4; ++i) big.emplace_back("w" + std::to_string(i), at::full({256, 1024}, float(i)));
   pid_t child = run_killed_child("checkpoint_write:20", [&] {
     save_checkpoint(dir.str(), 20, {{"model", big}}, {{"num_threads", 1}});
@@ -238,17 +237,6 @@ TEST(Checkpoint, KilledBeforeManifestIsIncompleteAndReplacedByTheNextSave) {
   EXPECT_THAT(::testing::internal::GetCapturedStderr(), HasSubstr("replacing incomplete checkpoint"));
   EXPECT_EQ(latest_checkpoint(dir.str()), dir / "step-20");
   EXPECT_TRUE(hidden_entries(dir.str()).empty());
-}
-
-TEST(Checkpoint, FaultHookParsesItsVariable) {
-  ::setenv("LEVANTER_FAULT", "data_write:3, checkpoint_write:20,checkpoint_commit:7", 1);
-  EXPECT_TRUE(fault_armed("checkpoint_write", 20));
-  EXPECT_TRUE(fault_armed("checkpoint_commit", 7));
-  EXPECT_FALSE(fault_armed("checkpoint_write", 2));
-  EXPECT_FALSE(fault_armed("checkpoint_write", 200));
-  ::unsetenv("LEVANTER_FAULT");
-  EXPECT_FALSE(fault_armed("checkpoint_write", 20));
-  maybe_inject_fault("checkpoint_write", 20);  // unarmed: returns
 }
 
 TEST(Checkpoint, ResavingACompleteStepReplacesItAtomically) {
@@ -329,7 +317,7 @@ TEST(CheckpointBench, DISABLED_WriteAndLoad500MB) {
   const int64_t per_group = mb * (1 << 20) / 3 / 4;  // f32 elements per group
   TensorGroups groups;
   for (const char* g : {"model", "opt_state_mu", "opt_state_nu"}) {
-    TensorList t;
+    StateDict t;
     const int64_t n = 16;
     for (int64_t i = 0; i < n; ++i) t.emplace_back("p" + std::to_string(i), at::randn({per_group / n}));
     groups.emplace_back(g, t);

@@ -23,7 +23,7 @@ uint32_t crc_of(const at::Tensor& t) {
 }
 
 // What the C++ side expects safetensors_ref.py to report about `tensors`.
-void expect_description_matches(const json& d, const TensorList& tensors) {
+void expect_description_matches(const json& d, const StateDict& tensors) {
   std::vector<std::string> order;
   for (const auto& [name, _] : tensors) order.push_back(name);
   EXPECT_EQ(d["order"].get<std::vector<std::string>>(), order);
@@ -48,8 +48,8 @@ void expect_description_matches(const json& d, const TensorList& tensors) {
 }
 
 // The tensors safetensors_ref.py writes (reference_tensors() there), built independently here.
-TensorList python_reference() {
-  TensorList t;
+StateDict python_reference() {
+  StateDict t;
   t.emplace_back("py.f32", at::arange(6, at::kFloat).reshape({2, 3}) * 0.5 - 1);
   t.emplace_back("py.bf16", at::tensor({1.0, -2.5, 3.140625}).to(at::kBFloat16));
   t.emplace_back("py.f16", at::tensor({0.5, -1.0, 65504.0}).to(at::kHalf));
@@ -87,7 +87,7 @@ std::string error_of(const std::string& bytes, const std::string& name = "bad.sa
 
 TEST(Safetensors, RoundTripsEveryDtypeInOrder) {
   TempDir dir;
-  TensorList tensors = every_dtype();
+  StateDict tensors = every_dtype();
   save_safetensors(dir / "x.safetensors", tensors, {{"format", "pt"}, {"note", "ünïcode"}});
   SafetensorsFile f = load_safetensors(dir / "x.safetensors");
   expect_same_tensors(f.tensors, tensors);
@@ -101,7 +101,7 @@ TEST(Safetensors, RoundTripsEveryDtypeInOrder) {
 }
 
 TEST(Safetensors, HeaderLayoutIsExact) {
-  TensorList tensors;
+  StateDict tensors;
   tensors.emplace_back("z.last_alphabetically", at::ones({2, 2}));
   tensors.emplace_back("a.bf16", at::ones({3}, at::kBFloat16));
   tensors.emplace_back("m.scalar", at::scalar_tensor(1, at::kLong));
@@ -133,7 +133,7 @@ TEST(Safetensors, HeaderLayoutIsExact) {
 
 TEST(Safetensors, RefusesWhatItCannotWrite) {
   TempDir dir;
-  auto error = [&](TensorList t) {
+  auto error = [&](StateDict t) {
     try {
       save_safetensors(dir / "x.safetensors", t);
     } catch (const CheckpointError& e) {
@@ -234,7 +234,7 @@ TEST(Safetensors, IndependentNumpyParserReadsOurFiles) {
   const std::string py = numpy_python();
   ASSERT_FALSE(py.empty()) << "no python3 with numpy: install python3-numpy (scripts/setup does)";
   TempDir dir;
-  TensorList tensors = every_dtype();
+  StateDict tensors = every_dtype();
   save_safetensors(dir / "ours.safetensors", tensors, {{"format", "pt"}});
   CommandResult r = run_command(py + " " + quote(ref_script()) + " describe " + quote(dir / "ours.safetensors"));
   ASSERT_EQ(r.status, 0) << r.out;
@@ -259,7 +259,7 @@ TEST(Safetensors, HuggingFaceSafetensorsReadsOurFiles) {
   const std::string py = safetensors_python(&why);
   if (py.empty()) GTEST_SKIP() << "Hugging Face safetensors unavailable: " << why;
   TempDir dir;
-  TensorList tensors = every_dtype();
+  StateDict tensors = every_dtype();
   save_safetensors(dir / "ours.safetensors", tensors, {{"format", "pt"}});
   CommandResult r = run_command(quote(py) + " " + quote(ref_script()) + " st-describe " + quote(dir / "ours.safetensors"));
   ASSERT_EQ(r.status, 0) << r.out;
@@ -278,7 +278,7 @@ TEST(Safetensors, ReadsFilesWrittenByHuggingFaceSafetensors) {
   SafetensorsFile f = load_safetensors(dir / "hf.safetensors");
   EXPECT_EQ(f.metadata.at("writer"), "safetensors");
   // Their writer orders tensors its own way (by dtype alignment, then name); compare by name.
-  TensorList expected = python_reference();
+  StateDict expected = python_reference();
   ASSERT_EQ(f.tensors.size(), expected.size());
   for (const auto& [name, t] : expected) {
     auto it = std::find_if(f.tensors.begin(), f.tensors.end(), [&](const auto& p) { return p.first == name; });

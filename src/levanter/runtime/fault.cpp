@@ -1,4 +1,4 @@
-#include "levanter/checkpoint/fault.h"
+#include "levanter/runtime/fault.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string>
 
-namespace levanter::checkpoint {
+namespace levanter::runtime {
 
 bool fault_armed(const char* point, int64_t step) {
   const char* env = std::getenv("LEVANTER_FAULT");
@@ -37,4 +37,4 @@ void maybe_inject_fault(const char* point, int64_t step, const char* what) {
   std::_Exit(137);  // unreachable: SIGKILL cannot be caught or blocked
 }
 
-}  // namespace levanter::checkpoint
+}  // namespace levanter::runtime

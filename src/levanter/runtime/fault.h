@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-namespace levanter::checkpoint {
+namespace levanter::runtime {
 
 // True when LEVANTER_FAULT holds `<point>:<step>`.
 bool fault_armed(const char* point, int64_t step);
@@ -20,4 +20,4 @@ bool fault_armed(const char* point, int64_t step);
 // If armed: prints one line to stderr naming the point and `what`, then SIGKILLs this process.
 void maybe_inject_fault(const char* point, int64_t step, const char* what = "");
 
-}  // namespace levanter::checkpoint
+}  // namespace levanter::runtime
