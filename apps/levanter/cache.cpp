@@ -11,39 +11,16 @@
 #include "command.h"
 #include "levanter/config/config.h"
 #include "levanter/data/text.h"
+#include "levanter/runtime/format.h"
 
 namespace {
 
 using namespace levanter::data;
+using levanter::runtime::format_bytes;
+using levanter::runtime::format_count;
+using levanter::runtime::format_duration;
 
-std::string human_bytes(double b) {
-  char buf[32];
-  if (b >= 1e9) std::snprintf(buf, sizeof(buf), "%.2f GB", b / 1e9);
-  else if (b >= 1e6) std::snprintf(buf, sizeof(buf), "%.1f MB", b / 1e6);
-  else if (b >= 1e3) std::snprintf(buf, sizeof(buf), "%.1f kB", b / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%.0f B", b);
-  return buf;
-}
-
-std::string human_count(double n) {
-  char buf[32];
-  if (n >= 1e9) std::snprintf(buf, sizeof(buf), "%.2fG", n / 1e9);
-  else if (n >= 1e6) std::snprintf(buf, sizeof(buf), "%.2fM", n / 1e6);
-  else if (n >= 1e4) std::snprintf(buf, sizeof(buf), "%.1fk", n / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%.0f", n);
-  return buf;
-}
-
-std::string clock_text(double s) {
-  if (!(s >= 0) || s > 1e7) return "--:--";
-  int t = static_cast<int>(s + 0.5);
-  char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof(buf), "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-  else std::snprintf(buf, sizeof(buf), "%d:%02d", t / 60, t % 60);
-  return buf;
-}
-
-// "train  [#########.........]  45%  1.2k docs  3.40M tokens  2.1 MB/s  ETA 0:15"
+// "train  [#########.........]  45%  1.2k docs  3.40M tokens  2.1 MB/s  ETA 15s"
 std::string progress_line(const std::string& label, const CacheBuildProgress& p) {
   double frac = p.input_bytes_total > 0 ? static_cast<double>(p.input_bytes_done) / p.input_bytes_total : 1.0;
   if (p.done && !p.failed) frac = 1.0;
@@ -55,8 +32,8 @@ std::string progress_line(const std::string& label, const CacheBuildProgress& p)
   double eta = rate > 0 ? (p.input_bytes_total - p.input_bytes_done) / rate : -1;
   char buf[256];
   std::snprintf(buf, sizeof(buf), "%s [%s] %3.0f%%  %s docs  %s tokens  %s/s  %s %s", label.c_str(), bar.c_str(),
-                frac * 100, human_count(p.documents).c_str(), human_count(p.tokens).c_str(), human_bytes(rate).c_str(),
-                p.done ? "in" : "ETA", clock_text(p.done ? p.elapsed_seconds : eta).c_str());
+                frac * 100, format_count(p.documents).c_str(), format_count(p.tokens).c_str(), format_bytes(rate).c_str(),
+                p.done ? "in" : "ETA", format_duration(p.done ? p.elapsed_seconds : eta).c_str());
   return buf;
 }
 

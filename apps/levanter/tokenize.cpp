@@ -16,6 +16,7 @@
 #include "levanter/data/text.h"
 #include "levanter/data/text_writer.h"
 #include "levanter/data/tokenizer/tokenizer.h"
+#include "levanter/runtime/thread_pool.h"
 
 namespace {
 
@@ -92,10 +93,13 @@ BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, 
   std::vector<std::string> outs(n);
   std::vector<std::string> errors(n);
   std::vector<std::uint64_t> tokens(n, 0), bytes(n, 0);
-  std::atomic<std::size_t> next{0};
-  auto work = [&] {
+  // Documents in chunks of 8 on the shared pool (the caller works too); each index writes only its own slots.
+  levanter::runtime::ThreadPool::ForOptions fo;
+  fo.chunk = 8;
+  fo.max_participants = static_cast<std::size_t>(threads);
+  levanter::runtime::compute_pool().parallel_for(n, fo, [&](std::size_t begin, std::size_t end, int) {
     std::vector<TokenId> ids;
-    for (std::size_t i; (i = next.fetch_add(1)) < n;) {
+    for (std::size_t i = begin; i < end; ++i) {
       try {
         std::string text = levanter::data::jsonl_text_field(batch.lines[i].text, o.text_key, source, batch.lines[i].number);
         ids.clear();
@@ -111,11 +115,7 @@ BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, 
         errors[i] = source + ":" + std::to_string(batch.lines[i].number) + ": text: " + e.what();
       }
     }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  });
   BatchResult r;
   for (std::size_t i = 0; i < n; ++i) {
     if (!errors[i].empty()) {
@@ -136,7 +136,9 @@ int run(const Options& opts) {
   const Tokenizer tok = Tokenizer::from_file(o.tokenizer);
   if (o.bos && !tok.bos_id()) throw std::runtime_error(o.tokenizer + ": --bos: the tokenizer has no BOS token");
   if (o.eos && !tok.eos_id()) throw std::runtime_error(o.tokenizer + ": --eos: the tokenizer has no EOS token");
-  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // At most one participant per pool thread (the shared pool has one per core, counting the caller).
+  const int pool_threads = static_cast<int>(levanter::runtime::compute_pool().size()) + 1;
+  int threads = o.threads > 0 ? std::min(o.threads, pool_threads) : pool_threads;
 
   auto reader = levanter::data::open_lines(o.input);
   const std::string source = reader->name();

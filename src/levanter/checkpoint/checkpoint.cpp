@@ -13,13 +13,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <iostream>
 
-#include "levanter/runtime/fault.h"
-#include "levanter/checkpoint/file_io.h"
 #include "levanter/checkpoint/safetensors_impl.h"
+#include "levanter/runtime/fault.h"
+#include "levanter/runtime/file_io.h"
+#include "levanter/runtime/format.h"
 
 namespace levanter::checkpoint {
 namespace fs = std::filesystem;
@@ -57,20 +57,6 @@ void check_group_name(const std::string& name) {
   }
 }
 
-std::string iso_utc_now(double* unix_time) {
-  auto now = std::chrono::system_clock::now();
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  *unix_time = static_cast<double>(us) / 1e6;
-  std::time_t secs = static_cast<std::time_t>(us / 1000000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[96];
-  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(us % 1000000));
-  return out;
-}
-
 std::string manifest_text(int64_t step, const std::vector<FileEntry>& files) {
   ordered_json m = ordered_json::object();
   m["format"] = kFormat;
@@ -79,7 +65,7 @@ std::string manifest_text(int64_t step, const std::vector<FileEntry>& files) {
   m["checksum"] = "crc32";
   ordered_json list = ordered_json::array();
   for (const FileEntry& f : files) {
-    list.push_back(ordered_json{{"name", f.name}, {"size", f.size}, {"crc32", io::Crc32::hex(f.crc)}});
+    list.push_back(ordered_json{{"name", f.name}, {"size", f.size}, {"crc32", runtime::Crc32::hex(f.crc)}});
   }
   m["files"] = std::move(list);
   return m.dump(2) + "\n";
@@ -93,7 +79,7 @@ Manifest read_manifest(const std::string& dir) {
   }
   ordered_json m;
   try {
-    m = ordered_json::parse(io::read_small_file(path));
+    m = ordered_json::parse(runtime::read_small_file(path));
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(path + ": not valid JSON (" + e.what() + ")");
   }
@@ -137,18 +123,18 @@ Manifest read_manifest(const std::string& dir) {
 }
 
 // Reads one listed file, checking size and CRC32. Returns its bytes.
-std::shared_ptr<io::Buffer> read_verified(const std::string& dir, const FileEntry& e) {
+std::shared_ptr<runtime::Buffer> read_verified(const std::string& dir, const FileEntry& e) {
   const std::string path = join(dir, e.name);
   uint32_t crc = 0;
-  auto buf = io::read_file(path, e.size, &crc);
+  auto buf = runtime::read_file(path, e.size, &crc);
   if (crc != e.crc) {
-    throw CheckpointError(path + ": CRC32 is " + io::Crc32::hex(crc) + " but the manifest says " +
-                          io::Crc32::hex(e.crc) + " (corrupt file)");
+    throw CheckpointError(path + ": CRC32 is " + runtime::Crc32::hex(crc) + " but the manifest says " +
+                          runtime::Crc32::hex(e.crc) + " (corrupt file)");
   }
   return buf;
 }
 
-json parse_metadata(const std::string& path, const io::Buffer& buf) {
+json parse_metadata(const std::string& path, const runtime::Buffer& buf) {
   json m;
   try {
     m = json::parse(buf.data(), buf.data() + buf.size());
@@ -192,7 +178,7 @@ void make_dirs(const std::string& path) {
   if (ec) throw CheckpointError(path + ": cannot create directory: " + ec.message());
   fs::path abs = fs::absolute(path).lexically_normal();
   if (abs.filename().empty()) abs = abs.parent_path();  // "checkpoints/" -> "checkpoints"
-  io::fsync_parent(abs.string());
+  runtime::fsync_parent(abs.string());
 }
 
 // Atomically swaps two directory entries (Linux renameat2 RENAME_EXCHANGE). False if the file system lacks it.
@@ -219,8 +205,10 @@ const StateDict& Checkpoint::group(const std::string& name) const {
 
 std::string checkpoint_dir_name(int64_t step) { return "step-" + std::to_string(step); }
 
-std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
-                            const json& metadata, bool is_temporary) {
+namespace {
+
+std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                                      const json& metadata, bool is_temporary) {
   if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
   if (!metadata.is_object() && !metadata.is_null()) throw CheckpointError("checkpoint metadata must be a JSON object");
   std::vector<std::string> names;
@@ -237,7 +225,7 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
   if (::mkdir(tmp_dir.c_str(), 0755) != 0) {
     throw CheckpointError(tmp_dir + ": cannot create directory: " + std::strerror(errno));
   }
-  io::DirLock lock = io::DirLock::lock(tmp_dir);
+  runtime::FileLock lock = runtime::FileLock::lock(tmp_dir);
 
   bool renamed = false;
   try {
@@ -245,7 +233,7 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
     const bool fault_mid_write = runtime::fault_armed("checkpoint_write", step);
     for (size_t i = 0; i < groups.size(); ++i) {
       const std::string file = groups[i].first + ".safetensors";
-      io::ExclusiveFile out(join(tmp_dir, file), /*checksum=*/false);
+      runtime::ExclusiveFile out(join(tmp_dir, file), /*checksum=*/false);
       detail::WriteProgress progress;
       if (fault_mid_write && i == 0) {
         progress = [&](uint64_t done, uint64_t total) {
@@ -266,11 +254,12 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
     }
 
     json meta = metadata.is_object() ? metadata : json::object();
-    double unix_time = 0;
+    const auto now = std::chrono::system_clock::now();
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
     meta["step"] = step;
     meta["is_temporary"] = is_temporary;
-    meta["timestamp"] = iso_utc_now(&unix_time);
-    meta["unix_time"] = unix_time;
+    meta["timestamp"] = runtime::utc_timestamp(now, runtime::TimestampPrecision::kMicroseconds);
+    meta["unix_time"] = static_cast<double>(us) / 1e6;
     meta["format_version"] = kFormatVersion;
     meta["groups"] = names;
     if (!meta.contains("num_threads")) meta["num_threads"] = at::get_num_threads();
@@ -283,34 +272,34 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
       throw CheckpointError(std::string("checkpoint metadata cannot be encoded as JSON: ") + e.what());
     }
     {
-      io::ExclusiveFile out(join(tmp_dir, kMetadata));
+      runtime::ExclusiveFile out(join(tmp_dir, kMetadata));
       out.write(meta_text.data(), meta_text.size());
       out.fsync_and_close();
       files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
     }
-    io::fsync_path(tmp_dir);
+    runtime::fsync_path(tmp_dir);
 
     std::error_code ec;
     const bool existing = fs::exists(final_dir, ec);
     if (existing && verify_checkpoint(final_dir, Verify::kSizes).empty()) {
       // Replace a complete checkpoint without ever lacking one: finish the new directory (manifest included),
       // then swap the two names in one atomic rename.
-      io::write_file_atomic(join(tmp_dir, kManifest), manifest_text(step, files));
+      runtime::write_file_atomic(join(tmp_dir, kManifest), manifest_text(step, files));
       if (exchange(tmp_dir, final_dir)) {
         renamed = true;
-        io::fsync_path(base_path);
+        runtime::fsync_path(base_path);
         remove_tree_quietly(tmp_dir);  // now the old checkpoint
       } else {
         const std::string aside = join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
-        io::rename_path(final_dir, aside);
+        runtime::rename_path(final_dir, aside);
         try {
-          io::rename_path(tmp_dir, final_dir);
+          runtime::rename_path(tmp_dir, final_dir);
         } catch (...) {
           ::rename(aside.c_str(), final_dir.c_str());  // put the old one back
           throw;
         }
         renamed = true;
-        io::fsync_path(base_path);
+        runtime::fsync_path(base_path);
         remove_tree_quietly(aside);
       }
       return final_dir;
@@ -319,20 +308,28 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
       // An incomplete step-<N> (a writer killed after its rename): nothing in it can be trusted.
       const std::string aside = join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
       std::cerr << "levanter: replacing incomplete checkpoint " << final_dir << "\n";
-      io::rename_path(final_dir, aside);
+      runtime::rename_path(final_dir, aside);
       remove_tree_quietly(aside);
     }
-    io::rename_path(tmp_dir, final_dir);
+    runtime::rename_path(tmp_dir, final_dir);
     renamed = true;
-    io::fsync_path(base_path);
+    runtime::fsync_path(base_path);
     runtime::maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
-    io::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
+    runtime::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
   } catch (...) {
     // Before the rename nothing is visible; after it, step-<N> lacks a manifest and stays incomplete.
     if (!renamed) remove_tree_quietly(tmp_dir);
     throw;
   }
   return final_dir;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                            const json& metadata, bool is_temporary) {
+  return runtime::rethrow_io_errors_as<CheckpointError>(
+      [&] { return save_checkpoint_unchecked(base_path, step, groups, metadata, is_temporary); });
 }
 
 std::string verify_checkpoint(const std::string& path, Verify level) {
@@ -354,12 +351,16 @@ std::string verify_checkpoint(const std::string& path, Verify level) {
     return "";
   } catch (const CheckpointError& e) {
     return e.what();
+  } catch (const runtime::IoError& e) {
+    return e.what();
   } catch (const std::exception& e) {
     return path + ": " + e.what();
   }
 }
 
-Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups) {
+namespace {
+
+Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<std::string>& groups) {
   Manifest m = read_manifest(path);
   Checkpoint out;
   out.path = path;
@@ -386,6 +387,12 @@ Checkpoint load_checkpoint(const std::string& path, const std::vector<std::strin
   }
   for (const std::string& g : groups) out.group(g);  // throws naming the groups present
   return out;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups) {
+  return runtime::rethrow_io_errors_as<CheckpointError>([&] { return load_checkpoint_unchecked(path, groups); });
 }
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& base_path) {
@@ -425,11 +432,13 @@ std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path, c
 }
 
 json read_checkpoint_metadata(const std::string& path) {
-  Manifest m = read_manifest(path);
-  for (const FileEntry& e : m.files) {
-    if (e.name == kMetadata) return parse_metadata(join(path, e.name), *read_verified(path, e));
-  }
-  throw CheckpointError(join(path, kManifest) + std::string(": does not list ") + kMetadata);
+  return runtime::rethrow_io_errors_as<CheckpointError>([&] {
+    Manifest m = read_manifest(path);
+    for (const FileEntry& e : m.files) {
+      if (e.name == kMetadata) return parse_metadata(join(path, e.name), *read_verified(path, e));
+    }
+    throw CheckpointError(join(path, kManifest) + std::string(": does not list ") + kMetadata);
+  });
 }
 
 std::vector<std::string> resume_warnings(const json& metadata) {
@@ -456,8 +465,10 @@ void delete_checkpoint(const std::string& path) {
   if (p.filename().empty()) p = p.parent_path();
   const std::string aside = (p.parent_path() / (".tmp-del-" + p.filename().string() + "-" + std::to_string(::getpid()))).string();
   remove_tree_quietly(aside);
-  io::rename_path(p.string(), aside);
-  io::fsync_path(p.parent_path().empty() ? "." : p.parent_path().string());
+  runtime::rethrow_io_errors_as<CheckpointError>([&] {
+    runtime::rename_path(p.string(), aside);
+    runtime::fsync_path(p.parent_path().empty() ? "." : p.parent_path().string());
+  });
   remove_tree_quietly(aside);
 }
 
@@ -476,7 +487,12 @@ int cleanup_stale_temporaries(const std::string& base_path) {
     char* end = nullptr;
     const long pid = std::strtol(name.c_str() + dash + 1, &end, 10);
     if (dash == std::string::npos || end == name.c_str() + dash + 1 || *end != '\0') continue;  // not ours
-    io::DirLock lock = io::DirLock::try_lock(dir.string());
+    runtime::FileLock lock;
+    try {
+      lock = runtime::FileLock::try_lock(dir.string());
+    } catch (const runtime::IoError&) {
+      continue;  // gone meanwhile, or not ours to lock
+    }
     if (!lock.locked()) continue;  // a live writer holds it
     struct stat st;
     const bool old = ::stat(dir.c_str(), &st) == 0 &&

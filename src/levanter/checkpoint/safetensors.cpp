@@ -1,7 +1,6 @@
 #include "levanter/checkpoint/safetensors.h"
 
 #include <ATen/ATen.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -184,14 +183,14 @@ std::string safetensors_header(const StateDict& tensors, const StringMap& metada
 
 namespace detail {
 
-uint32_t write_safetensors(io::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
+uint32_t write_safetensors(runtime::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
                            const WriteProgress& progress) {
   std::vector<at::Tensor> data = prepare_all(tensors);
   uint64_t total = 0;
   std::string header = build_header(tensors, data, metadata, &total);
-  io::BackgroundCrc::Segments segments{{header.data(), header.size()}};
+  runtime::BackgroundCrc::Segments segments{{header.data(), header.size()}};
   for (const at::Tensor& t : data) segments.emplace_back(static_cast<const char*>(t.data_ptr()), nbytes_of(t));
-  io::BackgroundCrc crc(std::move(segments));
+  runtime::BackgroundCrc crc(std::move(segments));
   crc.available(header.size() + total);  // everything is in memory already
   out.write(header.data(), header.size());
   uint64_t done = 0;
@@ -208,7 +207,7 @@ uint32_t write_safetensors(io::ExclusiveFile& out, const StateDict& tensors, con
   return crc.finish();
 }
 
-SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& file) {
+SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer, const std::string& file) {
   const uint64_t size = buffer->size();
   if (size < 8) {
     throw CheckpointError(file + ": " + std::to_string(size) + " bytes, too short for a safetensors file (truncated?)");
@@ -287,7 +286,7 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, con
       t = at::empty(e.shape, options);
       if (nbytes) std::memcpy(t.data_ptr(), p, nbytes);
     } else {
-      std::shared_ptr<io::Buffer> keep = buffer;
+      std::shared_ptr<runtime::Buffer> keep = buffer;
       t = at::from_blob(p, e.shape, [keep](void*) mutable { keep.reset(); }, options);
     }
     out.tensors.emplace_back(e.name, std::move(t));
@@ -298,31 +297,26 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, con
 }  // namespace detail
 
 void save_safetensors(const std::string& path, const StateDict& tensors, const StringMap& metadata) {
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  ::unlink(tmp.c_str());
   try {
-    io::ExclusiveFile out(tmp, /*checksum=*/false);
-    detail::write_safetensors(out, tensors, metadata);
-    out.fsync_and_close();
-    io::rename_path(tmp, path);
+    runtime::AtomicFile out(path);
+    detail::write_safetensors(out.file(), tensors, metadata);
+    out.commit();
+  } catch (const runtime::IoError& e) {
+    throw CheckpointError(e.what());  // names the file (or its temporary)
   } catch (const CheckpointError& e) {
-    ::unlink(tmp.c_str());
     std::string msg = e.what();
-    if (msg.rfind(tmp, 0) == 0 || msg.rfind(path, 0) == 0) throw;
+    if (msg.rfind(path, 0) == 0) throw;
     throw CheckpointError(path + ": " + msg);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
   }
-  io::fsync_parent(path);
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  return detail::parse_safetensors(io::read_file(path), path);
+  return detail::parse_safetensors(runtime::rethrow_io_errors_as<CheckpointError>([&] { return runtime::read_file(path); }),
+                                   path);
 }
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name) {
-  auto buffer = std::make_shared<io::Buffer>(bytes.size());
+  auto buffer = std::make_shared<runtime::Buffer>(bytes.size());
   if (!bytes.empty()) std::memcpy(buffer->data(), bytes.data(), bytes.size());
   SafetensorsFile f = detail::parse_safetensors(buffer, name);
   return f;

@@ -5,8 +5,8 @@
 #include <functional>
 #include <memory>
 
-#include "levanter/checkpoint/file_io.h"
 #include "levanter/checkpoint/safetensors.h"
+#include "levanter/runtime/file_io.h"
 
 namespace levanter::checkpoint::detail {
 
@@ -15,9 +15,9 @@ using WriteProgress = std::function<void(uint64_t, uint64_t)>;
 
 // Streams the file into `out` and returns the CRC32 of every byte written, computed on a second thread while
 // this one writes (so `out` should be opened with checksum = false).
-uint32_t write_safetensors(io::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
+uint32_t write_safetensors(runtime::ExclusiveFile& out, const StateDict& tensors, const StringMap& metadata,
                            const WriteProgress& progress = {});
 
-SafetensorsFile parse_safetensors(const std::shared_ptr<io::Buffer>& buffer, const std::string& name);
+SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer, const std::string& name);
 
 }  // namespace levanter::checkpoint::detail

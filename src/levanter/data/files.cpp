@@ -11,6 +11,8 @@
 #include <cstring>
 #include <set>
 
+#include "levanter/runtime/file_io.h"
+
 namespace levanter::data {
 
 namespace {
@@ -21,30 +23,17 @@ bool has_magic(const std::string& s) { return s.find_first_of("*?[") != std::str
 
 class LocalInputStream : public InputStream {
  public:
-  LocalInputStream(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw DataError(path_ + ": cannot open: " + errno_text());
+  explicit LocalInputStream(const std::string& path)
+      : file_(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::File::open(path, O_RDONLY); })) {
     struct stat st;
-    if (::fstat(fd_, &st) == 0 && S_ISDIR(st.st_mode)) {
-      ::close(fd_);
-      throw DataError(path_ + ": is a directory, not a data file");
-    }
-  }
-  ~LocalInputStream() override {
-    if (fd_ >= 0) ::close(fd_);
+    if (::fstat(file_.fd(), &st) == 0 && S_ISDIR(st.st_mode)) throw DataError(path + ": is a directory, not a data file");
   }
   size_t read(char* buf, size_t n) override {
-    while (true) {
-      ssize_t r = ::read(fd_, buf, n);
-      if (r >= 0) return static_cast<size_t>(r);
-      if (errno == EINTR) continue;
-      throw DataError(path_ + ": read error: " + errno_text());
-    }
+    return runtime::rethrow_io_errors_as<DataError>([&] { return file_.read_some(buf, n); });
   }
 
  private:
-  std::string path_;
-  int fd_ = -1;
+  runtime::File file_;
 };
 
 // Splits "a/b/*.gz" into components; keeps a leading "/" as the root.
@@ -311,55 +300,6 @@ uint64_t hash_file(const std::string& path) {
   std::vector<char> buf(1 << 20);
   while (size_t n = in->read(buf.data(), buf.size())) h.update(buf.data(), n);
   return h.digest();
-}
-
-// --- atomic writes -------------------------------------------------------------------------------------------
-
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw DataError(dir + ": cannot open directory to sync: " + errno_text());
-  ::fsync(fd);
-  ::close(fd);
-}
-
-void write_file_atomic(const std::string& path, const std::string& contents) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw DataError(tmp + ": cannot create: " + errno_text());
-  size_t off = 0;
-  while (off < contents.size()) {
-    ssize_t w = ::write(fd, contents.data() + off, contents.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw DataError(tmp + ": write failed: " + std::strerror(e));
-    }
-    off += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw DataError(tmp + ": fsync failed: " + std::strerror(e));
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw DataError(path + ": rename failed: " + std::strerror(e));
-  }
-  size_t slash = path.find_last_of('/');
-  fsync_dir(slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash)));
-}
-
-std::string read_file(const std::string& path) {
-  auto in = filesystem_for(path).open(path);
-  std::string out;
-  std::vector<char> buf(1 << 16);
-  while (size_t n = in->read(buf.data(), buf.size())) out.append(buf.data(), n);
-  return out;
 }
 
 }  // namespace levanter::data

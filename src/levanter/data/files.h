@@ -1,5 +1,6 @@
-// File access for the data pipeline: URL expansion (braces, globs), file identity, sequential reads, and the
-// atomic-write discipline the cache relies on.
+// File access for the data pipeline: URL expansion (braces, globs), file identity and sequential reads. (The
+// atomic writes and fsyncs the cache relies on are runtime/file_io.h's; data code converts its IoError to
+// DataError.)
 //
 // Everything that touches an input file goes through `FileSystem`, so that a remote store (gs://, s3://, http://)
 // is one more implementation of this interface, chosen by the URL's scheme in `filesystem_for`. Only local paths
@@ -73,13 +74,5 @@ class ContentHash {
 
 // Hash of a whole file's bytes, read through its FileSystem.
 uint64_t hash_file(const std::string& path);
-
-// Write `contents` to `path` so that readers see either the old file or the whole new one: write a temporary
-// file beside it, fsync it, rename it over `path`, fsync the directory.
-void write_file_atomic(const std::string& path, const std::string& contents);
-// fsync a directory (after creating or renaming entries in it).
-void fsync_dir(const std::string& dir);
-// Whole file as a string (DataError if unreadable).
-std::string read_file(const std::string& path);
 
 }  // namespace levanter::data

@@ -23,60 +23,36 @@ TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step) 
 
 // --- DataLoader ----------------------------------------------------------------------------------------------
 
+// `prefetch` batches are always queued or being assembled: next() takes the oldest and queues one more.
+// The pool's workers assemble them in parallel; the futures hand them out in step order.
 DataLoader::DataLoader(std::shared_ptr<SequenceDataset> dataset, LoaderOptions options)
-    : dataset_(std::move(dataset)), options_(options), next_step_(options.start_step), next_to_claim_(options.start_step) {
+    : dataset_(std::move(dataset)),
+      options_(options),
+      next_step_(options.start_step),
+      pool_(std::max(1, options.num_workers)) {
   if (options_.batch_size <= 0) throw std::invalid_argument("DataLoader: batch_size must be positive");
   if (options_.start_step < 0) throw std::invalid_argument("DataLoader: start_step must be non-negative");
   options_.prefetch = std::max(1, options_.prefetch);
-  options_.num_workers = std::max(1, options_.num_workers);
-  for (int i = 0; i < options_.num_workers; ++i) threads_.emplace_back([this] { worker(); });
+  for (int i = 0; i < options_.prefetch; ++i) prefetch(next_step_ + i);
 }
 
 DataLoader::~DataLoader() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  for (std::thread& t : threads_) t.join();
+  stop_ = true;  // the pool's destructor (first member to go) still runs the queued tasks: they return at once
 }
 
-void DataLoader::worker() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    // Claim the next step once the queue has room for it.
-    cv_.wait(lock, [&] { return stop_ || next_to_claim_ < next_step_ + options_.prefetch; });
-    if (stop_) return;
-    int64_t step = next_to_claim_++;
-    slots_.push_back(Slot{step});
-    lock.unlock();
-    TokenBatch batch;
-    std::exception_ptr error;
-    try {
-      batch = batch_at(*dataset_, options_.batch_size, step);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    lock.lock();
-    // The slot is still queued: next() only pops ready slots at the front.
-    Slot& slot = slots_[static_cast<size_t>(step - next_step_)];
-    slot.batch = std::move(batch);
-    slot.error = error;
-    slot.ready = true;
-    cv_.notify_all();
-  }
+void DataLoader::prefetch(int64_t step) {
+  pending_.push_back(pool_.submit([this, step] {
+    if (stop_.load(std::memory_order_relaxed)) return TokenBatch();
+    return batch_at(*dataset_, options_.batch_size, step);
+  }));
 }
 
 TokenBatch DataLoader::next() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !slots_.empty() && slots_.front().ready; });
-  Slot slot = std::move(slots_.front());
-  slots_.pop_front();
+  std::future<TokenBatch> f = std::move(pending_.front());
+  pending_.pop_front();
+  prefetch(next_step_ + static_cast<int64_t>(pending_.size()) + 1);
   ++next_step_;
-  lock.unlock();
-  cv_.notify_all();
-  if (slot.error) std::rethrow_exception(slot.error);
-  return std::move(slot.batch);
+  return f.get();  // rethrows an error from assembling this batch
 }
 
 // --- EvalBatches ---------------------------------------------------------------------------------------------

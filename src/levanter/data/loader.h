@@ -2,8 +2,9 @@
 // into a tensor (torch::from_blob(batch.tokens.data(), {batch.batch_size, batch.seq_len}, torch::kInt32)).
 //
 // Training: the batch for step s is sequences [s*B, (s+1)*B) of an (infinite, shuffled or mixed) dataset,
-// a pure function of (seed, step). DataLoader prefetches the next batches on worker threads into a bounded
-// queue and hands them out in step order, starting at any step: resuming needs only the step.
+// a pure function of (seed, step). DataLoader prefetches the next batches on worker threads (a pool of its
+// own: assembling a batch may wait for the cache build) into a bounded queue and hands them out in step
+// order, starting at any step: resuming needs only the step.
 //
 //   LoaderOptions opts;
 //   opts.batch_size = 8;
@@ -19,16 +20,15 @@
 // padded, so that every token counts once.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <deque>
-#include <exception>
+#include <future>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "levanter/data/dataset.h"
+#include "levanter/runtime/thread_pool.h"
 
 namespace levanter::data {
 
@@ -62,23 +62,14 @@ class DataLoader {
   int64_t next_step() const { return next_step_; }
 
  private:
-  struct Slot {
-    int64_t step;
-    bool ready = false;
-    TokenBatch batch;
-    std::exception_ptr error;
-  };
-  void worker();
+  void prefetch(int64_t step);
 
   std::shared_ptr<SequenceDataset> dataset_;
   LoaderOptions options_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Slot> slots_;     // steps next_step_ .. next_step_ + slots_.size() - 1
-  int64_t next_step_;          // the step next() returns
-  int64_t next_to_claim_;      // the next step a worker assembles
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
+  std::deque<std::future<TokenBatch>> pending_;  // steps next_step_ .. next_step_ + pending_.size() - 1
+  int64_t next_step_;                             // the step next() returns
+  std::atomic<bool> stop_{false};                 // queued batches are skipped once the loader goes away
+  runtime::ThreadPool pool_;                      // last: joined before the members its tasks use go away
 };
 
 // Sequential batches over a finite dataset, for evaluation.

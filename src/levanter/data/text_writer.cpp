@@ -1,16 +1,16 @@
 #include "levanter/data/text_writer.h"
 
-#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "levanter/data/jsonl_reader.h"
+#include "levanter/runtime/file_io.h"
 
 namespace levanter::data {
 namespace {
@@ -20,18 +20,18 @@ bool ends_with(const std::string& s, const char* suffix) {
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
 }
 
+// Bytes gathered before a write to the file: few syscalls for many small lines.
+constexpr std::size_t kFlushBytes = std::size_t(1) << 20;
+
 class FileWriter : public TextWriter {
  public:
-  explicit FileWriter(const std::string& path) : path_(path) {
+  explicit FileWriter(const std::string& path) {
     if (path == "-") {
       name_ = "<stdout>";
-      f_ = stdout;
     } else {
-      static std::atomic<int> counter{0};
       name_ = path;
-      tmp_ = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-      f_ = std::fopen(tmp_.c_str(), "wb");
-      if (!f_) throw DataSourceError(path, 0, std::string("cannot create output: ") + std::strerror(errno));
+      // A temporary beside `path` until commit().
+      runtime::rethrow_io_errors_as<DataError>([&] { file_.emplace(path); });
       if (ends_with(path, ".gz")) {
         mode_ = kGzip;
         std::memset(&z_, 0, sizeof z_);
@@ -47,13 +47,9 @@ class FileWriter : public TextWriter {
     out_.resize(1 << 18);
   }
 
-  ~FileWriter() override {
+  ~FileWriter() override {  // without commit(), file_ removes the temporary
     if (mode_ == kGzip) deflateEnd(&z_);
     if (zstd_) ZSTD_freeCCtx(zstd_);
-    if (f_ && f_ != stdout) {
-      std::fclose(f_);
-      if (!committed_) std::remove(tmp_.c_str());
-    }
   }
 
   const std::string& name() const override { return name_; }
@@ -72,20 +68,13 @@ class FileWriter : public TextWriter {
     if (committed_) return;
     if (mode_ == kGzip) deflate_all({}, Z_FINISH);
     if (mode_ == kZstd) zstd_all({}, ZSTD_e_end);
-    if (std::fflush(f_) != 0) fail(std::string("write error: ") + std::strerror(errno));
-    if (f_ != stdout) {
-      if (::fsync(::fileno(f_)) != 0 && errno != EINVAL) fail(std::string("fsync failed: ") + std::strerror(errno));
-      std::FILE* f = f_;
-      f_ = nullptr;
-      if (std::fclose(f) != 0) {
-        std::remove(tmp_.c_str());
-        fail(std::string("close failed: ") + std::strerror(errno));
-      }
-      if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-        int e = errno;
-        std::remove(tmp_.c_str());
-        fail(std::string("cannot rename the finished output into place: ") + std::strerror(e));
-      }
+    if (file_) {
+      runtime::rethrow_io_errors_as<DataError>([&] {
+        flush_pending();
+        file_->commit();
+      });
+    } else if (std::fflush(stdout) != 0) {
+      fail(std::string("write error: ") + std::strerror(errno));
     }
     committed_ = true;
   }
@@ -96,7 +85,18 @@ class FileWriter : public TextWriter {
   [[noreturn]] void fail(const std::string& what) const { throw DataSourceError(name_, 0, what); }
 
   void put(const char* p, std::size_t n) {
-    if (n && std::fwrite(p, 1, n, f_) != n) fail(std::string("write error: ") + std::strerror(errno));
+    if (n == 0) return;
+    if (!file_) {
+      if (std::fwrite(p, 1, n, stdout) != n) fail(std::string("write error: ") + std::strerror(errno));
+      return;
+    }
+    pending_.append(p, n);
+    if (pending_.size() >= kFlushBytes) runtime::rethrow_io_errors_as<DataError>([&] { flush_pending(); });
+  }
+
+  void flush_pending() {
+    file_->write(pending_.data(), pending_.size());
+    pending_.clear();
   }
 
   void deflate_all(std::string_view data, int flush) {
@@ -123,8 +123,9 @@ class FileWriter : public TextWriter {
     }
   }
 
-  std::string path_, tmp_, name_;
-  std::FILE* f_ = nullptr;
+  std::string name_;
+  std::optional<runtime::AtomicFile> file_;  // empty for stdout
+  std::string pending_;
   Mode mode_ = kPlain;
   z_stream z_;
   ZSTD_CCtx* zstd_ = nullptr;

@@ -1,7 +1,7 @@
 // Writing text outputs (JSONL token ids, manifests) so that a failed run leaves nothing half-written.
 //
-// open_text_writer(path): the data go to a temporary file beside `path` (PATH.tmp.<pid>.<n>) and commit()
-// renames it onto `path`; destroying the writer without commit() removes the temporary file. A path ending
+// open_text_writer(path): the data go to a temporary file beside `path` (a runtime::AtomicFile) and commit()
+// fsyncs it and renames it onto `path`; destroying the writer without commit() removes the temporary file. A path ending
 // in .gz is gzip-compressed (mtime 0, so the bytes are reproducible), .zst is zstd-compressed; "-" is stdout
 // (uncompressed, not atomic).
 #pragma once

@@ -4,15 +4,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
 #include <map>
 #include <set>
 #include <stdexcept>
-#include <thread>
 
 #include "levanter/optim/kernels.h"
+#include "levanter/runtime/thread_pool.h"
 
 namespace levanter::optim {
 
@@ -34,35 +32,19 @@ std::vector<Chunk> make_chunks(const std::vector<int64_t>& sizes) {
   return chunks;
 }
 
-// Runs fn(i) for every i in [0, n) on up to at::get_num_threads() threads, which claim indices one at a time
-// (so a thread that the OS preempts does not hold up the others). Each index's work must be independent of
-// which thread runs it. at::parallel_for would be the natural choice, but with an OpenMP build of ATen it is a
-// header template whose `#pragma omp parallel` needs -fopenmp in *this* translation unit; without it, it runs
-// on one thread.
+// Runs fn(i) for every i in [0, n) on the compute pool's persistent threads, at most at::get_num_threads()
+// of them (the caller included), which claim indices one at a time (so a thread that the OS preempts does
+// not hold up the others). Each index's work must be independent of which thread runs it. at::parallel_for
+// would be the natural choice, but with an OpenMP build of ATen it is a header template whose
+// `#pragma omp parallel` needs -fopenmp in *this* translation unit; without it, it runs on one thread.
 template <typename F>
 void parallel_each(int64_t n, const F& fn) {
-  const int64_t threads = std::min<int64_t>(std::max(1, at::get_num_threads()), n);
-  if (threads <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::vector<std::exception_ptr> errors(threads);
-  auto work = [&](int64_t t) {
-    try {
-      for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
-    } catch (...) {
-      errors[t] = std::current_exception();
-      next.store(n);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  runtime::ThreadPool::ForOptions options;
+  options.max_participants = static_cast<size_t>(std::max(1, at::get_num_threads()));
+  const size_t count = static_cast<size_t>(std::max<int64_t>(0, n));
+  runtime::compute_pool().parallel_for(count, options, [&](size_t begin, size_t end, int) {
+    for (size_t i = begin; i < end; ++i) fn(static_cast<int64_t>(i));
+  });
 }
 
 std::string shape_str(at::IntArrayRef s) {

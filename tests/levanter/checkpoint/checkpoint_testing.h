@@ -20,31 +20,13 @@
 
 #include "levanter/checkpoint/checkpoint.h"
 #include "levanter/checkpoint/safetensors.h"
+#include "levanter/temp_dir.h"
 
 namespace levanter::checkpoint::testing {
 
 namespace fs = std::filesystem;
 
-// A fresh directory, removed when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("levanter_ckpt_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using levanter::testing::TempDir;  // a fresh directory, removed when the test ends
 
 struct CommandResult {
   int status = -1;  // exit code, or -1 if it did not exit normally

@@ -16,31 +16,16 @@
 
 #include "levanter/data/cache/builder.h"
 #include "levanter/data/files.h"
+#include "levanter/data/tokenizer/test_util.h"  // read_file
+#include "levanter/runtime/file_io.h"
+#include "levanter/temp_dir.h"
 
 namespace levanter::data::testing {
 
 namespace fs = std::filesystem;
+using levanter::runtime::write_file_atomic;
 
-// A fresh directory under /tmp, removed when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("levanter_data_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using levanter::testing::TempDir;  // a fresh directory under /tmp, removed when the test ends
 
 inline void write_text(const std::string& path, const std::string& contents) {
   fs::create_directories(fs::path(path).parent_path());

@@ -1,7 +1,6 @@
 #include "levanter/data/cache/builder.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +16,8 @@
 #include <thread>
 
 #include "levanter/data/documents.h"
+#include "levanter/runtime/file_io.h"
+#include "levanter/runtime/thread_pool.h"
 
 namespace levanter::data {
 
@@ -30,52 +31,17 @@ std::string rebuild_hint() {
   return "Set data.rebuild_cache: true (or pass --rebuild to `levanter cache`) to rebuild it, or use another cache_dir";
 }
 
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-int open_or_throw(const std::string& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
-  if (fd < 0) throw DataError(path + ": cannot open: " + std::strerror(errno));
-  return fd;
-}
-
-void pwrite_all(int fd, const void* data, size_t n, off_t offset, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, offset);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw DataError(path + ": write failed: " + std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += w;
-  }
-}
-
-void sync_or_throw(int fd, const std::string& path) {
-  if (::fdatasync(fd) != 0) throw DataError(path + ": fdatasync failed: " + std::strerror(errno));
-}
-
 int64_t file_size(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
   return st.st_size;
 }
 
-// Removes leftovers of interrupted atomic writes ("<name>.tmp.<pid>").
+// Removes leftovers of interrupted atomic writes (runtime::AtomicFile's temporaries).
 void remove_temp_files(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
+    if (runtime::is_temporary_name(e.path().filename().string())) fs::remove(e.path(), ec);
   }
 }
 
@@ -88,7 +54,7 @@ bool is_shard_dir_name(const std::string& name) {
 void wipe_cache(const std::string& dir) {
   std::error_code ec;
   fs::remove(manifest_path(dir), ec);
-  fsync_dir(dir);
+  runtime::fsync_path(dir);
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     std::string name = e.path().filename().string();
     if (e.is_directory() && is_shard_dir_name(name)) fs::remove_all(e.path(), ec);
@@ -101,9 +67,9 @@ void reset_shard(const std::string& dir, size_t shard) {
   std::error_code ec;
   fs::remove_all(shard_dir(dir, shard), ec);
   fs::create_directories(shard_dir(dir, shard));
-  Fd t(open_or_throw(tokens_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC));
-  Fd o(open_or_throw(offsets_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC));
-  fsync_dir(shard_dir(dir, shard));
+  runtime::File::open(tokens_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC);
+  runtime::File::open(offsets_path(dir, shard), O_WRONLY | O_CREAT | O_TRUNC);
+  runtime::fsync_path(shard_dir(dir, shard));
 }
 
 // Whether a finished shard still matches its input file: same path and size, and the same mtime or, when the
@@ -125,16 +91,6 @@ struct RecordResult {
   std::string error;
 };
 
-struct ChunkJob {
-  const std::vector<Record>* records = nullptr;
-  std::vector<RecordResult>* results = nullptr;
-  const std::string* path = nullptr;
-  InputFormat format = InputFormat::kJsonl;
-  size_t n = 0;
-  std::atomic<size_t> next{0};
-  int helpers = 0;  // guarded by Impl::jobs_mu
-};
-
 }  // namespace
 
 struct CacheBuilder::Impl {
@@ -144,16 +100,11 @@ struct CacheBuilder::Impl {
   CacheBuildOptions options;
   CacheManifest manifest;
   TokenCache* cache = nullptr;  // owns this builder and stops it before it goes away
-  int lock_fd = -1;
+  runtime::FileLock lock;       // <dir>/.lock: one builder per cache directory
 
   std::vector<ShardLedger> ledgers;  // per shard: the state at the start, then the final ledger
   std::vector<size_t> todo;          // shards to build, in order
   std::atomic<size_t> next_todo{0};
-
-  std::mutex jobs_mu;
-  std::condition_variable jobs_cv;
-  std::vector<ChunkJob*> jobs;
-  size_t active_owners = 0;  // shards claimed or not yet claimed and not done; guarded by jobs_mu
 
   std::atomic<bool> stopping{false}, killed{false};
   std::atomic<int64_t> commits{0};
@@ -167,22 +118,20 @@ struct CacheBuilder::Impl {
   mutable std::mutex state_mu;
   std::condition_variable done_cv;
   bool done = false;
-  int running = 0;
+  int running = 0;  // shard owners still running; guarded by state_mu
   std::string error;
-  std::vector<std::thread> threads;
-  std::mutex join_mu;
+  // Last: destroyed (its workers joined) before anything they use.
+  std::unique_ptr<runtime::ThreadPool> pool;
 
-  ~Impl() {
-    if (lock_fd >= 0) ::close(lock_fd);
-  }
-
+  // One shard owner per thread. An owner that finds no shard left ends, and its thread then helps the
+  // others tokenize their chunks (the pool's workers help any parallel_for).
   void start(int num_threads) {
-    active_owners = todo.size();
     running = num_threads;
-    for (int i = 0; i < num_threads; ++i) threads.emplace_back([this] { worker(); });
+    pool = std::make_unique<runtime::ThreadPool>(num_threads);
+    for (int i = 0; i < num_threads; ++i) pool->submit([this] { owner(); });
   }
 
-  void worker() {
+  void owner() {
     while (!stopping.load() && !killed.load()) {
       size_t t = next_todo.fetch_add(1);
       if (t >= todo.size()) break;
@@ -192,37 +141,11 @@ struct CacheBuilder::Impl {
       } catch (const std::exception& e) {
         fail(shard, e.what());
       }
-      std::lock_guard<std::mutex> lock(jobs_mu);
-      if (--active_owners == 0) jobs_cv.notify_all();
     }
-    help();
-    worker_exit();
+    owner_exit();
   }
 
-  void help() {
-    std::unique_lock<std::mutex> lock(jobs_mu);
-    while (true) {
-      ChunkJob* job = nullptr;
-      for (ChunkJob* j : jobs) {
-        if (j->next.load() < j->n) {
-          job = j;
-          break;
-        }
-      }
-      if (job) {
-        ++job->helpers;
-        lock.unlock();
-        work(*job);
-        lock.lock();
-        if (--job->helpers == 0) jobs_cv.notify_all();
-        continue;
-      }
-      if (active_owners == 0 || stopping.load() || killed.load()) return;
-      jobs_cv.wait(lock);
-    }
-  }
-
-  void worker_exit() {
+  void owner_exit() {
     bool last;
     {
       std::lock_guard<std::mutex> lock(state_mu);
@@ -258,7 +181,7 @@ struct CacheBuilder::Impl {
       m.tokens += l.tokens;
       m.bad_lines += l.bad_lines;
     }
-    write_file_atomic(manifest_path(dir), m.to_json());
+    runtime::write_file_atomic(manifest_path(dir), m.to_json());
     cache->on_finished();
   }
 
@@ -268,19 +191,16 @@ struct CacheBuilder::Impl {
       if (error.empty()) error = message;
     }
     stopping = true;
-    jobs_cv.notify_all();
     // No half-written shard: the failing shard goes entirely (it is rebuilt from scratch next time).
     std::error_code ec;
     fs::remove_all(shard_dir(dir, shard), ec);
     cache->on_failure(message);
   }
 
-  void process(const ChunkJob& job, size_t i) {
-    const Record& rec = (*job.records)[i];
-    RecordResult& r = (*job.results)[i];
+  void process(const Record& rec, const std::string& path, InputFormat format, RecordResult& r) {
     r.ids.clear();
     try {
-      std::optional<std::string> text = document_text(rec, *job.path, job.format, encoder.processing.text_key);
+      std::optional<std::string> text = document_text(rec, path, format, encoder.processing.text_key);
       if (!text) {
         r.kind = RecordResult::kBlank;
         return;
@@ -294,25 +214,17 @@ struct CacheBuilder::Impl {
       r.error = e.what();
     } catch (const std::exception& e) {
       r.kind = RecordResult::kBad;
-      r.error = *job.path + ":" + std::to_string(rec.line) + ": cannot tokenize: " + e.what();
+      r.error = path + ":" + std::to_string(rec.line) + ": cannot tokenize: " + e.what();
     }
   }
 
-  void work(ChunkJob& job) {
-    for (size_t i; (i = job.next.fetch_add(1)) < job.n;) process(job, i);
-  }
-
-  // Tokenizes a chunk with the help of idle workers; returns when every record is processed.
-  void run_chunk(ChunkJob& job) {
-    {
-      std::lock_guard<std::mutex> lock(jobs_mu);
-      jobs.push_back(&job);
-    }
-    jobs_cv.notify_all();
-    work(job);
-    std::unique_lock<std::mutex> lock(jobs_mu);
-    jobs.erase(std::find(jobs.begin(), jobs.end(), &job));
-    jobs_cv.wait(lock, [&] { return job.helpers == 0; });
+  // Tokenizes a chunk with the help of idle threads (one record at a time: documents vary in length);
+  // returns when every record is processed. Each result goes to its record's slot.
+  void run_chunk(const std::vector<Record>& records, const std::string& path, InputFormat format,
+                 std::vector<RecordResult>& results) {
+    pool->parallel_for(records.size(), [&](size_t begin, size_t end, int) {
+      for (size_t i = begin; i < end; ++i) process(records[i], path, format, results[i]);
+    });
   }
 
   void warn(const std::string& message) {
@@ -327,8 +239,8 @@ struct CacheBuilder::Impl {
     ShardLedger l = ledgers[shard];
     RecordReader reader(path);
     if (l.lines > 0) reader.skip(l.lines);
-    std::string tpath = tokens_path(dir, shard), opath = offsets_path(dir, shard);
-    Fd tfd(open_or_throw(tpath, O_WRONLY)), ofd(open_or_throw(opath, O_WRONLY));
+    runtime::File tokens_file = runtime::File::open(tokens_path(dir, shard), O_WRONLY);
+    runtime::File offsets_file = runtime::File::open(offsets_path(dir, shard), O_WRONLY);
 
     std::vector<Record> records;
     std::vector<RecordResult> results;
@@ -353,13 +265,7 @@ struct CacheBuilder::Impl {
       last_bytes = reader.bytes_read();
 
       results.resize(records.size());
-      ChunkJob job;
-      job.records = &records;
-      job.results = &results;
-      job.path = &path;
-      job.format = reader.format();
-      job.n = records.size();
-      if (job.n > 0) run_chunk(job);
+      run_chunk(records, path, reader.format(), results);
 
       toks.clear();
       offs.clear();
@@ -382,10 +288,10 @@ struct CacheBuilder::Impl {
       }
       if (killed.load()) return;
 
-      pwrite_all(tfd.fd, toks.data(), toks.size() * sizeof(int32_t), static_cast<off_t>(l.tokens) * 4, tpath);
-      pwrite_all(ofd.fd, offs.data(), offs.size() * sizeof(int64_t), static_cast<off_t>(l.rows) * 8, opath);
-      sync_or_throw(tfd.fd, tpath);
-      sync_or_throw(ofd.fd, opath);
+      tokens_file.write_all_at(toks.data(), toks.size() * sizeof(int32_t), static_cast<uint64_t>(l.tokens) * 4);
+      offsets_file.write_all_at(offs.data(), offs.size() * sizeof(int64_t), static_cast<uint64_t>(l.rows) * 8);
+      tokens_file.sync_data();
+      offsets_file.sync_data();
       l.rows += docs;
       l.tokens = end;
       l.lines += static_cast<int64_t>(records.size());
@@ -395,7 +301,7 @@ struct CacheBuilder::Impl {
         l.finished = true;
         l.source.hash = ContentHash::hex(reader.content_hash());
       }
-      write_file_atomic(ledger_path(dir, shard), l.to_json());
+      runtime::write_file_atomic(ledger_path(dir, shard), l.to_json());
       ledgers[shard] = l;  // only this worker touches this shard's entry until the build ends
       documents += docs;
       tokens += static_cast<int64_t>(toks.size());
@@ -407,14 +313,12 @@ struct CacheBuilder::Impl {
         // What a kill in the middle of the next chunk leaves: data past the ledger, and a temporary ledger.
         if (!l.finished) {
           int32_t junk[3] = {-1, -2, -3};
-          pwrite_all(tfd.fd, junk, sizeof(junk), static_cast<off_t>(l.tokens) * 4, tpath);
-          pwrite_all(ofd.fd, junk, sizeof(junk), static_cast<off_t>(l.rows) * 8, opath);
-          std::string tmp = ledger_path(dir, shard) + ".tmp.999999";
-          Fd t(open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC));
-          pwrite_all(t.fd, "{\"rows\": 12", 11, 0, tmp);
+          tokens_file.write_all_at(junk, sizeof(junk), static_cast<uint64_t>(l.tokens) * 4);
+          offsets_file.write_all_at(junk, sizeof(junk), static_cast<uint64_t>(l.rows) * 8);
+          runtime::File::open(ledger_path(dir, shard) + ".tmp-999999", O_WRONLY | O_CREAT | O_TRUNC)
+              .write_all("{\"rows\": 12", 11);
         }
         killed = true;
-        jobs_cv.notify_all();
         return;
       }
     }
@@ -445,29 +349,17 @@ CacheBuilder::~CacheBuilder() { stop(); }
 CacheBuildProgress CacheBuilder::progress() const { return impl_->progress(); }
 
 void CacheBuilder::wait() {
-  {
-    std::unique_lock<std::mutex> lock(impl_->state_mu);
-    impl_->done_cv.wait(lock, [&] { return impl_->done; });
-  }
-  {
-    std::lock_guard<std::mutex> lock(impl_->join_mu);
-    for (std::thread& t : impl_->threads) {
-      if (t.joinable()) t.join();
-    }
-  }
+  std::unique_lock<std::mutex> lock(impl_->state_mu);
+  impl_->done_cv.wait(lock, [&] { return impl_->done; });
   if (!impl_->error.empty()) throw DataError(impl_->error);
 }
 
 void CacheBuilder::stop() {
+  if (!impl_->pool) return;  // never started
   impl_->stopping = true;
-  {
-    std::lock_guard<std::mutex> lock(impl_->jobs_mu);
-    impl_->jobs_cv.notify_all();
-  }
-  std::lock_guard<std::mutex> lock(impl_->join_mu);
-  for (std::thread& t : impl_->threads) {
-    if (t.joinable()) t.join();
-  }
+  // Owners stop at their next chunk boundary; the last one out records how the build ended.
+  std::unique_lock<std::mutex> lock(impl_->state_mu);
+  impl_->done_cv.wait(lock, [&] { return impl_->done; });
 }
 
 // --- opening ---------------------------------------------------------------------------------------------------
@@ -488,8 +380,11 @@ std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const s
 
 }  // namespace
 
-std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const std::vector<std::string>& files,
-                                                const DocumentEncoder& encoder, const CacheBuildOptions& options) {
+namespace {
+
+std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir, const std::vector<std::string>& files,
+                                                          const DocumentEncoder& encoder,
+                                                          const CacheBuildOptions& options) {
   if (!encoder.encode) throw std::invalid_argument("build_or_load_cache: the encoder has no encode function");
   // Every input must be readable and of a known format before anything is written.
   std::vector<FileInfo> infos;
@@ -507,11 +402,8 @@ std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const st
   impl->files = files;
   impl->encoder = encoder;
   impl->options = options;
-  impl->lock_fd = open_or_throw(dir + "/.lock", O_RDWR | O_CREAT);
-  if (::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK) throw DataError(dir + "/.lock: cannot lock: " + std::strerror(errno));
-    return open_built_elsewhere(dir, files, encoder.processing);
-  }
+  impl->lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
+  if (!impl->lock.locked()) return open_built_elsewhere(dir, files, encoder.processing);
 
   // Is what is there the cache we want?
   std::optional<CacheManifest> m = read_manifest(dir);
@@ -549,7 +441,7 @@ std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const st
     CacheManifest fresh;
     fresh.processing = encoder.processing;
     fresh.files = files;
-    write_file_atomic(manifest_path(dir), fresh.to_json());
+    runtime::write_file_atomic(manifest_path(dir), fresh.to_json());
     m = fresh;
   }
   impl->manifest = *m;
@@ -610,13 +502,20 @@ std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const st
   }
   if (impl->todo.empty() && m->finished) return cache;  // complete: nothing to build, release the lock
 
-  int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = options.num_threads > 0 ? options.num_threads : runtime::hardware_threads();
   impl->cache = cache.get();
   CacheBuilder::Impl* raw = impl.get();
   auto builder = std::make_shared<CacheBuilder>(std::move(impl));
   cache->attach_builder(builder);
   raw->start(threads);
   return cache;
+}
+
+}  // namespace
+
+std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const std::vector<std::string>& files,
+                                                const DocumentEncoder& encoder, const CacheBuildOptions& options) {
+  return runtime::rethrow_io_errors_as<DataError>([&] { return build_or_load_cache_unchecked(dir, files, encoder, options); });
 }
 
 }  // namespace levanter::data

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "levanter/runtime/file_io.h"
+
 namespace levanter::data {
 
 using nlohmann::json;
@@ -149,13 +151,13 @@ std::string offsets_path(const std::string& cache_dir, size_t shard) { return sh
 std::optional<ShardLedger> read_ledger(const std::string& cache_dir, size_t shard) {
   std::string p = ledger_path(cache_dir, shard);
   if (!file_exists(p)) return std::nullopt;
-  return ShardLedger::from_json(read_file(p), p);
+  return ShardLedger::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }), p);
 }
 
 std::optional<CacheManifest> read_manifest(const std::string& cache_dir) {
   std::string p = manifest_path(cache_dir);
   if (!file_exists(p)) return std::nullopt;
-  return CacheManifest::from_json(read_file(p), p);
+  return CacheManifest::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }), p);
 }
 
 }  // namespace levanter::data

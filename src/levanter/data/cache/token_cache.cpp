@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "levanter/data/cache/builder.h"
+#include "levanter/runtime/file_io.h"
 
 namespace levanter::data {
 
@@ -19,18 +20,12 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(200);
 
-void pread_all(int fd, void* buf, size_t n, off_t offset, const std::string& path) {
-  char* p = static_cast<char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, offset);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw DataError(path + ": read error: " + std::strerror(errno));
-    }
-    if (r == 0) throw DataError(path + ": shorter than its ledger says (the cache is corrupt; rebuild it)");
-    p += r;
-    n -= static_cast<size_t>(r);
-    offset += r;
+// A read of committed bytes: the file ending early means the cache is corrupt.
+void read_committed(const runtime::File& f, void* buf, size_t n, uint64_t offset) {
+  try {
+    f.read_exact_at(buf, n, offset);
+  } catch (const runtime::IoError& e) {
+    throw DataError(std::string(e.what()) + " (shorter than its ledger says? the cache is corrupt; rebuild it)");
   }
 }
 
@@ -69,8 +64,6 @@ TokenCache::~TokenCache() {
   for (ShardFiles& f : files_) {
     if (f.tokens_map) ::munmap(const_cast<int32_t*>(f.tokens_map), f.tokens_bytes);
     if (f.offsets_map) ::munmap(const_cast<int64_t*>(f.offsets_map), f.offsets_bytes);
-    if (f.tokens_fd >= 0) ::close(f.tokens_fd);
-    if (f.offsets_fd >= 0) ::close(f.offsets_fd);
   }
 }
 
@@ -112,12 +105,12 @@ void TokenCache::advance_prefix_locked() {
 
 void TokenCache::open_files_locked(size_t shard) {
   ShardFiles& f = files_[shard];
-  if (f.tokens_fd >= 0) return;
-  std::string tp = tokens_path(dir_, shard), op = offsets_path(dir_, shard);
-  f.tokens_fd = ::open(tp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.tokens_fd < 0) throw DataError(tp + ": cannot open: " + std::strerror(errno));
-  f.offsets_fd = ::open(op.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.offsets_fd < 0) throw DataError(op + ": cannot open: " + std::strerror(errno));
+  if (f.tokens.is_open()) return;
+  runtime::rethrow_io_errors_as<DataError>([&] {
+    runtime::File tokens = runtime::File::open(tokens_path(dir_, shard), O_RDONLY);
+    f.offsets = runtime::File::open(offsets_path(dir_, shard), O_RDONLY);
+    f.tokens = std::move(tokens);  // last: an open tokens file means both are open
+  });
 }
 
 void TokenCache::map_finished_locked(size_t shard) {
@@ -126,10 +119,10 @@ void TokenCache::map_finished_locked(size_t shard) {
   if (f.tokens_map || s.tokens == 0) return;
   open_files_locked(shard);
   f.tokens_bytes = static_cast<size_t>(s.tokens) * sizeof(int32_t);
-  void* t = ::mmap(nullptr, f.tokens_bytes, PROT_READ, MAP_SHARED, f.tokens_fd, 0);
+  void* t = ::mmap(nullptr, f.tokens_bytes, PROT_READ, MAP_SHARED, f.tokens.fd(), 0);
   if (t == MAP_FAILED) throw DataError(tokens_path(dir_, shard) + ": mmap failed: " + std::strerror(errno));
   f.offsets_bytes = static_cast<size_t>(s.rows) * sizeof(int64_t);
-  void* o = ::mmap(nullptr, f.offsets_bytes, PROT_READ, MAP_SHARED, f.offsets_fd, 0);
+  void* o = ::mmap(nullptr, f.offsets_bytes, PROT_READ, MAP_SHARED, f.offsets.fd(), 0);
   if (o == MAP_FAILED) {
     ::munmap(t, f.tokens_bytes);
     throw DataError(offsets_path(dir_, shard) + ": mmap failed: " + std::strerror(errno));
@@ -207,8 +200,8 @@ void TokenCache::copy_piece(const Piece& p, int32_t* out) {
   if (p.map) {
     std::memcpy(out + p.out_offset, p.map + p.local_start, static_cast<size_t>(p.count) * sizeof(int32_t));
   } else {
-    pread_all(p.fd, out + p.out_offset, static_cast<size_t>(p.count) * sizeof(int32_t),
-              static_cast<off_t>(p.local_start) * static_cast<off_t>(sizeof(int32_t)), tokens_path(dir_, p.shard));
+    read_committed(*p.file, out + p.out_offset, static_cast<size_t>(p.count) * sizeof(int32_t),
+                   static_cast<uint64_t>(p.local_start) * sizeof(int32_t));
   }
 }
 
@@ -254,7 +247,7 @@ void TokenCache::read_tokens(int64_t start, int64_t n, int32_t* out) {
       }
       int64_t take = std::min(end, shard_end) - pos;
       open_files_locked(k);
-      pieces.push_back({k, files_[k].tokens_map, files_[k].tokens_fd, pos - shard_start, take, pos - start});
+      pieces.push_back({k, files_[k].tokens_map, &files_[k].tokens, pos - shard_start, take, pos - start});
       pos += take;
     }
   }
@@ -266,7 +259,7 @@ std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
   size_t k;
   int64_t local, base;
   const int64_t* offsets_map;
-  int offsets_fd;
+  const runtime::File* offsets_file;
   {
     std::unique_lock<std::mutex> lock(mu_);
     wait_locked(lock, [&] { return rows_available_locked() > row; });
@@ -280,13 +273,13 @@ std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
     base = token_start_[k];
     open_files_locked(k);
     offsets_map = files_[k].offsets_map;
-    offsets_fd = files_[k].offsets_fd;
+    offsets_file = &files_[k].offsets;
   }
   auto offset = [&](int64_t r) -> int64_t {
     if (r < 0) return 0;
     if (offsets_map) return offsets_map[r];
     int64_t v;
-    pread_all(offsets_fd, &v, sizeof(v), static_cast<off_t>(r) * 8, offsets_path(dir_, k));
+    read_committed(*offsets_file, &v, sizeof(v), static_cast<uint64_t>(r) * 8);
     return v;
   };
   return {base + offset(local - 1), base + offset(local)};

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "levanter/data/cache/ledger.h"
+#include "levanter/runtime/file_io.h"
 
 namespace levanter::data {
 
@@ -78,7 +79,7 @@ class TokenCache {
     bool finished = false;
   };
   struct ShardFiles {
-    int tokens_fd = -1, offsets_fd = -1;
+    runtime::File tokens, offsets;
     const int32_t* tokens_map = nullptr;  // set once the shard is finished (and non-empty)
     const int64_t* offsets_map = nullptr;
     size_t tokens_bytes = 0, offsets_bytes = 0;
@@ -86,8 +87,8 @@ class TokenCache {
   // A part of a read within one shard, with what to read it from (captured under the lock).
   struct Piece {
     size_t shard;
-    const int32_t* map;  // null: pread from fd
-    int fd;
+    const int32_t* map;         // null: read from file
+    const runtime::File* file;  // files_ never reallocates
     int64_t local_start, count, out_offset;
   };
 

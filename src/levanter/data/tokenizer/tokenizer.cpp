@@ -2,16 +2,15 @@
 #include "levanter/data/tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "levanter/data/tokenizer/gpt2_split.h"
 #include "levanter/data/tokenizer/tokenizer_impl.h"
 #include "levanter/data/tokenizer/unicode.h"
+#include "levanter/runtime/thread_pool.h"
 
 namespace levanter::data {
 namespace detail {
@@ -127,70 +126,13 @@ void StatePool::release(std::unique_ptr<EncodeState> s) {
   if (free_.size() < 64) free_.push_back(std::move(s));
 }
 
-// ---- WorkerPool --------------------------------------------------------------------------------------------
+// ---- WorkerStates ------------------------------------------------------------------------------------------
 
-WorkerPool::~WorkerPool() {
-  {
-    std::lock_guard<std::mutex> lock(m_);
-    stop_ = true;
-  }
-  wake_.notify_all();
-  for (std::thread& t : threads_) t.join();
-}
-
-void WorkerPool::drain(Job& job, EncodeState& state) {
-  while (true) {
-    const std::size_t b = job.next.fetch_add(job.chunk);
-    if (b >= job.n) return;
-    const std::size_t e = std::min(job.n, b + job.chunk);
-    (*job.work)(b, e, state);  // valid: the caller waits until this chunk is counted as done
-    if (job.done.fetch_add(e - b) + (e - b) == job.n) {
-      std::lock_guard<std::mutex> lock(job.m);
-      job.finished.notify_all();
-    }
-  }
-}
-
-void WorkerPool::worker_loop() {
-  std::unique_ptr<EncodeState> state = states_.acquire();
-  std::uint64_t seen = 0;
-  while (true) {
-    std::shared_ptr<Job> job;
-    {
-      std::unique_lock<std::mutex> lock(m_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) break;
-      seen = generation_;
-      job = job_;
-    }
-    if (job && job->helpers.fetch_add(1) < job->max_helpers) drain(*job, *state);
-  }
-  states_.release(std::move(state));
-}
-
-bool WorkerPool::run(std::size_t n, std::size_t chunk, std::size_t helpers, EncodeState& caller_state, const Work& work) {
-  std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
-  if (!busy.owns_lock()) return false;
-  auto job = std::make_shared<Job>();
-  job->work = &work;
-  job->n = n;
-  job->chunk = std::max<std::size_t>(1, chunk);
-  job->max_helpers = helpers;
-  {
-    std::lock_guard<std::mutex> lock(m_);
-    while (threads_.size() < helpers) threads_.emplace_back([this] { worker_loop(); });
-    job_ = job;
-    ++generation_;
-  }
-  wake_.notify_all();
-  drain(*job, caller_state);
-  {
-    std::unique_lock<std::mutex> lock(job->m);
-    job->finished.wait(lock, [&] { return job->done.load() == job->n; });
-  }
-  std::lock_guard<std::mutex> lock(m_);
-  job_.reset();  // a worker that wakes late may still hold the job; it finds nothing left to claim
-  return true;
+EncodeState& WorkerStates::of(int participant) {
+  std::call_once(sized_, [&] { states_.resize(static_cast<std::size_t>(runtime::compute_pool().size()) + 1); });
+  std::unique_ptr<EncodeState>& s = states_[static_cast<std::size_t>(participant)];
+  if (!s) s = std::make_unique<EncodeState>();
+  return *s;
 }
 
 namespace {
@@ -684,16 +626,19 @@ Encoding Tokenizer::encode_with_offsets(std::string_view text, bool add_special_
 
 namespace {
 
-// Documents are claimed 8 at a time by the caller and the pool's threads (WorkerPool); each result goes to
-// its own slot, so the output does not depend on who encoded what.
+// Documents are claimed 8 at a time by the caller and the compute pool's workers; each result goes to its
+// own slot, so the output does not depend on who encoded what.
 template <class Texts>
 std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const Texts& texts, int num_threads, bool add) {
   const std::size_t n = texts.size();
   std::vector<std::vector<TokenId>> result(n);
-  std::size_t threads = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
-  threads = std::min(threads, n);
   std::vector<std::exception_ptr> errors(n);
-  WorkerPool::Work work = [&](std::size_t b, std::size_t e, EncodeState& st) {
+  StateLease lease(impl.states());
+  runtime::ThreadPool::ForOptions options;
+  options.chunk = 8;
+  options.max_participants = static_cast<std::size_t>(num_threads > 0 ? num_threads : runtime::hardware_threads());
+  runtime::compute_pool().parallel_for(n, options, [&](std::size_t b, std::size_t e, int participant) {
+    EncodeState& st = participant == 0 ? *lease.state : impl.workers.of(participant);
     for (std::size_t i = b; i < e; ++i) {
       try {
         result[i].reserve(std::string_view(texts[i]).size() / 4 + 16);  // ~4 bytes per token in English
@@ -702,9 +647,7 @@ std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const
         errors[i] = std::current_exception();
       }
     }
-  };
-  StateLease lease(impl.states());
-  if (threads <= 1 || !impl.workers.run(n, 8, threads - 1, *lease.state, work)) work(0, n, *lease.state);
+  });
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
   return result;

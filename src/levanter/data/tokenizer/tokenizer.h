@@ -87,8 +87,9 @@ class Tokenizer {
   void encode_into(std::string_view text, std::vector<TokenId>& out, bool add_special_tokens = false) const;
   Encoding encode_with_offsets(std::string_view text, bool add_special_tokens = false) const;
 
-  // Encodes every text on `num_threads` threads (0: the number of hardware threads). The result is in input
-  // order and independent of the thread count. Errors are rethrown (the first failing text's).
+  // Encodes every text on up to `num_threads` threads (0: the number of hardware threads): the caller and the
+  // workers of runtime::compute_pool(), which has one per hardware thread besides the caller. The result is in
+  // input order and independent of the thread count. Errors are rethrown (the first failing text's).
   std::vector<std::vector<TokenId>> encode_batch(const std::vector<std::string>& texts, int num_threads = 0,
                                                  bool add_special_tokens = false) const;
   std::vector<std::vector<TokenId>> encode_batch(const std::vector<std::string_view>& texts, int num_threads = 0,

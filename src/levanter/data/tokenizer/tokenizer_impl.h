@@ -12,12 +12,8 @@
 // byte of a transformed piece the range of the original text it came from.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
-#include <functional>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -161,37 +157,17 @@ class StatePool {
   std::vector<std::unique_ptr<EncodeState>> free_;
 };
 
-// Persistent threads for encode_batch, each with its own EncodeState (so its word cache stays warm across
-// batches). A batch is a shared job: items are claimed in chunks from an atomic counter and the caller
-// works too; the caller waits until every item is done, not for every worker to wake up, so a worker that
-// the OS schedules late simply finds nothing left (no per-batch thread start, no straggler wait).
-class WorkerPool {
+// encode_batch runs on runtime::compute_pool(): the caller encodes with a leased state, and each of the
+// pool's workers (participant p >= 1) with its own state here, so that its word cache stays warm across
+// batches. Slot p is created and used only by worker p (a worker runs one chunk at a time), so concurrent
+// batches need no lock.
+class WorkerStates {
  public:
-  using Work = std::function<void(std::size_t begin, std::size_t end, EncodeState& state)>;
-  WorkerPool(StatePool& states) : states_(states) {}
-  ~WorkerPool();
-  // Runs work over [0, n) in chunks on the caller and up to `helpers` pool threads. Returns false (doing
-  // nothing) when another batch is using the pool; the caller then works alone.
-  bool run(std::size_t n, std::size_t chunk, std::size_t helpers, EncodeState& caller_state, const Work& work);
+  EncodeState& of(int participant);
 
  private:
-  struct Job {
-    const Work* work = nullptr;
-    std::size_t n = 0, chunk = 1, max_helpers = 0;
-    std::atomic<std::size_t> next{0}, done{0}, helpers{0};
-    std::mutex m;
-    std::condition_variable finished;
-  };
-  static void drain(Job& job, EncodeState& state);
-  void worker_loop();
-  StatePool& states_;
-  std::mutex run_mutex_;  // one batch at a time
-  std::mutex m_;
-  std::condition_variable wake_;
-  std::shared_ptr<Job> job_;
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
+  std::once_flag sized_;
+  std::vector<std::unique_ptr<EncodeState>> states_;
 };
 
 
@@ -237,7 +213,7 @@ struct Tokenizer::Impl {
   std::string fingerprint, description;
 
   mutable detail::StatePool pool;
-  mutable detail::WorkerPool workers{pool};  // after `pool`: its threads return their states on destruction
+  mutable detail::WorkerStates workers;  // encode_batch's warm states, one per compute-pool worker
 
   void encode(std::string_view text, bool add_special_tokens, detail::Output out) const;  // leases a state
   void encode(std::string_view text, bool add_special_tokens, detail::EncodeState& st, detail::Output out) const;
