@@ -21,13 +21,15 @@ function(levanter_use_aten_pch target)
 endfunction()
 
 # One GoogleTest binary per test folder: fewer links against libtorch than one per file.
+# levanter_add_test_suite(name dir LIBS...): LIBS are the project libraries the suite tests (haliax's suite
+# links haliax alone, so it cannot depend on levanter).
 function(levanter_add_test_suite name dir)
   file(GLOB_RECURSE _srcs CONFIGURE_DEPENDS ${dir}/*.cpp)
   if(NOT _srcs)
     return()
   endif()
   add_executable(${name} ${_srcs})
-  target_link_libraries(${name} PRIVATE levanter GTest::gtest GTest::gtest_main ${ARGN})
+  target_link_libraries(${name} PRIVATE ${ARGN} GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE LEVANTER_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                              LEVANTER_BINARY_DIR="${PROJECT_BINARY_DIR}"

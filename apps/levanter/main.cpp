@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "levanter/runtime/cpu_allocator.h"
+#include "levanter/version.h"
 
 namespace levanter::cli {
 std::vector<Command>& registry() {
@@ -42,7 +43,7 @@ int main(int argc, char** argv) {
   levanter::runtime::install_caching_cpu_allocator();
   CLI::App app{"levanter: train foundation models with named tensors (Haliax and Levanter in C++)", "levanter"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("levanter-cpp 0.1.0"));
+  app.set_version_flag("--version", std::string("levanter-cpp ") + LEVANTER_VERSION);
 
   std::vector<Command> commands = registry();
   std::sort(commands.begin(), commands.end(), [](const Command& a, const Command& b) { return a.name < b.name; });

@@ -6,12 +6,13 @@
 #include <iostream>
 
 #include "command.h"
+#include "levanter/version.h"
 
 namespace {
 
 std::function<int()> setup(CLI::App& app) {
   return [] {
-    std::cout << "levanter-cpp 0.1.0\n"
+    std::cout << "levanter-cpp " LEVANTER_VERSION "\n"
               << "libtorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH << "\n"
               << "threads " << at::get_num_threads() << "\n"
               << at::get_parallel_info();

@@ -77,25 +77,6 @@ NamedArray rename(const NamedArray& a, const std::vector<std::pair<AxisSelector,
   return NamedArray(a.array(), axes);
 }
 
-NamedArray rearrange(const NamedArray& a, const AxisSelection& axes) {
-  if (axes.empty() && a.ndim() != 0) value_error("No axes specified");
-  if (axes.size() == 1 && axes[0].is_ellipsis()) return a;
-  AxisSpec out = rearrange_for_partial_order(axes, a.axes());
-  if (out == a.axes()) return a;
-  std::vector<int64_t> perm;
-  perm.reserve(out.size());
-  for (const Axis& ax : out) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
-  return NamedArray(a.array().permute(perm), out);
-}
-
-NamedArray rearrange(const NamedArray& a, const char* expression_or_axis, const Bindings& bindings) {
-  std::string s(expression_or_axis);
-  // A bare identifier is one axis name; anything with spaces or expression syntax is an expression.
-  if (s.find_first_of(" \t(){}-<>=,.:") != std::string::npos) return rearrange_expression(a, s, bindings);
-  if (!bindings.empty()) value_error("rearrange: bindings need an expression with '->', got '" + s + "'");
-  return rearrange(a, AxisSelection(AxisSelector(s)));
-}
-
 NamedArray flatten_axes(const NamedArray& a, const AxisSelection& old_axes_sel, const AxisSelector& new_axis_sel) {
   AxisSpec old_axes = a.resolve_axes(old_axes_sel);
   int64_t total = axis_size(old_axes);

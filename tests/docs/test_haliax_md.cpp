@@ -474,7 +474,10 @@ TEST(HaliaxDoc, AttentionOneFunctionForEveryLayout) {
   EXPECT_EQ(out.axes(), (hax::AxisSpec{Batch, Head, Pos, Key}));
   EXPECT_TRUE(all_close(out.array(), ref_attention(q.array(), k.array(), v.array(), mask)));
   EXPECT_TRUE(all_close(out.array().select(2, 0), v.array().select(2, 0)));  // position 0 sees only itself
-  hax::NamedArray lib = hax::nn::dot_product_attention(KPos, Key, q, k, v, causal);  // the library's version
+  hax::nn::AttentionOptions lib_options;
+  lib_options.mask = causal;
+  hax::NamedArray lib = hax::nn::dot_product_attention(hax::nn::Contract(Key), hax::nn::AttendOver(KPos), q, k, v,
+                                                       lib_options);  // the library's version
   EXPECT_EQ(lib.axes(), out.axes());
   EXPECT_TRUE(all_close(lib.array(), out.array()));
   // 2.

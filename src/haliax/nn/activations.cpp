@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <stdexcept>
 
 #include "haliax/core.h"
 #include "haliax/error.h"
@@ -70,6 +71,35 @@ NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType
 
 NamedArray one_hot(int64_t id, const Axis& class_axis, at::ScalarType dtype) {
   return one_hot(NamedArray(at::scalar_tensor(id, at::kLong), {}), class_axis, dtype);
+}
+
+namespace {
+NamedArray gelu_tanh(const NamedArray& x) { return gelu(x, true); }
+NamedArray gelu_erf(const NamedArray& x) { return gelu(x, false); }
+const std::vector<std::pair<std::string, ActivationFunction>>& activation_table() {
+  static const std::vector<std::pair<std::string, ActivationFunction>> table{
+      {"gelu_new", gelu_tanh}, {"gelu", gelu_erf}, {"gelu_pytorch_tanh", gelu_tanh}, {"relu", relu},
+      {"silu", silu},          {"swish", swish},   {"quick_gelu", quick_gelu}};
+  return table;
+}
+}  // namespace
+
+ActivationFunction activation_function(const std::string& name) {
+  for (const auto& [n, f] : activation_table()) {
+    if (n == name) return f;
+  }
+  std::string list;
+  for (const std::string& n : activation_function_names()) list += (list.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("unknown activation '" + name + "'; valid: " + list);
+}
+
+const std::vector<std::string>& activation_function_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const auto& [n, f] : activation_table()) out.push_back(n);
+    return out;
+  }();
+  return names;
 }
 
 }  // namespace haliax::nn

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "haliax/named_array.h"
 #include "haliax/ops.h"
@@ -20,6 +22,14 @@ NamedArray leaky_relu(const NamedArray& x, double negative_slope = 0.01);
 // GELU; approximate = true is the tanh form used by GPT-2 ("gelu_new"), false the exact erf form.
 NamedArray gelu(const NamedArray& x, bool approximate = true);
 NamedArray quick_gelu(const NamedArray& x);
+
+// A pointwise activation resolved once, when a module is built, instead of by name on every call.
+using ActivationFunction = NamedArray (*)(const NamedArray&);
+// By Hugging Face's / Levanter's name: gelu_new and gelu_pytorch_tanh (tanh GELU), gelu (erf GELU), relu,
+// silu, swish, quick_gelu. Throws std::invalid_argument "unknown activation 'x'; valid: ..." otherwise.
+ActivationFunction activation_function(const std::string& name);
+// The names activation_function accepts, in a fixed order.
+const std::vector<std::string>& activation_function_names();
 
 // Softmax over one or several axes (several are normalised jointly).
 NamedArray softmax(const NamedArray& x, const AxisSelection& axis);

@@ -7,40 +7,38 @@
 #include "haliax/core.h"
 #include "haliax/error.h"
 #include "haliax/nn/activations.h"
+#include "haliax/nn/dropout.h"
 #include "haliax/ops.h"
 
 namespace haliax::nn {
 
-NamedArray dot_product_attention_weights(const AxisSelector& Key, const AxisSelection& KPos, const NamedArray& query,
-                                         const NamedArray& key, const std::optional<NamedArray>& mask,
-                                         const std::optional<NamedArray>& bias,
-                                         std::optional<at::ScalarType> attention_dtype,
-                                         std::optional<double> scaling_factor) {
+NamedArray dot_product_attention_weights(const Contract& contract, const AttendOver& over, const NamedArray& query,
+                                         const NamedArray& key, const AttentionOptions& o) {
   at::ScalarType orig = query.dtype();
-  double scale = scaling_factor ? *scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(Key)));
+  double scale = o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
   NamedArray q = query * scale;
   NamedArray k = key;
-  if (attention_dtype) {
-    q = astype(q, *attention_dtype);
-    k = astype(k, *attention_dtype);
+  if (o.attention_dtype) {
+    q = astype(q, *o.attention_dtype);
+    k = astype(k, *o.attention_dtype);
   }
-  NamedArray weights = dot(q, k, Key);
-  if (bias) weights = weights + *bias;
-  if (mask) weights = where(*mask, weights, -1e9);
-  weights = softmax(weights, KPos);
-  return astype(weights, orig);
+  NamedArray weights = dot(q, k, AxisSelection(contract.axis));
+  if (o.bias) weights = weights + *o.bias;
+  if (o.mask) weights = where(*o.mask, weights, -1e9);
+  weights = astype(softmax(weights, over.axes), orig);
+  if (o.dropout > 0.0 && o.key) weights = Dropout{o.dropout}(weights, o.key);
+  return weights;
 }
 
-NamedArray dot_product_attention(const AxisSelection& KPos, const AxisSelector& Key, const NamedArray& query,
-                                 const NamedArray& key, const NamedArray& value, const std::optional<NamedArray>& mask,
-                                 const std::optional<NamedArray>& bias, std::optional<at::ScalarType> attention_dtype) {
-  AxisSpec kpos = key.resolve_axes(KPos);
+NamedArray dot_product_attention(const Contract& contract, const AttendOver& over, const NamedArray& query,
+                                 const NamedArray& key, const NamedArray& value, const AttentionOptions& o) {
+  AxisSpec kpos = key.resolve_axes(over.axes);
   for (const Axis& ax : kpos) {
     if (query.axis_index(AxisSelector(ax.name))) {
       value_error("Axis " + to_string(ax) + " in KPos is also in query. Attended-to axes must be distinct from query axis");
     }
   }
-  NamedArray weights = dot_product_attention_weights(Key, AxisSelection(kpos), query, key, mask, bias, attention_dtype);
+  NamedArray weights = dot_product_attention_weights(contract, AttendOver(AxisSelection(kpos)), query, key, o);
   return dot(weights, value, AxisSelection(kpos));
 }
 

@@ -4,25 +4,47 @@
 // (KPos) is carried through, so the same call does single-head, multi-head, multi-query and 2-D attention.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
+#include <utility>
 
 #include "haliax/named_array.h"
+#include "haliax/random.h"
 
 namespace haliax::nn {
 
-// softmax(q . k / sqrt(|Key|) + bias, masked) over KPos. Masked-out logits get -1e9 (as Haliax), so a fully
-// masked row is uniform rather than NaN. `attention_dtype` upcasts q and k (e.g. f32 for bf16 models).
-NamedArray dot_product_attention_weights(const AxisSelector& Key, const AxisSelection& KPos, const NamedArray& query,
-                                         const NamedArray& key, const std::optional<NamedArray>& mask = std::nullopt,
-                                         const std::optional<NamedArray>& bias = std::nullopt,
-                                         std::optional<at::ScalarType> attention_dtype = std::nullopt,
-                                         std::optional<double> scaling_factor = std::nullopt);
-// weights . value over KPos. KPos must not be an axis of the query.
-NamedArray dot_product_attention(const AxisSelection& KPos, const AxisSelector& Key, const NamedArray& query,
-                                 const NamedArray& key, const NamedArray& value,
-                                 const std::optional<NamedArray>& mask = std::nullopt,
-                                 const std::optional<NamedArray>& bias = std::nullopt,
-                                 std::optional<at::ScalarType> attention_dtype = std::nullopt);
+// The two axes of an attention call have types of their own, so that they cannot be swapped by accident
+// (Haliax takes them positionally, and in opposite orders in its two functions):
+//   Contract(HeadSize)     the axis q and k are contracted over (Haliax's `Key`)
+//   AttendOver(KeyPos)     the axis or axes the softmax normalises over (Haliax's `KPos`)
+struct Contract {
+  explicit Contract(AxisSelector axis) : axis(std::move(axis)) {}
+  AxisSelector axis;
+};
+struct AttendOver {
+  explicit AttendOver(AxisSelection axes) : axes(std::move(axes)) {}
+  AttendOver(std::initializer_list<AxisSelector> axes) : axes(AxisSelection(std::vector<AxisSelector>(axes))) {}
+  AxisSelection axes;
+};
+
+// Everything optional about an attention call, by name:
+//   nn::AttentionOptions o;  o.mask = causal;  o.attention_dtype = at::kFloat;  o.dropout = 0.1;  o.key = k;
+struct AttentionOptions {
+  std::optional<NamedArray> mask;             // bool, true = attend; broadcast by name
+  std::optional<NamedArray> bias;             // added to the logits before masking
+  std::optional<at::ScalarType> attention_dtype;  // upcast q and k (e.g. f32 for a bf16 model)
+  std::optional<double> scaling_factor;       // default 1 / sqrt(|Contract|)
+  double dropout = 0.0;                       // dropout on the attention weights (Levanter's attn_pdrop)...
+  std::optional<random::Key> key;             // ...applied only with a key (absent: inference)
+};
+
+// softmax(q . k * scale + bias, masked) over AttendOver, then dropout. Masked-out logits get -1e9 (as Haliax),
+// so a fully masked row is uniform rather than NaN. Returned in the query's dtype.
+NamedArray dot_product_attention_weights(const Contract& contract, const AttendOver& over, const NamedArray& query,
+                                         const NamedArray& key, const AttentionOptions& options = {});
+// weights . value over AttendOver. The attended-over axes must not be axes of the query.
+NamedArray dot_product_attention(const Contract& contract, const AttendOver& over, const NamedArray& query,
+                                 const NamedArray& key, const NamedArray& value, const AttentionOptions& options = {});
 
 // mask[q, k] = (k + k_start) <= (q + q_start): bool (QPos, KPos).
 NamedArray causal_mask(const Axis& QPos, const Axis& KPos, int64_t q_start = 0, int64_t k_start = 0);

@@ -9,12 +9,11 @@
 
 namespace haliax::nn {
 
-Linear Linear::init(const AxisSpec& In, const AxisSpec& Out, const random::Key& key, bool use_bias, double init_scale,
-                    bool out_first, at::ScalarType dtype) {
-  AxisSpec joint = out_first ? concat_axes(Out, In) : concat_axes(In, Out);
-  NamedArray w = random::truncated_normal(key, joint, -3.0, 3.0) * (init_scale / std::sqrt(double(axis_size(In))));
-  Linear l{In, Out, astype(w, dtype), std::nullopt};
-  if (use_bias) l.bias = zeros(Out, dtype);
+Linear Linear::init(const AxisSpec& In, const AxisSpec& Out, const random::Key& key, const LinearOptions& o) {
+  AxisSpec joint = o.out_first ? concat_axes(Out, In) : concat_axes(In, Out);
+  NamedArray w = random::truncated_normal(key, joint, -3.0, 3.0) * (o.init_scale / std::sqrt(double(axis_size(In))));
+  Linear l{In, Out, astype(w, o.dtype), std::nullopt};
+  if (o.use_bias) l.bias = zeros(Out, o.dtype);
   return l;
 }
 

@@ -5,28 +5,29 @@
 namespace haliax::nn {
 
 MLP MLP::init(const AxisSpec& Input, const AxisSpec& Output, const Axis& Width, int depth, const random::Key& key,
-              Activation activation, bool use_bias, bool use_final_bias, double init_scale, bool out_first) {
+              const MLPOptions& o) {
   std::vector<random::Key> keys = key.split(depth + 1);
   MLP m;
-  m.activation = activation ? std::move(activation) : Activation([](const NamedArray& x) { return relu(x); });
+  m.activation = o.activation ? o.activation : Activation([](const NamedArray& x) { return relu(x); });
+  const LinearOptions hidden = LinearOptions().set_use_bias(o.use_bias).set_init_scale(o.init_scale).set_out_first(o.out_first);
+  const LinearOptions last = LinearOptions(hidden).set_use_bias(o.use_final_bias);
   if (depth == 0) {
-    m.layers.push_back(Linear::init(Input, Output, keys[0], use_final_bias, init_scale, out_first));
+    m.layers.push_back(Linear::init(Input, Output, keys[0], last));
     return m;
   }
   Axis cur = Width, next = Width.alias(Width.name + "2");
-  m.layers.push_back(Linear::init(Input, {cur}, keys[0], use_bias, init_scale, out_first));
+  m.layers.push_back(Linear::init(Input, {cur}, keys[0], hidden));
   for (int i = 1; i < depth; ++i) {
-    m.layers.push_back(Linear::init({cur}, {next}, keys[i], use_bias, init_scale, out_first));
+    m.layers.push_back(Linear::init({cur}, {next}, keys[i], hidden));
     std::swap(cur, next);
   }
-  m.layers.push_back(Linear::init({cur}, Output, keys[depth], use_final_bias, init_scale, out_first));
+  m.layers.push_back(Linear::init({cur}, Output, keys[depth], last));
   return m;
 }
 
 MLP MLP::init(const AxisSpec& Input, const AxisSpec& Output, int64_t width, int depth, const random::Key& key,
-              Activation activation, bool use_bias, bool use_final_bias, double init_scale, bool out_first) {
-  return init(Input, Output, Axis("mlp", width), depth, key, std::move(activation), use_bias, use_final_bias, init_scale,
-              out_first);
+              const MLPOptions& options) {
+  return init(Input, Output, Axis("mlp", width), depth, key, options);
 }
 
 NamedArray MLP::operator()(const NamedArray& x) const {

@@ -7,10 +7,10 @@
 
 namespace haliax::nn {
 
-LayerNorm LayerNorm::init(const AxisSpec& axis, double eps, bool use_weight, bool use_bias, at::ScalarType dtype) {
-  LayerNorm ln{axis, std::nullopt, std::nullopt, eps};
-  if (use_weight) ln.weight = ones(axis, dtype);
-  if (use_bias) ln.bias = zeros(axis, dtype);
+LayerNorm LayerNorm::init(const AxisSpec& axis, const LayerNormOptions& o) {
+  LayerNorm ln{axis, std::nullopt, std::nullopt, o.eps};
+  if (o.use_weight) ln.weight = ones(axis, o.dtype);
+  if (o.use_bias) ln.bias = zeros(axis, o.dtype);
   return ln;
 }
 
@@ -37,10 +37,10 @@ NamedArray LayerNorm::operator()(const NamedArray& x) const {
   return out;
 }
 
-RmsNorm RmsNorm::init(const AxisSpec& axis, double eps, bool use_weight, bool use_bias, at::ScalarType dtype) {
-  RmsNorm n{axis, std::nullopt, std::nullopt, eps};
-  if (use_weight) n.weight = ones(axis, dtype);
-  if (use_bias) n.bias = zeros(axis, dtype);
+RmsNorm RmsNorm::init(const AxisSpec& axis, const RmsNormOptions& o) {
+  RmsNorm n{axis, std::nullopt, std::nullopt, o.eps};
+  if (o.use_weight) n.weight = ones(axis, o.dtype);
+  if (o.use_bias) n.bias = zeros(axis, o.dtype);
   return n;
 }
 

@@ -61,6 +61,150 @@ const Capture& simple(const Capture& c, const std::string& expr, const char* whe
   return c;
 }
 
+// The three forms of einsum differ only in which axes survive, in which order.
+
+// "-> H W": keep exactly the rhs axes (and, with "...", every unmentioned one); contract the rest.
+AxisSpec output_axes_keep_only(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
+                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+  AxisSpec out;
+  std::vector<std::string> names;
+  bool has_ellipsis = false;
+  std::set<std::string> mentioned;
+  for (const Capture& c : rhs.captures) {
+    if (c.ellipsis) {
+      has_ellipsis = true;
+      names.push_back(kEllipsis);
+      continue;
+    }
+    std::string n = aliases.resolve(*simple(c, expr, " in the output of an einsum").binding);
+    if (!mentioned.insert(n).second) raise_parse_error("Axis capture " + n + " occurs multiple times on the rhs", expr, c.range);
+    if (!index_of(all, n)) raise_parse_error("Axis " + n + " not found in any of the input arrays", expr, c.range);
+    names.push_back(n);
+  }
+  for (const std::string& n : names) {
+    if (n != kEllipsis) {
+      out.push_back(*std::find_if(all.begin(), all.end(), [&](const Axis& a) { return a.name == n; }));
+    } else if (has_ellipsis) {
+      for (const Axis& ax : all) {
+        if (!mentioned.count(ax.name)) out.push_back(ax);
+      }
+    }
+  }
+  return out;
+}
+
+// "{H W D} -> H W": names on the lhs but not the rhs are contracted; everything else is kept.
+AxisSpec output_axes_unordered(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
+                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+  AxisSpec out;
+  std::vector<std::string> lhs_names, rhs_names;
+  bool lhs_ellipsis = false, rhs_ellipsis = false;
+  for (const Capture& c : lhses[0].captures) {
+    if (c.ellipsis) lhs_ellipsis = true;
+    else lhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
+  }
+  std::vector<AxisSelector> rhs_order;
+  for (const Capture& c : rhs.captures) {
+    if (c.ellipsis) {
+      rhs_ellipsis = true;
+      rhs_order.emplace_back(kEllipsis);
+    } else {
+      rhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
+      rhs_order.emplace_back(rhs_names.back());
+    }
+  }
+  if (rhs_ellipsis) {
+    // As in Haliax: with "..." on the rhs every input axis is kept, in the rhs's partial order.
+    out = rearrange_for_partial_order(AxisSelection(rhs_order), all);
+  } else if (lhs_ellipsis) {
+    for (const std::string& n : rhs_names) {
+      auto i = index_of(all, n);
+      if (!i) raise_parse_error("Axis " + n + " not found in any of the input arrays", expr, std::nullopt);
+      out.push_back(all[*i]);
+    }
+  } else {
+    std::vector<AxisSelector> drop;
+    for (const std::string& n : lhs_names) {
+      if (std::find(rhs_names.begin(), rhs_names.end(), n) == rhs_names.end()) drop.emplace_back(n);
+    }
+    AxisSpec almost = eliminate_axes(all, AxisSelection(drop));
+    rhs_order.insert(rhs_order.begin(), AxisSelector(kEllipsis));
+    out = rearrange_for_partial_order(AxisSelection(rhs_order), almost);
+  }
+  return out;
+}
+
+// "h w d, d w h -> h w": one lhs per operand, names bound to axes by position.
+AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
+                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+  AxisSpec out;
+  for (const Expression& e : lhses) {
+    if (!e.ordered) raise_parse_error("Cannot have multiple unordered axes in an einsum", expr, std::nullopt);
+  }
+  if (lhses.size() != arrays.size()) {
+    value_error("Number of lhses (" + std::to_string(lhses.size()) + ") does not match number of arrays (" +
+                std::to_string(arrays.size()) + ")");
+  }
+  AliasTable table;
+  for (const auto& [name, sel] : aliases.map) {
+    table.set(name, {sel.size() ? std::optional<Axis>(Axis(sel.name(), *sel.size())) : std::nullopt, sel.name()});
+  }
+  std::vector<std::string> bound_order;
+  for (size_t k = 0; k < arrays.size(); ++k) {
+    const auto& caps = lhses[k].captures;
+    const AxisSpec& axes = arrays[k].axes();
+    size_t ell = caps.size();
+    for (size_t j = 0; j < caps.size(); ++j) {
+      if (caps[j].ellipsis) {
+        if (ell != caps.size()) raise_parse_error("Can't have two ellipses in an einsum", expr, caps[j].range);
+        ell = j;
+      }
+    }
+    size_t n_named = caps.size() - (ell != caps.size() ? 1 : 0);
+    if ((ell == caps.size() && n_named != axes.size()) || n_named > axes.size()) {
+      value_error("Mismatched number of axes in einsum: operand " + std::to_string(k) + " has axes " +
+                  to_string(axes) + " but the equation names " + std::to_string(n_named));
+    }
+    for (size_t j = 0; j < caps.size(); ++j) {
+      if (caps[j].ellipsis) continue;
+      const Capture& c = simple(caps[j], expr, "");
+      size_t pos = j < ell ? j : axes.size() - (caps.size() - j);
+      auto entry = table.get(*c.binding);
+      if (entry && !entry->axis && entry->name != axes[pos].name) {
+        raise_parse_error("Alias " + *c.binding + " is assigned to more than one axis", expr, c.range);
+      }
+      if (aliases.map.count(*c.binding)) aliases.used.insert(*c.binding);
+      table.bind(*c.binding, axes[pos], expr, c.range);
+      if (std::find(bound_order.begin(), bound_order.end(), *c.binding) == bound_order.end()) {
+        bound_order.push_back(*c.binding);
+      }
+    }
+  }
+  bool rhs_ellipsis = false;
+  std::set<std::string> kept_names;
+  for (const Capture& c : rhs.captures) {
+    if (c.ellipsis) {
+      if (rhs_ellipsis) raise_parse_error("Can't have two ellipses in an ordered einsum", expr, c.range);
+      rhs_ellipsis = true;
+      continue;
+    }
+    const Capture& s = simple(c, expr, " in the output of an einsum");
+    auto e = table.get(*s.binding);
+    if (!e || !e->axis) raise_parse_error("Axis name " + *s.binding + " does not occur on the left hand side", expr, c.range);
+    kept_names.insert(*s.binding);
+    if (!rhs_ellipsis) out.push_back(*e->axis);
+  }
+  if (rhs_ellipsis) {
+    // Keep every axis not contracted (named on the lhs and not on the rhs), in input order.
+    std::vector<AxisSelector> contracted;
+    for (const std::string& n : bound_order) {
+      if (!kept_names.count(n)) contracted.emplace_back(table.get(n)->axis->name);
+    }
+    out = eliminate_axes(all, AxisSelection(contracted));
+  }
+  return out;
+}
+
 }  // namespace
 
 NamedArray einsum(const std::string& expr, const std::vector<NamedArray>& arrays, const Bindings& alias_bindings) {
@@ -68,136 +212,14 @@ NamedArray einsum(const std::string& expr, const std::vector<NamedArray>& arrays
   detail::ensure_no_mismatched_axes(arrays);
   AliasMap aliases(alias_bindings);
   check_sizes(arrays, aliases);
-  AxisSpec all = all_input_axes(arrays);
+  const AxisSpec all = all_input_axes(arrays);
   AxisSpec out;
-
   if (lhses.size() == 1 && lhses[0].captures.empty() && lhses[0].ordered) {
-    // "-> H W": keep exactly the rhs axes (and, with "...", every unmentioned one), contract the rest.
-    std::vector<std::string> names;
-    bool has_ellipsis = false;
-    std::set<std::string> mentioned;
-    for (const Capture& c : rhs.captures) {
-      if (c.ellipsis) {
-        has_ellipsis = true;
-        names.push_back(kEllipsis);
-        continue;
-      }
-      std::string n = aliases.resolve(*simple(c, expr, " in the output of an einsum").binding);
-      if (!mentioned.insert(n).second) raise_parse_error("Axis capture " + n + " occurs multiple times on the rhs", expr, c.range);
-      if (!index_of(all, n)) raise_parse_error("Axis " + n + " not found in any of the input arrays", expr, c.range);
-      names.push_back(n);
-    }
-    for (const std::string& n : names) {
-      if (n != kEllipsis) {
-        out.push_back(*std::find_if(all.begin(), all.end(), [&](const Axis& a) { return a.name == n; }));
-      } else if (has_ellipsis) {
-        for (const Axis& ax : all) {
-          if (!mentioned.count(ax.name)) out.push_back(ax);
-        }
-      }
-    }
+    out = output_axes_keep_only(expr, lhses, rhs, arrays, all, aliases);
   } else if (lhses.size() == 1 && !lhses[0].ordered) {
-    // "{H W D} -> H W": names on the lhs but not the rhs are contracted; everything else is kept.
-    std::vector<std::string> lhs_names, rhs_names;
-    bool lhs_ellipsis = false, rhs_ellipsis = false;
-    for (const Capture& c : lhses[0].captures) {
-      if (c.ellipsis) lhs_ellipsis = true;
-      else lhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
-    }
-    std::vector<AxisSelector> rhs_order;
-    for (const Capture& c : rhs.captures) {
-      if (c.ellipsis) {
-        rhs_ellipsis = true;
-        rhs_order.emplace_back(kEllipsis);
-      } else {
-        rhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
-        rhs_order.emplace_back(rhs_names.back());
-      }
-    }
-    if (rhs_ellipsis) {
-      // As in Haliax: with "..." on the rhs every input axis is kept, in the rhs's partial order.
-      out = rearrange_for_partial_order(AxisSelection(rhs_order), all);
-    } else if (lhs_ellipsis) {
-      for (const std::string& n : rhs_names) {
-        auto i = index_of(all, n);
-        if (!i) raise_parse_error("Axis " + n + " not found in any of the input arrays", expr, std::nullopt);
-        out.push_back(all[*i]);
-      }
-    } else {
-      std::vector<AxisSelector> drop;
-      for (const std::string& n : lhs_names) {
-        if (std::find(rhs_names.begin(), rhs_names.end(), n) == rhs_names.end()) drop.emplace_back(n);
-      }
-      AxisSpec almost = eliminate_axes(all, AxisSelection(drop));
-      rhs_order.insert(rhs_order.begin(), AxisSelector(kEllipsis));
-      out = rearrange_for_partial_order(AxisSelection(rhs_order), almost);
-    }
+    out = output_axes_unordered(expr, lhses, rhs, arrays, all, aliases);
   } else {
-    // Positional: one lhs per operand, names bound to axes by position ("h w d, d w h -> h w").
-    for (const Expression& e : lhses) {
-      if (!e.ordered) raise_parse_error("Cannot have multiple unordered axes in an einsum", expr, std::nullopt);
-    }
-    if (lhses.size() != arrays.size()) {
-      value_error("Number of lhses (" + std::to_string(lhses.size()) + ") does not match number of arrays (" +
-                  std::to_string(arrays.size()) + ")");
-    }
-    AliasTable table;
-    for (const auto& [name, sel] : aliases.map) {
-      table.set(name, {sel.size() ? std::optional<Axis>(Axis(sel.name(), *sel.size())) : std::nullopt, sel.name()});
-    }
-    std::vector<std::string> bound_order;
-    for (size_t k = 0; k < arrays.size(); ++k) {
-      const auto& caps = lhses[k].captures;
-      const AxisSpec& axes = arrays[k].axes();
-      size_t ell = caps.size();
-      for (size_t j = 0; j < caps.size(); ++j) {
-        if (caps[j].ellipsis) {
-          if (ell != caps.size()) raise_parse_error("Can't have two ellipses in an einsum", expr, caps[j].range);
-          ell = j;
-        }
-      }
-      size_t n_named = caps.size() - (ell != caps.size() ? 1 : 0);
-      if ((ell == caps.size() && n_named != axes.size()) || n_named > axes.size()) {
-        value_error("Mismatched number of axes in einsum: operand " + std::to_string(k) + " has axes " +
-                    to_string(axes) + " but the equation names " + std::to_string(n_named));
-      }
-      for (size_t j = 0; j < caps.size(); ++j) {
-        if (caps[j].ellipsis) continue;
-        const Capture& c = simple(caps[j], expr, "");
-        size_t pos = j < ell ? j : axes.size() - (caps.size() - j);
-        auto entry = table.get(*c.binding);
-        if (entry && !entry->axis && entry->name != axes[pos].name) {
-          raise_parse_error("Alias " + *c.binding + " is assigned to more than one axis", expr, c.range);
-        }
-        if (aliases.map.count(*c.binding)) aliases.used.insert(*c.binding);
-        table.bind(*c.binding, axes[pos], expr, c.range);
-        if (std::find(bound_order.begin(), bound_order.end(), *c.binding) == bound_order.end()) {
-          bound_order.push_back(*c.binding);
-        }
-      }
-    }
-    bool rhs_ellipsis = false;
-    std::set<std::string> kept_names;
-    for (const Capture& c : rhs.captures) {
-      if (c.ellipsis) {
-        if (rhs_ellipsis) raise_parse_error("Can't have two ellipses in an ordered einsum", expr, c.range);
-        rhs_ellipsis = true;
-        continue;
-      }
-      const Capture& s = simple(c, expr, " in the output of an einsum");
-      auto e = table.get(*s.binding);
-      if (!e || !e->axis) raise_parse_error("Axis name " + *s.binding + " does not occur on the left hand side", expr, c.range);
-      kept_names.insert(*s.binding);
-      if (!rhs_ellipsis) out.push_back(*e->axis);
-    }
-    if (rhs_ellipsis) {
-      // Keep every axis not contracted (named on the lhs and not on the rhs), in input order.
-      std::vector<AxisSelector> contracted;
-      for (const std::string& n : bound_order) {
-        if (!kept_names.count(n)) contracted.emplace_back(table.get(n)->axis->name);
-      }
-      out = eliminate_axes(all, AxisSelection(contracted));
-    }
+    out = output_axes_positional(expr, lhses, rhs, arrays, all, aliases);
   }
   aliases.check_all_used(expr);
   return detail::contract(arrays, out);

@@ -2,6 +2,8 @@
 //
 // Every rearrangement is reshape (split lhs groups) -> permute -> reshape (merge rhs groups). The plan is
 // computed on names only; the tensor sees at most two reshapes and one permute.
+#include "haliax/ops/rearrange.h"
+
 #include <ATen/ATen.h>
 
 #include <set>
@@ -210,6 +212,25 @@ NamedArray rearrange_expression(const NamedArray& a, const std::string& expr, co
     t = t.reshape(sizes);
   }
   return NamedArray(t, final_axes);
+}
+
+NamedArray rearrange(const NamedArray& a, const AxisSelection& axes) {
+  if (axes.empty() && a.ndim() != 0) value_error("No axes specified");
+  if (axes.size() == 1 && axes[0].is_ellipsis()) return a;
+  AxisSpec out = rearrange_for_partial_order(axes, a.axes());
+  if (out == a.axes()) return a;
+  std::vector<int64_t> perm;
+  perm.reserve(out.size());
+  for (const Axis& ax : out) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
+  return NamedArray(a.array().permute(perm), out);
+}
+
+NamedArray rearrange(const NamedArray& a, const char* expression_or_axis, const Bindings& bindings) {
+  std::string s(expression_or_axis);
+  // A bare identifier is one axis name; anything with spaces or expression syntax is an expression.
+  if (s.find_first_of(" \t(){}-<>=,.:") != std::string::npos) return rearrange_expression(a, s, bindings);
+  if (!bindings.empty()) value_error("rearrange: bindings need an expression with '->', got '" + s + "'");
+  return rearrange(a, AxisSelection(AxisSelector(s)));
 }
 
 }  // namespace haliax

@@ -55,15 +55,6 @@ void MixedPrecision::parse_yaml(const YAML::Node& node, const Context& ctx) {
   }
 }
 
-void TrackerConfig::validate() const {
-  if (type == "json" || type == "noop") return;
-  if (type == "wandb") {
-    throw ConfigError("trainer.tracker.type: wandb needs network access, which this machine does not have; use "
-                      "type: json (metrics.jsonl in the run directory; the default) or noop");
-  }
-  throw ConfigError("trainer.tracker.type: unknown tracker '" + type + "'; valid: json, noop");
-}
-
 template <typename V>
 void TrainerConfig::unsupported(V& v) {
   v.rejected("quantization", "fp8/int8 quantized training");
@@ -116,37 +107,6 @@ void TrainerConfig::validate() const {
   if (mp.param != at::kFloat && mp.param != at::kBFloat16) throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");
 }
 
-void ModelConfig::parse_yaml(const YAML::Node& node, const Context& ctx) {
-  if (node.IsNull()) return;
-  if (!node.IsMap()) config::fail(ctx, node, "expected a mapping with type: gpt2 and the model's keys");
-  YAML::Node t = node["type"];
-  if (t.IsDefined()) {
-    config::parse_value(t, ctx.child("type"), type);
-  }
-  if (type != "gpt2") {
-    config::fail(ctx.child("type"), t.IsDefined() ? t : node,
-                 "model type '" + type + "' is not implemented; valid: gpt2");
-  }
-  // Parse the remaining keys into the family's config (the Reader rejects unknown keys with the nearest one).
-  YAML::Node rest(YAML::NodeType::Map);
-  for (const auto& kv : node) {
-    if (kv.first.as<std::string>() != "type") rest[kv.first] = kv.second;
-  }
-  // Keep line numbers: parse from the original node for errors by giving the Reader the original node minus
-  // "type". yaml-cpp copies keep marks of the value nodes.
-  config::Reader r(rest, ctx);
-  gpt2.fields(r);
-  r.finish();
-}
-
-YAML::Node ModelConfig::to_yaml() const {
-  YAML::Node n = config::to_yaml_value(gpt2);
-  YAML::Node out(YAML::NodeType::Map);
-  out["type"] = type;
-  for (const auto& kv : n) out[kv.first] = kv.second;
-  return out;
-}
-
 template <typename V>
 void TrainLmConfig::unsupported(V& v) {
   v.rejected("initialize_from_hf", "Hugging Face checkpoint import");
@@ -166,7 +126,7 @@ void TrainLmConfig::validate() const {
   data.validate();
   trainer.validate();
   try {
-    model.gpt2.validate();
+    model.get().validate();
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }
@@ -184,7 +144,7 @@ std::vector<config::DocRow> describe_train_config() {
   TrainLmConfig defaults;
   config::Describer d(rows, "");
   defaults.fields(d);
-  // The model section is a choice: list the gpt2 family's keys under it.
+  // The model section is a choice: model.type, then the keys of every registered family.
   std::vector<config::DocRow> out;
   for (config::DocRow r : rows) {
     if (r.key == "model") {
@@ -192,10 +152,7 @@ std::vector<config::DocRow> describe_train_config() {
       r.default_value = "";
     }
     out.push_back(r);
-    if (r.key == "model") {
-      out.push_back({"model.type", "string", "gpt2", "Model family (gpt2)"});
-      config::describe(out, "model", defaults.model.gpt2);
-    }
+    if (r.key == "model") models::describe_model_config(out, "model");
   }
   return out;
 }

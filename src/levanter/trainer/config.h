@@ -11,8 +11,9 @@
 #include "levanter/checkpoint/checkpointer.h"
 #include "levanter/config/config.h"
 #include "levanter/data/config.h"
-#include "levanter/models/gpt2/gpt2.h"
+#include "levanter/models/model_config.h"
 #include "levanter/optim/config.h"
+#include "levanter/tracker/config.h"
 
 namespace levanter::trainer {
 
@@ -29,32 +30,12 @@ struct MixedPrecision {
 };
 inline std::string type_name(const MixedPrecision&) { return "mixed-precision policy"; }
 
-// `trainer.tracker`: where metrics go. `json` (the default here) writes <log_dir>/<run id>/metrics.jsonl;
-// `noop` writes nothing. Levanter's default, wandb, needs the network: it is an error that says so.
-struct TrackerConfig {
-  std::string type = "json";
-  std::optional<std::string> project, name, entity, group, notes, mode;
-  std::vector<std::string> tags;
-  template <typename V>
-  void fields(V& v) {
-    v("type", type, "json (metrics.jsonl in the run directory) or noop; wandb and tensorboard are not available");
-    v("project", project, "Project name, recorded in the run record");
-    v("name", name, "Run display name, recorded in the run record");
-    v("entity", entity, "Recorded in the run record");
-    v("group", group, "Recorded in the run record");
-    v("tags", tags, "Tags, recorded in the run record");
-    v("notes", notes, "Recorded in the run record");
-    v("mode", mode, "Levanter's wandb mode; recorded only");
-  }
-  void validate() const;
-};
-
 struct TrainerConfig {
   int64_t seed = 0;
   MixedPrecision mp;
   std::string log_dir = "logs/";
   std::optional<std::string> id;
-  TrackerConfig tracker;
+  tracker::TrackerConfig tracker;
   bool crash_on_nan = true;
   bool crash_on_inf = true;
 
@@ -79,7 +60,7 @@ struct TrainerConfig {
 
   // levanter-cpp additions.
   int64_t num_threads = 0;             // 0: all cores
-  std::optional<double> peak_flops;    // per-second peak for MFU; default: measured GEMM throughput
+  std::optional<double> peak_flops;    // per-second peak for MFU; default: probed GEMM peak, cached per machine
   int64_t log_every = 1;               // console progress line every N steps (metrics.jsonl gets every step)
 
   template <typename V>
@@ -110,7 +91,8 @@ struct TrainerConfig {
     v("load_checkpoint_path", load_checkpoint_path, "Where to look for checkpoints (a base path or one checkpoint)");
     v("initialize_from", initialize_from, "Start from this checkpoint's parameters and optimizer state (step and data continue)");
     v("num_threads", num_threads, "CPU threads for compute (0: all cores); bits are reproducible for a fixed count");
-    v("peak_flops", peak_flops, "Peak FLOP/s for MFU (default: measured GEMM throughput of this machine at start)");
+    v("peak_flops", peak_flops,
+      "Peak FLOP/s for MFU (default: this machine's GEMM peak for the compute dtype, probed once and cached)");
     v("log_every", log_every, "Print a progress line every N steps");
     unsupported(v);
   }
@@ -123,19 +105,10 @@ struct TrainerConfig {
   int64_t eval_batch_size() const { return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size(); }
 };
 
-// `model:` with Levanter's `type:` choice. gpt2 is the implemented family.
-struct ModelConfig {
-  std::string type = "gpt2";
-  models::Gpt2Config gpt2;
-  void parse_yaml(const YAML::Node& node, const config::Context& ctx);
-  YAML::Node to_yaml() const;
-};
-inline std::string type_name(const ModelConfig&) { return "model choice (type: gpt2)"; }
-
 // The whole config of `levanter train` / `levanter eval` (Levanter's TrainLmConfig).
 struct TrainLmConfig {
   data::DataConfig data;
-  ModelConfig model;
+  models::ModelConfig model;
   TrainerConfig trainer;
   optim::OptimizerConfig optimizer;
   double z_loss_weight = 0.0;

@@ -10,6 +10,18 @@ namespace {
 const Axis Batch("batch", 2), Head("head", 3), Pos("position", 5), Key("key", 4);
 const Axis KPos = Pos.alias("key_position");
 
+nn::AttentionOptions masked(const NamedArray& mask) {
+  nn::AttentionOptions o;
+  o.mask = mask;
+  return o;
+}
+
+// The two axes of the library's attention have distinct types: a swapped or stringly-typed call does not compile.
+static_assert(!std::is_convertible_v<nn::AttendOver, nn::Contract>);
+static_assert(!std::is_convertible_v<nn::Contract, nn::AttendOver>);
+static_assert(!std::is_convertible_v<const char*, nn::Contract>);
+static_assert(!std::is_convertible_v<Axis, nn::AttendOver>);
+
 NamedArray attention_scores(const Axis& Key, const AxisSelection& KPos, const NamedArray& query, const NamedArray& key,
                             const std::optional<NamedArray>& mask) {
   NamedArray scores = dot(query, key, Key) / std::sqrt(static_cast<double>(Key.size));
@@ -48,7 +60,7 @@ TEST(Attention, BatchedMultiHead) {
       },
       [&](const auto& t) { return ref_attention(t[0], t[1], t[2], causal.array()); });
   // The library version agrees with the hand-written one.
-  NamedArray lib = nn::dot_product_attention(KPos, Key, q, k, v, causal);
+  NamedArray lib = nn::dot_product_attention(nn::Contract(Key), nn::AttendOver(KPos), q, k, v, masked(causal));
   EXPECT_EQ(lib.axes(), answers.axes());
   EXPECT_TRUE(at::allclose(lib.array(), answers.array(), 1e-10, 1e-10));
   EXPECT_TRUE(at::equal(nn::causal_mask(Pos, KPos).array(), causal.array()));
@@ -86,9 +98,9 @@ TEST(Attention, KeysOverImagePatches) {
 TEST(Attention, LibraryFunctionsAndMasks) {
   NamedArray q(randn({2, 5, 4}, 1), {Batch, Pos, Key});
   NamedArray k(randn({2, 5, 4}, 2), {Batch, KPos, Key});
-  EXPECT_VALUE_ERROR(nn::dot_product_attention(Pos, Key, q, rename(k, {{"key_position", "position"}}), k),
+  EXPECT_VALUE_ERROR(nn::dot_product_attention(nn::Contract(Key), nn::AttendOver(Pos), q, rename(k, {{"key_position", "position"}}), k),
                      "in KPos is also in query");
-  NamedArray w = nn::dot_product_attention_weights(Key, KPos, q, k, nn::causal_mask(Pos, KPos));
+  NamedArray w = nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k, masked(nn::causal_mask(Pos, KPos)));
   EXPECT_TRUE(at::allclose(sum(w, KPos).array(), at::ones({2, 5}, at::kDouble)));
   EXPECT_EQ(w.array()[0][0][1].item<double>(), 0.0);
   NamedArray win = nn::sliding_window_mask(Pos, KPos, 2);
@@ -103,4 +115,23 @@ TEST(Attention, LibraryFunctionsAndMasks) {
   NamedArray bias = nn::mask_to_bias(nn::prefix_mask(KPos, 3));
   EXPECT_EQ(bias.array()[0].item<float>(), 0.0f);
   EXPECT_EQ(bias.array()[4].item<float>(), -1e9f);
+}
+
+TEST(Attention, DropoutOnTheWeightsNeedsAKey) {
+  NamedArray q(randn({2, 5, 4}, 1), {Batch, Pos, Key});
+  NamedArray k(randn({2, 5, 4}, 2), {Batch, KPos, Key});
+  nn::AttentionOptions o = masked(nn::causal_mask(Pos, KPos));
+  NamedArray plain = nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k, o);
+  o.dropout = 0.5;  // without a key: inference, no dropout
+  EXPECT_TRUE(at::equal(nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k, o).array(),
+                        plain.array()));
+  o.key = random::Key(7);
+  NamedArray dropped = nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k, o);
+  // Every weight is either dropped or scaled by 1 / (1 - p), with the same mask as nn::Dropout under that key.
+  NamedArray expected = nn::Dropout{0.5}(plain, random::Key(7));
+  EXPECT_TRUE(at::equal(dropped.array(), expected.array()));
+  at::Tensor kept = plain.array() != 0;
+  at::Tensor zeroed = (dropped.array() == 0) & kept;
+  EXPECT_GT(zeroed.sum().item<int64_t>(), 0);
+  EXPECT_LT(zeroed.sum().item<int64_t>(), kept.sum().item<int64_t>());
 }

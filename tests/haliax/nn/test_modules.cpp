@@ -45,7 +45,7 @@ TEST(Linear, MatchesATenLinearIncludingMultiAxis) {
       [](const auto& t) { return at::linear(t[0], t[1], t[2]); });
   // Multi-axis In and Out: (heads, head_size) -> (embed) as in an attention output projection.
   Axis Heads("heads", 2), HeadSize("head_size", 3);
-  nn::Linear proj = to_double(nn::Linear::init({Heads, HeadSize}, {E}, random::Key(1), /*use_bias=*/false));
+  nn::Linear proj = to_double(nn::Linear::init({Heads, HeadSize}, {E}, random::Key(1), nn::LinearOptions().set_use_bias(false)));
   EXPECT_FALSE(proj.bias.has_value());
   at::Tensor h = randn({2, 2, 3}, 2);
   NamedArray y = proj(NamedArray(h, {B, Heads, HeadSize}));
@@ -54,7 +54,7 @@ TEST(Linear, MatchesATenLinearIncludingMultiAxis) {
   // Init scale: truncated normal with std ~ 1/sqrt(|In|).
   nn::Linear big = nn::Linear::init({Axis("in", 400)}, {Axis("out", 500)}, random::Key(2));
   EXPECT_NEAR(haliax::std(big.weight).item(), 0.98658 / std::sqrt(400.0), 0.0005);  // N(0,1) truncated at 3 has std 0.98658
-  nn::Linear in_first = nn::Linear::init({E}, {M}, random::Key(0), true, 1.0, /*out_first=*/false);
+  nn::Linear in_first = nn::Linear::init({E}, {M}, random::Key(0), nn::LinearOptions().set_out_first(false));
   EXPECT_EQ(in_first.weight.axes(), (AxisSpec{E, M}));
 }
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "levanter/models/gpt2/gpt2.h"
 #include "levanter/trainer/config.h"
 
 namespace fs = std::filesystem;
@@ -51,11 +52,11 @@ const char* kData = "data:\n  train_urls: [\"x.jsonl\"]\n";
 
 TEST(TrainConfig, LevantersGpt2NanoLoads) {
   TrainLmConfig c = load_in_source("tests/data/levanter_configs/gpt2_nano.yaml");
-  EXPECT_EQ(c.model.type, "gpt2");
-  EXPECT_EQ(c.model.gpt2.hidden_dim, 32);
-  EXPECT_EQ(c.model.gpt2.num_heads, 4);
-  EXPECT_EQ(c.model.gpt2.num_layers, 2);
-  EXPECT_EQ(c.model.gpt2.seq_len, 1024);  // Levanter's default
+  EXPECT_EQ(c.model.type(), "gpt2");
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().hidden_dim, 32);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().num_heads, 4);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().num_layers, 2);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().seq_len, 1024);  // Levanter's default
   EXPECT_EQ(c.trainer.mp.param, at::kBFloat16);
   EXPECT_EQ(c.trainer.mp.compute, at::kBFloat16);
   EXPECT_EQ(c.trainer.num_train_steps, 100);
@@ -77,12 +78,12 @@ TEST(TrainConfig, LevantersGpt2NanoLoads) {
 
 TEST(TrainConfig, LevantersGpt2SmallLoadsThroughItsInclude) {
   TrainLmConfig c = load_in_source("tests/data/levanter_configs/gpt2_small.yaml");
-  EXPECT_EQ(c.model.gpt2.hidden_dim, 768);
-  EXPECT_EQ(c.model.gpt2.num_layers, 12);
-  EXPECT_EQ(c.model.gpt2.seq_len, 1024);
-  EXPECT_TRUE(c.model.gpt2.gradient_checkpointing);
-  EXPECT_TRUE(c.model.gpt2.scale_attn_by_inverse_layer_idx);
-  EXPECT_EQ(*c.model.gpt2.attn_backend, "jax_flash");
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().hidden_dim, 768);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().num_layers, 12);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().seq_len, 1024);
+  EXPECT_TRUE(c.model.as<levanter::models::Gpt2Config>().gradient_checkpointing);
+  EXPECT_TRUE(c.model.as<levanter::models::Gpt2Config>().scale_attn_by_inverse_layer_idx);
+  EXPECT_EQ(*c.model.as<levanter::models::Gpt2Config>().attn_backend, "jax_flash");
   EXPECT_EQ(c.trainer.mp.param, at::kFloat);
   EXPECT_EQ(c.trainer.mp.compute, at::kBFloat16);
   EXPECT_EQ(c.trainer.train_batch_size, 512);
@@ -98,12 +99,12 @@ TEST(TrainConfig, LevantersGpt2SmallLoadsThroughItsInclude) {
 
 TEST(TrainConfig, OurReadyConfigsLoad) {
   TrainLmConfig nano = load_in_source("config/gpt2_nano.yaml");
-  EXPECT_EQ(nano.model.gpt2.hidden_dim, 128);
+  EXPECT_EQ(nano.model.as<levanter::models::Gpt2Config>().hidden_dim, 128);
   TrainLmConfig small = load_in_source("config/gpt2_small.yaml");
-  EXPECT_EQ(small.model.gpt2.hidden_dim, 768);
-  EXPECT_EQ(small.model.gpt2.num_layers, 12);
-  EXPECT_EQ(small.model.gpt2.num_heads, 12);
-  EXPECT_EQ(small.model.gpt2.seq_len, 1024);
+  EXPECT_EQ(small.model.as<levanter::models::Gpt2Config>().hidden_dim, 768);
+  EXPECT_EQ(small.model.as<levanter::models::Gpt2Config>().num_layers, 12);
+  EXPECT_EQ(small.model.as<levanter::models::Gpt2Config>().num_heads, 12);
+  EXPECT_EQ(small.model.as<levanter::models::Gpt2Config>().seq_len, 1024);
   EXPECT_EQ(small.trainer.mp.compute, at::kBFloat16);
 }
 
@@ -112,7 +113,7 @@ TEST(TrainConfig, OverridesWinOverTheFile) {
                                    {"--trainer.num_train_steps", "7", "--optimizer.learning_rate=1e-3", "--model.num_layers", "2"});
   EXPECT_EQ(c.trainer.num_train_steps, 7);
   EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 1e-3);
-  EXPECT_EQ(c.model.gpt2.num_layers, 2);
+  EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().num_layers, 2);
 }
 
 TEST(TrainConfig, UnknownKeyNamesFileLineAndNearestKey) {

@@ -11,18 +11,17 @@ using hax::Axis;
 using hax::NamedArray;
 namespace nn = haliax::nn;
 using Key = haliax::random::Key;
+using OptKey = std::optional<Key>;
 
 namespace {
-
-const char* kActivations[] = {"gelu_new", "gelu", "gelu_pytorch_tanh", "relu", "silu", "swish", "quick_gelu"};
 
 [[noreturn]] void bad(const std::string& key, const std::string& why) {
   throw std::invalid_argument("model." + key + ": " + why);
 }
 
 // Split an optional key into n optional keys (absent stays absent: inference).
-std::vector<std::optional<Key>> split_opt(const std::optional<Key>& key, int64_t n) {
-  std::vector<std::optional<Key>> out(static_cast<size_t>(n));
+std::vector<OptKey> split_opt(const OptKey& key, int64_t n) {
+  std::vector<OptKey> out(static_cast<size_t>(n));
   if (key) {
     auto keys = key->split(n);
     for (int64_t i = 0; i < n; ++i) out[i] = keys[i];
@@ -30,37 +29,13 @@ std::vector<std::optional<Key>> split_opt(const std::optional<Key>& key, int64_t
   return out;
 }
 
-NamedArray dropout(double p, const NamedArray& x, const std::optional<Key>& key) {
-  if (p == 0.0 || !key) return x;
-  return nn::Dropout{p}(x, key);
-}
+// Dropout in training (with a key); the identity in inference (no key).
+NamedArray apply_dropout(const nn::Dropout& d, const NamedArray& x, const OptKey& key) { return key ? d(x, key) : x; }
 
-// x: (..., position, embed) -> (..., position, embed). Levanter's Gpt2Attention.
-NamedArray attention(const Gpt2Config& c, const Gpt2Attention& a, const NamedArray& x, const NamedArray& mask,
-                     int64_t layer_idx, const std::optional<Key>& key) {
-  auto keys = split_opt(key, 3);  // k_drop, k_attn, k_out (as Levanter)
-  NamedArray qkv = a.c_attn(x);   // (..., position, qkv, heads, head_size)
-  qkv = hax::rearrange(qkv, {hax::kEllipsis, "qkv", "heads", "position", "head_size"});
-  std::vector<NamedArray> parts = hax::unbind(qkv, "qkv");
-  NamedArray q = parts[0];
-  NamedArray k = hax::rename(parts[1], {{"position", "key_position"}});
-  NamedArray v = hax::rename(parts[2], {{"position", "key_position"}});
-  if (c.scale_attn_by_inverse_layer_idx) q = q / (static_cast<double>(layer_idx) + 1.0);
-  std::optional<at::ScalarType> attn_dtype;
-  if (c.upcast_attn) attn_dtype = at::kFloat;
-  NamedArray weights = nn::dot_product_attention_weights("head_size", "key_position", q, k, mask, std::nullopt, attn_dtype);
-  weights = dropout(c.attn_pdrop, weights, keys[0]);
-  NamedArray out = hax::astype(hax::dot(weights, v, "key_position"), x.dtype());  // (..., heads, position, head_size)
-  return a.c_proj(out);
-}
-
-NamedArray block_forward(const Gpt2Config& c, const Gpt2Block& b, const NamedArray& x, const NamedArray& mask,
-                         int64_t layer_idx, const std::optional<Key>& key) {
-  auto keys = split_opt(key, 4);
-  NamedArray attn_out = dropout(c.resid_pdrop, attention(c, b.attn, b.ln_1(x), mask, layer_idx, keys[0]), keys[1]);
-  NamedArray h = x + attn_out;
-  NamedArray m = b.mlp.c_proj(gpt2_activation(c.activation_function, b.mlp.c_fc(b.ln_2(h))));
-  return h + dropout(c.resid_pdrop, m, keys[3]);
+// GPT-2 stores Linear weights (In, Out), as HF's Conv1D does.
+nn::LinearOptions conv1d(const Gpt2Config& c) { return nn::LinearOptions().set_use_bias(c.use_bias).set_out_first(false); }
+nn::LayerNormOptions layer_norm(const Gpt2Config& c) {
+  return nn::LayerNormOptions().set_eps(c.layer_norm_epsilon).set_use_bias(c.use_bias);
 }
 
 }  // namespace
@@ -79,13 +54,11 @@ void Gpt2Config::validate() const {
                          {"attn_pdrop", attn_pdrop}}) {
     if (p < 0 || p >= 1) bad(name, "must be in [0, 1), got " + std::to_string(p));
   }
-  bool known = false;
-  std::string list;
-  for (const char* a : kActivations) {
-    known = known || activation_function == a;
-    list += (list.empty() ? "" : ", ") + std::string(a);
+  try {
+    nn::activation_function(activation_function);
+  } catch (const std::invalid_argument& e) {
+    bad("activation_function", e.what());
   }
-  if (!known) bad("activation_function", "unknown activation '" + activation_function + "'; valid: " + list);
   if (cross_entropy_block_size && *cross_entropy_block_size < 0) {
     bad("cross_entropy_block_size", "must be >= 0 (0: full logits), got " + std::to_string(*cross_entropy_block_size));
   }
@@ -112,76 +85,113 @@ double Gpt2Config::flops_per_token(int64_t vocab_size) const {
   return static_cast<double>(num_layers) * (mlp + qkv_proj + dense_proj + attn) + lm_head;
 }
 
-NamedArray gpt2_activation(const std::string& name, const NamedArray& x) {
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return nn::gelu(x, /*approximate=*/true);
-  if (name == "gelu") return nn::gelu(x, /*approximate=*/false);
-  if (name == "relu") return nn::relu(x);
-  if (name == "silu" || name == "swish") return nn::silu(x);
-  if (name == "quick_gelu") return nn::quick_gelu(x);
-  bad("activation_function", "unknown activation '" + name + "'");
+std::unique_ptr<LmHeadModel> Gpt2Config::build(const Axis& Vocab, const Key& key) const {
+  return std::make_unique<Gpt2LMHeadModel>(Gpt2LMHeadModel::init(Vocab, *this, key));
+}
+
+// --- attention -----------------------------------------------------------------------------------------------
+
+Gpt2Attention Gpt2Attention::init(const Gpt2Config& c, const Key& key) {
+  auto [k_c, k_proj] = key.split2();
+  Gpt2Attention a{nn::Linear::init({c.Embed()}, {Axis("qkv", 3), c.Heads(), c.HeadSize()}, k_c, conv1d(c)),
+                  nn::Linear::init({c.Heads(), c.HeadSize()}, {c.Embed()}, k_proj, conv1d(c))};
+  a.attn_pdrop = c.attn_pdrop;
+  a.scale_attn_by_inverse_layer_idx = c.scale_attn_by_inverse_layer_idx;
+  if (c.upcast_attn) a.attention_dtype = at::kFloat;
+  return a;
+}
+
+NamedArray Gpt2Attention::operator()(const NamedArray& x, const NamedArray& mask, int64_t layer_idx,
+                                     const OptKey& key) const {
+  auto keys = split_opt(key, 3);  // k_drop, k_attn, k_out (as Levanter)
+  // (..., position, embed) -> (..., qkv, heads, position, head_size)
+  NamedArray qkv = hax::rearrange(c_attn(x), {hax::kEllipsis, "qkv", "heads", "position", "head_size"});
+  std::vector<NamedArray> parts = hax::unbind(qkv, "qkv");
+  NamedArray q = parts[0];
+  NamedArray k = hax::rename(parts[1], {{"position", "key_position"}});
+  NamedArray v = hax::rename(parts[2], {{"position", "key_position"}});
+  if (scale_attn_by_inverse_layer_idx) q = q / (static_cast<double>(layer_idx) + 1.0);
+  nn::AttentionOptions o;
+  o.mask = mask;
+  o.attention_dtype = attention_dtype;
+  o.dropout = attn_pdrop;
+  o.key = keys[0];
+  // (..., heads, position, head_size)
+  NamedArray out = nn::dot_product_attention(nn::Contract("head_size"), nn::AttendOver("key_position"), q, k, v, o);
+  return c_proj(hax::astype(out, x.dtype()));
+}
+
+// --- MLP and block -------------------------------------------------------------------------------------------
+
+Gpt2Mlp Gpt2Mlp::init(const Gpt2Config& c, const Key& key) {
+  auto [k_fc, k_proj] = key.split2();
+  return Gpt2Mlp{nn::Linear::init({c.Embed()}, {c.Mlp()}, k_fc, conv1d(c)),
+                 nn::Linear::init({c.Mlp()}, {c.Embed()}, k_proj, conv1d(c)), nn::activation_function(c.activation_function)};
 }
 
 Gpt2Block Gpt2Block::init(const Gpt2Config& c, const Key& key) {
-  // Levanter: k_attn, k_mlp = split(key); each Linear pair splits its key again.
-  auto [k_attn, k_mlp] = key.split2();
-  auto [k_c, k_proj] = k_attn.split2();
-  auto [k_fc, k_mproj] = k_mlp.split2();
-  Axis Qkv("qkv", 3);
-  Gpt2Block b{
-      nn::LayerNorm::init({c.Embed()}, c.layer_norm_epsilon, true, c.use_bias),
-      Gpt2Attention{nn::Linear::init({c.Embed()}, {Qkv, c.Heads(), c.HeadSize()}, k_c, c.use_bias, 1.0, /*out_first=*/false),
-                    nn::Linear::init({c.Heads(), c.HeadSize()}, {c.Embed()}, k_proj, c.use_bias, 1.0, false)},
-      nn::LayerNorm::init({c.Embed()}, c.layer_norm_epsilon, true, c.use_bias),
-      Gpt2Mlp{nn::Linear::init({c.Embed()}, {c.Mlp()}, k_fc, c.use_bias, 1.0, false),
-              nn::Linear::init({c.Mlp()}, {c.Embed()}, k_mproj, c.use_bias, 1.0, false)}};
-  return b;
+  auto [k_attn, k_mlp] = key.split2();  // as Levanter
+  return Gpt2Block{nn::LayerNorm::init({c.Embed()}, layer_norm(c)), Gpt2Attention::init(c, k_attn),
+                   nn::LayerNorm::init({c.Embed()}, layer_norm(c)), Gpt2Mlp::init(c, k_mlp), nn::Dropout{c.resid_pdrop}};
 }
+
+NamedArray Gpt2Block::operator()(const NamedArray& x, const NamedArray& mask, int64_t layer_idx, const OptKey& key) const {
+  auto k = split_opt(key, 4);  // k[2] is unused (Levanter's MLP takes a key it does not need)
+  NamedArray attn_output = attn(ln_1(x), mask, layer_idx, k[0]);   // 1. attention on the normalised input
+  NamedArray h = x + apply_dropout(resid_dropout, attn_output, k[1]);    // 2. residual
+  NamedArray ff_output = mlp(ln_2(h));                             // 3. MLP on the normalised sum
+  return h + apply_dropout(resid_dropout, ff_output, k[3]);              // 4. residual
+}
+
+// --- embeddings, transformer, model ----------------------------------------------------------------------------
+
+Gpt2Embeddings Gpt2Embeddings::init(const Axis& Vocab, const Gpt2Config& c, const Key& key) {
+  auto k = key.split(3);  // wte, wpe, (dropout)
+  return Gpt2Embeddings{nn::Embedding::init(Vocab, {c.Embed()}, k[0], c.initializer_range),
+                        nn::Embedding::init(c.Pos(), {c.Embed()}, k[1], c.initializer_range / 2),
+                        nn::Dropout{c.embed_pdrop}};
+}
+
+NamedArray Gpt2Embeddings::embed(const NamedArray& input_ids, const OptKey& key) const {
+  Axis Pos = input_ids.resolve_axis("position");
+  if (Pos.size > wpe.Vocab.size) {
+    throw std::invalid_argument("input has " + std::to_string(Pos.size) + " positions but the model has seq_len " +
+                                std::to_string(wpe.Vocab.size));
+  }
+  return apply_dropout(dropout, wte.embed(input_ids) + wpe.embed(hax::arange(Pos)), key);
+}
+
+Gpt2Transformer Gpt2Transformer::init(const Gpt2Config& c, const Key& key) {
+  auto blocks = nn::Stacked<Gpt2Block>::init(c.Layers(), key, [&](const Key& k) { return Gpt2Block::init(c, k); });
+  blocks.gradient_checkpointing = c.gradient_checkpointing;
+  return Gpt2Transformer{std::move(blocks), nn::LayerNorm::init({c.Embed()}, layer_norm(c))};
+}
+
+NamedArray Gpt2Transformer::operator()(const NamedArray& x, const NamedArray& mask, const OptKey& key) const {
+  std::vector<OptKey> layer_keys = split_opt(key, h.Layers.size);
+  // Captures by value: with gradient checkpointing the function runs again during backward.
+  NamedArray out = h.fold(x, [mask, layer_keys](const Gpt2Block& block, const NamedArray& xi, int64_t i) {
+    return block(xi, mask, i, layer_keys[static_cast<size_t>(i)]);
+  });
+  return ln_f(out);
+}
+
+Gpt2LMHeadModel::Gpt2LMHeadModel(Gpt2Config config, Axis Vocab, Gpt2Embeddings embeddings, Gpt2Transformer transformer)
+    : config_(std::move(config)), vocab(std::move(Vocab)), embeddings(std::move(embeddings)), transformer(std::move(transformer)) {}
 
 Gpt2LMHeadModel Gpt2LMHeadModel::init(const Axis& Vocab, const Gpt2Config& config, const Key& key) {
   config.validate();
   auto [k_t, k_embeddings] = key.split2();
-  auto k_emb = k_embeddings.split(3);  // wte, wpe, (dropout)
-  auto blocks = nn::Stacked<Gpt2Block>::init(config.Layers(), k_t, [&](const Key& k) { return Gpt2Block::init(config, k); });
-  blocks.gradient_checkpointing = config.gradient_checkpointing;
-  return Gpt2LMHeadModel{config,
-                         Vocab,
-                         nn::Embedding::init(Vocab, {config.Embed()}, k_emb[0], config.initializer_range),
-                         nn::Embedding::init(config.Pos(), {config.Embed()}, k_emb[1], config.initializer_range / 2),
-                         std::move(blocks),
-                         nn::LayerNorm::init({config.Embed()}, config.layer_norm_epsilon, true, config.use_bias)};
+  Gpt2Transformer transformer = Gpt2Transformer::init(config, k_t);
+  return Gpt2LMHeadModel(config, Vocab, Gpt2Embeddings::init(Vocab, config, k_embeddings), std::move(transformer));
 }
 
 NamedArray Gpt2LMHeadModel::activations(const NamedArray& input_ids, const ForwardOptions& opts) const {
-  Axis Pos = input_ids.resolve_axis("position");
-  if (Pos.size > config.seq_len) {
-    throw std::invalid_argument("input has " + std::to_string(Pos.size) + " positions but the model has seq_len " +
-                                std::to_string(config.seq_len));
-  }
-  std::optional<Key> k_embed, k_transformer;
+  OptKey k_embed, k_transformer;
   if (opts.key) std::tie(k_embed, k_transformer) = opts.key->split2();
-  NamedArray x = wte.embed(input_ids) + wpe.embed(hax::arange(Pos));
-  x = dropout(config.embed_pdrop, x, k_embed);
-  NamedArray mask = nn::causal_mask(Pos, Pos.alias("key_position"));
-  std::vector<std::optional<Key>> layer_keys = split_opt(k_transformer, config.num_layers);
-  // Captures by value: with gradient checkpointing the function runs again during backward.
-  Gpt2Config c = config;
-  x = h.fold(x, [c, mask, layer_keys](const Gpt2Block& b, const NamedArray& xi, int64_t i) {
-    return block_forward(c, b, xi, mask, i, layer_keys[static_cast<size_t>(i)]);
-  });
-  return ln_f(x);
-}
-
-NamedArray Gpt2LMHeadModel::operator()(const NamedArray& input_ids, const ForwardOptions& opts) const {
-  return hax::dot(activations(input_ids, opts), wte.weight, "embed");
-}
-
-NamedArray Gpt2LMHeadModel::compute_next_token_loss(const NamedArray& input_ids, const ForwardOptions& opts,
-                                                    LossOptions loss) const {
-  if (config.cross_entropy_block_size && *config.cross_entropy_block_size == 0) {
-    return next_token_loss(hax::astype((*this)(input_ids, opts), at::kFloat), input_ids, std::nullopt, loss);
-  }
-  loss.block_size = config.cross_entropy_block_size.value_or(0);
-  return fused_next_token_loss(activations(input_ids, opts), lm_head(), input_ids, std::nullopt, loss);
+  NamedArray x = embeddings.embed(input_ids, k_embed);  // (..., position, embed)
+  Axis Pos = input_ids.resolve_axis("position");
+  return transformer(x, nn::causal_mask(Pos, Pos.alias("key_position")), k_transformer);
 }
 
 }  // namespace levanter::models

@@ -1,7 +1,8 @@
 // GPT-2, written in haliax: learned positions, pre-LayerNorm blocks, fused qkv attention, GELU(tanh) MLP,
 // tied LM head, biases. Configuration keys and semantics are Levanter's (levanter/models/gpt2.py), including
 // the Mistral stability tricks (scale_attn_by_inverse_layer_idx, upcast_attn) and activation recompute
-// (gradient_checkpointing).
+// (gradient_checkpointing). The modules mirror Levanter's: Gpt2Attention, Gpt2Mlp and Gpt2Block each have a
+// static init(config, key) and a call operator; the block is four named steps.
 //
 // Parameter paths are Hugging Face GPT-2's: transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...
 // Linear weights are stored (In, Out) like HF's Conv1D, so export to HF is a reshape per tensor.
@@ -11,13 +12,13 @@
 #include <string>
 
 #include "haliax/haliax.h"
-#include "levanter/models/lm_loss.h"
+#include "levanter/models/lm_model.h"
 
 namespace levanter::models {
 
 namespace hax = haliax;
 
-struct Gpt2Config {
+struct Gpt2Config : LmConfigBase<Gpt2Config> {
   int64_t seq_len = 1024;
   int64_t hidden_dim = 768;
   int64_t num_layers = 12;
@@ -68,7 +69,12 @@ struct Gpt2Config {
   }
 
   // Checks divisibility and ranges; throws with the key name.
-  void validate() const;
+  void validate() const override;
+  std::string model_type() const override { return "gpt2"; }
+  int64_t max_seq_len() const override { return seq_len; }
+  bool uses_dropout() const override { return embed_pdrop > 0 || resid_pdrop > 0 || attn_pdrop > 0; }
+  std::optional<int64_t> loss_block_size() const override { return cross_entropy_block_size; }
+  std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
 
   hax::Axis Pos() const { return {"position", seq_len}; }
   hax::Axis KeyPos() const { return Pos().alias("key_position"); }
@@ -79,37 +85,54 @@ struct Gpt2Config {
   hax::Axis Mlp() const { return {"mlp", hidden_dim * mlp_scale}; }
 
   // Training FLOPs per token are 3x this (Levanter's lm_flops_per_token: forward matmul FLOPs per token).
-  double flops_per_token(int64_t vocab_size) const;
+  double flops_per_token(int64_t vocab_size) const override;
 };
 
-// Apply the configured activation function.
-hax::NamedArray gpt2_activation(const std::string& name, const hax::NamedArray& x);
-
+// Causal self-attention: x (..., position, embed) -> (..., position, embed).
 struct Gpt2Attention {
   hax::nn::Linear c_attn;  // embed -> (qkv, heads, head_size)
   hax::nn::Linear c_proj;  // (heads, head_size) -> embed
+  // Resolved from the config at init.
+  double attn_pdrop = 0.0;
+  bool scale_attn_by_inverse_layer_idx = false;
+  std::optional<at::ScalarType> attention_dtype;  // f32 with upcast_attn
+
+  static Gpt2Attention init(const Gpt2Config& config, const hax::random::Key& key);
+  // mask (position, key_position), true = attend; layer_idx for the Mistral scaling; key: dropout (absent = none).
+  hax::NamedArray operator()(const hax::NamedArray& x, const hax::NamedArray& mask, int64_t layer_idx,
+                             const std::optional<hax::random::Key>& key) const;
   void visit(hax::nn::ParamVisitor& v) {
     v("c_attn", c_attn);
     v("c_proj", c_proj);
   }
 };
 
+// x (..., embed) -> act(x . c_fc) . c_proj (..., embed).
 struct Gpt2Mlp {
   hax::nn::Linear c_fc;    // embed -> mlp
   hax::nn::Linear c_proj;  // mlp -> embed
+  hax::nn::ActivationFunction act = nullptr;  // resolved from activation_function at init
+
+  static Gpt2Mlp init(const Gpt2Config& config, const hax::random::Key& key);
+  hax::NamedArray operator()(const hax::NamedArray& x) const { return c_proj(act(c_fc(x))); }
   void visit(hax::nn::ParamVisitor& v) {
     v("c_fc", c_fc);
     v("c_proj", c_proj);
   }
 };
 
+// One pre-LayerNorm transformer block.
 struct Gpt2Block {
   hax::nn::LayerNorm ln_1;
   Gpt2Attention attn;
   hax::nn::LayerNorm ln_2;
   Gpt2Mlp mlp;
+  hax::nn::Dropout resid_dropout;
 
   static Gpt2Block init(const Gpt2Config& config, const hax::random::Key& key);
+  // x (..., position, embed) -> (..., position, embed).
+  hax::NamedArray operator()(const hax::NamedArray& x, const hax::NamedArray& mask, int64_t layer_idx,
+                             const std::optional<hax::random::Key>& key) const;
   void visit(hax::nn::ParamVisitor& v) {
     v("ln_1", ln_1);
     v("attn", attn);
@@ -118,39 +141,59 @@ struct Gpt2Block {
   }
 };
 
-// Per-call options: dropout keys (absent = inference), compute dtype.
-struct ForwardOptions {
-  std::optional<hax::random::Key> key;  // dropout key; nullopt = no dropout
+// Token and position embeddings (wte is also the tied LM head).
+struct Gpt2Embeddings {
+  hax::nn::Embedding wte;  // (vocab, embed)
+  hax::nn::Embedding wpe;  // (position, embed)
+  hax::nn::Dropout dropout;
+
+  static Gpt2Embeddings init(const hax::Axis& Vocab, const Gpt2Config& config, const hax::random::Key& key);
+  // input_ids (..., position) -> (..., position, embed).
+  hax::NamedArray embed(const hax::NamedArray& input_ids, const std::optional<hax::random::Key>& key) const;
+  void visit(hax::nn::ParamVisitor& v) {
+    v("wte", wte);
+    v("wpe", wpe);
+  }
 };
 
-struct Gpt2LMHeadModel {
-  Gpt2Config config;
-  hax::Axis Vocab;
-  hax::nn::Embedding wte;  // (vocab, embed); also the LM head (tied)
-  hax::nn::Embedding wpe;  // (position, embed)
+// The stack of blocks and the final LayerNorm.
+struct Gpt2Transformer {
   hax::nn::Stacked<Gpt2Block> h;
   hax::nn::LayerNorm ln_f;
 
+  static Gpt2Transformer init(const Gpt2Config& config, const hax::random::Key& key);
+  hax::NamedArray operator()(const hax::NamedArray& x, const hax::NamedArray& mask,
+                             const std::optional<hax::random::Key>& key) const;
+  void visit(hax::nn::ParamVisitor& v) {
+    v("h", h);
+    v("ln_f", ln_f);
+  }
+};
+
+class Gpt2LMHeadModel : public LmHeadModel {
+ public:
+  Gpt2Config config_;
+  hax::Axis vocab;
+  Gpt2Embeddings embeddings;
+  Gpt2Transformer transformer;
+
+  Gpt2LMHeadModel(Gpt2Config config, hax::Axis Vocab, Gpt2Embeddings embeddings, Gpt2Transformer transformer);
   // Levanter's init: Linear weights ~ truncated normal / sqrt(fan_in), token embeddings ~ truncated normal *
   // initializer_range, positions * initializer_range / 2, norms = 1 and biases = 0.
   static Gpt2LMHeadModel init(const hax::Axis& Vocab, const Gpt2Config& config, const hax::random::Key& key);
 
-  // input_ids (..., position) -> final hidden states (..., position, embed).
-  hax::NamedArray activations(const hax::NamedArray& input_ids, const ForwardOptions& opts = {}) const;
-  // input_ids (..., position) -> logits (..., position, vocab).
-  hax::NamedArray operator()(const hax::NamedArray& input_ids, const ForwardOptions& opts = {}) const;
-  const hax::NamedArray& lm_head() const { return wte.weight; }
-  // Levanter's compute_next_token_loss: the next-token loss of input_ids (f32), through the fused LM head +
-  // cross-entropy unless config.cross_entropy_block_size is 0. `loss.block_size` is taken from the config.
-  hax::NamedArray compute_next_token_loss(const hax::NamedArray& input_ids, const ForwardOptions& opts = {},
-                                          LossOptions loss = {}) const;
-
-  void visit(hax::nn::ParamVisitor& v) {
+  const LmConfig& config() const override { return config_; }
+  hax::Axis Vocab() const override { return vocab; }
+  hax::Axis Pos() const override { return config_.Pos(); }
+  hax::Axis Embed() const override { return config_.Embed(); }
+  hax::NamedArray activations(const hax::NamedArray& input_ids, const ForwardOptions& opts = {}) const override;
+  const hax::NamedArray& lm_head() const override { return embeddings.wte.weight; }
+  std::unique_ptr<LmHeadModel> clone() const override { return std::make_unique<Gpt2LMHeadModel>(*this); }
+  // Hugging Face's paths: transformer.wte, transformer.wpe, transformer.h.<i>.*, transformer.ln_f.
+  void visit(hax::nn::ParamVisitor& v) override {
     hax::nn::ParamVisitor t = v.scope("transformer");
-    t("wte", wte);
-    t("wpe", wpe);
-    t("h", h);
-    t("ln_f", ln_f);
+    embeddings.visit(t);
+    transformer.visit(t);
   }
 };
 

@@ -1,0 +1,29 @@
+#include "levanter/models/lm_model.h"
+
+#include <ATen/ATen.h>
+
+namespace levanter::models {
+
+hax::NamedArray LmHeadModel::logits(const hax::NamedArray& input_ids, const ForwardOptions& options) const {
+  return hax::dot(activations(input_ids, options), lm_head(), hax::AxisSelection(Embed()));
+}
+
+hax::NamedArray LmHeadModel::compute_next_token_loss(const hax::NamedArray& input_ids, const ForwardOptions& options,
+                                                     LossOptions loss) const {
+  const std::optional<int64_t> block = config().loss_block_size();
+  if (block && *block == 0) {
+    return next_token_loss(hax::astype(logits(input_ids, options), at::kFloat), input_ids, std::nullopt, loss);
+  }
+  loss.block_size = block.value_or(0);
+  return fused_next_token_loss(activations(input_ids, options), lm_head(), input_ids, std::nullopt, loss);
+}
+
+std::unique_ptr<LmHeadModel> cast_floating(const LmHeadModel& model, at::ScalarType dtype) {
+  std::unique_ptr<LmHeadModel> out = model.clone();
+  hax::nn::for_each_parameter(*out, [&](const hax::nn::ParamInfo&, hax::NamedArray& p) {
+    if (at::isFloatingType(p.dtype()) && p.dtype() != dtype) p = hax::NamedArray(p.array().to(dtype), p.axes());
+  });
+  return out;
+}
+
+}  // namespace levanter::models
