@@ -32,8 +32,9 @@ std::string progress_line(const std::string& label, const CacheBuildProgress& p)
   double eta = rate > 0 ? (p.input_bytes_total - p.input_bytes_done) / rate : -1;
   char buf[256];
   std::snprintf(buf, sizeof(buf), "%s [%s] %3.0f%%  %s docs  %s tokens  %s/s  %s %s", label.c_str(), bar.c_str(),
-                frac * 100, format_count(p.documents).c_str(), format_count(p.tokens).c_str(), format_bytes(rate).c_str(),
-                p.done ? "in" : "ETA", format_duration(p.done ? p.elapsed_seconds : eta).c_str());
+                frac * 100, format_count(p.documents).c_str(), format_count(p.tokens).c_str(),
+                format_bytes(rate).c_str(), p.done ? "in" : "ETA",
+                format_duration(p.done ? p.elapsed_seconds : eta).c_str());
   return buf;
 }
 
@@ -45,7 +46,8 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--config", *config_file, "Config file (YAML); only its data: section is read")->required();
   app.add_flag("--rebuild", *rebuild, "Rebuild caches made with another tokenizer, settings or input files");
   app.add_option("--threads", *threads, "Tokenizer threads (default: data.cache_options.num_threads)");
-  app.add_option("--split", *split, "Which caches: train, validation or all")->check(CLI::IsMember({"train", "validation", "all"}));
+  app.add_option("--split", *split, "Which caches: train, validation or all")
+      ->check(CLI::IsMember({"train", "validation", "all"}));
   app.allow_extras();
   app.footer("Overrides: --data.key value (e.g. --data.cache_dir /tmp/cache --data.skip_bad_lines true)");
   CLI::App* self = &app;
@@ -104,4 +106,5 @@ std::function<int()> setup(CLI::App& app) {
 
 }  // namespace
 
-LEVANTER_COMMAND(cache, "cache", "Build the token caches of a config's data section (resumable; progress on stderr)", setup);
+LEVANTER_COMMAND(cache, "cache", "Build the token caches of a config's data section (resumable; progress on stderr)",
+                 setup);

@@ -15,7 +15,8 @@ std::function<int()> setup(CLI::App& app) {
   auto ckpt = std::make_shared<std::string>();
   auto output = std::make_shared<std::string>();
   app.add_option("--config,-c", *config, "The config the model was trained with (model and data sections)")->required();
-  app.add_option("--checkpoint", *ckpt, "A checkpoint directory (step-N) or a base path (its newest complete one)")->required();
+  app.add_option("--checkpoint", *ckpt, "A checkpoint directory (step-N) or a base path (its newest complete one)")
+      ->required();
   app.add_option("--output,-o", *output, "Append the metrics as a JSON line to this file");
   app.allow_extras();
   return [config, ckpt, output, &app] {

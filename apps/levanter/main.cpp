@@ -1,13 +1,13 @@
 // `levanter <command> [options]`: the entry point. Commands register themselves (command.h).
 #include "command.h"
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstdio>
-#include <exception>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <iostream>
-#include <unistd.h>
 
 #include "levanter/runtime/cpu_allocator.h"
 #include "levanter/version.h"

@@ -88,7 +88,8 @@ void append_ids(std::string& out, const std::vector<TokenId>& ids) {
   out += "]}\n";
 }
 
-BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, const std::string& source, int threads) {
+BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, const std::string& source,
+                    int threads) {
   const std::size_t n = batch.lines.size();
   std::vector<std::string> outs(n);
   std::vector<std::string> errors(n);
@@ -101,7 +102,8 @@ BatchResult process(const Batch& batch, const Tokenizer& tok, const Options& o, 
     std::vector<TokenId> ids;
     for (std::size_t i = begin; i < end; ++i) {
       try {
-        std::string text = levanter::data::jsonl_text_field(batch.lines[i].text, o.text_key, source, batch.lines[i].number);
+        std::string text =
+            levanter::data::jsonl_text_field(batch.lines[i].text, o.text_key, source, batch.lines[i].number);
         ids.clear();
         if (o.bos) ids.push_back(*tok.bos_id());
         tok.encode_into(text, ids);
@@ -175,10 +177,12 @@ int run(const Options& opts) {
     batch = reading.get();
   }
   if (writing.valid()) writing.get();
-  if (documents == 0 && skipped == 0) throw levanter::data::DataSourceError(source, 0, "no documents (the input is empty)");
+  if (documents == 0 && skipped == 0)
+    throw levanter::data::DataSourceError(source, 0, "no documents (the input is empty)");
   writer->commit();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "tokenize: %llu documents, %llu tokens, %.2f MB of text in %.2f s (%.1f MB/s, %d threads) -> %s\n",
+  std::fprintf(stderr,
+               "tokenize: %llu documents, %llu tokens, %.2f MB of text in %.2f s (%.1f MB/s, %d threads) -> %s\n",
                static_cast<unsigned long long>(documents), static_cast<unsigned long long>(tokens), text_bytes / 1e6,
                seconds, text_bytes / 1e6 / std::max(seconds, 1e-9), threads, writer->name().c_str());
   if (skipped > 0)
@@ -190,12 +194,16 @@ int run(const Options& opts) {
 std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Options>();
   app.add_option("input", o->input, "JSONL input (.jsonl, .jsonl.gz, .jsonl.zst; - for stdin)")->required();
-  app.add_option("output", o->output, "JSONL output of {\"ids\":[...]} lines (.gz/.zst compress; - for stdout)")->required();
+  app.add_option("output", o->output, "JSONL output of {\"ids\":[...]} lines (.gz/.zst compress; - for stdout)")
+      ->required();
   app.add_option("--tokenizer", o->tokenizer,
                  "tokenizer.json path, or a bundled name (default gpt2: data/gpt2/tokenizer.json)");
   app.add_option("--text-key", o->text_key, "the JSON field that holds the text")->capture_default_str();
-  app.add_option("--threads", o->threads, "tokenizer threads (0: one per core)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_flag("--skip-bad-lines", o->skip_bad_lines, "skip (and count) malformed lines instead of stopping at the first");
+  app.add_option("--threads", o->threads, "tokenizer threads (0: one per core)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--skip-bad-lines", o->skip_bad_lines,
+               "skip (and count) malformed lines instead of stopping at the first");
   app.add_flag("--bos", o->bos, "prepend the tokenizer's BOS id to every document");
   app.add_flag("--eos", o->eos, "append the tokenizer's EOS id to every document");
   return [o] { return run(*o); };
@@ -203,5 +211,5 @@ std::function<int()> setup(CLI::App& app) {
 
 }  // namespace
 
-LEVANTER_COMMAND(tokenize, "tokenize", "Tokenize a JSONL corpus into {\"ids\":[...]} lines (Hugging Face tokenizer.json)",
-                 setup);
+LEVANTER_COMMAND(tokenize, "tokenize",
+                 "Tokenize a JSONL corpus into {\"ids\":[...]} lines (Hugging Face tokenizer.json)", setup);

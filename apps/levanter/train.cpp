@@ -14,8 +14,9 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--config,-c", *config, "Training config (YAML with Levanter's keys)")->required();
   app.add_flag("--quiet,-q", *quiet, "No progress lines");
   app.allow_extras();
-  app.footer("Any config key can be overridden: --trainer.num_train_steps 100 --optimizer.learning_rate 1e-3.\n"
-             "Killed and started again with the same command, a run resumes from its newest complete checkpoint.");
+  app.footer(
+      "Any config key can be overridden: --trainer.num_train_steps 100 --optimizer.learning_rate 1e-3.\n"
+      "Killed and started again with the same command, a run resumes from its newest complete checkpoint.");
   return [config, quiet, &app] {
     std::vector<std::string> overrides = app.remaining();
     levanter::trainer::TrainLmConfig cfg = levanter::trainer::load_train_config(*config, overrides);
@@ -29,10 +30,11 @@ std::function<int()> setup(CLI::App& app) {
     std::printf("metrics:     %s\n", r.paths.metrics.c_str());
     std::printf("run record:  %s\n", r.paths.record.c_str());
     std::printf("checkpoint:  %s\n", r.last_checkpoint ? r.last_checkpoint->c_str() : "(none)");
-    if (std::isfinite(r.final_loss)) std::printf("final train loss: %.4f (step %lld)\n", r.final_loss, (long long)r.final_step);
+    if (std::isfinite(r.final_loss))
+      std::printf("final train loss: %.4f (step %lld)\n", r.final_loss, (long long)r.final_step);
     for (const auto& [name, em] : r.eval) {
-      std::printf("validation%s%s: loss %.4f  perplexity %.2f  bits/byte %.4f  (%lld tokens)\n", name.empty() ? "" : " ",
-                  name.c_str(), em.loss, em.perplexity, em.bpb, (long long)em.tokens);
+      std::printf("validation%s%s: loss %.4f  perplexity %.2f  bits/byte %.4f  (%lld tokens)\n",
+                  name.empty() ? "" : " ", name.c_str(), em.loss, em.perplexity, em.bpb, (long long)em.tokens);
     }
     return 0;
   };

@@ -61,13 +61,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--cache-dir") cache_dir = next();
-    else if (a == "--seq-len") seq_len = std::stoll(next());
-    else if (a == "--batch-size") batch_size = std::stoll(next());
-    else if (a == "--seconds") seconds = std::stod(next());
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--train-tokens-per-s") train_tokens_per_s = std::stod(next());
-    else files.push_back(a);
+    if (a == "--cache-dir")
+      cache_dir = next();
+    else if (a == "--seq-len")
+      seq_len = std::stoll(next());
+    else if (a == "--batch-size")
+      batch_size = std::stoll(next());
+    else if (a == "--seconds")
+      seconds = std::stod(next());
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--train-tokens-per-s")
+      train_tokens_per_s = std::stod(next());
+    else
+      files.push_back(a);
   }
   if (files.empty()) {
     std::cerr << "usage: bench_data_loader [--cache-dir D] [--seq-len L] [--batch-size B] [--seconds S] FILES...\n";
@@ -130,15 +137,16 @@ int main(int argc, char** argv) {
     perm_ns[k] = 1e9 / rate(seconds / 2, [&](int64_t i) { return static_cast<int32_t>(perm(i % perm_n[k])); });
   }
 
-  double full_tps = full_bps * tokens_per_batch, era_tps = era_bps * tokens_per_batch, mix_tps = mix_bps * tokens_per_batch,
-         loader_tps = loader_bps * tokens_per_batch;
+  double full_tps = full_bps * tokens_per_batch, era_tps = era_bps * tokens_per_batch,
+         mix_tps = mix_bps * tokens_per_batch, loader_tps = loader_bps * tokens_per_batch;
   std::printf("batch assembly, seq_len %lld, batch %lld, one thread:\n", static_cast<long long>(seq_len),
               static_cast<long long>(batch_size));
   std::printf("  full shuffle (batch_at)   %12.0f tokens/s  (%.0f batches/s)\n", full_tps, full_bps);
   std::printf("  era shuffle               %12.0f tokens/s\n", era_tps);
   std::printf("  3-way mixture, shuffled   %12.0f tokens/s\n", mix_tps);
   std::printf("  DataLoader (prefetch)     %12.0f tokens/s\n", loader_tps);
-  std::printf("  Feistel permutation alone: %.0f ns/index (n = 2^20), %.0f ns/index (n = 1.5 * 2^20)\n", perm_ns[0], perm_ns[1]);
+  std::printf("  Feistel permutation alone: %.0f ns/index (n = 2^20), %.0f ns/index (n = 1.5 * 2^20)\n", perm_ns[0],
+              perm_ns[1]);
   std::printf("training consumes at most   %12.0f tokens/s  -> loader is %.0fx faster\n", train_tokens_per_s,
               loader_tps / train_tokens_per_s);
   std::printf(
@@ -147,7 +155,7 @@ int main(int argc, char** argv) {
       "\"mixture_tokens_per_s\": %.0f, \"loader_tokens_per_s\": %.0f, \"feistel_ns_per_index\": [%.1f, %.1f], "
       "\"train_tokens_per_s\": %.0f, \"ratio_loader_over_train\": %.1f}\n",
       static_cast<long long>(seq_len), static_cast<long long>(batch_size), static_cast<long long>(total_tokens),
-      built ? std::to_string(static_cast<long long>(total_tokens / build_s)).c_str() : "null", full_tps, era_tps, mix_tps,
-      loader_tps, perm_ns[0], perm_ns[1], train_tokens_per_s, loader_tps / train_tokens_per_s);
+      built ? std::to_string(static_cast<long long>(total_tokens / build_s)).c_str() : "null", full_tps, era_tps,
+      mix_tps, loader_tps, perm_ns[0], perm_ns[1], train_tokens_per_s, loader_tps / train_tokens_per_s);
   return 0;
 }

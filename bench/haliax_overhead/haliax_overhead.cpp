@@ -42,7 +42,8 @@ double median(std::vector<double> v) {
 }
 
 // Interleaved timing of two closures: warmup, then `reps` alternating runs each.
-Pair time_pair(const std::string& name, int reps, const std::function<void()>& named, const std::function<void()>& raw) {
+Pair time_pair(const std::string& name, int reps, const std::function<void()>& named,
+               const std::function<void()>& raw) {
   for (int i = 0; i < 3; ++i) {
     named();
     raw();
@@ -110,8 +111,8 @@ struct RawBlock {
     att = at::softmax(att, -1);
     at::Tensor y = at::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
     at::Tensor x1 = x + at::linear(y, proj_w, proj_b);
-    at::Tensor m = at::linear(at::gelu(at::linear(at::layer_norm(x1, {C}, ln2_w, ln2_b, 1e-5), fc_w, fc_b), "tanh"),
-                              fcp_w, fcp_b);
+    at::Tensor m =
+        at::linear(at::gelu(at::linear(at::layer_norm(x1, {C}, ln2_w, ln2_b, 1e-5), fc_w, fc_b), "tanh"), fcp_w, fcp_b);
     return x1 + m;
   }
 };
@@ -130,10 +131,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(argv[++i]); };
-    if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--batch") B = std::stoll(next());
-    else if (a == "--seq") T = std::stoll(next());
-    else if (a == "--dtype") dtype_s = next();
+    if (a == "--reps")
+      reps = std::stoi(next());
+    else if (a == "--batch")
+      B = std::stoll(next());
+    else if (a == "--seq")
+      T = std::stoll(next());
+    else if (a == "--dtype")
+      dtype_s = next();
     else {
       std::fprintf(stderr, "usage: %s [--reps N] [--batch B] [--seq T] [--dtype f32|bf16]\n", argv[0]);
       return 2;
@@ -156,19 +161,28 @@ int main(int argc, char** argv) {
   NamedArray bias = hax::astype(hax::random::normal(key.fold_in(4), {Embed}), dtype);
   at::Tensor xt = x.array(), yt = y.array(), wt = w.array(), bt = bias.array();
   volatile double sink = 0;
-  results.push_back(time_pair("add (same axes)", reps * 10, [&] { sink += (x + y).array().numel(); },
-                              [&] { sink += (xt + yt).numel(); }));
-  results.push_back(time_pair("add (broadcast bias)", reps * 10, [&] { sink += (x + bias).array().numel(); },
-                              [&] { sink += (xt + bt).numel(); }));
-  results.push_back(time_pair("sum over embed", reps * 10, [&] { sink += hax::sum(x, Embed).array().numel(); },
-                              [&] { sink += xt.sum(2).numel(); }));
-  results.push_back(time_pair("softmax over embed", reps * 10, [&] { sink += hax::nn::softmax(x, Embed).array().numel(); },
-                              [&] { sink += at::softmax(xt, 2).numel(); }));
-  results.push_back(time_pair("dot (linear, contract embed)", reps, [&] { sink += hax::dot(x, w, Embed).array().numel(); },
-                              [&] { sink += at::matmul(xt, wt.t()).numel(); }));
-  results.push_back(time_pair("rearrange", reps * 10,
-                              [&] { sink += hax::rearrange(x, {Embed, Batch, Pos}).array().numel(); },
-                              [&] { sink += xt.permute({2, 0, 1}).numel(); }));
+  results.push_back(time_pair(
+      "add (same axes)", reps * 10, [&] { sink += (x + y).array().numel(); }, [&] { sink += (xt + yt).numel(); }));
+  results.push_back(time_pair(
+      "add (broadcast bias)", reps * 10, [&] { sink += (x + bias).array().numel(); },
+      [&] { sink += (xt + bt).numel(); }));
+  results.push_back(time_pair(
+      "sum over embed", reps * 10, [&] { sink += hax::sum(x, Embed).array().numel(); },
+      [&] { sink += xt.sum(2).numel(); }));
+  results.push_back(time_pair(
+      "softmax over embed", reps * 10, [&] { sink += hax::nn::softmax(x, Embed).array().numel(); },
+      [&] { sink += at::softmax(xt, 2).numel(); }));
+  results.push_back(time_pair(
+      "dot (linear, contract embed)", reps, [&] { sink += hax::dot(x, w, Embed).array().numel(); },
+      [&] { sink += at::matmul(xt, wt.t()).numel(); }));
+  results.push_back(time_pair(
+      "rearrange", reps * 10,
+      [&] {
+        sink += hax::rearrange(x, {Embed, Batch, Pos}).array().numel();
+      },
+      [&] {
+        sink += xt.permute({2, 0, 1}).numel();
+      }));
 
   // --- GPT-2 small block, forward + backward --------------------------------------------------------------
   auto keys = key.fold_in(5).split(4);
@@ -220,7 +234,8 @@ int main(int argc, char** argv) {
     }
   }
   auto zero_named = [&] {
-    hax::nn::for_each_parameter(nb, [](const hax::nn::ParamInfo&, NamedArray& p) { p.array().mutable_grad() = at::Tensor(); });
+    hax::nn::for_each_parameter(
+        nb, [](const hax::nn::ParamInfo&, NamedArray& p) { p.array().mutable_grad() = at::Tensor(); });
   };
   auto zero_raw = [&] {
     for (at::Tensor* p : raw_params(rb)) p->mutable_grad() = at::Tensor();
@@ -236,7 +251,8 @@ int main(int argc, char** argv) {
         rb(xt, mask_t).sum().to(at::kFloat).backward();
       }));
   results.push_back(time_pair(
-      "GPT-2 small block fwd", reps, [&] {
+      "GPT-2 small block fwd", reps,
+      [&] {
         at::NoGradGuard ng;
         sink += nb(x, mask).array().numel();
       },
@@ -246,7 +262,8 @@ int main(int argc, char** argv) {
       }));
 
   std::printf("%-32s %12s %12s %8s\n", "case", "named ms", "raw ms", "ratio");
-  for (const Pair& p : results) std::printf("%-32s %12.4f %12.4f %8.3f\n", p.name.c_str(), p.named_ms, p.raw_ms, p.ratio());
+  for (const Pair& p : results)
+    std::printf("%-32s %12.4f %12.4f %8.3f\n", p.name.c_str(), p.named_ms, p.raw_ms, p.ratio());
   const Pair& block = results[results.size() - 2];
   std::printf("GPT-2 small block fwd+bwd overhead: %+.1f%%\n", (block.ratio() - 1) * 100);
   std::printf("RESULT {\"bench\":\"haliax_overhead\",\"dtype\":\"%s\",\"B\":%lld,\"T\":%lld,\"threads\":%d,\"cases\":{",

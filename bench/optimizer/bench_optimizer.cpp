@@ -41,8 +41,8 @@ double median(std::vector<double> v) {
 // GPT-2 small (vocab 50257, 1024 positions, 768 wide, 12 layers), one tensor per parameter as in HF checkpoints.
 std::vector<AdamW::Param> gpt2_small() {
   const int64_t V = 50257, P = 1024, E = 768, L = 12;
-  std::vector<std::pair<ParamInfo, std::vector<int64_t>>> spec = {
-      {{"wte.weight", ParamKind::kEmbedding}, {V, E}}, {{"wpe.weight", ParamKind::kEmbedding}, {P, E}}};
+  std::vector<std::pair<ParamInfo, std::vector<int64_t>>> spec = {{{"wte.weight", ParamKind::kEmbedding}, {V, E}},
+                                                                  {{"wpe.weight", ParamKind::kEmbedding}, {P, E}}};
   for (int64_t l = 0; l < L; ++l) {
     std::string h = "h." + std::to_string(l) + ".";
     spec.push_back({{h + "ln_1.weight", ParamKind::kNormWeight}, {E}});
@@ -79,14 +79,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--steps") steps = std::atoi(next().c_str());
-    else if (a == "--warmup") warmup = std::atoi(next().c_str());
-    else if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--grads") grads_dtype = next();
-    else if (a == "--cases") cases = next();
+    if (a == "--steps")
+      steps = std::atoi(next().c_str());
+    else if (a == "--warmup")
+      warmup = std::atoi(next().c_str());
+    else if (a == "--threads")
+      threads = std::atoi(next().c_str());
+    else if (a == "--grads")
+      grads_dtype = next();
+    else if (a == "--cases")
+      cases = next();
     else {
-      std::fprintf(stderr, "usage: bench_optimizer [--steps N] [--warmup W] [--threads T] [--grads f32|bf16] "
-                           "[--cases fused,aten]\n");
+      std::fprintf(stderr,
+                   "usage: bench_optimizer [--steps N] [--warmup W] [--threads T] [--grads f32|bf16] "
+                   "[--cases fused,aten]\n");
       return 2;
     }
   }
@@ -104,8 +110,8 @@ int main(int argc, char** argv) {
                kernels::using_avx2() ? "yes" : "no");
 
   std::ostringstream json;
-  json << "{\"bench\":\"optimizer\",\"params\":" << numel << ",\"tensors\":" << params.size() << ",\"threads\":"
-       << at::get_num_threads() << ",\"grads\":\"" << grads_dtype << "\"";
+  json << "{\"bench\":\"optimizer\",\"params\":" << numel << ",\"tensors\":" << params.size()
+       << ",\"threads\":" << at::get_num_threads() << ",\"grads\":\"" << grads_dtype << "\"";
   std::stringstream list(cases);
   for (std::string kernel; std::getline(list, kernel, ',');) {
     AdamW::Kernel k = kernel == "aten" ? AdamW::Kernel::kATen : AdamW::Kernel::kFused;

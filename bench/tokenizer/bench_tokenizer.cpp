@@ -9,7 +9,8 @@
 // document at a time with encode_into() ("sequential") and with encode_batch(1024 documents at a time, 1 thread)
 // ("batch", like HF's encodeBatch with RAYON_NUM_THREADS=1); T > 1: encode_batch on T threads.
 // cpu = user+system seconds of the process per MB (steadier than wall time on a busy machine).
-// Each configuration ends with one line: "ours mode=M threads=T cold_mbps=... warm_mbps=... cpu_s_per_mb=... tokens=...".
+// Each configuration ends with one line: "ours mode=M threads=T cold_mbps=... warm_mbps=... cpu_s_per_mb=...
+// tokens=...".
 // --roundtrip also checks decode(encode(text)) == text for every document and prints the number of failures.
 #include <sys/resource.h>
 
@@ -63,7 +64,9 @@ int main(int argc, char** argv) {
   // Default: the bundled tokenizer of the checkout that holds the build directory (build*/bench/bench_tokenizer).
   std::error_code ec;
   std::string tok_path =
-      (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "../../data/gpt2/tokenizer.json").lexically_normal().string();
+      (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "../../data/gpt2/tokenizer.json")
+          .lexically_normal()
+          .string();
   int reps = 3;
   bool roundtrip = false;
   std::vector<int> thread_counts = {1, 2};
@@ -81,7 +84,8 @@ int main(int argc, char** argv) {
     } else if (a == "--roundtrip") {
       roundtrip = true;
     } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "usage: bench_tokenizer [--tokenizer PATH] [--reps N] [--threads 1,2] [--roundtrip] FILES...\n");
+      std::fprintf(stderr,
+                   "usage: bench_tokenizer [--tokenizer PATH] [--reps N] [--threads 1,2] [--roundtrip] FILES...\n");
       return 2;
     } else {
       files.push_back(a);
@@ -136,8 +140,10 @@ int main(int argc, char** argv) {
     std::sort(walls.begin(), walls.end());
     std::sort(cpus.begin(), cpus.end());
     double warm = walls[walls.size() / 2], cpu = cpus[cpus.size() / 2];
-    std::printf("%-10s threads=%d tokens=%zu cold: %.3f s = %.2f MB/s | warm median of %d: %.3f s = %.2f MB/s (%.2f Mtok/s) | cpu %.4f s/MB\n",
-                mode, nthreads, ntok, cold, mb / cold, reps, warm, mb / warm, ntok / warm / 1e6, cpu / mb);
+    std::printf(
+        "%-10s threads=%d tokens=%zu cold: %.3f s = %.2f MB/s | warm median of %d: %.3f s = %.2f MB/s (%.2f Mtok/s) | "
+        "cpu %.4f s/MB\n",
+        mode, nthreads, ntok, cold, mb / cold, reps, warm, mb / warm, ntok / warm / 1e6, cpu / mb);
     std::printf("ours mode=%s threads=%d cold_mbps=%.3f warm_mbps=%.3f cpu_s_per_mb=%.5f tokens=%zu\n", mode, nthreads,
                 mb / cold, mb / warm, cpu / mb, ntok);
   }

@@ -13,9 +13,7 @@ Axis::Axis(std::string n, int64_t s) : name(std::move(n)), size(s) {
   if (s < 0) value_error("Axis " + name + " has negative size " + std::to_string(s));
 }
 
-std::string AxisSelector::str() const {
-  return size_ ? name_ + "=" + std::to_string(*size_) : name_;
-}
+std::string AxisSelector::str() const { return size_ ? name_ + "=" + std::to_string(*size_) : name_; }
 
 AxisSelection::AxisSelection(const AxisSpec& axes) {
   items_.reserve(axes.size());
@@ -63,8 +61,8 @@ std::optional<size_t> index_of(const AxisSpec& axes, const AxisSelector& sel) {
   auto i = index_of(axes, sel.name());
   if (i && sel.size() && *sel.size() != axes[*i].size) {
     // Haliax raises here rather than treating a size mismatch as absence: it is almost always a bug.
-    value_error("Found axis with same name but different size: " + to_string(Axis(sel.name(), *sel.size())) +
-                " vs " + to_string(axes[*i]));
+    value_error("Found axis with same name but different size: " + to_string(Axis(sel.name(), *sel.size())) + " vs " +
+                to_string(axes[*i]));
   }
   return i;
 }
@@ -104,8 +102,8 @@ AxisSpec without_axes(const AxisSpec& axes, const AxisSelection& to_remove) {
     for (const AxisSelector& s : to_remove) {
       if (s.name() == a.name) {
         if (s.size() && *s.size() != a.size) {
-          value_error("Axis " + a.name + " present in both specs with different sizes: " + to_string(axes) +
-                      " - " + to_remove.str());
+          value_error("Axis " + a.name + " present in both specs with different sizes: " + to_string(axes) + " - " +
+                      to_remove.str());
         }
         removed = true;
       }

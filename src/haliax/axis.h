@@ -91,7 +91,9 @@ std::ostream& operator<<(std::ostream& os, const AxisSpec& axes);
 
 // Index of the axis named `name`, or nullopt.
 std::optional<size_t> index_of(const AxisSpec& axes, const std::string& name);
-inline std::optional<size_t> index_of(const AxisSpec& axes, const char* name) { return index_of(axes, std::string(name)); }
+inline std::optional<size_t> index_of(const AxisSpec& axes, const char* name) {
+  return index_of(axes, std::string(name));
+}
 // Index of the selected axis; throws if a selector's size disagrees with the axis of that name.
 std::optional<size_t> index_of(const AxisSpec& axes, const AxisSelector& sel);
 bool selects_axis(const AxisSpec& axes, const AxisSelector& sel);

@@ -29,14 +29,20 @@ size_t require_index(const NamedArray& a, const AxisSelector& axis) {
 
 // --- creation ----------------------------------------------------------------------------------------------
 
-NamedArray zeros(const AxisSpec& axes, at::TensorOptions options) { return NamedArray(at::zeros(sizes_of(axes), options), axes); }
-NamedArray ones(const AxisSpec& axes, at::TensorOptions options) { return NamedArray(at::ones(sizes_of(axes), options), axes); }
+NamedArray zeros(const AxisSpec& axes, at::TensorOptions options) {
+  return NamedArray(at::zeros(sizes_of(axes), options), axes);
+}
+NamedArray ones(const AxisSpec& axes, at::TensorOptions options) {
+  return NamedArray(at::ones(sizes_of(axes), options), axes);
+}
 NamedArray full(const AxisSpec& axes, const at::Scalar& value, at::TensorOptions options) {
   return NamedArray(at::full(sizes_of(axes), value, options), axes);
 }
 NamedArray zeros_like(const NamedArray& a) { return NamedArray(at::zeros_like(a.array()), a.axes()); }
 NamedArray ones_like(const NamedArray& a) { return NamedArray(at::ones_like(a.array()), a.axes()); }
-NamedArray full_like(const NamedArray& a, const at::Scalar& value) { return NamedArray(at::full_like(a.array(), value), a.axes()); }
+NamedArray full_like(const NamedArray& a, const at::Scalar& value) {
+  return NamedArray(at::full_like(a.array(), value), a.axes());
+}
 
 NamedArray arange(const Axis& axis, int64_t start, int64_t step, at::ScalarType dtype) {
   at::Tensor t = at::arange(start, start + step * axis.size, step, at::TensorOptions().dtype(at::kLong));
@@ -295,9 +301,8 @@ NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSe
   std::vector<at::Tensor> starts(a.axes().size());
   for (const auto& [sel, s] : start) {
     size_t i = require_index(a, sel);
-    int64_t upd_len = update.axis_index(AxisSelector(a.axes()[i].name))
-                          ? update.axis_size(AxisSelector(a.axes()[i].name))
-                          : 1;
+    int64_t upd_len =
+        update.axis_index(AxisSelector(a.axes()[i].name)) ? update.axis_size(AxisSelector(a.axes()[i].name)) : 1;
     int64_t total = a.axes()[i].size;
     if (const int64_t* v = std::get_if<int64_t>(&s)) {
       if (*v < 0 || *v + upd_len > total) {
@@ -379,7 +384,8 @@ NamedArray index(const NamedArray& a, const std::vector<std::pair<AxisSelector, 
     } else {
       const NamedArray& arr = std::get<NamedArray>(v);
       if (!at::isIntegralType(arr.dtype(), /*includeBool=*/false)) {
-        value_error("Only integer NamedArrays can be used for indexing axis " + a.axes()[i].name + ", got " + arr.str());
+        value_error("Only integer NamedArrays can be used for indexing axis " + a.axes()[i].name + ", got " +
+                    arr.str());
       }
       kept[i] = false;
       advanced[i] = arr;
@@ -430,7 +436,8 @@ NamedArray index(const NamedArray& a, const std::vector<std::pair<AxisSelector, 
   }
   c10::List<c10::optional<at::Tensor>> list;
   for (size_t i = 0; i < n; ++i) list.push_back(c10::nullopt);
-  for (size_t k = 0; k < idx_pos.size(); ++k) list.set(idx_pos[k], c10::optional<at::Tensor>(bcast[k].array().to(at::kLong)));
+  for (size_t k = 0; k < idx_pos.size(); ++k)
+    list.set(idx_pos[k], c10::optional<at::Tensor>(bcast[k].array().to(at::kLong)));
   // numpy's placement rule: contiguous advanced indices put their axes in place; otherwise they go first.
   size_t first = idx_pos.front(), last = idx_pos.back();
   bool contiguous = (last - first + 1) == idx_pos.size();

@@ -93,17 +93,28 @@ std::string NamedArray::str() const {
 
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    case at::kLong: return "int64";
-    case at::kInt: return "int32";
-    case at::kShort: return "int16";
-    case at::kChar: return "int8";
-    case at::kByte: return "uint8";
-    case at::kBool: return "bool";
-    default: return c10::toString(t);
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    case at::kLong:
+      return "int64";
+    case at::kInt:
+      return "int32";
+    case at::kShort:
+      return "int16";
+    case at::kChar:
+      return "int8";
+    case at::kByte:
+      return "uint8";
+    case at::kBool:
+      return "bool";
+    default:
+      return c10::toString(t);
   }
 }
 
@@ -218,7 +229,8 @@ std::pair<std::vector<NamedArray>, AxisSpec> broadcast_arrays(const std::vector<
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t x, size_t y) { return arrays[x].numel() > arrays[y].numel(); });
   std::optional<AxisSpec> full = arrays[order[0]].axes();
-  for (size_t k = 1; k < order.size() && full; ++k) full = broadcast_axes(*full, arrays[order[k]].axes(), require_subset);
+  for (size_t k = 1; k < order.size() && full; ++k)
+    full = broadcast_axes(*full, arrays[order[k]].axes(), require_subset);
   if (!full) {
     std::string all;
     for (const NamedArray& a : arrays) all += (all.empty() ? "" : ", ") + to_string(a.axes());
@@ -235,14 +247,24 @@ std::pair<std::vector<NamedArray>, AxisSpec> broadcast_arrays(const std::vector<
 namespace {
 
 // A C++ number as ATen treats a Python number: it does not promote the tensor's dtype within its category.
-at::Tensor wrap(const at::Scalar& s, const NamedArray& like) { return at::native::wrapped_scalar_tensor(s, like.device()); }
+at::Tensor wrap(const at::Scalar& s, const NamedArray& like) {
+  return at::native::wrapped_scalar_tensor(s, like.device());
+}
 
 }  // namespace
 
-NamedArray operator+(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::add(x, y); }); }
-NamedArray operator-(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::sub(x, y); }); }
-NamedArray operator*(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::mul(x, y); }); }
-NamedArray operator/(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::div(x, y); }); }
+NamedArray operator+(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::add(x, y); });
+}
+NamedArray operator-(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::sub(x, y); });
+}
+NamedArray operator*(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::mul(x, y); });
+}
+NamedArray operator/(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::div(x, y); });
+}
 NamedArray operator+(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::add(a.array(), b), a.axes()); }
 NamedArray operator-(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::sub(a.array(), b), a.axes()); }
 NamedArray operator*(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::mul(a.array(), b), a.axes()); }
@@ -250,21 +272,37 @@ NamedArray operator/(const NamedArray& a, const at::Scalar& b) { return NamedArr
 NamedArray operator+(const at::Scalar& a, const NamedArray& b) { return NamedArray(at::add(b.array(), a), b.axes()); }
 NamedArray operator-(const at::Scalar& a, const NamedArray& b) { return NamedArray(at::rsub(b.array(), a), b.axes()); }
 NamedArray operator*(const at::Scalar& a, const NamedArray& b) { return NamedArray(at::mul(b.array(), a), b.axes()); }
-NamedArray operator/(const at::Scalar& a, const NamedArray& b) { return NamedArray(at::div(wrap(a, b), b.array()), b.axes()); }
+NamedArray operator/(const at::Scalar& a, const NamedArray& b) {
+  return NamedArray(at::div(wrap(a, b), b.array()), b.axes());
+}
 NamedArray operator-(const NamedArray& a) { return NamedArray(at::neg(a.array()), a.axes()); }
 
-NamedArray operator<(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::lt(x, y); }); }
-NamedArray operator<=(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::le(x, y); }); }
-NamedArray operator>(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::gt(x, y); }); }
-NamedArray operator>=(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::ge(x, y); }); }
+NamedArray operator<(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::lt(x, y); });
+}
+NamedArray operator<=(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::le(x, y); });
+}
+NamedArray operator>(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::gt(x, y); });
+}
+NamedArray operator>=(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::ge(x, y); });
+}
 NamedArray operator<(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::lt(a.array(), b), a.axes()); }
 NamedArray operator<=(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::le(a.array(), b), a.axes()); }
 NamedArray operator>(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::gt(a.array(), b), a.axes()); }
 NamedArray operator>=(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::ge(a.array(), b), a.axes()); }
 
-NamedArray operator&(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_and(x, y); }); }
-NamedArray operator|(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_or(x, y); }); }
-NamedArray operator^(const NamedArray& a, const NamedArray& b) { return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_xor(x, y); }); }
+NamedArray operator&(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_and(x, y); });
+}
+NamedArray operator|(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_or(x, y); });
+}
+NamedArray operator^(const NamedArray& a, const NamedArray& b) {
+  return elementwise_binary(a, b, [](auto& x, auto& y) { return at::bitwise_xor(x, y); });
+}
 NamedArray operator~(const NamedArray& a) { return NamedArray(at::bitwise_not(a.array()), a.axes()); }
 
 }  // namespace haliax

@@ -54,14 +54,12 @@ NamedArray clip(const NamedArray& a, std::optional<at::Scalar> lo, std::optional
   return NamedArray(at::clamp(a.array(), l, h), a.axes());
 }
 
-NamedArray clip(const NamedArray& a, const NamedArray& lo, const NamedArray& hi) {
-  return minimum(maximum(a, lo), hi);
-}
+NamedArray clip(const NamedArray& a, const NamedArray& lo, const NamedArray& hi) { return minimum(maximum(a, lo), hi); }
 
 // --- elementwise: binary -----------------------------------------------------------------------------------
 
-#define HALIAX_BINARY(name, fn)                                    \
-  NamedArray name(const NamedArray& a, const NamedArray& b) {      \
+#define HALIAX_BINARY(name, fn)                                                                         \
+  NamedArray name(const NamedArray& a, const NamedArray& b) {                                           \
     return elementwise_binary(a, b, [](const at::Tensor& x, const at::Tensor& y) { return fn(x, y); }); \
   }
 HALIAX_BINARY(add, at::add)
@@ -81,7 +79,9 @@ HALIAX_BINARY(logical_or, at::logical_or)
 HALIAX_BINARY(logical_xor, at::logical_xor)
 #undef HALIAX_BINARY
 
-NamedArray power(const NamedArray& a, const at::Scalar& exponent) { return NamedArray(at::pow(a.array(), exponent), a.axes()); }
+NamedArray power(const NamedArray& a, const at::Scalar& exponent) {
+  return NamedArray(at::pow(a.array(), exponent), a.axes());
+}
 NamedArray equal(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::eq(a.array(), b), a.axes()); }
 NamedArray not_equal(const NamedArray& a, const at::Scalar& b) { return NamedArray(at::ne(a.array(), b), a.axes()); }
 
@@ -101,7 +101,8 @@ NamedArray where(const NamedArray& cond, const at::Scalar& x, const NamedArray& 
 }
 
 NamedArray isclose(const NamedArray& a, const NamedArray& b, double rtol, double atol) {
-  return elementwise_binary(a, b, [&](const at::Tensor& x, const at::Tensor& y) { return at::isclose(x, y, rtol, atol); });
+  return elementwise_binary(a, b,
+                            [&](const at::Tensor& x, const at::Tensor& y) { return at::isclose(x, y, rtol, atol); });
 }
 
 bool allclose(const NamedArray& a, const NamedArray& b, double rtol, double atol) {
@@ -140,7 +141,8 @@ at::Tensor mask_for(const NamedArray& a, const NamedArray& where) {
 }
 
 at::Tensor fill_masked(const NamedArray& a, const NamedArray& where, const at::Scalar& identity) {
-  return at::where(mask_for(a, where), a.array(), at::native::wrapped_scalar_tensor(identity, a.device()).to(a.dtype()));
+  return at::where(mask_for(a, where), a.array(),
+                   at::native::wrapped_scalar_tensor(identity, a.device()).to(a.dtype()));
 }
 
 at::Scalar lowest(at::ScalarType t) {
@@ -161,11 +163,24 @@ at::Scalar clamp_to_dtype(const at::Scalar& s, at::ScalarType t) {
     int64_t v = s.toLong();
     int64_t lo = 0, hi = 0;
     switch (t) {
-      case at::kByte: lo = 0; hi = 255; break;
-      case at::kChar: lo = -128; hi = 127; break;
-      case at::kShort: lo = INT16_MIN; hi = INT16_MAX; break;
-      case at::kInt: lo = INT32_MIN; hi = INT32_MAX; break;
-      default: return s;
+      case at::kByte:
+        lo = 0;
+        hi = 255;
+        break;
+      case at::kChar:
+        lo = -128;
+        hi = 127;
+        break;
+      case at::kShort:
+        lo = INT16_MIN;
+        hi = INT16_MAX;
+        break;
+      case at::kInt:
+        lo = INT32_MIN;
+        hi = INT32_MAX;
+        break;
+      default:
+        return s;
     }
     return std::min(std::max(v, lo), hi);
   }
@@ -318,10 +333,12 @@ NamedArray cumprod(const NamedArray& a, const AxisSelector& axis) {
   return NamedArray(at::cumprod(a.array(), plan(a, AxisSelection(axis)).dims[0]), a.axes());
 }
 NamedArray sort(const NamedArray& a, const AxisSelector& axis) {
-  return NamedArray(std::get<0>(at::sort(a.array(), c10::optional<bool>(true), plan(a, AxisSelection(axis)).dims[0])), a.axes());
+  return NamedArray(std::get<0>(at::sort(a.array(), c10::optional<bool>(true), plan(a, AxisSelection(axis)).dims[0])),
+                    a.axes());
 }
 NamedArray argsort(const NamedArray& a, const AxisSelector& axis) {
-  return NamedArray(std::get<1>(at::sort(a.array(), c10::optional<bool>(true), plan(a, AxisSelection(axis)).dims[0])), a.axes());
+  return NamedArray(std::get<1>(at::sort(a.array(), c10::optional<bool>(true), plan(a, AxisSelection(axis)).dims[0])),
+                    a.axes());
 }
 
 // --- contraction -------------------------------------------------------------------------------------------
@@ -368,9 +385,12 @@ at::Tensor contract_pair(const NamedArray& a_in, const NamedArray& b_in, const A
   for (const Axis& ax : a.axes()) {
     bool in_b = index_of(b.axes(), ax.name).has_value();
     bool out = index_of(output, ax.name).has_value();
-    if (in_b && out) batch.push_back(ax);
-    else if (in_b) contracted.push_back(ax);
-    else left.push_back(ax);
+    if (in_b && out)
+      batch.push_back(ax);
+    else if (in_b)
+      contracted.push_back(ax);
+    else
+      left.push_back(ax);
   }
   for (const Axis& ax : b.axes()) {
     if (!index_of(a.axes(), ax.name)) right.push_back(ax);
@@ -460,7 +480,9 @@ NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis,
                const std::optional<AxisSelection>& out_axes) {
   return dot_impl(arrays, axis, out_axes);
 }
-NamedArray dot(const NamedArray& a, const NamedArray& b, AllAxes) { return dot_impl({a, b}, std::nullopt, std::nullopt); }
+NamedArray dot(const NamedArray& a, const NamedArray& b, AllAxes) {
+  return dot_impl({a, b}, std::nullopt, std::nullopt);
+}
 NamedArray dot(const std::vector<NamedArray>& arrays, AllAxes) { return dot_impl(arrays, std::nullopt, std::nullopt); }
 
 }  // namespace haliax

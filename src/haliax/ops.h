@@ -82,9 +82,9 @@ bool array_equal(const NamedArray& a, const NamedArray& b);
 // elements: they count as the reduction's identity (sum 0, prod 1, max -inf, ...) and are not counted in
 // mean/var/std.
 
-#define HALIAX_DECLARE_REDUCTION(name)                                                                   \
-  NamedArray name(const NamedArray& a);                                                                  \
-  NamedArray name(const NamedArray& a, const AxisSelection& axis);                                       \
+#define HALIAX_DECLARE_REDUCTION(name)                             \
+  NamedArray name(const NamedArray& a);                            \
+  NamedArray name(const NamedArray& a, const AxisSelection& axis); \
   NamedArray name(const NamedArray& a, const AxisSelection& axis, const NamedArray& where);
 HALIAX_DECLARE_REDUCTION(sum)
 HALIAX_DECLARE_REDUCTION(mean)

@@ -133,9 +133,8 @@ NamedArray bits(const Key& key, const AxisSpec& shape, int bit_width) {
   if (bit_width == 32) {
     for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>(a ^ b); });
   } else if (bit_width == 64) {
-    for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
-      p[i] = static_cast<int64_t>((uint64_t(a) << 32) | b);
-    });
+    for_each_block(key, out.numel(),
+                   [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>((uint64_t(a) << 32) | b); });
   } else {
     value_error("bits: bit_width must be 32 or 64, got " + std::to_string(bit_width));
   }
@@ -152,7 +151,8 @@ NamedArray normal(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   at::ScalarType ct = compute_dtype(dtype);
   double lo = ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
   at::Tensor u = uniform_tensor(key, shape, ct, lo, 1.0);
-  at::Tensor out = at::erfinv(u).mul_(ct == at::kDouble ? std::sqrt(2.0) : static_cast<double>(static_cast<float>(std::sqrt(2.0))));
+  at::Tensor out =
+      at::erfinv(u).mul_(ct == at::kDouble ? std::sqrt(2.0) : static_cast<double>(static_cast<float>(std::sqrt(2.0))));
   return NamedArray(out.to(dtype), shape);
 }
 

@@ -21,5 +21,6 @@ TEST(ConfigurationMd, TableMatchesTheCode) {
   ASSERT_NE(e, std::string::npos);
   std::string table = doc.substr(b + begin.size(), e - b - begin.size());
   std::string expected = levanter::config::markdown_table(levanter::trainer::describe_train_config());
-  EXPECT_EQ(table, expected) << "docs/configuration.md is out of date: regenerate its table with `build/levanter config`";
+  EXPECT_EQ(table, expected)
+      << "docs/configuration.md is out of date: regenerate its table with `build/levanter config`";
 }

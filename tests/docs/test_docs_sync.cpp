@@ -116,7 +116,8 @@ TEST(DocsSync, ExtractorDedentsAndRejectsMalformedMarkers) {
   EXPECT_THROW(extract_snippets("// [doc:a]\n// [doc:b]\n// [/doc:b]\n// [/doc:a]\n"), std::runtime_error);
   EXPECT_THROW(extract_snippets("// [doc:a]\n// [/doc:b]\n"), std::runtime_error);
   EXPECT_THROW(extract_snippets("// [doc:a]\n// [/doc:a]\n// [doc:a]\n// [/doc:a]\n"), std::runtime_error);
-  std::vector<std::string> blocks = fenced_blocks("a\n```cpp\nint x;\n```\n```text\n```cpp\n```\n```cpp\ny;\n```\n", "cpp");
+  std::vector<std::string> blocks =
+      fenced_blocks("a\n```cpp\nint x;\n```\n```text\n```cpp\n```\n```cpp\ny;\n```\n", "cpp");
   EXPECT_EQ(blocks, (std::vector<std::string>{"int x;\n", "y;\n"}));
 }
 

@@ -16,6 +16,7 @@
 #include "docs/haliax_md_quotes.h"
 #include "haliax/testing.h"  // EXPECT_VALUE_ERROR
 
+// clang-format off
 // [doc:setup]
 #include "haliax/haliax.h"
 
@@ -26,6 +27,7 @@ const hax::Axis Pos{"position", 5};
 const hax::Axis Embed{"embed", 4};
 const hax::Axis KPos = Pos.alias("key_position");  // same size, another name
 // [/doc:setup]
+// clang-format on
 
 namespace {
 
@@ -47,6 +49,7 @@ std::string error_of(const std::function<void()>& f) {
 }  // namespace
 
 TEST(HaliaxDoc, AxesAndNamedArrayFromTensor) {
+  // clang-format off
   // [doc:named_array]
   at::Tensor t = at::arange(10, at::kFloat).reshape({2, 5});
   hax::NamedArray x(t, {Batch, Pos});                        // sizes are checked against t's shape
@@ -54,6 +57,7 @@ TEST(HaliaxDoc, AxesAndNamedArrayFromTensor) {
   int64_t n = x.axis_size("position");                       // 5
   at::Tensor same = x.array();                               // the tensor itself, not a copy
   // [/doc:named_array]
+  // clang-format on
   EXPECT_EQ(x.axes(), (hax::AxisSpec{Batch, Pos}));
   EXPECT_EQ(y.axes(), x.axes());
   EXPECT_EQ(n, 5);
@@ -65,18 +69,21 @@ TEST(HaliaxDoc, AxesAndNamedArrayFromTensor) {
 }
 
 TEST(HaliaxDoc, ElementwiseOpsBroadcastByName) {
+  // clang-format off
   // [doc:broadcasting]
   hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
   hax::NamedArray bias = hax::random::normal(hax::random::Key(1), {Embed});
   hax::NamedArray scale = hax::random::normal(hax::random::Key(2), {Embed, Batch});  // any order
   hax::NamedArray y = hax::tanh(x * scale + bias) - 1.0;  // {batch, position, embed}
   // [/doc:broadcasting]
+  // clang-format on
   EXPECT_EQ(y.axes(), (hax::AxisSpec{Batch, Pos, Embed}));
   at::Tensor s = scale.array().t().unsqueeze(1);  // (batch, 1, embed)
   EXPECT_TRUE(all_close(y.array(), at::tanh(x.array() * s + bias.array()) - 1.0));
 }
 
 TEST(HaliaxDoc, NoSubsetRelationshipIsAnError) {
+  // clang-format off
   // [doc:no_subset]
   hax::NamedArray a = hax::zeros({Batch, Pos});
   hax::NamedArray b = hax::ones({Batch, Embed});
@@ -89,12 +96,14 @@ TEST(HaliaxDoc, NoSubsetRelationshipIsAnError) {
   // Say what you mean instead: add the missing axis explicitly.
   hax::NamedArray c = hax::broadcast_axis(a, {Embed}) + b;  // {embed, batch, position}
   // [/doc:no_subset]
+  // clang-format on
   EXPECT_EQ(message, haliax_md::kNoSubset);
   EXPECT_EQ(c.axes(), (hax::AxisSpec{Embed, Batch, Pos}));
   EXPECT_TRUE(at::equal(c.array(), at::ones({4, 2, 5})));
 }
 
 TEST(HaliaxDoc, ReductionsByAxis) {
+  // clang-format off
   // [doc:reductions]
   hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
   hax::NamedArray per_token = hax::sum(x, Embed);            // {batch, position}
@@ -105,6 +114,7 @@ TEST(HaliaxDoc, ReductionsByAxis) {
   hax::NamedArray valid = hax::arange(Pos) < 3;              // {position}, bool
   hax::NamedArray prefix_mean = hax::mean(x, Pos, valid);    // {batch, embed}
   // [/doc:reductions]
+  // clang-format on
   const at::Tensor& t = x.array();
   EXPECT_EQ(per_token.axes(), (hax::AxisSpec{Batch, Pos}));
   EXPECT_TRUE(all_close(per_token.array(), t.sum(2)));
@@ -120,6 +130,7 @@ TEST(HaliaxDoc, ReductionsByAxis) {
 }
 
 TEST(HaliaxDoc, DotContractsNamedAxes) {
+  // clang-format off
   // [doc:dot]
   const hax::Axis Hidden{"hidden", 6};
   hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
@@ -129,6 +140,7 @@ TEST(HaliaxDoc, DotContractsNamedAxes) {
   hax::NamedArray hidden_first = hax::dot(x, w, Embed, hax::AxisSelection{Hidden, "..."});
   hax::NamedArray sum_sq = hax::dot(x, x, hax::all_axes);             // 0-d: the sum of squares
   // [/doc:dot]
+  // clang-format on
   const at::Tensor& t = x.array();
   EXPECT_EQ(h.axes(), (hax::AxisSpec{Batch, Pos, Hidden}));
   EXPECT_TRUE(all_close(h.array(), at::matmul(t, w.array().t())));
@@ -141,6 +153,7 @@ TEST(HaliaxDoc, DotContractsNamedAxes) {
 }
 
 TEST(HaliaxDoc, RearrangeRenameFlattenUnflatten) {
+  // clang-format off
   // [doc:rearrange]
   hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
   hax::NamedArray t = hax::rearrange(x, {Embed, "..."});                 // {embed, batch, position}
@@ -150,6 +163,7 @@ TEST(HaliaxDoc, RearrangeRenameFlattenUnflatten) {
   hax::NamedArray heads = hax::unflatten_axis(x, Embed, {Heads, HeadSize});  // {batch, position, heads, head_size}
   hax::NamedArray e = hax::rearrange(x, "b p (h d) -> b h p d", {{"h", 2}});  // {batch, h, position, d}
   // [/doc:rearrange]
+  // clang-format on
   hax::NamedArray merged = hax::flatten_axes(heads, {Heads, HeadSize}, Embed);
   const at::Tensor& a = x.array();
   EXPECT_EQ(t.axes(), (hax::AxisSpec{Embed, Batch, Pos}));
@@ -166,6 +180,7 @@ TEST(HaliaxDoc, RearrangeRenameFlattenUnflatten) {
 }
 
 TEST(HaliaxDoc, IndexingSliceTakeSelection) {
+  // clang-format off
   // [doc:indexing]
   hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
   hax::NamedArray first = x[{{"batch", 0}}];                              // {position, embed}
@@ -177,6 +192,7 @@ TEST(HaliaxDoc, IndexingSliceTakeSelection) {
   hax::NamedArray picked = hax::take(x, Embed, ids);  // {batch, position, pick}
   hax::NamedArray same = x[{{"embed", ids}}];         // the same, as a selection
   // [/doc:indexing]
+  // clang-format on
   const at::Tensor& a = x.array();
   EXPECT_EQ(first.axes(), (hax::AxisSpec{Pos, Embed}));
   EXPECT_TRUE(at::equal(first.array(), a[0]));
@@ -192,6 +208,7 @@ TEST(HaliaxDoc, IndexingSliceTakeSelection) {
 }
 
 TEST(HaliaxDoc, ExplicitRandomKeys) {
+  // clang-format off
   // [doc:random]
   hax::random::Key key(42);  // jax.random.PRNGKey(42)
   auto [init_key, data_key] = key.split2();
@@ -203,6 +220,7 @@ TEST(HaliaxDoc, ExplicitRandomKeys) {
   hax::NamedArray coin = hax::random::bernoulli(layer_keys[1], {Batch, Pos}, 0.5);  // bool
   hax::NamedArray ids = hax::random::randint(layer_keys[2], {Batch, Pos}, 0, 100);  // int64
   // [/doc:random]
+  // clang-format on
   // The keys are JAX's (jax 0.10, threefry, partitionable): jax.random.split(PRNGKey(42), 3).
   EXPECT_EQ(init_key, hax::random::Key(1832780943u, 270669613u));
   EXPECT_EQ(data_key, hax::random::Key(64467757u, 2916123636u));
@@ -228,6 +246,7 @@ TEST(HaliaxDoc, ExplicitRandomKeys) {
 }
 
 TEST(HaliaxDoc, SoftmaxAndCrossEntropy) {
+  // clang-format off
   // [doc:nn_functions]
   const hax::Axis Vocab{"vocab", 7};
   hax::NamedArray logits = hax::random::normal(hax::random::Key(0), {Batch, Pos, Vocab});
@@ -240,6 +259,7 @@ TEST(HaliaxDoc, SoftmaxAndCrossEntropy) {
   hax::NamedArray masked =  // only the first four positions count
       hax::nn::cross_entropy_loss(logits, Vocab, targets, hax::nn::Reduction::kMean, hax::arange(Pos) < 4);
   // [/doc:nn_functions]
+  // clang-format on
   const at::Tensor& l = logits.array();
   const at::Tensor& y = targets.array();
   EXPECT_EQ(probs.axes(), logits.axes());
@@ -256,6 +276,7 @@ TEST(HaliaxDoc, SoftmaxAndCrossEntropy) {
 
 namespace {
 
+// clang-format off
 // [doc:module]
 struct TinyMlp {
   hax::nn::LayerNorm ln;
@@ -277,6 +298,7 @@ struct TinyMlp {
   }
 };
 // [/doc:module]
+// clang-format on
 
 // TinyMlp in positional ATen, from its parameters as plain tensors: (ln_w, ln_b, up_w, up_b, down_w, down_b).
 at::Tensor tiny_mlp_ref(const at::Tensor& x, const std::vector<at::Tensor>& p) {
@@ -293,6 +315,7 @@ std::vector<at::Tensor> tensors_of(TinyMlp& m) {
 }  // namespace
 
 TEST(HaliaxDoc, ModulesLinearEmbeddingLayerNormMlp) {
+  // clang-format off
   // [doc:modules]
   const hax::Axis Vocab{"vocab", 7}, Hidden{"hidden", 16};
   std::vector<hax::random::Key> keys = hax::random::Key(0).split(2);
@@ -307,6 +330,7 @@ TEST(HaliaxDoc, ModulesLinearEmbeddingLayerNormMlp) {
   loss.array().backward();
   hax::NamedArray grad = mlp.up.weight.grad();  // {hidden, embed}, like the weight
   // [/doc:modules]
+  // clang-format on
   EXPECT_EQ(mlp.up.weight.axes(), (hax::AxisSpec{Hidden, Embed}));  // (Out, In): PyTorch's layout
   EXPECT_EQ(mlp.up.bias->axes(), (hax::AxisSpec{Hidden}));
   EXPECT_EQ(wte.weight.axes(), (hax::AxisSpec{Vocab, Embed}));
@@ -336,6 +360,7 @@ TEST(HaliaxDoc, ModulesLinearEmbeddingLayerNormMlp) {
 }
 
 TEST(HaliaxDoc, ParameterVisitorAndStateDict) {
+  // clang-format off
   // [doc:visitor]
   const hax::Axis Hidden{"hidden", 16};
   TinyMlp mlp = TinyMlp::init(Embed, Hidden, hax::random::Key(0));
@@ -348,6 +373,7 @@ TEST(HaliaxDoc, ParameterVisitorAndStateDict) {
   TinyMlp other = TinyMlp::init(Embed, Hidden, hax::random::Key(1));
   hax::nn::from_state_dict(other, sd);  // strict: a missing, extra or misshapen key is an error
   // [/doc:visitor]
+  // clang-format on
   EXPECT_EQ(listing.str(), haliax_md::kParameterListing);
   EXPECT_EQ(count, 4 + 4 + 16 * 4 + 16 + 4 * 16 + 4);
   ASSERT_EQ(sd.size(), 6u);
@@ -360,6 +386,7 @@ TEST(HaliaxDoc, ParameterVisitorAndStateDict) {
 }
 
 TEST(HaliaxDoc, StackedLayersWithFold) {
+  // clang-format off
   // [doc:stacked]
   const hax::Axis Layers{"layers", 3}, Hidden{"hidden", 16};
   auto blocks = hax::nn::Stacked<TinyMlp>::init(Layers, hax::random::Key(0), [&](const hax::random::Key& k) {
@@ -373,6 +400,7 @@ TEST(HaliaxDoc, StackedLayersWithFold) {
   });
   hax::nn::StateDict sd = hax::nn::to_state_dict(blocks);  // per layer: "0.ln.weight", ..., "2.down.bias"
   // [/doc:stacked]
+  // clang-format on
   EXPECT_EQ(blocks.stacked.up.weight.axes(), (hax::AxisSpec{Layers, Hidden, Embed}));
   at::Tensor ref_y = x.array(), ref_z = x.array();
   for (int64_t i = 0; i < 3; ++i) {
@@ -398,7 +426,7 @@ TEST(HaliaxDoc, TopLevelStackedStateDictRoundTrips) {
   const hax::Axis Layers{"layers", 2}, Hidden{"hidden", 3};
   auto make = [&](uint64_t seed) {
     return hax::nn::Stacked<TinyMlp>::init(Layers, hax::random::Key(seed),
-                                          [&](const hax::random::Key& k) { return TinyMlp::init(Embed, Hidden, k); });
+                                           [&](const hax::random::Key& k) { return TinyMlp::init(Embed, Hidden, k); });
   };
   auto a = make(0), b = make(1);
   hax::nn::StateDict sd = hax::nn::to_state_dict(a);
@@ -417,6 +445,7 @@ TEST(HaliaxDoc, TopLevelStackedStateDictRoundTrips) {
 
 namespace {
 
+// clang-format off
 // [doc:attention]
 const hax::Axis Head{"head", 3};
 const hax::Axis Key{"key", 4};  // the size of each query/key vector
@@ -437,6 +466,7 @@ hax::NamedArray attention(const hax::Axis& Key, const hax::AxisSelection& KPos, 
   return hax::dot(scores, value, KPos);
 }
 // [/doc:attention]
+// clang-format on
 
 // Positional reference: q (b, h, p, d), k and v (b, h, kp, d), mask (p, kp).
 at::Tensor ref_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
@@ -448,6 +478,7 @@ at::Tensor ref_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
 }  // namespace
 
 TEST(HaliaxDoc, AttentionOneFunctionForEveryLayout) {
+  // clang-format off
   // [doc:attention_usage]
   std::vector<hax::random::Key> ks = hax::random::Key(0).split(7);
   hax::NamedArray q = hax::random::normal(ks[0], {Batch, Head, Pos, Key});
@@ -467,6 +498,7 @@ TEST(HaliaxDoc, AttentionOneFunctionForEveryLayout) {
   hax::NamedArray v_img = hax::random::normal(ks[6], {Batch, Head, Height, Width, Key});
   hax::NamedArray out_img = attention(Key, {Height, Width}, q, k_img, v_img, std::nullopt);
   // [/doc:attention_usage]
+  // clang-format on
   EXPECT_EQ(causal.axes(), (hax::AxisSpec{KPos, Pos}));
   EXPECT_TRUE(at::equal(causal.array(), at::ones({5, 5}, at::kBool).tril().t()));
   at::Tensor mask = causal.array().t();  // (position, key_position) for the reference
@@ -482,17 +514,19 @@ TEST(HaliaxDoc, AttentionOneFunctionForEveryLayout) {
   EXPECT_TRUE(all_close(lib.array(), out.array()));
   // 2.
   EXPECT_EQ(out_mq.axes(), (hax::AxisSpec{Batch, Head, Pos, Key}));
-  at::Tensor k_rep = k_mq.array().unsqueeze(1).expand({2, 3, 5, 4}), v_rep = v_mq.array().unsqueeze(1).expand({2, 3, 5, 4});
+  at::Tensor k_rep = k_mq.array().unsqueeze(1).expand({2, 3, 5, 4}),
+             v_rep = v_mq.array().unsqueeze(1).expand({2, 3, 5, 4});
   EXPECT_TRUE(all_close(out_mq.array(), ref_attention(q.array(), k_rep, v_rep, mask)));
   // 3.
   EXPECT_EQ(out_img.axes(), (hax::AxisSpec{Batch, Head, Pos, Key}));
-  at::Tensor ref_img = ref_attention(q.array(), k_img.array().reshape({2, 3, 6, 4}), v_img.array().reshape({2, 3, 6, 4}),
-                                     at::ones({5, 6}, at::kBool));
+  at::Tensor ref_img = ref_attention(q.array(), k_img.array().reshape({2, 3, 6, 4}),
+                                     v_img.array().reshape({2, 3, 6, 4}), at::ones({5, 6}, at::kBool));
   EXPECT_TRUE(all_close(out_img.array(), ref_img));
 }
 
 namespace {
 
+// clang-format off
 // [doc:mse]
 // Positional: right only if pred and target have exactly the same shape.
 at::Tensor mse_positional(const at::Tensor& pred, const at::Tensor& target) {
@@ -504,10 +538,12 @@ hax::NamedArray mse(const hax::NamedArray& pred, const hax::NamedArray& target) 
   return hax::mean((pred - target) * (pred - target));
 }
 // [/doc:mse]
+// clang-format on
 
 }  // namespace
 
 TEST(HaliaxDoc, MseBroadcastingBugAndItsAbsenceWithNames) {
+  // clang-format off
   // [doc:mse_usage]
   at::Tensor pred = at::tensor({1.0, 3.0});                    // (batch)
   at::Tensor target = at::tensor({2.0, 3.0}).reshape({2, 1});  // (batch, 1), e.g. from a model head
@@ -515,6 +551,7 @@ TEST(HaliaxDoc, MseBroadcastingBugAndItsAbsenceWithNames) {
   const hax::Axis Out{"out", 1};
   double right = mse(hax::NamedArray(pred, {Batch}), hax::NamedArray(target, {Batch, Out})).item();  // 0.5
   // [/doc:mse_usage]
+  // clang-format on
   EXPECT_DOUBLE_EQ(wrong, 1.5);
   EXPECT_DOUBLE_EQ(right, 0.5);
   EXPECT_DOUBLE_EQ(right, mse_positional(pred, target.reshape({2})).item<double>());

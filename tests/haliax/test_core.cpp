@@ -35,8 +35,13 @@ TEST(Core, RenameKeepsDataAndChecksSizes) {
 TEST(Core, RearrangeSequenceForm) {
   at::Tensor t = randn({2, 3, 4, 5}, 2);
   expect_same_value_and_grad(
-      {t}, [](const auto& v) { return rearrange(NamedArray(v[0], {B, P, E, H}), {"head", kEllipsis, "batch"}).array(); },
-      [](const auto& v) { return v[0].permute({3, 1, 2, 0}); });
+      {t},
+      [](const auto& v) {
+        return rearrange(NamedArray(v[0], {B, P, E, H}), {"head", kEllipsis, "batch"}).array();
+      },
+      [](const auto& v) {
+        return v[0].permute({3, 1, 2, 0});
+      });
   NamedArray x(t, {B, P, E, H});
   EXPECT_EQ(rearrange(x, {E, B, H, P}).axes(), (AxisSpec{E, B, H, P}));
   EXPECT_VALUE_ERROR(rearrange(x, {"batch", "pos"}), "Partial order must be a permutation of the axes");
@@ -52,7 +57,9 @@ TEST(Core, FlattenAndUnflatten) {
         EXPECT_EQ(f.axes(), (AxisSpec{Axis("be", 8), P}));
         return f.array();
       },
-      [](const auto& v) { return v[0].permute({0, 2, 1}).reshape({8, 3}); });
+      [](const auto& v) {
+        return v[0].permute({0, 2, 1}).reshape({8, 3});
+      });
   expect_same_value_and_grad(
       {t},
       [](const auto& v) {
@@ -60,7 +67,9 @@ TEST(Core, FlattenAndUnflatten) {
         EXPECT_EQ(u.axes(), (AxisSpec{B, P, Axis("x", 2), Axis("y", 2)}));
         return u.array();
       },
-      [](const auto& v) { return v[0].reshape({2, 3, 2, 2}); });
+      [](const auto& v) {
+        return v[0].reshape({2, 3, 2, 2});
+      });
   NamedArray x(t, {B, P, E});
   EXPECT_EQ(flatten(x, "all").axes(), (AxisSpec{Axis("all", 24)}));
   EXPECT_VALUE_ERROR(flatten_axes(x, {"batch", "pos"}, Axis("bp", 5)), "Cannot merge");
@@ -89,7 +98,9 @@ TEST(Core, SplitConcatenateStackUnbind) {
         EXPECT_EQ(c.axes(), (AxisSpec{Axis("pos", 7), B}));
         return c.array();
       },
-      [](const auto& v) { return at::cat({v[0], v[1].t()}, 0); });
+      [](const auto& v) {
+        return at::cat({v[0], v[1].t()}, 0);
+      });
   NamedArray a(randn({2, 3}, 7), {B, P}), b(randn({3, 2}, 8), {P, B});
   NamedArray s = stack("layer", {a, b});
   EXPECT_EQ(s.axes(), (AxisSpec{Axis("layer", 2), B, P}));
@@ -105,7 +116,10 @@ TEST(Core, SplitConcatenateStackUnbind) {
 TEST(Core, SliceWithStaticAndRuntimeStart) {
   at::Tensor t = randn({2, 5}, 9);
   expect_same_value_and_grad(
-      {t}, [](const auto& v) { return slice(NamedArray(v[0], {B, H}), "head", 1, 3).array(); },
+      {t},
+      [](const auto& v) {
+        return slice(NamedArray(v[0], {B, H}), "head", 1, 3).array();
+      },
       [](const auto& v) { return v[0].narrow(1, 1, 3); });
   expect_same_value_and_grad(
       {t},
@@ -135,7 +149,9 @@ TEST(Core, TakeByIntegerAndByNamedIndex) {
         EXPECT_EQ(out.axes(), (AxisSpec{B, Axis("q", 3), Axis("r", 6), E}));
         return out.array();
       },
-      [&](const auto& v) { return v[0].index_select(1, idx.reshape(-1)).reshape({2, 3, 6, 4}); });
+      [&](const auto& v) {
+        return v[0].index_select(1, idx.reshape(-1)).reshape({2, 3, 6, 4});
+      });
   // An index sharing the batch axis gathers per batch element (take_along_axis).
   at::Tensor bidx = rand_int({2, 7}, 5, 12);
   expect_same_value_and_grad(
@@ -146,7 +162,9 @@ TEST(Core, TakeByIntegerAndByNamedIndex) {
         EXPECT_EQ(out.axes(), (AxisSpec{Axis("k", 7), B, E}));
         return out.array();
       },
-      [&](const auto& v) { return at::gather(v[0], 1, bidx.unsqueeze(-1).expand({2, 7, 4})).transpose(0, 1); });
+      [&](const auto& v) {
+        return at::gather(v[0], 1, bidx.unsqueeze(-1).expand({2, 7, 4})).transpose(0, 1);
+      });
   NamedArray x(t, {B, H, E});
   EXPECT_TRUE(at::equal(take(x, "head", 3).array(), t.select(1, 3)));
   EXPECT_VALUE_ERROR(take(x, "head", 5), "out of bounds");

@@ -18,7 +18,9 @@ TEST(Dot, ContractsNamedAxesBatchesSharedKeepsRest) {
         EXPECT_EQ(out.axes(), (AxisSpec{B, P, H, E}));  // order of first appearance
         return out.array();
       },
-      [](const auto& v) { return at::einsum("bphk,bhke->bphe", {v[0], v[1]}); });
+      [](const auto& v) {
+        return at::einsum("bphk,bhke->bphe", {v[0], v[1]});
+      });
 }
 
 TEST(Dot, OutAxesPartialOrder) {
@@ -26,12 +28,14 @@ TEST(Dot, OutAxesPartialOrder) {
   expect_same_value_and_grad(
       {x, w},
       [](const auto& v) {
-        NamedArray out = dot(NamedArray(v[0], {B, P, E}), NamedArray(v[1], {E, H}), "embed",
-                             AxisSelection{"head", kEllipsis});
+        NamedArray out =
+            dot(NamedArray(v[0], {B, P, E}), NamedArray(v[1], {E, H}), "embed", AxisSelection{"head", kEllipsis});
         EXPECT_EQ(out.axes(), (AxisSpec{H, B, P}));
         return out.array();
       },
-      [](const auto& v) { return at::einsum("bpe,eh->hbp", {v[0], v[1]}); });
+      [](const auto& v) {
+        return at::einsum("bpe,eh->hbp", {v[0], v[1]});
+      });
 }
 
 TEST(Dot, OuterProductAndFullContraction) {
@@ -43,7 +47,9 @@ TEST(Dot, OuterProductAndFullContraction) {
         EXPECT_EQ(out.axes(), (AxisSpec{B, P, E}));
         return out.array();
       },
-      [](const auto& v) { return at::einsum("bp,e->bpe", {v[0], v[1]}); });
+      [](const auto& v) {
+        return at::einsum("bp,e->bpe", {v[0], v[1]});
+      });
   at::Tensor c = randn({3, 2}, 7);
   expect_same_value_and_grad(
       {a, c},
@@ -62,8 +68,12 @@ TEST(Dot, AxisInOnlyOneOperandIsSummed) {
   at::Tensor a = randn({2, 3}, 8), b = randn({3, 4}, 9);
   expect_same_value_and_grad(
       {a, b},
-      [](const auto& v) { return dot(NamedArray(v[0], {B, P}), NamedArray(v[1], {P, E}), {"pos", "batch"}).array(); },
-      [](const auto& v) { return at::einsum("bp,pe->e", {v[0], v[1]}); });
+      [](const auto& v) {
+        return dot(NamedArray(v[0], {B, P}), NamedArray(v[1], {P, E}), {"pos", "batch"}).array();
+      },
+      [](const auto& v) {
+        return at::einsum("bp,pe->e", {v[0], v[1]});
+      });
 }
 
 TEST(Dot, ThreeOperands) {

@@ -10,9 +10,12 @@ const Axis B("batch", 4), P("pos", 8), E("embed", 16), M("mlp", 12);
 
 double tolerance(at::ScalarType t) {
   switch (t) {
-    case at::kDouble: return 1e-12;
-    case at::kFloat: return 1e-5;
-    default: return 3e-2;  // bf16 / f16: 8 / 11 bits of mantissa
+    case at::kDouble:
+      return 1e-12;
+    case at::kFloat:
+      return 1e-5;
+    default:
+      return 3e-2;  // bf16 / f16: 8 / 11 bits of mantissa
   }
 }
 }  // namespace
@@ -73,6 +76,7 @@ TEST(Dtypes, GradientsFlowInBf16) {
   loss.array().backward();
   ASSERT_TRUE(w.grad().defined());
   EXPECT_EQ(w.grad().dtype(), at::kBFloat16);
-  at::Tensor ref = 2 * at::matmul(x.array().to(at::kDouble).t(), at::matmul(x.array().to(at::kDouble), w.array().detach().to(at::kDouble)));
+  at::Tensor ref = 2 * at::matmul(x.array().to(at::kDouble).t(),
+                                  at::matmul(x.array().to(at::kDouble), w.array().detach().to(at::kDouble)));
   EXPECT_TRUE(at::allclose(w.grad().array().to(at::kDouble), ref, 5e-2, 5e-1));
 }

@@ -69,8 +69,9 @@ TEST(NamedArray, ScalarsAndZeroDimArraysBroadcastFreely) {
 TEST(NamedArray, NoSubsetRelationshipIsHaliaxsError) {
   NamedArray x(at::zeros({2, 3}), {B, P});
   NamedArray y(at::zeros({2, 4}), {B, E});
-  EXPECT_VALUE_ERROR(x + y, "Cannot broadcast NamedArray(dtype=float32, axes={'batch': 2, 'pos': 3}) and "
-                            "NamedArray(dtype=float32, axes={'batch': 2, 'embed': 4}): no subset relationship");
+  EXPECT_VALUE_ERROR(x + y,
+                     "Cannot broadcast NamedArray(dtype=float32, axes={'batch': 2, 'pos': 3}) and "
+                     "NamedArray(dtype=float32, axes={'batch': 2, 'embed': 4}): no subset relationship");
   // Same name, different size: not a subset either.
   NamedArray z(at::zeros({5}), {Axis("pos", 5)});
   EXPECT_VALUE_ERROR(x * z, "no subset relationship");

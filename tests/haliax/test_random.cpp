@@ -67,12 +67,14 @@ TEST(Random, NormalFamilyMatchesJaxWithinUlps) {
   Key k(42);
   Axis F("f", 5);
   // Same uniform bits as JAX; erfinv differs from XLA's in the last bits.
-  at::Tensor jax_normal = at::tensor({-0.02830461598932743, 0.4671318531036377, 0.2957029640674591,
-                                      0.15354591608047485, -0.12403281778097153}, at::kFloat);
-  at::Tensor jax_tn = at::tensor({-0.027016498148441315, 0.44438081979751587, 0.2818770706653595,
-                                  0.14650805294513702, -0.11836230009794235}, at::kFloat);
-  at::Tensor jax_gumbel = at::tensor({0.3340933918952942, 0.952019453048706, 0.7255305647850037, 0.5481715202331543},
-                                     at::kFloat);
+  at::Tensor jax_normal = at::tensor(
+      {-0.02830461598932743, 0.4671318531036377, 0.2957029640674591, 0.15354591608047485, -0.12403281778097153},
+      at::kFloat);
+  at::Tensor jax_tn = at::tensor(
+      {-0.027016498148441315, 0.44438081979751587, 0.2818770706653595, 0.14650805294513702, -0.11836230009794235},
+      at::kFloat);
+  at::Tensor jax_gumbel =
+      at::tensor({0.3340933918952942, 0.952019453048706, 0.7255305647850037, 0.5481715202331543}, at::kFloat);
   EXPECT_TRUE(at::allclose(random::normal(k, {F}).array(), jax_normal, 1e-5, 1e-6));
   EXPECT_TRUE(at::allclose(random::truncated_normal(k, {F}, -2.0, 2.0).array(), jax_tn, 1e-5, 1e-6));
   EXPECT_TRUE(at::allclose(random::gumbel(k, {Axis("g", 4)}).array(), jax_gumbel, 1e-5, 1e-6));

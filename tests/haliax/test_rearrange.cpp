@@ -71,7 +71,7 @@ TEST(Rearrange, ParseErrorsPointAtThePosition) {
   } catch (const ValueError& e) {
     // The caret line sits under the offending group.
     EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr("Error while parsing:\n    B H W C -> B (H W) C\n"
-                                                             "                 ^^^^^"));
+                                                            "                 ^^^^^"));
   }
 }
 
@@ -105,8 +105,12 @@ TEST(Einsum, GradientMatchesATen) {
   at::Tensor a = randn({2, 3, 4}, 2), b = randn({4, 3, 2}, 3);
   expect_same_value_and_grad(
       {a, b},
-      [&](const auto& v) { return einsum("{D} -> W H", {NamedArray(v[0], {Hh, Ww, D}), NamedArray(v[1], {D, Ww, Hh})}).array(); },
-      [](const auto& v) { return at::einsum("hwd,dwh->wh", {v[0], v[1]}); });
+      [&](const auto& v) {
+        return einsum("{D} -> W H", {NamedArray(v[0], {Hh, Ww, D}), NamedArray(v[1], {D, Ww, Hh})}).array();
+      },
+      [](const auto& v) {
+        return at::einsum("hwd,dwh->wh", {v[0], v[1]});
+      });
 }
 
 TEST(Einsum, Errors) {

@@ -47,7 +47,8 @@ inline void expect_same_value_and_grad(const std::vector<at::Tensor>& inputs, co
   ASSERT_EQ(ya.sizes(), yb.sizes()) << "output shapes differ";
   ASSERT_EQ(ya.scalar_type(), yb.scalar_type()) << "output dtypes differ";
   if (at::isFloatingType(ya.scalar_type())) {
-    EXPECT_TRUE(at::allclose(ya, yb, tol, tol)) << "values differ, max abs diff " << (ya - yb).abs().max().item<double>();
+    EXPECT_TRUE(at::allclose(ya, yb, tol, tol))
+        << "values differ, max abs diff " << (ya - yb).abs().max().item<double>();
   } else {
     EXPECT_TRUE(at::equal(ya, yb)) << "values differ";
   }
@@ -67,14 +68,14 @@ inline void expect_same_value_and_grad(const std::vector<at::Tensor>& inputs, co
 }
 
 // EXPECT that `stmt` throws haliax::ValueError whose message contains `substr`.
-#define EXPECT_VALUE_ERROR(stmt, substr)                                                      \
-  do {                                                                                        \
-    try {                                                                                     \
-      stmt;                                                                                   \
-      ADD_FAILURE() << "expected ValueError containing: " << (substr);                        \
-    } catch (const ::haliax::ValueError& e) {                                                 \
-      EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr(substr));                       \
-    }                                                                                         \
+#define EXPECT_VALUE_ERROR(stmt, substr)                                \
+  do {                                                                  \
+    try {                                                               \
+      stmt;                                                             \
+      ADD_FAILURE() << "expected ValueError containing: " << (substr);  \
+    } catch (const ::haliax::ValueError& e) {                           \
+      EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr(substr)); \
+    }                                                                   \
   } while (0)
 
 }  // namespace haliax::testing

@@ -14,12 +14,24 @@ inline void write_npy(const std::string& path, const at::Tensor& t_in) {
   at::Tensor t = t_in.detach().contiguous().cpu();
   std::string descr;
   switch (t.scalar_type()) {
-    case at::kFloat: descr = "<f4"; break;
-    case at::kDouble: descr = "<f8"; break;
-    case at::kLong: descr = "<i8"; break;
-    case at::kInt: descr = "<i4"; break;
-    case at::kBool: descr = "|b1"; break;
-    default: t = t.to(at::kFloat); descr = "<f4";
+    case at::kFloat:
+      descr = "<f4";
+      break;
+    case at::kDouble:
+      descr = "<f8";
+      break;
+    case at::kLong:
+      descr = "<i8";
+      break;
+    case at::kInt:
+      descr = "<i4";
+      break;
+    case at::kBool:
+      descr = "|b1";
+      break;
+    default:
+      t = t.to(at::kFloat);
+      descr = "<f4";
   }
   std::string shape = "(";
   for (int64_t d : t.sizes()) shape += std::to_string(d) + ",";
@@ -52,8 +64,11 @@ inline at::Tensor read_npy(const std::string& path) {
   };
   std::string descr = field("descr");
   descr = descr.substr(descr.find('\'') + 1, 3);
-  at::ScalarType st = descr == "<f4" ? at::kFloat : descr == "<f8" ? at::kDouble : descr == "<i8" ? at::kLong
-                    : descr == "<i4" ? at::kInt : at::kBool;
+  at::ScalarType st = descr == "<f4"   ? at::kFloat
+                      : descr == "<f8" ? at::kDouble
+                      : descr == "<i8" ? at::kLong
+                      : descr == "<i4" ? at::kInt
+                                       : at::kBool;
   std::string sh = field("shape");
   sh = sh.substr(sh.find('(') + 1, sh.find(')') - sh.find('(') - 1);
   std::vector<int64_t> shape;

@@ -15,8 +15,8 @@ namespace {
 // Runs the check on `src` (writing only into `work`); returns its exit status and puts its output in `out`.
 int check(const fs::path& src, const fs::path& work, std::string& out) {
   fs::path log = work / "check.log";
-  std::string cmd = "cmake -DSRC='" + src.string() + "' -DSTAMP='" + (work / "ok").string() +
-                    "' -P '" + LEVANTER_SOURCE_DIR + "/cmake/check_layers.cmake' > '" + log.string() + "' 2>&1";
+  std::string cmd = "cmake -DSRC='" + src.string() + "' -DSTAMP='" + (work / "ok").string() + "' -P '" +
+                    LEVANTER_SOURCE_DIR + "/cmake/check_layers.cmake' > '" + log.string() + "' 2>&1";
   int rc = std::system(cmd.c_str());
   std::ifstream in(log);
   out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -51,8 +51,12 @@ TEST(Layers, ViolationsFailWithTheFileAndTheRule) {
   write(src / "levanter/models/uses_trainer.h", "#include \"levanter/trainer/trainer.h\"\n");
   write(src / "levanter/tracker/uses_haliax.cpp", "#include \"haliax/named_array.h\"\n");
   EXPECT_NE(check(src, root, out), 0);
-  EXPECT_THAT(out, ::testing::HasSubstr("src/levanter/data/uses_torch.cpp: '#include <ATen/ATen.h>': data/ may not use libtorch"));
-  EXPECT_THAT(out, ::testing::HasSubstr("src/levanter/models/uses_trainer.h: '#include \"levanter/trainer/trainer.h\"': models/ may include only"));
+  EXPECT_THAT(out, ::testing::HasSubstr(
+                       "src/levanter/data/uses_torch.cpp: '#include <ATen/ATen.h>': data/ may not use libtorch"));
+  EXPECT_THAT(
+      out,
+      ::testing::HasSubstr(
+          "src/levanter/models/uses_trainer.h: '#include \"levanter/trainer/trainer.h\"': models/ may include only"));
   EXPECT_THAT(out, ::testing::HasSubstr("src/levanter/tracker/uses_haliax.cpp"));
   fs::remove_all(root);
 }

@@ -18,7 +18,9 @@ NamedArray silu(const NamedArray& x) { return NamedArray(at::silu(x.array()), x.
 NamedArray swish(const NamedArray& x) { return silu(x); }
 NamedArray softplus(const NamedArray& x) { return NamedArray(at::softplus(x.array()), x.axes()); }
 NamedArray elu(const NamedArray& x, double alpha) { return NamedArray(at::elu(x.array(), alpha), x.axes()); }
-NamedArray leaky_relu(const NamedArray& x, double slope) { return NamedArray(at::leaky_relu(x.array(), slope), x.axes()); }
+NamedArray leaky_relu(const NamedArray& x, double slope) {
+  return NamedArray(at::leaky_relu(x.array(), slope), x.axes());
+}
 NamedArray gelu(const NamedArray& x, bool approximate) {
   return NamedArray(at::gelu(x.array(), approximate ? "tanh" : "none"), x.axes());
 }

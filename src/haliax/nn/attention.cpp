@@ -15,7 +15,8 @@ namespace haliax::nn {
 NamedArray dot_product_attention_weights(const Contract& contract, const AttendOver& over, const NamedArray& query,
                                          const NamedArray& key, const AttentionOptions& o) {
   at::ScalarType orig = query.dtype();
-  double scale = o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
+  double scale =
+      o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
   NamedArray q = query * scale;
   NamedArray k = key;
   if (o.attention_dtype) {
@@ -35,7 +36,8 @@ NamedArray dot_product_attention(const Contract& contract, const AttendOver& ove
   AxisSpec kpos = key.resolve_axes(over.axes);
   for (const Axis& ax : kpos) {
     if (query.axis_index(AxisSelector(ax.name))) {
-      value_error("Axis " + to_string(ax) + " in KPos is also in query. Attended-to axes must be distinct from query axis");
+      value_error("Axis " + to_string(ax) +
+                  " in KPos is also in query. Attended-to axes must be distinct from query axis");
     }
   }
   NamedArray weights = dot_product_attention_weights(contract, AttendOver(AxisSelection(kpos)), query, key, o);

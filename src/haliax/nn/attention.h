@@ -30,12 +30,12 @@ struct AttendOver {
 // Everything optional about an attention call, by name:
 //   nn::AttentionOptions o;  o.mask = causal;  o.attention_dtype = at::kFloat;  o.dropout = 0.1;  o.key = k;
 struct AttentionOptions {
-  std::optional<NamedArray> mask;             // bool, true = attend; broadcast by name
-  std::optional<NamedArray> bias;             // added to the logits before masking
+  std::optional<NamedArray> mask;                 // bool, true = attend; broadcast by name
+  std::optional<NamedArray> bias;                 // added to the logits before masking
   std::optional<at::ScalarType> attention_dtype;  // upcast q and k (e.g. f32 for a bf16 model)
-  std::optional<double> scaling_factor;       // default 1 / sqrt(|Contract|)
-  double dropout = 0.0;                       // dropout on the attention weights (Levanter's attn_pdrop)...
-  std::optional<random::Key> key;             // ...applied only with a key (absent: inference)
+  std::optional<double> scaling_factor;           // default 1 / sqrt(|Contract|)
+  double dropout = 0.0;                           // dropout on the attention weights (Levanter's attn_pdrop)...
+  std::optional<random::Key> key;                 // ...applied only with a key (absent: inference)
 };
 
 // softmax(q . k * scale + bias, masked) over AttendOver, then dropout. Masked-out logits get -1e9 (as Haliax),

@@ -15,10 +15,22 @@ struct LinearOptions {
   double init_scale = 1.0;
   bool out_first = true;  // weight (Out..., In...) as torch.nn.Linear; false: (In..., Out...) as HF's Conv1D
   at::ScalarType dtype = at::kFloat;
-  LinearOptions& set_use_bias(bool v) { use_bias = v; return *this; }
-  LinearOptions& set_init_scale(double v) { init_scale = v; return *this; }
-  LinearOptions& set_out_first(bool v) { out_first = v; return *this; }
-  LinearOptions& set_dtype(at::ScalarType v) { dtype = v; return *this; }
+  LinearOptions& set_use_bias(bool v) {
+    use_bias = v;
+    return *this;
+  }
+  LinearOptions& set_init_scale(double v) {
+    init_scale = v;
+    return *this;
+  }
+  LinearOptions& set_out_first(bool v) {
+    out_first = v;
+    return *this;
+  }
+  LinearOptions& set_dtype(at::ScalarType v) {
+    dtype = v;
+    return *this;
+  }
 };
 
 struct Linear {
@@ -28,7 +40,8 @@ struct Linear {
   std::optional<NamedArray> bias;  // (Out...)
 
   // weight ~ truncated_normal(-3, 3) * init_scale / sqrt(|In|), bias = 0 (Haliax's default init).
-  static Linear init(const AxisSpec& In, const AxisSpec& Out, const random::Key& key, const LinearOptions& options = {});
+  static Linear init(const AxisSpec& In, const AxisSpec& Out, const random::Key& key,
+                     const LinearOptions& options = {});
   // x must have the In axes; they are replaced by the Out axes.
   NamedArray operator()(const NamedArray& x) const;
   bool bias_axes_are_out() const;

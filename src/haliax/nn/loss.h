@@ -16,7 +16,8 @@ enum class Reduction { kMean, kSum, kNone };
 // The per-position loss is then reduced over `reduction_axis` (default: all axes), counting only positions
 // where `where` is true; with Reduction::kNone masked positions are zero.
 NamedArray cross_entropy_loss(const NamedArray& logits, const AxisSelector& Label, const NamedArray& targets,
-                              Reduction reduction = Reduction::kMean, const std::optional<NamedArray>& where = std::nullopt,
+                              Reduction reduction = Reduction::kMean,
+                              const std::optional<NamedArray>& where = std::nullopt,
                               const std::optional<AxisSelection>& reduction_axis = std::nullopt);
 // Per-position loss and log normaliser (logsumexp over Label), unreduced.
 std::pair<NamedArray, NamedArray> cross_entropy_loss_and_log_normalizers(const NamedArray& logits,

@@ -9,7 +9,8 @@ MLP MLP::init(const AxisSpec& Input, const AxisSpec& Output, const Axis& Width, 
   std::vector<random::Key> keys = key.split(depth + 1);
   MLP m;
   m.activation = o.activation ? o.activation : Activation([](const NamedArray& x) { return relu(x); });
-  const LinearOptions hidden = LinearOptions().set_use_bias(o.use_bias).set_init_scale(o.init_scale).set_out_first(o.out_first);
+  const LinearOptions hidden =
+      LinearOptions().set_use_bias(o.use_bias).set_init_scale(o.init_scale).set_out_first(o.out_first);
   const LinearOptions last = LinearOptions(hidden).set_use_bias(o.use_final_bias);
   if (depth == 0) {
     m.layers.push_back(Linear::init(Input, Output, keys[0], last));

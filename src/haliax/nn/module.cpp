@@ -29,11 +29,16 @@ std::string ParamInfo::layer_path(int64_t layer) const {
 
 const char* to_string(ParamKind kind) {
   switch (kind) {
-    case ParamKind::kLinearWeight: return "linear_weight";
-    case ParamKind::kBias: return "bias";
-    case ParamKind::kNormWeight: return "norm_weight";
-    case ParamKind::kEmbedding: return "embedding";
-    default: return "other";
+    case ParamKind::kLinearWeight:
+      return "linear_weight";
+    case ParamKind::kBias:
+      return "bias";
+    case ParamKind::kNormWeight:
+      return "norm_weight";
+    case ParamKind::kEmbedding:
+      return "embedding";
+    default:
+      return "other";
   }
 }
 
@@ -102,10 +107,11 @@ void load_state_dict_slots(const std::vector<std::pair<ParamInfo, NamedArray*>>&
   std::set<std::string> used;
   auto fetch = [&](const std::string& key, at::IntArrayRef expect) -> const at::Tensor& {
     auto it = by_key.find(key);
-    if (it == by_key.end()) value_error("State dict is missing key '" + key + "' (expected shape " + shape_str(expect) + ")");
+    if (it == by_key.end())
+      value_error("State dict is missing key '" + key + "' (expected shape " + shape_str(expect) + ")");
     if (it->second->sizes() != expect) {
-      value_error("State dict key '" + key + "' has shape " + shape_str(it->second->sizes()) + " but the model expects " +
-                  shape_str(expect));
+      value_error("State dict key '" + key + "' has shape " + shape_str(it->second->sizes()) +
+                  " but the model expects " + shape_str(expect));
     }
     used.insert(key);
     return *it->second;

@@ -70,7 +70,9 @@ class ParamVisitor {
   // Mark everything visited through the returned visitor as stacked along `axis` (used by Stacked).
   ParamVisitor stacked(const Axis& axis) const;
 
-  static std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : b.empty() ? a : a + "." + b; }
+  static std::string join(const std::string& a, const std::string& b) {
+    return a.empty() ? b : b.empty() ? a : a + "." + b;
+  }
 
  private:
   Fn fn_;

@@ -14,10 +14,22 @@ struct LayerNormOptions {
   bool use_weight = true;
   bool use_bias = true;
   at::ScalarType dtype = at::kFloat;
-  LayerNormOptions& set_eps(double v) { eps = v; return *this; }
-  LayerNormOptions& set_use_weight(bool v) { use_weight = v; return *this; }
-  LayerNormOptions& set_use_bias(bool v) { use_bias = v; return *this; }
-  LayerNormOptions& set_dtype(at::ScalarType v) { dtype = v; return *this; }
+  LayerNormOptions& set_eps(double v) {
+    eps = v;
+    return *this;
+  }
+  LayerNormOptions& set_use_weight(bool v) {
+    use_weight = v;
+    return *this;
+  }
+  LayerNormOptions& set_use_bias(bool v) {
+    use_bias = v;
+    return *this;
+  }
+  LayerNormOptions& set_dtype(at::ScalarType v) {
+    dtype = v;
+    return *this;
+  }
 };
 
 struct LayerNorm {
@@ -41,10 +53,22 @@ struct RmsNormOptions {
   bool use_weight = true;
   bool use_bias = false;
   at::ScalarType dtype = at::kFloat;
-  RmsNormOptions& set_eps(double v) { eps = v; return *this; }
-  RmsNormOptions& set_use_weight(bool v) { use_weight = v; return *this; }
-  RmsNormOptions& set_use_bias(bool v) { use_bias = v; return *this; }
-  RmsNormOptions& set_dtype(at::ScalarType v) { dtype = v; return *this; }
+  RmsNormOptions& set_eps(double v) {
+    eps = v;
+    return *this;
+  }
+  RmsNormOptions& set_use_weight(bool v) {
+    use_weight = v;
+    return *this;
+  }
+  RmsNormOptions& set_use_bias(bool v) {
+    use_bias = v;
+    return *this;
+  }
+  RmsNormOptions& set_dtype(at::ScalarType v) {
+    dtype = v;
+    return *this;
+  }
 };
 
 struct RmsNorm {

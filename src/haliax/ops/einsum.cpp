@@ -28,9 +28,12 @@ struct AliasMap {
   explicit AliasMap(const Bindings& b) {
     for (const auto& [name, v] : b) {
       const auto& x = v.value();
-      if (const Axis* ax = std::get_if<Axis>(&x)) map.emplace(name, AxisSelector(*ax));
-      else if (const std::string* s = std::get_if<std::string>(&x)) map.emplace(name, AxisSelector(*s));
-      else value_error("einsum: alias " + name + " must be an Axis or an axis name, not a size");
+      if (const Axis* ax = std::get_if<Axis>(&x))
+        map.emplace(name, AxisSelector(*ax));
+      else if (const std::string* s = std::get_if<std::string>(&x))
+        map.emplace(name, AxisSelector(*s));
+      else
+        value_error("einsum: alias " + name + " must be an Axis or an axis name, not a size");
     }
   }
   // The axis name a name in the equation stands for.
@@ -65,7 +68,7 @@ const Capture& simple(const Capture& c, const std::string& expr, const char* whe
 
 // "-> H W": keep exactly the rhs axes (and, with "...", every unmentioned one); contract the rest.
 AxisSpec output_axes_keep_only(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
-                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+                               const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
   AxisSpec out;
   std::vector<std::string> names;
   bool has_ellipsis = false;
@@ -77,7 +80,8 @@ AxisSpec output_axes_keep_only(const std::string& expr, const std::vector<Expres
       continue;
     }
     std::string n = aliases.resolve(*simple(c, expr, " in the output of an einsum").binding);
-    if (!mentioned.insert(n).second) raise_parse_error("Axis capture " + n + " occurs multiple times on the rhs", expr, c.range);
+    if (!mentioned.insert(n).second)
+      raise_parse_error("Axis capture " + n + " occurs multiple times on the rhs", expr, c.range);
     if (!index_of(all, n)) raise_parse_error("Axis " + n + " not found in any of the input arrays", expr, c.range);
     names.push_back(n);
   }
@@ -95,13 +99,15 @@ AxisSpec output_axes_keep_only(const std::string& expr, const std::vector<Expres
 
 // "{H W D} -> H W": names on the lhs but not the rhs are contracted; everything else is kept.
 AxisSpec output_axes_unordered(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
-                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+                               const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
   AxisSpec out;
   std::vector<std::string> lhs_names, rhs_names;
   bool lhs_ellipsis = false, rhs_ellipsis = false;
   for (const Capture& c : lhses[0].captures) {
-    if (c.ellipsis) lhs_ellipsis = true;
-    else lhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
+    if (c.ellipsis)
+      lhs_ellipsis = true;
+    else
+      lhs_names.push_back(aliases.resolve(*simple(c, expr, "").binding));
   }
   std::vector<AxisSelector> rhs_order;
   for (const Capture& c : rhs.captures) {
@@ -136,7 +142,7 @@ AxisSpec output_axes_unordered(const std::string& expr, const std::vector<Expres
 
 // "h w d, d w h -> h w": one lhs per operand, names bound to axes by position.
 AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expression>& lhses, const Expression& rhs,
-                  const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
+                                const std::vector<NamedArray>& arrays, const AxisSpec& all, AliasMap& aliases) {
   AxisSpec out;
   for (const Expression& e : lhses) {
     if (!e.ordered) raise_parse_error("Cannot have multiple unordered axes in an einsum", expr, std::nullopt);
@@ -162,8 +168,8 @@ AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expre
     }
     size_t n_named = caps.size() - (ell != caps.size() ? 1 : 0);
     if ((ell == caps.size() && n_named != axes.size()) || n_named > axes.size()) {
-      value_error("Mismatched number of axes in einsum: operand " + std::to_string(k) + " has axes " +
-                  to_string(axes) + " but the equation names " + std::to_string(n_named));
+      value_error("Mismatched number of axes in einsum: operand " + std::to_string(k) + " has axes " + to_string(axes) +
+                  " but the equation names " + std::to_string(n_named));
     }
     for (size_t j = 0; j < caps.size(); ++j) {
       if (caps[j].ellipsis) continue;
@@ -190,7 +196,8 @@ AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expre
     }
     const Capture& s = simple(c, expr, " in the output of an einsum");
     auto e = table.get(*s.binding);
-    if (!e || !e->axis) raise_parse_error("Axis name " + *s.binding + " does not occur on the left hand side", expr, c.range);
+    if (!e || !e->axis)
+      raise_parse_error("Axis name " + *s.binding + " does not occur on the left hand side", expr, c.range);
     kept_names.insert(*s.binding);
     if (!rhs_ellipsis) out.push_back(*e->axis);
   }

@@ -32,7 +32,8 @@ std::string parse_quoted(const std::string& e, size_t& pos) {
     }
     if (e[pos] == '\\') {
       ++pos;
-      if (pos >= e.size()) raise_parse_error("Unexpected end of string at position " + std::to_string(pos), e, Range{pos, pos + 1});
+      if (pos >= e.size())
+        raise_parse_error("Unexpected end of string at position " + std::to_string(pos), e, Range{pos, pos + 1});
     }
     ident += e[pos++];
   }
@@ -193,7 +194,8 @@ std::optional<AliasTable::Entry> AliasTable::get(const std::string& alias) const
   return it->second;
 }
 
-void AliasTable::bind(const std::string& alias, const Axis& axis, const std::string& expr, std::pair<size_t, size_t> range) {
+void AliasTable::bind(const std::string& alias, const Axis& axis, const std::string& expr,
+                      std::pair<size_t, size_t> range) {
   auto it = table_.find(alias);
   if (it == table_.end()) {
     table_[alias] = Entry{axis, axis.name};

@@ -32,16 +32,18 @@ AliasTable resolve_bindings(const NamedArray& a, const Bindings& bindings) {
     } else {
       const std::string& target = std::get<std::string>(v);
       auto i = index_of(a.axes(), target);
-      if (i) t.set(name, {a.axes()[*i], target});
-      else t.set(name, {std::nullopt, target});
+      if (i)
+        t.set(name, {a.axes()[*i], target});
+      else
+        t.set(name, {std::nullopt, target});
     }
   }
   return t;
 }
 
 // Given the axis a lhs capture matched, solve the axes it splits into: "(h w)" with h bound to a size.
-std::vector<Axis> solve_split_axes(const Axis& axis, const Capture& c, AliasTable& aliases,
-                                   std::set<std::string>& used, const std::string& expr) {
+std::vector<Axis> solve_split_axes(const Axis& axis, const Capture& c, AliasTable& aliases, std::set<std::string>& used,
+                                   const std::string& expr) {
   if (c.axes.size() == 1) {
     const std::string& n = c.axes[0];
     if (!used.insert(n).second) raise_parse_error("Capture " + n + " is assigned more than once", expr, c.range);
@@ -62,7 +64,8 @@ std::vector<Axis> solve_split_axes(const Axis& axis, const Capture& c, AliasTabl
       parts.push_back(e->axis);
     } else {
       if (unsolved) {
-        raise_parse_error("Sizes for this split axis are ambiguous. You must provide a size as a binding.", expr, c.range);
+        raise_parse_error("Sizes for this split axis are ambiguous. You must provide a size as a binding.", expr,
+                          c.range);
       }
       unsolved = parts.size();
       parts.push_back(std::nullopt);
@@ -151,7 +154,7 @@ NamedArray rearrange_expression(const NamedArray& a, const std::string& expr, co
   check_unique(intermediate);
 
   // The rhs: each capture names a final axis made of one or more intermediate axes.
-  std::vector<AxisSelector> order;  // partial order of intermediate axes, with "..."
+  std::vector<AxisSelector> order;                            // partial order of intermediate axes, with "..."
   std::vector<std::pair<std::string, Axis>> first_for_final;  // first intermediate axis name -> final axis
   std::set<std::string> used;
   bool has_ellipsis = false;
@@ -167,7 +170,8 @@ NamedArray rearrange_expression(const NamedArray& a, const std::string& expr, co
     for (const std::string& n : c.axes) {
       auto e = aliases.get(n);
       if (!e || !e->axis) raise_parse_error("Axis " + n + " is not bound on the lhs", expr, c.range);
-      if (!index_of(intermediate, e->axis->name)) raise_parse_error("Axis " + n + " is not bound on the lhs", expr, c.range);
+      if (!index_of(intermediate, e->axis->name))
+        raise_parse_error("Axis " + n + " is not bound on the lhs", expr, c.range);
       if (!used.insert(e->axis->name).second) {
         raise_parse_error("Axis " + to_string(*e->axis) + " is used more than once", expr, c.range);
       }

@@ -2,9 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <torch/version.h>
 #include <unistd.h>
 
@@ -102,7 +102,8 @@ Manifest read_manifest(const std::string& dir) {
     }
     FileEntry e;
     e.name = f["name"].get<std::string>();
-    if (e.name.empty() || e.name.find('/') != std::string::npos || e.name[0] == '.') throw bad("bad file name '" + e.name + "'");
+    if (e.name.empty() || e.name.find('/') != std::string::npos || e.name[0] == '.')
+      throw bad("bad file name '" + e.name + "'");
     if (f["size"].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) throw bad("bad size for " + e.name);
     e.size = f["size"].get<int64_t>();
     const std::string hex = f["crc32"].get<std::string>();
@@ -214,7 +215,8 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
   std::vector<std::string> names;
   for (const auto& [g, _] : groups) {
     check_group_name(g);
-    if (std::find(names.begin(), names.end(), g) != names.end()) throw CheckpointError("tensor group '" + g + "' appears twice");
+    if (std::find(names.begin(), names.end(), g) != names.end())
+      throw CheckpointError("tensor group '" + g + "' appears twice");
     names.push_back(g);
   }
 
@@ -237,7 +239,8 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
       detail::WriteProgress progress;
       if (fault_mid_write && i == 0) {
         progress = [&](uint64_t done, uint64_t total) {
-          if (2 * done >= total) runtime::maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
+          if (2 * done >= total)
+            runtime::maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
         };
       }
       uint32_t crc = 0;
@@ -248,7 +251,8 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
         if (msg.rfind(out.path(), 0) == 0) throw;
         throw CheckpointError(out.path() + ": " + msg);
       }
-      if (fault_mid_write) runtime::maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
+      if (fault_mid_write)
+        runtime::maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
       out.fsync_and_close();
       files.push_back({file, static_cast<int64_t>(out.bytes_written()), crc});
     }
@@ -290,7 +294,8 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
         runtime::fsync_path(base_path);
         remove_tree_quietly(tmp_dir);  // now the old checkpoint
       } else {
-        const std::string aside = join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+        const std::string aside =
+            join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
         runtime::rename_path(final_dir, aside);
         try {
           runtime::rename_path(tmp_dir, final_dir);
@@ -306,7 +311,8 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
     }
     if (existing) {
       // An incomplete step-<N> (a writer killed after its rename): nothing in it can be trusted.
-      const std::string aside = join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+      const std::string aside =
+          join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
       std::cerr << "levanter: replacing incomplete checkpoint " << final_dir << "\n";
       runtime::rename_path(final_dir, aside);
       remove_tree_quietly(aside);
@@ -378,7 +384,8 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
   }
   for (const FileEntry& e : m.files) {
     const std::string suffix = ".safetensors";
-    if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
     std::string group = e.name.substr(0, e.name.size() - suffix.size());
     if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
     const std::string file = join(path, e.name);
@@ -446,8 +453,9 @@ std::vector<std::string> resume_warnings(const json& metadata) {
   if (!metadata.is_object()) return out;
   auto it = metadata.find("num_threads");
   if (it != metadata.end() && it->is_number_integer() && it->get<int64_t>() != at::get_num_threads()) {
-    out.push_back("the checkpoint was written with " + std::to_string(it->get<int64_t>()) + " threads, this process uses " +
-                  std::to_string(at::get_num_threads()) + ": results will not be bit-identical to an uninterrupted run");
+    out.push_back("the checkpoint was written with " + std::to_string(it->get<int64_t>()) +
+                  " threads, this process uses " + std::to_string(at::get_num_threads()) +
+                  ": results will not be bit-identical to an uninterrupted run");
   }
   auto v = metadata.find("versions");
   if (v != metadata.end() && v->is_object()) {
@@ -463,7 +471,8 @@ std::vector<std::string> resume_warnings(const json& metadata) {
 void delete_checkpoint(const std::string& path) {
   fs::path p = fs::path(path).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
-  const std::string aside = (p.parent_path() / (".tmp-del-" + p.filename().string() + "-" + std::to_string(::getpid()))).string();
+  const std::string aside =
+      (p.parent_path() / (".tmp-del-" + p.filename().string() + "-" + std::to_string(::getpid()))).string();
   remove_tree_quietly(aside);
   runtime::rethrow_io_errors_as<CheckpointError>([&] {
     runtime::rename_path(p.string(), aside);

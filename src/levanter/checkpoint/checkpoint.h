@@ -39,10 +39,10 @@ namespace levanter::checkpoint {
 using TensorGroups = std::vector<std::pair<std::string, StateDict>>;
 
 struct Checkpoint {
-  std::string path;          // the step-<N> directory
+  std::string path;  // the step-<N> directory
   int64_t step = 0;
-  nlohmann::json metadata;   // metadata.json
-  TensorGroups groups;       // in the order saved
+  nlohmann::json metadata;  // metadata.json
+  TensorGroups groups;      // in the order saved
 
   // The group named `name`; CheckpointError naming the checkpoint and the groups it has if absent.
   const StateDict& group(const std::string& name) const;

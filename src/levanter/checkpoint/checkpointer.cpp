@@ -21,7 +21,8 @@ KeepProblem check_keep(const std::vector<CheckpointInterval>& intervals) {
     const CheckpointInterval& p = intervals[i];
     if (p.every <= 0) return {int(i), "every", "must be a positive number of steps, got " + std::to_string(p.every)};
     if (i + 1 < intervals.size() && !p.until) {
-      return {int(i), "until", "only the last keep policy may omit 'until' (it applies forever, so later ones never would)"};
+      return {int(i), "until",
+              "only the last keep policy may omit 'until' (it applies forever, so later ones never would)"};
     }
     if (i > 0 && p.until && *p.until <= *intervals[i - 1].until) {
       return {int(i), "until",
@@ -88,15 +89,19 @@ void CheckpointerConfig::validate() const {
                               base_path.substr(0, scheme) + ":// is not)");
   }
   if (base_path.empty()) throw config::ConfigError("trainer.checkpointer.base_path: must not be empty");
-  if (save_interval.seconds() < 0) throw config::ConfigError("trainer.checkpointer.save_interval: must not be negative");
+  if (save_interval.seconds() < 0)
+    throw config::ConfigError("trainer.checkpointer.save_interval: must not be negative");
   keep.validate("trainer.checkpointer.keep");
 }
 
 const char* to_string(SaveKind kind) {
   switch (kind) {
-    case SaveKind::kNone: return "none";
-    case SaveKind::kTemporary: return "temporary";
-    case SaveKind::kPermanent: return "permanent";
+    case SaveKind::kNone:
+      return "none";
+    case SaveKind::kTemporary:
+      return "temporary";
+    case SaveKind::kPermanent:
+      return "permanent";
   }
   return "?";
 }

@@ -79,7 +79,8 @@ std::string build_header(const StateDict& tensors, const std::vector<at::Tensor>
   try {
     text = header.dump();
   } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(std::string("cannot encode the header (tensor and metadata names must be UTF-8): ") + e.what());
+    throw CheckpointError(std::string("cannot encode the header (tensor and metadata names must be UTF-8): ") +
+                          e.what());
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   std::string out(8, '\0');
@@ -153,9 +154,9 @@ Entry parse_entry(const std::string& file, const std::string& name, const ordere
   uint64_t expect;
   if (__builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(e.dtype)), &expect) ||
       expect != e.end - e.begin) {
-    throw CheckpointError(where + "holds " + std::to_string(e.end - e.begin) + " bytes, but " + v["dtype"].get<std::string>() +
-                          " " + shape.dump() + " needs " + std::to_string(numel) + " x " +
-                          std::to_string(c10::elementSize(e.dtype)) + " bytes");
+    throw CheckpointError(where + "holds " + std::to_string(e.end - e.begin) + " bytes, but " +
+                          v["dtype"].get<std::string>() + " " + shape.dump() + " needs " + std::to_string(numel) +
+                          " x " + std::to_string(c10::elementSize(e.dtype)) + " bytes");
   }
   return e;
 }
@@ -174,7 +175,8 @@ at::ScalarType safetensors_dtype(const std::string& name) {
   for (const auto& d : kDtypes) {
     if (name == d.name) return d.type;
   }
-  throw CheckpointError("unsupported dtype '" + name + "' (supported: F32, BF16, F16, F64, I64, I32, I16, I8, U8, BOOL)");
+  throw CheckpointError("unsupported dtype '" + name +
+                        "' (supported: F32, BF16, F16, F64, I64, I32, I16, I8, U8, BOOL)");
 }
 
 std::string safetensors_header(const StateDict& tensors, const StringMap& metadata, uint64_t* data_size) {
@@ -221,7 +223,8 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
   if (n > kMaxHeaderBytes) throw CheckpointError(file + ": header length " + std::to_string(n) + " is not plausible");
   if (n < 2) throw CheckpointError(file + ": header length " + std::to_string(n) + " is too short for a JSON object");
   const char* json_begin = buffer->data() + 8;
-  if (*json_begin != '{') throw CheckpointError(file + ": the header does not start with '{' (not a safetensors file?)");
+  if (*json_begin != '{')
+    throw CheckpointError(file + ": the header does not start with '{' (not a safetensors file?)");
 
   ordered_json header;
   try {
@@ -287,7 +290,8 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
       if (nbytes) std::memcpy(t.data_ptr(), p, nbytes);
     } else {
       std::shared_ptr<runtime::Buffer> keep = buffer;
-      t = at::from_blob(p, e.shape, [keep](void*) mutable { keep.reset(); }, options);
+      t = at::from_blob(
+          p, e.shape, [keep](void*) mutable { keep.reset(); }, options);
     }
     out.tensors.emplace_back(e.name, std::move(t));
   }
@@ -311,8 +315,8 @@ void save_safetensors(const std::string& path, const StateDict& tensors, const S
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  return detail::parse_safetensors(runtime::rethrow_io_errors_as<CheckpointError>([&] { return runtime::read_file(path); }),
-                                   path);
+  return detail::parse_safetensors(
+      runtime::rethrow_io_errors_as<CheckpointError>([&] { return runtime::read_file(path); }), path);
 }
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name) {

@@ -75,12 +75,18 @@ Duration Duration::parse(const std::string& text) {
   double n = std::stod(t.substr(0, i));
   std::string unit = t.substr(i);
   double mult;
-  if (unit.empty() || unit == "s" || unit == "sec" || unit == "seconds") mult = 1;
-  else if (unit == "ms") mult = 1e-3;
-  else if (unit == "m" || unit == "min" || unit == "minutes") mult = 60;
-  else if (unit == "h" || unit == "hr" || unit == "hours") mult = 3600;
-  else if (unit == "d" || unit == "days") mult = 86400;
-  else throw std::invalid_argument("unknown duration unit '" + unit + "' (use ms, s, m, h or d)");
+  if (unit.empty() || unit == "s" || unit == "sec" || unit == "seconds")
+    mult = 1;
+  else if (unit == "ms")
+    mult = 1e-3;
+  else if (unit == "m" || unit == "min" || unit == "minutes")
+    mult = 60;
+  else if (unit == "h" || unit == "hr" || unit == "hours")
+    mult = 3600;
+  else if (unit == "d" || unit == "days")
+    mult = 86400;
+  else
+    throw std::invalid_argument("unknown duration unit '" + unit + "' (use ms, s, m, h or d)");
   return Duration(std::chrono::duration<double>(n * mult));
 }
 
@@ -99,7 +105,12 @@ std::string Duration::str() const {
 // --- scalars -----------------------------------------------------------------------------------------------
 
 static std::string scalar_text(const YAML::Node& n, const Context& c, const char* expected) {
-  if (!n.IsScalar()) fail(c, n, std::string("expected ") + expected + ", got a " + (n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"));
+  if (!n.IsScalar())
+    fail(c, n,
+         std::string("expected ") + expected + ", got a " +
+             (n.IsMap()        ? "mapping"
+              : n.IsSequence() ? "list"
+                               : "null"));
   return n.Scalar();
 }
 
@@ -107,9 +118,12 @@ void parse_value(const YAML::Node& n, const Context& c, bool& out) {
   std::string s = scalar_text(n, c, "true or false");
   std::string l = s;
   std::transform(l.begin(), l.end(), l.begin(), ::tolower);
-  if (l == "true" || l == "yes" || l == "on" || l == "1") out = true;
-  else if (l == "false" || l == "no" || l == "off" || l == "0") out = false;
-  else fail(c, n, "expected true or false, got '" + s + "'");
+  if (l == "true" || l == "yes" || l == "on" || l == "1")
+    out = true;
+  else if (l == "false" || l == "no" || l == "off" || l == "0")
+    out = false;
+  else
+    fail(c, n, "expected true or false, got '" + s + "'");
 }
 
 void parse_value(const YAML::Node& n, const Context& c, int64_t& out) {
@@ -266,8 +280,7 @@ std::string dump(const YAML::Node& node) {
 
 // --- files and overrides -----------------------------------------------------------------------------------
 
-static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes,
-                                 int depth);
+static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes, int depth);
 
 static std::string join_key(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
@@ -303,8 +316,7 @@ static void replace_includes(YAML::Node n, const fs::path& dir, const std::strin
   }
 }
 
-static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes,
-                                 int depth) {
+static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes, int depth) {
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot read config file");
   YAML::Node root;

@@ -41,8 +41,8 @@ class ConfigError : public std::runtime_error {
 using IncludeMap = std::map<std::string, std::string>;
 
 struct Context {
-  std::string file;   // may be empty (built-in defaults, command line)
-  std::string path;   // dotted key path, "" at the root
+  std::string file;                            // may be empty (built-in defaults, command line)
+  std::string path;                            // dotted key path, "" at the root
   std::shared_ptr<const IncludeMap> includes;  // so that keys of an included file name that file
   Context child(const std::string& key) const;
   std::string where(const YAML::Node& node) const;  // "file:line" (or "<command line>")
@@ -58,7 +58,8 @@ struct Duration {
   std::chrono::duration<double> value{0};
   Duration() = default;
   template <typename Rep, typename Period>
-  Duration(std::chrono::duration<Rep, Period> d) : value(std::chrono::duration_cast<std::chrono::duration<double>>(d)) {}
+  Duration(std::chrono::duration<Rep, Period> d)
+      : value(std::chrono::duration_cast<std::chrono::duration<double>>(d)) {}
   double seconds() const { return value.count(); }
   std::string str() const;
   static Duration parse(const std::string& text);  // throws std::invalid_argument
@@ -76,9 +77,9 @@ struct has_fields<T, std::void_t<decltype(std::declval<T&>().fields(std::declval
 template <typename T, typename = void>
 struct has_custom_parse : std::false_type {};
 template <typename T>
-struct has_custom_parse<T, std::void_t<decltype(std::declval<T&>().parse_yaml(std::declval<const YAML::Node&>(),
-                                                                                std::declval<const Context&>()))>>
-    : std::true_type {};
+struct has_custom_parse<T, std::void_t<decltype(std::declval<T&>().parse_yaml(
+                               std::declval<const YAML::Node&>(), std::declval<const Context&>()))>> : std::true_type {
+};
 
 void parse_value(const YAML::Node& n, const Context& c, bool& out);
 void parse_value(const YAML::Node& n, const Context& c, int& out);
@@ -239,8 +240,8 @@ YAML::Node to_yaml_value(const T& v) {
 // --- documentation -----------------------------------------------------------------------------------------
 
 struct DocRow {
-  std::string key;      // dotted path
-  std::string type;     // "int", "float", "string", "bool", "duration", "list", "map", "section", ...
+  std::string key;   // dotted path
+  std::string type;  // "int", "float", "string", "bool", "duration", "list", "map", "section", ...
   std::string default_value;
   std::string help;
 };
@@ -298,10 +299,12 @@ class Describer {
     }
   }
   void rejected(const char* key, const char* reason) {
-    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "", std::string("Not supported (an error when set): ") + reason});
+    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "",
+                     std::string("Not supported (an error when set): ") + reason});
   }
   void ignored(const char* key, const char* reason) {
-    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "", std::string("Accepted, no effect (a warning when set): ") + reason});
+    rows_.push_back({prefix_.empty() ? key : prefix_ + "." + key, "-", "",
+                     std::string("Accepted, no effect (a warning when set): ") + reason});
   }
 
  private:

@@ -56,7 +56,8 @@ void TrainWeights::parse_yaml(const YAML::Node& node, const Context& ctx) {
     stages.emplace_back(0, parse_weights(node, ctx));
     return;
   }
-  if (!node.IsSequence()) config::fail(ctx, node, "expected {name: weight} or a schedule [[step, {name: weight}], ...]");
+  if (!node.IsSequence())
+    config::fail(ctx, node, "expected {name: weight} or a schedule [[step, {name: weight}], ...]");
   schedule = true;
   for (size_t i = 0; i < node.size(); ++i) {
     Context c = ctx.child(std::to_string(i));
@@ -87,22 +88,29 @@ static void refuse_hub(const std::string& key, const std::string& id) {
   throw ConfigError(key + ": Hugging Face hub datasets ('" + id +
                     "') need network access, which levanter-cpp does not use. Download the data as JSON Lines "
                     "(.jsonl, .jsonl.gz or .jsonl.zst, one {\"text\": ...} per line) and list the files in " +
-                    (key.rfind("data.configs.", 0) == 0 ? key.substr(0, key.size() - 3) + ".train_urls" : std::string("data.train_urls")) +
+                    (key.rfind("data.configs.", 0) == 0 ? key.substr(0, key.size() - 3) + ".train_urls"
+                                                        : std::string("data.train_urls")) +
                     " and validation_urls");
 }
 
 void DataConfig::validate() const {
   if (!id.empty()) refuse_hub("data.id", id);
-  if (!name.empty()) throw ConfigError("data.name: a Hugging Face hub subset needs data.id, which is not supported; use data.train_urls");
+  if (!name.empty())
+    throw ConfigError(
+        "data.name: a Hugging Face hub subset needs data.id, which is not supported; use data.train_urls");
   if (is_mixture()) {
     if (!train_urls.empty() || !validation_urls.empty()) {
-      throw ConfigError("data: use either train_urls/validation_urls (one source) or configs (a mixture of named sources), not both");
+      throw ConfigError(
+          "data: use either train_urls/validation_urls (one source) or configs (a mixture of named sources), not both");
     }
     for (const auto& [src, c] : configs) {
       if (!c.id.empty()) refuse_hub("data.configs." + src + ".id", c.id);
-      if (!c.name.empty()) throw ConfigError("data.configs." + src + ".name: hub subsets are not supported; use train_urls");
+      if (!c.name.empty())
+        throw ConfigError("data.configs." + src + ".name: hub subsets are not supported; use train_urls");
     }
-    if (train_weights.empty()) throw ConfigError("data.train_weights: a mixture (data.configs) needs weights, e.g. {" + configs.begin()->first + ": 1.0}");
+    if (train_weights.empty())
+      throw ConfigError("data.train_weights: a mixture (data.configs) needs weights, e.g. {" + configs.begin()->first +
+                        ": 1.0}");
     for (const auto& [step, weights] : train_weights.stages) {
       double sum = 0;
       for (const auto& [src, w] : weights) {
@@ -115,14 +123,18 @@ void DataConfig::validate() const {
         }
         sum += w;
       }
-      if (sum <= 0) throw ConfigError("data.train_weights: the weights at step " + std::to_string(step) + " are all zero");
+      if (sum <= 0)
+        throw ConfigError("data.train_weights: the weights at step " + std::to_string(step) + " are all zero");
     }
   } else {
-    if (!train_weights.empty()) throw ConfigError("data.train_weights: weights need a mixture of named sources (data.configs)");
+    if (!train_weights.empty())
+      throw ConfigError("data.train_weights: weights need a mixture of named sources (data.configs)");
   }
-  if (mixture_block_size <= 0) throw ConfigError("data.mixture_block_size: must be positive, got " + std::to_string(mixture_block_size));
+  if (mixture_block_size <= 0)
+    throw ConfigError("data.mixture_block_size: must be positive, got " + std::to_string(mixture_block_size));
   if (stop_strategy != "restart") {
-    throw ConfigError("data.stop_strategy: '" + stop_strategy + "' is not supported; the only strategy is 'restart' (as in Levanter)");
+    throw ConfigError("data.stop_strategy: '" + stop_strategy +
+                      "' is not supported; the only strategy is 'restart' (as in Levanter)");
   }
   if (permutation_type != "feistel") {
     throw ConfigError("data.permutation_type: '" + permutation_type + "' is not supported; use feistel");

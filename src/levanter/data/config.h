@@ -49,7 +49,7 @@ struct DataSourceConfig {
   std::optional<std::string> cache_dir;  // default: <data.cache_dir>/<name>
   std::optional<std::string> text_key;   // default: data.text_key
   std::vector<std::string> tags;
-  std::string id;                        // Hugging Face hub: refused (no network)
+  std::string id;  // Hugging Face hub: refused (no network)
   std::string name;
 
   template <typename V>

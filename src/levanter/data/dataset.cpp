@@ -23,12 +23,14 @@ void SequenceDataset::read_batch(const int64_t* indices, int64_t n, int32_t* out
 
 TokenSeqDataset::TokenSeqDataset(std::shared_ptr<TokenCache> cache, int64_t seq_len)
     : cache_(std::move(cache)), seq_len_(seq_len) {
-  if (seq_len <= 0) throw std::invalid_argument("TokenSeqDataset: seq_len must be positive, got " + std::to_string(seq_len));
+  if (seq_len <= 0)
+    throw std::invalid_argument("TokenSeqDataset: seq_len must be positive, got " + std::to_string(seq_len));
 }
 
 void TokenSeqDataset::read(int64_t index, int32_t* out) {
   if (index < 0) throw std::out_of_range("TokenSeqDataset: negative index " + std::to_string(index));
-  if (cache_->tokens_available() < (index + 1) * seq_len_ && cache_->wait_for_tokens((index + 1) * seq_len_) < (index + 1) * seq_len_) {
+  if (cache_->tokens_available() < (index + 1) * seq_len_ &&
+      cache_->wait_for_tokens((index + 1) * seq_len_) < (index + 1) * seq_len_) {
     throw std::out_of_range(cache_->dir() + ": sequence " + std::to_string(index) + " lies past the end (" +
                             std::to_string(cache_->total_tokens() / seq_len_) + " sequences of " +
                             std::to_string(seq_len_) + " tokens)");
@@ -48,15 +50,16 @@ ShuffledDataset::ShuffledDataset(std::shared_ptr<TokenSeqDataset> base, ShuffleM
                                  int64_t era_length, int64_t max_epochs)
     : base_(std::move(base)), mode_(mode), seed_(seed), era_length_(era_length), max_epochs_(max_epochs) {
   if (mode == ShuffleMode::kEra && era_length <= 0) {
-    throw std::invalid_argument("ShuffledDataset: era shuffling needs a positive era length, got " + std::to_string(era_length));
+    throw std::invalid_argument("ShuffledDataset: era shuffling needs a positive era length, got " +
+                                std::to_string(era_length));
   }
 }
 
 static int64_t nonempty(int64_t n, const std::shared_ptr<TokenSeqDataset>& base) {
   if (n <= 0) {
     throw std::out_of_range(base->cache()->dir() + ": the dataset has no complete sequence of " +
-                            std::to_string(base->seq_len()) + " tokens (" + std::to_string(base->cache()->total_tokens()) +
-                            " tokens in all)");
+                            std::to_string(base->seq_len()) + " tokens (" +
+                            std::to_string(base->cache()->total_tokens()) + " tokens in all)");
   }
   return n;
 }
@@ -95,7 +98,8 @@ int64_t ShuffledDataset::base_index(int64_t j) {
       int64_t epoch = j / n, p = j % n;
       era = p / E;
       int64_t size = std::min(E, n - era * E);
-      FeistelPermutation perm(size, derive_key(seed_, {kStreamEra, static_cast<uint64_t>(epoch), static_cast<uint64_t>(era)}));
+      FeistelPermutation perm(
+          size, derive_key(seed_, {kStreamEra, static_cast<uint64_t>(epoch), static_cast<uint64_t>(era)}));
       return era * E + perm(p - era * E);
     }
   }
@@ -150,7 +154,8 @@ MixtureDataset::MixtureDataset(std::vector<std::pair<std::string, std::shared_pt
                                std::vector<MixtureStage> stages, int64_t block_size, uint64_t seed)
     : datasets_(std::move(datasets)), block_size_(block_size), seed_(seed) {
   if (datasets_.empty()) throw std::invalid_argument("a mixture needs at least one dataset");
-  if (block_size <= 0) throw std::invalid_argument("mixture_block_size must be positive, got " + std::to_string(block_size));
+  if (block_size <= 0)
+    throw std::invalid_argument("mixture_block_size must be positive, got " + std::to_string(block_size));
   if (stages.empty()) throw std::invalid_argument("a mixture needs weights (data.train_weights)");
   seq_len_ = datasets_[0].second->seq_len();
   for (const auto& [name, ds] : datasets_) {
@@ -162,7 +167,8 @@ MixtureDataset::MixtureDataset(std::vector<std::pair<std::string, std::shared_pt
     if (s == 0 && st.start != 0) {
       throw std::invalid_argument("the first mixture stage must start at 0, not " + std::to_string(st.start));
     }
-    if (s > 0 && st.start <= stages[s - 1].start) throw std::invalid_argument("mixture stages must be in increasing order");
+    if (s > 0 && st.start <= stages[s - 1].start)
+      throw std::invalid_argument("mixture stages must be in increasing order");
     if (st.start % block_size != 0) {
       throw std::invalid_argument("a mixture stage starts at sequence " + std::to_string(st.start) +
                                   ", which is not a multiple of mixture_block_size (" + std::to_string(block_size) +
@@ -191,7 +197,8 @@ std::pair<size_t, int64_t> MixtureDataset::locate(int64_t index) const {
   if (index < 0) throw std::out_of_range("MixtureDataset: negative index " + std::to_string(index));
   int64_t block = index / block_size_, pos = index % block_size_;
   size_t s = static_cast<size_t>(std::upper_bound(stage_start_.begin(), stage_start_.end(), block * block_size_) -
-                                 stage_start_.begin()) - 1;
+                                 stage_start_.begin()) -
+             1;
   FeistelPermutation perm(block_size_, derive_key(seed_, {kStreamMixture, static_cast<uint64_t>(block)}));
   int64_t id = perm(pos);
   const std::vector<int64_t>& counts = counts_[s];

@@ -116,9 +116,9 @@ class MixtureDataset : public SequenceDataset {
 
  private:
   std::vector<std::pair<std::string, std::shared_ptr<SequenceDataset>>> datasets_;
-  std::vector<int64_t> stage_start_;               // sequence index where each stage starts
-  std::vector<std::vector<int64_t>> counts_;       // [stage][dataset] per block
-  std::vector<std::vector<int64_t>> before_stage_; // [stage][dataset]: sequences drawn before the stage
+  std::vector<int64_t> stage_start_;                // sequence index where each stage starts
+  std::vector<std::vector<int64_t>> counts_;        // [stage][dataset] per block
+  std::vector<std::vector<int64_t>> before_stage_;  // [stage][dataset]: sequences drawn before the stage
   int64_t block_size_;
   uint64_t seed_;
   int64_t seq_len_;

@@ -1,7 +1,7 @@
 #include "levanter/data/documents.h"
 
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -46,15 +46,16 @@ InputFormat detect_format(const std::string& path) {
   std::string base = strip_compression(path);
   if (ends_with(base, ".jsonl") || ends_with(base, ".json")) return InputFormat::kJsonl;
   if (ends_with(base, ".txt")) return InputFormat::kText;
-  throw DataError(path + ": unknown input format; expected .jsonl, .jsonl.gz, .jsonl.zst or .txt (optionally .gz/.zst)");
+  throw DataError(path +
+                  ": unknown input format; expected .jsonl, .jsonl.gz, .jsonl.zst or .txt (optionally .gz/.zst)");
 }
 
 // Raw bytes (counted, hashed) -> decompressed (jsonl_reader.h: gzip/zstd by magic bytes) -> lines.
 struct RecordReader::Impl {
   int64_t raw_total = 0;
   ContentHash hash;
-  std::unique_ptr<LineReader> lines;     // JSON Lines
-  std::unique_ptr<InputStream> stream;   // text: the decompressed bytes
+  std::unique_ptr<LineReader> lines;    // JSON Lines
+  std::unique_ptr<InputStream> stream;  // text: the decompressed bytes
 
   Impl(const std::string& path, InputFormat format) {
     auto raw = std::make_unique<CountingStream>(filesystem_for(path).open(path), &raw_total, &hash);
@@ -156,14 +157,15 @@ bool valid_utf8(const std::string& s, size_t* bad_offset) {
 }
 
 std::optional<std::string> document_text(const Record& record, const std::string& path, InputFormat format,
-                                          const std::string& text_key) {
+                                         const std::string& text_key) {
   if (format == InputFormat::kText) {
     size_t bad = 0;
     if (!valid_utf8(record.bytes, &bad)) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(record.bytes[bad]));
-      throw DataSourceError(path, 1, "invalid UTF-8 (byte " + std::string(hex) + " at offset " + std::to_string(bad + 1) +
-                                         " of the file)");
+      throw DataSourceError(
+          path, 1,
+          "invalid UTF-8 (byte " + std::string(hex) + " at offset " + std::to_string(bad + 1) + " of the file)");
     }
     return record.bytes;
   }

@@ -26,7 +26,8 @@ class LocalInputStream : public InputStream {
   explicit LocalInputStream(const std::string& path)
       : file_(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::File::open(path, O_RDONLY); })) {
     struct stat st;
-    if (::fstat(file_.fd(), &st) == 0 && S_ISDIR(st.st_mode)) throw DataError(path + ": is a directory, not a data file");
+    if (::fstat(file_.fd(), &st) == 0 && S_ISDIR(st.st_mode))
+      throw DataError(path + ": is a directory, not a data file");
   }
   size_t read(char* buf, size_t n) override {
     return runtime::rethrow_io_errors_as<DataError>([&] { return file_.read_some(buf, n); });
@@ -183,7 +184,8 @@ void expand_braces_into(const std::string& s, std::vector<std::string>& out) {
             if (is_int(a) && is_int(b)) {
               range = true;
               long long lo = std::stoll(a), hi = std::stoll(b);
-              size_t width = ((a.size() > 1 && a[0] == '0') || (b.size() > 1 && b[0] == '0')) ? std::max(a.size(), b.size()) : 0;
+              size_t width =
+                  ((a.size() > 1 && a[0] == '0') || (b.size() > 1 && b[0] == '0')) ? std::max(a.size(), b.size()) : 0;
               long long step = lo <= hi ? 1 : -1;
               for (long long v = lo;; v += step) {
                 std::string num = std::to_string(v);

@@ -1,8 +1,8 @@
 #include "levanter/data/jsonl_reader.h"
 
-#include <nlohmann/json.hpp>
 #include <zlib.h>
 #include <zstd.h>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <cstdio>
@@ -22,7 +22,8 @@ class StdinStream : public InputStream {
  public:
   std::size_t read(char* buf, std::size_t n) override {
     std::size_t got = std::fread(buf, 1, n, stdin);
-    if (got == 0 && std::ferror(stdin)) throw DataSourceError("<stdin>", 0, std::string("read error: ") + std::strerror(errno));
+    if (got == 0 && std::ferror(stdin))
+      throw DataSourceError("<stdin>", 0, std::string("read error: ") + std::strerror(errno));
     return got;
   }
 };
@@ -247,7 +248,8 @@ std::string jsonl_text_field(std::string_view line, const std::string& key, cons
   if (bad != std::string_view::npos) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(line[bad]));
-    throw DataSourceError(source, line_number, "invalid UTF-8 (byte " + std::string(hex) + " at column " + std::to_string(bad + 1) + ")");
+    throw DataSourceError(source, line_number,
+                          "invalid UTF-8 (byte " + std::string(hex) + " at column " + std::to_string(bad + 1) + ")");
   }
   nlohmann::json j;
   try {
@@ -257,10 +259,12 @@ std::string jsonl_text_field(std::string_view line, const std::string& key, cons
     auto p = msg.find("parse error");  // drop nlohmann's "[json.exception.parse_error.101] " prefix
     throw DataSourceError(source, line_number, "malformed JSON: " + (p == std::string::npos ? msg : msg.substr(p)));
   }
-  if (!j.is_object()) throw DataSourceError(source, line_number, std::string("expected a JSON object, got ") + j.type_name());
+  if (!j.is_object())
+    throw DataSourceError(source, line_number, std::string("expected a JSON object, got ") + j.type_name());
   auto it = j.find(key);
   if (it == j.end()) throw DataSourceError(source, line_number, "no field \"" + key + "\"");
-  if (!it->is_string()) throw DataSourceError(source, line_number, "field \"" + key + "\" is " + it->type_name() + ", not a string");
+  if (!it->is_string())
+    throw DataSourceError(source, line_number, "field \"" + key + "\" is " + it->type_name() + ", not a string");
   return std::move(it->get_ref<std::string&>());
 }
 

@@ -67,9 +67,9 @@ class DataLoader {
   std::shared_ptr<SequenceDataset> dataset_;
   LoaderOptions options_;
   std::deque<std::future<TokenBatch>> pending_;  // steps next_step_ .. next_step_ + pending_.size() - 1
-  int64_t next_step_;                             // the step next() returns
-  std::atomic<bool> stop_{false};                 // queued batches are skipped once the loader goes away
-  runtime::ThreadPool pool_;                      // last: joined before the members its tasks use go away
+  int64_t next_step_;                            // the step next() returns
+  std::atomic<bool> stop_{false};                // queued batches are skipped once the loader goes away
+  runtime::ThreadPool pool_;                     // last: joined before the members its tasks use go away
 };
 
 // Sequential batches over a finite dataset, for evaluation.

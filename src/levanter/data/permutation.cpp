@@ -19,7 +19,8 @@ uint64_t derive_key(uint64_t seed, std::initializer_list<uint64_t> path) {
 }
 
 FeistelPermutation::FeistelPermutation(int64_t length, uint64_t key) : length_(length) {
-  if (length <= 0) throw std::invalid_argument("FeistelPermutation: length must be positive, got " + std::to_string(length));
+  if (length <= 0)
+    throw std::invalid_argument("FeistelPermutation: length must be positive, got " + std::to_string(length));
   half_bits_ = 0;
   while ((uint64_t{1} << (2 * half_bits_)) < static_cast<uint64_t>(length)) ++half_bits_;
   half_mask_ = half_bits_ == 0 ? 0 : (uint64_t{1} << half_bits_) - 1;
@@ -40,7 +41,8 @@ uint64_t FeistelPermutation::network(uint64_t x) const {
 
 int64_t FeistelPermutation::operator()(int64_t i) const {
   if (i < 0 || i >= length_) {
-    throw std::out_of_range("FeistelPermutation: index " + std::to_string(i) + " outside [0, " + std::to_string(length_) + ")");
+    throw std::out_of_range("FeistelPermutation: index " + std::to_string(i) + " outside [0, " +
+                            std::to_string(length_) + ")");
   }
   if (half_bits_ == 0) return 0;
   uint64_t x = network(static_cast<uint64_t>(i));

@@ -27,7 +27,8 @@ bool is_file(const fs::path& p) {
 // their parents (a build directory sits inside the checkout).
 std::vector<fs::path> search_roots() {
   std::vector<fs::path> roots;
-  if (const char* env = std::getenv("LEVANTER_DATA_DIR")) roots.emplace_back(fs::path(env) / "..");  // env names data/ itself
+  if (const char* env = std::getenv("LEVANTER_DATA_DIR"))
+    roots.emplace_back(fs::path(env) / "..");  // env names data/ itself
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   for (fs::path start : {ec ? fs::path() : exe.parent_path(), fs::current_path(ec)}) {
@@ -45,7 +46,8 @@ std::string resolve_tokenizer_path(const std::string& name) {
   if (name.empty()) throw DataError("data.tokenizer: empty; use gpt2 or a path to a tokenizer.json");
   if (is_file(name)) return name;
   if (is_file(fs::path(name) / "tokenizer.json")) return (fs::path(name) / "tokenizer.json").string();
-  bool looks_like_path = name.find('/') != std::string::npos || (name.size() > 5 && name.substr(name.size() - 5) == ".json");
+  bool looks_like_path =
+      name.find('/') != std::string::npos || (name.size() > 5 && name.substr(name.size() - 5) == ".json");
   if (!looks_like_path) {
     if (const char* env = std::getenv("LEVANTER_DATA_DIR")) {
       fs::path p = fs::path(env) / name / "tokenizer.json";
@@ -56,10 +58,11 @@ std::string resolve_tokenizer_path(const std::string& name) {
       if (is_file(p)) return p.string();
     }
   }
-  throw DataError("data.tokenizer: '" + name + "' is neither a tokenizer.json file nor a bundled tokenizer (data/" + name +
-                  "/tokenizer.json was not found beside the executable, in the working directory or in $LEVANTER_DATA_DIR). "
-                  "Hugging Face hub names need network access, which levanter-cpp does not use: download the "
-                  "model's tokenizer.json and give its path");
+  throw DataError(
+      "data.tokenizer: '" + name + "' is neither a tokenizer.json file nor a bundled tokenizer (data/" + name +
+      "/tokenizer.json was not found beside the executable, in the working directory or in $LEVANTER_DATA_DIR). "
+      "Hugging Face hub names need network access, which levanter-cpp does not use: download the "
+      "model's tokenizer.json and give its path");
 }
 
 DocumentEncoder make_document_encoder(const DataConfig& config, std::shared_ptr<const Tokenizer>* tokenizer) {
@@ -129,7 +132,8 @@ std::shared_ptr<TokenCache> TextData::cache(const std::string& source, Split spl
     if (s.text_key) enc.processing.text_key = *s.text_key;
   }
   std::vector<std::string> patterns = urls(source, split);
-  std::string what = (source.empty() ? std::string("data.") : "data.configs." + source + ".") + split_name(split) + "_urls";
+  std::string what =
+      (source.empty() ? std::string("data.") : "data.configs." + source + ".") + split_name(split) + "_urls";
   if (patterns.empty()) throw DataError(what + ": no files configured");
   std::vector<std::string> files;
   try {
@@ -184,7 +188,8 @@ std::shared_ptr<SequenceDataset> TextData::train_set(int64_t seq_len, uint64_t s
     stages.push_back(st);
   }
   try {
-    return std::make_shared<MixtureDataset>(datasets, stages, config_.mixture_block_size, derive_key(seed, {0x6d6978ull /* "mix" */}));
+    return std::make_shared<MixtureDataset>(datasets, stages, config_.mixture_block_size,
+                                            derive_key(seed, {0x6d6978ull /* "mix" */}));
   } catch (const std::invalid_argument& e) {
     throw config::ConfigError(std::string("data.train_weights: ") + e.what());
   }

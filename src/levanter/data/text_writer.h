@@ -1,8 +1,8 @@
 // Writing text outputs (JSONL token ids, manifests) so that a failed run leaves nothing half-written.
 //
 // open_text_writer(path): the data go to a temporary file beside `path` (a runtime::AtomicFile) and commit()
-// fsyncs it and renames it onto `path`; destroying the writer without commit() removes the temporary file. A path ending
-// in .gz is gzip-compressed (mtime 0, so the bytes are reproducible), .zst is zstd-compressed; "-" is stdout
+// fsyncs it and renames it onto `path`; destroying the writer without commit() removes the temporary file. A path
+// ending in .gz is gzip-compressed (mtime 0, so the bytes are reproducible), .zst is zstd-compressed; "-" is stdout
 // (uncompressed, not atomic).
 #pragma once
 

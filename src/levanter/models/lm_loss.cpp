@@ -10,7 +10,8 @@ namespace levanter::models {
 
 using hax::NamedArray;
 
-std::pair<NamedArray, NamedArray> next_token_targets(const NamedArray& input_ids, const std::optional<NamedArray>& loss_mask) {
+std::pair<NamedArray, NamedArray> next_token_targets(const NamedArray& input_ids,
+                                                     const std::optional<NamedArray>& loss_mask) {
   hax::Axis Pos = input_ids.resolve_axis("position");
   int64_t p = static_cast<int64_t>(*input_ids.axis_index("position"));
   NamedArray targets(at::roll(input_ids.array(), {-1}, {p}), input_ids.axes());
@@ -19,8 +20,8 @@ std::pair<NamedArray, NamedArray> next_token_targets(const NamedArray& input_ids
   return {targets, hax::broadcast_to(mask, input_ids.axes())};
 }
 
-NamedArray next_token_loss(const NamedArray& logits, const NamedArray& input_ids, const std::optional<NamedArray>& loss_mask,
-                           const LossOptions& options) {
+NamedArray next_token_loss(const NamedArray& logits, const NamedArray& input_ids,
+                           const std::optional<NamedArray>& loss_mask, const LossOptions& options) {
   auto [targets, mask] = next_token_targets(input_ids, loss_mask);
   NamedArray lse = hax::logsumexp(logits, "vocab");
   NamedArray loss = lse - hax::take(logits, "vocab", targets);
@@ -37,7 +38,8 @@ using torch::autograd::variable_list;
 // vocab 50257): blocks of 128 rows are 14% slower than one block of 2048, 512 rows 1% slower; the big GEMMs
 // win over cache locality, while the memory saved against full logits stays large for long batches.
 int64_t block_rows(int64_t requested, int64_t n, int64_t vocab) {
-  int64_t rows = requested > 0 ? requested : std::max<int64_t>(256, (int64_t(256) << 20) / (4 * std::max<int64_t>(vocab, 1)));
+  int64_t rows =
+      requested > 0 ? requested : std::max<int64_t>(256, (int64_t(256) << 20) / (4 * std::max<int64_t>(vocab, 1)));
   return std::max<int64_t>(1, std::min(rows, n));
 }
 
@@ -71,7 +73,7 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     if (!same) logits = logits.to(loss_t);                // a fresh tensor either way: modified in place below
     at::Tensor picked = logits.gather(1, tb).squeeze(1);  // logit of the target
     at::Tensor m = std::get<0>(logits.max(1, /*keepdim=*/true));
-    logits.sub_(m).exp_();                                // exp(logit - max)
+    logits.sub_(m).exp_();  // exp(logit - max)
     at::Tensor s = logits.sum(1, /*keepdim=*/true);
     at::Tensor lse = (m + s.log()).squeeze(1);
     at::Tensor loss = lse - picked;
@@ -86,9 +88,9 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     logits.scatter_add_(1, tb, -wb);
     at::Tensor g = same ? logits : logits.to(h.scalar_type());
     at::Tensor dh_rows = out.d_hidden.narrow(0, i0, n);
-    at::mm_out(dh_rows, g, w);                            // [n, E]
+    at::mm_out(dh_rows, g, w);  // [n, E]
     if (same) {
-      d_head_acc.addmm_(g.t(), hb);                       // [V, E]
+      d_head_acc.addmm_(g.t(), hb);  // [V, E]
     } else {
       d_head_acc.add_(at::mm(g.t(), hb));
     }
@@ -146,8 +148,9 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
 
   if (options.reduction == Reduction::kNone) {
     if (want_grad) {
-      throw std::invalid_argument("fused_next_token_loss: Reduction::kNone gives per-position losses without gradients; "
-                                  "use kMean or kSum to train (or next_token_loss on materialised logits)");
+      throw std::invalid_argument(
+          "fused_next_token_loss: Reduction::kNone gives per-position losses without gradients; "
+          "use kMean or kSum to train (or next_token_loss on materialised logits)");
     }
     at::NoGradGuard ng;
     BlockedLoss r = blocked_loss(h2, w2, t, m, options.z_loss_weight, block, false);

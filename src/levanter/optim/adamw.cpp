@@ -107,10 +107,12 @@ AdamW::AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel ke
   std::set<std::string> seen;
   std::vector<haliax::nn::ParamInfo> infos;
   for (const auto& [info, p] : params_) {
-    if (!seen.insert(info.path).second) throw std::invalid_argument("AdamW: parameter path '" + info.path + "' appears twice");
+    if (!seen.insert(info.path).second)
+      throw std::invalid_argument("AdamW: parameter path '" + info.path + "' appears twice");
     if (!p.defined()) throw std::invalid_argument("AdamW: parameter '" + info.path + "' is undefined");
     if (p.scalar_type() != at::kFloat) {
-      throw std::invalid_argument("AdamW: parameter '" + info.path + "' is " + std::string(c10::toString(p.scalar_type())) +
+      throw std::invalid_argument("AdamW: parameter '" + info.path + "' is " +
+                                  std::string(c10::toString(p.scalar_type())) +
                                   "; the optimizer updates float32 master weights (keep bf16 copies for compute)");
     }
     infos.push_back(info);
@@ -123,13 +125,14 @@ AdamW::AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel ke
 
 AdamW::AdamW(const OptimizerConfig& config,
              const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params, Kernel kernel)
-    : AdamW(config,
-            [&] {
-              std::vector<Param> out;
-              for (const auto& [info, p] : params) out.emplace_back(info, p.array());
-              return out;
-            }(),
-            kernel) {}
+    : AdamW(
+          config,
+          [&] {
+            std::vector<Param> out;
+            for (const auto& [info, p] : params) out.emplace_back(info, p.array());
+            return out;
+          }(),
+          kernel) {}
 
 std::vector<std::string> AdamW::decayed_paths() const {
   std::vector<std::string> out;
@@ -215,8 +218,8 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
     if (ready[i].scalar_type() == at::kFloat) {
       kernels::adamw_update(p, m, v, ready[i].data_ptr<float>() + ch.begin, n, s);
     } else {
-      kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
-                            n, s);
+      kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin, n,
+                            s);
     }
   });
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -234,8 +237,9 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
     at::Tensor& v = v_[i];
     m.mul_(b1).add_(g, 1.0 - b1);
     v.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    at::Tensor m_hat = config_.nesterov ? (m * static_cast<double>(base.inv_bc1_next)).mul_(b1).add_(
-                                              g * static_cast<double>(base.inv_bc1), 1.0 - b1)
+    at::Tensor m_hat = config_.nesterov ? (m * static_cast<double>(base.inv_bc1_next))
+                                              .mul_(b1)
+                                              .add_(g * static_cast<double>(base.inv_bc1), 1.0 - b1)
                                         : m * static_cast<double>(base.inv_bc1);
     at::Tensor u = m_hat.div_((v * static_cast<double>(base.inv_bc2)).sqrt_().add_(config_.epsilon));
     if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
@@ -259,7 +263,8 @@ void AdamW::load_state_dict(const haliax::nn::StateDict& dict) {
   std::map<std::string, at::Tensor> by_key;
   for (const auto& [key, t] : dict) {
     if (key.rfind("opt.", 0) != 0) continue;
-    if (!by_key.emplace(key, t).second) throw std::invalid_argument("AdamW::load_state_dict: duplicate entry '" + key + "'");
+    if (!by_key.emplace(key, t).second)
+      throw std::invalid_argument("AdamW::load_state_dict: duplicate entry '" + key + "'");
   }
   auto take = [&](const std::string& key) {
     auto it = by_key.find(key);

@@ -32,8 +32,10 @@ void OptimizerType::parse_yaml(const YAML::Node& node, const Context& ctx) {
     return;
   }
   config::fail(ctx, node,
-               "unsupported optimizer type '" + s + "': this build implements 'adam' (AdamW, also spelled 'adamw'); "
-               "Levanter's other optimizers (" + kOtherTypes + ") are not implemented");
+               "unsupported optimizer type '" + s +
+                   "': this build implements 'adam' (AdamW, also spelled 'adamw'); "
+                   "Levanter's other optimizers (" +
+                   kOtherTypes + ") are not implemented");
 }
 
 YAML::Node OptimizerType::to_yaml() const { return YAML::Node(name); }
@@ -48,12 +50,14 @@ static void check_schedule_name(const std::string& s, const YAML::Node& node, co
     if (s == n) return;
   }
   if (s == "power") {
-    config::fail(ctx, node, "lr_schedule 'power' (Shen et al. 2024) is not implemented; use constant, cosine, linear, "
-                            "inv_sqrt or inv");
+    config::fail(ctx, node,
+                 "lr_schedule 'power' (Shen et al. 2024) is not implemented; use constant, cosine, linear, "
+                 "inv_sqrt or inv");
   }
   std::string near = config::nearest(s, kScheduleNames);
-  config::fail(ctx, node, "unknown lr_schedule '" + s + "'" + (near.empty() ? "" : "; did you mean '" + near + "'?") +
-                              " Valid: constant, cosine, linear, inv_sqrt, inv");
+  config::fail(ctx, node,
+               "unknown lr_schedule '" + s + "'" + (near.empty() ? "" : "; did you mean '" + near + "'?") +
+                   " Valid: constant, cosine, linear, inv_sqrt, inv");
 }
 
 void LrScheduleSpec::parse_yaml(const YAML::Node& node, const Context& ctx) {
@@ -109,8 +113,9 @@ void WeightDecayModules::parse_yaml(const YAML::Node& node, const Context& ctx) 
     try {
       std::regex re(regex, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
-      config::fail(ctx, node, "invalid regular expression '" + regex + "': " + e.what() +
-                                  " (ECMAScript syntax; Python-only constructs such as (?P<name>...) are not supported)");
+      config::fail(ctx, node,
+                   "invalid regular expression '" + regex + "': " + e.what() +
+                       " (ECMAScript syntax; Python-only constructs such as (?P<name>...) are not supported)");
     }
     return;
   }
@@ -121,9 +126,12 @@ void WeightDecayModules::parse_yaml(const YAML::Node& node, const Context& ctx) 
 
 YAML::Node WeightDecayModules::to_yaml() const {
   switch (kind) {
-    case Kind::kRegex: return YAML::Node(regex);
-    case Kind::kSubstrings: return config::to_yaml_value(substrings);
-    default: return YAML::Node(YAML::NodeType::Null);
+    case Kind::kRegex:
+      return YAML::Node(regex);
+    case Kind::kSubstrings:
+      return config::to_yaml_value(substrings);
+    default:
+      return YAML::Node(YAML::NodeType::Null);
   }
 }
 
@@ -183,9 +191,7 @@ int64_t fraction_or_steps(double value, int64_t total, const char* key) {
 }
 
 void OptimizerConfig::validate() const {
-  auto bad = [](const std::string& key, const std::string& msg) {
-    throw ConfigError("optimizer." + key + ": " + msg);
-  };
+  auto bad = [](const std::string& key, const std::string& msg) { throw ConfigError("optimizer." + key + ": " + msg); };
   fraction_or_steps(warmup, 1, "warmup");
   fraction_or_steps(rewarmup, 1, "rewarmup");
   if (decay) fraction_or_steps(*decay, 1, "decay");
@@ -250,8 +256,10 @@ std::optional<std::string> class_key_path(const haliax::nn::ParamInfo& info,
                                           const std::vector<haliax::nn::ParamInfo>& all) {
   using haliax::nn::ParamKind;
   switch (info.kind) {
-    case ParamKind::kLinearWeight: return std::string("Linear.weight");
-    case ParamKind::kEmbedding: return std::string("Embedding.weight");
+    case ParamKind::kLinearWeight:
+      return std::string("Linear.weight");
+    case ParamKind::kEmbedding:
+      return std::string("Embedding.weight");
     case ParamKind::kBias: {
       if (!ends_with(info.path, "bias")) return std::nullopt;
       std::string weight = info.path.substr(0, info.path.size() - 4) + "weight";
@@ -260,7 +268,8 @@ std::optional<std::string> class_key_path(const haliax::nn::ParamInfo& info,
       }
       return std::nullopt;
     }
-    default: return std::nullopt;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -270,8 +279,8 @@ std::vector<bool> weight_decay_mask(const OptimizerConfig& config, const std::ve
   const WeightDecayModules& modules = config.weight_decay_modules;
   // No modules and the default explicitly off: Levanter passes mask=None to optax, which decays everything.
   if (modules.is_none() && config.default_weight_decay_mask == false) return std::vector<bool>(params.size(), true);
-  const bool use_default = config.default_weight_decay_mask == true ||
-                           (!config.default_weight_decay_mask.has_value() && modules.is_none());
+  const bool use_default =
+      config.default_weight_decay_mask == true || (!config.default_weight_decay_mask.has_value() && modules.is_none());
   std::optional<std::regex> re;
   if (modules.kind == WeightDecayModules::Kind::kRegex) re.emplace(modules.regex, std::regex::ECMAScript);
 

@@ -63,7 +63,7 @@ std::string type_name(const WeightDecayModules&);
 // `cycles:` (an int or a list of cycle end steps) and `cycle_length:` (a fraction or a number of steps, or a
 // list of cycle lengths).
 struct CycleSpec {
-  std::optional<double> number;        // cycles: a count; cycle_length: a fraction (<= 1) or steps
+  std::optional<double> number;  // cycles: a count; cycle_length: a fraction (<= 1) or steps
   std::optional<std::vector<int64_t>> list;
   bool is_none() const { return !number && !list; }
   void parse_yaml(const YAML::Node& node, const config::Context& ctx);
@@ -88,14 +88,14 @@ struct OptimizerConfig {
   double learning_rate = 6e-4;
   double weight_decay = 0.1;
   double min_lr_ratio = 0.1;
-  double warmup = 0.01;                // fraction of the (first cycle's) steps if <= 1, else steps
-  std::optional<double> decay;         // fraction or steps of the decay phase; none: all steps after warmup
-  double rewarmup = 0.0;               // warmup of cycles after the first, from the previous cycle's final lr
-  std::optional<double> cooldown;      // deprecated in Levanter: linear cooldown to min lr at the end
+  double warmup = 0.01;            // fraction of the (first cycle's) steps if <= 1, else steps
+  std::optional<double> decay;     // fraction or steps of the decay phase; none: all steps after warmup
+  double rewarmup = 0.0;           // warmup of cycles after the first, from the previous cycle's final lr
+  std::optional<double> cooldown;  // deprecated in Levanter: linear cooldown to min lr at the end
   CycleSpec cycle_length;
   CycleSpec cycles;
   LrScheduleSpec lr_schedule;
-  CycleSpec haps;                      // deprecated in Levanter: a list of cycle end points
+  CycleSpec haps;  // deprecated in Levanter: a list of cycle end points
   WeightDecayModules weight_decay_modules;
   std::optional<bool> default_weight_decay_mask;
   // --- AdamConfig ---

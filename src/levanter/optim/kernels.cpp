@@ -73,7 +73,7 @@ struct AdamVec {
 };
 
 __attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float* v, __m256 G, const AdamVec& c,
-                                                       bool nesterov) {
+                                                      bool nesterov) {
   __m256 P = _mm256_loadu_ps(p), M = _mm256_loadu_ps(m), V = _mm256_loadu_ps(v);
   G = _mm256_mul_ps(G, c.gs);
   M = _mm256_add_ps(_mm256_mul_ps(c.omb1, G), _mm256_mul_ps(c.b1, M));
@@ -92,10 +92,10 @@ __attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float*
 template <typename G>
 __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, const G* g, int64_t n,
                                                 const AdamScalars& s) {
-  AdamVec c{_mm256_set1_ps(s.b1),  _mm256_set1_ps(s.one_minus_b1), _mm256_set1_ps(s.b2),
-            _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.inv_bc1), _mm256_set1_ps(s.inv_bc1_next),
-            _mm256_set1_ps(s.inv_bc2), _mm256_set1_ps(s.eps), _mm256_set1_ps(s.lr),
-            _mm256_set1_ps(s.wd),  _mm256_set1_ps(s.grad_scale)};
+  AdamVec c{_mm256_set1_ps(s.b1),           _mm256_set1_ps(s.one_minus_b1), _mm256_set1_ps(s.b2),
+            _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.inv_bc1),      _mm256_set1_ps(s.inv_bc1_next),
+            _mm256_set1_ps(s.inv_bc2),      _mm256_set1_ps(s.eps),          _mm256_set1_ps(s.lr),
+            _mm256_set1_ps(s.wd),           _mm256_set1_ps(s.grad_scale)};
   int64_t i = 0;
   if (s.nesterov) {
     for (; i + 8 <= n; i += 8) adam_vec8(p + i, m + i, v + i, load8(g + i), c, true);

@@ -31,7 +31,8 @@ std::vector<int64_t> cycle_points(const OptimizerConfig& c, int64_t total) {
   if (!c.cycle_length.is_none()) {
     if (c.cycle_length.number) {
       int64_t len = fraction_or_steps(*c.cycle_length.number, total, "cycle_length");
-      if (len <= 0) throw ConfigError("optimizer.cycle_length: resolves to 0 steps for " + std::to_string(total) + " steps");
+      if (len <= 0)
+        throw ConfigError("optimizer.cycle_length: resolves to 0 steps for " + std::to_string(total) + " steps");
       for (int64_t i = 1; i < total / len; ++i) points.push_back(i * len);
     } else {
       int64_t sum = 0;
@@ -61,7 +62,8 @@ std::vector<int64_t> cycle_points(const OptimizerConfig& c, int64_t total) {
 double Piece::at(int64_t count) const {
   const double t = static_cast<double>(count);
   switch (kind) {
-    case Kind::kConstant: return from;
+    case Kind::kConstant:
+      return from;
     case Kind::kLinear: {
       // optax.linear_schedule; a transition of <= 0 steps is the constant init value.
       if (steps <= 0) return from;
@@ -155,8 +157,8 @@ LrSchedule LrSchedule::build(const OptimizerConfig& c, int64_t num_train_steps) 
     s.boundaries.push_back(end);
   }
   if (s.pieces.empty()) {
-    throw ConfigError("learning-rate schedule: no steps to schedule (num_train_steps " + std::to_string(num_train_steps) +
-                      ", cooldown " + std::to_string(cooldown_steps) + ")");
+    throw ConfigError("learning-rate schedule: no steps to schedule (num_train_steps " +
+                      std::to_string(num_train_steps) + ", cooldown " + std::to_string(cooldown_steps) + ")");
   }
   if (cooldown_steps != 0) s.pieces.push_back(linear(decay_piece.at(decay_steps), min_lr, cooldown_steps));
   // optax.join_schedules pairs boundaries[k] with pieces[k + 1]; a trailing boundary has no piece after it.
@@ -181,11 +183,21 @@ std::string LrSchedule::describe() const {
     if (k) o << ", ";
     o << "[" << (k == 0 ? 0 : boundaries[k - 1]) << "] ";
     switch (p.kind) {
-      case Piece::Kind::kConstant: o << "constant " << p.from; break;
-      case Piece::Kind::kLinear: o << "linear " << p.from << "->" << p.to << " over " << p.steps; break;
-      case Piece::Kind::kCosine: o << "cosine " << p.from << "->" << p.to << " over " << p.steps; break;
-      case Piece::Kind::kInvSqrt: o << "inv_sqrt " << p.from << " (min " << p.to << ")"; break;
-      case Piece::Kind::kInv: o << "inv " << p.from << "->" << p.to << " over " << p.steps; break;
+      case Piece::Kind::kConstant:
+        o << "constant " << p.from;
+        break;
+      case Piece::Kind::kLinear:
+        o << "linear " << p.from << "->" << p.to << " over " << p.steps;
+        break;
+      case Piece::Kind::kCosine:
+        o << "cosine " << p.from << "->" << p.to << " over " << p.steps;
+        break;
+      case Piece::Kind::kInvSqrt:
+        o << "inv_sqrt " << p.from << " (min " << p.to << ")";
+        break;
+      case Piece::Kind::kInv:
+        o << "inv " << p.from << "->" << p.to << " over " << p.steps;
+        break;
     }
   }
   return o.str();

@@ -19,10 +19,10 @@ namespace {
 
 // Every block starts with this header; the caller's pointer is 64 bytes after it (libtorch's alignment).
 constexpr size_t kHeader = 64;
-constexpr size_t kMinCached = 64 << 10;   // smaller requests go straight to malloc (glibc's bins do well there)
-constexpr size_t kHugeFrom = 4 << 20;     // blocks from here on are mmapped, 2 MiB-aligned, MADV_HUGEPAGE
+constexpr size_t kMinCached = 64 << 10;  // smaller requests go straight to malloc (glibc's bins do well there)
+constexpr size_t kHugeFrom = 4 << 20;    // blocks from here on are mmapped, 2 MiB-aligned, MADV_HUGEPAGE
 constexpr size_t kHugePage = 2 << 20;
-constexpr uint32_t kMagic = 0x4c564341;   // "LVCA"
+constexpr uint32_t kMagic = 0x4c564341;  // "LVCA"
 
 enum class Kind : uint32_t { kSmall = 1, kCached = 2, kMapped = 3 };
 

@@ -23,13 +23,13 @@
 namespace levanter::runtime {
 
 struct CpuAllocatorStats {
-  uint64_t allocations = 0;       // requests served
-  uint64_t cache_hits = 0;        // requests served from the cache
-  uint64_t os_allocations = 0;    // blocks obtained from the system
-  size_t cached_free_bytes = 0;   // bytes in free lists now
-  size_t in_use_bytes = 0;        // bytes handed out (rounded sizes) and not yet freed
+  uint64_t allocations = 0;      // requests served
+  uint64_t cache_hits = 0;       // requests served from the cache
+  uint64_t os_allocations = 0;   // blocks obtained from the system
+  size_t cached_free_bytes = 0;  // bytes in free lists now
+  size_t in_use_bytes = 0;       // bytes handed out (rounded sizes) and not yet freed
   size_t peak_in_use_bytes = 0;
-  size_t limit_bytes = 0;         // bound on cached_free_bytes
+  size_t limit_bytes = 0;  // bound on cached_free_bytes
 };
 
 // Makes the caching allocator libtorch's CPU allocator (once; later calls do nothing). Returns false when

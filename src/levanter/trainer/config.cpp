@@ -38,10 +38,14 @@ MixedPrecision MixedPrecision::parse(const std::string& text) {
     key.erase(std::remove_if(key.begin(), key.end(), ::isspace), key.end());
     val.erase(std::remove_if(val.begin(), val.end(), ::isspace), val.end());
     at::ScalarType dt = parse_dtype(val);
-    if (key == "p" || key == "params") mp.param = dt;
-    else if (key == "c" || key == "compute") mp.compute = dt;
-    else if (key == "o" || key == "output") mp.output = dt;
-    else throw std::invalid_argument("unknown policy key '" + key + "' (use p/params, c/compute, o/output)");
+    if (key == "p" || key == "params")
+      mp.param = dt;
+    else if (key == "c" || key == "compute")
+      mp.compute = dt;
+    else if (key == "o" || key == "output")
+      mp.output = dt;
+    else
+      throw std::invalid_argument("unknown policy key '" + key + "' (use p/params, c/compute, o/output)");
   }
   return mp;
 }
@@ -104,7 +108,8 @@ void TrainerConfig::validate() const {
   }
   if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");
   if (peak_flops && *peak_flops <= 0) throw ConfigError("trainer.peak_flops: must be positive");
-  if (mp.param != at::kFloat && mp.param != at::kBFloat16) throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");
+  if (mp.param != at::kFloat && mp.param != at::kBFloat16)
+    throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");
 }
 
 template <typename V>

@@ -59,9 +59,9 @@ struct TrainerConfig {
   std::optional<std::string> initialize_from;
 
   // levanter-cpp additions.
-  int64_t num_threads = 0;             // 0: all cores
-  std::optional<double> peak_flops;    // per-second peak for MFU; default: probed GEMM peak, cached per machine
-  int64_t log_every = 1;               // console progress line every N steps (metrics.jsonl gets every step)
+  int64_t num_threads = 0;           // 0: all cores
+  std::optional<double> peak_flops;  // per-second peak for MFU; default: probed GEMM peak, cached per machine
+  int64_t log_every = 1;             // console progress line every N steps (metrics.jsonl gets every step)
 
   template <typename V>
   void fields(V& v) {
@@ -74,14 +74,16 @@ struct TrainerConfig {
     v("crash_on_inf", crash_on_inf, "Stop with an error when the loss or gradient norm is infinite");
     v("batch_axis", batch_axis, "Name of the batch axis (data parallelism)");
     v("fsdp_axis", fsdp_axis, "Axis or axes whose parameters are sharded by FSDP (effective with several processes)");
-    v("tensor_parallel_axes", tensor_parallel_axes, "Axes split for tensor parallelism (effective with several processes)");
+    v("tensor_parallel_axes", tensor_parallel_axes,
+      "Axes split for tensor parallelism (effective with several processes)");
     v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");
     v("replica_ici_axis_size", replica_ici_axis_size, "Data-parallel replicas within a slice; 1 in one process");
     v("replica_dcn_axis_size", replica_dcn_axis_size, "Data-parallel slices; 1 in one process");
     v("train_batch_size", train_batch_size, "Sequences per optimizer step");
     v("per_device_parallelism", per_device_parallelism,
       "Sequences per forward/backward pass; smaller than train_batch_size means gradient accumulation (-1: all)");
-    v("per_device_eval_parallelism", per_device_eval_parallelism, "Sequences per eval batch (-1: as per_device_parallelism)");
+    v("per_device_eval_parallelism", per_device_eval_parallelism,
+      "Sequences per eval batch (-1: as per_device_parallelism)");
     v("num_train_steps", num_train_steps, "Number of optimizer steps");
     v("steps_per_eval", steps_per_eval, "Evaluate on every validation set every this many steps (and at the end)");
     v("max_eval_batches", max_eval_batches, "At most this many batches per validation set (default: all)");
@@ -89,7 +91,8 @@ struct TrainerConfig {
     v("load_checkpoint", load_checkpoint,
       "Resume from the newest complete checkpoint: null = if one exists, true = require one, false = never");
     v("load_checkpoint_path", load_checkpoint_path, "Where to look for checkpoints (a base path or one checkpoint)");
-    v("initialize_from", initialize_from, "Start from this checkpoint's parameters and optimizer state (step and data continue)");
+    v("initialize_from", initialize_from,
+      "Start from this checkpoint's parameters and optimizer state (step and data continue)");
     v("num_threads", num_threads, "CPU threads for compute (0: all cores); bits are reproducible for a fixed count");
     v("peak_flops", peak_flops,
       "Peak FLOP/s for MFU (default: this machine's GEMM peak for the compute dtype, probed once and cached)");
@@ -102,7 +105,9 @@ struct TrainerConfig {
   void unsupported(V& v);
   void validate() const;
   int64_t microbatch_size() const { return per_device_parallelism > 0 ? per_device_parallelism : train_batch_size; }
-  int64_t eval_batch_size() const { return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size(); }
+  int64_t eval_batch_size() const {
+    return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size();
+  }
 };
 
 // The whole config of `levanter train` / `levanter eval` (Levanter's TrainLmConfig).

@@ -65,7 +65,8 @@ void ProgressHook::after_step(const StepInfo& info, TrainerState&) {
   const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(num_steps_));
   std::string bar(20, '.');
   std::fill(bar.begin(), bar.begin() + pct / 5, '#');
-  std::fprintf(stderr, "step %lld/%lld [%s] %3d%% loss %.4f lr %.3g |g| %.3g  %s tok/s  mfu %.1f%%  %.0f ms/step  ETA %s\n",
+  std::fprintf(stderr,
+               "step %lld/%lld [%s] %3d%% loss %.4f lr %.3g |g| %.3g  %s tok/s  mfu %.1f%%  %.0f ms/step  ETA %s\n",
                (long long)done, (long long)num_steps_, bar.c_str(), pct, info.loss, info.learning_rate, info.grad_norm,
                runtime::format_si(info.tokens_per_second).c_str(), 100 * info.mfu, 1000 * info.duration_s,
                runtime::format_duration(eta).c_str());

@@ -67,8 +67,12 @@ class EvalHook : public Hook {
   // `evaluator` is made on first use (it waits for the validation caches).
   EvalHook(std::function<eval::Evaluator&()> evaluator, at::ScalarType compute, int64_t num_train_steps,
            tracker::Tracker& tracker, bool progress, eval::EvalResults& results)
-      : evaluator_(std::move(evaluator)), compute_(compute), num_steps_(num_train_steps), tracker_(tracker),
-        progress_(progress), results_(results) {}
+      : evaluator_(std::move(evaluator)),
+        compute_(compute),
+        num_steps_(num_train_steps),
+        tracker_(tracker),
+        progress_(progress),
+        results_(results) {}
   // Registered every trainer.steps_per_eval steps; the last step is left to at_end.
   void after_step(const StepInfo& info, TrainerState& state) override;
   void at_end(TrainerState& state) override;

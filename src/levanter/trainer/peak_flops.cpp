@@ -2,8 +2,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <nlohmann/json.hpp>
 #include <torch/version.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -13,8 +13,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "levanter/runtime/format.h"
 #include "levanter/runtime/file_io.h"
+#include "levanter/runtime/format.h"
 
 namespace levanter::trainer {
 
@@ -54,7 +54,8 @@ void write_cache(const std::string& key, double flops) {
     fs::create_directories(fs::path(peak_flops_cache_file()).parent_path());
     runtime::write_file_atomic(peak_flops_cache_file(), j.dump(2) + "\n");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "warning: could not cache the GEMM peak in %s: %s\n", peak_flops_cache_file().c_str(), e.what());
+    std::fprintf(stderr, "warning: could not cache the GEMM peak in %s: %s\n", peak_flops_cache_file().c_str(),
+                 e.what());
   }
 }
 
@@ -78,7 +79,8 @@ double best_rate(int64_t n, int64_t k, int64_t m, at::ScalarType dtype, double b
 
 std::string peak_flops_cache_file() {
   if (const char* d = std::getenv("LEVANTER_CACHE_DIR"); d && *d) return (fs::path(d) / "peak_flops.json").string();
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return (fs::path(x) / "levanter" / "peak_flops.json").string();
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return (fs::path(x) / "levanter" / "peak_flops.json").string();
   const char* home = std::getenv("HOME");
   return (fs::path(home && *home ? home : "/tmp") / ".cache" / "levanter" / "peak_flops.json").string();
 }
@@ -116,11 +118,11 @@ double PeakFlops::mfu(double achieved) {
                    "note: this run achieves %s FLOP/s, more than trainer.peak_flops (%s): MFU shows above 100%%\n",
                    runtime::format_si(achieved).c_str(), runtime::format_si(value_).c_str());
     } else {
-      std::fprintf(stderr,
-                   "note: this run achieves %s FLOP/s, more than the probed GEMM peak (%s; the machine was busy when it "
-                   "was probed): MFU now uses the higher figure, cached in %s\n",
-                   runtime::format_si(achieved).c_str(), runtime::format_si(value_).c_str(),
-                   peak_flops_cache_file().c_str());
+      std::fprintf(
+          stderr,
+          "note: this run achieves %s FLOP/s, more than the probed GEMM peak (%s; the machine was busy when it "
+          "was probed): MFU now uses the higher figure, cached in %s\n",
+          runtime::format_si(achieved).c_str(), runtime::format_si(value_).c_str(), peak_flops_cache_file().c_str());
     }
   }
   if (configured_) return achieved / value_;

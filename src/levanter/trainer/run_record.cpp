@@ -1,8 +1,8 @@
 #include "levanter/trainer/run_record.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/version.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>

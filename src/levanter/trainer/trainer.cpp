@@ -64,9 +64,12 @@ RunPaths resolve_paths(const TrainLmConfig& config) {
   p.run_dir = (fs::path(tc.log_dir) / p.run_id).string();
   p.metrics = (fs::path(p.run_dir) / "metrics.jsonl").string();
   p.record = (fs::path(p.run_dir) / "run.json").string();
-  if (tc.load_checkpoint_path) p.checkpoint_base = *tc.load_checkpoint_path;
-  else if (tc.checkpointer.append_run_id_to_base_path) p.checkpoint_base = (fs::path(tc.checkpointer.base_path) / p.run_id).string();
-  else p.checkpoint_base = tc.checkpointer.base_path;
+  if (tc.load_checkpoint_path)
+    p.checkpoint_base = *tc.load_checkpoint_path;
+  else if (tc.checkpointer.append_run_id_to_base_path)
+    p.checkpoint_base = (fs::path(tc.checkpointer.base_path) / p.run_id).string();
+  else
+    p.checkpoint_base = tc.checkpointer.base_path;
   return p;
 }
 
@@ -145,7 +148,8 @@ void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c
   state.resumed_from = c.path;
   for (const std::string& w : checkpoint::resume_warnings(c.metadata)) {
     std::cerr << "warning: " << w;
-    if (w.find("threads") != std::string::npos) std::cerr << " (set trainer.num_threads: " << c.metadata.value("num_threads", threads) << ")";
+    if (w.find("threads") != std::string::npos)
+      std::cerr << " (set trainer.num_threads: " << c.metadata.value("num_threads", threads) << ")";
     std::cerr << "\n";
   }
   if (c.metadata.contains("train_loss") && c.metadata["train_loss"].is_number()) {
@@ -190,10 +194,11 @@ optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate
 void Trainer::Impl::announce(const TrainerState& state) const {
   if (!options.progress) return;
   const int64_t B = config.trainer.train_batch_size, micro = B / config.trainer.microbatch_size();
-  std::fprintf(stderr, "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s), %d threads, mp %s%s\n",
-               paths.run_id.c_str(), config.model.type().c_str(), (long long)nn::parameter_count(*state.model),
-               (long long)B, (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", threads,
-               config.trainer.mp.text.c_str(), state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
+  std::fprintf(
+      stderr, "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s), %d threads, mp %s%s\n",
+      paths.run_id.c_str(), config.model.type().c_str(), (long long)nn::parameter_count(*state.model), (long long)B,
+      (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", threads,
+      config.trainer.mp.text.c_str(), state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
 }
 
 Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std::make_unique<Impl>()) {
@@ -262,9 +267,16 @@ TrainerState Trainer::initial_state() {
   I.result.start_step = state.step;
 
   I.peak = PeakFlops::resolve(tc.mp.compute, tc.peak_flops);
-  RunRecord rec{I.paths.run_id, I.options.config_file, I.options.command_line, I.threads, I.data_seed,
-                state.resumed_from.value_or(""), I.paths.checkpoint_base, nn::parameter_count(*state.model),
-                I.peak->value(), I.peak->source()};
+  RunRecord rec{I.paths.run_id,
+                I.options.config_file,
+                I.options.command_line,
+                I.threads,
+                I.data_seed,
+                state.resumed_from.value_or(""),
+                I.paths.checkpoint_base,
+                nn::parameter_count(*state.model),
+                I.peak->value(),
+                I.peak->source()};
   write_run_record(I.paths.run_dir, I.config, rec);
   return state;
 }
@@ -316,7 +328,8 @@ TrainResult Trainer::train() {
     std::fprintf(stderr,
                  "run %s is already complete (step %lld of %lld in %s): evaluating it. Train further with "
                  "--trainer.num_train_steps N, or start another run with --trainer.id NAME\n",
-                 I.paths.run_id.c_str(), (long long)start_step, (long long)tc.num_train_steps, state.resumed_from->c_str());
+                 I.paths.run_id.c_str(), (long long)start_step, (long long)tc.num_train_steps,
+                 state.resumed_from->c_str());
   }
   for (auto& [hook, every] : I.hooks) hook->at_end(state);
   I.tracker->finish();
@@ -344,8 +357,10 @@ std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& conf
   }
   checkpoint::Checkpoint c = checkpoint::load_checkpoint(ckpt, {"model"});
   nn::from_state_dict(*model, c.group("model"));
-  eval::Evaluator ev(data, config.model->max_seq_len(), config.trainer.eval_batch_size(), config.trainer.max_eval_batches);
-  if (ev.empty()) throw std::runtime_error("no validation sets: set data.validation_urls (or validation_urls of a source)");
+  eval::Evaluator ev(data, config.model->max_seq_len(), config.trainer.eval_batch_size(),
+                     config.trainer.max_eval_batches);
+  if (ev.empty())
+    throw std::runtime_error("no validation sets: set data.validation_urls (or validation_urls of a source)");
   auto out = ev.run(*model, config.trainer.mp.compute);
   if (progress) std::fprintf(stderr, "evaluated %s (step %lld)\n", ckpt.c_str(), (long long)c.step);
   return out;

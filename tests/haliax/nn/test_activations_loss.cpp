@@ -12,36 +12,54 @@ const Axis B("batch", 2), P("pos", 3), V("vocab", 7);
 TEST(Activations, MatchATen) {
   at::Tensor t = randn({2, 3}, 1) * 2;
   auto check = [&](auto named, auto ref) {
-    expect_same_value_and_grad({t}, [&](const auto& v) { return named(NamedArray(v[0], {B, P})).array(); },
-                               [&](const auto& v) { return ref(v[0]); });
+    expect_same_value_and_grad(
+        {t},
+        [&](const auto& v) {
+          return named(NamedArray(v[0], {B, P})).array();
+        },
+        [&](const auto& v) { return ref(v[0]); });
   };
   check([](const NamedArray& x) { return nn::relu(x); }, [](const at::Tensor& x) { return at::relu(x); });
   check([](const NamedArray& x) { return nn::sigmoid(x); }, [](const at::Tensor& x) { return at::sigmoid(x); });
   check([](const NamedArray& x) { return nn::silu(x); }, [](const at::Tensor& x) { return x * at::sigmoid(x); });
   check([](const NamedArray& x) { return nn::softplus(x); }, [](const at::Tensor& x) { return at::log1p(at::exp(x)); });
-  check([](const NamedArray& x) { return nn::log_sigmoid(x); }, [](const at::Tensor& x) { return -at::log1p(at::exp(-x)); });
-  check([](const NamedArray& x) { return nn::elu(x); }, [](const at::Tensor& x) { return at::where(x > 0, x, at::exp(x) - 1); });
-  check([](const NamedArray& x) { return nn::leaky_relu(x, 0.1); }, [](const at::Tensor& x) { return at::where(x > 0, x, 0.1 * x); });
+  check([](const NamedArray& x) { return nn::log_sigmoid(x); },
+        [](const at::Tensor& x) { return -at::log1p(at::exp(-x)); });
+  check([](const NamedArray& x) { return nn::elu(x); },
+        [](const at::Tensor& x) { return at::where(x > 0, x, at::exp(x) - 1); });
+  check([](const NamedArray& x) { return nn::leaky_relu(x, 0.1); },
+        [](const at::Tensor& x) { return at::where(x > 0, x, 0.1 * x); });
   check([](const NamedArray& x) { return nn::gelu(x, /*approximate=*/false); },
         [](const at::Tensor& x) { return 0.5 * x * (1 + at::erf(x / std::sqrt(2.0))); });
-  check([](const NamedArray& x) { return nn::gelu(x, /*approximate=*/true); }, [](const at::Tensor& x) {
-    return 0.5 * x * (1 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-  });
-  check([](const NamedArray& x) { return nn::quick_gelu(x); }, [](const at::Tensor& x) { return x * at::sigmoid(1.702 * x); });
+  check(
+      [](const NamedArray& x) { return nn::gelu(x, /*approximate=*/true); },
+      [](const at::Tensor& x) { return 0.5 * x * (1 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); });
+  check([](const NamedArray& x) { return nn::quick_gelu(x); },
+        [](const at::Tensor& x) { return x * at::sigmoid(1.702 * x); });
 }
 
 TEST(Activations, SoftmaxOverOneAndSeveralAxes) {
   at::Tensor t = randn({2, 3, 7}, 2);
-  expect_same_value_and_grad({t}, [](const auto& v) { return nn::softmax(NamedArray(v[0], {B, P, V}), "pos").array(); },
-                             [](const auto& v) { return at::softmax(v[0], 1); });
   expect_same_value_and_grad(
-      {t}, [](const auto& v) { return nn::log_softmax(NamedArray(v[0], {B, P, V}), {"batch", "vocab"}).array(); },
+      {t},
+      [](const auto& v) {
+        return nn::softmax(NamedArray(v[0], {B, P, V}), "pos").array();
+      },
+      [](const auto& v) { return at::softmax(v[0], 1); });
+  expect_same_value_and_grad(
+      {t},
+      [](const auto& v) {
+        return nn::log_softmax(NamedArray(v[0], {B, P, V}), {"batch", "vocab"}).array();
+      },
       [](const auto& v) {
         at::Tensor moved = v[0].permute({1, 0, 2}).reshape({3, 14});
         return at::log_softmax(moved, 1).reshape({3, 2, 7}).permute({1, 0, 2});
       });
   expect_same_value_and_grad(
-      {t}, [](const auto& v) { return nn::standardize(NamedArray(v[0], {B, P, V}), "vocab").array(); },
+      {t},
+      [](const auto& v) {
+        return nn::standardize(NamedArray(v[0], {B, P, V}), "vocab").array();
+      },
       [](const auto& v) {
         at::Tensor m = v[0].mean(2, true), var = v[0].var(2, /*unbiased=*/false, true);
         return (v[0] - m) / at::sqrt(var + 1e-5);
@@ -62,8 +80,12 @@ TEST(Loss, CrossEntropyDenseAndSparseMatchATen) {
   // Sparse (integer) targets, mean over everything.
   expect_same_value_and_grad(
       {logits},
-      [&](const auto& v) { return nn::cross_entropy_loss(NamedArray(v[0], {B, P, V}), "vocab", NamedArray(ids, {B, P})).array(); },
-      [&](const auto& v) { return at::cross_entropy_loss(v[0].reshape({6, 7}), ids.reshape({6})); });
+      [&](const auto& v) {
+        return nn::cross_entropy_loss(NamedArray(v[0], {B, P, V}), "vocab", NamedArray(ids, {B, P})).array();
+      },
+      [&](const auto& v) {
+        return at::cross_entropy_loss(v[0].reshape({6, 7}), ids.reshape({6}));
+      });
   // One-hot targets give the same, summed.
   expect_same_value_and_grad(
       {logits},
@@ -79,26 +101,31 @@ TEST(Loss, CrossEntropyDenseAndSparseMatchATen) {
   expect_same_value_and_grad(
       {logits},
       [&](const auto& v) {
-        return nn::cross_entropy_loss(NamedArray(v[0], {B, P, V}), "vocab", NamedArray(ids, {B, P}), nn::Reduction::kMean,
-                                      NamedArray(mask, {B, P}), AxisSelection("pos"))
+        return nn::cross_entropy_loss(NamedArray(v[0], {B, P, V}), "vocab", NamedArray(ids, {B, P}),
+                                      nn::Reduction::kMean, NamedArray(mask, {B, P}), AxisSelection("pos"))
             .array();
       },
       [&](const auto& v) {
-        at::Tensor per = at::cross_entropy_loss(v[0].reshape({6, 7}), ids.reshape({6}), {}, at::Reduction::None).reshape({2, 3});
+        at::Tensor per =
+            at::cross_entropy_loss(v[0].reshape({6, 7}), ids.reshape({6}), {}, at::Reduction::None).reshape({2, 3});
         return at::where(mask, per, at::zeros_like(per)).sum(1) / mask.sum(1).to(at::kDouble);
       });
   NamedArray none = nn::cross_entropy_loss(NamedArray(logits, {B, P, V}), "vocab", NamedArray(ids, {B, P}),
                                            nn::Reduction::kNone, NamedArray(mask, {B, P}));
   EXPECT_EQ(none.axes(), (AxisSpec{B, P}));
   EXPECT_EQ(none.array()[0][2].item<double>(), 0.0);
-  EXPECT_VALUE_ERROR(nn::cross_entropy_loss(NamedArray(logits, {B, P, V}), "vocab", NamedArray(at::zeros({2, 3}), {B, P})),
-                     "targets must have the vocab axis");
+  EXPECT_VALUE_ERROR(
+      nn::cross_entropy_loss(NamedArray(logits, {B, P, V}), "vocab", NamedArray(at::zeros({2, 3}), {B, P})),
+      "targets must have the vocab axis");
 }
 
 TEST(Loss, BinaryCrossEntropy) {
   at::Tensor logits = randn({2, 3}, 6), targets = (randn({2, 3}, 7) > 0).to(at::kDouble);
   expect_same_value_and_grad(
-      {logits}, [&](const auto& v) { return nn::binary_cross_entropy_loss(NamedArray(v[0], {B, P}), NamedArray(targets, {B, P})).array(); },
+      {logits},
+      [&](const auto& v) {
+        return nn::binary_cross_entropy_loss(NamedArray(v[0], {B, P}), NamedArray(targets, {B, P})).array();
+      },
       [&](const auto& v) { return at::binary_cross_entropy_with_logits(v[0], targets); });
 }
 

@@ -55,7 +55,8 @@ TEST(Attention, BatchedMultiHead) {
   expect_same_value_and_grad(
       {q.array(), k.array(), v.array()},
       [&](const auto& t) {
-        return attention(Key, KPos, NamedArray(t[0], q.axes()), NamedArray(t[1], k.axes()), NamedArray(t[2], v.axes()), causal)
+        return attention(Key, KPos, NamedArray(t[0], q.axes()), NamedArray(t[1], k.axes()), NamedArray(t[2], v.axes()),
+                         causal)
             .array();
       },
       [&](const auto& t) { return ref_attention(t[0], t[1], t[2], causal.array()); });
@@ -98,9 +99,11 @@ TEST(Attention, KeysOverImagePatches) {
 TEST(Attention, LibraryFunctionsAndMasks) {
   NamedArray q(randn({2, 5, 4}, 1), {Batch, Pos, Key});
   NamedArray k(randn({2, 5, 4}, 2), {Batch, KPos, Key});
-  EXPECT_VALUE_ERROR(nn::dot_product_attention(nn::Contract(Key), nn::AttendOver(Pos), q, rename(k, {{"key_position", "position"}}), k),
+  EXPECT_VALUE_ERROR(nn::dot_product_attention(nn::Contract(Key), nn::AttendOver(Pos), q,
+                                               rename(k, {{"key_position", "position"}}), k),
                      "in KPos is also in query");
-  NamedArray w = nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k, masked(nn::causal_mask(Pos, KPos)));
+  NamedArray w = nn::dot_product_attention_weights(nn::Contract(Key), nn::AttendOver(KPos), q, k,
+                                                   masked(nn::causal_mask(Pos, KPos)));
   EXPECT_TRUE(at::allclose(sum(w, KPos).array(), at::ones({2, 5}, at::kDouble)));
   EXPECT_EQ(w.array()[0][0][1].item<double>(), 0.0);
   NamedArray win = nn::sliding_window_mask(Pos, KPos, 2);

@@ -45,7 +45,8 @@ TEST(Linear, MatchesATenLinearIncludingMultiAxis) {
       [](const auto& t) { return at::linear(t[0], t[1], t[2]); });
   // Multi-axis In and Out: (heads, head_size) -> (embed) as in an attention output projection.
   Axis Heads("heads", 2), HeadSize("head_size", 3);
-  nn::Linear proj = to_double(nn::Linear::init({Heads, HeadSize}, {E}, random::Key(1), nn::LinearOptions().set_use_bias(false)));
+  nn::Linear proj =
+      to_double(nn::Linear::init({Heads, HeadSize}, {E}, random::Key(1), nn::LinearOptions().set_use_bias(false)));
   EXPECT_FALSE(proj.bias.has_value());
   at::Tensor h = randn({2, 2, 3}, 2);
   NamedArray y = proj(NamedArray(h, {B, Heads, HeadSize}));
@@ -53,7 +54,8 @@ TEST(Linear, MatchesATenLinearIncludingMultiAxis) {
   EXPECT_TRUE(at::allclose(y.array(), at::linear(h.reshape({2, 6}), proj.weight.array().reshape({4, 6}))));
   // Init scale: truncated normal with std ~ 1/sqrt(|In|).
   nn::Linear big = nn::Linear::init({Axis("in", 400)}, {Axis("out", 500)}, random::Key(2));
-  EXPECT_NEAR(haliax::std(big.weight).item(), 0.98658 / std::sqrt(400.0), 0.0005);  // N(0,1) truncated at 3 has std 0.98658
+  EXPECT_NEAR(haliax::std(big.weight).item(), 0.98658 / std::sqrt(400.0),
+              0.0005);  // N(0,1) truncated at 3 has std 0.98658
   nn::Linear in_first = nn::Linear::init({E}, {M}, random::Key(0), nn::LinearOptions().set_out_first(false));
   EXPECT_EQ(in_first.weight.axes(), (AxisSpec{E, M}));
 }
@@ -144,7 +146,8 @@ TEST(MLP, LayersAndAxisNames) {
 }
 
 TEST(Stacked, FoldMatchesAManualLoopWithGradients) {
-  nn::Stacked<Block> stack = nn::Stacked<Block>::init(L, random::Key(5), [](const random::Key& k) { return Block::init(k); });
+  nn::Stacked<Block> stack =
+      nn::Stacked<Block>::init(L, random::Key(5), [](const random::Key& k) { return Block::init(k); });
   stack = to_double(stack);
   EXPECT_EQ(stack.stacked.up.weight.axes(), (AxisSpec{L, M, E}));
   // Layer i was initialised with key.split(L)[i].
@@ -160,7 +163,10 @@ TEST(Stacked, FoldMatchesAManualLoopWithGradients) {
     return s;
   };
   expect_same_value_and_grad(
-      inputs, [&](const auto& t) { return rebuild(t).fold(NamedArray(t[0], {B, P, E})).array(); },
+      inputs,
+      [&](const auto& t) {
+        return rebuild(t).fold(NamedArray(t[0], {B, P, E})).array();
+      },
       [&](const auto& t) {
         // Positional reference: index each stacked parameter per layer.
         at::Tensor h = t[0];
@@ -215,7 +221,8 @@ TEST(StateDict, PathsUnstackingRoundTripAndErrors) {
 }
 
 TEST(Stacked, GradientCheckpointingGivesIdenticalValuesAndGradients) {
-  nn::Stacked<Block> plain = nn::Stacked<Block>::init(L, random::Key(8), [](const random::Key& k) { return Block::init(k); });
+  nn::Stacked<Block> plain =
+      nn::Stacked<Block>::init(L, random::Key(8), [](const random::Key& k) { return Block::init(k); });
   plain = to_double(plain);
   nn::Stacked<Block> ckpt = plain;
   ckpt.gradient_checkpointing = true;
@@ -229,9 +236,10 @@ TEST(Stacked, GradientCheckpointingGivesIdenticalValuesAndGradients) {
       nn::for_each_parameter(s, [&](const nn::ParamInfo&, NamedArray& p) { p = NamedArray(t[k++], p.axes()); });
       // A layer function that captures by value (it is called again during backward).
       double scale = 0.5;
-      return s.fold(NamedArray(t[0], {B, P, E}), [scale](const Block& b, const NamedArray& h, int64_t i) {
-                return b(h) * (scale + double(i));
-              }).array();
+      return s
+          .fold(NamedArray(t[0], {B, P, E}),
+                [scale](const Block& b, const NamedArray& h, int64_t i) { return b(h) * (scale + double(i)); })
+          .array();
     };
   };
   // Bit-identical: the recomputation runs exactly the same kernels on the same inputs.

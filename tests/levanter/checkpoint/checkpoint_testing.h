@@ -3,9 +3,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <array>
@@ -51,7 +51,9 @@ inline std::string quote(const std::string& s) {
   return out + "'";
 }
 
-inline std::string ref_script() { return std::string(LEVANTER_SOURCE_DIR) + "/tests/levanter/checkpoint/safetensors_ref.py"; }
+inline std::string ref_script() {
+  return std::string(LEVANTER_SOURCE_DIR) + "/tests/levanter/checkpoint/safetensors_ref.py";
+}
 
 // A Python 3 with numpy (Debian's python3-numpy, which scripts/setup installs), or "".
 inline std::string numpy_python() {

@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "levanter/checkpoint/checkpoint_testing.h"
 #include "levanter/checkpoint/checkpoint.h"
+#include "levanter/checkpoint/checkpoint_testing.h"
 #include "levanter/runtime/file_io.h"
 
 using namespace levanter::checkpoint;
@@ -130,13 +130,15 @@ TEST(Checkpoint, LargeFilesAreChecksummedOnASecondThreadWithTheSameResult) {
   const std::string bytes = read_bytes(file);
   ASSERT_GT(bytes.size(), 20u << 20);
   char hex[9];
-  std::snprintf(hex, sizeof(hex), "%08lx", crc32_z(0, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()));
+  std::snprintf(hex, sizeof(hex), "%08lx",
+                crc32_z(0, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()));
   json manifest = json::parse(read_bytes(path + "/manifest.json"));
   EXPECT_EQ(manifest["files"][0]["name"], "model.safetensors");
   EXPECT_EQ(manifest["files"][0]["crc32"], std::string(hex));
   expect_same_tensors(load_checkpoint(path).group("model"), big);
   flip_byte(file, bytes.size() / 2);
-  EXPECT_THAT([&] { load_checkpoint(path); }, ::testing::ThrowsMessage<CheckpointError>(HasSubstr(file + ": CRC32 is")));
+  EXPECT_THAT([&] { load_checkpoint(path); },
+              ::testing::ThrowsMessage<CheckpointError>(HasSubstr(file + ": CRC32 is")));
 }
 
 TEST(Checkpoint, MissingManifestMeansIncomplete) {
@@ -180,7 +182,8 @@ TEST(Checkpoint, FlippedByteFailsVerificationNamingTheFile) {
   EXPECT_THROW(read_checkpoint_metadata(dir / "step-10"), CheckpointError);
   save_checkpoint(dir.str(), 30, state_at(30));
   fs::resize_file(dir / "step-30/opt_state.safetensors", 100);
-  EXPECT_THAT(verify_checkpoint(dir / "step-30", Verify::kSizes), HasSubstr("opt_state.safetensors: size is 100 bytes"));
+  EXPECT_THAT(verify_checkpoint(dir / "step-30", Verify::kSizes),
+              HasSubstr("opt_state.safetensors: size is 100 bytes"));
   save_checkpoint(dir.str(), 40, state_at(40));
   write_bytes(dir / "step-40/manifest.json", "{\"format\": ");
   EXPECT_THAT(verify_checkpoint(dir / "step-40"), HasSubstr("manifest.json: not valid JSON"));
@@ -320,7 +323,8 @@ TEST(CheckpointBench, DISABLED_WriteAndLoad500MB) {
     groups.emplace_back(g, t);
   }
   double bytes = 0;
-  for (auto& [_, t] : groups) for (auto& [__, x] : t) bytes += x.numel() * 4.0;
+  for (auto& [_, t] : groups)
+    for (auto& [__, x] : t) bytes += x.numel() * 4.0;
   auto now = [] { return std::chrono::steady_clock::now(); };
   auto t0 = now();
   std::string path = save_checkpoint(base, 1, groups);
@@ -332,8 +336,9 @@ TEST(CheckpointBench, DISABLED_WriteAndLoad500MB) {
   std::string why = verify_checkpoint(path);
   double verify_s = std::chrono::duration<double>(now() - t0).count();
   EXPECT_EQ(why, "");
-  std::printf("RESULT checkpoint_bench bytes=%.0f save_s=%.3f save_MBps=%.0f load_s=%.3f load_MBps=%.0f "
-              "verify_MBps=%.0f\n",
-              bytes, save_s, bytes / 1e6 / save_s, load_s, bytes / 1e6 / load_s, bytes / 1e6 / verify_s);
+  std::printf(
+      "RESULT checkpoint_bench bytes=%.0f save_s=%.3f save_MBps=%.0f load_s=%.3f load_MBps=%.0f "
+      "verify_MBps=%.0f\n",
+      bytes, save_s, bytes / 1e6 / save_s, load_s, bytes / 1e6 / load_s, bytes / 1e6 / verify_s);
   fs::remove_all(base);
 }

@@ -18,7 +18,9 @@ namespace {
 // A clock the test moves by hand.
 struct FakeClock {
   std::chrono::steady_clock::time_point now{std::chrono::hours(1000)};
-  void advance(double seconds) { now += std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds)); }
+  void advance(double seconds) {
+    now += std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
+  }
   Checkpointer::Clock fn() {
     return [this] { return now; };
   }

@@ -19,7 +19,8 @@ namespace {
 
 uint32_t crc_of(const at::Tensor& t) {
   at::Tensor c = t.contiguous();
-  return static_cast<uint32_t>(crc32_z(0, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size()));
+  return static_cast<uint32_t>(
+      crc32_z(0, static_cast<const unsigned char*>(c.data_ptr()), c.numel() * c.element_size()));
 }
 
 // What the C++ side expects safetensors_ref.py to report about `tensors`.
@@ -54,7 +55,9 @@ StateDict python_reference() {
   t.emplace_back("py.bf16", at::tensor({1.0, -2.5, 3.140625}).to(at::kBFloat16));
   t.emplace_back("py.f16", at::tensor({0.5, -1.0, 65504.0}).to(at::kHalf));
   t.emplace_back("py.f64", at::tensor({1.0 / 3.0, -1e300}, at::kDouble));
-  t.emplace_back("py.i64", at::tensor({std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), int64_t{0}}, at::kLong));
+  t.emplace_back(
+      "py.i64",
+      at::tensor({std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), int64_t{0}}, at::kLong));
   t.emplace_back("py.i32", at::tensor({-7, 2147483647}, at::kInt).reshape({2, 1}));
   t.emplace_back("py.i16", at::tensor({-32768, 12345}, at::kShort));
   t.emplace_back("py.i8", at::tensor({-128, 127, 0}, at::kChar));
@@ -187,12 +190,15 @@ TEST(Safetensors, CorruptFilesAreRejectedNamingFileAndTensor) {
               HasSubstr("tensor 'b': data_offsets [4, 8) overlap"));
   EXPECT_THAT(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight)),
               HasSubstr("gap of 4"));
-  EXPECT_THAT(error_of(raw_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", eight)),
-              HasSubstr("too many elements"));
-  EXPECT_THAT(error_of(raw_file(R"({"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", eight)),
-              HasSubstr("__metadata__['k'] is not a string"));
-  EXPECT_THAT(error_of(raw_file(R"({"a":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", std::string("\x01\x02", 2))),
-              HasSubstr("BOOL element 1 is 2"));
+  EXPECT_THAT(
+      error_of(raw_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", eight)),
+      HasSubstr("too many elements"));
+  EXPECT_THAT(
+      error_of(raw_file(R"({"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", eight)),
+      HasSubstr("__metadata__['k'] is not a string"));
+  EXPECT_THAT(
+      error_of(raw_file(R"({"a":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", std::string("\x01\x02", 2))),
+      HasSubstr("BOOL element 1 is 2"));
   EXPECT_THAT(error_of(raw_file("{\"a\xff\":1}", "")), HasSubstr("not valid JSON"));
 }
 
@@ -261,7 +267,8 @@ TEST(Safetensors, HuggingFaceSafetensorsReadsOurFiles) {
   TempDir dir;
   StateDict tensors = every_dtype();
   save_safetensors(dir / "ours.safetensors", tensors, {{"format", "pt"}});
-  CommandResult r = run_command(quote(py) + " " + quote(ref_script()) + " st-describe " + quote(dir / "ours.safetensors"));
+  CommandResult r =
+      run_command(quote(py) + " " + quote(ref_script()) + " st-describe " + quote(dir / "ours.safetensors"));
   ASSERT_EQ(r.status, 0) << r.out;
   json d = json::parse(r.out);
   EXPECT_EQ(d["metadata"], json({{"format", "pt"}}));

@@ -42,10 +42,14 @@ inline void write_gz(const std::string& path, const std::string& contents) {
 inline std::string json_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
-    if (c == '"') o += "\\\"";
-    else if (c == '\\') o += "\\\\";
-    else if (c == '\n') o += "\\n";
-    else o += c;
+    if (c == '"')
+      o += "\\\"";
+    else if (c == '\\')
+      o += "\\\\";
+    else if (c == '\n')
+      o += "\\n";
+    else
+      o += c;
   }
   return o;
 }

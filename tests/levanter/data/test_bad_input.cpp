@@ -50,7 +50,8 @@ std::string lines(std::initializer_list<std::string> ls) {
 
 TEST(BadInput, MalformedJsonNamesFileAndLine) {
   TempDir t;
-  write_text(t / "in/bad.jsonl", lines({R"({"text": "ok"})", R"({"text": "ok too"})", R"({"text": "broken)", R"({"text": "x"})"}));
+  write_text(t / "in/bad.jsonl",
+             lines({R"({"text": "ok"})", R"({"text": "ok too"})", R"({"text": "broken)", R"({"text": "x"})"}));
   std::string m = build_error(t, t / "in/bad.jsonl");
   EXPECT_THAT(m, HasSubstr(t / "in/bad.jsonl:3: malformed JSON"));
   EXPECT_THAT(m, HasSubstr("data.skip_bad_lines"));
@@ -77,13 +78,15 @@ TEST(BadInput, NonStringTextAndNonObjectLines) {
 
 TEST(BadInput, InvalidUtf8InJsonAndText) {
   TempDir t;
-  write_text(t / "in/bad.jsonl", lines({R"({"text": "ok"})", R"({"text": "ok"})", R"({"text": "ok"})", "{\"text\": \"caf\xe9\"}"}));
+  write_text(t / "in/bad.jsonl",
+             lines({R"({"text": "ok"})", R"({"text": "ok"})", R"({"text": "ok"})", "{\"text\": \"caf\xe9\"}"}));
   std::string m = build_error(t, t / "in/bad.jsonl");
   EXPECT_THAT(m, HasSubstr(t / "in/bad.jsonl:4: invalid UTF-8 (byte 0xE9 at column 14)"));
   expect_no_half_written_shard(t);
   TempDir u;
   write_text(u / "in/bad.txt", "text with a bad byte \xff here");
-  EXPECT_THAT(build_error(u, u / "in/bad.txt"), HasSubstr(u / "in/bad.txt:1: invalid UTF-8 (byte 0xFF at offset 22 of the file)"));
+  EXPECT_THAT(build_error(u, u / "in/bad.txt"),
+              HasSubstr(u / "in/bad.txt:1: invalid UTF-8 (byte 0xFF at offset 22 of the file)"));
   expect_no_half_written_shard(u);
 }
 

@@ -139,9 +139,8 @@ TEST_P(KillResume, ResumedCacheIsByteIdentical) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, KillResume, ::testing::Values(1, 2), [](const auto& info) {
-  return std::to_string(info.param) + "threads";
-});
+INSTANTIATE_TEST_SUITE_P(Threads, KillResume, ::testing::Values(1, 2),
+                         [](const auto& info) { return std::to_string(info.param) + "threads"; });
 
 TEST(TokenCache, ReadersBlockOnlyUntilTheirTokensExist) {
   TempDir t;

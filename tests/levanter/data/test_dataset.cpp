@@ -150,7 +150,9 @@ TEST(MixtureDataset, ApportionIsLargestRemainder) {
 
 TEST(MixtureDataset, ProportionsAreExactInEveryBlockAndIndicesAreDense) {
   std::vector<std::pair<std::string, std::shared_ptr<SequenceDataset>>> ds = {
-      {"a", std::make_shared<IotaDataset>(0, 1)}, {"b", std::make_shared<IotaDataset>(0, 1)}, {"c", std::make_shared<IotaDataset>(0, 1)}};
+      {"a", std::make_shared<IotaDataset>(0, 1)},
+      {"b", std::make_shared<IotaDataset>(0, 1)},
+      {"c", std::make_shared<IotaDataset>(0, 1)}};
   const int64_t B = 64;
   MixtureDataset mix(ds, {{0, {{"a", 0.5}, {"b", 0.3}, {"c", 0.2}}}}, B, 11);
   std::vector<int64_t> expect = MixtureDataset::apportion({0.5, 0.3, 0.2}, B);

@@ -118,7 +118,7 @@ TEST(DataDocuments, Utf8Validation) {
   EXPECT_TRUE(valid_utf8("plain \xe2\x82\xac \xf0\x9f\x98\x80"));
   EXPECT_FALSE(valid_utf8("ab\xff", &bad));
   EXPECT_EQ(bad, 2u);
-  EXPECT_FALSE(valid_utf8("\xc0\xaf", &bad));          // overlong
-  EXPECT_FALSE(valid_utf8("\xed\xa0\x80", &bad));      // surrogate
-  EXPECT_FALSE(valid_utf8("\xe2\x82", &bad));          // truncated
+  EXPECT_FALSE(valid_utf8("\xc0\xaf", &bad));      // overlong
+  EXPECT_FALSE(valid_utf8("\xed\xa0\x80", &bad));  // surrogate
+  EXPECT_FALSE(valid_utf8("\xe2\x82", &bad));      // truncated
 }

@@ -56,7 +56,8 @@ TEST(DataConfig, ParsesLevantersKeys) {
 
 TEST(DataConfig, MixtureWeightsAsMapOrSchedule) {
   DataConfig c = parse(
-      "configs:\n  kjv: {train_urls: [k.jsonl], validation_urls: [kv.jsonl]}\n  austen: {train_urls: [a.jsonl], cache_dir: /x}\n"
+      "configs:\n  kjv: {train_urls: [k.jsonl], validation_urls: [kv.jsonl]}\n  austen: {train_urls: [a.jsonl], "
+      "cache_dir: /x}\n"
       "train_weights: {kjv: 0.25, austen: 0.75}\nmixture_block_size: 64\n");
   ASSERT_TRUE(c.is_mixture());
   ASSERT_EQ(c.train_weights.stages.size(), 1u);
@@ -79,7 +80,8 @@ TEST(DataConfig, MixtureWeightsAsMapOrSchedule) {
     EXPECT_THAT(e.what(), HasSubstr("'b' is not a source under data.configs"));
   }
   EXPECT_THROW(parse("configs: {a: {train_urls: [a]}}\n").validate(), ConfigError);  // no weights
-  EXPECT_THROW(parse("configs: {a: {train_urls: [a]}}\ntrain_urls: [x]\ntrain_weights: {a: 1}\n").validate(), ConfigError);
+  EXPECT_THROW(parse("configs: {a: {train_urls: [a]}}\ntrain_urls: [x]\ntrain_weights: {a: 1}\n").validate(),
+               ConfigError);
 }
 
 TEST(DataConfig, HubDatasetsAreRefusedWithAReasonAndAnAlternative) {
@@ -129,8 +131,8 @@ TEST(TextData, CacheDirectoriesAndValidationSetNames) {
   DataConfig mix = parse("configs:\n  kjv: {train_urls: [\"" + t / "k/train.jsonl" + "\"], validation_urls: [\"" +
                          t / "k/val.jsonl" + "\"]}\n  austen: {train_urls: [\"" + t / "a/train.jsonl" +
                          "\"], validation_urls: [\"" + t / "a/val.jsonl" + "\"], cache_dir: \"" + t / "austen_cache" +
-                         "\"}\ntrain_weights: {kjv: 0.5, austen: 0.5}\nmixture_block_size: 8\ncache_dir: \"" + t / "cache" +
-                         "\"\nshuffle: true\n");
+                         "\"}\ntrain_weights: {kjv: 0.5, austen: 0.5}\nmixture_block_size: 8\ncache_dir: \"" +
+                         t / "cache" + "\"\nshuffle: true\n");
   TextData two(mix, byte_encoder());
   EXPECT_EQ(two.source_names(), (std::vector<std::string>{"austen", "kjv"}));
   EXPECT_EQ(two.cache_dir("kjv", Split::kValidation), t / "cache/kjv/validation");
@@ -198,8 +200,9 @@ TEST(CacheCommand, SigkillAndRerunGiveTheSameCache) {
   std::string tok = kSource + "/data/gpt2/tokenizer.json";
   if (!fs::exists(tok)) GTEST_SKIP() << "no bundled tokenizer";
   TempDir t;
-  write_text(t / "cfg.yaml", "data:\n  train_urls: [\"" + kSource + "/data/corpus/austen/validation.jsonl.gz\"]\n  tokenizer: \"" +
-                                 tok + "\"\n  cache_options: {chunk_documents: 1}\nmodel: {anything: 1}\n");
+  write_text(t / "cfg.yaml", "data:\n  train_urls: [\"" + kSource +
+                                 "/data/corpus/austen/validation.jsonl.gz\"]\n  tokenizer: \"" + tok +
+                                 "\"\n  cache_options: {chunk_documents: 1}\nmodel: {anything: 1}\n");
   auto run = [&](const std::string& cache_dir, bool kill) {
     pid_t pid = ::fork();
     if (pid == 0) {

@@ -80,7 +80,8 @@ void run_case(const Case& cs) {
   nn::StateDict sd = nn::to_state_dict(model);
   for (auto& [key, t] : sd) levanter::testing::write_npy((dir / "params" / (key + ".npy")).string(), hf(t, key));
   levanter::testing::write_npy((dir / "ids.npy").string(), ids.array());
-  std::string cmd = std::string(LEVANTER_PYTHON) + " " + std::string(LEVANTER_SOURCE_DIR) + "/tests/levanter/models/gpt2_reference.py " + dir.string();
+  std::string cmd = std::string(LEVANTER_PYTHON) + " " + std::string(LEVANTER_SOURCE_DIR) +
+                    "/tests/levanter/models/gpt2_reference.py " + dir.string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
   at::Tensor ref_logits = levanter::testing::read_npy((dir / "out" / "logits.npy").string());
@@ -116,7 +117,8 @@ TEST(Gpt2, ConfigAndAxes) {
   EXPECT_EQ(c.HeadSize(), haliax::Axis("head_size", 64));
   EXPECT_EQ(c.Mlp(), haliax::Axis("mlp", 3072));
   // GPT-2 small: ~6 * 124M params per token is the usual estimate for training; forward matmuls ~ 2 * N.
-  EXPECT_NEAR(c.flops_per_token(50257) / 1e6, 2 * 85.0 + 2 * 768 * 50257 / 1e6 + 12 * 2 * 2 * 1024 * 768 / 1e6 * 1.0, 30);
+  EXPECT_NEAR(c.flops_per_token(50257) / 1e6, 2 * 85.0 + 2 * 768 * 50257 / 1e6 + 12 * 2 * 2 * 1024 * 768 / 1e6 * 1.0,
+              30);
   Gpt2Config bad = c;
   bad.num_heads = 7;
   EXPECT_THROW(bad.validate(), std::invalid_argument);
@@ -138,5 +140,7 @@ TEST(Gpt2, ConfigAndAxes) {
   auto params = nn::named_parameters(m);
   EXPECT_EQ(params[0].first.path, "transformer.wte.weight");
   EXPECT_EQ(nn::to_state_dict(m)[2].first, "transformer.h.0.ln_1.weight");
-  EXPECT_EQ(nn::parameter_count(m), 50257 * 32 + 64 * 32 + 2 * (2 * 32 * 2 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32) + 64);
+  EXPECT_EQ(
+      nn::parameter_count(m),
+      50257 * 32 + 64 * 32 + 2 * (2 * 32 * 2 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32) + 64);
 }

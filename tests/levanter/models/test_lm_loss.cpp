@@ -43,12 +43,15 @@ Result grads(const NamedArray& loss, const Inputs& in) {
 }
 
 Result reference(const Inputs& in, const LossOptions& o, bool masked) {
-  NamedArray logits = hax::astype(hax::dot(in.hidden, in.head, "embed"), in.hidden.dtype() == at::kDouble ? at::kDouble : at::kFloat);
+  NamedArray logits =
+      hax::astype(hax::dot(in.hidden, in.head, "embed"), in.hidden.dtype() == at::kDouble ? at::kDouble : at::kFloat);
   return grads(next_token_loss(logits, in.ids, masked ? std::optional<NamedArray>(in.mask) : std::nullopt, o), in);
 }
 
 Result fused(const Inputs& in, const LossOptions& o, bool masked) {
-  return grads(fused_next_token_loss(in.hidden, in.head, in.ids, masked ? std::optional<NamedArray>(in.mask) : std::nullopt, o), in);
+  return grads(
+      fused_next_token_loss(in.hidden, in.head, in.ids, masked ? std::optional<NamedArray>(in.mask) : std::nullopt, o),
+      in);
 }
 
 void expect_close(const Result& a, const Result& b, double rtol, double atol) {
@@ -72,8 +75,9 @@ TEST(FusedNextTokenLoss, MatchesMaterialisedLogitsInDouble) {
           o.block_size = block;
           o.reduction = reduction;
           o.z_loss_weight = z;
-          SCOPED_TRACE("block " + std::to_string(block) + " sum " + std::to_string(reduction == hax::nn::Reduction::kSum) +
-                       " z " + std::to_string(z) + " masked " + std::to_string(masked));
+          SCOPED_TRACE("block " + std::to_string(block) + " sum " +
+                       std::to_string(reduction == hax::nn::Reduction::kSum) + " z " + std::to_string(z) + " masked " +
+                       std::to_string(masked));
           expect_close(fused(in, o, masked), reference(in, o, masked), 1e-10, 1e-12);
         }
       }
@@ -123,5 +127,6 @@ TEST(FusedNextTokenLoss, LmHeadMustBeVocabByEmbed) {
   Inputs in = make(at::kFloat);
   NamedArray wrong = hax::random::normal(hax::random::Key(5), {Vocab, Axis("embed", 9)});
   EXPECT_THAT([&] { fused_next_token_loss(in.hidden, wrong, in.ids); },
-              ::testing::ThrowsMessage<std::invalid_argument>(::testing::HasSubstr("lm_head must be (vocab, embed) with embed 8")));
+              ::testing::ThrowsMessage<std::invalid_argument>(
+                  ::testing::HasSubstr("lm_head must be (vocab, embed) with embed 8")));
 }

@@ -63,9 +63,9 @@ inline std::vector<ParamInfo> gpt2_like_infos() {
 // A small model with those paths; sizes are chosen to leave partial vectors and several 64Ki blocks.
 inline std::vector<std::pair<ParamInfo, at::Tensor>> small_model(uint64_t seed) {
   const int64_t V = 101, P = 17, E = 24, L = 2, M = 4 * 24;
-  std::vector<std::vector<int64_t>> shapes = {{V, E}, {P, E},     {L, E},     {L, E},    {L, E, 3 * E}, {L, 3 * E},
-                                              {L, E, E}, {L, E},  {L, E},     {L, E},    {L, E, M},     {L, M},
-                                              {L, M, E}, {L, E},  {E},        {E}};
+  std::vector<std::vector<int64_t>> shapes = {{V, E},    {P, E}, {L, E}, {L, E}, {L, E, 3 * E}, {L, 3 * E},
+                                              {L, E, E}, {L, E}, {L, E}, {L, E}, {L, E, M},     {L, M},
+                                              {L, M, E}, {L, E}, {E},    {E}};
   std::vector<std::pair<ParamInfo, at::Tensor>> out;
   auto infos = gpt2_like_infos();
   for (size_t i = 0; i < infos.size(); ++i) {

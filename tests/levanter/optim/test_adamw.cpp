@@ -84,8 +84,8 @@ void compare_with_torch(at::ScalarType grad_dtype) {
   Params initial = clone_params(params);
   AdamW opt(config, params);
 
-  fs::path dir = fs::temp_directory_path() / ("levanter_optim_torch_" + std::to_string(::getpid()) + "_" +
-                                              std::string(c10::toString(grad_dtype)));
+  fs::path dir = fs::temp_directory_path() /
+                 ("levanter_optim_torch_" + std::to_string(::getpid()) + "_" + std::string(c10::toString(grad_dtype)));
   fs::create_directories(dir);
   nlohmann::json spec;
   spec["shapes"] = nlohmann::json::array();
@@ -162,7 +162,8 @@ void compare_with_torch(at::ScalarType grad_dtype) {
 // Plain double-precision AdamW (optax's formulas) for one tensor.
 struct RefAdam {
   std::vector<double> p, m, v;
-  void step(const std::vector<double>& g, double lr, double b1, double b2, double eps, double wd, int t, bool nesterov) {
+  void step(const std::vector<double>& g, double lr, double b1, double b2, double eps, double wd, int t,
+            bool nesterov) {
     for (size_t i = 0; i < p.size(); ++i) {
       m[i] = (1 - b1) * g[i] + b1 * m[i];
       v[i] = (1 - b2) * g[i] * g[i] + b2 * v[i];

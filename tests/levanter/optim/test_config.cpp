@@ -14,7 +14,9 @@ using ::testing::HasSubstr;
 
 namespace {
 
-OptimizerConfig parse(const std::string& yaml) { return levanter::config::parse_string<OptimizerConfig>(yaml, "opt.yaml"); }
+OptimizerConfig parse(const std::string& yaml) {
+  return levanter::config::parse_string<OptimizerConfig>(yaml, "opt.yaml");
+}
 
 std::string error_of(const std::string& yaml) {
   try {
@@ -117,10 +119,29 @@ TEST(OptimConfig, DescribeListsEveryLevanterKey) {
   std::set<std::string> keys;
   for (const auto& r : rows) keys.insert(r.key);
   // Levanter's OptimizerConfig and AdamConfig fields (src/levanter/optim/config.py), plus the choice key.
-  for (const char* k : {"type", "learning_rate", "weight_decay", "min_lr_ratio", "warmup", "decay", "rewarmup",
-                        "cooldown", "cycle_length", "cycles", "lr_schedule", "haps", "weight_decay_modules",
-                        "default_weight_decay_mask", "beta1", "beta2", "epsilon", "max_grad_norm", "nesterov",
-                        "update_rms_clipping", "clip_update_norm", "skip_bad_steps", "adamc_weight_decay"}) {
+  for (const char* k : {"type",
+                        "learning_rate",
+                        "weight_decay",
+                        "min_lr_ratio",
+                        "warmup",
+                        "decay",
+                        "rewarmup",
+                        "cooldown",
+                        "cycle_length",
+                        "cycles",
+                        "lr_schedule",
+                        "haps",
+                        "weight_decay_modules",
+                        "default_weight_decay_mask",
+                        "beta1",
+                        "beta2",
+                        "epsilon",
+                        "max_grad_norm",
+                        "nesterov",
+                        "update_rms_clipping",
+                        "clip_update_norm",
+                        "skip_bad_steps",
+                        "adamc_weight_decay"}) {
     EXPECT_TRUE(keys.count(std::string("optimizer.") + k)) << k;
   }
 }
@@ -177,8 +198,10 @@ TEST(OptimMask, ModulesWithDefaultMask) {
   // Patterns decide first; what they do not match falls back to the default (no decay for norms, biases,
   // embeddings; decay otherwise).
   auto infos = optim_testing::gpt2_like_infos();
-  std::vector<std::string> got = decayed(parse("weight_decay_modules: [c_attn]\ndefault_weight_decay_mask: true\n"), infos);
-  EXPECT_EQ(got, (std::vector<std::string>{"transformer.blocks.attn.c_attn.weight", "transformer.blocks.attn.c_attn.bias",
-                                           "transformer.blocks.attn.c_proj.weight", "transformer.blocks.mlp.c_fc.weight",
-                                           "transformer.blocks.mlp.c_proj.weight"}));
+  std::vector<std::string> got =
+      decayed(parse("weight_decay_modules: [c_attn]\ndefault_weight_decay_mask: true\n"), infos);
+  EXPECT_EQ(got,
+            (std::vector<std::string>{"transformer.blocks.attn.c_attn.weight", "transformer.blocks.attn.c_attn.bias",
+                                      "transformer.blocks.attn.c_proj.weight", "transformer.blocks.mlp.c_fc.weight",
+                                      "transformer.blocks.mlp.c_proj.weight"}));
 }

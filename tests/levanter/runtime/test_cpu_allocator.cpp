@@ -88,8 +88,10 @@ TEST(CpuAllocator, ReusedMemoryComputesTheSameBits) {
   for (int i = 0; i < 4; ++i) {
     at::Tensor y = at::gelu(at::mm(x, w), "tanh").sum();
     y.backward();
-    if (i == 0) ref_grad = w.grad().clone();
-    else EXPECT_TRUE(at::equal(w.grad(), ref_grad)) << "iteration " << i;
+    if (i == 0)
+      ref_grad = w.grad().clone();
+    else
+      EXPECT_TRUE(at::equal(w.grad(), ref_grad)) << "iteration " << i;
     w.mutable_grad() = at::Tensor();
   }
   EXPECT_GT(rt::cpu_allocator_stats().cache_hits, 0u);

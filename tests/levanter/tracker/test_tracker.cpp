@@ -35,7 +35,9 @@ struct Recorder : Tracker {
   std::vector<std::string>* log_;
   std::string name_;
   Recorder(std::vector<std::string>* log, std::string name) : log_(log), name_(std::move(name)) {}
-  void log_hyperparameters(const Metrics& m) override { log_->push_back(name_ + " hparams " + std::to_string(m.size())); }
+  void log_hyperparameters(const Metrics& m) override {
+    log_->push_back(name_ + " hparams " + std::to_string(m.size()));
+  }
   void log(const Metrics& m, int64_t step) override { log_->push_back(name_ + " log " + std::to_string(step)); }
   void log_summary(const Metrics& m) override { log_->push_back(name_ + " summary"); }
   void finish() override { log_->push_back(name_ + " finish"); }
@@ -48,7 +50,9 @@ TEST(Tracker, JsonLoggerWritesOneRowPerStepWithExactValues) {
   const float loss = 6.61523008f;  // not representable in a short decimal: its bits must survive
   {
     std::unique_ptr<Tracker> t = make_tracker(TrackerConfig{}, dir.string());
-    t->log({{"train/loss", loss}, {"train/learning_rate", 6e-4}, {"throughput/total_tokens", int64_t{2048}},
+    t->log({{"train/loss", loss},
+            {"train/learning_rate", 6e-4},
+            {"throughput/total_tokens", int64_t{2048}},
             {"note", std::string("x")}},
            3);
     t->finish();

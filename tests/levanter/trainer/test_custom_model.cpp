@@ -104,16 +104,17 @@ class CustomModelTest : public ::testing::Test {
 
   levanter::trainer::TrainLmConfig config(const std::string& id) {
     fs::path f = root_ / "tiny.yaml";
-    std::ofstream(f) << "data:\n  train_urls: [\"" << kCorpus << "\"]\n  validation_urls: [\"" << kCorpus
-                     << "\"]\n  cache_dir: " << (root_ / "cache").string()
-                     << "\nmodel:\n  type: test_tiny\n  hidden_dim: 8\n  seq_len: 16\n  dropout: 0.1\n"
-                        "trainer:\n  seed: 5\n  num_train_steps: 7\n  train_batch_size: 4\n  per_device_parallelism: 2\n"
-                        "  steps_per_eval: 100\n  max_eval_batches: 1\n  num_threads: 2\n  peak_flops: 1e9\n"
-                        "  id: "
-                     << id << "\n  log_dir: " << (root_ / "logs").string()
-                     << "\n  checkpointer:\n    base_path: " << (root_ / "ckpt").string()
-                     << "\n    save_interval: 0s\n    keep: [{every: 3}]\n"
-                        "optimizer:\n  learning_rate: 1e-2\n  warmup: 2\n";
+    std::ofstream(f)
+        << "data:\n  train_urls: [\"" << kCorpus << "\"]\n  validation_urls: [\"" << kCorpus
+        << "\"]\n  cache_dir: " << (root_ / "cache").string()
+        << "\nmodel:\n  type: test_tiny\n  hidden_dim: 8\n  seq_len: 16\n  dropout: 0.1\n"
+           "trainer:\n  seed: 5\n  num_train_steps: 7\n  train_batch_size: 4\n  per_device_parallelism: 2\n"
+           "  steps_per_eval: 100\n  max_eval_batches: 1\n  num_threads: 2\n  peak_flops: 1e9\n"
+           "  id: "
+        << id << "\n  log_dir: " << (root_ / "logs").string()
+        << "\n  checkpointer:\n    base_path: " << (root_ / "ckpt").string()
+        << "\n    save_interval: 0s\n    keep: [{every: 3}]\n"
+           "optimizer:\n  learning_rate: 1e-2\n  warmup: 2\n";
     return levanter::trainer::load_train_config(f.string(), {});
   }
 

@@ -3,8 +3,8 @@
 // step, exactly the same loss bits as a run that was never interrupted. Runs the real CLI in subprocesses.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <sys/wait.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdlib>
 #include <filesystem>
@@ -39,10 +39,10 @@ fs::path make_config(const fs::path& dir) {
 
 // Runs `levanter train` with the given LEVANTER_FAULT (empty: none); returns the wait status.
 int run_train(const fs::path& config, const fs::path& work, const std::string& fault) {
-  std::string cmd = "cd '" + work.string() + "' && " + (fault.empty() ? "" : "LEVANTER_FAULT=" + fault + " ") + kBinary +
-                    " train --quiet --config '" + config.string() + "' --trainer.log_dir '" + (work / "logs").string() +
-                    "' --trainer.checkpointer.base_path '" + (work / "ckpt").string() + "' > '" +
-                    (work / "out.txt").string() + "' 2>&1";
+  std::string cmd = "cd '" + work.string() + "' && " + (fault.empty() ? "" : "LEVANTER_FAULT=" + fault + " ") +
+                    kBinary + " train --quiet --config '" + config.string() + "' --trainer.log_dir '" +
+                    (work / "logs").string() + "' --trainer.checkpointer.base_path '" + (work / "ckpt").string() +
+                    "' > '" + (work / "out.txt").string() + "' 2>&1";
   return std::system(cmd.c_str());
 }
 

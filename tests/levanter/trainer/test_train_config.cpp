@@ -109,8 +109,9 @@ TEST(TrainConfig, OurReadyConfigsLoad) {
 }
 
 TEST(TrainConfig, OverridesWinOverTheFile) {
-  TrainLmConfig c = load_in_source("config/gpt2_nano.yaml",
-                                   {"--trainer.num_train_steps", "7", "--optimizer.learning_rate=1e-3", "--model.num_layers", "2"});
+  TrainLmConfig c =
+      load_in_source("config/gpt2_nano.yaml",
+                     {"--trainer.num_train_steps", "7", "--optimizer.learning_rate=1e-3", "--model.num_layers", "2"});
   EXPECT_EQ(c.trainer.num_train_steps, 7);
   EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 1e-3);
   EXPECT_EQ(c.model.as<levanter::models::Gpt2Config>().num_layers, 2);
@@ -139,9 +140,11 @@ TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
   std::string e = error_of(std::string(kData) + "trainer:\n  model_averaging:\n    type: ema\n");
   EXPECT_THAT(e, HasSubstr("trainer.model_averaging is not supported by levanter-cpp"));
   EXPECT_THAT(error_of(std::string(kData) + "hf_save_path: /tmp/x\n"), HasSubstr("hf_save_path is not supported"));
-  EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: llama\n"), HasSubstr("model type 'llama' is not implemented; valid: gpt2"));
+  EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: llama\n"),
+              HasSubstr("model type 'llama' is not implemented; valid: gpt2"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));
-  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"), HasSubstr("wandb needs network access"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"),
+              HasSubstr("wandb needs network access"));
 }
 
 TEST(TrainConfig, ValidationNamesTheKey) {
@@ -149,7 +152,8 @@ TEST(TrainConfig, ValidationNamesTheKey) {
               HasSubstr("trainer.per_device_parallelism: 4 does not divide train_batch_size 6"));
   EXPECT_THAT(error_of(std::string(kData) + "model:\n  hidden_dim: 10\n  num_heads: 3\n"),
               HasSubstr("model.num_heads: hidden_dim (10) must be divisible by num_heads (3)"));
-  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  mp: p=f32,c=float16\n"), HasSubstr("float16 is not supported"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  mp: p=f32,c=float16\n"),
+              HasSubstr("float16 is not supported"));
   EXPECT_THAT(error_of(std::string(kData) + "z_loss_weight: -1\n"), HasSubstr("z_loss_weight: must be >= 0"));
 }
 
@@ -171,10 +175,10 @@ TEST(TrainConfig, ConfigReferenceListsEveryKey) {
   auto rows = levanter::trainer::describe_train_config();
   std::vector<std::string> keys;
   for (const auto& r : rows) keys.push_back(r.key);
-  for (const char* k : {"data.train_urls", "data.cache_dir", "data.tokenizer", "model.hidden_dim", "model.upcast_attn",
-                        "trainer.mp", "trainer.checkpointer.save_interval", "trainer.checkpointer.keep",
-                        "trainer.per_device_parallelism", "optimizer.learning_rate", "optimizer.max_grad_norm",
-                        "optimizer.lr_schedule", "z_loss_weight"}) {
+  for (const char* k :
+       {"data.train_urls", "data.cache_dir", "data.tokenizer", "model.hidden_dim", "model.upcast_attn", "trainer.mp",
+        "trainer.checkpointer.save_interval", "trainer.checkpointer.keep", "trainer.per_device_parallelism",
+        "optimizer.learning_rate", "optimizer.max_grad_norm", "optimizer.lr_schedule", "z_loss_weight"}) {
     EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
   }
 }

@@ -31,9 +31,8 @@ const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/aus
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("levanter_trainer_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = fs::temp_directory_path() / ("levanter_trainer_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
     fs::create_directories(root_);
   }
@@ -111,7 +110,8 @@ TEST_F(TrainerTest, MetricsHaveLevantersNamesAndExactLossBits) {
   EXPECT_EQ(eval_rows[0]["step"].get<int64_t>(), 2);
   EXPECT_EQ(eval_rows[1]["step"].get<int64_t>(), 4);
   for (const auto& e : eval_rows) {
-    EXPECT_NEAR(e["eval/perplexity"].get<double>(), std::exp(e["eval/loss"].get<double>()), 1e-9 * e["eval/perplexity"].get<double>());
+    EXPECT_NEAR(e["eval/perplexity"].get<double>(), std::exp(e["eval/loss"].get<double>()),
+                1e-9 * e["eval/perplexity"].get<double>());
   }
   ASSERT_EQ(r.eval.size(), 1u);
   EXPECT_DOUBLE_EQ(eval_rows[1]["eval/loss"].get<double>(), r.eval.at("").loss);
@@ -132,7 +132,8 @@ TEST_F(TrainerTest, BitsPerByteCountTheBytesOfThePredictedText) {
   for (int64_t i = 0; i < batches.num_batches(); ++i) {
     levanter::data::TokenBatch b = batches.batch(i);
     for (int64_t s = 0; s < b.batch_size; ++s) {
-      std::vector<levanter::data::TokenId> targets(b.tokens.begin() + s * b.seq_len + 1, b.tokens.begin() + (s + 1) * b.seq_len);
+      std::vector<levanter::data::TokenId> targets(b.tokens.begin() + s * b.seq_len + 1,
+                                                   b.tokens.begin() + (s + 1) * b.seq_len);
       bytes += static_cast<int64_t>(data.tokenizer()->decode(targets, skip).size());
       tokens += static_cast<int64_t>(targets.size());
     }
@@ -263,7 +264,8 @@ TEST_F(TrainerTest, RunRecordHoldsWhatReproducesTheRun) {
 
 TEST_F(TrainerTest, CrashOnNanNamesTheStepAndWhatToTry) {
   // A learning rate of 1e30 sends the weights to infinity after the first update.
-  TrainLmConfig c = config({"--optimizer.learning_rate", "1e30", "--optimizer.warmup", "0", "--optimizer.max_grad_norm", "null"});
+  TrainLmConfig c =
+      config({"--optimizer.learning_rate", "1e30", "--optimizer.warmup", "0", "--optimizer.max_grad_norm", "null"});
   try {
     train(c);
     FAIL() << "expected a NaN/Inf error";

@@ -162,8 +162,10 @@ struct CacheBuilder::Impl {
         cache->on_failure(error);
       }
     } else if (error.empty()) {
-      cache->on_failure(killed.load() ? dir + ": the cache build was killed (simulated); resume it by opening the cache again"
-                                      : dir + ": the cache build was stopped before it finished; resume it by opening the cache again");
+      cache->on_failure(
+          killed.load()
+              ? dir + ": the cache build was killed (simulated); resume it by opening the cache again"
+              : dir + ": the cache build was stopped before it finished; resume it by opening the cache again");
     }
     {
       std::lock_guard<std::mutex> lock(state_mu);
@@ -484,7 +486,8 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
       impl->tokens += l->tokens;
       impl->bad_lines += l->bad_lines;
     } else {
-      if (l && options.log_warnings) std::cerr << "warning: " << dir << ": restarting shard " << i << " (" << path << " changed)\n";
+      if (l && options.log_warnings)
+        std::cerr << "warning: " << dir << ": restarting shard " << i << " (" << path << " changed)\n";
       reset_shard(dir, i);
       ShardLedger fresh;
       fresh.source = {path, info.size, info.mtime_ns, ""};
@@ -515,7 +518,8 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
 
 std::shared_ptr<TokenCache> build_or_load_cache(const std::string& dir, const std::vector<std::string>& files,
                                                 const DocumentEncoder& encoder, const CacheBuildOptions& options) {
-  return runtime::rethrow_io_errors_as<DataError>([&] { return build_or_load_cache_unchecked(dir, files, encoder, options); });
+  return runtime::rethrow_io_errors_as<DataError>(
+      [&] { return build_or_load_cache_unchecked(dir, files, encoder, options); });
 }
 
 }  // namespace levanter::data

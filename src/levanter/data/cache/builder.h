@@ -43,12 +43,12 @@ struct DocumentEncoder {
 };
 
 struct CacheBuildOptions {
-  int num_threads = 0;               // 0: the number of hardware threads
-  int64_t chunk_documents = 1024;    // a commit every this many documents...
-  int64_t chunk_bytes = 16 << 20;    // ...or this many bytes of input text, whichever comes first
-  bool skip_bad_lines = false;       // skip (and count) bad lines instead of failing
-  bool rebuild = false;              // discard a cache that was made differently or from other files
-  bool log_warnings = true;          // print skipped lines and resumptions to stderr
+  int num_threads = 0;             // 0: the number of hardware threads
+  int64_t chunk_documents = 1024;  // a commit every this many documents...
+  int64_t chunk_bytes = 16 << 20;  // ...or this many bytes of input text, whichever comes first
+  bool skip_bad_lines = false;     // skip (and count) bad lines instead of failing
+  bool rebuild = false;            // discard a cache that was made differently or from other files
+  bool log_warnings = true;        // print skipped lines and resumptions to stderr
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;
@@ -60,7 +60,7 @@ struct CacheBuildProgress {
   int64_t bytes_read_this_run = 0;
   size_t shards_finished = 0, shards_total = 0;
   double elapsed_seconds = 0;
-  bool done = false;    // finished, failed or stopped
+  bool done = false;  // finished, failed or stopped
   bool failed = false;
 };
 

@@ -76,7 +76,8 @@ std::string Processing::difference(const Processing& wanted) const {
 
 std::string ShardLedger::to_json() const {
   json j{{"format_version", format_version},
-         {"source", json{{"path", source.path}, {"size", source.size}, {"mtime_ns", source.mtime_ns}, {"hash", source.hash}}},
+         {"source",
+          json{{"path", source.path}, {"size", source.size}, {"mtime_ns", source.mtime_ns}, {"hash", source.hash}}},
          {"rows", rows},
          {"tokens", tokens},
          {"lines", lines},
@@ -144,20 +145,28 @@ std::string shard_dir(const std::string& cache_dir, size_t shard) {
   std::snprintf(buf, sizeof(buf), "%05zu", shard);
   return cache_dir + "/" + buf;
 }
-std::string ledger_path(const std::string& cache_dir, size_t shard) { return shard_dir(cache_dir, shard) + "/ledger.json"; }
-std::string tokens_path(const std::string& cache_dir, size_t shard) { return shard_dir(cache_dir, shard) + "/tokens.i32"; }
-std::string offsets_path(const std::string& cache_dir, size_t shard) { return shard_dir(cache_dir, shard) + "/offsets.i64"; }
+std::string ledger_path(const std::string& cache_dir, size_t shard) {
+  return shard_dir(cache_dir, shard) + "/ledger.json";
+}
+std::string tokens_path(const std::string& cache_dir, size_t shard) {
+  return shard_dir(cache_dir, shard) + "/tokens.i32";
+}
+std::string offsets_path(const std::string& cache_dir, size_t shard) {
+  return shard_dir(cache_dir, shard) + "/offsets.i64";
+}
 
 std::optional<ShardLedger> read_ledger(const std::string& cache_dir, size_t shard) {
   std::string p = ledger_path(cache_dir, shard);
   if (!file_exists(p)) return std::nullopt;
-  return ShardLedger::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }), p);
+  return ShardLedger::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }),
+                                p);
 }
 
 std::optional<CacheManifest> read_manifest(const std::string& cache_dir) {
   std::string p = manifest_path(cache_dir);
   if (!file_exists(p)) return std::nullopt;
-  return CacheManifest::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }), p);
+  return CacheManifest::from_json(runtime::rethrow_io_errors_as<DataError>([&] { return runtime::read_small_file(p); }),
+                                  p);
 }
 
 }  // namespace levanter::data

@@ -32,18 +32,18 @@ struct Processing {
   std::string tokenizer;              // a name for messages: "gpt2", a path, "test"
   std::string tokenizer_fingerprint;  // "sha256:..." of the tokenizer's canonical form
   std::string text_key = "text";
-  std::optional<int32_t> bos_id;      // prepended to every document when set
-  std::optional<int32_t> eos_id;      // appended to every document when set
+  std::optional<int32_t> bos_id;  // prepended to every document when set
+  std::optional<int32_t> eos_id;  // appended to every document when set
   bool operator==(const Processing& o) const;
   // Why `this` (what a cache holds) differs from `wanted` (what the config asks for), or "" if equal.
   std::string difference(const Processing& wanted) const;
 };
 
 struct SourceFile {
-  std::string path;      // as the URL expanded
+  std::string path;  // as the URL expanded
   int64_t size = 0;
   int64_t mtime_ns = 0;
-  std::string hash;      // ContentHash hex of the raw bytes; set when the shard is finished
+  std::string hash;  // ContentHash hex of the raw bytes; set when the shard is finished
 };
 
 struct ShardLedger {

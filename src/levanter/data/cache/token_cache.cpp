@@ -33,14 +33,17 @@ void read_committed(const runtime::File& f, void* buf, size_t n, uint64_t offset
 
 std::shared_ptr<TokenCache> TokenCache::open(const std::string& dir, const std::optional<Processing>& expected) {
   std::optional<CacheManifest> m = read_manifest(dir);
-  if (!m) throw DataError(dir + ": no token cache here (no manifest.json); build it with `levanter cache --config ...`");
+  if (!m)
+    throw DataError(dir + ": no token cache here (no manifest.json); build it with `levanter cache --config ...`");
   if (m->format_version != kCacheFormatVersion) {
-    throw DataError(dir + ": the cache has format version " + std::to_string(m->format_version) + ", this build reads " +
-                    std::to_string(kCacheFormatVersion) + "; rebuild it (data.rebuild_cache: true, or levanter cache --rebuild)");
+    throw DataError(dir + ": the cache has format version " + std::to_string(m->format_version) +
+                    ", this build reads " + std::to_string(kCacheFormatVersion) +
+                    "; rebuild it (data.rebuild_cache: true, or levanter cache --rebuild)");
   }
   if (expected && !(m->processing == *expected)) {
-    throw DataError(dir + ": refusing to use this cache: " + m->processing.difference(*expected) +
-                    ". Set data.rebuild_cache: true (or pass --rebuild to levanter cache) to rebuild it, or use another cache_dir");
+    throw DataError(
+        dir + ": refusing to use this cache: " + m->processing.difference(*expected) +
+        ". Set data.rebuild_cache: true (or pass --rebuild to levanter cache) to rebuild it, or use another cache_dir");
   }
   auto cache = std::make_shared<TokenCache>(dir, std::move(*m));
   std::lock_guard<std::mutex> lock(cache->mu_);
@@ -216,12 +219,15 @@ void TokenCache::read_tokens(int64_t start, int64_t n, int32_t* out) {
       throw std::out_of_range(dir_ + ": tokens [" + std::to_string(start) + ", " + std::to_string(end) +
                               ") lie past the end of the cache (" + std::to_string(token_start_[num]) + " tokens)");
     }
-    size_t k = static_cast<size_t>(std::upper_bound(token_start_.begin(), token_start_.end(), start) - token_start_.begin()) - 1;
+    size_t k =
+        static_cast<size_t>(std::upper_bound(token_start_.begin(), token_start_.end(), start) - token_start_.begin()) -
+        1;
     int64_t pos = start;
     while (pos < end) {
       while (token_start_[k + 1] <= pos) ++k;  // skip empty shards
       int64_t take = std::min(end, token_start_[k + 1]) - pos;
-      std::memcpy(out + (pos - start), files_[k].tokens_map + (pos - token_start_[k]), static_cast<size_t>(take) * sizeof(int32_t));
+      std::memcpy(out + (pos - start), files_[k].tokens_map + (pos - token_start_[k]),
+                  static_cast<size_t>(take) * sizeof(int32_t));
       pos += take;
     }
     return;
@@ -237,7 +243,8 @@ void TokenCache::read_tokens(int64_t start, int64_t n, int32_t* out) {
     }
     int64_t pos = start;
     size_t k = static_cast<size_t>(std::upper_bound(token_start_.begin(), token_start_.begin() + prefix_ + 1, start) -
-                                   token_start_.begin()) - 1;
+                                   token_start_.begin()) -
+               1;
     while (pos < end) {
       int64_t shard_start = token_start_[k];
       int64_t shard_end = shard_start + shards_[k].tokens;
@@ -267,7 +274,9 @@ std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
       throw std::out_of_range(dir_ + ": document " + std::to_string(row) + " lies past the end of the cache (" +
                               std::to_string(rows_available_locked()) + " documents)");
     }
-    k = static_cast<size_t>(std::upper_bound(row_start_.begin(), row_start_.begin() + prefix_ + 1, row) - row_start_.begin()) - 1;
+    k = static_cast<size_t>(std::upper_bound(row_start_.begin(), row_start_.begin() + prefix_ + 1, row) -
+                            row_start_.begin()) -
+        1;
     while (row - row_start_[k] >= shards_[k].rows) ++k;  // skip empty shards
     local = row - row_start_[k];
     base = token_start_[k];

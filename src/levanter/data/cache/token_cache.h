@@ -35,7 +35,8 @@ class TokenCache {
   // Opens an existing cache for reading; it may be complete or being built (by any process). DataError if
   // there is none, if its format version differs, or if `expected` is given and the cache was processed
   // differently (another tokenizer, text key, BOS/EOS).
-  static std::shared_ptr<TokenCache> open(const std::string& dir, const std::optional<Processing>& expected = std::nullopt);
+  static std::shared_ptr<TokenCache> open(const std::string& dir,
+                                          const std::optional<Processing>& expected = std::nullopt);
   ~TokenCache();
   TokenCache(const TokenCache&) = delete;
   TokenCache& operator=(const TokenCache&) = delete;

@@ -72,7 +72,9 @@ class MergeTable {
   static std::uint64_t make_key(Id l, Id r) {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32) | static_cast<std::uint32_t>(r);
   }
-  std::size_t slot(std::uint64_t key) const { return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::size_t slot(std::uint64_t key) const {
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
   std::vector<Entry> entries_;
   std::size_t mask_ = 0, size_ = 0;
   int shift_ = 64;
@@ -128,9 +130,9 @@ struct BpeModel {
   bool has_unk = false;
   Id unk_id = -1;  // -1 when unk_token is not in the vocabulary (an error if it is ever needed, as in HF)
   bool fuse_unk = false, byte_fallback = false, ignore_merges = false;
-  std::string prefix, suffix;  // continuing_subword_prefix, end_of_word_suffix
-  Id byte_fallback_ids[256];   // id of "<0xAB>", or -1
-  Id byte_level_ids[256];      // id of the ByteLevel character of each byte, or -1
+  std::string prefix, suffix;    // continuing_subword_prefix, end_of_word_suffix
+  Id byte_fallback_ids[256];     // id of "<0xAB>", or -1
+  Id byte_level_ids[256];        // id of the ByteLevel character of each byte, or -1
   bool byte_level_fast = false;  // all 256 byte-level ids exist and prefix/suffix are empty
 
   // Call once vocab, merges and options are set.

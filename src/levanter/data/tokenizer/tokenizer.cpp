@@ -17,7 +17,9 @@ namespace detail {
 
 // ---- AddedMatcher ------------------------------------------------------------------------------------------
 
-void AddedMatcher::add(std::string pattern, int token_index) { patterns_.emplace_back(std::move(pattern), token_index); }
+void AddedMatcher::add(std::string pattern, int token_index) {
+  patterns_.emplace_back(std::move(pattern), token_index);
+}
 
 void AddedMatcher::finish() {
   by_first_byte_.assign(256, {});
@@ -28,7 +30,8 @@ void AddedMatcher::finish() {
     by_first_byte_[b].push_back(static_cast<int>(i));
   }
   for (auto& v : by_first_byte_)
-    std::stable_sort(v.begin(), v.end(), [&](int a, int b) { return patterns_[a].first.size() > patterns_[b].first.size(); });
+    std::stable_sort(v.begin(), v.end(),
+                     [&](int a, int b) { return patterns_[a].first.size() > patterns_[b].first.size(); });
 }
 
 int AddedMatcher::find(std::string_view s, std::size_t from, std::size_t* begin, std::size_t* end) const {
@@ -321,7 +324,8 @@ void apply_step(const PreTokenizerStep& s, Piece& p, Emit&& emit) {
   // Metaspace
   replace_all(p, " ", s.replacement);
   bool has = starts_with(p.text, s.replacement);
-  if ((s.scheme == PrependScheme::kAlways && !has) || (s.scheme == PrependScheme::kFirst && !has && p.original_start() == 0))
+  if ((s.scheme == PrependScheme::kAlways && !has) ||
+      (s.scheme == PrependScheme::kFirst && !has && p.original_start() == 0))
     prepend(p, s.replacement);
   if (!s.split) {
     if (!p.text.empty()) emit(std::size_t{0}, p.text.size());
@@ -361,7 +365,8 @@ void Tokenizer::Impl::pre_tokenize_and_model(Piece&& piece, EncodeState& st, Out
   cur.push_back(std::move(piece));
   for (std::size_t k = 0; k + 1 < pre_tokenizer.size(); ++k) {
     next.clear();
-    for (Piece& p : cur) apply_step(pre_tokenizer[k], p, [&](std::size_t b, std::size_t e) { next.push_back(slice(p, b, e)); });
+    for (Piece& p : cur)
+      apply_step(pre_tokenizer[k], p, [&](std::size_t b, std::size_t e) { next.push_back(slice(p, b, e)); });
     cur.swap(next);
   }
   const bool want_offsets = out.offsets != nullptr;
@@ -579,7 +584,8 @@ std::string Tokenizer::Impl::decode(const TokenId* ids, std::size_t n, const Dec
           const std::string& c = d.content;
           std::size_t b = 0, e = t.size();
           for (int k = 0; k < d.start && e - b >= c.size() && t.compare(b, c.size(), c) == 0; ++k) b += c.size();
-          for (int k = 0; k < d.stop && e - b >= c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++k) e -= c.size();
+          for (int k = 0; k < d.stop && e - b >= c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++k)
+            e -= c.size();
           t = t.substr(b, e - b);
         }
         break;
@@ -629,7 +635,8 @@ namespace {
 // Documents are claimed 8 at a time by the caller and the compute pool's workers; each result goes to its
 // own slot, so the output does not depend on who encoded what.
 template <class Texts>
-std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const Texts& texts, int num_threads, bool add) {
+std::vector<std::vector<TokenId>> encode_many(const Tokenizer::Impl& impl, const Texts& texts, int num_threads,
+                                              bool add) {
   const std::size_t n = texts.size();
   std::vector<std::vector<TokenId>> result(n);
   std::vector<std::exception_ptr> errors(n);

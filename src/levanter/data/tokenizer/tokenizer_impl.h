@@ -170,7 +170,6 @@ class WorkerStates {
   std::vector<std::unique_ptr<EncodeState>> states_;
 };
 
-
 // A piece of transformed text (general path): bytes and, for each byte, the original range it came from.
 struct Piece {
   std::string text;

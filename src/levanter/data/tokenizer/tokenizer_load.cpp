@@ -82,7 +82,8 @@ class Loader {
     const json& m = root.at("model");
     std::string type = m.contains("type") ? get_string(m, "type", "model") : (m.contains("merges") ? "BPE" : "");
     if (type != "BPE") unsupported("model", type.empty() ? "(none)" : type, "BPE");
-    if (m.contains("dropout") && !m.at("dropout").is_null() && !(m.at("dropout").is_number() && m.at("dropout").get<double>() == 0.0))
+    if (m.contains("dropout") && !m.at("dropout").is_null() &&
+        !(m.at("dropout").is_number() && m.at("dropout").get<double>() == 0.0))
       fail("BPE dropout is not supported (it makes tokenization random); set \"dropout\": null");
     BpeModel& b = impl_.bpe;
     b.has_unk = m.contains("unk_token") && !m.at("unk_token").is_null();
@@ -97,7 +98,8 @@ class Loader {
     const json& vocab = m.at("vocab");
     b.vocab.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 || it.value().get<std::int64_t>() > INT32_MAX)
+      if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
+          it.value().get<std::int64_t>() > INT32_MAX)
         fail("model.vocab: id of '" + it.key() + "' must be a non-negative integer");
       auto id = static_cast<Id>(it.value().get<std::int64_t>());
       b.vocab.insert(it.key(), id);
@@ -118,7 +120,8 @@ class Loader {
       if (mg.is_string()) {  // "a b" (older files)
         const std::string& s = mg.get_ref<const std::string&>();
         std::size_t sp = s.find(' ');
-        if (sp == std::string::npos) fail("model.merges[" + std::to_string(rank) + "]: \"" + s + "\" is not \"left right\"");
+        if (sp == std::string::npos)
+          fail("model.merges[" + std::to_string(rank) + "]: \"" + s + "\" is not \"left right\"");
         left = s.substr(0, sp);
         right = s.substr(sp + 1);
       } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {  // ["a", "b"]
@@ -141,14 +144,17 @@ class Loader {
   void load_normalizer(const json& n) {
     std::string type = type_of(n, "normalizer");
     if (type == "Sequence") {
-      if (!n.contains("normalizers") || !n.at("normalizers").is_array()) fail("normalizer Sequence: missing \"normalizers\"");
+      if (!n.contains("normalizers") || !n.at("normalizers").is_array())
+        fail("normalizer Sequence: missing \"normalizers\"");
       for (const json& sub : n.at("normalizers")) load_normalizer(sub);
     } else if (type == "Prepend") {
-      impl_.normalizer.push_back({NormalizerStep::kPrepend, "", get_string(n, "prepend", "normalizer Prepend", "", true)});
+      impl_.normalizer.push_back(
+          {NormalizerStep::kPrepend, "", get_string(n, "prepend", "normalizer Prepend", "", true)});
     } else if (type == "Replace") {
       std::string pattern = string_pattern(n, "normalizer Replace");
       if (pattern.empty()) fail("normalizer Replace: empty pattern");
-      impl_.normalizer.push_back({NormalizerStep::kReplace, pattern, get_string(n, "content", "normalizer Replace", "", true)});
+      impl_.normalizer.push_back(
+          {NormalizerStep::kReplace, pattern, get_string(n, "content", "normalizer Replace", "", true)});
     } else {
       unsupported("normalizer", type, "Sequence, Prepend, Replace with a String pattern");
     }
@@ -159,7 +165,8 @@ class Loader {
     if (!impl_.pre_tokenizer.empty() && impl_.pre_tokenizer.back().kind == PreTokenizerStep::kByteLevel)
       fail("pre_tokenizer: ByteLevel must be the last pre-tokenizer of a Sequence");
     if (type == "Sequence") {
-      if (!p.contains("pretokenizers") || !p.at("pretokenizers").is_array()) fail("pre_tokenizer Sequence: missing \"pretokenizers\"");
+      if (!p.contains("pretokenizers") || !p.at("pretokenizers").is_array())
+        fail("pre_tokenizer Sequence: missing \"pretokenizers\"");
       for (const json& sub : p.at("pretokenizers")) load_pre_tokenizer(sub);
     } else if (type == "ByteLevel") {
       PreTokenizerStep s{PreTokenizerStep::kByteLevel};
@@ -179,7 +186,8 @@ class Loader {
 
   // Returns the ids of a template's special token by name.
   std::vector<TokenId> template_special(const json& specials, const std::string& name) const {
-    if (!specials.is_object() || !specials.contains(name)) fail("post_processor: special token '" + name + "' is not defined");
+    if (!specials.is_object() || !specials.contains(name))
+      fail("post_processor: special token '" + name + "' is not defined");
     const json& s = specials.at(name);
     if (!s.contains("ids") || !s.at("ids").is_array()) fail("post_processor: special token '" + name + "' has no ids");
     std::vector<TokenId> ids;
@@ -199,12 +207,14 @@ class Loader {
   void load_post_processor(const json& p) {
     std::string type = type_of(p, "post_processor");
     if (type == "Sequence") {
-      if (!p.contains("processors") || !p.at("processors").is_array()) fail("post_processor Sequence: missing \"processors\"");
+      if (!p.contains("processors") || !p.at("processors").is_array())
+        fail("post_processor Sequence: missing \"processors\"");
       for (const json& sub : p.at("processors")) load_post_processor(sub);
     } else if (type == "ByteLevel") {
       // Changes offsets only (trim_offsets); ids are unchanged.
     } else if (type == "TemplateProcessing") {
-      if (!p.contains("single") || !p.at("single").is_array()) fail("post_processor TemplateProcessing: missing \"single\"");
+      if (!p.contains("single") || !p.at("single").is_array())
+        fail("post_processor TemplateProcessing: missing \"single\"");
       std::vector<std::vector<TokenId>> items;
       bool seen_sequence = false;
       for (const json& item : p.at("single")) {
@@ -215,8 +225,9 @@ class Loader {
           seen_sequence = true;
           items.emplace_back();
         } else if (item.contains("SpecialToken")) {
-          auto ids = template_special(p.contains("special_tokens") ? p.at("special_tokens") : json(),
-                                      get_string(item.at("SpecialToken"), "id", "TemplateProcessing SpecialToken", "", true));
+          auto ids =
+              template_special(p.contains("special_tokens") ? p.at("special_tokens") : json(),
+                               get_string(item.at("SpecialToken"), "id", "TemplateProcessing SpecialToken", "", true));
           if (ids.empty()) fail("post_processor TemplateProcessing: a special token with no ids");
           items.push_back(ids);
         } else {
@@ -269,7 +280,8 @@ class Loader {
       s.start = count("start");
       s.stop = count("stop");
     } else {
-      unsupported("decoder", type, "ByteLevel, Metaspace, Replace with a String pattern, ByteFallback, Fuse, Strip, Sequence");
+      unsupported("decoder", type,
+                  "ByteLevel, Metaspace, Replace with a String pattern, ByteFallback, Fuse, Strip, Sequence");
     }
     impl_.decoders.push_back(s);
   }
@@ -278,7 +290,8 @@ class Loader {
     if (is_null(root, "added_tokens")) return;
     if (!root.at("added_tokens").is_array()) fail("\"added_tokens\" must be an array");
     for (const json& t : root.at("added_tokens")) {
-      if (!t.is_object() || !t.contains("id") || !t.at("id").is_number_integer()) fail("added_tokens: each needs an integer \"id\"");
+      if (!t.is_object() || !t.contains("id") || !t.at("id").is_number_integer())
+        fail("added_tokens: each needs an integer \"id\"");
       AddedToken a;
       a.content = get_string(t, "content", "added_tokens", "", true);
       a.id = t.at("id").get<TokenId>();
@@ -347,28 +360,45 @@ class Loader {
       if (b.has_id[id]) vocab.push_back(json::array({b.id_to_token[id], id}));
     json merges = json::array();
     for (const auto& [l, r] : canon_merges_) merges.push_back(json::array({l, r}));
-    json model = {{"type", "BPE"},          {"vocab", vocab},           {"merges", merges},
-                  {"unk_token", b.has_unk ? json(b.unk_token) : json()}, {"fuse_unk", b.fuse_unk},
-                  {"byte_fallback", b.byte_fallback}, {"ignore_merges", b.ignore_merges},
-                  {"continuing_subword_prefix", b.prefix}, {"end_of_word_suffix", b.suffix}};
+    json model = {{"type", "BPE"},
+                  {"vocab", vocab},
+                  {"merges", merges},
+                  {"unk_token", b.has_unk ? json(b.unk_token) : json()},
+                  {"fuse_unk", b.fuse_unk},
+                  {"byte_fallback", b.byte_fallback},
+                  {"ignore_merges", b.ignore_merges},
+                  {"continuing_subword_prefix", b.prefix},
+                  {"end_of_word_suffix", b.suffix}};
     json added = json::array();
     for (const AddedToken& a : impl_.added)
-      added.push_back({{"id", a.id}, {"content", a.content}, {"special", a.special}, {"normalized", a.normalized},
-                       {"lstrip", a.lstrip}, {"rstrip", a.rstrip}, {"single_word", a.single_word}});
+      added.push_back({{"id", a.id},
+                       {"content", a.content},
+                       {"special", a.special},
+                       {"normalized", a.normalized},
+                       {"lstrip", a.lstrip},
+                       {"rstrip", a.rstrip},
+                       {"single_word", a.single_word}});
     json norm = json::array();
     for (const NormalizerStep& s : impl_.normalizer)
-      norm.push_back(s.kind == NormalizerStep::kPrepend ? json{{"Prepend", s.content}} : json{{"Replace", {s.pattern, s.content}}});
+      norm.push_back(s.kind == NormalizerStep::kPrepend ? json{{"Prepend", s.content}}
+                                                        : json{{"Replace", {s.pattern, s.content}}});
     json pre = json::array();
     for (const PreTokenizerStep& s : impl_.pre_tokenizer) {
       if (s.kind == PreTokenizerStep::kByteLevel)
         pre.push_back({{"ByteLevel", {{"add_prefix_space", s.add_prefix_space}, {"use_regex", s.use_regex}}}});
       else
-        pre.push_back({{"Metaspace", {{"replacement", s.replacement}, {"prepend_scheme", static_cast<int>(s.scheme)}, {"split", s.split}}}});
+        pre.push_back(
+            {{"Metaspace",
+              {{"replacement", s.replacement}, {"prepend_scheme", static_cast<int>(s.scheme)}, {"split", s.split}}}});
     }
     json dec = json::array();
     for (const DecoderStep& s : impl_.decoders)
-      dec.push_back({{"kind", static_cast<int>(s.kind)}, {"pattern", s.pattern}, {"content", s.content},
-                     {"scheme", static_cast<int>(s.scheme)}, {"start", s.start}, {"stop", s.stop}});
+      dec.push_back({{"kind", static_cast<int>(s.kind)},
+                     {"pattern", s.pattern},
+                     {"content", s.content},
+                     {"scheme", static_cast<int>(s.scheme)},
+                     {"start", s.start},
+                     {"stop", s.stop}});
     return {{"format", "levanter-cpp tokenizer canonical form 1"},
             {"model", model},
             {"added_tokens", added},
@@ -386,8 +416,10 @@ class Loader {
       fail(std::string("not valid JSON: ") + e.what());
     }
     if (!root.is_object()) fail("not a tokenizer.json (the top level is not an object)");
-    if (!is_null(root, "truncation")) fail("truncation is not supported; set \"truncation\": null (levanter packs sequences itself)");
-    if (!is_null(root, "padding")) fail("padding is not supported; set \"padding\": null (levanter packs sequences itself)");
+    if (!is_null(root, "truncation"))
+      fail("truncation is not supported; set \"truncation\": null (levanter packs sequences itself)");
+    if (!is_null(root, "padding"))
+      fail("padding is not supported; set \"padding\": null (levanter packs sequences itself)");
     load_model(root);
     if (!is_null(root, "normalizer")) load_normalizer(root.at("normalizer"));
     if (!is_null(root, "pre_tokenizer")) load_pre_tokenizer(root.at("pre_tokenizer"));
@@ -419,8 +451,16 @@ class Loader {
     impl_.description =
         "BPE vocab_size=" + std::to_string(impl_.vocab_size) + " merges=" + std::to_string(impl_.bpe.merges.size()) +
         " added_tokens=" + std::to_string(impl_.added.size()) + (impl_.bpe.byte_fallback ? " byte_fallback" : "") +
-        " normalizer=" + names(impl_.normalizer, [](const NormalizerStep& s) { return std::string(s.kind == NormalizerStep::kPrepend ? "Prepend" : "Replace"); }) +
-        " pre_tokenizer=" + names(impl_.pre_tokenizer, [](const PreTokenizerStep& s) { return std::string(s.kind == PreTokenizerStep::kByteLevel ? "ByteLevel" : "Metaspace"); }) +
+        " normalizer=" +
+        names(impl_.normalizer,
+              [](const NormalizerStep& s) {
+                return std::string(s.kind == NormalizerStep::kPrepend ? "Prepend" : "Replace");
+              }) +
+        " pre_tokenizer=" +
+        names(impl_.pre_tokenizer,
+              [](const PreTokenizerStep& s) {
+                return std::string(s.kind == PreTokenizerStep::kByteLevel ? "ByteLevel" : "Metaspace");
+              }) +
         (impl_.gpt2_fast ? " (gpt2 fast path)" : "") + " template=" + (impl_.has_template ? "yes" : "none");
   }
 

@@ -33,7 +33,9 @@ std::vector<OptKey> split_opt(const OptKey& key, int64_t n) {
 NamedArray apply_dropout(const nn::Dropout& d, const NamedArray& x, const OptKey& key) { return key ? d(x, key) : x; }
 
 // GPT-2 stores Linear weights (In, Out), as HF's Conv1D does.
-nn::LinearOptions conv1d(const Gpt2Config& c) { return nn::LinearOptions().set_use_bias(c.use_bias).set_out_first(false); }
+nn::LinearOptions conv1d(const Gpt2Config& c) {
+  return nn::LinearOptions().set_use_bias(c.use_bias).set_out_first(false);
+}
 nn::LayerNormOptions layer_norm(const Gpt2Config& c) {
   return nn::LayerNormOptions().set_eps(c.layer_norm_epsilon).set_use_bias(c.use_bias);
 }
@@ -50,7 +52,8 @@ void Gpt2Config::validate() const {
   if (num_layers <= 0) bad("num_layers", "must be positive, got " + std::to_string(num_layers));
   if (seq_len <= 0) bad("seq_len", "must be positive, got " + std::to_string(seq_len));
   if (mlp_scale <= 0) bad("mlp_scale", "must be positive, got " + std::to_string(mlp_scale));
-  for (auto [name, p] : {std::pair<const char*, double>{"embed_pdrop", embed_pdrop}, {"resid_pdrop", resid_pdrop},
+  for (auto [name, p] : {std::pair<const char*, double>{"embed_pdrop", embed_pdrop},
+                         {"resid_pdrop", resid_pdrop},
                          {"attn_pdrop", attn_pdrop}}) {
     if (p < 0 || p >= 1) bad(name, "must be in [0, 1), got " + std::to_string(p));
   }
@@ -66,7 +69,9 @@ void Gpt2Config::validate() const {
     static const char* backends[] = {"default", "jax_flash", "splash", "vanilla", "te", "nvte", "jax", "flash"};
     bool ok = false;
     for (const char* b : backends) ok = ok || *attn_backend == b;
-    if (!ok) bad("attn_backend", "unknown backend '" + *attn_backend + "' (Levanter's: default, jax_flash, splash, vanilla, te)");
+    if (!ok)
+      bad("attn_backend",
+          "unknown backend '" + *attn_backend + "' (Levanter's: default, jax_flash, splash, vanilla, te)");
   }
 }
 
@@ -126,21 +131,24 @@ NamedArray Gpt2Attention::operator()(const NamedArray& x, const NamedArray& mask
 Gpt2Mlp Gpt2Mlp::init(const Gpt2Config& c, const Key& key) {
   auto [k_fc, k_proj] = key.split2();
   return Gpt2Mlp{nn::Linear::init({c.Embed()}, {c.Mlp()}, k_fc, conv1d(c)),
-                 nn::Linear::init({c.Mlp()}, {c.Embed()}, k_proj, conv1d(c)), nn::activation_function(c.activation_function)};
+                 nn::Linear::init({c.Mlp()}, {c.Embed()}, k_proj, conv1d(c)),
+                 nn::activation_function(c.activation_function)};
 }
 
 Gpt2Block Gpt2Block::init(const Gpt2Config& c, const Key& key) {
   auto [k_attn, k_mlp] = key.split2();  // as Levanter
   return Gpt2Block{nn::LayerNorm::init({c.Embed()}, layer_norm(c)), Gpt2Attention::init(c, k_attn),
-                   nn::LayerNorm::init({c.Embed()}, layer_norm(c)), Gpt2Mlp::init(c, k_mlp), nn::Dropout{c.resid_pdrop}};
+                   nn::LayerNorm::init({c.Embed()}, layer_norm(c)), Gpt2Mlp::init(c, k_mlp),
+                   nn::Dropout{c.resid_pdrop}};
 }
 
-NamedArray Gpt2Block::operator()(const NamedArray& x, const NamedArray& mask, int64_t layer_idx, const OptKey& key) const {
+NamedArray Gpt2Block::operator()(const NamedArray& x, const NamedArray& mask, int64_t layer_idx,
+                                 const OptKey& key) const {
   auto k = split_opt(key, 4);  // k[2] is unused (Levanter's MLP takes a key it does not need)
-  NamedArray attn_output = attn(ln_1(x), mask, layer_idx, k[0]);   // 1. attention on the normalised input
-  NamedArray h = x + apply_dropout(resid_dropout, attn_output, k[1]);    // 2. residual
-  NamedArray ff_output = mlp(ln_2(h));                             // 3. MLP on the normalised sum
-  return h + apply_dropout(resid_dropout, ff_output, k[3]);              // 4. residual
+  NamedArray attn_output = attn(ln_1(x), mask, layer_idx, k[0]);       // 1. attention on the normalised input
+  NamedArray h = x + apply_dropout(resid_dropout, attn_output, k[1]);  // 2. residual
+  NamedArray ff_output = mlp(ln_2(h));                                 // 3. MLP on the normalised sum
+  return h + apply_dropout(resid_dropout, ff_output, k[3]);            // 4. residual
 }
 
 // --- embeddings, transformer, model ----------------------------------------------------------------------------
@@ -177,7 +185,10 @@ NamedArray Gpt2Transformer::operator()(const NamedArray& x, const NamedArray& ma
 }
 
 Gpt2LMHeadModel::Gpt2LMHeadModel(Gpt2Config config, Axis Vocab, Gpt2Embeddings embeddings, Gpt2Transformer transformer)
-    : config_(std::move(config)), vocab(std::move(Vocab)), embeddings(std::move(embeddings)), transformer(std::move(transformer)) {}
+    : config_(std::move(config)),
+      vocab(std::move(Vocab)),
+      embeddings(std::move(embeddings)),
+      transformer(std::move(transformer)) {}
 
 Gpt2LMHeadModel Gpt2LMHeadModel::init(const Axis& Vocab, const Gpt2Config& config, const Key& key) {
   config.validate();

@@ -57,7 +57,8 @@ struct Gpt2Config : LmConfigBase<Gpt2Config> {
     v("activation_function", activation_function, "MLP activation: gelu_new (tanh GELU), gelu, relu, silu, quick_gelu");
     v("scale_attn_by_inverse_layer_idx", scale_attn_by_inverse_layer_idx, "Mistral: divide queries by layer index + 1");
     v("upcast_attn", upcast_attn, "Mistral: compute attention scores and softmax in f32 under mixed precision");
-    v("gradient_checkpointing", gradient_checkpointing, "Recompute each block's activations in backward to save memory");
+    v("gradient_checkpointing", gradient_checkpointing,
+      "Recompute each block's activations in backward to save memory");
     v("use_bias", use_bias, "Biases in Linear and LayerNorm layers");
     v("attn_backend", attn_backend,
       "Levanter attention backend (default, jax_flash, splash, vanilla, ...): all compute the same; recorded only");
@@ -109,8 +110,8 @@ struct Gpt2Attention {
 
 // x (..., embed) -> act(x . c_fc) . c_proj (..., embed).
 struct Gpt2Mlp {
-  hax::nn::Linear c_fc;    // embed -> mlp
-  hax::nn::Linear c_proj;  // mlp -> embed
+  hax::nn::Linear c_fc;                       // embed -> mlp
+  hax::nn::Linear c_proj;                     // mlp -> embed
   hax::nn::ActivationFunction act = nullptr;  // resolved from activation_function at init
 
   static Gpt2Mlp init(const Gpt2Config& config, const hax::random::Key& key);

@@ -41,7 +41,8 @@ TEST(Bpe, ScanAndHeapAgree) {
   ASSERT_TRUE(m.byte_level_fast);
   std::vector<std::string> words;
   for (const std::string& t : testing::read_texts(testing::source_path("tests/data/austen/validation.jsonl.gz"))) {
-    for (std::size_t i = 0; i + 64 <= t.size() && words.size() < 3000; i += 61) words.push_back(t.substr(i, 1 + i % 63));
+    for (std::size_t i = 0; i + 64 <= t.size() && words.size() < 3000; i += 61)
+      words.push_back(t.substr(i, 1 + i % 63));
   }
   std::mt19937 rng(1234);
   const std::string alphabet = "aeiou tnsrhl'.,\n";

@@ -29,11 +29,11 @@ TEST(Gpt2Split, FollowsTheRegex) {
   EXPECT_EQ(pre_tokens("I'm don't"), (V{"I", "'m", " don", "'t"}));
   EXPECT_EQ(pre_tokens("we've you're he'll she'd it's"),
             (V{"we", "'ve", " you", "'re", " he", "'ll", " she", "'d", " it", "'s"}));
-  EXPECT_EQ(pre_tokens("IT'S"), (V{"IT", "'", "S"}));  // case-sensitive contractions
-  EXPECT_EQ(pre_tokens(" 's ?'s"), (V{" '", "s", " ?'", "s"}));  // no contraction inside a punctuation run
+  EXPECT_EQ(pre_tokens("IT'S"), (V{"IT", "'", "S"}));                    // case-sensitive contractions
+  EXPECT_EQ(pre_tokens(" 's ?'s"), (V{" '", "s", " ?'", "s"}));          // no contraction inside a punctuation run
   EXPECT_EQ(pre_tokens("Hello   world"), (V{"Hello", "  ", " world"}));  // \s+(?!\S) gives one space back
   EXPECT_EQ(pre_tokens("\n\n\nword"), (V{"\n\n", "\n", "word"}));
-  EXPECT_EQ(pre_tokens("word  \t "), (V{"word", "  \t "}));  // trailing whitespace stays together
+  EXPECT_EQ(pre_tokens("word  \t "), (V{"word", "  \t "}));    // trailing whitespace stays together
   EXPECT_EQ(pre_tokens("a\u0085b"), (V{"a", "\u0085", "b"}));  // U+0085 is White_Space
   EXPECT_EQ(pre_tokens("x\ufeffy"), (V{"x", "\ufeff", "y"}));  // U+FEFF is not
   EXPECT_EQ(pre_tokens("a \u00a0b"), (V{"a", " ", "\u00a0", "b"}));
@@ -53,9 +53,13 @@ TEST(Gpt2Split, EveryCodePointHasHuggingFacesClass) {
     unsigned first, last;
     char cls;
     ASSERT_EQ(std::sscanf(std::string(line).c_str(), "%X %X %c", &first, &last, &cls), 3) << line;
-    const unicode::CharClass want = cls == 'L' ? unicode::kLetter : cls == 'N' ? unicode::kNumber : cls == 'S' ? unicode::kSpace : unicode::kOther;
+    const unicode::CharClass want = cls == 'L'   ? unicode::kLetter
+                                    : cls == 'N' ? unicode::kNumber
+                                    : cls == 'S' ? unicode::kSpace
+                                                 : unicode::kOther;
     for (char32_t cp = first; cp <= last; ++cp, ++checked) {
-      if (unicode::char_class(cp) != want && wrong++ < 10) ADD_FAILURE() << "U+" << std::hex << cp << " should be " << cls;
+      if (unicode::char_class(cp) != want && wrong++ < 10)
+        ADD_FAILURE() << "U+" << std::hex << cp << " should be " << cls;
     }
   }
   EXPECT_EQ(checked, 0x110000u - 0x800u);  // all but the surrogates
@@ -88,7 +92,8 @@ TEST(Gpt2Tokenizer, TrickyStringsMatchHuggingFace) {
     EXPECT_EQ(tok.decode(tok.encode(texts[i])), texts[i]);
     DecodeOptions hf;
     hf.replace_invalid_utf8 = true;
-    EXPECT_EQ(tok.decode(refs[i].at("ids").get<std::vector<TokenId>>(), hf), refs[i].at("decoded_plain").get<std::string>());
+    EXPECT_EQ(tok.decode(refs[i].at("ids").get<std::vector<TokenId>>(), hf),
+              refs[i].at("decoded_plain").get<std::string>());
   }
 }
 
@@ -226,7 +231,8 @@ TEST(Gpt2Tokenizer, FingerprintIsCanonical) {
   EXPECT_EQ(tok.fingerprint().size(), 7u + 64u);
   nlohmann::json legacy = nlohmann::json::parse(testing::read_file(source_path("data/gpt2/tokenizer.json")));
   nlohmann::json merges = nlohmann::json::array();
-  for (const auto& m : legacy["model"]["merges"]) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  for (const auto& m : legacy["model"]["merges"])
+    merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
   legacy["model"]["merges"] = merges;
   Tokenizer same = Tokenizer::from_json(legacy.dump(2));
   EXPECT_EQ(same.fingerprint(), tok.fingerprint());

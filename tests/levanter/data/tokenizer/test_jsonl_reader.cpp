@@ -17,8 +17,9 @@ namespace fs = std::filesystem;
 class JsonlReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("levanter_jsonl_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                                        "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("levanter_jsonl_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -69,7 +70,8 @@ TEST_F(JsonlReaderTest, MultiMemberGzip) {
     b->commit();
   }
   std::ifstream a(path("a.gz"), std::ios::binary), b(path("b.gz"), std::ios::binary);
-  std::string both = std::string(std::istreambuf_iterator<char>(a), {}) + std::string(std::istreambuf_iterator<char>(b), {});
+  std::string both =
+      std::string(std::istreambuf_iterator<char>(a), {}) + std::string(std::istreambuf_iterator<char>(b), {});
   write_raw("both.gz", both);
   EXPECT_EQ(lines("both.gz"), (std::vector<std::string>{"one", "two", "three"}));
 }
@@ -126,8 +128,10 @@ TEST_F(JsonlReaderTest, TextRecordsAndErrors) {
   EXPECT_NE(error_of("[1, 2]").find("f.jsonl:7: expected a JSON object"), std::string::npos);
   EXPECT_NE(error_of("{\"txt\": \"x\"}").find("f.jsonl:7: no field \"text\""), std::string::npos);
   EXPECT_NE(error_of("{\"text\": 3}").find("f.jsonl:7: field \"text\" is number"), std::string::npos);
-  EXPECT_NE(error_of("{\"text\": \"a\xFF\"}").find("f.jsonl:7: invalid UTF-8 (byte 0xFF at column 12)"), std::string::npos);
-  EXPECT_NE(error_of("{\"text\": \"\\ud800\"}").find("f.jsonl:7: malformed JSON"), std::string::npos);  // lone surrogate
+  EXPECT_NE(error_of("{\"text\": \"a\xFF\"}").find("f.jsonl:7: invalid UTF-8 (byte 0xFF at column 12)"),
+            std::string::npos);
+  EXPECT_NE(error_of("{\"text\": \"\\ud800\"}").find("f.jsonl:7: malformed JSON"),
+            std::string::npos);  // lone surrogate
 }
 
 TEST_F(JsonlReaderTest, WriterIsAtomic) {

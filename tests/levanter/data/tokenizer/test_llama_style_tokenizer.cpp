@@ -30,7 +30,8 @@ Tokenizer load_variant(const std::string& name) {
   if (name == "llama_legacy_normalized") base = "tests/data/tokenizer/llama_legacy.json";
   if (base.empty()) return Tokenizer::from_file(source_path("tests/data/tokenizer/" + name + ".json"));
   nlohmann::json j = nlohmann::json::parse(read_file(source_path(base)));
-  nlohmann::json overlay = nlohmann::json::parse(read_file(source_path("tests/data/tokenizer/" + name + ".overlay.json")));
+  nlohmann::json overlay =
+      nlohmann::json::parse(read_file(source_path("tests/data/tokenizer/" + name + ".overlay.json")));
   for (auto it = overlay.begin(); it != overlay.end(); ++it) j[it.key()] = it.value();
   return Tokenizer::from_json(j.dump(), name);
 }

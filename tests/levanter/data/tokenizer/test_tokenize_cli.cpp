@@ -21,7 +21,8 @@ class TokenizeCli : public ::testing::Test {
   void SetUp() override {
     binary_ = std::string(LEVANTER_BINARY_DIR) + "/levanter";
     if (!fs::exists(binary_)) GTEST_SKIP() << binary_ << " is not built";
-    dir_ = fs::temp_directory_path() / ("levanter_tokenize_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    dir_ = fs::temp_directory_path() /
+           ("levanter_tokenize_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -36,7 +37,9 @@ class TokenizeCli : public ::testing::Test {
     err_ = read_file(path("stderr.txt"));
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   }
-  void write(const std::string& name, const std::string& data) const { std::ofstream(path(name), std::ios::binary) << data; }
+  void write(const std::string& name, const std::string& data) const {
+    std::ofstream(path(name), std::ios::binary) << data;
+  }
   std::string binary_, err_;
   fs::path dir_;
 };
@@ -47,12 +50,15 @@ TEST_F(TokenizeCli, MatchesReferenceIdsWithEveryCompressionAndThreadCount) {
   ASSERT_EQ(run(in + " " + path("out.jsonl.gz") + " --threads 2"), 0) << err_;
   EXPECT_NE(err_.find("tokenize: 62 documents, 54051 tokens"), std::string::npos) << err_;
   EXPECT_EQ(read_jsonl(path("out.jsonl.gz")), refs);
-  ASSERT_EQ(run(in + " " + path("out1.jsonl") + " --threads 1 --tokenizer " + source_path("data/gpt2/tokenizer.json")), 0) << err_;
+  ASSERT_EQ(run(in + " " + path("out1.jsonl") + " --threads 1 --tokenizer " + source_path("data/gpt2/tokenizer.json")),
+            0)
+      << err_;
   EXPECT_EQ(read_jsonl(path("out1.jsonl")), refs);
   ASSERT_EQ(run(in + " " + path("out.jsonl.zst")), 0) << err_;
   EXPECT_EQ(read_jsonl(path("out.jsonl.zst")), refs);
   // stdin and stdout
-  std::string cmd = "gzip -dc " + in + " | " + binary_ + " tokenize - - --threads 2 > " + path("piped.jsonl") + " 2>/dev/null";
+  std::string cmd =
+      "gzip -dc " + in + " | " + binary_ + " tokenize - - --threads 2 > " + path("piped.jsonl") + " 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_EQ(read_file(path("piped.jsonl")), read_file(path("out1.jsonl")));
 }
@@ -94,7 +100,8 @@ TEST_F(TokenizeCli, SkipBadLines) {
   write("mixed.jsonl", "{\"text\": \"Hello\"}\nnot json\n{\"txt\": 1}\n{\"text\": \" world\"}\n");
   ASSERT_EQ(run(path("mixed.jsonl") + " " + path("out.jsonl") + " --skip-bad-lines"), 0) << err_;
   EXPECT_EQ(read_file(path("out.jsonl")), "{\"ids\":[15496]}\n{\"ids\":[995]}\n");
-  EXPECT_NE(err_.find("skipped 2 bad lines (first: " + path("mixed.jsonl") + ":2: malformed JSON"), std::string::npos) << err_;
+  EXPECT_NE(err_.find("skipped 2 bad lines (first: " + path("mixed.jsonl") + ":2: malformed JSON"), std::string::npos)
+      << err_;
 }
 
 }  // namespace

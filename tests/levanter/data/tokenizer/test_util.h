@@ -13,7 +13,9 @@
 
 namespace levanter::data::testing {
 
-inline std::string source_path(const std::string& relative) { return std::string(LEVANTER_SOURCE_DIR) + "/" + relative; }
+inline std::string source_path(const std::string& relative) {
+  return std::string(LEVANTER_SOURCE_DIR) + "/" + relative;
+}
 
 inline const Tokenizer& gpt2() {
   static const Tokenizer tok = Tokenizer::from_file(source_path("data/gpt2/tokenizer.json"));
