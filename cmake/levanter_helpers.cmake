@@ -21,21 +21,28 @@ function(levanter_use_aten_pch target)
 endfunction()
 
 # One GoogleTest binary per test folder: fewer links against libtorch than one per file.
-# levanter_add_test_suite(name dir LIBS...): LIBS are the project libraries the suite tests (haliax's suite
-# links haliax alone, so it cannot depend on levanter).
+# levanter_add_test_suite(name dir LIBS... [LABELS labels...]): LIBS are the project libraries the suite tests
+# (haliax's suite links haliax alone, so it cannot depend on levanter); LABELS are CTest labels of every test
+# (`ctest -L interop` runs the tests against outside tools).
 function(levanter_add_test_suite name dir)
+  cmake_parse_arguments(S "" "" "LABELS" ${ARGN})
   file(GLOB_RECURSE _srcs CONFIGURE_DEPENDS ${dir}/*.cpp)
   if(NOT _srcs)
     return()
   endif()
   add_executable(${name} ${_srcs})
-  target_link_libraries(${name} PRIVATE ${ARGN} GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE ${S_UNPARSED_ARGUMENTS} GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE LEVANTER_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                              LEVANTER_BINARY_DIR="${PROJECT_BINARY_DIR}"
-                             LEVANTER_PYTHON="${LEVANTER_PYTHON}")
+                             LEVANTER_PYTHON="${LEVANTER_PYTHON}"
+                             LEVANTER_INTEROP_PYTHON="${PROJECT_SOURCE_DIR}/.venv/interop/bin/python")
   levanter_target_defaults(${name})
   levanter_use_aten_pch(${name})
+  set(_labels ${name})
+  if(S_LABELS)
+    list(APPEND _labels ${S_LABELS})
+  endif()
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-                       PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+                       PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS "${_labels}")
 endfunction()

@@ -2,7 +2,11 @@
 
 #include <ATen/ATen.h>
 
+#include "levanter/models/hf_adapter.h"
+
 namespace levanter::models {
+
+std::unique_ptr<HfAdapter> LmConfig::hf_adapter() const { return nullptr; }
 
 hax::NamedArray LmHeadModel::logits(const hax::NamedArray& input_ids, const ForwardOptions& options) const {
   return hax::dot(activations(input_ids, options), lm_head(), hax::AxisSelection(Embed()));

@@ -29,6 +29,7 @@ struct ForwardOptions {
 };
 
 class LmHeadModel;
+class HfAdapter;
 
 // A model family's configuration: the keys under `model:` besides `type`.
 class LmConfig {
@@ -47,6 +48,8 @@ class LmConfig {
   virtual std::optional<int64_t> loss_block_size() const { return std::nullopt; }
   // Throws std::invalid_argument naming the key: "model.num_heads: ...".
   virtual void validate() const = 0;
+  // The mapping to and from Hugging Face transformers (hf_adapter.h), or null if the family has none.
+  virtual std::unique_ptr<HfAdapter> hf_adapter() const;
   // A freshly initialised model (Levanter's init) with vocabulary Vocab.
   virtual std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const = 0;
   virtual std::unique_ptr<LmConfig> clone() const = 0;

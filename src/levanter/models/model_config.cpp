@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "levanter/models/gpt2/gpt2.h"
+#include "levanter/models/hf_adapter.h"
 
 namespace levanter::models {
 
@@ -68,6 +69,14 @@ std::unique_ptr<LmConfig> default_model_config(const std::string& type) {
   }
   if (!make) throw std::invalid_argument("model type '" + type + "' is not implemented; valid: " + type_list());
   return make();
+}
+
+std::unique_ptr<HfAdapter> hf_adapter_for_hf_type(const std::string& hf_model_type) {
+  for (const std::string& type : model_types()) {
+    std::unique_ptr<HfAdapter> a = default_model_config(type)->hf_adapter();
+    if (a && a->hf_model_type() == hf_model_type) return a;
+  }
+  return nullptr;
 }
 
 ModelConfig::ModelConfig() : config_(default_model_config("gpt2")) {}

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "levanter/compat/hf/hf_checkpoint.h"
+
 namespace levanter::trainer {
 
 using config::ConfigError;
@@ -114,12 +116,7 @@ void TrainerConfig::validate() const {
 
 template <typename V>
 void TrainLmConfig::unsupported(V& v) {
-  v.rejected("initialize_from_hf", "Hugging Face checkpoint import");
-  v.rejected("use_hf_model_config", "Hugging Face checkpoint import");
-  v.rejected("hf_save_path", "Hugging Face checkpoint export");
   v.rejected("hf_upload", "Hugging Face hub upload (no network)");
-  v.ignored("hf_save_steps", "Hugging Face export is not available");
-  v.ignored("hf_save_dtype", "Hugging Face export is not available");
   v.rejected("initialize_from_checkpoint_path", "use trainer.initialize_from");
   v.rejected("epoch", "data epochs are automatic (the permutation changes each epoch)");
   v.rejected("eval_harness", "lm-evaluation-harness");
@@ -136,10 +133,38 @@ void TrainLmConfig::validate() const {
     throw ConfigError(e.what());
   }
   if (z_loss_weight < 0) throw ConfigError("z_loss_weight: must be >= 0");
+  if (initialize_from_hf && *initialize_from_hf == "true") {
+    throw ConfigError(
+        "initialize_from_hf: true means the model's default checkpoint on the Hugging Face hub, which "
+        "needs the network; download it and give its directory");
+  }
+  if (initialize_from_hf && trainer.initialize_from) {
+    throw ConfigError("initialize_from_hf and trainer.initialize_from are both set: start from one of them");
+  }
+  if (use_hf_model_config && !initialize_from_hf) {
+    throw ConfigError("use_hf_model_config: true needs initialize_from_hf (the directory whose config.json to use)");
+  }
+  if (hf_save_steps <= 0) throw ConfigError("hf_save_steps: must be positive, got " + std::to_string(hf_save_steps));
+  if (hf_save_dtype && *hf_save_dtype != "f32" && *hf_save_dtype != "float32" && *hf_save_dtype != "bfloat16" &&
+      *hf_save_dtype != "bf16") {
+    throw ConfigError("hf_save_dtype: '" + *hf_save_dtype + "' is not f32 or bfloat16");
+  }
 }
 
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
   TrainLmConfig c = config::load<TrainLmConfig>(file, overrides);
+  // Levanter's initialize_from_hf is `false` or a name; `false` (or empty) means off.
+  if (c.initialize_from_hf && (c.initialize_from_hf->empty() || *c.initialize_from_hf == "false")) {
+    c.initialize_from_hf.reset();
+  }
+  if (c.use_hf_model_config && c.initialize_from_hf) {
+    try {
+      c.model =
+          models::ModelConfig(compat::hf::config_from_dir(compat::hf::read_model_dir(*c.initialize_from_hf, false)));
+    } catch (const std::exception& e) {
+      throw ConfigError(std::string("use_hf_model_config: ") + e.what());
+    }
+  }
   c.validate();
   return c;
 }

@@ -118,6 +118,12 @@ struct TrainLmConfig {
   optim::OptimizerConfig optimizer;
   double z_loss_weight = 0.0;
   std::optional<int64_t> data_seed;
+  // Hugging Face interop (Levanter's keys).
+  std::optional<std::string> initialize_from_hf;
+  bool use_hf_model_config = false;
+  std::optional<std::string> hf_save_path;
+  int64_t hf_save_steps = 10000;
+  std::optional<std::string> hf_save_dtype;
 
   template <typename V>
   void fields(V& v) {
@@ -127,6 +133,15 @@ struct TrainLmConfig {
     v("optimizer", optimizer, "Optimizer and learning-rate schedule");
     v("z_loss_weight", z_loss_weight, "Weight of the z-loss (logsumexp^2) added to the loss");
     v("data_seed", data_seed, "Seed of the data order (default: trainer.seed)");
+    v("initialize_from_hf", initialize_from_hf,
+      "Start from the weights of this Hugging Face model directory (config.json + safetensors); a resumed "
+      "checkpoint takes precedence. Hub names need the network: download first, then give the directory");
+    v("use_hf_model_config", use_hf_model_config,
+      "Take the model config from initialize_from_hf's config.json instead of the model section");
+    v("hf_save_path", hf_save_path,
+      "Export a Hugging Face model directory every hf_save_steps steps to <hf_save_path>/<run id>/step-N");
+    v("hf_save_steps", hf_save_steps, "Steps between Hugging Face exports (with hf_save_path)");
+    v("hf_save_dtype", hf_save_dtype, "dtype of the exported weights: f32 (default) or bfloat16");
     unsupported(v);
   }
   template <typename V>

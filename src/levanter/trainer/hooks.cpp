@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "levanter/checkpoint/checkpointer.h"
+#include "levanter/compat/hf/hf_checkpoint.h"
 #include "levanter/optim/adamw.h"
 #include "levanter/runtime/fault.h"
 #include "levanter/runtime/format.h"
@@ -103,6 +104,21 @@ void CheckpointHook::after_step(const StepInfo& info, TrainerState& state) {
 void CheckpointHook::at_end(TrainerState& state) {
   if (auto p = checkpointer_.on_run_end(state.step, checkpoint_groups(state), metadata_(state))) last_checkpoint_ = p;
   if (!last_checkpoint_) last_checkpoint_ = checkpointer_.latest();
+}
+
+void HfExportHook::at_end(TrainerState& state) {
+  if (last_saved_ != state.step) save(state);
+}
+
+void HfExportHook::save(TrainerState& state) {
+  compat::hf::ExportOptions o;
+  o.output = base_ + "/step-" + std::to_string(state.step);
+  o.dtype = dtype_;
+  o.tokenizer_path = tokenizer_path_;
+  o.overwrite = true;
+  compat::hf::export_model(*state.model, o);
+  last_saved_ = state.step;
+  if (progress_) std::fprintf(stderr, "exported a Hugging Face model directory to %s\n", o.output.c_str());
 }
 
 void FaultHook::before_update(const StepInfo& info, const TrainerState&) {

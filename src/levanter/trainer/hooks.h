@@ -6,6 +6,7 @@
 //   ProgressHook     the console progress line every trainer.log_every steps
 //   EvalHook         evaluation every trainer.steps_per_eval steps and at the end
 //   CheckpointHook   checkpoints as trainer.checkpointer's policy says, and at the end
+//   HfExportHook     Hugging Face model directories (hf_save_path, every hf_save_steps and at the end)
 //   FaultHook        LEVANTER_FAULT=train_step_mid:<step> / train_step_end:<step> (crash tests)
 #pragma once
 
@@ -100,6 +101,23 @@ class CheckpointHook : public Hook {
   checkpoint::Checkpointer& checkpointer_;
   std::function<nlohmann::json(const TrainerState&)> metadata_;
   std::optional<std::string>& last_checkpoint_;
+};
+
+// hf_save_path / hf_save_steps: a Hugging Face model directory every `every` steps and at the end, at
+// <hf_save_path>/<run id>/step-N (replacing one left by an earlier attempt of the same step).
+class HfExportHook : public Hook {
+ public:
+  HfExportHook(std::string base, std::string tokenizer_path, std::optional<at::ScalarType> dtype, bool progress)
+      : base_(std::move(base)), tokenizer_path_(std::move(tokenizer_path)), dtype_(dtype), progress_(progress) {}
+  void after_step(const StepInfo& info, TrainerState& state) override { save(state); }
+  void at_end(TrainerState& state) override;
+
+ private:
+  void save(TrainerState& state);
+  std::string base_, tokenizer_path_;
+  std::optional<at::ScalarType> dtype_;
+  bool progress_;
+  int64_t last_saved_ = -1;
 };
 
 class FaultHook : public Hook {

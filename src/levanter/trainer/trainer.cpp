@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "levanter/checkpoint/checkpoint.h"
 #include "levanter/checkpoint/checkpointer.h"
+#include "levanter/compat/hf/hf_checkpoint.h"
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
@@ -100,8 +102,10 @@ struct Trainer::Impl {
 
   eval::Evaluator& get_evaluator();
   nlohmann::json checkpoint_metadata(const TrainerState& state) const;
-  std::optional<checkpoint::Checkpoint> resume_checkpoint() const;
+  bool from_initialize_from = false;  // the state came from trainer.initialize_from, not this run's checkpoints
+  std::optional<checkpoint::Checkpoint> resume_checkpoint();
   void restore(TrainerState& state, const checkpoint::Checkpoint& c) const;
+  void restore_optimizer(TrainerState& state, const checkpoint::Checkpoint& c) const;
   float forward_backward(TrainerState& state, const data::TokenBatch& batch) const;
   optim::StepStats update(TrainerState& state, double learning_rate) const;
   void announce(const TrainerState& state) const;
@@ -128,7 +132,7 @@ nlohmann::json Trainer::Impl::checkpoint_metadata(const TrainerState& state) con
   return md;
 }
 
-std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() const {
+std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() {
   const TrainerConfig& tc = config.trainer;
   std::optional<checkpoint::Checkpoint> c;
   if (tc.load_checkpoint.value_or(true)) {
@@ -138,8 +142,23 @@ std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() const {
                                paths.checkpoint_base);
     }
   }
-  if (!c && tc.initialize_from) c = checkpoint::load_checkpoint(*tc.initialize_from);
+  if (!c && tc.initialize_from) {
+    c = checkpoint::load_checkpoint(*tc.initialize_from);
+    from_initialize_from = true;
+  }
   return c;
+}
+
+// The optimizer state of a resumed run must be there; a checkpoint given as trainer.initialize_from may hold
+// parameters only (levanter import), and the optimizer then starts fresh.
+void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Checkpoint& c) const {
+  const bool has = std::any_of(c.groups.begin(), c.groups.end(), [](const auto& g) { return g.first == "opt_state"; });
+  if (!has && from_initialize_from) {
+    if (options.progress)
+      std::fprintf(stderr, "%s holds no optimizer state: the optimizer starts fresh\n", c.path.c_str());
+    return;
+  }
+  state.optimizer->load_state_dict(c.group("opt_state"));
 }
 
 void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c) const {
@@ -228,6 +247,16 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
            tc.steps_per_eval);
   add_hook(std::make_shared<CheckpointHook>(
       *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint));
+  if (I.config.hf_save_path) {
+    std::optional<at::ScalarType> dtype;
+    if (I.config.hf_save_dtype && (*I.config.hf_save_dtype == "bfloat16" || *I.config.hf_save_dtype == "bf16")) {
+      dtype = at::kBFloat16;
+    }
+    add_hook(std::make_shared<HfExportHook>((fs::path(*I.config.hf_save_path) / I.paths.run_id).string(),
+                                            data::resolve_tokenizer_path(I.config.data.tokenizer), dtype,
+                                            I.options.progress),
+             I.config.hf_save_steps);
+  }
   add_hook(std::make_shared<FaultHook>());
 }
 
@@ -260,10 +289,15 @@ TrainerState Trainer::initial_state() {
   state.model = I.config.model->build(I.Vocab, keys[2]);
   if (tc.mp.param != at::kFloat) state.model = models::cast_floating(*state.model, tc.mp.param);
   std::optional<checkpoint::Checkpoint> resumed = I.resume_checkpoint();
-  if (resumed) I.restore(state, *resumed);
+  if (resumed) {
+    I.restore(state, *resumed);
+  } else if (I.config.initialize_from_hf) {
+    compat::hf::load_into(*state.model, compat::hf::read_model_dir(*I.config.initialize_from_hf));
+    if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
+  }
   nn::requires_grad_(*state.model);
   state.optimizer = std::make_unique<optim::AdamW>(I.config.optimizer, nn::named_parameters(*state.model));
-  if (resumed) state.optimizer->load_state_dict(resumed->group("opt_state"));
+  if (resumed) I.restore_optimizer(state, *resumed);
   I.result.start_step = state.step;
 
   I.peak = PeakFlops::resolve(tc.mp.compute, tc.peak_flops);
@@ -344,11 +378,12 @@ TrainResult Trainer::train() {
 
 TrainResult train(const TrainLmConfig& config, const TrainOptions& options) { return Trainer(config, options).train(); }
 
-std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& config, const std::string& path,
-                                                       bool progress) {
-  at::set_num_threads(configured_threads(config.trainer));
-  data::TextData data(config.data);
-  std::unique_ptr<models::LmHeadModel> model = config.model->build(vocab_axis(data), Key(0));
+std::unique_ptr<models::LmHeadModel> load_model_from_checkpoint(const TrainLmConfig& config, const std::string& path,
+                                                                std::string* loaded_from, int64_t* step) {
+  const Axis Vocab("vocab",
+                   static_cast<int64_t>(
+                       data::Tokenizer::from_file(data::resolve_tokenizer_path(config.data.tokenizer)).vocab_size()));
+  std::unique_ptr<models::LmHeadModel> model = config.model->build(Vocab, Key(0));
   std::string ckpt = path;
   if (!fs::exists(fs::path(path) / "manifest.json")) {
     auto latest = checkpoint::latest_checkpoint(path);
@@ -357,12 +392,24 @@ std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& conf
   }
   checkpoint::Checkpoint c = checkpoint::load_checkpoint(ckpt, {"model"});
   nn::from_state_dict(*model, c.group("model"));
+  if (loaded_from) *loaded_from = ckpt;
+  if (step) *step = c.step;
+  return model;
+}
+
+std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& config, const std::string& path,
+                                                       bool progress) {
+  at::set_num_threads(configured_threads(config.trainer));
+  std::string ckpt;
+  int64_t step = 0;
+  std::unique_ptr<models::LmHeadModel> model = load_model_from_checkpoint(config, path, &ckpt, &step);
+  data::TextData data(config.data);
   eval::Evaluator ev(data, config.model->max_seq_len(), config.trainer.eval_batch_size(),
                      config.trainer.max_eval_batches);
   if (ev.empty())
     throw std::runtime_error("no validation sets: set data.validation_urls (or validation_urls of a source)");
   auto out = ev.run(*model, config.trainer.mp.compute);
-  if (progress) std::fprintf(stderr, "evaluated %s (step %lld)\n", ckpt.c_str(), (long long)c.step);
+  if (progress) std::fprintf(stderr, "evaluated %s (step %lld)\n", ckpt.c_str(), (long long)step);
   return out;
 }
 

@@ -143,6 +143,13 @@ class Trainer {
 // Trainer(config, options).train().
 TrainResult train(const TrainLmConfig& config, const TrainOptions& options = {});
 
+// The model of `config` with the parameters of a checkpoint (`checkpoint_path`: a step-N directory, or a base
+// path whose newest complete checkpoint is used). `loaded_from` receives the step-N directory.
+std::unique_ptr<models::LmHeadModel> load_model_from_checkpoint(const TrainLmConfig& config,
+                                                                const std::string& checkpoint_path,
+                                                                std::string* loaded_from = nullptr,
+                                                                int64_t* step = nullptr);
+
 // Evaluates a checkpoint's parameters on the configured validation sets (levanter eval). `checkpoint_path` is a
 // step-N directory or a base path (its newest complete checkpoint).
 std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& config, const std::string& checkpoint_path,

@@ -139,7 +139,8 @@ TEST(TrainConfig, WrongTypeNamesKeyAndValue) {
 TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
   std::string e = error_of(std::string(kData) + "trainer:\n  model_averaging:\n    type: ema\n");
   EXPECT_THAT(e, HasSubstr("trainer.model_averaging is not supported by levanter-cpp"));
-  EXPECT_THAT(error_of(std::string(kData) + "hf_save_path: /tmp/x\n"), HasSubstr("hf_save_path is not supported"));
+  // (hf_save_path is implemented now: docs/interop.md; uploading to the hub is not.)
+  EXPECT_THAT(error_of(std::string(kData) + "hf_upload: me/model\n"), HasSubstr("hf_upload is not supported"));
   EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: llama\n"),
               HasSubstr("model type 'llama' is not implemented; valid: gpt2"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));

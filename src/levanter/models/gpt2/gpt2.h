@@ -76,6 +76,7 @@ struct Gpt2Config : LmConfigBase<Gpt2Config> {
   bool uses_dropout() const override { return embed_pdrop > 0 || resid_pdrop > 0 || attn_pdrop > 0; }
   std::optional<int64_t> loss_block_size() const override { return cross_entropy_block_size; }
   std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
+  std::unique_ptr<HfAdapter> hf_adapter() const override;  // gpt2_hf.cpp: GPT2LMHeadModel
 
   hax::Axis Pos() const { return {"position", seq_len}; }
   hax::Axis KeyPos() const { return Pos().alias("key_position"); }

@@ -1,0 +1,44 @@
+// A model family's state-dict adapter to and from Hugging Face `transformers` (torchtitan's "state-dict
+// adapter"): config.json fields, and parameter names and layouts. Pure mapping, no I/O: reading and writing
+// model directories is compat/hf/. A family without one (LmConfig::hf_adapter() returns null) cannot be
+// exported or imported, and says so.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "haliax/state_dict.h"
+#include "levanter/models/lm_model.h"
+
+namespace levanter::models {
+
+class HfAdapter {
+ public:
+  virtual ~HfAdapter() = default;
+  // config.json's "model_type" ("gpt2") and "architectures" entry ("GPT2LMHeadModel").
+  virtual std::string hf_model_type() const = 0;
+  virtual std::string hf_architecture() const = 0;
+
+  // The architecture's config.json fields for `config` (the exporter adds vocab_size, dtype, token ids).
+  // Throws std::invalid_argument naming the key our config has and Hugging Face's class cannot express.
+  virtual nlohmann::ordered_json to_hf_config(const LmConfig& config) const = 0;
+  // Our config from a config.json (with `source` naming the file in errors): every field that shapes the model
+  // is read; a value we cannot represent is an error naming the field.
+  virtual std::unique_ptr<LmConfig> from_hf_config(const nlohmann::json& hf, const std::string& source) const = 0;
+
+  // The model's parameters under Hugging Face's names and layouts (tensors share storage where no reshape
+  // copies). Tied weights appear once, as transformers saves them.
+  virtual haliax::StateDict to_hf_state_dict(LmHeadModel& model) const = 0;
+  // Replaces the model's parameters from Hugging Face tensors (any floating dtype; converted to the parameter's).
+  // Strict: a missing tensor, an unexpected one or a wrong shape is an error naming the tensor (and both shapes).
+  // Non-parameter buffers that old checkpoints carry (e.g. GPT-2's attn.bias masks) are ignored.
+  virtual void load_hf_state_dict(LmHeadModel& model, const haliax::StateDict& hf, const std::string& source) const = 0;
+};
+
+// The adapter of the family registered under `hf_model_type` (config.json's "model_type"), or null.
+std::unique_ptr<HfAdapter> hf_adapter_for_hf_type(const std::string& hf_model_type);
+
+}  // namespace levanter::models

@@ -1,0 +1,106 @@
+"""Hugging Face's side of tests/interop/test_hf_interop.cpp, run in the pinned venv (scripts/interop_env).
+
+  hf_reference.py make DIR --ids IDS.npy --out LOGITS.npy [--layers L --heads H --embd E --positions P
+                  --vocab V --seed S --max-shard-size SIZE]
+      a random transformers GPT2LMHeadModel (every parameter perturbed, so biases and norms matter), saved with
+      save_pretrained(DIR) as safetensors, and its logits on IDS
+  hf_reference.py load DIR --ids IDS.npy --out LOGITS.npy [--text FILE --text-ids TEXT_IDS.npy]
+      AutoModelForCausalLM.from_pretrained(DIR) and its logits; with --text, checks that AutoTokenizer(DIR)
+      encodes the text to TEXT_IDS
+  hf_reference.py compare DIR_A DIR_B
+      every tensor of the two directories' safetensors (shards merged) bit-identical, same names and dtypes
+
+Offline: nothing is downloaded (HF_HUB_OFFLINE=1).
+"""
+import argparse
+import glob
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+
+def logits_of(model, ids_path, out_path):
+    ids = torch.from_numpy(np.load(ids_path)).long()
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    np.save(out_path, logits.numpy())
+
+
+def make(a):
+    torch.manual_seed(a.seed)
+    cfg = GPT2Config(vocab_size=a.vocab, n_positions=a.positions, n_embd=a.embd, n_layer=a.layers, n_head=a.heads,
+                     activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(a.dir, safe_serialization=True, max_shard_size=a.max_shard_size)
+    logits_of(model, a.ids, a.out)
+
+
+def load(a):
+    model = AutoModelForCausalLM.from_pretrained(a.dir)
+    assert type(model).__name__ == "GPT2LMHeadModel", type(model).__name__
+    if a.text:
+        tok = AutoTokenizer.from_pretrained(a.dir)
+        want = np.load(a.text_ids).tolist()
+        got = tok(open(a.text, encoding="utf-8").read())["input_ids"]
+        if got != want:
+            sys.exit(f"AutoTokenizer({a.dir}) gives other ids: {got[:20]} ... vs ours {want[:20]} ...")
+    logits_of(model, a.ids, a.out)
+
+
+def tensors(d):
+    out = {}
+    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+        out.update(load_file(f))
+    return out
+
+
+def compare(a):
+    ta, tb = tensors(a.dir_a), tensors(a.dir_b)
+    if sorted(ta) != sorted(tb):
+        sys.exit(f"different tensor names: {sorted(set(ta) ^ set(tb))}")
+    bad = [k for k in ta if ta[k].dtype != tb[k].dtype or ta[k].shape != tb[k].shape or not torch.equal(ta[k], tb[k])]
+    if bad:
+        sys.exit(f"{len(bad)} tensors differ, e.g. {bad[:3]}")
+    print(f"{len(ta)} tensors bit-identical")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    m.add_argument("--ids", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--layers", type=int, default=2)
+    m.add_argument("--heads", type=int, default=4)
+    m.add_argument("--embd", type=int, default=64)
+    m.add_argument("--positions", type=int, default=64)
+    m.add_argument("--vocab", type=int, default=50257)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--max-shard-size", default="5GB")
+    l = sub.add_parser("load")
+    l.add_argument("dir")
+    l.add_argument("--ids", required=True)
+    l.add_argument("--out", required=True)
+    l.add_argument("--text")
+    l.add_argument("--text-ids")
+    c = sub.add_parser("compare")
+    c.add_argument("dir_a")
+    c.add_argument("dir_b")
+    a = ap.parse_args()
+    {"make": make, "load": load, "compare": compare}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
