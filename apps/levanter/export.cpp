@@ -12,7 +12,7 @@ namespace {
 
 std::function<int()> setup(CLI::App& app) {
   struct Args {
-    std::string config, checkpoint, output, dtype = "f32";
+    std::string config, checkpoint, output, dtype = "f32", format = "safetensors";
     bool overwrite = false;
     int64_t max_shard_size = 5'000'000'000;
   };
@@ -25,6 +25,8 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--dtype", a->dtype, "Weights as f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16", "bfloat16", "float32"}));
   app.add_option("--max_shard_size", a->max_shard_size, "Bytes per safetensors file before sharding (5e9)");
+  app.add_option("--format", a->format, "Weights as safetensors (model.safetensors) or torch (pytorch_model.bin)")
+      ->check(CLI::IsMember({"safetensors", "torch"}));
   app.add_flag("--overwrite", a->overwrite, "Replace an existing non-empty output directory");
   app.allow_extras();
   return [a, &app] {
@@ -37,6 +39,7 @@ std::function<int()> setup(CLI::App& app) {
     o.max_shard_bytes = a->max_shard_size;
     o.tokenizer_path = levanter::data::resolve_tokenizer_path(cfg.data.tokenizer);
     if (a->dtype == "bf16" || a->dtype == "bfloat16") o.dtype = at::kBFloat16;
+    if (a->format == "torch") o.format = levanter::compat::hf::ExportOptions::Format::kTorch;
     auto files = levanter::compat::hf::export_model(*model, o);
     std::printf("exported %s to %s:", from.c_str(), a->output.c_str());
     for (const auto& f : files) std::printf(" %s", f.c_str());

@@ -7,6 +7,8 @@
   hf_reference.py load DIR --ids IDS.npy --out LOGITS.npy [--text FILE --text-ids TEXT_IDS.npy]
       AutoModelForCausalLM.from_pretrained(DIR) and its logits; with --text, checks that AutoTokenizer(DIR)
       encodes the text to TEXT_IDS
+  hf_reference.py torchload DIR --ids IDS.npy --out LOGITS.npy
+      torch.load(DIR/pytorch_model.bin) into GPT2LMHeadModel(config.json) with load_state_dict(strict=True)
   hf_reference.py compare DIR_A DIR_B
       every tensor of the two directories' safetensors (shards merged) bit-identical, same names and dtypes
 
@@ -42,7 +44,7 @@ def make(a):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    model.save_pretrained(a.dir, safe_serialization=True, max_shard_size=a.max_shard_size)
+    model.save_pretrained(a.dir, safe_serialization=not a.bin, max_shard_size=a.max_shard_size)
     logits_of(model, a.ids, a.out)
 
 
@@ -55,6 +57,13 @@ def load(a):
         got = tok(open(a.text, encoding="utf-8").read())["input_ids"]
         if got != want:
             sys.exit(f"AutoTokenizer({a.dir}) gives other ids: {got[:20]} ... vs ours {want[:20]} ...")
+    logits_of(model, a.ids, a.out)
+
+
+def torchload(a):
+    model = GPT2LMHeadModel(GPT2Config.from_pretrained(a.dir))
+    state = torch.load(os.path.join(a.dir, "pytorch_model.bin"))
+    model.load_state_dict(state, strict=True)
     logits_of(model, a.ids, a.out)
 
 
@@ -89,6 +98,11 @@ def main():
     m.add_argument("--vocab", type=int, default=50257)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--max-shard-size", default="5GB")
+    m.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of safetensors")
+    t = sub.add_parser("torchload")
+    t.add_argument("dir")
+    t.add_argument("--ids", required=True)
+    t.add_argument("--out", required=True)
     l = sub.add_parser("load")
     l.add_argument("dir")
     l.add_argument("--ids", required=True)
@@ -99,7 +113,7 @@ def main():
     c.add_argument("dir_a")
     c.add_argument("dir_b")
     a = ap.parse_args()
-    {"make": make, "load": load, "compare": compare}[a.cmd](a)
+    {"make": make, "load": load, "torchload": torchload, "compare": compare}[a.cmd](a)
 
 
 if __name__ == "__main__":

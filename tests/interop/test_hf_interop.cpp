@@ -146,3 +146,20 @@ TEST_F(HfInterop, ExportedModelLoadsInTransformersWithOurLogitsAndTokenizer) {
   EXPECT_TRUE(fs::exists(root_ / "ours" / "model.safetensors"));
   EXPECT_FALSE(fs::exists(root_ / "ours" / "model.safetensors.index.json"));
 }
+
+TEST_F(HfInterop, PyTorchStateDictsBothWays) {
+  // transformers' pytorch_model.bin (save_pretrained(safe_serialization=False)) imports with their logits.
+  reference("make " + (root_ / "bin").string() + " --bin --ids " + (root_ / "ids.npy").string() + " --out " +
+            (root_ / "bin_logits.npy").string());
+  ASSERT_TRUE(fs::exists(root_ / "bin" / "pytorch_model.bin"));
+  auto model = import(root_ / "bin");
+  expect_close(our_logits(*model), levanter::testing::read_npy((root_ / "bin_logits.npy").string()));
+  // Ours as pytorch_model.bin: torch.load reads it into GPT2LMHeadModel with strict keys, same logits.
+  hf::ExportOptions o;
+  o.output = (root_ / "ours_bin").string();
+  o.format = hf::ExportOptions::Format::kTorch;
+  EXPECT_THAT(hf::export_model(*model, o), ::testing::Contains("pytorch_model.bin"));
+  reference("torchload " + o.output + " --ids " + (root_ / "ids.npy").string() + " --out " +
+            (root_ / "torch_logits.npy").string());
+  expect_close(our_logits(*model), levanter::testing::read_npy((root_ / "torch_logits.npy").string()));
+}

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "haliax/state_dict.h"
@@ -32,6 +33,9 @@ class HfAdapter {
   // The model's parameters under Hugging Face's names and layouts (tensors share storage where no reshape
   // copies). Tied weights appear once, as transformers saves them.
   virtual haliax::StateDict to_hf_state_dict(LmHeadModel& model) const = 0;
+  // Tied parameters as (alias, name) pairs: the alias is in the HF module's state_dict() (and so in torch.save'd
+  // files) but not in safetensors files, which keep one copy. GPT-2: {"lm_head.weight", "transformer.wte.weight"}.
+  virtual std::vector<std::pair<std::string, std::string>> tied_parameters() const { return {}; }
   // Replaces the model's parameters from Hugging Face tensors (any floating dtype; converted to the parameter's).
   // Strict: a missing tensor, an unexpected one or a wrong shape is an error naming the tensor (and both shapes).
   // Non-parameter buffers that old checkpoints carry (e.g. GPT-2's attn.bias masks) are ignored.

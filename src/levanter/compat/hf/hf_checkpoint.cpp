@@ -1,6 +1,7 @@
 #include "levanter/compat/hf/hf_checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -92,6 +93,12 @@ void write_tokenizer_files(const std::string& dir, const std::string& tokenizer_
   written.push_back("special_tokens_map.json");
 }
 
+std::string shard_name(const char* stem, const char* ext, size_t i, size_t n) {
+  char name[96];
+  std::snprintf(name, sizeof(name), "%s-%05zu-of-%05zu.%s", stem, i + 1, n, ext);
+  return name;
+}
+
 // model.safetensors, or shards of at most max_bytes each (a tensor larger than that gets a shard of its own).
 void write_weights(const std::string& dir, const haliax::StateDict& tensors, int64_t max_bytes,
                    std::vector<std::string>& written) {
@@ -116,9 +123,8 @@ void write_weights(const std::string& dir, const haliax::StateDict& tensors, int
   ordered_json index;
   index["metadata"] = {{"total_size", total}};
   index["weight_map"] = ordered_json::object();
-  char name[64];
   for (size_t i = 0; i < shards.size(); ++i) {
-    std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    const std::string name = shard_name("model", "safetensors", i, shards.size());
     checkpoint::save_safetensors(dir + "/" + name, shards[i], meta);
     written.push_back(name);
     for (const auto& [tensor, t] : shards[i]) index["weight_map"][tensor] = name;
@@ -154,6 +160,32 @@ void check_output(const std::string& output, bool overwrite) {
 }
 
 }  // namespace
+
+void save_torch_state_dict(const std::string& path, const haliax::StateDict& tensors) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, t] : tensors) dict.insert(name, t.contiguous());
+  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+  runtime::write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
+}
+
+haliax::StateDict load_torch_state_dict(const std::string& path) {
+  std::shared_ptr<runtime::Buffer> buf = runtime::read_file(path);
+  c10::IValue v;
+  try {
+    v = torch::jit::pickle_load(std::vector<char>(buf->data(), buf->data() + buf->size()));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": not a torch.save'd state dict: " + std::string(e.what()).substr(0, 200));
+  }
+  if (!v.isGenericDict()) throw std::runtime_error(path + ": holds a " + v.tagKind() + ", not a dict of tensors");
+  haliax::StateDict out;
+  for (const auto& kv : v.toGenericDict()) {
+    if (!kv.key().isString() || !kv.value().isTensor()) {
+      throw std::runtime_error(path + ": an entry that is not a name and a tensor (" + kv.key().tagKind() + ")");
+    }
+    out.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+  }
+  return out;
+}
 
 std::vector<std::string> export_model(models::LmHeadModel& model, const ExportOptions& o) {
   check_output(o.output, o.overwrite);
@@ -195,7 +227,18 @@ std::vector<std::string> export_model(models::LmHeadModel& model, const ExportOp
     written.push_back("config.json");
     runtime::write_file_atomic(tmp + "/generation_config.json", generation.dump(2) + "\n");
     written.push_back("generation_config.json");
-    write_weights(tmp, tensors, o.max_shard_bytes, written);
+    if (o.format == ExportOptions::Format::kTorch) {
+      haliax::StateDict with_aliases = tensors;
+      for (const auto& [alias, name] : adapter->tied_parameters()) {
+        for (const auto& [n, t] : tensors) {
+          if (n == name) with_aliases.emplace_back(alias, t);
+        }
+      }
+      save_torch_state_dict(tmp + "/pytorch_model.bin", with_aliases);
+      written.push_back("pytorch_model.bin");
+    } else {
+      write_weights(tmp, tensors, o.max_shard_bytes, written);
+    }
     if (!o.tokenizer_path.empty()) write_tokenizer_files(tmp, o.tokenizer_path, model.config().max_seq_len(), written);
     runtime::fsync_path(tmp);
     commit_directory(tmp, out.string(), o.overwrite);
@@ -233,13 +276,22 @@ ModelDir read_model_dir(const std::string& path, bool weights) {
         d.weight_files.push_back((fs::path(path) / file.get<std::string>()).string());
     }
   } else if (fs::is_regular_file(fs::path(path) / "pytorch_model.bin")) {
-    throw std::runtime_error(path +
-                             ": only pytorch_model.bin here; reading PyTorch pickles is not supported yet: "
-                             "convert it with transformers (model.save_pretrained(dir, safe_serialization=True))");
+    d.weight_files.push_back((fs::path(path) / "pytorch_model.bin").string());
+  } else if (fs::is_regular_file(fs::path(path) / "pytorch_model.bin.index.json")) {
+    json idx = json::parse(runtime::read_small_file((fs::path(path) / "pytorch_model.bin.index.json").string()));
+    std::set<std::string> seen;
+    for (const auto& [tensor, file] : idx.at("weight_map").items()) {
+      if (seen.insert(file.get<std::string>()).second)
+        d.weight_files.push_back((fs::path(path) / file.get<std::string>()).string());
+    }
   } else {
-    throw std::runtime_error(path + ": no model.safetensors or model.safetensors.index.json here");
+    throw std::runtime_error(path + ": no model.safetensors, model.safetensors.index.json or pytorch_model.bin here");
   }
   for (const std::string& f : d.weight_files) {
+    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".bin") == 0) {
+      for (auto& kv : load_torch_state_dict(f)) d.tensors.push_back(std::move(kv));
+      continue;
+    }
     checkpoint::SafetensorsFile sf = checkpoint::load_safetensors(f);
     for (auto& kv : sf.tensors) d.tensors.push_back(std::move(kv));
   }

@@ -117,6 +117,10 @@ class Gpt2HfAdapter : public HfAdapter {
     return c;
   }
 
+  std::vector<std::pair<std::string, std::string>> tied_parameters() const override {
+    return {{"lm_head.weight", "transformer.wte.weight"}};
+  }
+
   haliax::StateDict to_hf_state_dict(LmHeadModel& model) const override {
     haliax::StateDict out;
     for (auto& [key, t] : nn::to_state_dict(model)) {
