@@ -28,7 +28,9 @@ namespace {
 // reads the setting when it loads, before main, so the compute commands re-execute themselves once with it,
 // unless the user chose OpenMP's wait policy already. Scheduling only: results are bit-identical.
 void tune_openmp_spinning(int argc, char** argv) {
-  if (argc < 2 || (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0)) return;
+  if (argc < 2 ||
+      (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "sample") != 0))
+    return;
   if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
   setenv("GOMP_SPINCOUNT", "30000", 1);
   execv("/proc/self/exe", argv);  // returns only on failure: then run with libgomp's defaults

@@ -9,6 +9,8 @@
       encodes the text to TEXT_IDS
   hf_reference.py torchload DIR --ids IDS.npy --out LOGITS.npy
       torch.load(DIR/pytorch_model.bin) into GPT2LMHeadModel(config.json) with load_state_dict(strict=True)
+  hf_reference.py generate DIR --prompt-ids IDS.npy --max-new N --out TOKENS.npy
+      greedy continuation (generate(do_sample=False)) of the 1-D prompt IDS
   hf_reference.py compare DIR_A DIR_B
       every tensor of the two directories' safetensors (shards merged) bit-identical, same names and dtypes
 
@@ -43,7 +45,7 @@ def make(a):
     model = GPT2LMHeadModel(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+            p.add_(torch.randn_like(p) * a.noise)
     model.save_pretrained(a.dir, safe_serialization=not a.bin, max_shard_size=a.max_shard_size)
     logits_of(model, a.ids, a.out)
 
@@ -65,6 +67,20 @@ def torchload(a):
     state = torch.load(os.path.join(a.dir, "pytorch_model.bin"))
     model.load_state_dict(state, strict=True)
     logits_of(model, a.ids, a.out)
+
+
+def generate(a):
+    # Debian's torch 1.13 cannot import torch.distributed.fsdp on Python 3.11 (a dataclass error), which
+    # transformers' generate() only uses to ask whether the model is FSDP-wrapped: it is not.
+    import transformers.generation.utils as gen_utils
+    gen_utils.is_fsdp_managed_module = lambda module: False
+    model = AutoModelForCausalLM.from_pretrained(a.dir)
+    model.eval()
+    ids = torch.from_numpy(np.load(a.prompt_ids)).long().unsqueeze(0)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=a.max_new,
+                             pad_token_id=model.config.eos_token_id)
+    np.save(a.out, out[0, ids.shape[1]:].numpy().astype(np.int64))
 
 
 def tensors(d):
@@ -99,6 +115,7 @@ def main():
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--max-shard-size", default="5GB")
     m.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of safetensors")
+    m.add_argument("--noise", type=float, default=0.05, help="std of the noise added to every parameter")
     t = sub.add_parser("torchload")
     t.add_argument("dir")
     t.add_argument("--ids", required=True)
@@ -109,11 +126,16 @@ def main():
     l.add_argument("--out", required=True)
     l.add_argument("--text")
     l.add_argument("--text-ids")
+    g = sub.add_parser("generate")
+    g.add_argument("dir")
+    g.add_argument("--prompt-ids", required=True)
+    g.add_argument("--max-new", type=int, required=True)
+    g.add_argument("--out", required=True)
     c = sub.add_parser("compare")
     c.add_argument("dir_a")
     c.add_argument("dir_b")
     a = ap.parse_args()
-    {"make": make, "load": load, "torchload": torchload, "compare": compare}[a.cmd](a)
+    {"make": make, "load": load, "torchload": torchload, "generate": generate, "compare": compare}[a.cmd](a)
 
 
 if __name__ == "__main__":

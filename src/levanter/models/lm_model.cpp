@@ -8,6 +8,14 @@ namespace levanter::models {
 
 std::unique_ptr<HfAdapter> LmConfig::hf_adapter() const { return nullptr; }
 
+std::unique_ptr<DecodeCache> LmHeadModel::start_decode(int64_t, int64_t) const {
+  throw std::logic_error("model type '" + config().model_type() + "' has no incremental decoding (sampling)");
+}
+
+hax::NamedArray LmHeadModel::decode(const hax::NamedArray&, DecodeCache&) const {
+  throw std::logic_error("model type '" + config().model_type() + "' has no incremental decoding (sampling)");
+}
+
 hax::NamedArray LmHeadModel::logits(const hax::NamedArray& input_ids, const ForwardOptions& options) const {
   return hax::dot(activations(input_ids, options), lm_head(), hax::AxisSelection(Embed()));
 }

@@ -31,6 +31,13 @@ struct ForwardOptions {
 class LmHeadModel;
 class HfAdapter;
 
+// A family's cache of attention keys and values for incremental decoding (sampling), opaque to callers.
+struct DecodeCache {
+  virtual ~DecodeCache() = default;
+  int64_t length = 0;    // positions decoded so far (the next input's first position)
+  int64_t capacity = 0;  // positions the cache holds
+};
+
 // A model family's configuration: the keys under `model:` besides `type`.
 class LmConfig {
  public:
@@ -89,6 +96,14 @@ class LmHeadModel {
   virtual const hax::NamedArray& lm_head() const = 0;
   // Every parameter, with its dotted path (Hugging Face's names where the family has them).
   virtual void visit(hax::nn::ParamVisitor& v) = 0;
+
+  // Incremental decoding: start_decode gives an empty cache for `batch` rows of up to `max_len` positions;
+  // decode(input_ids, cache) takes the ids of the next positions, (batch, position), and returns their final
+  // hidden states (batch, position, embed), appending their keys and values to the cache. The result equals
+  // activations() on the whole sequence, up to floating-point rounding. Inference only (no dropout). A family
+  // without it throws std::logic_error naming itself.
+  virtual std::unique_ptr<DecodeCache> start_decode(int64_t batch, int64_t max_len) const;
+  virtual hax::NamedArray decode(const hax::NamedArray& input_ids, DecodeCache& cache) const;
   // A copy that shares the parameter tensors (replacing a parameter in the copy leaves this model alone).
   virtual std::unique_ptr<LmHeadModel> clone() const = 0;
 

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "levanter/checkpoint/safetensors.h"
 #include "levanter/compat/hf/hf_checkpoint.h"
@@ -231,4 +232,41 @@ TEST_F(HfCheckpoint, ImportCommandMakesACheckpointTrainingContinuesFrom) {
   levanter::trainer::Trainer t(config("  initialize_from: " + ckpt + "\n"));
   levanter::trainer::TrainerState s = t.initial_state();
   EXPECT_TRUE(same_params(*s.model, *model_));
+}
+
+// `levanter sample` on a Hugging Face directory: the text is a function of the seed, whatever the thread count;
+// several prompts come back as JSON lines with exactly the asked number of tokens (--no_eos).
+TEST_F(HfCheckpoint, SampleCommandIsAFunctionOfTheSeedWhateverTheThreads) {
+  const std::string bin = std::string(LEVANTER_BINARY_DIR) + "/levanter";
+  auto run = [&](const std::string& env, const std::string& args, const std::string& name) {
+    const fs::path out = root_ / (name + ".out"), err = root_ / (name + ".err");
+    const std::string cmd = env + " " + bin + " sample --hf " + (root_ / "hf").string() + " " + args + " > " +
+                            out.string() + " 2> " + err.string();
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << levanter::runtime::read_small_file(err.string());
+    EXPECT_THAT(levanter::runtime::read_small_file(err.string()), HasSubstr("tokens/s"));
+    return levanter::runtime::read_small_file(out.string());
+  };
+  const std::string args = "--prompt 'It is a truth universally' --max_new_tokens 24 --temperature 1 --no_eos";
+  const std::string one = run("OMP_NUM_THREADS=1", args + " --seed 3", "one");
+  EXPECT_EQ(one.rfind("It is a truth universally", 0), 0u) << one;
+  EXPECT_GT(one.size(), std::string("It is a truth universally\n").size() + 10);
+  EXPECT_EQ(run("OMP_NUM_THREADS=2", args + " --seed 3", "two"), one);
+  EXPECT_NE(run("OMP_NUM_THREADS=2", args + " --seed 4", "other"), one);
+
+  std::ofstream(root_ / "prompts.jsonl") << "{\"prompt\": \"Emma Woodhouse\"}\n\n{\"text\": \"Mr. Darcy\"}\n";
+  const std::string batch = run(
+      "OMP_NUM_THREADS=2", "--prompts " + (root_ / "prompts.jsonl").string() + " --max_new_tokens 7 --no_eos", "batch");
+  std::istringstream lines(batch);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u) << batch;
+  EXPECT_EQ(rows[0]["prompt"], "Emma Woodhouse");
+  EXPECT_EQ(rows[1]["prompt"], "Mr. Darcy");
+  for (const auto& r : rows) EXPECT_EQ(r["tokens"].size(), 7u) << r.dump();
+
+  // Bad input is named.
+  const std::string cmd = bin + " sample --hf " + (root_ / "hf").string() + " --prompts " +
+                          (root_ / "missing.jsonl").string() + " > " + (root_ / "bad.txt").string() + " 2>&1";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_THAT(levanter::runtime::read_small_file((root_ / "bad.txt").string()), HasSubstr("missing.jsonl"));
 }

@@ -160,13 +160,13 @@ Gpt2Embeddings Gpt2Embeddings::init(const Axis& Vocab, const Gpt2Config& c, cons
                         nn::Dropout{c.embed_pdrop}};
 }
 
-NamedArray Gpt2Embeddings::embed(const NamedArray& input_ids, const OptKey& key) const {
+NamedArray Gpt2Embeddings::embed(const NamedArray& input_ids, const OptKey& key, int64_t start) const {
   Axis Pos = input_ids.resolve_axis("position");
-  if (Pos.size > wpe.Vocab.size) {
-    throw std::invalid_argument("input has " + std::to_string(Pos.size) + " positions but the model has seq_len " +
-                                std::to_string(wpe.Vocab.size));
+  if (start + Pos.size > wpe.Vocab.size) {
+    throw std::invalid_argument("input has " + std::to_string(start + Pos.size) +
+                                " positions but the model has seq_len " + std::to_string(wpe.Vocab.size));
   }
-  return apply_dropout(dropout, wte.embed(input_ids) + wpe.embed(hax::arange(Pos)), key);
+  return apply_dropout(dropout, wte.embed(input_ids) + wpe.embed(hax::arange(Pos, start)), key);
 }
 
 Gpt2Transformer Gpt2Transformer::init(const Gpt2Config& c, const Key& key) {
@@ -203,6 +203,77 @@ NamedArray Gpt2LMHeadModel::activations(const NamedArray& input_ids, const Forwa
   NamedArray x = embeddings.embed(input_ids, k_embed);  // (..., position, embed)
   Axis Pos = input_ids.resolve_axis("position");
   return transformer(x, nn::causal_mask(Pos, Pos.alias("key_position")), k_transformer);
+}
+
+// --- incremental decoding ------------------------------------------------------------------------------------
+// The same arithmetic as the training forward pass, restricted to the new positions: their queries attend to
+// the cached keys and values of every earlier position and to their own (causally).
+
+namespace {
+
+struct Gpt2DecodeCache : DecodeCache {
+  std::vector<at::Tensor> k, v;  // per layer: (batch, heads, capacity, head_size)
+};
+
+}  // namespace
+
+NamedArray Gpt2Attention::decode(const NamedArray& x, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start,
+                                 int64_t layer_idx) const {
+  // (batch, position, embed) -> (batch, qkv, heads, position, head_size)
+  NamedArray qkv = hax::rearrange(c_attn(x), {"batch", "qkv", "heads", "position", "head_size"});
+  std::vector<NamedArray> parts = hax::unbind(qkv, "qkv");
+  const Axis Pos = x.resolve_axis("position");
+  const int64_t n = Pos.size, total = start + n;
+  k_cache.narrow(2, start, n).copy_(parts[1].array());
+  v_cache.narrow(2, start, n).copy_(parts[2].array());
+  const Axis Batch = x.resolve_axis("batch"), Heads = parts[0].resolve_axis("heads"),
+             HeadSize = parts[0].resolve_axis("head_size"), KPos("key_position", total);
+  NamedArray k(k_cache.narrow(2, 0, total), {Batch, Heads, KPos, HeadSize});
+  NamedArray v(v_cache.narrow(2, 0, total), {Batch, Heads, KPos, HeadSize});
+  NamedArray q = parts[0];
+  if (scale_attn_by_inverse_layer_idx) q = q / (static_cast<double>(layer_idx) + 1.0);
+  nn::AttentionOptions o;
+  o.mask = nn::causal_mask(Pos, KPos, /*q_start=*/start);
+  o.attention_dtype = attention_dtype;
+  NamedArray out = nn::dot_product_attention(nn::Contract("head_size"), nn::AttendOver("key_position"), q, k, v, o);
+  return c_proj(hax::astype(out, x.dtype()));
+}
+
+NamedArray Gpt2Block::decode(const NamedArray& x, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start,
+                             int64_t layer_idx) const {
+  NamedArray h = x + attn.decode(ln_1(x), k_cache, v_cache, start, layer_idx);
+  return h + mlp(ln_2(h));
+}
+
+std::unique_ptr<DecodeCache> Gpt2LMHeadModel::start_decode(int64_t batch, int64_t max_len) const {
+  if (max_len > config_.seq_len) {
+    throw std::invalid_argument("decoding " + std::to_string(max_len) + " positions, but the model has seq_len " +
+                                std::to_string(config_.seq_len));
+  }
+  auto cache = std::make_unique<Gpt2DecodeCache>();
+  cache->capacity = max_len;
+  const at::ScalarType dtype = embeddings.wte.weight.dtype();
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    cache->k.push_back(at::zeros({batch, config_.num_heads, max_len, config_.HeadSize().size}, dtype));
+    cache->v.push_back(at::zeros({batch, config_.num_heads, max_len, config_.HeadSize().size}, dtype));
+  }
+  return cache;
+}
+
+NamedArray Gpt2LMHeadModel::decode(const NamedArray& input_ids, DecodeCache& base) const {
+  auto& cache = dynamic_cast<Gpt2DecodeCache&>(base);
+  const int64_t n = input_ids.resolve_axis("position").size, start = cache.length;
+  if (start + n > cache.capacity) {
+    throw std::invalid_argument("decode: " + std::to_string(start + n) + " positions exceed the cache's " +
+                                std::to_string(cache.capacity));
+  }
+  NamedArray x = embeddings.embed(input_ids, std::nullopt, start);  // (batch, position, embed)
+  std::vector<Gpt2Block> layers = transformer.h.unstacked();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    x = layers[i].decode(x, cache.k[i], cache.v[i], start, static_cast<int64_t>(i));
+  }
+  cache.length = start + n;
+  return transformer.ln_f(x);
 }
 
 }  // namespace levanter::models

@@ -103,6 +103,10 @@ struct Gpt2Attention {
   // mask (position, key_position), true = attend; layer_idx for the Mistral scaling; key: dropout (absent = none).
   hax::NamedArray operator()(const hax::NamedArray& x, const hax::NamedArray& mask, int64_t layer_idx,
                              const std::optional<hax::random::Key>& key) const;
+  // Decoding: x (batch, position, embed) at positions [start, start + |position|); their keys and values are
+  // written into k_cache, v_cache (batch, heads, capacity, head_size) and attended to with everything before.
+  hax::NamedArray decode(const hax::NamedArray& x, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start,
+                         int64_t layer_idx) const;
   void visit(hax::nn::ParamVisitor& v) {
     v("c_attn", c_attn);
     v("c_proj", c_proj);
@@ -135,6 +139,8 @@ struct Gpt2Block {
   // x (..., position, embed) -> (..., position, embed).
   hax::NamedArray operator()(const hax::NamedArray& x, const hax::NamedArray& mask, int64_t layer_idx,
                              const std::optional<hax::random::Key>& key) const;
+  hax::NamedArray decode(const hax::NamedArray& x, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start,
+                         int64_t layer_idx) const;
   void visit(hax::nn::ParamVisitor& v) {
     v("ln_1", ln_1);
     v("attn", attn);
@@ -151,7 +157,9 @@ struct Gpt2Embeddings {
 
   static Gpt2Embeddings init(const hax::Axis& Vocab, const Gpt2Config& config, const hax::random::Key& key);
   // input_ids (..., position) -> (..., position, embed).
-  hax::NamedArray embed(const hax::NamedArray& input_ids, const std::optional<hax::random::Key>& key) const;
+  // Positions start at `start` (decoding continues a sequence).
+  hax::NamedArray embed(const hax::NamedArray& input_ids, const std::optional<hax::random::Key>& key,
+                        int64_t start = 0) const;
   void visit(hax::nn::ParamVisitor& v) {
     v("wte", wte);
     v("wpe", wpe);
@@ -191,6 +199,8 @@ class Gpt2LMHeadModel : public LmHeadModel {
   hax::NamedArray activations(const hax::NamedArray& input_ids, const ForwardOptions& opts = {}) const override;
   const hax::NamedArray& lm_head() const override { return embeddings.wte.weight; }
   std::unique_ptr<LmHeadModel> clone() const override { return std::make_unique<Gpt2LMHeadModel>(*this); }
+  std::unique_ptr<DecodeCache> start_decode(int64_t batch, int64_t max_len) const override;
+  hax::NamedArray decode(const hax::NamedArray& input_ids, DecodeCache& cache) const override;
   // Hugging Face's paths: transformer.wte, transformer.wpe, transformer.h.<i>.*, transformer.ln_f.
   void visit(hax::nn::ParamVisitor& v) override {
     hax::nn::ParamVisitor t = v.scope("transformer");
