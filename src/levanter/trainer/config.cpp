@@ -152,7 +152,24 @@ void TrainLmConfig::validate() const {
 }
 
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
-  TrainLmConfig c = config::load<TrainLmConfig>(file, overrides);
+  auto includes = std::make_shared<config::IncludeMap>();
+  YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : config::load_yaml_file(file, includes.get());
+  config::apply_overrides(root, overrides);
+  // `trainer.initialize_from_hf` and `model.initialize_from_hf` are accepted as the top-level key (where
+  // Levanter's TrainLmConfig has it).
+  for (const char* section : {"trainer", "model"}) {
+    YAML::Node s = root[section];
+    if (!s.IsMap() || !s["initialize_from_hf"]) continue;
+    const YAML::Node value = s["initialize_from_hf"];
+    if (root["initialize_from_hf"]) {
+      config::fail(config::Context{file, section, includes}, value,
+                   std::string(section) + ".initialize_from_hf and initialize_from_hf are both set: give one");
+    }
+    root["initialize_from_hf"] = YAML::Clone(value);
+    s.remove("initialize_from_hf");
+  }
+  TrainLmConfig c{};
+  config::parse_value(root, config::Context{file, "", includes}, c);
   // Levanter's initialize_from_hf is `false` or a name; `false` (or empty) means off.
   if (c.initialize_from_hf && (c.initialize_from_hf->empty() || *c.initialize_from_hf == "false")) {
     c.initialize_from_hf.reset();

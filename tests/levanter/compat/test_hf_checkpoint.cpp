@@ -184,6 +184,16 @@ TEST_F(HfCheckpoint, TrainerStartsFromADirectoryAndExportsWhileTraining) {
     EXPECT_EQ(s.step, 0);
     EXPECT_TRUE(same_params(*s.model, *model_));
   }
+  // The and older configs' spellings: trainer.initialize_from_hf, model.initialize_from_hf.
+  EXPECT_EQ(config("  initialize_from_hf: " + dir + "\n").initialize_from_hf, dir);
+  EXPECT_EQ(config("",
+                   "model:\n  type: gpt2\n  hidden_dim: 16\n  num_heads: 2\n  num_layers: 2\n  seq_len: 32\n"
+                   "  initialize_from_hf: " +
+                       dir + "\n")
+                .initialize_from_hf,
+            dir);
+  EXPECT_THAT(error_of([&] { config("  initialize_from_hf: " + dir + "\ninitialize_from_hf: " + dir + "\n"); }),
+              HasSubstr("trainer.initialize_from_hf and initialize_from_hf are both set"));
   // use_hf_model_config: the model section is replaced by the directory's config.json.
   auto c = config("initialize_from_hf: " + dir + "\nuse_hf_model_config: true\n",
                   "model:\n  type: gpt2\n  hidden_dim: 64\n  num_heads: 4\n  num_layers: 5\n  seq_len: 32\n");
