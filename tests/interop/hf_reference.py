@@ -8,9 +8,15 @@
       AutoModelForCausalLM.from_pretrained(DIR) and its logits; with --text, checks that AutoTokenizer(DIR)
       encodes the text to TEXT_IDS
   hf_reference.py torchload DIR --ids IDS.npy --out LOGITS.npy
-      torch.load(DIR/pytorch_model.bin) into GPT2LMHeadModel(config.json) with load_state_dict(strict=True)
+      torch.load(DIR/pytorch_model.bin) into the config.json's model class with load_state_dict(strict=True)
   hf_reference.py generate DIR --prompt-ids IDS.npy --max-new N --out TOKENS.npy
       greedy continuation (generate(do_sample=False)) of the 1-D prompt IDS
+  hf_reference.py llama DIR --ids IDS.npy --out PREFIX [--layers L --hidden E --heads H --kv-heads K
+                   --intermediate I --positions P --vocab V --tie --rope-type default|linear|llama3 --rope-theta T
+                   --rope-factor F --rope-original N --seed S --bin]
+      a random transformers LlamaForCausalLM (every parameter perturbed), saved with save_pretrained(DIR); its
+      logits on IDS (PREFIX_logits.npy), its loss with labels = IDS (PREFIX_loss.npy) and the gradient of that
+      loss for every parameter under HF's names (PREFIX_grads.safetensors)
   hf_reference.py compare DIR_A DIR_B
       every tensor of the two directories' safetensors (shards merged) bit-identical, same names and dtypes
 
@@ -27,7 +33,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, \
+    LlamaForCausalLM
 
 
 def logits_of(model, ids_path, out_path):
@@ -50,9 +58,36 @@ def make(a):
     logits_of(model, a.ids, a.out)
 
 
+def llama(a):
+    torch.manual_seed(a.seed)
+    scaling = None
+    if a.rope_type == "linear":
+        scaling = {"rope_type": "linear", "factor": a.rope_factor}
+    elif a.rope_type == "llama3":
+        scaling = {"rope_type": "llama3", "factor": a.rope_factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": a.rope_original}
+    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+                      max_position_embeddings=a.positions, rms_norm_eps=1e-5, tie_word_embeddings=a.tie,
+                      rope_theta=a.rope_theta, rope_scaling=scaling, attn_implementation="eager")
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * a.noise)
+    model.save_pretrained(a.dir, safe_serialization=not a.bin)
+    ids = torch.from_numpy(np.load(a.ids)).long()
+    model.train()  # no dropout in Llama; gradients on
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    np.save(a.out + "_logits.npy", out.logits.detach().float().numpy())
+    np.save(a.out + "_loss.npy", np.array(out.loss.item(), dtype=np.float64))
+    grads = {n: p.grad.detach().contiguous() for n, p in model.named_parameters()}
+    save_file(grads, a.out + "_grads.safetensors")
+
+
 def load(a):
     model = AutoModelForCausalLM.from_pretrained(a.dir)
-    assert type(model).__name__ == "GPT2LMHeadModel", type(model).__name__
+    assert type(model).__name__ in ("GPT2LMHeadModel", "LlamaForCausalLM"), type(model).__name__
     if a.text:
         tok = AutoTokenizer.from_pretrained(a.dir)
         want = np.load(a.text_ids).tolist()
@@ -63,7 +98,7 @@ def load(a):
 
 
 def torchload(a):
-    model = GPT2LMHeadModel(GPT2Config.from_pretrained(a.dir))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(a.dir))
     state = torch.load(os.path.join(a.dir, "pytorch_model.bin"))
     model.load_state_dict(state, strict=True)
     logits_of(model, a.ids, a.out)
@@ -116,6 +151,25 @@ def main():
     m.add_argument("--max-shard-size", default="5GB")
     m.add_argument("--bin", action="store_true", help="pytorch_model.bin instead of safetensors")
     m.add_argument("--noise", type=float, default=0.05, help="std of the noise added to every parameter")
+    ll = sub.add_parser("llama")
+    ll.add_argument("dir")
+    ll.add_argument("--ids", required=True)
+    ll.add_argument("--out", required=True)
+    ll.add_argument("--layers", type=int, default=2)
+    ll.add_argument("--hidden", type=int, default=64)
+    ll.add_argument("--heads", type=int, default=4)
+    ll.add_argument("--kv-heads", type=int, default=4)
+    ll.add_argument("--intermediate", type=int, default=96)
+    ll.add_argument("--positions", type=int, default=128)
+    ll.add_argument("--vocab", type=int, default=50257)
+    ll.add_argument("--tie", action="store_true")
+    ll.add_argument("--rope-type", default="default", choices=["default", "linear", "llama3"])
+    ll.add_argument("--rope-theta", type=float, default=10000.0)
+    ll.add_argument("--rope-factor", type=float, default=8.0)
+    ll.add_argument("--rope-original", type=int, default=16)
+    ll.add_argument("--seed", type=int, default=0)
+    ll.add_argument("--noise", type=float, default=0.05)
+    ll.add_argument("--bin", action="store_true")
     t = sub.add_parser("torchload")
     t.add_argument("dir")
     t.add_argument("--ids", required=True)
@@ -135,7 +189,7 @@ def main():
     c.add_argument("dir_a")
     c.add_argument("dir_b")
     a = ap.parse_args()
-    {"make": make, "load": load, "torchload": torchload, "generate": generate, "compare": compare}[a.cmd](a)
+    {"make": make, "llama": llama, "load": load, "torchload": torchload, "generate": generate, "compare": compare}[a.cmd](a)
 
 
 if __name__ == "__main__":

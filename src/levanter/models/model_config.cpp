@@ -5,6 +5,7 @@
 
 #include "levanter/models/gpt2/gpt2.h"
 #include "levanter/models/hf_adapter.h"
+#include "levanter/models/llama/llama.h"
 
 namespace levanter::models {
 
@@ -19,6 +20,7 @@ struct Registry {
 // registrars: the linker drops an object file of a static library that nothing references.
 void register_builtin_models(Registry& r) {
   r.families.emplace_back("gpt2", [] { return std::make_unique<Gpt2Config>(); });
+  r.families.emplace_back("llama", [] { return std::make_unique<LlamaConfig>(); });
 }
 
 Registry& registry() {

@@ -154,6 +154,15 @@ void TrainLmConfig::validate() const {
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
   auto includes = std::make_shared<config::IncludeMap>();
   YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : config::load_yaml_file(file, includes.get());
+  // Levanter's `trainer.tracker` may also be a list of trackers; a list of one is that tracker.
+  if (root["trainer"].IsMap() && root["trainer"]["tracker"].IsSequence()) {
+    YAML::Node list = root["trainer"]["tracker"];
+    if (list.size() != 1) {
+      config::fail(config::Context{file, "trainer.tracker", includes}, list,
+                   "a list of " + std::to_string(list.size()) + " trackers: one tracker at a time is supported here");
+    }
+    root["trainer"]["tracker"] = YAML::Clone(list[0]);
+  }
   config::apply_overrides(root, overrides);
   // `trainer.initialize_from_hf` and `model.initialize_from_hf` are accepted as the top-level key (where
   // Levanter's TrainLmConfig has it).

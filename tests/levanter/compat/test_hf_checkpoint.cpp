@@ -133,11 +133,11 @@ TEST_F(HfCheckpoint, BadDirectoriesAreRefusedByName) {
   auto with = [&](const nlohmann::json& c) {
     levanter::runtime::write_file_atomic((d / "config.json").string(), c.dump());
   };
-  nlohmann::json llama = config;
-  llama["model_type"] = "llama";
-  with(llama);
+  nlohmann::json mistral = config;
+  mistral["model_type"] = "mistral";
+  with(mistral);
   EXPECT_THAT(error_of([&] { hf::config_from_dir(hf::read_model_dir(d.string(), false)); }),
-              HasSubstr("model_type 'llama' is not supported (supported: gpt2)"));
+              HasSubstr("model_type 'mistral' is not supported (supported: gpt2, llama)"));
   // A different architecture than the model's, and a different vocabulary.
   nlohmann::json deeper = config;
   deeper["n_layer"] = 3;

@@ -12,6 +12,7 @@
 #include "levanter/checkpoint/safetensors.h"
 #include "levanter/data/tokenizer/tokenizer.h"
 #include "levanter/models/hf_adapter.h"
+#include "levanter/models/model_config.h"
 #include "levanter/runtime/file_io.h"
 
 namespace levanter::compat::hf {
@@ -303,7 +304,13 @@ std::unique_ptr<models::LmConfig> config_from_dir(const ModelDir& d) {
   const std::string type = d.config.value("model_type", "");
   std::unique_ptr<models::HfAdapter> a = models::hf_adapter_for_hf_type(type);
   if (!a) {
-    throw std::invalid_argument(src + ": model_type '" + type + "' is not supported (supported: gpt2)");
+    std::string supported;
+    for (const std::string& t : models::model_types()) {
+      if (auto family = models::default_model_config(t)->hf_adapter()) {
+        supported += (supported.empty() ? "" : ", ") + family->hf_model_type();
+      }
+    }
+    throw std::invalid_argument(src + ": model_type '" + type + "' is not supported (supported: " + supported + ")");
   }
   return a->from_hf_config(d.config, src);
 }
@@ -325,7 +332,7 @@ void load_into(models::LmHeadModel& model, const ModelDir& d) {
     throw std::invalid_argument(src + ": \"" + k + "\" is " + theirs[k].dump() + " but the model config gives " +
                                 v.dump() +
                                 " (take the model config from the directory with "
-                                "trainer.use_hf_model_config: true, or change model.*)");
+                                "use_hf_model_config: true, or change model.*)");
   }
   const int64_t vocab = d.config.value("vocab_size", int64_t{-1});
   if (vocab != model.Vocab().size) {
