@@ -1,11 +1,13 @@
 // `levanter eval --config FILE --checkpoint PATH [--section.key value ...]`: evaluate a saved checkpoint on the
 // config's validation sets; prints the metrics and writes them as one JSON line (to --output, default stdout).
-#include <cstdio>
-#include <fstream>
-#include <iostream>
+#include <fcntl.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <iostream>
+
 #include "command.h"
+#include "levanter/runtime/file_io.h"
 #include "levanter/trainer/trainer.h"
 
 namespace {
@@ -33,10 +35,16 @@ std::function<int()> setup(CLI::App& app) {
       std::fprintf(stderr, "validation%s%s: loss %.4f  perplexity %.2f  bits/byte %.4f  (%lld tokens)\n",
                    name.empty() ? "" : " ", name.c_str(), em.loss, em.perplexity, em.bpb, (long long)em.tokens);
     }
+    const std::string line = row.dump() + "\n";
     if (output->empty()) {
-      std::cout << row.dump() << "\n";
+      std::cout << line << std::flush;
+      if (!std::cout) throw std::runtime_error("cannot write the metrics to standard output");
     } else {
-      std::ofstream(*output, std::ios::app) << row.dump() << "\n";
+      // Checked all the way (a full disk, a missing directory): an error, never an empty file and exit 0.
+      levanter::runtime::File f = levanter::runtime::File::open(*output, O_WRONLY | O_CREAT | O_APPEND, 0644);
+      f.write_all(line.data(), line.size());
+      f.sync_data();
+      f.close();
     }
     return 0;
   };

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +28,9 @@ namespace {
 // against 969 ms at GOMP_SPINCOUNT=30000; bf16, which runs on oneDNN's OpenMP threads, was unchanged). libgomp
 // reads the setting when it loads, before main, so the compute commands re-execute themselves once with it,
 // unless the user chose OpenMP's wait policy already. Scheduling only: results are bit-identical.
+// execv keeps the process (its pid, so signals sent to it reach the new image; its open descriptors; its signal
+// mask; ignored signals stay ignored) and runs before anything is set up: `levanter train` installs its stop-signal
+// handlers (runtime/signals.h) and takes its run locks afterwards, in the re-executed image.
 void tune_openmp_spinning(int argc, char** argv) {
   if (argc < 2 ||
       (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "sample") != 0))
@@ -62,7 +66,13 @@ int main(int argc, char** argv) {
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) {
       try {
-        return run();
+        int rc = run();
+        // Output lost on a full disk or a closed pipe is an error, not a silent success.
+        if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+          std::cerr << "error: cannot write to standard output: " << std::strerror(errno) << "\n";
+          return rc == 0 ? 1 : rc;
+        }
+        return rc;
       } catch (const std::exception& e) {
         std::fflush(stdout);
         std::cerr << "error: " << e.what() << "\n";

@@ -1,13 +1,21 @@
 #include "levanter/tracker/tracker.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
 #include "levanter/config/config.h"
+#include "levanter/runtime/file_io.h"
 
 namespace levanter::tracker {
+
+namespace fs = std::filesystem;
 
 void TrackerConfig::validate() const {
   if (type == "json" || type == "noop") return;
@@ -20,29 +28,112 @@ void TrackerConfig::validate() const {
 }
 
 struct JsonLogger::File {
-  std::ofstream out;
+  runtime::File out;
+  dev_t dev = 0;
+  ino_t ino = 0;
+
+  void open(const std::string& path) {
+    out = runtime::File::open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    struct stat st;
+    if (::fstat(out.fd(), &st) != 0) throw runtime::IoError(path + ": cannot stat: " + std::strerror(errno));
+    dev = st.st_dev;
+    ino = st.st_ino;
+  }
+  // The path still names the file being written: a deleted run directory, or a metrics.jsonl moved away, would
+  // otherwise swallow every later row without an error.
+  void check_still_there(const std::string& path) const {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      throw runtime::IoError(path + ": the metrics file is gone (" + std::strerror(errno) +
+                             "): its directory was removed or it was moved while the run was writing it");
+    }
+    if (st.st_dev != dev || st.st_ino != ino) {
+      throw runtime::IoError(path + ": the metrics file was replaced by another file while the run was writing it");
+    }
+  }
 };
 
 JsonLogger::JsonLogger(std::string path) : path_(std::move(path)), file_(std::make_unique<File>()) {
-  file_->out.open(path_, std::ios::app);
-  if (!file_->out) throw std::runtime_error("cannot write metrics file " + path_);
+  file_->open(path_);
 }
 
 JsonLogger::~JsonLogger() = default;
 
 void JsonLogger::log(const Metrics& metrics, int64_t step) {
-  if (!file_->out.is_open()) return;
+  if (!file_->out.is_open()) throw runtime::IoError(path_ + ": the metrics file is closed (finish() was called)");
   nlohmann::ordered_json row;
   row["step"] = step;
   for (const auto& [name, value] : metrics) {
     std::visit([&row, &name = name](const auto& v) { row[name] = v; }, value);
   }
-  file_->out << row.dump() << "\n";
-  file_->out.flush();
+  const std::string line = row.dump() + "\n";
+  file_->out.write_all(line.data(), line.size());
+  file_->check_still_there(path_);
+}
+
+namespace {
+
+// Whether a metrics.jsonl row is one that a run resumed after `completed` steps writes again.
+bool redone(const nlohmann::json& row, int64_t completed, bool final_eval_again) {
+  if (!row.is_object() || !row.contains("step") || !row["step"].is_number_integer()) return false;
+  const int64_t step = row["step"].get<int64_t>();
+  bool of_a_step = false;  // train/ and throughput/ rows: `step` is the step's 0-based index
+  for (auto it = row.begin(); it != row.end(); ++it) {
+    if (it.key().rfind("train/", 0) == 0 || it.key().rfind("throughput/", 0) == 0) of_a_step = true;
+  }
+  if (of_a_step) return step >= completed;
+  return step > completed || (final_eval_again && step == completed);
+}
+
+}  // namespace
+
+// Calls keep(line) for every line of `path` that a resumed run keeps, in order; returns whether any was dropped.
+// A last line without its newline that does not parse is the tail of a write a crash interrupted: dropped.
+template <typename Keep>
+bool JsonLogger::filter_rows(int64_t completed_steps, bool final_eval_again, Keep&& keep) const {
+  std::ifstream in(path_, std::ios::binary);
+  if (!in) throw runtime::IoError(path_ + ": cannot open: " + std::strerror(errno));
+  bool dropped = false;
+  for (std::string line; std::getline(in, line);) {
+    const bool complete = !in.eof();
+    nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if ((!complete && row.is_discarded()) || (!row.is_discarded() && redone(row, completed_steps, final_eval_again))) {
+      dropped = true;
+      continue;
+    }
+    keep(line);
+  }
+  if (in.bad()) throw runtime::IoError(path_ + ": read failed");
+  return dropped;
+}
+
+void JsonLogger::resume_at(int64_t completed_steps, bool final_eval_again) {
+  std::error_code ec;
+  // Only a regular file is rewritten (metrics.jsonl may be a link to a device or a pipe: nothing to read then).
+  if (!fs::is_regular_file(path_, ec)) return;
+  // Two passes: most starts (a fresh run, a resume right after its checkpoint's rows) drop nothing.
+  if (!filter_rows(completed_steps, final_eval_again, [](const std::string&) {})) return;
+  // A link to a file: rewrite the file it points to, and keep the link.
+  runtime::AtomicFile out(fs::canonical(path_).string());
+  std::string buf;
+  filter_rows(completed_steps, final_eval_again, [&](const std::string& line) {
+    buf.append(line);
+    buf.push_back('\n');
+    if (buf.size() >= (1u << 20)) {
+      out.write(buf.data(), buf.size());
+      buf.clear();
+    }
+  });
+  out.write(buf.data(), buf.size());
+  file_->out.close();
+  out.commit();
+  file_->open(path_);
 }
 
 void JsonLogger::finish() {
-  if (file_->out.is_open()) file_->out.close();
+  if (!file_->out.is_open()) return;
+  file_->out.sync_data();
+  file_->out.close();
 }
 
 void CompositeTracker::log_hyperparameters(const Metrics& hparams) {
@@ -53,6 +144,9 @@ void CompositeTracker::log(const Metrics& metrics, int64_t step) {
 }
 void CompositeTracker::log_summary(const Metrics& metrics) {
   for (auto& t : trackers_) t->log_summary(metrics);
+}
+void CompositeTracker::resume_at(int64_t completed_steps, bool final_eval_again) {
+  for (auto& t : trackers_) t->resume_at(completed_steps, final_eval_again);
 }
 void CompositeTracker::finish() {
   for (auto& t : trackers_) t->finish();

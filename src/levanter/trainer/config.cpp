@@ -85,8 +85,26 @@ void TrainerConfig::unsupported(V& v) {
   v.ignored("shutdown_at_exit", "there is no TPU VM to shut down");
 }
 
+void validate_run_id(const std::string& id) {
+  std::string problem;
+  if (id.empty()) {
+    problem = "must not be empty (leave trainer.id out to derive one from the config)";
+  } else if (id.find('/') != std::string::npos || id.find('\\') != std::string::npos) {
+    problem = "must not contain '/' or '\\'";
+  } else if (id.find("..") != std::string::npos || id == ".") {
+    problem = "must not be '.' or contain '..'";
+  } else if (std::any_of(id.begin(), id.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+    problem = "must not contain control characters";
+  }
+  if (!problem.empty()) {
+    throw ConfigError("trainer.id: '" + id + "' " + problem +
+                      ": the run id names a directory under trainer.log_dir and under the checkpoint base path");
+  }
+}
+
 void TrainerConfig::validate() const {
   tracker.validate();
+  if (id) validate_run_id(*id);
   auto positive = [](const char* key, int64_t v) {
     if (v <= 0) throw ConfigError(std::string("trainer.") + key + ": must be positive, got " + std::to_string(v));
   };
@@ -162,6 +180,13 @@ TrainLmConfig load_train_config(const std::string& file, const std::vector<std::
                    "a list of " + std::to_string(list.size()) + " trackers: one tracker at a time is supported here");
     }
     root["trainer"]["tracker"] = YAML::Clone(list[0]);
+  }
+  // `--trainer.id ""` (an unset shell variable) would read as YAML null, i.e. "derive an id": refused instead.
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    if (overrides[i] == "--trainer.id=" || (overrides[i] == "--trainer.id" && i + 1 < overrides.size() &&
+                                            overrides[i + 1].find_first_not_of(" \t") == std::string::npos)) {
+      validate_run_id("");
+    }
   }
   config::apply_overrides(root, overrides);
   // `trainer.initialize_from_hf` and `model.initialize_from_hf` are accepted as the top-level key (where

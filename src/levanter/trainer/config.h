@@ -149,6 +149,10 @@ struct TrainLmConfig {
   void validate() const;
 };
 
+// Throws config::ConfigError naming trainer.id unless `id` can name a directory of its own: not empty, no '/' or
+// '\\', not '.' and no '..', no control characters.
+void validate_run_id(const std::string& id);
+
 // Load a training config (file + --a.b.c overrides), validated.
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides);
 // All keys of TrainLmConfig with types, defaults and help (for docs/configuration.md and `levanter config`).

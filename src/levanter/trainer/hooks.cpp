@@ -106,6 +106,11 @@ void CheckpointHook::at_end(TrainerState& state) {
   if (!last_checkpoint_) last_checkpoint_ = checkpointer_.latest();
 }
 
+std::string CheckpointHook::save_now(const TrainerState& state, checkpoint::SaveKind kind) {
+  last_checkpoint_ = checkpointer_.save(state.step, checkpoint_groups(state), metadata_(state), kind);
+  return *last_checkpoint_;
+}
+
 void HfExportHook::at_end(TrainerState& state) {
   if (last_saved_ != state.step) save(state);
 }

@@ -26,7 +26,8 @@
 
 namespace levanter::checkpoint {
 class Checkpointer;
-}
+enum class SaveKind;
+}  // namespace levanter::checkpoint
 
 namespace levanter::trainer {
 
@@ -96,6 +97,8 @@ class CheckpointHook : public Hook {
       : checkpointer_(checkpointer), metadata_(std::move(metadata)), last_checkpoint_(last_checkpoint) {}
   void after_step(const StepInfo& info, TrainerState& state) override;
   void at_end(TrainerState& state) override;
+  // A checkpoint of `state` now, of the given kind (a run stopping early); returns its path.
+  std::string save_now(const TrainerState& state, checkpoint::SaveKind kind);
 
  private:
   checkpoint::Checkpointer& checkpointer_;

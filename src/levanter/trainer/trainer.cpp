@@ -19,9 +19,12 @@
 #include "levanter/data/tokenizer/tokenizer.h"
 #include "levanter/optim/adamw.h"
 #include "levanter/optim/schedule.h"
+#include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
+#include "levanter/runtime/signals.h"
 #include "levanter/trainer/hooks.h"
 #include "levanter/trainer/peak_flops.h"
+#include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
 
 namespace levanter::trainer {
@@ -63,6 +66,7 @@ RunPaths resolve_paths(const TrainLmConfig& config) {
   const TrainerConfig& tc = config.trainer;
   RunPaths p;
   p.run_id = run_id_for(config);
+  validate_run_id(p.run_id);
   p.run_dir = (fs::path(tc.log_dir) / p.run_id).string();
   p.metrics = (fs::path(p.run_dir) / "metrics.jsonl").string();
   p.record = (fs::path(p.run_dir) / "run.json").string();
@@ -93,7 +97,9 @@ struct Trainer::Impl {
   std::unique_ptr<data::TextData> data;
   Axis Vocab{"vocab", 1};
   optim::LrSchedule schedule;
+  RunLock run_lock, checkpoint_lock;  // held for the Trainer's lifetime (run_lock.h)
   std::unique_ptr<checkpoint::Checkpointer> checkpointer;
+  std::shared_ptr<CheckpointHook> checkpoint_hook;
   std::unique_ptr<tracker::Tracker> tracker;
   std::optional<PeakFlops> peak;
   std::unique_ptr<eval::Evaluator> evaluator;
@@ -109,7 +115,49 @@ struct Trainer::Impl {
   float forward_backward(TrainerState& state, const data::TokenBatch& batch) const;
   optim::StepStats update(TrainerState& state, double learning_rate) const;
   void announce(const TrainerState& state) const;
+  void lock_directories();
+  // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
+  // or already saved this one. Returns the newest checkpoint of the run, if any.
+  std::optional<std::string> save_before_stopping(const TrainerState& state, int64_t start_step);
+  std::string io_error_message(const TrainerState& state, int64_t start_step, const std::string& what);
 };
+
+void Trainer::Impl::lock_directories() {
+  run_lock = RunLock::acquire(paths.run_dir, "run directory", paths.run_id);
+  std::error_code ec;
+  fs::create_directories(paths.checkpoint_base, ec);
+  // One lock per directory: two FileLocks on one file exclude each other even in one process.
+  if (!fs::equivalent(paths.run_dir, paths.checkpoint_base, ec)) {
+    checkpoint_lock = RunLock::acquire(paths.checkpoint_base, "checkpoint directory", paths.run_id);
+  }
+}
+
+std::optional<std::string> Trainer::Impl::save_before_stopping(const TrainerState& state, int64_t start_step) {
+  if (state.step > start_step && checkpointer->last_save_step() != state.step) {
+    result.last_checkpoint = checkpoint_hook->save_now(state, checkpoint::SaveKind::kTemporary);
+  }
+  if (!result.last_checkpoint) result.last_checkpoint = checkpointer->latest();
+  return result.last_checkpoint;
+}
+
+std::string Trainer::Impl::io_error_message(const TrainerState& state, int64_t start_step, const std::string& what) {
+  std::string m = what + "\nThe run stopped after step " + std::to_string(state.step) + " of " +
+                  std::to_string(config.trainer.num_train_steps) + ": ";
+  try {
+    const bool saved_now = state.step > start_step && checkpointer->last_save_step() != state.step;
+    std::optional<std::string> ckpt = save_before_stopping(state, start_step);
+    if (ckpt) {
+      m += (saved_now ? "saved checkpoint " : "its newest checkpoint is ") + *ckpt;
+    } else {
+      m += "there is no checkpoint yet";
+    }
+  } catch (const std::exception& e) {
+    auto latest = checkpointer->latest();
+    m += std::string("could not save a checkpoint either (") + e.what() + "); the newest complete one is " +
+         latest.value_or("(none)");
+  }
+  return m + ". Fix the problem and run the same command to resume";
+}
 
 eval::Evaluator& Trainer::Impl::get_evaluator() {
   if (!evaluator) {
@@ -229,7 +277,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.threads = at::get_num_threads();
   I.paths = resolve_paths(I.config);
   I.result.paths = I.paths;
-  fs::create_directories(I.paths.run_dir);
+  I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
   I.data_seed = static_cast<uint64_t>(I.config.data_seed.value_or(tc.seed));
   I.root = Key(static_cast<uint64_t>(tc.seed));
@@ -245,8 +293,9 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   add_hook(std::make_shared<EvalHook>([&I]() -> eval::Evaluator& { return I.get_evaluator(); }, tc.mp.compute,
                                       tc.num_train_steps, *I.tracker, I.options.progress, I.result.eval),
            tc.steps_per_eval);
-  add_hook(std::make_shared<CheckpointHook>(
-      *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint));
+  I.checkpoint_hook = std::make_shared<CheckpointHook>(
+      *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint);
+  add_hook(I.checkpoint_hook);
   if (I.config.hf_save_path) {
     std::optional<at::ScalarType> dtype;
     if (I.config.hf_save_dtype && (*I.config.hf_save_dtype == "bfloat16" || *I.config.hf_save_dtype == "bf16")) {
@@ -299,6 +348,8 @@ TrainerState Trainer::initial_state() {
   state.optimizer = std::make_unique<optim::AdamW>(I.config.optimizer, nn::named_parameters(*state.model));
   if (resumed) I.restore_optimizer(state, *resumed);
   I.result.start_step = state.step;
+  // The rows of the steps this run does (again) are written again: metrics.jsonl forgets the old ones.
+  I.tracker->resume_at(state.step, state.step >= tc.num_train_steps);
 
   I.peak = PeakFlops::resolve(tc.mp.compute, tc.peak_flops);
   RunRecord rec{I.paths.run_id,
@@ -347,26 +398,46 @@ TrainResult Trainer::train() {
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;
-  while (state.step < tc.num_train_steps) {
-    const auto t0 = Clock::now();
-    data::TokenBatch batch = loader.next();
-    const auto t_data = Clock::now();
-    StepInfo info = train_step(state, batch);
-    info.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
-    info.loading_s = std::chrono::duration<double>(t_data - t0).count();
-    info.tokens_per_second = static_cast<double>(info.tokens) / info.duration_s;
-    info.mfu = I.peak->mfu(3.0 * flops_per_token * info.tokens_per_second);
-    run_hooks(info, state);
+  int stop = 0;
+  try {
+    while (state.step < tc.num_train_steps) {
+      // Between steps: a SIGINT/SIGTERM/SIGHUP (runtime/signals.h) stops the run here.
+      if ((stop = runtime::stop_signal()) != 0) break;
+      const auto t0 = Clock::now();
+      data::TokenBatch batch = loader.next();
+      const auto t_data = Clock::now();
+      StepInfo info = train_step(state, batch);
+      info.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      info.loading_s = std::chrono::duration<double>(t_data - t0).count();
+      info.tokens_per_second = static_cast<double>(info.tokens) / info.duration_s;
+      info.mfu = I.peak->mfu(3.0 * flops_per_token * info.tokens_per_second);
+      run_hooks(info, state);
+    }
+    if (stop) {
+      runtime::restore_default_stop_signals();  // a further signal ends the process at once
+      if (I.options.progress) {
+        std::fprintf(stderr, "levanter: %s: stopping after step %lld of %lld%s\n", runtime::stop_signal_name(stop),
+                     (long long)state.step, (long long)tc.num_train_steps,
+                     state.step > start_step ? ", saving a checkpoint (a second signal ends the process at once)" : "");
+      }
+      I.save_before_stopping(state, start_step);
+      I.result.stopped_by_signal = stop;
+    } else {
+      if (state.resumed_from && start_step >= tc.num_train_steps && I.options.progress) {
+        std::fprintf(stderr,
+                     "run %s is already complete (step %lld of %lld in %s): evaluating it. Train further with "
+                     "--trainer.num_train_steps N, or start another run with --trainer.id NAME\n",
+                     I.paths.run_id.c_str(), (long long)start_step, (long long)tc.num_train_steps,
+                     state.resumed_from->c_str());
+      }
+      for (auto& [hook, every] : I.hooks) hook->at_end(state);
+    }
+    I.tracker->finish();
+  } catch (const runtime::IoError& e) {
+    // Output that cannot be written (metrics.jsonl on a full disk, its directory removed): stop, with a checkpoint
+    // if one can still be written, rather than train on without a record.
+    throw runtime::IoError(I.io_error_message(state, start_step, e.what()));
   }
-  if (state.resumed_from && start_step >= tc.num_train_steps && I.options.progress) {
-    std::fprintf(stderr,
-                 "run %s is already complete (step %lld of %lld in %s): evaluating it. Train further with "
-                 "--trainer.num_train_steps N, or start another run with --trainer.id NAME\n",
-                 I.paths.run_id.c_str(), (long long)start_step, (long long)tc.num_train_steps,
-                 state.resumed_from->c_str());
-  }
-  for (auto& [hook, every] : I.hooks) hook->at_end(state);
-  I.tracker->finish();
   I.result.final_step = state.step;
   I.result.final_loss = state.last_loss;
   if (I.options.progress) {
@@ -414,7 +485,7 @@ std::map<std::string, EvalMetrics> evaluate_checkpoint(const TrainLmConfig& conf
 }
 
 std::string run_id_for(const TrainLmConfig& config) {
-  if (config.trainer.id && !config.trainer.id->empty()) return *config.trainer.id;
+  if (config.trainer.id) return *config.trainer.id;
   std::string dump = config::dump(config::to_yaml_value(config));
   char buf[32];
   std::snprintf(buf, sizeof(buf), "run-%012llx", (unsigned long long)(fnv1a(dump) & 0xffffffffffffull));

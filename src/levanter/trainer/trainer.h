@@ -59,6 +59,9 @@ struct TrainResult {
   double final_loss = 0;
   std::optional<std::string> last_checkpoint;
   std::map<std::string, EvalMetrics> eval;  // by validation set name ("" = the single set)
+  // Not 0: the run stopped early on this signal (SIGINT, SIGTERM, SIGHUP; runtime/signals.h) after final_step
+  // steps, with a checkpoint of that step in last_checkpoint (unless it took no step); no final evaluation.
+  int stopped_by_signal = 0;
 };
 
 struct TrainOptions {
@@ -110,7 +113,9 @@ class Hook {
 
 class Trainer {
  public:
-  // Resolves the run id and directory, opens the data and the tracker, and registers the built-in hooks.
+  // Resolves the run id and directory, locks the run directory and the checkpoint base path for the Trainer's
+  // lifetime (run_lock.h: RunLockedError if another process holds them; config::ConfigError for a run id that
+  // cannot name a directory), opens the data and the tracker, and registers the built-in hooks.
   Trainer(const TrainLmConfig& config, TrainOptions options = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -121,7 +126,8 @@ class Trainer {
 
   // Resumes from the newest complete checkpoint (trainer.load_checkpoint / load_checkpoint_path), else
   // trainer.initialize_from, else a fresh init from the seed. Prints resume warnings (thread count, libtorch).
-  // Writes the run record.
+  // Writes the run record. Tells the tracker the step it continues from (metrics.jsonl drops the rows of the steps
+  // that will run again).
   TrainerState initial_state();
   // One optimizer step on `batch` (train_batch_size sequences): forward and backward per microbatch, the
   // before_update hooks, then AdamW with the scheduled learning rate. state.step advances by one.
@@ -133,6 +139,11 @@ class Trainer {
   void add_hook(int64_t every, std::function<void(const StepInfo&, TrainerState&)> fn);
 
   // initial_state, then steps until trainer.num_train_steps, then the at_end hooks.
+  // Stops early, between steps, when runtime::stop_signal() is set (a SIGINT/SIGTERM/SIGHUP once the program has
+  // called runtime::install_stop_signal_handlers, or runtime::request_stop): saves a (temporary) checkpoint of the
+  // step reached and returns with stopped_by_signal set, skipping the at_end hooks.
+  // A runtime::IoError from a hook (metrics.jsonl cannot be written, ...) stops the run too: after a checkpoint if
+  // one can be saved, rethrown as an IoError whose message adds the step and the checkpoint to resume from.
   TrainResult train();
 
  private:

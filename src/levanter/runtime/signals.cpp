@@ -1,0 +1,78 @@
+#include "levanter/runtime/signals.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+
+namespace levanter::runtime {
+
+namespace {
+
+std::atomic<int> g_stop{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free atomic");
+
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+// Signals that were ignored at startup (index as kStopSignals): left alone.
+std::atomic<bool> g_ignored[3] = {false, false, false};
+std::atomic<bool> g_installed{false};
+
+// Async-signal-safe: one atomic compare-and-swap, nothing else.
+extern "C" void on_stop_signal(int sig) {
+  int expected = 0;
+  g_stop.compare_exchange_strong(expected, sig);
+}
+
+}  // namespace
+
+void install_stop_signal_handlers() {
+  g_installed = true;
+  for (int i = 0; i < 3; ++i) {
+    struct sigaction old {};
+    if (::sigaction(kStopSignals[i], nullptr, &old) == 0 && old.sa_handler == SIG_IGN) {
+      g_ignored[i] = true;
+      continue;
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;  // a second one (the handler is gone) ends the process
+    ::sigaction(kStopSignals[i], &sa, nullptr);
+  }
+}
+
+int stop_signal() { return g_stop.load(); }
+
+void request_stop(int sig) {
+  int expected = 0;
+  g_stop.compare_exchange_strong(expected, sig);
+}
+
+void clear_stop_request() { g_stop.store(0); }
+
+void restore_default_stop_signals() {
+  if (!g_installed) return;  // not ours: a program's own handlers stay
+  for (int i = 0; i < 3; ++i) {
+    if (g_ignored[i]) continue;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(kStopSignals[i], &sa, nullptr);
+  }
+}
+
+const char* stop_signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+  }
+  static thread_local char buf[32];
+  std::snprintf(buf, sizeof(buf), "signal %d", sig);
+  return buf;
+}
+
+}  // namespace levanter::runtime
