@@ -18,6 +18,7 @@
 //     directory (no half-written shard is left); with skip_bad_lines the line is skipped and counted.
 //   - One builder per cache directory at a time (an flock on <dir>/.lock); a second process that opens the
 //     cache meanwhile reads it as it grows.
+//   - Each commit records a CRC32 of every 1 MiB block of the shard's files in its ledger (see ledger.h).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,7 @@ struct CacheBuildOptions {
   bool skip_bad_lines = false;     // skip (and count) bad lines instead of failing
   bool rebuild = false;            // discard a cache that was made differently or from other files
   bool log_warnings = true;        // print skipped lines and resumptions to stderr
+  int64_t vocab_size = 0;          // readers check every token id against it (the tokenizer's); 0: unchecked
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;
