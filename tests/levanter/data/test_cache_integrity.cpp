@@ -1,9 +1,15 @@
 // The token cache is not trusted blindly: truncated, shortened, altered or foreign caches are refused with a
-// DataError that names the file, the shard and the fix, never read as zeros, never a SIGBUS.
+// DataError that names the file, the shard and the fix, never read as zeros, never a SIGBUS; and a reader
+// whose builder (another process) dies takes the build over instead of polling forever.
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include "data_testing.h"
 #include "levanter/data/cache/builder.h"
@@ -58,6 +64,7 @@ std::vector<int32_t> read_all(TokenCache& cache) {
 CacheReadOptions read_opts() {
   CacheReadOptions r;
   r.vocab_size = kByteEos + 1;
+  r.log_waits = false;
   return r;
 }
 
@@ -346,4 +353,135 @@ TEST(CacheIntegrity, TheCommittedPartOfAnUnfinishedShardIsCheckedAsItIsRead) {
   truncate_to(tokens_path(t / "cache", 0), 8);
   EXPECT_THAT(data_error([&] { cache->read_tokens(0, n, got.data()); }),
               HasSubstr("cannot read tokens committed in its ledger"));
+}
+
+// --- a builder that dies -------------------------------------------------------------------------------------
+
+namespace {
+
+// Kills this test process if a wait never ends (the bug this guards against): a failure, not a hang.
+struct Watchdog {
+  explicit Watchdog(unsigned seconds) { ::alarm(seconds); }
+  ~Watchdog() { ::alarm(0); }
+};
+
+// A child process building `dir` slowly (10 ms per document, 4 documents per commit), as another training
+// process would. Returns once its first commit is on disk.
+pid_t start_builder_process(const std::string& dir, const Corpus& c) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    try {
+      auto cache = build_or_load_cache(dir, c.files, byte_encoder(10000), opts(1));
+      cache->builder()->wait();
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(0);
+  }
+  for (int i = 0; i < 1000 && !fs::exists(ledger_path(dir, 0)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pid;
+}
+
+void kill_and_reap(pid_t pid, int sig) {
+  ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status)) << "the builder process should have been killed, not have finished";
+}
+
+}  // namespace
+
+TEST(CacheTakeover, AReaderTakesTheBuildOverWhenTheBuildingProcessIsKilled) {
+  Watchdog watchdog(60);
+  TempDir t;
+  Corpus c = make_corpus(t);
+  build(t / "ref", c);
+  pid_t child = start_builder_process(t / "cache", c);
+  CacheBuildOptions o = opts(2);
+  o.log_warnings = true;
+  auto cache = build_or_load_cache(t / "cache", c.files, byte_encoder(), o);
+  EXPECT_EQ(cache->builder(), nullptr) << "the child process builds it";
+  kill_and_reap(child, SIGKILL);
+  ::testing::internal::CaptureStderr();
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> all = read_all(*cache);
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  EXPECT_EQ(all, expected_bytes_tokens(c.docs));
+  EXPECT_NE(cache->builder(), nullptr) << "the reader should have resumed the build itself";
+  EXPECT_THAT(err, HasSubstr("(process " + std::to_string(child) + ") is gone; resuming the build in this process"));
+  EXPECT_EQ(snapshot(t / "cache"), snapshot(t / "ref"));
+}
+
+TEST(CacheTakeover, AStoppedBuilderIsReportedAndTakenOverOnceKilled) {
+  Watchdog watchdog(60);
+  TempDir t;
+  Corpus c = make_corpus(t);
+  pid_t child = start_builder_process(t / "cache", c);
+  ::kill(child, SIGSTOP);
+  CacheBuildOptions o = opts(2);
+  o.log_warnings = true;
+  auto cache = build_or_load_cache(t / "cache", c.files, byte_encoder(), o);
+  ::testing::internal::CaptureStderr();
+  std::thread reader([&] { cache->wait_finished(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(cache->finished());
+  kill_and_reap(child, SIGKILL);
+  reader.join();
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("waiting for process " + std::to_string(child) + " (holding " + t / "cache/.lock"));
+  EXPECT_THAT(err, HasSubstr("this reader needs the whole cache"));
+  EXPECT_THAT(err, HasSubstr("That process is stopped"));
+  EXPECT_EQ(err.find("waiting for"), err.rfind("waiting for")) << "said once (then every 30 s):\n" << err;
+  EXPECT_THAT(err, HasSubstr("is gone; resuming the build"));
+  EXPECT_EQ(read_all(*cache), expected_bytes_tokens(c.docs));
+}
+
+TEST(CacheTakeover, APlainReaderFailsWhenNobodyBuilds) {
+  Watchdog watchdog(60);
+  TempDir t;
+  Corpus c = make_corpus(t);
+  CacheBuildOptions kill = opts();
+  kill.simulate_kill_after_chunks = 3;
+  build(t / "cache", c, kill);  // an unfinished cache, its builder gone
+  auto cache = TokenCache::open(t / "cache", std::nullopt, read_opts());
+  std::string m = data_error([&] { cache->wait_finished(); });
+  EXPECT_THAT(m, HasSubstr("the token cache is incomplete"));
+  EXPECT_THAT(m, HasSubstr("no process is building it"));
+  EXPECT_THAT(m, HasSubstr("levanter cache --config"));
+}
+
+TEST(CacheTakeover, ABuilderThatDiesBeforeWritingTheManifestIsReplaced) {
+  Watchdog watchdog(60);
+  TempDir t;
+  Corpus c = make_corpus(t);
+  fs::create_directories(t / "cache");
+  int locked[2];
+  ASSERT_EQ(::pipe(locked), 0);
+  pid_t child = ::fork();
+  if (child == 0) {  // takes the build lock, says so, and hangs (before any manifest)
+    auto lock =
+        levanter::runtime::FileLock::try_lock(t / "cache/.lock", levanter::runtime::FileLock::IfMissing::kCreateFile);
+    char ok = lock.locked() ? 1 : 0;
+    if (::write(locked[1], &ok, 1) != 1) ::_exit(3);
+    ::pause();
+    ::_exit(0);
+  }
+  char ok = 0;
+  ASSERT_EQ(::read(locked[0], &ok, 1), 1);
+  ASSERT_EQ(ok, 1);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    kill_and_reap(child, SIGKILL);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto cache = build_or_load_cache(t / "cache", c.files, byte_encoder(), opts());
+  killer.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(cache->builder(), nullptr) << "the dead process's build should be done here";
+  EXPECT_EQ(read_all(*cache), expected_bytes_tokens(c.docs));
+  ::close(locked[0]);
+  ::close(locked[1]);
 }

@@ -129,6 +129,13 @@ struct ShardChecksums {
   BlockChecksums tokens, offsets;
 };
 
+// Writes this process's pid into the lock file it holds, for the messages of processes waiting on it.
+void record_lock_holder(const std::string& dir) {
+  std::string pid = std::to_string(::getpid()) + "\n";
+  runtime::File f = runtime::File::open(dir + "/.lock", O_WRONLY | O_TRUNC);
+  f.write_all(pid.data(), pid.size());
+}
+
 struct RecordResult {
   enum Kind { kDocument, kBlank, kBad } kind = kBlank;
   std::vector<int32_t> ids;
@@ -422,6 +429,7 @@ namespace {
 CacheReadOptions read_options(const CacheBuildOptions& options) {
   CacheReadOptions r;
   r.vocab_size = options.vocab_size;
+  r.log_waits = options.log_warnings;
   return r;
 }
 
@@ -449,6 +457,7 @@ std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std
   impl->encoder = encoder;
   impl->options = options;
   impl->lock = std::move(lock);
+  record_lock_holder(dir);
 
   // Is what is there the cache we want?
   std::optional<CacheManifest> m = read_manifest(dir);
@@ -571,15 +580,20 @@ void start_build(TokenCache& cache, std::unique_ptr<CacheBuilder::Impl> impl) {
   raw->start(threads);
 }
 
-// Another process holds the build lock: read the cache as it grows (after checking it is the one we want).
+// Another process holds the build lock: read the cache as it grows (after checking it is the one we want),
+// and take the build over if that process dies.
 std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const std::vector<std::string>& files,
                                                  const DocumentEncoder& encoder, const CacheBuildOptions& options) {
-  // The builder writes the manifest right after taking the lock; give it a moment.
-  for (int i = 0; i < 300 && !read_manifest(dir); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto cache = TokenCache::open(dir, encoder.processing, read_options(options));
   if (cache->manifest().files != files) {
     throw DataError(dir + ": another process is building this cache from other input files than the configured ones");
   }
+  CacheBuildOptions resume = options;
+  resume.rebuild = false;  // the cache was checked above; never wipe what readers may be reading
+  cache->set_takeover([dir, files, encoder, resume](TokenCache& c, runtime::FileLock lock) {
+    runtime::rethrow_io_errors_as<DataError>(
+        [&] { start_build(c, plan_build(dir, files, stat_inputs(files), encoder, resume, std::move(lock))); });
+  });
   return cache;
 }
 
@@ -594,6 +608,12 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
   if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
 
   runtime::FileLock lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
+  // Another process builds it. It writes the manifest right after taking the lock: give it a moment, and
+  // build here if it lets go of the lock (dies) before writing it.
+  for (int i = 0; i < 300 && !lock.locked() && !read_manifest(dir); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
+  }
   if (!lock.locked()) return open_built_elsewhere(dir, files, encoder, options);
 
   std::unique_ptr<CacheBuilder::Impl> impl = plan_build(dir, files, infos, encoder, options, std::move(lock));

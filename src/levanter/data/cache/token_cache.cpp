@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iostream>
 #include <stdexcept>
 #include <thread>
 
@@ -18,6 +20,26 @@ namespace levanter::data {
 namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(200);
+constexpr auto kWaitReportInterval = std::chrono::seconds(30);
+
+std::string lock_path(const std::string& dir) { return dir + "/.lock"; }
+
+// The pid a builder wrote into the lock file (0 if none).
+long lock_holder_pid(const std::string& dir) {
+  try {
+    return std::strtol(runtime::read_small_file(lock_path(dir)).c_str(), nullptr, 10);
+  } catch (const runtime::IoError&) {
+    return 0;
+  }
+}
+
+// Whether process `pid` is stopped (SIGSTOP, or a debugger): state T or t in /proc/<pid>/stat.
+bool process_stopped(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
+}
 
 }  // namespace
 
@@ -79,6 +101,11 @@ void TokenCache::attach_builder(std::shared_ptr<CacheBuilder> builder) {
   std::lock_guard<std::mutex> lock(mu_);
   builder_ = std::move(builder);
   builder_running_ = true;
+}
+
+void TokenCache::set_takeover(Takeover takeover) {
+  std::lock_guard<std::mutex> lock(mu_);
+  takeover_ = std::move(takeover);
 }
 
 // --- integrity -----------------------------------------------------------------------------------------------
@@ -315,34 +342,87 @@ int64_t TokenCache::rows_available() const {
 bool TokenCache::finished() const { return complete_.load(std::memory_order_acquire); }
 
 template <typename Pred>
-void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, Pred ready) {
+void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, const std::string& what, Pred ready) {
   while (true) {
     if (ready() || complete_.load(std::memory_order_relaxed)) return;
     if (!error_.empty()) throw DataError(error_);
     cv_.wait_for(lock, kPollInterval);
-    // Another process builds it (or nobody does: then this waits until someone resumes the build).
-    if (!builder_) refresh_from_disk_locked();
+    if (!builder_) {
+      // Another process builds it, or did until it died: read its ledgers, then check that it is still there.
+      refresh_from_disk_locked();
+      if (ready() || complete_.load(std::memory_order_relaxed)) return;
+      check_builder_locked(lock, what);
+    }
   }
+}
+
+// Called while waiting for another process's build. Its build lock (an flock, released by the kernel when
+// the process dies however it dies) tells whether it is still there: if we can take the lock, nobody
+// builds, and we resume the build here (takeover_) or fail. Otherwise we say what we wait for, now and then.
+void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const std::string& what) {
+  runtime::FileLock build_lock = runtime::rethrow_io_errors_as<DataError>(
+      [&] { return runtime::FileLock::try_lock(lock_path(dir_), runtime::FileLock::IfMissing::kCreateFile); });
+  const long pid = lock_holder_pid(dir_);
+  const std::string who = pid > 0 ? "process " + std::to_string(pid) : std::string("another process");
+  if (!build_lock.locked()) {
+    auto now = std::chrono::steady_clock::now();
+    if (options_.log_waits && (!wait_announced_ || now - wait_reported_ >= kWaitReportInterval)) {
+      wait_announced_ = true;
+      wait_reported_ = now;
+      std::cerr << "levanter: waiting for " << who << " (holding " << lock_path(dir_) << ") to build the token cache "
+                << dir_ << ": " << prefix_ << " of " << shards_.size() << " shards finished, "
+                << tokens_available_locked() << " tokens so far; this reader needs " << what;
+      if (pid > 0 && process_stopped(pid)) {
+        std::cerr << ". That process is stopped: resume it (kill -CONT " << pid << ") or end it (kill " << pid
+                  << "), and this reader takes the build over";
+      }
+      std::cerr << std::endl;
+    }
+    return;
+  }
+  // Nobody builds. The build may have ended just before the lock was released: look again.
+  refresh_from_disk_locked();
+  if (complete_.load(std::memory_order_relaxed)) return;
+  if (!takeover_) {
+    throw DataError(dir_ + ": the token cache is incomplete (" + std::to_string(prefix_) + " of " +
+                    std::to_string(shards_.size()) + " shards finished) and no process is building it" +
+                    (pid > 0 ? " (" + who + ", which was, is gone)" : std::string()) +
+                    ". Finish it with `levanter cache --config ...` (training builds it too)");
+  }
+  Takeover takeover = std::move(takeover_);
+  takeover_ = nullptr;  // once
+  if (options_.log_waits) {
+    std::cerr << "levanter: " << dir_ << ": the process that was building this token cache (" << who
+              << ") is gone; resuming the build in this process (pid " << ::getpid() << ")" << std::endl;
+  }
+  lock.unlock();  // the takeover attaches a builder and replays the ledgers (on_commit), which lock
+  try {
+    takeover(*this, std::move(build_lock));
+  } catch (...) {
+    lock.lock();
+    throw;
+  }
+  lock.lock();
 }
 
 int64_t TokenCache::wait_for_tokens(int64_t n) {
   if (complete_.load(std::memory_order_acquire)) return token_start_[shards_.size()];
   std::unique_lock<std::mutex> lock(mu_);
-  wait_locked(lock, [&] { return tokens_available_locked() >= n; });
+  wait_locked(lock, std::to_string(n) + " tokens", [&] { return tokens_available_locked() >= n; });
   return tokens_available_locked();
 }
 
 int64_t TokenCache::wait_for_rows(int64_t n) {
   if (complete_.load(std::memory_order_acquire)) return row_start_[shards_.size()];
   std::unique_lock<std::mutex> lock(mu_);
-  wait_locked(lock, [&] { return rows_available_locked() >= n; });
+  wait_locked(lock, std::to_string(n) + " documents", [&] { return rows_available_locked() >= n; });
   return rows_available_locked();
 }
 
 void TokenCache::wait_finished() {
   if (complete_.load(std::memory_order_acquire)) return;
   std::unique_lock<std::mutex> lock(mu_);
-  wait_locked(lock, [] { return false; });
+  wait_locked(lock, "the whole cache", [] { return false; });
 }
 
 int64_t TokenCache::total_tokens() {
@@ -394,7 +474,8 @@ void TokenCache::read_tokens(int64_t start, int64_t n, int32_t* out) {
   std::vector<Piece> pieces;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    wait_locked(lock, [&] { return tokens_available_locked() >= end; });
+    wait_locked(lock, "tokens " + std::to_string(start) + " to " + std::to_string(end),
+                [&] { return tokens_available_locked() >= end; });
     int64_t avail = tokens_available_locked();
     if (end > avail) {
       throw std::out_of_range(dir_ + ": tokens [" + std::to_string(start) + ", " + std::to_string(end) +
@@ -427,7 +508,7 @@ std::pair<int64_t, int64_t> TokenCache::document(int64_t row) {
   bool finished;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    wait_locked(lock, [&] { return rows_available_locked() > row; });
+    wait_locked(lock, "document " + std::to_string(row), [&] { return rows_available_locked() > row; });
     if (row >= rows_available_locked()) {
       throw std::out_of_range(dir_ + ": document " + std::to_string(row) + " lies past the end of the cache (" +
                               std::to_string(rows_available_locked()) + " documents)");

@@ -3,7 +3,9 @@
 // A TokenCache can be opened while the cache is being built. Shard i's tokens come after all of shard
 // i-1's, so what a reader can see is the finished shards at the front plus the committed part of the first
 // unfinished one. Reads block until the tokens they ask for exist: on a condition variable when the
-// builder runs in this process, by polling the ledgers (every 200 ms) when another process builds it.
+// builder runs in this process, by polling the ledgers (every 200 ms) when another process builds it. A
+// poller also checks the build lock: when the building process is gone it takes the build over (a cache
+// opened by build_or_load_cache) or fails; while it waits it says so on stderr (once, then every 30 s).
 //
 // Nothing read is trusted blindly (every failure is a DataError naming the file, the shard and the fix):
 //   - when a shard is finished (at open for a complete cache), its files' sizes must match its ledger, its
@@ -23,8 +25,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,13 +46,16 @@ class CacheBuilder;
 struct CacheReadOptions {
   // Token ids must lie in [0, vocab_size): the model's embedding has that many rows. 0: not checked.
   int64_t vocab_size = 0;
+  // Say on stderr what a reader waits for while another process builds the cache.
+  bool log_waits = true;
 };
 
 class TokenCache {
  public:
   // Opens an existing cache for reading; it may be complete or being built (by any process). DataError if
   // there is none, if its format version differs, if `expected` is given and the cache was processed
-  // differently (another tokenizer, text key, BOS/EOS), or if a finished shard fails its size checks.
+  // differently (another tokenizer, text key, BOS/EOS), or if a finished shard fails its size checks. Waiting
+  // on a cache whose builder is gone fails (build_or_load_cache's caches take the build over instead).
   static std::shared_ptr<TokenCache> open(const std::string& dir,
                                           const std::optional<Processing>& expected = std::nullopt,
                                           const CacheReadOptions& options = {});
@@ -83,7 +90,8 @@ class TokenCache {
   // waits for the cache to be complete. DataError on the first bad block. `levanter cache` runs it.
   void verify_all();
 
-  // The build feeding this cache when it runs in this process (progress, wait, stop); null otherwise.
+  // The build feeding this cache when it runs in this process (progress, wait, stop); null otherwise. A
+  // cache that took over the build of a process that died has one from then on.
   CacheBuilder* builder() const;
 
   // --- for CacheBuilder ---
@@ -92,6 +100,10 @@ class TokenCache {
   void on_commit(size_t shard, const ShardLedger& ledger);
   void on_failure(const std::string& message);
   void on_finished();
+  // How to resume the build in this process when the process building it is gone: called (without the
+  // cache's lock) with the build lock, already taken; attaches a builder or throws DataError.
+  using Takeover = std::function<void(TokenCache& cache, runtime::FileLock lock)>;
+  void set_takeover(Takeover takeover);
 
  private:
   struct ShardState {
@@ -119,7 +131,8 @@ class TokenCache {
   int64_t tokens_available_locked() const;
   int64_t rows_available_locked() const;
   template <typename Pred>
-  void wait_locked(std::unique_lock<std::mutex>& lock, Pred ready);
+  void wait_locked(std::unique_lock<std::mutex>& lock, const std::string& what, Pred ready);
+  void check_builder_locked(std::unique_lock<std::mutex>& lock, const std::string& what);
   void open_files_locked(size_t shard);
   void copy_piece(const Piece& p, int32_t* out);
   int64_t block_bytes(size_t shard) const;
@@ -145,6 +158,10 @@ class TokenCache {
   std::atomic<bool> complete_{false};  // all shards finished and checked: reads take the lock-free path
   bool builder_running_ = false;       // a builder in this process has yet to write the final manifest
   std::shared_ptr<CacheBuilder> builder_;
+  Takeover takeover_;
+  // Waiting on another process: when we started and when we last said so on stderr.
+  std::chrono::steady_clock::time_point wait_reported_{};
+  bool wait_announced_ = false;
 };
 
 }  // namespace levanter::data
