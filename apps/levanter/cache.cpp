@@ -91,12 +91,13 @@ std::function<int()> setup(CLI::App& app) {
           b->wait();  // rethrows a failed build's error
         }
         cache->wait_finished();
+        cache->verify_all();  // every block's checksum and token ids, not only those a run happens to read
         const CacheManifest& m0 = cache->manifest();
         CacheManifest m = read_manifest(cache->dir()).value_or(m0);
         std::cout << label << ": " << cache->dir() << ": " << m.rows << " documents, " << m.tokens << " tokens, "
                   << m.files.size() << (m.files.size() == 1 ? " shard" : " shards");
         if (m.bad_lines > 0) std::cout << ", " << m.bad_lines << " bad lines skipped";
-        std::cout << " (complete)\n";
+        std::cout << " (complete, verified)\n";
       }
     }
     if (built == 0) std::cerr << "warning: the data section names no files (train_urls / validation_urls)\n";

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "levanter/data/files.h"  // DataError
+
 namespace levanter::data {
 
 TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step) {
@@ -17,7 +19,11 @@ TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step) 
   b.tokens.resize(static_cast<size_t>(batch_size * b.seq_len));
   std::vector<int64_t> indices(static_cast<size_t>(batch_size));
   std::iota(indices.begin(), indices.end(), step * batch_size);
-  dataset.read_batch(indices.data(), batch_size, b.tokens.data());
+  try {
+    dataset.read_batch(indices.data(), batch_size, b.tokens.data());
+  } catch (const DataError& e) {
+    throw DataError("the batch of step " + std::to_string(step) + ": " + e.what());
+  }
   return b;
 }
 
@@ -81,7 +87,11 @@ TokenBatch EvalBatches::batch(int64_t i) {
   b.tokens.resize(static_cast<size_t>(b.batch_size * b.seq_len));
   std::vector<int64_t> indices(static_cast<size_t>(b.batch_size));
   std::iota(indices.begin(), indices.end(), i * batch_size_);
-  dataset_->read_batch(indices.data(), b.batch_size, b.tokens.data());
+  try {
+    dataset_->read_batch(indices.data(), b.batch_size, b.tokens.data());
+  } catch (const DataError& e) {
+    throw DataError("evaluation batch " + std::to_string(i) + ": " + e.what());
+  }
   return b;
 }
 

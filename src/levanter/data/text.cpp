@@ -89,6 +89,8 @@ TextData::TextData(DataConfig config, std::optional<DocumentEncoder> encoder) : 
   build_options_.rebuild = config_.rebuild_cache;
 }
 
+int64_t TextData::vocab_size() const { return tokenizer_ ? static_cast<int64_t>(tokenizer_->vocab_size()) : 0; }
+
 std::vector<std::string> TextData::source_names() const {
   if (!config_.is_mixture()) return {""};
   std::vector<std::string> names;
@@ -149,11 +151,15 @@ std::shared_ptr<TokenCache> TextData::cache(const std::string& source, Split spl
       throw DataError(what + ": " + e.what());
     }
     std::cerr << "warning: " << e.what() << "; using the complete cache in " << dir << "\n";
-    auto cache = TokenCache::open(dir, enc.processing);
+    CacheReadOptions read;
+    read.vocab_size = vocab_size();
+    auto cache = TokenCache::open(dir, enc.processing, read);
     caches_[dir] = cache;
     return cache;
   }
-  auto cache = build_or_load_cache(dir, files, enc, build_options_);
+  CacheBuildOptions options = build_options_;
+  if (options.vocab_size == 0) options.vocab_size = vocab_size();  // readers check ids against the model's vocab
+  auto cache = build_or_load_cache(dir, files, enc, options);
   caches_[dir] = cache;
   return cache;
 }

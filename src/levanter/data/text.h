@@ -55,6 +55,9 @@ class TextData {
   // The configured tokenizer (null when an encoder was given instead): vocab_size() sizes the model's
   // embedding, decode() shows text.
   const std::shared_ptr<const Tokenizer>& tokenizer() const { return tokenizer_; }
+  // The tokenizer's vocabulary size (0 without one): every cache read checks its token ids against it,
+  // unless build_options().vocab_size says otherwise.
+  int64_t vocab_size() const;
 
   // "" for a single-source config, else the mixture's source names (sorted).
   std::vector<std::string> source_names() const;

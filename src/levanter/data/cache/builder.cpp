@@ -85,6 +85,57 @@ std::string source_change(const SourceFile& recorded, const std::string& path, c
   return path + " changed since it was cached (same size, different content)";
 }
 
+// CRC32 of each kChecksumBlockBytes block of a file written by appending; the last block may be partial.
+class BlockChecksums {
+ public:
+  void append(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      size_t take = std::min<size_t>(n, static_cast<size_t>(kChecksumBlockBytes - bytes_ % kChecksumBlockBytes));
+      current_.update(p, take);
+      p += take;
+      n -= take;
+      bytes_ += static_cast<int64_t>(take);
+      if (bytes_ % kChecksumBlockBytes == 0) {
+        full_.push_back(current_.value());
+        current_ = runtime::Crc32();
+      }
+    }
+  }
+  // The first `bytes` bytes of `path`, read back (a resumed shard's committed part).
+  void append_file(const std::string& path, int64_t bytes) {
+    runtime::File f = runtime::File::open(path, O_RDONLY);
+    std::vector<char> buf(static_cast<size_t>(std::min<int64_t>(bytes, kChecksumBlockBytes)));
+    for (int64_t done = 0; done < bytes;) {
+      size_t n = static_cast<size_t>(std::min<int64_t>(bytes - done, kChecksumBlockBytes));
+      f.read_exact_at(buf.data(), n, static_cast<uint64_t>(done));
+      append(buf.data(), n);
+      done += static_cast<int64_t>(n);
+    }
+  }
+  std::vector<uint32_t> list() const {
+    std::vector<uint32_t> out = full_;
+    if (bytes_ % kChecksumBlockBytes != 0) out.push_back(current_.value());
+    return out;
+  }
+
+ private:
+  int64_t bytes_ = 0;
+  std::vector<uint32_t> full_;
+  runtime::Crc32 current_;
+};
+
+struct ShardChecksums {
+  BlockChecksums tokens, offsets;
+};
+
+// Writes this process's pid into the lock file it holds, for the messages of processes waiting on it.
+void record_lock_holder(const std::string& dir) {
+  std::string pid = std::to_string(::getpid()) + "\n";
+  runtime::File f = runtime::File::open(dir + "/.lock", O_WRONLY | O_TRUNC);
+  f.write_all(pid.data(), pid.size());
+}
+
 struct RecordResult {
   enum Kind { kDocument, kBlank, kBad } kind = kBlank;
   std::vector<int32_t> ids;
@@ -102,8 +153,9 @@ struct CacheBuilder::Impl {
   TokenCache* cache = nullptr;  // owns this builder and stops it before it goes away
   runtime::FileLock lock;       // <dir>/.lock: one builder per cache directory
 
-  std::vector<ShardLedger> ledgers;  // per shard: the state at the start, then the final ledger
-  std::vector<size_t> todo;          // shards to build, in order
+  std::vector<ShardLedger> ledgers;       // per shard: the state at the start, then the final ledger
+  std::vector<ShardChecksums> checksums;  // per shard being built: its blocks' CRCs so far
+  std::vector<size_t> todo;               // shards to build, in order
   std::atomic<size_t> next_todo{0};
 
   std::atomic<bool> stopping{false}, killed{false};
@@ -294,6 +346,12 @@ struct CacheBuilder::Impl {
       offsets_file.write_all_at(offs.data(), offs.size() * sizeof(int64_t), static_cast<uint64_t>(l.rows) * 8);
       tokens_file.sync_data();
       offsets_file.sync_data();
+      ShardChecksums& sums = checksums[shard];
+      sums.tokens.append(toks.data(), toks.size() * sizeof(int32_t));
+      sums.offsets.append(offs.data(), offs.size() * sizeof(int64_t));
+      l.checksum_block_bytes = kChecksumBlockBytes;
+      l.tokens_crc32 = sums.tokens.list();
+      l.offsets_crc32 = sums.offsets.list();
       l.rows += docs;
       l.tokens = end;
       l.lines += static_cast<int64_t>(records.size());
@@ -309,7 +367,7 @@ struct CacheBuilder::Impl {
       tokens += static_cast<int64_t>(toks.size());
       bad_lines += bad;
       if (eof) ++shards_finished;
-      cache->on_commit(shard, l.rows, l.tokens, l.finished);
+      cache->on_commit(shard, l);
 
       if (options.simulate_kill_after_chunks >= 0 && ++commits == options.simulate_kill_after_chunks) {
         // What a kill in the middle of the next chunk leaves: data past the ledger, and a temporary ledger.
@@ -368,44 +426,38 @@ void CacheBuilder::stop() {
 
 namespace {
 
-// Another process holds the build lock: read the cache as it grows (after checking it is the one we want).
-std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const std::vector<std::string>& files,
-                                                 const Processing& processing) {
-  // The builder writes the manifest right after taking the lock; give it a moment.
-  for (int i = 0; i < 300 && !read_manifest(dir); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  auto cache = TokenCache::open(dir, processing);
-  if (cache->manifest().files != files) {
-    throw DataError(dir + ": another process is building this cache from other input files than the configured ones");
-  }
-  return cache;
+CacheReadOptions read_options(const CacheBuildOptions& options) {
+  CacheReadOptions r;
+  r.vocab_size = options.vocab_size;
+  r.log_waits = options.log_warnings;
+  return r;
 }
 
-}  // namespace
-
-namespace {
-
-std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir, const std::vector<std::string>& files,
-                                                          const DocumentEncoder& encoder,
-                                                          const CacheBuildOptions& options) {
-  if (!encoder.encode) throw std::invalid_argument("build_or_load_cache: the encoder has no encode function");
-  // Every input must be readable and of a known format before anything is written.
+// Every input must be readable and of a known format before anything is written.
+std::vector<FileInfo> stat_inputs(const std::vector<std::string>& files) {
   std::vector<FileInfo> infos;
   for (const std::string& path : files) {
     detect_format(path);
     infos.push_back(filesystem_for(path).stat(path));
   }
+  return infos;
+}
 
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
-
+// With the build lock held: checks that what is in `dir` is the cache wanted (or wipes it, with
+// options.rebuild), writes the manifest if there is none, and works out each shard's state: finished (its
+// input unchanged), resumed from its last commit (bytes past it dropped, its checksums recomputed from the
+// committed bytes), or restarted. The plan is an Impl ready to start; its todo is empty when there is
+// nothing to build.
+std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std::vector<std::string>& files,
+                                               const std::vector<FileInfo>& infos, const DocumentEncoder& encoder,
+                                               const CacheBuildOptions& options, runtime::FileLock lock) {
   auto impl = std::make_unique<CacheBuilder::Impl>();
   impl->dir = dir;
   impl->files = files;
   impl->encoder = encoder;
   impl->options = options;
-  impl->lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
-  if (!impl->lock.locked()) return open_built_elsewhere(dir, files, encoder.processing);
+  impl->lock = std::move(lock);
+  record_lock_holder(dir);
 
   // Is what is there the cache we want?
   std::optional<CacheManifest> m = read_manifest(dir);
@@ -451,6 +503,7 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
 
   // Each shard: finished (check its source), partially committed (resume), or empty (start).
   impl->ledgers.resize(files.size());
+  impl->checksums.resize(files.size());
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string& path = files[i];
     const FileInfo& info = infos[i];
@@ -471,15 +524,29 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
       if (options.log_warnings) std::cerr << "warning: " << dir << ": rebuilding shard " << i << ": " << change << "\n";
       l.reset();
     }
-    bool resumable = l && l->format_version == kCacheFormatVersion && l->source.path == path &&
-                     l->source.size == info.size && l->source.mtime_ns == info.mtime_ns &&
-                     file_size(tokens_path(dir, i)) >= l->tokens * 4 && file_size(offsets_path(dir, i)) >= l->rows * 8;
+    const bool same_input = l && l->format_version == kCacheFormatVersion && l->source.path == path &&
+                            l->source.size == info.size && l->source.mtime_ns == info.mtime_ns;
+    bool resumable =
+        same_input && file_size(tokens_path(dir, i)) >= l->tokens * 4 && file_size(offsets_path(dir, i)) >= l->rows * 8;
+    std::string restart_why = !same_input ? path + " changed" : "its files are shorter than its ledger says";
     if (resumable) {
       // Drop whatever a killed build wrote past the last commit.
       if (::truncate(tokens_path(dir, i).c_str(), l->tokens * 4) != 0 ||
           ::truncate(offsets_path(dir, i).c_str(), l->rows * 8) != 0) {
         throw DataError(shard_dir(dir, i) + ": cannot truncate to the committed size: " + std::strerror(errno));
       }
+      // The checksums of the committed bytes, to continue from; they must match the ledger's.
+      ShardChecksums& sums = impl->checksums[i];
+      sums.tokens.append_file(tokens_path(dir, i), l->tokens * 4);
+      sums.offsets.append_file(offsets_path(dir, i), l->rows * 8);
+      if (l->checksum_block_bytes == kChecksumBlockBytes &&
+          (sums.tokens.list() != l->tokens_crc32 || sums.offsets.list() != l->offsets_crc32)) {
+        resumable = false;
+        restart_why = "its committed data fail their checksums";
+        sums = ShardChecksums();
+      }
+    }
+    if (resumable) {
       remove_temp_files(shard_dir(dir, i));
       impl->ledgers[i] = *l;
       impl->documents += l->rows;
@@ -487,7 +554,7 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
       impl->bad_lines += l->bad_lines;
     } else {
       if (l && options.log_warnings)
-        std::cerr << "warning: " << dir << ": restarting shard " << i << " (" << path << " changed)\n";
+        std::cerr << "warning: " << dir << ": restarting shard " << i << " (" << restart_why << ")\n";
       reset_shard(dir, i);
       ShardLedger fresh;
       fresh.source = {path, info.size, info.mtime_ns, ""};
@@ -497,20 +564,61 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
     impl->bytes_total += info.size;
   }
   impl->bytes_total += impl->bytes_done_base;
+  return impl;
+}
 
-  auto cache = std::make_shared<TokenCache>(dir, impl->manifest);
-  for (size_t i = 0; i < files.size(); ++i) {
-    const ShardLedger& l = impl->ledgers[i];
-    cache->on_commit(i, l.rows, l.tokens, l.finished);
-  }
-  if (impl->todo.empty() && m->finished) return cache;  // complete: nothing to build, release the lock
+// Hands the plan's shard states to `cache` and, if there is something to build, starts the build feeding it.
+void start_build(TokenCache& cache, std::unique_ptr<CacheBuilder::Impl> impl) {
+  for (size_t i = 0; i < impl->files.size(); ++i) cache.on_commit(i, impl->ledgers[i]);
+  if (impl->todo.empty() && impl->manifest.finished) return;  // complete: nothing to build, release the lock
 
-  int threads = options.num_threads > 0 ? options.num_threads : runtime::hardware_threads();
-  impl->cache = cache.get();
+  const int threads = impl->options.num_threads > 0 ? impl->options.num_threads : runtime::hardware_threads();
+  impl->cache = &cache;
   CacheBuilder::Impl* raw = impl.get();
   auto builder = std::make_shared<CacheBuilder>(std::move(impl));
-  cache->attach_builder(builder);
+  cache.attach_builder(builder);
   raw->start(threads);
+}
+
+// Another process holds the build lock: read the cache as it grows (after checking it is the one we want),
+// and take the build over if that process dies.
+std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const std::vector<std::string>& files,
+                                                 const DocumentEncoder& encoder, const CacheBuildOptions& options) {
+  auto cache = TokenCache::open(dir, encoder.processing, read_options(options));
+  if (cache->manifest().files != files) {
+    throw DataError(dir + ": another process is building this cache from other input files than the configured ones");
+  }
+  CacheBuildOptions resume = options;
+  resume.rebuild = false;  // the cache was checked above; never wipe what readers may be reading
+  cache->set_takeover([dir, files, encoder, resume](TokenCache& c, runtime::FileLock lock) {
+    runtime::rethrow_io_errors_as<DataError>(
+        [&] { start_build(c, plan_build(dir, files, stat_inputs(files), encoder, resume, std::move(lock))); });
+  });
+  return cache;
+}
+
+std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir, const std::vector<std::string>& files,
+                                                          const DocumentEncoder& encoder,
+                                                          const CacheBuildOptions& options) {
+  if (!encoder.encode) throw std::invalid_argument("build_or_load_cache: the encoder has no encode function");
+  std::vector<FileInfo> infos = stat_inputs(files);
+
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
+
+  runtime::FileLock lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
+  // Another process builds it. It writes the manifest right after taking the lock: give it a moment, and
+  // build here if it lets go of the lock (dies) before writing it.
+  for (int i = 0; i < 300 && !lock.locked() && !read_manifest(dir); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
+  }
+  if (!lock.locked()) return open_built_elsewhere(dir, files, encoder, options);
+
+  std::unique_ptr<CacheBuilder::Impl> impl = plan_build(dir, files, infos, encoder, options, std::move(lock));
+  auto cache = std::make_shared<TokenCache>(dir, impl->manifest, read_options(options));
+  start_build(*cache, std::move(impl));
   return cache;
 }
 

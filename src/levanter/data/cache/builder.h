@@ -16,8 +16,10 @@
 //   - A killed build resumes from each shard's last committed chunk (bytes past the ledger are discarded).
 //   - Bad input fails the build with a message naming the file and line, and removes the failing shard's
 //     directory (no half-written shard is left); with skip_bad_lines the line is skipped and counted.
-//   - One builder per cache directory at a time (an flock on <dir>/.lock); a second process that opens the
-//     cache meanwhile reads it as it grows.
+//   - One builder per cache directory at a time (an flock on <dir>/.lock, which also holds the builder's
+//     pid); a second process that opens the cache meanwhile reads it as it grows, and takes the build over
+//     if the builder dies (the kernel releases a dead process's flock).
+//   - Each commit records a CRC32 of every 1 MiB block of the shard's files in its ledger (see ledger.h).
 #pragma once
 
 #include <cstdint>
@@ -48,7 +50,8 @@ struct CacheBuildOptions {
   int64_t chunk_bytes = 16 << 20;  // ...or this many bytes of input text, whichever comes first
   bool skip_bad_lines = false;     // skip (and count) bad lines instead of failing
   bool rebuild = false;            // discard a cache that was made differently or from other files
-  bool log_warnings = true;        // print skipped lines and resumptions to stderr
+  bool log_warnings = true;        // print skipped lines, resumptions and waits for other processes to stderr
+  int64_t vocab_size = 0;          // readers check every token id against it (the tokenizer's); 0: unchecked
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;

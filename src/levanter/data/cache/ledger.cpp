@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "levanter/runtime/file_io.h"
@@ -46,6 +47,20 @@ json parse_json(const std::string& text, const std::string& where) {
   }
 }
 
+std::vector<uint32_t> crc_list(const json& j, const std::string& where) {
+  std::vector<uint32_t> out;
+  for (const json& e : j) {
+    const std::string hex = e.get<std::string>();
+    char* end = nullptr;
+    unsigned long v = std::strtoul(hex.c_str(), &end, 16);
+    if (hex.size() != 8 || *end != '\0') {
+      throw DataError(where + ": corrupt shard ledger (checksum \"" + hex + "\" is not 8 hex digits)");
+    }
+    out.push_back(static_cast<uint32_t>(v));
+  }
+  return out;
+}
+
 bool file_exists(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0;
@@ -84,6 +99,12 @@ std::string ShardLedger::to_json() const {
          {"bad_lines", bad_lines},
          {"chunks", chunks},
          {"finished", finished}};
+  if (checksum_block_bytes > 0) {
+    json t = json::array(), o = json::array();
+    for (uint32_t c : tokens_crc32) t.push_back(runtime::Crc32::hex(c));
+    for (uint32_t c : offsets_crc32) o.push_back(runtime::Crc32::hex(c));
+    j["checksums"] = json{{"block_bytes", checksum_block_bytes}, {"tokens_crc32", t}, {"offsets_crc32", o}};
+  }
   return j.dump(2) + "\n";
 }
 
@@ -104,6 +125,15 @@ ShardLedger ShardLedger::from_json(const std::string& text, const std::string& w
     l.bad_lines = j.at("bad_lines").get<int64_t>();
     l.chunks = j.at("chunks").get<int64_t>();
     l.finished = j.at("finished").get<bool>();
+    if (j.contains("checksums")) {  // absent in ledgers written before checksums existed
+      const json& c = j.at("checksums");
+      l.checksum_block_bytes = c.at("block_bytes").get<int64_t>();
+      if (l.checksum_block_bytes <= 0)
+        throw DataError(where + ": corrupt shard ledger (checksum block size " +
+                        std::to_string(l.checksum_block_bytes) + ")");
+      l.tokens_crc32 = crc_list(c.at("tokens_crc32"), where);
+      l.offsets_crc32 = crc_list(c.at("offsets_crc32"), where);
+    }
   } catch (const json::exception& e) {
     throw DataError(where + ": corrupt shard ledger (" + e.what() + "); delete the cache directory to rebuild it");
   }

@@ -13,6 +13,13 @@
 // Commit protocol: data are appended and fsynced first, then the ledger is replaced atomically (write a
 // temporary file, fsync, rename, fsync the directory). Readers trust only the ledger: bytes past its counts
 // are invisible and are truncated when the build resumes. A shard without a ledger does not exist.
+//
+// Integrity: the ledger also holds a CRC32 of every block of kChecksumBlockBytes bytes of tokens.i32 and of
+// offsets.i64 (the last block of each may be partial). Blocks are fixed byte ranges of the files, not
+// commits, so the checksums depend only on the bytes (a resumed build writes the same ledger). Readers check
+// file sizes against the ledger when a shard is opened and each block's checksum on its first read. Ledgers
+// written before checksums existed have none (block_bytes 0): they are still read, with the size and
+// vocabulary checks only, so the format version did not change.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +33,9 @@ namespace levanter::data {
 
 // Bumped whenever the layout or the meaning of a field changes; a cache of another version is refused.
 constexpr int kCacheFormatVersion = 1;
+
+// The checksummed block of a shard's token and offset files (1 MiB: 256 Ki tokens, 128 Ki documents).
+constexpr int64_t kChecksumBlockBytes = 1 << 20;
 
 // How documents become tokens. Two caches with equal Processing hold the same tokens for the same input.
 struct Processing {
@@ -55,6 +65,10 @@ struct ShardLedger {
   int64_t bad_lines = 0;  // records skipped as bad (data.skip_bad_lines)
   int64_t chunks = 0;     // commits so far
   bool finished = false;
+  // CRC32 of each block of `checksum_block_bytes` bytes of tokens.i32 / offsets.i64, up to the committed size
+  // (the last block may be partial). checksum_block_bytes == 0: a ledger from before checksums, none known.
+  int64_t checksum_block_bytes = 0;
+  std::vector<uint32_t> tokens_crc32, offsets_crc32;
   std::string to_json() const;
   static ShardLedger from_json(const std::string& text, const std::string& where);
 };
