@@ -10,6 +10,7 @@
 #include <exception>
 #include <iostream>
 
+#include "levanter/config/config.h"
 #include "levanter/runtime/cpu_allocator.h"
 #include "levanter/version.h"
 
@@ -53,6 +54,19 @@ int main(int argc, char** argv) {
 
   std::vector<Command> commands = registry();
   std::sort(commands.begin(), commands.end(), [](const Command& a, const Command& b) { return a.name < b.name; });
+  // `levanter trian`: CLI11 would say only "A subcommand is required"; name the nearest command instead.
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const Command& c : commands) names.push_back(c.name);
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::string near = levanter::config::nearest(argv[1], names);
+      std::string list;
+      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      std::cerr << "error: unknown command '" << argv[1] << "'"
+                << (near.empty() ? "" : "; did you mean '" + near + "'?") << " Commands: " << list << "\n";
+      return 2;
+    }
+  }
   std::vector<std::pair<CLI::App*, std::function<int()>>> runners;
   for (const Command& c : commands) {
     CLI::App* sub = app.add_subcommand(c.name, c.help);

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <set>
 #include <sstream>
 
 namespace levanter::config {
@@ -286,22 +288,44 @@ static std::string join_key(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
 }
 
-static void replace_includes(YAML::Node n, const fs::path& dir, const std::string& prefix, IncludeMap* includes,
-                             int depth) {
-  if (depth > 16) throw ConfigError("!include nested more than 16 levels (a cycle?)");
+// Walks one file's tree once: replaces `!include` nodes and refuses duplicate keys. A node reached again through a
+// YAML alias (the same node, at the same position) is not walked again, so an alias bomb (a few lines whose aliases
+// expand to billions of nodes) costs one visit per written node.
+static void replace_includes(YAML::Node n, const std::string& file, const fs::path& dir, const std::string& prefix,
+                             IncludeMap* includes, int depth, std::set<size_t>& visited) {
+  if (depth > 64) throw ConfigError(file + ": nested more than 64 levels deep");
+  const YAML::Mark mark = n.Mark();
+  if (mark.pos >= 0 && !visited.insert(static_cast<size_t>(mark.pos)).second) return;
   auto include = [&](const YAML::Node& tag, const std::string& at) {
+    if (!tag.IsScalar()) {
+      throw ConfigError(file + ":" + std::to_string(tag.Mark().line + 1) + ": " + at + ": !include needs a file name");
+    }
     std::string p = (dir / tag.Scalar()).string();
     if (includes) (*includes)[at] = p;
     return load_yaml_impl(p, at, includes, depth + 1);
   };
   if (n.IsMap()) {
+    // yaml-cpp keeps every pair of a duplicated key and n[key] finds the first; Levanter's loader keeps the last.
+    // Either way one value is silently lost: an error naming both lines.
+    std::map<std::string, int> first_line;
+    for (auto kv : n) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string key = kv.first.Scalar();
+      const int line = kv.first.Mark().line + 1;
+      auto [it, fresh] = first_line.emplace(key, line);
+      if (!fresh) {
+        throw ConfigError(file + ":" + std::to_string(line) + ": " + join_key(prefix, key) +
+                          ": duplicate key (first given on line " + std::to_string(it->second) +
+                          "); give each key once");
+      }
+    }
     for (auto kv : n) {
       YAML::Node child = kv.second;
       std::string key = kv.first.as<std::string>();
       if (child.Tag() == "!include") {
         n[key] = include(child, join_key(prefix, key));
       } else {
-        replace_includes(child, dir, join_key(prefix, key), includes, depth + 1);
+        replace_includes(child, file, dir, join_key(prefix, key), includes, depth + 1, visited);
       }
     }
   } else if (n.IsSequence()) {
@@ -310,13 +334,22 @@ static void replace_includes(YAML::Node n, const fs::path& dir, const std::strin
       if (n[i].Tag() == "!include") {
         n[i] = include(n[i], key);
       } else {
-        replace_includes(n[i], dir, key, includes, depth + 1);
+        replace_includes(n[i], file, dir, key, includes, depth + 1, visited);
       }
     }
   }
 }
 
 static YAML::Node load_yaml_impl(const std::string& path, const std::string& prefix, IncludeMap* includes, int depth) {
+  if (depth > 16) throw ConfigError(path + ": !include nested more than 16 levels (a cycle?)");
+  // Only regular files: a directory gives a library message, a FIFO or a device blocks forever.
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw ConfigError(path + ": config file not found");
+  if (fs::is_directory(st)) throw ConfigError(path + ": is a directory, not a config file");
+  if (!fs::is_regular_file(st)) {
+    throw ConfigError(path + ": not a regular file (a FIFO, socket or device): give a YAML file");
+  }
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot read config file");
   YAML::Node root;
@@ -326,8 +359,14 @@ static YAML::Node load_yaml_impl(const std::string& path, const std::string& pre
     throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
   if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap()) throw ConfigError(path + ": the top level of a config must be a mapping of sections");
-  replace_includes(root, fs::path(path).parent_path(), prefix, includes, depth);
+  // Not a mapping: say what it is, never echo its content (it may not be a config file at all).
+  if (!root.IsMap()) {
+    throw ConfigError(path +
+                      ": not a YAML mapping of keys (a config file, or a section given with !include, "
+                      "must be `key: value` lines)");
+  }
+  std::set<size_t> visited;
+  replace_includes(root, path, fs::path(path).parent_path(), prefix, includes, depth, visited);
   return root;
 }
 

@@ -1,6 +1,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -128,4 +132,68 @@ TEST(Config, DescribeListsEveryKeyWithDefaults) {
       EXPECT_EQ(r.default_value, "15m");
     }
   }
+}
+
+namespace {
+
+std::string load_error(const std::filesystem::path& file) {
+  try {
+    load_yaml_file(file.string());
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::filesystem::path scratch(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("levanter_config_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST(Config, DuplicateKeysAreAnErrorNamingBothLines) {
+  auto dir = scratch("dup");
+  std::ofstream(dir / "c.yaml") << "trainer:\n  num_train_steps: 10\n  id: a\n  num_train_steps: 20\n";
+  EXPECT_THAT(load_error(dir / "c.yaml"),
+              HasSubstr("c.yaml:4: trainer.num_train_steps: duplicate key (first given on line 2)"));
+  std::ofstream(dir / "top.yaml") << "trainer: {}\noptimizer: {}\ntrainer: {}\n";
+  EXPECT_THAT(load_error(dir / "top.yaml"), HasSubstr("top.yaml:3: trainer: duplicate key (first given on line 1)"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Config, AliasBombIsWalkedOncePerWrittenNode) {
+  // 10 levels of 12 aliases each: 12^10 (6e10) nodes if expanded (shallow enough for the nesting limit, so a walk
+  // that expanded aliases would run for hours); the walk visits each written node once.
+  auto dir = scratch("bomb");
+  std::ofstream f(dir / "bomb.yaml");
+  f << "a0: &a0 [x, x, x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 10; ++i) {
+    f << "a" << i << ": &a" << i << " [";
+    for (int j = 0; j < 12; ++j) f << (j ? ", " : "") << "*a" << i - 1;
+    f << "]\n";
+  }
+  f.close();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(load_error(dir / "bomb.yaml"), "(no error)");  // loading is fine; parsing into a config then
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));  // refuses the unknown keys
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Config, OnlyRegularFilesAndNoEchoOfForeignContent) {
+  auto dir = scratch("files");
+  EXPECT_THAT(load_error(dir), HasSubstr("is a directory, not a config file"));
+  EXPECT_THAT(load_error(dir / "missing.yaml"), HasSubstr("missing.yaml: config file not found"));
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  EXPECT_THAT(load_error(dir / "fifo"), HasSubstr("not a regular file"));  // returns: never opened
+  std::ofstream(dir / "secret.txt") << "root:x:0:0:secret-content\n";
+  std::ofstream(dir / "main.yaml") << "trainer: !include secret.txt\n";
+  std::string e = load_error(dir / "main.yaml");
+  EXPECT_THAT(e, HasSubstr("secret.txt: not a YAML mapping"));
+  EXPECT_THAT(e, ::testing::Not(HasSubstr("secret-content")));
+  std::ofstream(dir / "fifo_inc.yaml") << "trainer: !include fifo\n";
+  EXPECT_THAT(load_error(dir / "fifo_inc.yaml"), HasSubstr("not a regular file"));
+  std::filesystem::remove_all(dir);
 }
