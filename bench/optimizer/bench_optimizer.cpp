@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "levanter/optim/adamw.h"
 #include "levanter/optim/kernels.h"
+#include "levanter/optim/optimizer.h"
 
 using namespace levanter::optim;
 using haliax::nn::ParamInfo;
@@ -39,7 +39,7 @@ double median(std::vector<double> v) {
 }
 
 // GPT-2 small (vocab 50257, 1024 positions, 768 wide, 12 layers), one tensor per parameter as in HF checkpoints.
-std::vector<AdamW::Param> gpt2_small() {
+std::vector<Optimizer::Param> gpt2_small() {
   const int64_t V = 50257, P = 1024, E = 768, L = 12;
   std::vector<std::pair<ParamInfo, std::vector<int64_t>>> spec = {{{"wte.weight", ParamKind::kEmbedding}, {V, E}},
                                                                   {{"wpe.weight", ParamKind::kEmbedding}, {P, E}}};
@@ -60,7 +60,7 @@ std::vector<AdamW::Param> gpt2_small() {
   }
   spec.push_back({{"ln_f.weight", ParamKind::kNormWeight}, {E}});
   spec.push_back({{"ln_f.bias", ParamKind::kBias}, {E}});
-  std::vector<AdamW::Param> out;
+  std::vector<Optimizer::Param> out;
   for (const auto& [info, shape] : spec) out.emplace_back(info, at::randn(shape, at::kFloat).mul_(0.02));
   return out;
 }
@@ -69,7 +69,7 @@ std::vector<AdamW::Param> gpt2_small() {
 
 int main(int argc, char** argv) {
   int steps = 10, warmup = 2, threads = 0;
-  std::string grads_dtype = "f32", cases = "fused,aten";
+  std::string grads_dtype = "f32", cases = "fused,aten", optimizer = "adam";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -89,16 +89,18 @@ int main(int argc, char** argv) {
       grads_dtype = next();
     else if (a == "--cases")
       cases = next();
+    else if (a == "--optimizer")
+      optimizer = next();
     else {
       std::fprintf(stderr,
                    "usage: bench_optimizer [--steps N] [--warmup W] [--threads T] [--grads f32|bf16] "
-                   "[--cases fused,aten]\n");
+                   "[--cases fused,aten] [--optimizer adam|lion]\n");
       return 2;
     }
   }
   if (threads > 0) at::set_num_threads(threads);
   at::manual_seed(0);
-  std::vector<AdamW::Param> params = gpt2_small();
+  std::vector<Optimizer::Param> params = gpt2_small();
   int64_t numel = 0;
   for (const auto& [info, t] : params) numel += t.numel();
   std::vector<at::Tensor> grads;
@@ -111,15 +113,17 @@ int main(int argc, char** argv) {
 
   std::ostringstream json;
   json << "{\"bench\":\"optimizer\",\"params\":" << numel << ",\"tensors\":" << params.size()
-       << ",\"threads\":" << at::get_num_threads() << ",\"grads\":\"" << grads_dtype << "\"";
+       << ",\"threads\":" << at::get_num_threads() << ",\"grads\":\"" << grads_dtype << "\",\"optimizer\":\""
+       << optimizer << "\"";
   std::stringstream list(cases);
   for (std::string kernel; std::getline(list, kernel, ',');) {
-    AdamW::Kernel k = kernel == "aten" ? AdamW::Kernel::kATen : AdamW::Kernel::kFused;
+    Optimizer::Kernel k = kernel == "aten" ? Optimizer::Kernel::kATen : Optimizer::Kernel::kFused;
     double result[2];
     for (int clip = 0; clip < 2; ++clip) {
       OptimizerConfig config;
+      config.type.name = optimizer;
       if (!clip) config.max_grad_norm = std::nullopt;
-      AdamW opt(config, params, k);
+      Optimizer opt(config, params, k);
       std::vector<double> times;
       for (int s = 0; s < warmup + steps; ++s) {
         double t0 = now_ms();
@@ -129,8 +133,8 @@ int main(int argc, char** argv) {
       }
       result[clip] = median(times);
     }
-    std::printf("ours kernel=%s grads=%s step_ms=%.1f clip_step_ms=%.1f\n", kernel.c_str(), grads_dtype.c_str(),
-                result[0], result[1]);
+    std::printf("ours optimizer=%s kernel=%s grads=%s step_ms=%.1f clip_step_ms=%.1f\n", optimizer.c_str(),
+                kernel.c_str(), grads_dtype.c_str(), result[0], result[1]);
     json << ",\"" << kernel << "_step_ms\":" << result[0] << ",\"" << kernel << "_clip_step_ms\":" << result[1];
   }
   json << "}";

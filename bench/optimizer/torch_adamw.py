@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""torch.optim.AdamW on GPT-2 small's parameter shapes: the PyTorch side of bench/optimizer/run.
+"""torch.optim.AdamW (or Lion) on GPT-2 small's parameter shapes: the PyTorch side of bench/optimizer/run.
 
-    OMP_NUM_THREADS=2 python3 torch_adamw.py [--steps N] [--warmup W] [--grads f32|bf16]
+    OMP_NUM_THREADS=2 python3 torch_adamw.py [--steps N] [--warmup W] [--grads f32|bf16] [--optimizer adam|lion]
+
+PyTorch has no Lion; --optimizer lion times the usual eager PyTorch Lion (as lucidrains/lion-pytorch writes it:
+p.mul_(1 - lr wd); p.add_(sign(b1 m + (1 - b1) g), alpha=-lr); m.mul_(b2).add_(g, alpha=1 - b2)), per tensor
+(foreach=False) or with torch._foreach_* ops where PyTorch has them (foreach=True; the sign stays per tensor).
 
 Same setup as bench_optimizer: 148 float32 tensors, 124,439,808 values, Linear weights in a param group with
 weight_decay 0.1, the rest with 0. Times `step` (opt.step() alone) and `clip_step` (clip_grad_norm_(max_norm=1.0)
@@ -30,11 +34,41 @@ def gpt2_small():
     return spec
 
 
+class Lion:
+    def __init__(self, decay, rest, lr, betas, weight_decay, foreach):
+        self.groups = [(decay, weight_decay), (rest, 0.0)]
+        self.lr, self.b1, self.b2, self.foreach = lr, betas[0], betas[1], foreach
+        self.m = {id(p): torch.zeros_like(p) for ps, _ in self.groups for p in ps}
+
+    @torch.no_grad()
+    def step(self):
+        for ps, wd in self.groups:
+            ms = [self.m[id(p)] for p in ps]
+            gs = [p.grad for p in ps]
+            if self.foreach:
+                if wd:
+                    torch._foreach_mul_(ps, 1 - self.lr * wd)
+                cs = torch._foreach_mul(ms, self.b1)
+                torch._foreach_add_(cs, gs, alpha=1 - self.b1)
+                for c in cs:
+                    c.sign_()
+                torch._foreach_add_(ps, cs, alpha=-self.lr)
+                torch._foreach_mul_(ms, self.b2)
+                torch._foreach_add_(ms, gs, alpha=1 - self.b2)
+            else:
+                for p, m, g in zip(ps, ms, gs):
+                    if wd:
+                        p.mul_(1 - self.lr * wd)
+                    p.add_(m.mul(self.b1).add_(g, alpha=1 - self.b1).sign_(), alpha=-self.lr)
+                    m.mul_(self.b2).add_(g, alpha=1 - self.b2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--grads", default="f32")
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "lion"])
     args = ap.parse_args()
     torch.manual_seed(0)
     spec = gpt2_small()
@@ -50,8 +84,12 @@ def main():
         for clip in (False, True):
             decay = [p for p, (_, d, _) in zip(params, spec) if d]
             rest = [p for p, (_, d, _) in zip(params, spec) if not d]
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                                    lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=foreach)
+            if args.optimizer == "lion":
+                opt = Lion(decay, rest, lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=foreach)
+            else:
+                opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                         {"params": rest, "weight_decay": 0.0}],
+                                        lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=foreach)
             times = []
             for s in range(args.warmup + args.steps):
                 for p, g in zip(params, grads):
@@ -66,7 +104,7 @@ def main():
             times.sort()
             result.append(times[len(times) // 2])
             del opt
-        print(f"torch foreach={foreach} grads={args.grads} step_ms={result[0]:.1f} clip_step_ms={result[1]:.1f}",
+        print(f"torch optimizer={args.optimizer} foreach={foreach} grads={args.grads} step_ms={result[0]:.1f} clip_step_ms={result[1]:.1f}",
               flush=True)
 
 

@@ -18,28 +18,32 @@ std::string number_text(double x) {
   return o.str();
 }
 
-const char* kOtherTypes = "lion, adopt, cautious, kron, mars, mini, muon, rmsprop, scion, soap, sophia-g, sophia-h";
+const char* kOtherTypes = "adopt, cautious, kron, mars, mini, muon, rmsprop, scion, soap, sophia-g, sophia-h";
 
 }  // namespace
 
 // --- type ---------------------------------------------------------------------------------------------------
 
 void OptimizerType::parse_yaml(const YAML::Node& node, const Context& ctx) {
-  if (!node.IsScalar()) config::fail(ctx, node, "expected an optimizer name (adam)");
+  if (!node.IsScalar()) config::fail(ctx, node, "expected an optimizer name (adam or lion)");
   std::string s = node.Scalar();
   if (s == "adam" || s == "adamw") {
     name = "adam";
     return;
   }
+  if (s == "lion") {
+    name = "lion";
+    return;
+  }
   config::fail(ctx, node,
                "unsupported optimizer type '" + s +
-                   "': this build implements 'adam' (AdamW, also spelled 'adamw'); "
+                   "': this build implements 'adam' (AdamW, also spelled 'adamw') and 'lion'; "
                    "Levanter's other optimizers (" +
                    kOtherTypes + ") are not implemented");
 }
 
 YAML::Node OptimizerType::to_yaml() const { return YAML::Node(name); }
-std::string type_name(const OptimizerType&) { return "choice: adam"; }
+std::string type_name(const OptimizerType&) { return "choice: adam, lion"; }
 
 // --- lr_schedule --------------------------------------------------------------------------------------------
 
@@ -204,6 +208,10 @@ void OptimizerConfig::validate() const {
   if (!(epsilon >= 0) || !std::isfinite(epsilon)) bad("epsilon", "must be finite and >= 0");
   if (max_grad_norm && (!(*max_grad_norm >= 0) || !std::isfinite(*max_grad_norm))) {
     bad("max_grad_norm", "must be finite and >= 0 (or null for no clipping)");
+  }
+  if (type.name == "lion") {  // Levanter's LionConfig has no such keys
+    if (nesterov) bad("nesterov", "is an Adam key; optimizer.type is lion");
+    if (adamc_weight_decay) bad("adamc_weight_decay", "is an Adam key; optimizer.type is lion");
   }
   if (!cycle_length.is_none() && !cycles.is_none()) bad("cycle_length", "can't use both cycle_length and cycles");
   if (haps.number) bad("haps", "must be a list of cycle end steps");

@@ -2,7 +2,7 @@
 // AdamConfig), and the weight-decay mask it defines.
 //
 //   optimizer:
-//     type: adam                # Levanter's choice key; adam (alias adamw) is the one implemented
+//     type: adam                # Levanter's choice key; adam (alias adamw) and lion are implemented
 //     learning_rate: 6e-4
 //     weight_decay: 0.1
 //     min_lr_ratio: 0.1
@@ -13,7 +13,7 @@
 //
 // Levanter keys that this build does not implement (update_rms_clipping, clip_update_norm, skip_bad_steps, the
 // `power` schedule, other optimizer types) are errors when set, never silently ignored. docs/optimizer.md
-// lists every key. The schedule is in schedule.h, the optimizer in adamw.h.
+// lists every key. The schedule is in schedule.h, the optimizers in optimizer.h.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +27,7 @@
 namespace levanter::optim {
 
 // `type:`: which optimizer. Levanter registers adam, lion, adopt, cautious, kron, mars, mini, muon, rmsprop,
-// scion, soap, sophia-g, sophia-h; this build implements adam (AdamW), also accepted as `adamw`.
+// scion, soap, sophia-g, sophia-h; this build implements adam (AdamW, also accepted as `adamw`) and lion.
 struct OptimizerType {
   std::string name = "adam";
   void parse_yaml(const YAML::Node& node, const config::Context& ctx);
@@ -98,7 +98,7 @@ struct OptimizerConfig {
   CycleSpec haps;  // deprecated in Levanter: a list of cycle end points
   WeightDecayModules weight_decay_modules;
   std::optional<bool> default_weight_decay_mask;
-  // --- AdamConfig ---
+  // --- AdamConfig and LionConfig (same keys and defaults; epsilon, nesterov and adamc_weight_decay are Adam's) ---
   double beta1 = 0.9;
   double beta2 = 0.95;
   double epsilon = 1e-8;
@@ -111,9 +111,11 @@ struct OptimizerConfig {
 
   template <typename V>
   void fields(V& v) {
-    v("type", type, "Optimizer: adam (AdamW; alias adamw). Levanter's other optimizers are not implemented");
+    v("type", type,
+      "Optimizer: adam (AdamW; alias adamw) or lion (Chen et al. 2023). Levanter's other optimizers are not "
+      "implemented");
     v("learning_rate", learning_rate, "Peak learning rate");
-    v("weight_decay", weight_decay, "Decoupled weight decay (AdamW), applied to the parameters the mask selects");
+    v("weight_decay", weight_decay, "Decoupled weight decay (AdamW, Lion), applied to the parameters the mask selects");
     v("min_lr_ratio", min_lr_ratio, "Final learning rate as a fraction of learning_rate");
     v("warmup", warmup, "Linear warmup from 0: a fraction of the steps if <= 1, else a number of steps");
     v("decay", decay,
@@ -132,9 +134,9 @@ struct OptimizerConfig {
     v("default_weight_decay_mask", default_weight_decay_mask,
       "Also apply the default mask (no decay for biases, norms, embeddings). Null: only when "
       "weight_decay_modules is null; false with no weight_decay_modules: decay every parameter");
-    v("beta1", beta1, "Adam beta1");
-    v("beta2", beta2, "Adam beta2");
-    v("epsilon", epsilon, "Adam epsilon (added to sqrt of the second moment)");
+    v("beta1", beta1, "Adam: first-moment decay. Lion: the interpolation weight of the momentum in the update sign");
+    v("beta2", beta2, "Adam: second-moment decay. Lion: the momentum's decay");
+    v("epsilon", epsilon, "Adam epsilon (added to sqrt of the second moment); unused by Lion");
     v("max_grad_norm", max_grad_norm, "Clip gradients to this global L2 norm (null or 0: no clipping)");
     v("nesterov", nesterov, "Nesterov momentum in Adam (optax's scale_by_adam(nesterov=True))");
     v("adamc_weight_decay", adamc_weight_decay, "AdamC: scale weight decay by lr / learning_rate");

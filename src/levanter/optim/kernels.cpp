@@ -1,4 +1,4 @@
-// Fused AdamW and sum-of-squares loops. See kernels.h for the contract.
+// Fused AdamW, Lion and sum-of-squares loops. See kernels.h for the contract.
 //
 // Bits: every operation below is a single IEEE float32 (or double) operation, written out in optax's order. No
 // multiply-add is ever contracted (the pragma below, and the AVX2 paths are compiled without FMA), and the AVX2
@@ -46,6 +46,22 @@ inline void adam_element(float& p, float& m, float& v, float g, const AdamScalar
 template <typename G>
 void adamw_scalar(float* p, float* m, float* v, const G* g, int64_t n, const AdamScalars& s) {
   for (int64_t i = 0; i < n; ++i) adam_element(p[i], m[i], v[i], load_grad(g, i), s);
+}
+
+// Lion, one element, in optax's order (scale_by_lion, add_decayed_weights, scale(-lr)). sign keeps 0, -0 and NaN
+// as they are (jnp.sign).
+inline void lion_element(float& p, float& m, float g, const LionScalars& s) {
+  g = g * s.grad_scale;
+  float c = s.one_minus_b1 * g + s.b1 * m;
+  float u = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : c);
+  m = s.one_minus_b2 * g + s.b2 * m;
+  u = u + s.wd * p;
+  p = p - s.lr * u;
+}
+
+template <typename G>
+void lion_scalar(float* p, float* m, const G* g, int64_t n, const LionScalars& s) {
+  for (int64_t i = 0; i < n; ++i) lion_element(p[i], m[i], load_grad(g, i), s);
 }
 
 template <typename G>
@@ -114,6 +130,45 @@ __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, co
     std::memcpy(p + i, pp, r * sizeof(float));
     std::memcpy(m + i, mm, r * sizeof(float));
     std::memcpy(v + i, vv, r * sizeof(float));
+  }
+}
+
+struct LionVec {
+  __m256 b1, omb1, b2, omb2, lr, wd, gs, one, minus_one, zero;
+};
+
+__attribute__((target("avx2"))) inline void lion_vec8(float* p, float* m, __m256 G, const LionVec& c) {
+  __m256 P = _mm256_loadu_ps(p), M = _mm256_loadu_ps(m);
+  G = _mm256_mul_ps(G, c.gs);
+  __m256 C = _mm256_add_ps(_mm256_mul_ps(c.omb1, G), _mm256_mul_ps(c.b1, M));
+  __m256 U = _mm256_blendv_ps(C, c.one, _mm256_cmp_ps(C, c.zero, _CMP_GT_OQ));
+  U = _mm256_blendv_ps(U, c.minus_one, _mm256_cmp_ps(C, c.zero, _CMP_LT_OQ));
+  M = _mm256_add_ps(_mm256_mul_ps(c.omb2, G), _mm256_mul_ps(c.b2, M));
+  U = _mm256_add_ps(U, _mm256_mul_ps(c.wd, P));
+  P = _mm256_sub_ps(P, _mm256_mul_ps(c.lr, U));
+  _mm256_storeu_ps(p, P);
+  _mm256_storeu_ps(m, M);
+}
+
+template <typename G>
+__attribute__((target("avx2"))) void lion_avx2(float* p, float* m, const G* g, int64_t n, const LionScalars& s) {
+  LionVec c{_mm256_set1_ps(s.b1),         _mm256_set1_ps(s.one_minus_b1),
+            _mm256_set1_ps(s.b2),         _mm256_set1_ps(s.one_minus_b2),
+            _mm256_set1_ps(s.lr),         _mm256_set1_ps(s.wd),
+            _mm256_set1_ps(s.grad_scale), _mm256_set1_ps(1.0f),
+            _mm256_set1_ps(-1.0f),        _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) lion_vec8(p + i, m + i, load8(g + i), c);
+  if (i < n) {  // the last partial vector, through a padded buffer
+    int64_t r = n - i;
+    alignas(32) float pp[8] = {0}, mm[8] = {0};
+    alignas(32) G gg[8] = {};
+    std::memcpy(pp, p + i, r * sizeof(float));
+    std::memcpy(mm, m + i, r * sizeof(float));
+    std::memcpy(gg, g + i, r * sizeof(G));
+    lion_vec8(pp, mm, load8(gg), c);
+    std::memcpy(p + i, pp, r * sizeof(float));
+    std::memcpy(m + i, mm, r * sizeof(float));
   }
 }
 
@@ -193,6 +248,20 @@ void adamw_update(float* p, float* m, float* v, const uint16_t* g, int64_t n, co
   if (using_avx2()) return adamw_avx2(p, m, v, g, n, s);
 #endif
   adamw_scalar(p, m, v, g, n, s);
+}
+
+void lion_update(float* p, float* m, const float* g, int64_t n, const LionScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return lion_avx2(p, m, g, n, s);
+#endif
+  lion_scalar(p, m, g, n, s);
+}
+
+void lion_update(float* p, float* m, const uint16_t* g, int64_t n, const LionScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return lion_avx2(p, m, g, n, s);
+#endif
+  lion_scalar(p, m, g, n, s);
 }
 
 double sum_squares(const float* x, int64_t n) {

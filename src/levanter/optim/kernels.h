@@ -1,5 +1,5 @@
-// The fused inner loops of AdamW and of the global gradient norm, over raw contiguous float32 / bfloat16 data.
-// Internal to the optimizer (adamw.cpp); exposed for tests and the benchmark.
+// The fused inner loops of AdamW, Lion and of the global gradient norm, over raw contiguous float32 / bfloat16 data.
+// Internal to the optimizer (optimizer.cpp); exposed for tests and the benchmark.
 //
 // Each loop has an AVX2 path (chosen at run time when the CPU has it) and a portable scalar path that performs
 // the same IEEE operations in the same order without fused multiply-adds, so both give identical bits.
@@ -25,6 +25,18 @@ struct AdamScalars {
 // p, m, v: n float32 each, updated in place. g: n gradients (float32, or bfloat16 as raw uint16 bits).
 void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s);
 void adamw_update(float* p, float* m, float* v, const uint16_t* g_bf16, int64_t n, const AdamScalars& s);
+
+// Scalars of one Lion update, as float32.
+struct LionScalars {
+  float b1, one_minus_b1, b2, one_minus_b2;
+  float lr;
+  float wd;          // 0 when the parameter is not decayed
+  float grad_scale;  // gradient clipping factor (1: none)
+};
+
+// p, m: n float32 each, updated in place; g as for adamw_update.
+void lion_update(float* p, float* m, const float* g, int64_t n, const LionScalars& s);
+void lion_update(float* p, float* m, const uint16_t* g_bf16, int64_t n, const LionScalars& s);
 
 // Sum of squares of n <= kNormBlock values in double, with a fixed order: element i goes to lane i % 16, the
 // lanes are summed 0..15. Products of float32 values are exact in double, so the result depends only on n and x.

@@ -5,7 +5,7 @@
 
 #include "levanter/checkpoint/checkpointer.h"
 #include "levanter/compat/hf/hf_checkpoint.h"
-#include "levanter/optim/adamw.h"
+#include "levanter/optim/optimizer.h"
 #include "levanter/runtime/fault.h"
 #include "levanter/runtime/format.h"
 

@@ -17,7 +17,7 @@
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
-#include "levanter/optim/adamw.h"
+#include "levanter/optim/optimizer.h"
 #include "levanter/optim/schedule.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
@@ -249,7 +249,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
 }
 
 optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate) const {
-  optim::AdamW& opt = *state.optimizer;
+  optim::Optimizer& opt = *state.optimizer;
   std::vector<at::Tensor> grads;
   grads.reserve(opt.params().size());
   for (const auto& [info, p] : opt.params()) grads.push_back(p.grad());
@@ -345,7 +345,7 @@ TrainerState Trainer::initial_state() {
     if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
   nn::requires_grad_(*state.model);
-  state.optimizer = std::make_unique<optim::AdamW>(I.config.optimizer, nn::named_parameters(*state.model));
+  state.optimizer = std::make_unique<optim::Optimizer>(I.config.optimizer, nn::named_parameters(*state.model));
   if (resumed) I.restore_optimizer(state, *resumed);
   I.result.start_step = state.step;
   // The rows of the steps this run does (again) are written again: metrics.jsonl forgets the old ones.

@@ -3,7 +3,7 @@
 //   Trainer trainer(config, options);             // run id and directory, data, tracker, checkpointer, hooks
 //   TrainerState state = trainer.initial_state(); // the newest complete checkpoint, or a fresh init
 //   for (...) {
-//     StepInfo info = trainer.train_step(state, batch);   // forward, backward, before-update hooks, AdamW
+//     StepInfo info = trainer.train_step(state, batch);   // forward, backward, before-update hooks, the optimizer
 //     trainer.run_hooks(info, state);                      // metrics, progress, eval, checkpoints, ...
 //   }
 // or simply trainer.train(), which does the above over the configured number of steps.
@@ -37,7 +37,7 @@ namespace levanter::data {
 struct TokenBatch;
 }
 namespace levanter::optim {
-class AdamW;
+class Optimizer;
 }
 
 namespace levanter::trainer {
@@ -77,12 +77,12 @@ struct TrainerState {
   TrainerState(TrainerState&&) noexcept;
   TrainerState& operator=(TrainerState&&) noexcept;
 
-  std::unique_ptr<models::LmHeadModel> model;  // master weights (trainer.mp's param dtype), requiring grad
-  std::unique_ptr<optim::AdamW> optimizer;     // its moments and update count
-  int64_t step = 0;                            // steps completed
-  haliax::random::Key key{0};                  // training key: dropout of step s derives from key.fold_in(s)
-  float last_loss = NAN;                       // the loss of the last completed step (kept in checkpoints)
-  std::optional<std::string> resumed_from;     // the checkpoint this state was loaded from
+  std::unique_ptr<models::LmHeadModel> model;   // master weights (trainer.mp's param dtype), requiring grad
+  std::unique_ptr<optim::Optimizer> optimizer;  // its moments and update count
+  int64_t step = 0;                             // steps completed
+  haliax::random::Key key{0};                   // training key: dropout of step s derives from key.fold_in(s)
+  float last_loss = NAN;                        // the loss of the last completed step (kept in checkpoints)
+  std::optional<std::string> resumed_from;      // the checkpoint this state was loaded from
 };
 
 // What one step did (Levanter's StepInfo).
@@ -130,7 +130,8 @@ class Trainer {
   // that will run again).
   TrainerState initial_state();
   // One optimizer step on `batch` (train_batch_size sequences): forward and backward per microbatch, the
-  // before_update hooks, then AdamW with the scheduled learning rate. state.step advances by one.
+  // before_update hooks, then the optimizer (AdamW or Lion) with the scheduled learning rate. state.step advances by
+  // one.
   StepInfo train_step(TrainerState& state, const data::TokenBatch& batch);
   // The after_step hooks that are due.
   void run_hooks(const StepInfo& info, TrainerState& state);

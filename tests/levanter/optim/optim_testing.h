@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,6 +97,27 @@ inline std::vector<at::Tensor> grads_for(const std::vector<std::pair<ParamInfo, 
 inline bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes().equals(b.sizes()) && a.scalar_type() == b.scalar_type() &&
          std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
+}
+
+// A python3 that has torch (Debian's python3-torch lives under /usr/bin/python3; a pyenv python3 may not).
+inline std::string python_with_torch() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("LEVANTER_PYTHON")) candidates.push_back(env);
+#ifdef LEVANTER_PYTHON
+  candidates.push_back(LEVANTER_PYTHON);  // the build's choice, when the tests target defines one
+#endif
+  candidates.push_back("/usr/bin/python3");
+  candidates.push_back("python3");
+  for (const auto& py : candidates) {
+    std::string cmd = py + " -c 'import torch, numpy' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+inline void write_floats(std::ofstream& out, const at::Tensor& t) {
+  at::Tensor c = t.to(at::kFloat).contiguous();
+  out.write(reinterpret_cast<const char*>(c.data_ptr<float>()), c.numel() * sizeof(float));
 }
 
 }  // namespace optim_testing

@@ -96,9 +96,11 @@ TEST(OptimConfig, ParsesLevanterConfigsAndRoundTrips) {
 }
 
 TEST(OptimConfig, UnsupportedTypesAndKeysAreErrors) {
-  std::string e = error_of("type: lion\n");
-  EXPECT_THAT(e, HasSubstr("opt.yaml:1: type: unsupported optimizer type 'lion'"));
-  EXPECT_THAT(e, HasSubstr("implements 'adam'"));
+  std::string e = error_of("type: sophia-g\n");
+  EXPECT_THAT(e, HasSubstr("opt.yaml:1: type: unsupported optimizer type 'sophia-g'"));
+  EXPECT_THAT(e, HasSubstr("implements 'adam' (AdamW, also spelled 'adamw') and 'lion'"));
+  EXPECT_EQ(error_of("type: lion\n"), "(no error)");
+  EXPECT_THAT(error_of("type: lion\nnesterov: true\n"), HasSubstr("optimizer.nesterov: is an Adam key"));
   EXPECT_THAT(error_of("update_rms_clipping: 1.0\n"), HasSubstr("update_rms_clipping: not supported"));
   EXPECT_THAT(error_of("clip_update_norm: {sigma_factor: 2.0}\n"), HasSubstr("clip_update_norm: not supported"));
   EXPECT_THAT(error_of("skip_bad_steps: true\n"), HasSubstr("skip_bad_steps: not supported"));

@@ -17,7 +17,7 @@ namespace {
 
 const std::string kBinary = std::string(LEVANTER_BINARY_DIR) + "/levanter";
 
-fs::path make_config(const fs::path& dir) {
+fs::path make_config(const fs::path& dir, const std::string& optimizer = "  learning_rate: 1e-2\n") {
   fs::create_directories(dir);
   std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
   std::ofstream(dir / "tiny.yaml") << "data:\n"
@@ -33,7 +33,8 @@ fs::path make_config(const fs::path& dir) {
                                       "  per_device_parallelism: 2\n  steps_per_eval: 100\n  max_eval_batches: 1\n"
                                       "  num_threads: 2\n  peak_flops: 1e9\n  id: resume-test\n"
                                       "  checkpointer:\n    save_interval: 0s\n    keep: [{every: 3}]\n"
-                                      "optimizer:\n  learning_rate: 1e-2\n  warmup: 2\n";
+                                      "optimizer:\n  warmup: 2\n"
+                                   << optimizer;
   return dir / "tiny.yaml";
 }
 
@@ -59,12 +60,10 @@ std::map<int64_t, std::vector<std::string>> losses(const fs::path& metrics) {
 
 bool killed(int status) { return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL); }
 
-}  // namespace
-
-TEST(Resume, KilledTwiceAndResumedGivesIdenticalLossBits) {
-  fs::path root = fs::temp_directory_path() / ("levanter_resume_" + std::to_string(::getpid()));
+void killed_twice_and_resumed(const std::string& name, const std::string& optimizer) {
+  fs::path root = fs::temp_directory_path() / ("levanter_resume_" + name + std::to_string(::getpid()));
   fs::remove_all(root);
-  fs::path config = make_config(root);
+  fs::path config = make_config(root, optimizer);
 
   // Uninterrupted.
   fs::path a = root / "straight";
@@ -98,6 +97,17 @@ TEST(Resume, KilledTwiceAndResumedGivesIdenticalLossBits) {
   // (metrics.jsonl keeps the last attempt's), so every step has one row.
   for (int64_t s = 0; s < 12; ++s) EXPECT_EQ(resumed[s].size(), 1u) << "step " << s;
   fs::remove_all(root);
+}
+
+}  // namespace
+
+TEST(Resume, KilledTwiceAndResumedGivesIdenticalLossBits) {
+  killed_twice_and_resumed("adam", "  learning_rate: 1e-2\n");
+}
+
+// Lion's state (one moment per parameter, no second moment) resumes bit for bit too.
+TEST(Resume, LionKilledTwiceAndResumedGivesIdenticalLossBits) {
+  killed_twice_and_resumed("lion", "  type: lion\n  learning_rate: 1e-3\n");
 }
 
 TEST(Resume, SameConfigSameThreadsSameLosses) {

@@ -1,8 +1,20 @@
-// AdamW with global-norm gradient clipping and a weight-decay mask: Levanter's AdamConfig.build, i.e.
-//   optax.chain(clip_by_global_norm(max_grad_norm), scale_by_adam(b1, b2, eps), add_decayed_weights(wd, mask),
-//               scale(-lr))
-// on float32 parameters (master weights) updated in place, with float32 moments m and v.
+// The optimizers of `optimizer.type`, with global-norm gradient clipping and a weight-decay mask, on float32
+// parameters (master weights) updated in place:
 //
+// - `adam` (AdamW): Levanter's AdamConfig.build, i.e.
+//     optax.chain(clip_by_global_norm(max_grad_norm), scale_by_adam(b1, b2, eps), add_decayed_weights(wd, mask),
+//                 scale(-lr))
+//   with float32 moments m and v (below).
+// - `lion` (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): Levanter's LionConfig.build,
+//     optax.chain(clip_by_global_norm(max_grad_norm), scale_by_lion(b1, b2), add_decayed_weights(wd, mask),
+//                 scale(-lr))
+//   with one float32 moment m, in one fused pass per element:
+//     g = g * clip_scale
+//     u = sign((1 - b1) g + b1 m)          (sign(0) = 0)
+//     m = (1 - b2) g + b2 m
+//     p = p - lr (u + wd p)
+//
+// AdamW:
 // The update is one fused pass per element over p, g, m, v (p, m, v read and written once, g read once), in
 // float32, with optax's operations in optax's order except that dividing by a bias correction is multiplying by
 // its float32 reciprocal (one division per element instead of three):
@@ -41,25 +53,26 @@ struct StepStats {
   double learning_rate = 0;  // the learning rate applied
 };
 
-class AdamW {
+class Optimizer {
  public:
   using Param = std::pair<haliax::nn::ParamInfo, at::Tensor>;
   enum class Kernel { kFused, kATen };  // kATen: ~10 ATen ops per tensor (reference and benchmark baseline)
 
   // `params`: every trainable parameter with its path and kind (haliax::nn::named_parameters), float32. The
-  // optimizer keeps the tensors and updates them in place; paths must be unique.
-  AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel = Kernel::kFused);
-  AdamW(const OptimizerConfig& config, const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params,
-        Kernel kernel = Kernel::kFused);
+  // optimizer (config.type: adam or lion) keeps the tensors and updates them in place; paths must be unique.
+  Optimizer(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel = Kernel::kFused);
+  Optimizer(const OptimizerConfig& config,
+            const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params,
+            Kernel kernel = Kernel::kFused);
   // Move-only: a copy would share the parameters and the moments with the original.
-  AdamW(AdamW&&) = default;
-  AdamW& operator=(AdamW&&) = default;
-  AdamW(const AdamW&) = delete;
-  AdamW& operator=(const AdamW&) = delete;
+  Optimizer(Optimizer&&) = default;
+  Optimizer& operator=(Optimizer&&) = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
 
   // One update. grads[i] is the gradient of params()[i] (same shape; float32 or bfloat16; undefined means zero).
   // Gradients are not modified. Computes their global norm (always: it is logged), clips to max_grad_norm (when
-  // set and > 0), then applies AdamW with `learning_rate` (e.g. learning_rate_at(config, step_count(),
+  // set and > 0), then applies the update with `learning_rate` (e.g. learning_rate_at(config, step_count(),
   // num_train_steps)).
   StepStats step(const std::vector<at::Tensor>& grads, double learning_rate);
 
@@ -69,18 +82,21 @@ class AdamW {
   std::vector<std::string> decayed_paths() const;  // Levanter logs these as "decayed_weights"
   const OptimizerConfig& config() const { return config_; }
 
-  // Optimizer state as named tensors: "opt.step" (int64 scalar), "opt.m.<path>", "opt.v.<path>" (float32, the
-  // parameter's shape). The tensors alias the live state: copy them if updates run before they are written.
+  // Optimizer state as named tensors: "opt.step" (int64 scalar), "opt.m.<path>" and, for adam, "opt.v.<path>"
+  // (float32, the parameter's shape). The tensors alias the live state: copy them if updates run before they are
+  // written.
   haliax::nn::StateDict state_dict() const;
   // Restores state_dict()'s entries (copied into the live state). Strict: a missing "opt.*" entry, an unexpected
-  // one, or a wrong shape or dtype is an error naming the key. Entries outside "opt." are ignored, so a combined
+  // one, or a wrong shape or dtype is an error naming the key (and, for the state of another optimizer type, the
+  // types). Entries outside "opt." are ignored, so a combined
   // model + optimizer dict can be passed as is.
   void load_state_dict(const haliax::nn::StateDict& dict);
 
  private:
   OptimizerConfig config_;
+  bool lion_ = false;
   std::vector<Param> params_;
-  std::vector<at::Tensor> m_, v_;
+  std::vector<at::Tensor> m_, v_;  // v_: adam only
   std::vector<bool> decay_;
   std::vector<bool> fused_;  // per parameter: contiguous CPU float32, updated by the fused kernel
   int64_t count_ = 0;
@@ -90,7 +106,7 @@ class AdamW {
 double global_norm(const std::vector<at::Tensor>& tensors);
 
 // optax.clip_by_global_norm in place: when norm >= max_norm, every tensor is multiplied by max_norm / norm.
-// Returns the norm before clipping. (AdamW::step does this inside its fused pass without touching the grads.)
+// Returns the norm before clipping. (Optimizer::step does this inside its fused pass without touching the grads.)
 double clip_by_global_norm_(std::vector<at::Tensor>& grads, double max_norm);
 
 }  // namespace levanter::optim

@@ -1,4 +1,4 @@
-#include "levanter/optim/adamw.h"
+#include "levanter/optim/optimizer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -101,31 +101,31 @@ double clip_scale_for(double norm, const std::optional<double>& max_norm) {
 
 // --- construction -------------------------------------------------------------------------------------------
 
-AdamW::AdamW(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel)
-    : config_(config), params_(std::move(params)) {
+Optimizer::Optimizer(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel)
+    : config_(config), lion_(config.type.name == "lion"), params_(std::move(params)) {
   config_.validate();
   std::set<std::string> seen;
   std::vector<haliax::nn::ParamInfo> infos;
   for (const auto& [info, p] : params_) {
     if (!seen.insert(info.path).second)
-      throw std::invalid_argument("AdamW: parameter path '" + info.path + "' appears twice");
-    if (!p.defined()) throw std::invalid_argument("AdamW: parameter '" + info.path + "' is undefined");
+      throw std::invalid_argument("optimizer: parameter path '" + info.path + "' appears twice");
+    if (!p.defined()) throw std::invalid_argument("optimizer: parameter '" + info.path + "' is undefined");
     if (p.scalar_type() != at::kFloat) {
-      throw std::invalid_argument("AdamW: parameter '" + info.path + "' is " +
+      throw std::invalid_argument("optimizer: parameter '" + info.path + "' is " +
                                   std::string(c10::toString(p.scalar_type())) +
                                   "; the optimizer updates float32 master weights (keep bf16 copies for compute)");
     }
     infos.push_back(info);
     m_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    v_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    if (!lion_) v_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
     fused_.push_back(kernel == Kernel::kFused && p.device().is_cpu() && p.is_contiguous());
   }
   decay_ = weight_decay_mask(config_, infos);
 }
 
-AdamW::AdamW(const OptimizerConfig& config,
-             const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params, Kernel kernel)
-    : AdamW(
+Optimizer::Optimizer(const OptimizerConfig& config,
+                     const std::vector<std::pair<haliax::nn::ParamInfo, haliax::NamedArray>>& params, Kernel kernel)
+    : Optimizer(
           config,
           [&] {
             std::vector<Param> out;
@@ -134,7 +134,7 @@ AdamW::AdamW(const OptimizerConfig& config,
           }(),
           kernel) {}
 
-std::vector<std::string> AdamW::decayed_paths() const {
+std::vector<std::string> Optimizer::decayed_paths() const {
   std::vector<std::string> out;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (decay_[i]) out.push_back(params_[i].first.path);
@@ -144,9 +144,9 @@ std::vector<std::string> AdamW::decayed_paths() const {
 
 // --- the update ---------------------------------------------------------------------------------------------
 
-StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate) {
+StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_rate) {
   if (grads.size() != params_.size()) {
-    throw std::invalid_argument("AdamW::step: got " + std::to_string(grads.size()) + " gradients for " +
+    throw std::invalid_argument("Optimizer::step: got " + std::to_string(grads.size()) + " gradients for " +
                                 std::to_string(params_.size()) + " parameters");
   }
   std::vector<at::Tensor> ready(grads.size());
@@ -154,7 +154,7 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
     const at::Tensor& p = params_[i].second;
     if (!grads[i].defined()) continue;
     if (!grads[i].sizes().equals(p.sizes())) {
-      throw std::invalid_argument("AdamW::step: gradient of '" + params_[i].first.path + "' has shape " +
+      throw std::invalid_argument("Optimizer::step: gradient of '" + params_[i].first.path + "' has shape " +
                                   shape_str(grads[i].sizes()) + ", the parameter " + shape_str(p.sizes()));
     }
     ready[i] = fused_[i] ? kernel_ready(grads[i]) : grads[i];
@@ -206,9 +206,25 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
   std::vector<int64_t> sizes;
   for (size_t i = 0; i < params_.size(); ++i) sizes.push_back(fused_[i] ? params_[i].second.numel() : 0);
   const std::vector<Chunk> chunks = make_chunks(sizes);
+  kernels::LionScalars lion_base{base.b1, base.one_minus_b1, base.b2, base.one_minus_b2, base.lr,
+                                 0.0f,    base.grad_scale};
   parallel_each(static_cast<int64_t>(chunks.size()), [&](int64_t c) {
     const Chunk& ch = chunks[c];
     const size_t i = ch.tensor;
+    if (lion_) {
+      kernels::LionScalars s = lion_base;
+      s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
+      float* p = params_[i].second.data_ptr<float>() + ch.begin;
+      float* m = m_[i].data_ptr<float>() + ch.begin;
+      const int64_t n = ch.end - ch.begin;
+      if (ready[i].scalar_type() == at::kFloat) {
+        kernels::lion_update(p, m, ready[i].data_ptr<float>() + ch.begin, n, s);
+      } else {
+        kernels::lion_update(p, m, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin, n,
+                             s);
+      }
+      return;
+    }
     kernels::AdamScalars s = base;
     s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
     float* p = params_[i].second.data_ptr<float>() + ch.begin;
@@ -234,6 +250,13 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
     at::Tensor g = ready[i].to(p.options());
     if (base.grad_scale != 1.0f) g = g * static_cast<double>(base.grad_scale);
     at::Tensor& m = m_[i];
+    if (lion_) {
+      at::Tensor u = (g * static_cast<double>(base.one_minus_b1)).add_(m * static_cast<double>(base.b1)).sign_();
+      m.mul_(b2).add_(g, 1.0 - b2);
+      if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
+      p.sub_(u, static_cast<double>(base.lr));
+      continue;
+    }
     at::Tensor& v = v_[i];
     m.mul_(b1).add_(g, 1.0 - b1);
     v.mul_(b2).addcmul_(g, g, 1.0 - b2);
@@ -251,24 +274,38 @@ StepStats AdamW::step(const std::vector<at::Tensor>& grads, double learning_rate
 
 // --- state --------------------------------------------------------------------------------------------------
 
-haliax::nn::StateDict AdamW::state_dict() const {
+haliax::nn::StateDict Optimizer::state_dict() const {
   haliax::nn::StateDict out;
   out.emplace_back("opt.step", at::scalar_tensor(count_, at::TensorOptions().dtype(at::kLong)));
   for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("opt.m." + params_[i].first.path, m_[i]);
-  for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("opt.v." + params_[i].first.path, v_[i]);
+  for (size_t i = 0; i < v_.size(); ++i) out.emplace_back("opt.v." + params_[i].first.path, v_[i]);
   return out;
 }
 
-void AdamW::load_state_dict(const haliax::nn::StateDict& dict) {
+void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
   std::map<std::string, at::Tensor> by_key;
   for (const auto& [key, t] : dict) {
     if (key.rfind("opt.", 0) != 0) continue;
     if (!by_key.emplace(key, t).second)
-      throw std::invalid_argument("AdamW::load_state_dict: duplicate entry '" + key + "'");
+      throw std::invalid_argument("Optimizer::load_state_dict: duplicate entry '" + key + "'");
+  }
+  // A state written by the other optimizer type: say so rather than name a missing tensor.
+  if (!params_.empty()) {
+    const bool has_v = by_key.count("opt.v." + params_.front().first.path) > 0;
+    if (lion_ && has_v) {
+      throw std::invalid_argument(
+          "Optimizer::load_state_dict: the state holds Adam's second moments (opt.v.*) but optimizer.type is lion: "
+          "resume with the optimizer the run was trained with");
+    }
+    if (!lion_ && !has_v && by_key.count("opt.m." + params_.front().first.path) > 0) {
+      throw std::invalid_argument(
+          "Optimizer::load_state_dict: the state has no second moments (opt.v.*), as Lion's, but optimizer.type is " +
+          config_.type.name + ": resume with the optimizer the run was trained with");
+    }
   }
   auto take = [&](const std::string& key) {
     auto it = by_key.find(key);
-    if (it == by_key.end()) throw std::invalid_argument("AdamW::load_state_dict: missing entry '" + key + "'");
+    if (it == by_key.end()) throw std::invalid_argument("Optimizer::load_state_dict: missing entry '" + key + "'");
     at::Tensor t = it->second;
     by_key.erase(it);
     return t;
@@ -276,20 +313,21 @@ void AdamW::load_state_dict(const haliax::nn::StateDict& dict) {
   // Check everything before changing anything.
   at::Tensor step = take("opt.step");
   if (step.numel() != 1 || at::isFloatingType(step.scalar_type())) {
-    throw std::invalid_argument("AdamW::load_state_dict: 'opt.step' must be one integer");
+    throw std::invalid_argument("Optimizer::load_state_dict: 'opt.step' must be one integer");
   }
   std::vector<at::Tensor> ms, vs;
   for (const char* which : {"m", "v"}) {
+    if (lion_ && which[0] == 'v') continue;
     for (size_t i = 0; i < params_.size(); ++i) {
       const std::string key = std::string("opt.") + which + "." + params_[i].first.path;
       at::Tensor t = take(key);
       const at::Tensor& p = params_[i].second;
       if (!t.sizes().equals(p.sizes())) {
-        throw std::invalid_argument("AdamW::load_state_dict: '" + key + "' has shape " + shape_str(t.sizes()) +
+        throw std::invalid_argument("Optimizer::load_state_dict: '" + key + "' has shape " + shape_str(t.sizes()) +
                                     ", the parameter " + shape_str(p.sizes()));
       }
       if (t.scalar_type() != at::kFloat) {
-        throw std::invalid_argument("AdamW::load_state_dict: '" + key + "' is " +
+        throw std::invalid_argument("Optimizer::load_state_dict: '" + key + "' is " +
                                     std::string(c10::toString(t.scalar_type())) + ", expected Float (float32)");
       }
       (which[0] == 'm' ? ms : vs).push_back(t);
@@ -298,12 +336,12 @@ void AdamW::load_state_dict(const haliax::nn::StateDict& dict) {
   if (!by_key.empty()) {
     std::string keys;
     for (const auto& kv : by_key) keys += (keys.empty() ? "" : ", ") + kv.first;
-    throw std::invalid_argument("AdamW::load_state_dict: unexpected entries (no such parameter): " + keys);
+    throw std::invalid_argument("Optimizer::load_state_dict: unexpected entries (no such parameter): " + keys);
   }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     m_[i].copy_(ms[i]);
-    v_[i].copy_(vs[i]);
+    if (!lion_) v_[i].copy_(vs[i]);
   }
   count_ = step.item<int64_t>();
 }
