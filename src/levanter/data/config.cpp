@@ -1,4 +1,5 @@
 #include "levanter/data/config.h"
+#include "levanter/runtime/thread_pool.h"
 
 #include <algorithm>
 #include <cmath>
@@ -95,6 +96,16 @@ static void refuse_hub(const std::string& key, const std::string& id) {
 
 void DataConfig::validate() const {
   if (!id.empty()) refuse_hub("data.id", id);
+  {
+    const int hardware = runtime::hardware_threads();
+    if (cache_options.num_threads < 0) throw ConfigError("data.cache_options.num_threads: must be >= 0 (0: all cores)");
+    if (cache_options.num_threads > 4 * hardware) {
+      throw ConfigError("data.cache_options.num_threads: " + std::to_string(cache_options.num_threads) +
+                        " is more than 4x the " + std::to_string(hardware) +
+                        " hardware threads of this machine; use at most " + std::to_string(hardware) +
+                        " (0: all cores)");
+    }
+  }
   if (!name.empty())
     throw ConfigError(
         "data.name: a Hugging Face hub subset needs data.id, which is not supported; use data.train_urls");

@@ -47,7 +47,15 @@ Evaluator::Evaluator(data::TextData& data, int64_t seq_len, int64_t batch_size, 
   const auto vocab = static_cast<int64_t>(data.tokenizer()->vocab_size());
   byte_lengths_ = at::tensor(token_byte_lengths(*data.tokenizer(), vocab), at::kLong);
   for (auto& [name, ds] : data.validation_sets(seq_len)) {
-    sets_.emplace_back(name, std::make_unique<data::EvalBatches>(ds, batch_size, max_batches.value_or(0)));
+    auto batches = std::make_unique<data::EvalBatches>(ds, batch_size, max_batches.value_or(0));
+    // A loss over zero tokens would read as 0.0000 (perplexity 1): refuse it, naming the set.
+    if (batches->num_sequences() == 0) {
+      throw std::runtime_error("validation set" + (name.empty() ? std::string() : " '" + name + "'") +
+                               " holds no complete sequence of " + std::to_string(seq_len) +
+                               " tokens (the model's seq_len): give more validation text, a shorter seq_len, or "
+                               "no validation_urls");
+    }
+    sets_.emplace_back(name, std::move(batches));
   }
 }
 

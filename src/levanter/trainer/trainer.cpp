@@ -48,9 +48,17 @@ uint64_t fnv1a(const std::string& s) {
 }
 
 int configured_threads(const TrainerConfig& t) {
-  if (t.num_threads > 0) return static_cast<int>(t.num_threads);
   unsigned hc = std::thread::hardware_concurrency();
-  return hc ? static_cast<int>(hc) : 1;
+  const int64_t hardware = hc ? static_cast<int64_t>(hc) : 1;
+  // More compute threads than cores only adds contention; hundreds more stall thread creation (100000 started ~935
+  // OpenMP threads and hung). Refuse beyond 4x the cores, with the numbers.
+  if (t.num_threads > 4 * hardware) {
+    throw config::ConfigError("trainer.num_threads: " + std::to_string(t.num_threads) + " is more than 4x the " +
+                              std::to_string(hardware) + " hardware threads of this machine; use at most " +
+                              std::to_string(hardware) + " (0: all cores)");
+  }
+  if (t.num_threads > 0) return static_cast<int>(t.num_threads);
+  return static_cast<int>(hardware);
 }
 
 Axis vocab_axis(const data::TextData& data) {

@@ -47,3 +47,35 @@ TEST(CliMessages, ConfigThatIsNotARegularFile) {
   EXPECT_THAT(err2, HasSubstr("not a regular file"));
   fs::remove_all(dir);
 }
+
+TEST(CliMessages, ValidationShorterThanOneSequenceIsAnError) {
+  // Before: "loss 0.0000, perplexity 1.00" and exit 0.
+  const fs::path dir = fs::temp_directory_path() / ("levanter_cli_val_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "val.jsonl") << "{\"text\": \"Too short.\"}\n";
+  const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
+  std::ofstream(dir / "c.yaml") << "data:\n  train_urls: [\"" << corpus << "\"]\n  validation_urls: [\""
+                                << (dir / "val.jsonl").string() << "\"]\n  cache_dir: " << (dir / "cache").string()
+                                << "\nmodel: {type: gpt2, hidden_dim: 16, num_heads: 2, num_layers: 1, seq_len: 32}\n"
+                                   "trainer:\n  num_train_steps: 2\n  train_batch_size: 2\n  steps_per_eval: 1\n"
+                                   "  num_threads: 1\n  peak_flops: 1e9\n  log_dir: "
+                                << (dir / "logs").string()
+                                << "\n  checkpointer: {base_path: " << (dir / "ckpt").string() << "}\n";
+  auto [rc, err] = run("train --quiet --config '" + (dir / "c.yaml").string() + "'");
+  EXPECT_EQ(rc, 1) << err;
+  EXPECT_THAT(err, HasSubstr("validation set holds no complete sequence of 32 tokens"));
+  fs::remove_all(dir);
+}
+
+TEST(CliMessages, ThreadCountsAreBounded) {
+  // Before: trainer.num_threads 100000 started ~935 threads and stalled.
+  auto [rc, err] = run("train --config '" + std::string(LEVANTER_SOURCE_DIR) +
+                       "/config/gpt2_nano.yaml' --trainer.num_threads 100000 --trainer.num_train_steps 1");
+  EXPECT_EQ(rc, 1);
+  EXPECT_THAT(err, HasSubstr("trainer.num_threads: 100000 is more than 4x the"));
+  auto [rc2, err2] = run("cache --config '" + std::string(LEVANTER_SOURCE_DIR) +
+                         "/config/gpt2_nano.yaml' --data.cache_options.num_threads 100000");
+  EXPECT_EQ(rc2, 1);
+  EXPECT_THAT(err2, HasSubstr("data.cache_options.num_threads: 100000 is more than 4x the"));
+}
