@@ -63,12 +63,39 @@ class Lion:
                     m.mul_(self.b2).add_(g, alpha=1 - self.b2)
 
 
+class Sophia:
+    """Sophia-H's update as the paper's reference implementation writes it in eager PyTorch (the Hessian estimate's
+    EMA every 10th step with ones, as bench_optimizer does; the Hessian-vector product is not timed)."""
+
+    def __init__(self, decay, rest, lr, betas, weight_decay, foreach, rho=0.01, eps=1e-12, interval=10):
+        self.groups = [(decay, weight_decay), (rest, 0.0)]
+        self.lr, self.b1, self.b2, self.rho, self.eps, self.k = lr, betas[0], betas[1], rho, eps, interval
+        self.m = {id(p): torch.zeros_like(p) for ps, _ in self.groups for p in ps}
+        self.h = {id(p): torch.zeros_like(p) for ps, _ in self.groups for p in ps}
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        bc = 1 - self.b1 ** self.t
+        for ps, wd in self.groups:
+            for p in ps:
+                m, h, g = self.m[id(p)], self.h[id(p)], p.grad
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                if wd:
+                    p.mul_(1 - self.lr * wd)
+                ratio = (m / bc).div_(torch.clamp(h * self.rho, min=self.eps)).clamp_(-1, 1)
+                p.add_(ratio, alpha=-self.lr)
+                if self.t % self.k == 0:
+                    h.mul_(self.b2).add_(torch.ones_like(h), alpha=1 - self.b2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--grads", default="f32")
-    ap.add_argument("--optimizer", default="adam", choices=["adam", "lion"])
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "lion", "sophia-h"])
     args = ap.parse_args()
     torch.manual_seed(0)
     spec = gpt2_small()
@@ -84,7 +111,9 @@ def main():
         for clip in (False, True):
             decay = [p for p, (_, d, _) in zip(params, spec) if d]
             rest = [p for p, (_, d, _) in zip(params, spec) if not d]
-            if args.optimizer == "lion":
+            if args.optimizer == "sophia-h":
+                opt = Sophia(decay, rest, lr=6e-4, betas=(0.96, 0.99), weight_decay=0.1, foreach=foreach)
+            elif args.optimizer == "lion":
                 opt = Lion(decay, rest, lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=foreach)
             else:
                 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},

@@ -73,4 +73,12 @@ std::vector<at::Tensor> checkpoint(const TensorsFn& f, const std::vector<at::Ten
   return CheckpointFunction::apply(at::TensorList(inputs), holder);
 }
 
+namespace {
+thread_local bool g_checkpointing = true;
+}  // namespace
+
+bool checkpointing_enabled() { return g_checkpointing; }
+NoCheckpointing::NoCheckpointing() : previous_(g_checkpointing) { g_checkpointing = false; }
+NoCheckpointing::~NoCheckpointing() { g_checkpointing = previous_; }
+
 }  // namespace haliax::nn

@@ -76,7 +76,8 @@ struct Stacked {
   Carry fold(Carry x, F&& f) const {
     std::vector<M> layers = unstacked();
     if constexpr (std::is_same_v<Carry, NamedArray>) {
-      if (gradient_checkpointing) return fold_checkpointed(std::move(x), layers, std::forward<F>(f));
+      if (gradient_checkpointing && checkpointing_enabled())
+        return fold_checkpointed(std::move(x), layers, std::forward<F>(f));
     }
     for (size_t i = 0; i < layers.size(); ++i) x = f(layers[i], x, static_cast<int64_t>(i));
     return x;

@@ -15,6 +15,9 @@ struct LossOptions {
   hax::nn::Reduction reduction = hax::nn::Reduction::kMean;
   // fused_next_token_loss: positions per block (0: automatic, about 256 MB of f32 logits per block).
   int64_t block_size = 0;
+  // LmHeadModel::compute_next_token_loss: compute the full logits with plain ATen ops instead of the fused LM head +
+  // loss, so that the loss can be differentiated twice (Hessian-vector products). Same value; more memory.
+  bool differentiable_twice = false;
 };
 
 // Next-token loss: the logits at position t are scored against input_ids at t + 1; the last position, and any

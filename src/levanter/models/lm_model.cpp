@@ -23,8 +23,11 @@ hax::NamedArray LmHeadModel::logits(const hax::NamedArray& input_ids, const Forw
 hax::NamedArray LmHeadModel::compute_next_token_loss(const hax::NamedArray& input_ids, const ForwardOptions& options,
                                                      LossOptions loss) const {
   const std::optional<int64_t> block = config().loss_block_size();
-  if (block && *block == 0) {
-    return next_token_loss(hax::astype(logits(input_ids, options), at::kFloat), input_ids, std::nullopt, loss);
+  if ((block && *block == 0) || loss.differentiable_twice) {
+    hax::NamedArray l = logits(input_ids, options);
+    // The loss in f32 at least (bf16 logits are widened; f64 logits, as in tests, stay f64).
+    if (l.dtype() != at::kDouble) l = hax::astype(l, at::kFloat);
+    return next_token_loss(l, input_ids, std::nullopt, loss);
   }
   loss.block_size = block.value_or(0);
   return fused_next_token_loss(activations(input_ids, options), lm_head(), input_ids, std::nullopt, loss);

@@ -18,7 +18,7 @@ std::string number_text(double x) {
   return o.str();
 }
 
-const char* kOtherTypes = "adopt, cautious, kron, mars, mini, muon, rmsprop, scion, soap, sophia-g, sophia-h";
+const char* kOtherTypes = "adopt, cautious, kron, mars, mini, muon, rmsprop, scion, soap";
 
 }  // namespace
 
@@ -31,19 +31,24 @@ void OptimizerType::parse_yaml(const YAML::Node& node, const Context& ctx) {
     name = "adam";
     return;
   }
-  if (s == "lion") {
-    name = "lion";
+  if (s == "lion" || s == "sophia-h") {
+    name = s;
     return;
+  }
+  if (s == "sophia-g") {
+    config::fail(ctx, node,
+                 "optimizer type 'sophia-g' (Gauss-Newton-Bartlett) is not implemented here, nor in Levanter (its "
+                 "SophiaGConfig is commented out); use sophia-h");
   }
   config::fail(ctx, node,
                "unsupported optimizer type '" + s +
-                   "': this build implements 'adam' (AdamW, also spelled 'adamw') and 'lion'; "
+                   "': this build implements 'adam' (AdamW, also spelled 'adamw'), 'lion' and 'sophia-h'; "
                    "Levanter's other optimizers (" +
                    kOtherTypes + ") are not implemented");
 }
 
 YAML::Node OptimizerType::to_yaml() const { return YAML::Node(name); }
-std::string type_name(const OptimizerType&) { return "choice: adam, lion"; }
+std::string type_name(const OptimizerType&) { return "choice: adam, lion, sophia-h"; }
 
 // --- lr_schedule --------------------------------------------------------------------------------------------
 
@@ -194,6 +199,15 @@ int64_t fraction_or_steps(double value, int64_t total, const char* key) {
   return static_cast<int64_t>(value);
 }
 
+void OptimizerConfig::apply_type_defaults() {
+  if (is_sophia()) {  // Levanter's BaseSophiaConfig
+    beta1 = 0.96;
+    beta2 = 0.99;
+    epsilon = 1e-12;
+    max_grad_norm = std::nullopt;
+  }
+}
+
 void OptimizerConfig::validate() const {
   auto bad = [](const std::string& key, const std::string& msg) { throw ConfigError("optimizer." + key + ": " + msg); };
   fraction_or_steps(warmup, 1, "warmup");
@@ -209,9 +223,20 @@ void OptimizerConfig::validate() const {
   if (max_grad_norm && (!(*max_grad_norm >= 0) || !std::isfinite(*max_grad_norm))) {
     bad("max_grad_norm", "must be finite and >= 0 (or null for no clipping)");
   }
-  if (type.name == "lion") {  // Levanter's LionConfig has no such keys
-    if (nesterov) bad("nesterov", "is an Adam key; optimizer.type is lion");
-    if (adamc_weight_decay) bad("adamc_weight_decay", "is an Adam key; optimizer.type is lion");
+  if (type.name != "adam") {  // Levanter's LionConfig and SophiaHConfig have no such keys
+    if (nesterov) bad("nesterov", "is an Adam key; optimizer.type is " + type.name);
+    if (adamc_weight_decay) bad("adamc_weight_decay", "is an Adam key; optimizer.type is " + type.name);
+  }
+  if (!is_sophia()) {  // Sophia's keys, set to something else than their defaults, with another optimizer
+    if (gamma) bad("gamma", "is a Sophia key; optimizer.type is " + type.name);
+    if (clip_threshold != std::optional<double>(1.0))
+      bad("clip_threshold", "is a Sophia key; optimizer.type is " + type.name);
+    if (update_interval != 10) bad("update_interval", "is a Sophia key; optimizer.type is " + type.name);
+    if (rng_seed != 0) bad("rng_seed", "is a Sophia key; optimizer.type is " + type.name);
+  } else {
+    if (update_interval < 1) bad("update_interval", "must be >= 1");
+    if (gamma && !(*gamma > 0 && std::isfinite(*gamma))) bad("gamma", "must be finite and > 0");
+    if (clip_threshold && !(*clip_threshold > 0)) bad("clip_threshold", "must be > 0 (or null for no clipping)");
   }
   if (!cycle_length.is_none() && !cycles.is_none()) bad("cycle_length", "can't use both cycle_length and cycles");
   if (haps.number) bad("haps", "must be a list of cycle end steps");

@@ -105,6 +105,12 @@ struct OptimizerConfig {
   std::optional<double> max_grad_norm = 1.0;  // none or 0: no clipping
   bool nesterov = false;
   bool adamc_weight_decay = false;  // weight decay scaled by lr / learning_rate (Defazio 2025, AdamC)
+  // --- SophiaHConfig (type: sophia-h; Liu et al. 2023). Its other defaults differ from Adam's: beta1 0.96,
+  // beta2 0.99, epsilon 1e-12 and no gradient clipping, applied when type: sophia-h is read (apply_type_defaults).
+  std::optional<double> gamma;                 // null: 0.01 (Levanter's GAMMA_SOPHIA_H)
+  std::optional<double> clip_threshold = 1.0;  // null: no clipping of the preconditioned update
+  int64_t update_interval = 10;                // steps between Hessian estimates
+  int64_t rng_seed = 0;                        // seed of the Hutchinson probe vectors
   Unsupported update_rms_clipping{"update RMS clipping is not implemented"};
   Unsupported clip_update_norm{"update-norm clipping is not implemented"};
   Unsupported skip_bad_steps{"skipping bad steps is not implemented", "false"};
@@ -112,8 +118,9 @@ struct OptimizerConfig {
   template <typename V>
   void fields(V& v) {
     v("type", type,
-      "Optimizer: adam (AdamW; alias adamw) or lion (Chen et al. 2023). Levanter's other optimizers are not "
-      "implemented");
+      "Optimizer: adam (AdamW; alias adamw), lion (Chen et al. 2023) or sophia-h (Liu et al. 2023). Levanter's "
+      "other optimizers are not implemented");
+    if constexpr (std::is_same_v<V, config::Reader>) apply_type_defaults();
     v("learning_rate", learning_rate, "Peak learning rate");
     v("weight_decay", weight_decay, "Decoupled weight decay (AdamW, Lion), applied to the parameters the mask selects");
     v("min_lr_ratio", min_lr_ratio, "Final learning rate as a fraction of learning_rate");
@@ -134,17 +141,34 @@ struct OptimizerConfig {
     v("default_weight_decay_mask", default_weight_decay_mask,
       "Also apply the default mask (no decay for biases, norms, embeddings). Null: only when "
       "weight_decay_modules is null; false with no weight_decay_modules: decay every parameter");
-    v("beta1", beta1, "Adam: first-moment decay. Lion: the interpolation weight of the momentum in the update sign");
-    v("beta2", beta2, "Adam: second-moment decay. Lion: the momentum's decay");
-    v("epsilon", epsilon, "Adam epsilon (added to sqrt of the second moment); unused by Lion");
-    v("max_grad_norm", max_grad_norm, "Clip gradients to this global L2 norm (null or 0: no clipping)");
+    v("beta1", beta1,
+      "Adam: first-moment decay. Lion: the interpolation weight of the momentum in the update sign. Sophia: the "
+      "momentum's decay (default 0.96 with sophia-h)");
+    v("beta2", beta2,
+      "Adam: second-moment decay. Lion: the momentum's decay. Sophia: the Hessian estimate's decay (default 0.99 "
+      "with sophia-h)");
+    v("epsilon", epsilon,
+      "Adam: added to sqrt of the second moment. Sophia: floor of gamma * h (default 1e-12 with sophia-h). "
+      "Unused by Lion");
+    v("max_grad_norm", max_grad_norm,
+      "Clip gradients to this global L2 norm (null or 0: no clipping; the default with sophia-h)");
     v("nesterov", nesterov, "Nesterov momentum in Adam (optax's scale_by_adam(nesterov=True))");
     v("adamc_weight_decay", adamc_weight_decay, "AdamC: scale weight decay by lr / learning_rate");
+    v("gamma", gamma, "Sophia: the update is momentum / max(gamma * h, epsilon) (null: 0.01)");
+    v("clip_threshold", clip_threshold, "Sophia: clip each update element to [-t, t] (null: no clipping)");
+    v("update_interval", update_interval, "Sophia: steps between Hessian-diagonal estimates");
+    v("rng_seed", rng_seed, "Sophia: seed of the Hutchinson probe vectors");
     v("update_rms_clipping", update_rms_clipping, "Not implemented: must be null");
     v("clip_update_norm", clip_update_norm, "Not implemented: must be null");
     v("skip_bad_steps", skip_bad_steps, "Not implemented: must be false");
     if constexpr (std::is_same_v<V, config::Reader>) validate();
   }
+
+  // Sets the defaults that depend on `type` (Sophia-H's beta1, beta2, epsilon, max_grad_norm). Parsing calls it right
+  // after reading `type`, before the other keys, so keys given in the file still win.
+  void apply_type_defaults();
+  bool is_sophia() const { return type.name == "sophia-h"; }
+  double sophia_gamma() const { return gamma.value_or(0.01); }
 
   // Checks the values that YAML parsing cannot (fractions, betas, schedule combinations); throws
   // config::ConfigError naming the key. Parsing calls it; so do AdamW and learning_rate_at.

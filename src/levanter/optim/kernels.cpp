@@ -64,6 +64,26 @@ void lion_scalar(float* p, float* m, const G* g, int64_t n, const LionScalars& s
   for (int64_t i = 0; i < n; ++i) lion_element(p[i], m[i], load_grad(g, i), s);
 }
 
+// Sophia-H, one element. max and clip written as the AVX instructions compute them (maxps(a, b) = a > b ? a : b;
+// minps(a, b) = a < b ? a : b), so both paths give the same bits, NaN included.
+inline void sophia_element(float& p, float& m, float h, float g, const SophiaScalars& s) {
+  g = g * s.grad_scale;
+  m = s.one_minus_b1 * g + s.b1 * m;
+  float gh = s.gamma * h;
+  float d = gh > s.eps ? gh : s.eps;
+  float u = (m * s.inv_bc1) / d;
+  u = u < s.clip ? u : s.clip;
+  float neg = -s.clip;
+  u = u > neg ? u : neg;
+  u = u + s.wd * p;
+  p = p - s.lr * u;
+}
+
+template <typename G>
+void sophia_scalar(float* p, float* m, const float* h, const G* g, int64_t n, const SophiaScalars& s) {
+  for (int64_t i = 0; i < n; ++i) sophia_element(p[i], m[i], h[i], load_grad(g, i), s);
+}
+
 template <typename G>
 double sum_squares_scalar(const G* x, int64_t n) {
   double lanes[16] = {0};
@@ -172,6 +192,46 @@ __attribute__((target("avx2"))) void lion_avx2(float* p, float* m, const G* g, i
   }
 }
 
+struct SophiaVec {
+  __m256 b1, omb1, r1, gamma, eps, clip, neg_clip, lr, wd, gs;
+};
+
+__attribute__((target("avx2"))) inline void sophia_vec8(float* p, float* m, const float* h, __m256 G,
+                                                        const SophiaVec& c) {
+  __m256 P = _mm256_loadu_ps(p), M = _mm256_loadu_ps(m), H = _mm256_loadu_ps(h);
+  G = _mm256_mul_ps(G, c.gs);
+  M = _mm256_add_ps(_mm256_mul_ps(c.omb1, G), _mm256_mul_ps(c.b1, M));
+  __m256 D = _mm256_max_ps(_mm256_mul_ps(c.gamma, H), c.eps);
+  __m256 U = _mm256_div_ps(_mm256_mul_ps(M, c.r1), D);
+  U = _mm256_max_ps(_mm256_min_ps(U, c.clip), c.neg_clip);
+  U = _mm256_add_ps(U, _mm256_mul_ps(c.wd, P));
+  P = _mm256_sub_ps(P, _mm256_mul_ps(c.lr, U));
+  _mm256_storeu_ps(p, P);
+  _mm256_storeu_ps(m, M);
+}
+
+template <typename G>
+__attribute__((target("avx2"))) void sophia_avx2(float* p, float* m, const float* h, const G* g, int64_t n,
+                                                 const SophiaScalars& s) {
+  SophiaVec c{_mm256_set1_ps(s.b1),  _mm256_set1_ps(s.one_minus_b1), _mm256_set1_ps(s.inv_bc1), _mm256_set1_ps(s.gamma),
+              _mm256_set1_ps(s.eps), _mm256_set1_ps(s.clip),         _mm256_set1_ps(-s.clip),   _mm256_set1_ps(s.lr),
+              _mm256_set1_ps(s.wd),  _mm256_set1_ps(s.grad_scale)};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) sophia_vec8(p + i, m + i, h + i, load8(g + i), c);
+  if (i < n) {  // the last partial vector, through a padded buffer
+    int64_t r = n - i;
+    alignas(32) float pp[8] = {0}, mm[8] = {0}, hh[8] = {0};
+    alignas(32) G gg[8] = {};
+    std::memcpy(pp, p + i, r * sizeof(float));
+    std::memcpy(mm, m + i, r * sizeof(float));
+    std::memcpy(hh, h + i, r * sizeof(float));
+    std::memcpy(gg, g + i, r * sizeof(G));
+    sophia_vec8(pp, mm, hh, load8(gg), c);
+    std::memcpy(p + i, pp, r * sizeof(float));
+    std::memcpy(m + i, mm, r * sizeof(float));
+  }
+}
+
 // Four accumulators of four lanes: element i of a 16-element group goes to lane i (acc[i / 4], slot i % 4).
 struct SqAcc {
   __m256d a0, a1, a2, a3;
@@ -262,6 +322,24 @@ void lion_update(float* p, float* m, const uint16_t* g, int64_t n, const LionSca
   if (using_avx2()) return lion_avx2(p, m, g, n, s);
 #endif
   lion_scalar(p, m, g, n, s);
+}
+
+void sophia_update(float* p, float* m, const float* h, const float* g, int64_t n, const SophiaScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return sophia_avx2(p, m, h, g, n, s);
+#endif
+  sophia_scalar(p, m, h, g, n, s);
+}
+
+void sophia_update(float* p, float* m, const float* h, const uint16_t* g, int64_t n, const SophiaScalars& s) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return sophia_avx2(p, m, h, g, n, s);
+#endif
+  sophia_scalar(p, m, h, g, n, s);
+}
+
+void hessian_ema(float* h, const float* est, int64_t n, float b2, float one_minus_b2) {
+  for (int64_t i = 0; i < n; ++i) h[i] = one_minus_b2 * est[i] + b2 * h[i];
 }
 
 double sum_squares(const float* x, int64_t n) {

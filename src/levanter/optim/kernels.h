@@ -38,6 +38,25 @@ struct LionScalars {
 void lion_update(float* p, float* m, const float* g, int64_t n, const LionScalars& s);
 void lion_update(float* p, float* m, const uint16_t* g_bf16, int64_t n, const LionScalars& s);
 
+// Scalars of one Sophia-H update, as float32.
+struct SophiaScalars {
+  float b1, one_minus_b1;
+  float inv_bc1;  // 1 / (1 - b1^t)
+  float gamma, eps;
+  float clip;  // clip_threshold; +inf: none
+  float lr;
+  float wd;          // 0 when the parameter is not decayed
+  float grad_scale;  // gradient clipping factor (1: none)
+};
+
+// p, m: n float32 each, updated in place; h (the Hessian-diagonal estimate) read; g as for adamw_update:
+//   m = (1 - b1) g + b1 m;  u = clip((m / bc1) / max(gamma h, eps), -clip, clip);  p = p - lr (u + wd p)
+// (max and clip as the AVX max/min instructions: a NaN gamma h gives eps, a NaN u gives +clip.)
+void sophia_update(float* p, float* m, const float* h, const float* g, int64_t n, const SophiaScalars& s);
+void sophia_update(float* p, float* m, const float* h, const uint16_t* g_bf16, int64_t n, const SophiaScalars& s);
+// h = (1 - b2) est + b2 h, elementwise (the same bits for any split of the range).
+void hessian_ema(float* h, const float* est, int64_t n, float b2, float one_minus_b2);
+
 // Sum of squares of n <= kNormBlock values in double, with a fixed order: element i goes to lane i % 16, the
 // lanes are summed 0..15. Products of float32 values are exact in double, so the result depends only on n and x.
 constexpr int64_t kNormBlock = 1 << 16;

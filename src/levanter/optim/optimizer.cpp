@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
 
+#include "haliax/random.h"
 #include "levanter/optim/kernels.h"
 #include "levanter/runtime/thread_pool.h"
 
@@ -102,7 +104,10 @@ double clip_scale_for(double norm, const std::optional<double>& max_norm) {
 // --- construction -------------------------------------------------------------------------------------------
 
 Optimizer::Optimizer(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel)
-    : config_(config), lion_(config.type.name == "lion"), params_(std::move(params)) {
+    : config_(config),
+      lion_(config.type.name == "lion"),
+      sophia_(config.type.name == "sophia-h"),
+      params_(std::move(params)) {
   config_.validate();
   std::set<std::string> seen;
   std::vector<haliax::nn::ParamInfo> infos;
@@ -117,7 +122,8 @@ Optimizer::Optimizer(const OptimizerConfig& config, std::vector<Param> params, K
     }
     infos.push_back(info);
     m_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    if (!lion_) v_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    if (!lion_ && !sophia_) v_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    if (sophia_) h_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
     fused_.push_back(kernel == Kernel::kFused && p.device().is_cpu() && p.is_contiguous());
   }
   decay_ = weight_decay_mask(config_, infos);
@@ -144,7 +150,45 @@ std::vector<std::string> Optimizer::decayed_paths() const {
 
 // --- the update ---------------------------------------------------------------------------------------------
 
-StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_rate) {
+bool Optimizer::needs_hessian() const { return sophia_ && (count_ + 1) % config_.update_interval == 0; }
+
+std::vector<at::Tensor> Optimizer::hessian_probes() const {
+  // Levanter splits a key seeded with rng_seed at each estimate; here estimate k uses fold_in(key, k), and parameter
+  // i fold_in of that with i: a function of (rng_seed, k, i), so a resumed run draws the same probes.
+  const haliax::random::Key key =
+      haliax::random::Key(static_cast<uint64_t>(config_.rng_seed)).fold_in(static_cast<uint64_t>(hessian_count_));
+  std::vector<at::Tensor> out;
+  out.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i].second;
+    std::vector<haliax::Axis> axes;
+    for (int64_t d = 0; d < p.dim(); ++d) axes.emplace_back("d" + std::to_string(d), p.size(d));
+    at::Tensor z = haliax::random::normal(key.fold_in(static_cast<uint64_t>(i)), axes, at::kFloat).array();
+    out.push_back(z.reshape(p.sizes()).to(p.device()));
+  }
+  return out;
+}
+
+StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_rate,
+                          const std::vector<at::Tensor>* hessian_estimate) {
+  if (needs_hessian()) {
+    if (!hessian_estimate) {
+      throw std::invalid_argument("Optimizer::step: sophia-h refreshes its Hessian estimate at update " +
+                                  std::to_string(count_ + 1) + " (every " + std::to_string(config_.update_interval) +
+                                  "): pass one (hessian_probes() times the Hessian-vector product)");
+    }
+    if (hessian_estimate->size() != params_.size()) {
+      throw std::invalid_argument("Optimizer::step: got " + std::to_string(hessian_estimate->size()) +
+                                  " Hessian estimates for " + std::to_string(params_.size()) + " parameters");
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const at::Tensor& e = (*hessian_estimate)[i];
+      if (e.defined() && !e.sizes().equals(params_[i].second.sizes())) {
+        throw std::invalid_argument("Optimizer::step: Hessian estimate of '" + params_[i].first.path + "' has shape " +
+                                    shape_str(e.sizes()) + ", the parameter " + shape_str(params_[i].second.sizes()));
+      }
+    }
+  }
   if (grads.size() != params_.size()) {
     throw std::invalid_argument("Optimizer::step: got " + std::to_string(grads.size()) + " gradients for " +
                                 std::to_string(params_.size()) + " parameters");
@@ -208,9 +252,34 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
   const std::vector<Chunk> chunks = make_chunks(sizes);
   kernels::LionScalars lion_base{base.b1, base.one_minus_b1, base.b2, base.one_minus_b2, base.lr,
                                  0.0f,    base.grad_scale};
+  kernels::SophiaScalars sophia_base{
+      base.b1,
+      base.one_minus_b1,
+      base.inv_bc1,
+      static_cast<float>(config_.sophia_gamma()),
+      base.eps,
+      config_.clip_threshold ? static_cast<float>(*config_.clip_threshold) : std::numeric_limits<float>::infinity(),
+      base.lr,
+      0.0f,
+      base.grad_scale};
   parallel_each(static_cast<int64_t>(chunks.size()), [&](int64_t c) {
     const Chunk& ch = chunks[c];
     const size_t i = ch.tensor;
+    if (sophia_) {
+      kernels::SophiaScalars s = sophia_base;
+      s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
+      float* p = params_[i].second.data_ptr<float>() + ch.begin;
+      float* m = m_[i].data_ptr<float>() + ch.begin;
+      const float* h = h_[i].data_ptr<float>() + ch.begin;
+      const int64_t n = ch.end - ch.begin;
+      if (ready[i].scalar_type() == at::kFloat) {
+        kernels::sophia_update(p, m, h, ready[i].data_ptr<float>() + ch.begin, n, s);
+      } else {
+        kernels::sophia_update(p, m, h, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
+                               n, s);
+      }
+      return;
+    }
     if (lion_) {
       kernels::LionScalars s = lion_base;
       s.wd = decay_[i] && wd > 0 ? wd_f : 0.0f;
@@ -250,6 +319,15 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
     at::Tensor g = ready[i].to(p.options());
     if (base.grad_scale != 1.0f) g = g * static_cast<double>(base.grad_scale);
     at::Tensor& m = m_[i];
+    if (sophia_) {
+      m.mul_(b1).add_(g, 1.0 - b1);
+      at::Tensor d = (h_[i] * static_cast<double>(sophia_base.gamma)).clamp_min_(static_cast<double>(base.eps));
+      at::Tensor u = (m * static_cast<double>(base.inv_bc1)).div_(d);
+      if (config_.clip_threshold) u.clamp_(-*config_.clip_threshold, *config_.clip_threshold);
+      if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
+      p.sub_(u, static_cast<double>(base.lr));
+      continue;
+    }
     if (lion_) {
       at::Tensor u = (g * static_cast<double>(base.one_minus_b1)).add_(m * static_cast<double>(base.b1)).sign_();
       m.mul_(b2).add_(g, 1.0 - b2);
@@ -269,6 +347,22 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
     p.sub_(u, static_cast<double>(base.lr));
   }
   ++count_;
+  // Sophia-H: the new estimate enters the EMA after this update (Levanter's update_hessian runs after the update is
+  // computed), so it shapes the next updates.
+  if (sophia_ && count_ % config_.update_interval == 0) {
+    const float b2f = static_cast<float>(b2), omb2 = static_cast<float>(1.0 - b2);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      at::Tensor e = (*hessian_estimate)[i];
+      if (!e.defined()) e = at::zeros_like(h_[i]);
+      e = e.to(at::kCPU, at::kFloat).contiguous();
+      if (h_[i].device().is_cpu()) {
+        kernels::hessian_ema(h_[i].data_ptr<float>(), e.data_ptr<float>(), h_[i].numel(), b2f, omb2);
+      } else {
+        h_[i].mul_(b2).add_(e.to(h_[i].device()), 1.0 - b2);
+      }
+    }
+    ++hessian_count_;
+  }
   return stats;
 }
 
@@ -279,6 +373,10 @@ haliax::nn::StateDict Optimizer::state_dict() const {
   out.emplace_back("opt.step", at::scalar_tensor(count_, at::TensorOptions().dtype(at::kLong)));
   for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("opt.m." + params_[i].first.path, m_[i]);
   for (size_t i = 0; i < v_.size(); ++i) out.emplace_back("opt.v." + params_[i].first.path, v_[i]);
+  if (sophia_) {
+    out.emplace_back("opt.hessian_step", at::scalar_tensor(hessian_count_, at::TensorOptions().dtype(at::kLong)));
+    for (size_t i = 0; i < h_.size(); ++i) out.emplace_back("opt.h." + params_[i].first.path, h_[i]);
+  }
   return out;
 }
 
@@ -289,18 +387,17 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
     if (!by_key.emplace(key, t).second)
       throw std::invalid_argument("Optimizer::load_state_dict: duplicate entry '" + key + "'");
   }
-  // A state written by the other optimizer type: say so rather than name a missing tensor.
-  if (!params_.empty()) {
-    const bool has_v = by_key.count("opt.v." + params_.front().first.path) > 0;
-    if (lion_ && has_v) {
-      throw std::invalid_argument(
-          "Optimizer::load_state_dict: the state holds Adam's second moments (opt.v.*) but optimizer.type is lion: "
-          "resume with the optimizer the run was trained with");
-    }
-    if (!lion_ && !has_v && by_key.count("opt.m." + params_.front().first.path) > 0) {
-      throw std::invalid_argument(
-          "Optimizer::load_state_dict: the state has no second moments (opt.v.*), as Lion's, but optimizer.type is " +
-          config_.type.name + ": resume with the optimizer the run was trained with");
+  // A state written by another optimizer type: say so rather than name a missing tensor. Adam keeps m and v,
+  // Lion m, Sophia-H m and h.
+  if (!params_.empty() && by_key.count("opt.m." + params_.front().first.path) > 0) {
+    const std::string& first = params_.front().first.path;
+    const std::string written = by_key.count("opt.v." + first)   ? "adam"
+                                : by_key.count("opt.h." + first) ? "sophia-h"
+                                                                 : "lion";
+    if (written != config_.type.name) {
+      throw std::invalid_argument("Optimizer::load_state_dict: the optimizer state was written by " + written +
+                                  " but optimizer.type is " + config_.type.name +
+                                  ": resume with the optimizer the run was trained with");
     }
   }
   auto take = [&](const std::string& key) {
@@ -310,14 +407,21 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
     by_key.erase(it);
     return t;
   };
+  auto take_count = [&](const std::string& key) {
+    at::Tensor t = take(key);
+    if (t.numel() != 1 || at::isFloatingType(t.scalar_type())) {
+      throw std::invalid_argument("Optimizer::load_state_dict: '" + key + "' must be one integer");
+    }
+    return t.item<int64_t>();
+  };
   // Check everything before changing anything.
-  at::Tensor step = take("opt.step");
-  if (step.numel() != 1 || at::isFloatingType(step.scalar_type())) {
-    throw std::invalid_argument("Optimizer::load_state_dict: 'opt.step' must be one integer");
-  }
-  std::vector<at::Tensor> ms, vs;
-  for (const char* which : {"m", "v"}) {
-    if (lion_ && which[0] == 'v') continue;
+  const int64_t step = take_count("opt.step");
+  const int64_t hessian_step = sophia_ ? take_count("opt.hessian_step") : 0;
+  std::map<char, std::vector<at::Tensor>> moments;
+  std::vector<char> names = {'m'};
+  if (!v_.empty()) names.push_back('v');
+  if (!h_.empty()) names.push_back('h');
+  for (char which : names) {
     for (size_t i = 0; i < params_.size(); ++i) {
       const std::string key = std::string("opt.") + which + "." + params_[i].first.path;
       at::Tensor t = take(key);
@@ -330,7 +434,7 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
         throw std::invalid_argument("Optimizer::load_state_dict: '" + key + "' is " +
                                     std::string(c10::toString(t.scalar_type())) + ", expected Float (float32)");
       }
-      (which[0] == 'm' ? ms : vs).push_back(t);
+      moments[which].push_back(t);
     }
   }
   if (!by_key.empty()) {
@@ -340,10 +444,12 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
   }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
-    m_[i].copy_(ms[i]);
-    if (!lion_) v_[i].copy_(vs[i]);
+    m_[i].copy_(moments['m'][i]);
+    if (!v_.empty()) v_[i].copy_(moments['v'][i]);
+    if (!h_.empty()) h_[i].copy_(moments['h'][i]);
   }
-  count_ = step.item<int64_t>();
+  count_ = step;
+  hessian_count_ = hessian_step;
 }
 
 // --- free functions -----------------------------------------------------------------------------------------

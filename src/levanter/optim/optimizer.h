@@ -14,6 +14,16 @@
 //     m = (1 - b2) g + b2 m
 //     p = p - lr (u + wd p)
 //
+// - `sophia-h` (Liu et al. 2023, "Sophia: A Scalable Stochastic Second-order Optimizer"): Levanter's
+//   SophiaHConfig.build: momentum m, and an EMA h of Hutchinson's estimate of the Hessian diagonal (z * Hz with
+//   Gaussian z) refreshed every `update_interval` updates:
+//     m = (1 - b1) g + b1 m
+//     u = clip((m / (1 - b1^t)) / max(gamma h, eps), -clip_threshold, clip_threshold)
+//     p = p - lr (u + wd p)
+//   and, after every update_interval-th update, h = (1 - b2) estimate + b2 h. The estimate needs the model and the
+//   batch: the caller (the trainer) asks needs_hessian(), draws hessian_probes(), computes z * (H z) and passes it
+//   to step().
+//
 // AdamW:
 // The update is one fused pass per element over p, g, m, v (p, m, v read and written once, g read once), in
 // float32, with optax's operations in optax's order except that dividing by a bias correction is multiplying by
@@ -74,7 +84,15 @@ class Optimizer {
   // Gradients are not modified. Computes their global norm (always: it is logged), clips to max_grad_norm (when
   // set and > 0), then applies the update with `learning_rate` (e.g. learning_rate_at(config, step_count(),
   // num_train_steps)).
-  StepStats step(const std::vector<at::Tensor>& grads, double learning_rate);
+  // Sophia-H: when needs_hessian(), `hessian_estimate` (z * Hz per parameter, z = hessian_probes()) is required.
+  StepStats step(const std::vector<at::Tensor>& grads, double learning_rate,
+                 const std::vector<at::Tensor>* hessian_estimate = nullptr);
+
+  // Sophia-H: whether the next step() refreshes the Hessian estimate (every update_interval-th update).
+  bool needs_hessian() const;
+  // Sophia-H: the Gaussian probe vectors z of the next estimate, one float32 tensor per parameter; a function of
+  // optimizer.rng_seed and the number of estimates made so far.
+  std::vector<at::Tensor> hessian_probes() const;
 
   int64_t step_count() const { return count_; }  // updates applied so far
   const std::vector<Param>& params() const { return params_; }
@@ -82,9 +100,9 @@ class Optimizer {
   std::vector<std::string> decayed_paths() const;  // Levanter logs these as "decayed_weights"
   const OptimizerConfig& config() const { return config_; }
 
-  // Optimizer state as named tensors: "opt.step" (int64 scalar), "opt.m.<path>" and, for adam, "opt.v.<path>"
-  // (float32, the parameter's shape). The tensors alias the live state: copy them if updates run before they are
-  // written.
+  // Optimizer state as named tensors: "opt.step" (int64 scalar), "opt.m.<path>" and, for adam, "opt.v.<path>";
+  // for sophia-h "opt.hessian_step" (int64) and "opt.h.<path>" (float32, the parameter's shape). The tensors alias the
+  // live state: copy them if updates run before they are written.
   haliax::nn::StateDict state_dict() const;
   // Restores state_dict()'s entries (copied into the live state). Strict: a missing "opt.*" entry, an unexpected
   // one, or a wrong shape or dtype is an error naming the key (and, for the state of another optimizer type, the
@@ -95,8 +113,10 @@ class Optimizer {
  private:
   OptimizerConfig config_;
   bool lion_ = false;
+  bool sophia_ = false;
   std::vector<Param> params_;
-  std::vector<at::Tensor> m_, v_;  // v_: adam only
+  std::vector<at::Tensor> m_, v_, h_;  // v_: adam only; h_: sophia-h only
+  int64_t hessian_count_ = 0;          // sophia-h: estimates folded into h_
   std::vector<bool> decay_;
   std::vector<bool> fused_;  // per parameter: contiguous CPU float32, updated by the fused kernel
   int64_t count_ = 0;

@@ -11,12 +11,14 @@
 #include <iostream>
 #include <thread>
 
+#include "haliax/nn/checkpoint.h"
 #include "levanter/checkpoint/checkpoint.h"
 #include "levanter/checkpoint/checkpointer.h"
 #include "levanter/compat/hf/hf_checkpoint.h"
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
+#include "levanter/optim/hessian.h"
 #include "levanter/optim/optimizer.h"
 #include "levanter/optim/schedule.h"
 #include "levanter/runtime/file_io.h"
@@ -121,7 +123,8 @@ struct Trainer::Impl {
   void restore(TrainerState& state, const checkpoint::Checkpoint& c) const;
   void restore_optimizer(TrainerState& state, const checkpoint::Checkpoint& c) const;
   float forward_backward(TrainerState& state, const data::TokenBatch& batch) const;
-  optim::StepStats update(TrainerState& state, double learning_rate) const;
+  optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
+  std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   void announce(const TrainerState& state) const;
   void lock_directories();
   // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
@@ -256,12 +259,55 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
   return static_cast<float>(loss_sum / static_cast<double>(num_micro));
 }
 
-optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate) const {
+// Sophia-H's estimate of the Hessian diagonal on this step's batch at the current parameters (Hutchinson: z * Hz,
+// z Gaussian): the same loss as forward_backward (microbatches, mixed precision, dropout keys), differentiated
+// twice through libtorch's autograd (a Hessian-vector product is the gradient of <grad L, z>). Needs the loss
+// without the fused LM head and without activation checkpointing, whose backward passes are not differentiable.
+std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const {
+  optim::Optimizer& opt = *state.optimizer;
+  const std::vector<at::Tensor> z = opt.hessian_probes();
+  std::vector<at::Tensor> params;
+  for (const auto& [info, p] : opt.params()) params.push_back(p);
+  const MixedPrecision& mp = config.trainer.mp;
+  const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
+  const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
+  const at::Tensor tokens = batch_tensor(batch);
+  const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
+  haliax::nn::NoCheckpointing no_checkpointing;
+  std::vector<at::Tensor> hz(params.size());
+  for (int64_t m = 0; m < num_micro; ++m) {
+    NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
+    std::unique_ptr<models::LmHeadModel> cast;
+    if (mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
+    const models::LmHeadModel& model = cast ? *cast : *state.model;
+    models::ForwardOptions fo;
+    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
+    models::LossOptions lo;
+    lo.z_loss_weight = config.z_loss_weight;
+    lo.differentiable_twice = true;
+    at::Tensor loss = model.compute_next_token_loss(ids, fo, lo).array();
+    if (num_micro > 1) loss = loss / static_cast<double>(num_micro);
+    std::vector<at::Tensor> hv = optim::hessian_vector_product(loss, params, z);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!hv[i].defined()) continue;
+      hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
+    }
+  }
+  std::vector<at::Tensor> estimate(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
+  }
+  return estimate;
+}
+
+optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
   std::vector<at::Tensor> grads;
   grads.reserve(opt.params().size());
   for (const auto& [info, p] : opt.params()) grads.push_back(p.grad());
-  optim::StepStats stats = opt.step(grads, learning_rate);
+  std::vector<at::Tensor> hessian;
+  if (opt.needs_hessian()) hessian = hessian_estimate(state, batch);
+  optim::StepStats stats = opt.step(grads, learning_rate, opt.needs_hessian() ? &hessian : nullptr);
   for (const auto& [info, p] : opt.params()) p.mutable_grad() = at::Tensor();
   return stats;
 }
@@ -382,7 +428,7 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
   info.learning_rate = I.schedule.at(state.step);
   info.loss = I.forward_backward(state, batch);
   for (auto& [hook, every] : I.hooks) hook->before_update(info, state);
-  info.grad_norm = I.update(state, info.learning_rate).grad_norm;
+  info.grad_norm = I.update(state, info.learning_rate, batch).grad_norm;
   state.last_loss = info.loss;
   state.step += 1;
   return info;

@@ -96,9 +96,9 @@ TEST(OptimConfig, ParsesLevanterConfigsAndRoundTrips) {
 }
 
 TEST(OptimConfig, UnsupportedTypesAndKeysAreErrors) {
-  std::string e = error_of("type: sophia-g\n");
-  EXPECT_THAT(e, HasSubstr("opt.yaml:1: type: unsupported optimizer type 'sophia-g'"));
-  EXPECT_THAT(e, HasSubstr("implements 'adam' (AdamW, also spelled 'adamw') and 'lion'"));
+  std::string e = error_of("type: muon\n");
+  EXPECT_THAT(e, HasSubstr("opt.yaml:1: type: unsupported optimizer type 'muon'"));
+  EXPECT_THAT(e, HasSubstr("implements 'adam' (AdamW, also spelled 'adamw'), 'lion' and 'sophia-h'"));
   EXPECT_EQ(error_of("type: lion\n"), "(no error)");
   EXPECT_THAT(error_of("type: lion\nnesterov: true\n"), HasSubstr("optimizer.nesterov: is an Adam key"));
   EXPECT_THAT(error_of("update_rms_clipping: 1.0\n"), HasSubstr("update_rms_clipping: not supported"));

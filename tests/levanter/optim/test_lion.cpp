@@ -264,13 +264,13 @@ TEST(OptimLion, StateOfTheOtherOptimizerIsRefusedByName) {
     lion_opt.load_state_dict(adam_opt.state_dict());
     FAIL() << "Adam's state loaded into Lion";
   } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), HasSubstr("optimizer.type is lion"));
+    EXPECT_THAT(e.what(), HasSubstr("written by adam but optimizer.type is lion"));
   }
   try {
     adam_opt.load_state_dict(lion_opt.state_dict());
     FAIL() << "Lion's state loaded into Adam";
   } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), HasSubstr("as Lion's, but optimizer.type is adam"));
+    EXPECT_THAT(e.what(), HasSubstr("written by lion but optimizer.type is adam"));
   }
 }
 

@@ -110,6 +110,12 @@ TEST(Resume, LionKilledTwiceAndResumedGivesIdenticalLossBits) {
   killed_twice_and_resumed("lion", "  type: lion\n  learning_rate: 1e-3\n");
 }
 
+// Sophia-H: momentum, Hessian estimate and the count that seeds its probes; estimates every 2 steps (double backward
+// over 2 microbatches with dropout and activation checkpointing), one of them redone after each kill.
+TEST(Resume, SophiaKilledTwiceAndResumedGivesIdenticalLossBits) {
+  killed_twice_and_resumed("sophia", "  type: sophia-h\n  learning_rate: 1e-3\n  update_interval: 2\n");
+}
+
 TEST(Resume, SameConfigSameThreadsSameLosses) {
   fs::path root = fs::temp_directory_path() / ("levanter_repeat_" + std::to_string(::getpid()));
   fs::remove_all(root);
