@@ -3,6 +3,7 @@
 #include <mutex>
 #include <utility>
 
+#include "levanter/models/backpack/backpack.h"
 #include "levanter/models/gpt2/gpt2.h"
 #include "levanter/models/hf_adapter.h"
 #include "levanter/models/llama/llama.h"
@@ -21,6 +22,7 @@ struct Registry {
 void register_builtin_models(Registry& r) {
   r.families.emplace_back("gpt2", [] { return std::make_unique<Gpt2Config>(); });
   r.families.emplace_back("llama", [] { return std::make_unique<LlamaConfig>(); });
+  r.families.emplace_back("backpack", [] { return std::make_unique<BackpackConfig>(); });
 }
 
 Registry& registry() {

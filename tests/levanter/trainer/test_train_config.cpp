@@ -141,8 +141,8 @@ TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
   EXPECT_THAT(e, HasSubstr("trainer.model_averaging is not supported by levanter-cpp"));
   // (hf_save_path is implemented now: docs/interop.md; uploading to the hub is not.)
   EXPECT_THAT(error_of(std::string(kData) + "hf_upload: me/model\n"), HasSubstr("hf_upload is not supported"));
-  EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: backpack\n"),
-              HasSubstr("model type 'backpack' is not implemented; valid: gpt2, llama"));
+  EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: mistral\n"),
+              HasSubstr("model type 'mistral' is not implemented; valid: gpt2, llama, backpack"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"),
               HasSubstr("wandb needs network access"));
