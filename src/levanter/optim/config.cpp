@@ -31,24 +31,19 @@ void OptimizerType::parse_yaml(const YAML::Node& node, const Context& ctx) {
     name = "adam";
     return;
   }
-  if (s == "lion" || s == "sophia-h") {
+  if (s == "lion" || s == "sophia-h" || s == "sophia-g") {
     name = s;
     return;
   }
-  if (s == "sophia-g") {
-    config::fail(ctx, node,
-                 "optimizer type 'sophia-g' (Gauss-Newton-Bartlett) is not implemented here, nor in Levanter (its "
-                 "SophiaGConfig is commented out); use sophia-h");
-  }
   config::fail(ctx, node,
                "unsupported optimizer type '" + s +
-                   "': this build implements 'adam' (AdamW, also spelled 'adamw'), 'lion' and 'sophia-h'; "
+                   "': this build implements 'adam' (AdamW, also spelled 'adamw'), 'lion', 'sophia-h' and 'sophia-g'; "
                    "Levanter's other optimizers (" +
                    kOtherTypes + ") are not implemented");
 }
 
 YAML::Node OptimizerType::to_yaml() const { return YAML::Node(name); }
-std::string type_name(const OptimizerType&) { return "choice: adam, lion, sophia-h"; }
+std::string type_name(const OptimizerType&) { return "choice: adam, lion, sophia-h, sophia-g"; }
 
 // --- lr_schedule --------------------------------------------------------------------------------------------
 

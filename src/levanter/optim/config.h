@@ -118,8 +118,8 @@ struct OptimizerConfig {
   template <typename V>
   void fields(V& v) {
     v("type", type,
-      "Optimizer: adam (AdamW; alias adamw), lion (Chen et al. 2023) or sophia-h (Liu et al. 2023). Levanter's "
-      "other optimizers are not implemented");
+      "Optimizer: adam (AdamW; alias adamw), lion (Chen et al. 2023), sophia-h or sophia-g (Liu et al. 2023). "
+      "Levanter's other optimizers are not implemented");
     if constexpr (std::is_same_v<V, config::Reader>) apply_type_defaults();
     v("learning_rate", learning_rate, "Peak learning rate");
     v("weight_decay", weight_decay, "Decoupled weight decay (AdamW, Lion), applied to the parameters the mask selects");
@@ -154,7 +154,8 @@ struct OptimizerConfig {
       "Clip gradients to this global L2 norm (null or 0: no clipping; the default with sophia-h)");
     v("nesterov", nesterov, "Nesterov momentum in Adam (optax's scale_by_adam(nesterov=True))");
     v("adamc_weight_decay", adamc_weight_decay, "AdamC: scale weight decay by lr / learning_rate");
-    v("gamma", gamma, "Sophia: the update is momentum / max(gamma * h, epsilon) (null: 0.01)");
+    v("gamma", gamma,
+      "Sophia: the update is momentum / max(gamma * h, epsilon) (null: 0.01 for sophia-h, 0.05 for sophia-g)");
     v("clip_threshold", clip_threshold, "Sophia: clip each update element to [-t, t] (null: no clipping)");
     v("update_interval", update_interval, "Sophia: steps between Hessian-diagonal estimates");
     v("rng_seed", rng_seed, "Sophia: seed of the Hutchinson probe vectors");
@@ -167,8 +168,9 @@ struct OptimizerConfig {
   // Sets the defaults that depend on `type` (Sophia-H's beta1, beta2, epsilon, max_grad_norm). Parsing calls it right
   // after reading `type`, before the other keys, so keys given in the file still win.
   void apply_type_defaults();
-  bool is_sophia() const { return type.name == "sophia-h"; }
-  double sophia_gamma() const { return gamma.value_or(0.01); }
+  bool is_sophia() const { return type.name == "sophia-h" || type.name == "sophia-g"; }
+  // Levanter's GAMMA_SOPHIA_H (0.01) and GAMMA_SOPHIA_G (0.05).
+  double sophia_gamma() const { return gamma.value_or(type.name == "sophia-g" ? 0.05 : 0.01); }
 
   // Checks the values that YAML parsing cannot (fractions, betas, schedule combinations); throws
   // config::ConfigError naming the key. Parsing calls it; so do AdamW and learning_rate_at.

@@ -27,4 +27,19 @@ std::vector<at::Tensor> hessian_vector_product(const at::Tensor& loss, const std
                                /*allow_unused=*/true);
 }
 
+std::vector<at::Tensor> sampled_label_gradient(const at::Tensor& logits, const std::vector<at::Tensor>& params,
+                                               const haliax::random::Key& key) {
+  const int64_t V = logits.size(-1);
+  at::Tensor rows = logits.reshape({-1, V}).to(at::kFloat);
+  at::Tensor labels;
+  {
+    at::NoGradGuard no_grad;
+    haliax::NamedArray l(rows.detach(), {haliax::Axis("row", rows.size(0)), haliax::Axis("vocab", V)});
+    labels = haliax::random::categorical(key, l, "vocab").array().to(at::kLong);
+  }
+  at::Tensor loss = at::cross_entropy_loss(rows, labels);  // mean over rows
+  return torch::autograd::grad({loss}, params, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                               /*allow_unused=*/true);
+}
+
 }  // namespace levanter::optim

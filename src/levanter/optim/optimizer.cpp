@@ -104,10 +104,7 @@ double clip_scale_for(double norm, const std::optional<double>& max_norm) {
 // --- construction -------------------------------------------------------------------------------------------
 
 Optimizer::Optimizer(const OptimizerConfig& config, std::vector<Param> params, Kernel kernel)
-    : config_(config),
-      lion_(config.type.name == "lion"),
-      sophia_(config.type.name == "sophia-h"),
-      params_(std::move(params)) {
+    : config_(config), lion_(config.type.name == "lion"), sophia_(config.is_sophia()), params_(std::move(params)) {
   config_.validate();
   std::set<std::string> seen;
   std::vector<haliax::nn::ParamInfo> infos;
@@ -152,11 +149,15 @@ std::vector<std::string> Optimizer::decayed_paths() const {
 
 bool Optimizer::needs_hessian() const { return sophia_ && (count_ + 1) % config_.update_interval == 0; }
 
+haliax::random::Key Optimizer::hessian_key() const {
+  // Levanter splits a key seeded with rng_seed at each estimate; here estimate k uses fold_in(key, k): a function of
+  // (rng_seed, k), so a resumed run draws the same randomness.
+  return haliax::random::Key(static_cast<uint64_t>(config_.rng_seed)).fold_in(static_cast<uint64_t>(hessian_count_));
+}
+
 std::vector<at::Tensor> Optimizer::hessian_probes() const {
-  // Levanter splits a key seeded with rng_seed at each estimate; here estimate k uses fold_in(key, k), and parameter
-  // i fold_in of that with i: a function of (rng_seed, k, i), so a resumed run draws the same probes.
-  const haliax::random::Key key =
-      haliax::random::Key(static_cast<uint64_t>(config_.rng_seed)).fold_in(static_cast<uint64_t>(hessian_count_));
+  // Parameter i's probe: fold_in(hessian_key(), i).
+  const haliax::random::Key key = hessian_key();
   std::vector<at::Tensor> out;
   out.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -173,8 +174,9 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
                           const std::vector<at::Tensor>* hessian_estimate) {
   if (needs_hessian()) {
     if (!hessian_estimate) {
-      throw std::invalid_argument("Optimizer::step: sophia-h refreshes its Hessian estimate at update " +
-                                  std::to_string(count_ + 1) + " (every " + std::to_string(config_.update_interval) +
+      throw std::invalid_argument("Optimizer::step: " + config_.type.name +
+                                  " refreshes its Hessian estimate at update " + std::to_string(count_ + 1) +
+                                  " (every " + std::to_string(config_.update_interval) +
                                   "): pass one (hessian_probes() times the Hessian-vector product)");
     }
     if (hessian_estimate->size() != params_.size()) {
@@ -392,9 +394,10 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
   if (!params_.empty() && by_key.count("opt.m." + params_.front().first.path) > 0) {
     const std::string& first = params_.front().first.path;
     const std::string written = by_key.count("opt.v." + first)   ? "adam"
-                                : by_key.count("opt.h." + first) ? "sophia-h"
+                                : by_key.count("opt.h." + first) ? "sophia"
                                                                  : "lion";
-    if (written != config_.type.name) {
+    const std::string family = config_.is_sophia() ? "sophia" : config_.type.name;
+    if (written != family) {
       throw std::invalid_argument("Optimizer::load_state_dict: the optimizer state was written by " + written +
                                   " but optimizer.type is " + config_.type.name +
                                   ": resume with the optimizer the run was trained with");

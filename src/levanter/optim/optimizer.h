@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "haliax/nn/module.h"
+#include "haliax/random.h"
 #include "levanter/optim/config.h"
 
 namespace levanter::optim {
@@ -90,8 +91,10 @@ class Optimizer {
 
   // Sophia-H: whether the next step() refreshes the Hessian estimate (every update_interval-th update).
   bool needs_hessian() const;
-  // Sophia-H: the Gaussian probe vectors z of the next estimate, one float32 tensor per parameter; a function of
-  // optimizer.rng_seed and the number of estimates made so far.
+  // Sophia: the key of the next estimate, a function of optimizer.rng_seed and the number of estimates so far.
+  haliax::random::Key hessian_key() const;
+  // Sophia-H: the Gaussian probe vectors z of the next estimate, one float32 tensor per parameter (from
+  // hessian_key()).
   std::vector<at::Tensor> hessian_probes() const;
 
   int64_t step_count() const { return count_; }  // updates applied so far

@@ -125,6 +125,7 @@ struct Trainer::Impl {
   float forward_backward(TrainerState& state, const data::TokenBatch& batch) const;
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
+  std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   void announce(const TrainerState& state) const;
   void lock_directories();
   // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
@@ -265,6 +266,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
 // without the fused LM head and without activation checkpointing, whose backward passes are not differentiable.
 std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
+  if (opt.config().type.name == "sophia-g") return gauss_newton_estimate(state, batch);
   const std::vector<at::Tensor> z = opt.hessian_probes();
   std::vector<at::Tensor> params;
   for (const auto& [info, p] : opt.params()) params.push_back(p);
@@ -296,6 +298,45 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
+  }
+  return estimate;
+}
+
+// Sophia-G's estimate: N * g * g, g the gradient of the mean loss against labels sampled from the model's own
+// next-token distribution at every position (N positions in the batch; microbatches average their gradients as the
+// training step does). One forward and one backward: no double backward, so the fused kernels' absence matters only
+// for memory (the full logits of a microbatch).
+std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const {
+  optim::Optimizer& opt = *state.optimizer;
+  std::vector<at::Tensor> params;
+  for (const auto& [info, p] : opt.params()) params.push_back(p);
+  const MixedPrecision& mp = config.trainer.mp;
+  const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
+  const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
+  const at::Tensor tokens = batch_tensor(batch);
+  const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
+  const Key sample_key = opt.hessian_key();
+  std::vector<at::Tensor> g(params.size());
+  for (int64_t m = 0; m < num_micro; ++m) {
+    NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
+    std::unique_ptr<models::LmHeadModel> cast;
+    if (mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
+    const models::LmHeadModel& model = cast ? *cast : *state.model;
+    models::ForwardOptions fo;
+    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
+    at::Tensor logits = haliax::rearrange(model.logits(ids, fo), {"batch", "position", "vocab"}).array();
+    std::vector<at::Tensor> gm =
+        optim::sampled_label_gradient(logits, params, sample_key.fold_in(static_cast<uint64_t>(m)));
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!gm[i].defined()) continue;
+      at::Tensor t = gm[i].to(at::kFloat) / static_cast<double>(num_micro);
+      g[i] = g[i].defined() ? g[i] + t : t;
+    }
+  }
+  const double n = static_cast<double>(batch.batch_size * batch.seq_len);
+  std::vector<at::Tensor> estimate(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (g[i].defined()) estimate[i] = (g[i] * g[i] * n).contiguous();
   }
   return estimate;
 }

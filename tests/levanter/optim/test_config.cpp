@@ -98,7 +98,7 @@ TEST(OptimConfig, ParsesLevanterConfigsAndRoundTrips) {
 TEST(OptimConfig, UnsupportedTypesAndKeysAreErrors) {
   std::string e = error_of("type: muon\n");
   EXPECT_THAT(e, HasSubstr("opt.yaml:1: type: unsupported optimizer type 'muon'"));
-  EXPECT_THAT(e, HasSubstr("implements 'adam' (AdamW, also spelled 'adamw'), 'lion' and 'sophia-h'"));
+  EXPECT_THAT(e, HasSubstr("implements 'adam' (AdamW, also spelled 'adamw'), 'lion', 'sophia-h' and 'sophia-g'"));
   EXPECT_EQ(error_of("type: lion\n"), "(no error)");
   EXPECT_THAT(error_of("type: lion\nnesterov: true\n"), HasSubstr("optimizer.nesterov: is an Adam key"));
   EXPECT_THAT(error_of("update_rms_clipping: 1.0\n"), HasSubstr("update_rms_clipping: not supported"));

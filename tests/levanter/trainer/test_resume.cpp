@@ -116,6 +116,11 @@ TEST(Resume, SophiaKilledTwiceAndResumedGivesIdenticalLossBits) {
   killed_twice_and_resumed("sophia", "  type: sophia-h\n  learning_rate: 1e-3\n  update_interval: 2\n");
 }
 
+// Sophia-G: labels sampled from the model for its estimate, from a key that comes back with the state.
+TEST(Resume, SophiaGKilledTwiceAndResumedGivesIdenticalLossBits) {
+  killed_twice_and_resumed("sophiag", "  type: sophia-g\n  learning_rate: 1e-3\n  update_interval: 2\n");
+}
+
 TEST(Resume, SameConfigSameThreadsSameLosses) {
   fs::path root = fs::temp_directory_path() / ("levanter_repeat_" + std::to_string(::getpid()));
   fs::remove_all(root);
