@@ -79,3 +79,23 @@ TEST(CliMessages, ThreadCountsAreBounded) {
   EXPECT_EQ(rc2, 1);
   EXPECT_THAT(err2, HasSubstr("data.cache_options.num_threads: 100000 is more than 4x the"));
 }
+
+TEST(CliMessages, ConfigCheckOpensDataFilesAndTokenizer) {
+  // Before: `config --check` said "ok" for train, validation and tokenizer paths that do not exist.
+  const std::string cfg = std::string(LEVANTER_SOURCE_DIR) + "/config/gpt2_nano.yaml";
+  const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/";
+  const std::string data = " --data.train_urls '[\"" + corpus + "train.jsonl.gz\"]' --data.validation_urls '[\"" +
+                           corpus + "validation.jsonl.gz\"]'";
+  auto [rc, err] = run("config --check '" + cfg + "'" + data);
+  EXPECT_EQ(rc, 0) << err;
+  EXPECT_THAT(err, HasSubstr("data.train_urls: 1 file; data.validation_urls: 1 file; tokenizer: 50257 tokens"));
+  auto [rc2, err2] =
+      run("config --check '" + cfg + "'" + data + " --data.validation_urls '[\"/nonexistent/v*.jsonl\"]'");
+  EXPECT_EQ(rc2, 1);
+  EXPECT_THAT(err2, HasSubstr("data.validation_urls: "));
+  EXPECT_THAT(err2, HasSubstr("/nonexistent/v*.jsonl"));
+  auto [rc3, err3] = run("config --check '" + cfg + "'" + data + " --data.tokenizer /nonexistent/tokenizer.json");
+  EXPECT_EQ(rc3, 1);
+  EXPECT_THAT(err3, HasSubstr("data.tokenizer: "));
+  EXPECT_THAT(err3, HasSubstr("/nonexistent/tokenizer.json"));
+}
