@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "haliax/nn/checkpoint.h"
@@ -61,6 +62,40 @@ int configured_threads(const TrainerConfig& t) {
   }
   if (t.num_threads > 0) return static_cast<int>(t.num_threads);
   return static_cast<int>(hardware);
+}
+
+// Loads a checkpoint's parameters into `model`; when they do not fit (a tensor's shape, a missing or extra
+// tensor), the error names the checkpoint and every model key whose value differs between the config the
+// checkpoint was written with (recorded in its metadata) and the current one.
+void load_model_state(models::LmHeadModel& model, const checkpoint::Checkpoint& c, const TrainLmConfig& config) {
+  try {
+    nn::from_state_dict(model, c.group("model"));
+  } catch (const std::exception& e) {
+    std::string diff;
+    try {
+      if (c.metadata.contains("config") && c.metadata["config"].is_string()) {
+        YAML::Node then = YAML::Load(c.metadata["config"].get<std::string>())["model"];
+        YAML::Node now = YAML::Load(config::dump(config::to_yaml_value(config)))["model"];
+        std::set<std::string> keys;
+        for (auto kv : then) keys.insert(kv.first.as<std::string>());
+        for (auto kv : now) keys.insert(kv.first.as<std::string>());
+        for (const std::string& k : keys) {
+          const std::string a = then[k] ? config::dump(then[k]) : "(absent)\n";
+          const std::string b = now[k] ? config::dump(now[k]) : "(absent)\n";
+          if (a != b) {
+            diff += (diff.empty() ? "" : ", ") + std::string("model.") + k + ": " + a.substr(0, a.size() - 1) +
+                    " in the checkpoint, " + b.substr(0, b.size() - 1) + " now";
+          }
+        }
+      }
+    } catch (const std::exception&) {
+      // An unreadable recorded config: report the tensor error alone.
+    }
+    throw std::runtime_error(c.path + ": the checkpoint does not fit this model: " + e.what() +
+                             (diff.empty() ? std::string()
+                                           : "; the config differs from the one it was written with: " + diff +
+                                                 " (to start a new run instead, set another trainer.id)"));
+  }
 }
 
 Axis vocab_axis(const data::TextData& data) {
@@ -222,7 +257,7 @@ void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Che
 }
 
 void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c) const {
-  nn::from_state_dict(*state.model, c.group("model"));
+  load_model_state(*state.model, c, config);
   state.step = c.step;
   state.resumed_from = c.path;
   for (const std::string& w : checkpoint::resume_warnings(c.metadata)) {
@@ -557,7 +592,7 @@ std::unique_ptr<models::LmHeadModel> load_model_from_checkpoint(const TrainLmCon
     ckpt = *latest;
   }
   checkpoint::Checkpoint c = checkpoint::load_checkpoint(ckpt, {"model"});
-  nn::from_state_dict(*model, c.group("model"));
+  load_model_state(*model, c, config);
   if (loaded_from) *loaded_from = ckpt;
   if (step) *step = c.step;
   return model;

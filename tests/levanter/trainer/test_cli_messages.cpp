@@ -99,3 +99,30 @@ TEST(CliMessages, ConfigCheckOpensDataFilesAndTokenizer) {
   EXPECT_THAT(err3, HasSubstr("data.tokenizer: "));
   EXPECT_THAT(err3, HasSubstr("/nonexistent/tokenizer.json"));
 }
+
+TEST(CliMessages, ResumingWithAnotherModelShapeNamesTheCheckpointAndTheKeys) {
+  // Before: only the tensor was named.
+  const fs::path dir = fs::temp_directory_path() / ("levanter_cli_shape_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
+  std::ofstream(dir / "c.yaml") << "data:\n  train_urls: [\"" << corpus
+                                << "\"]\n  cache_dir: " << (dir / "cache").string()
+                                << "\nmodel: {type: gpt2, hidden_dim: 16, num_heads: 2, num_layers: 1, seq_len: 32}\n"
+                                   "trainer:\n  id: shape\n  num_train_steps: 2\n  train_batch_size: 2\n"
+                                   "  num_threads: 1\n  peak_flops: 1e9\n  log_dir: "
+                                << (dir / "logs").string()
+                                << "\n  checkpointer: {base_path: " << (dir / "ckpt").string() << "}\n";
+  auto [rc, err] = run("train --quiet --config '" + (dir / "c.yaml").string() + "'");
+  ASSERT_EQ(rc, 0) << err;
+  auto [rc2, err2] = run("train --quiet --config '" + (dir / "c.yaml").string() +
+                         "' --trainer.num_train_steps 4 --model.hidden_dim 32");
+  EXPECT_EQ(rc2, 1);
+  EXPECT_THAT(err2, HasSubstr((dir / "ckpt" / "shape" / "step-2").string() + ": the checkpoint does not fit"));
+  EXPECT_THAT(err2, HasSubstr("model.hidden_dim: 16 in the checkpoint, 32 now"));
+  auto [rc3, err3] = run("eval --config '" + (dir / "c.yaml").string() + "' --checkpoint '" +
+                         (dir / "ckpt" / "shape").string() + "' --model.num_layers 2");
+  EXPECT_EQ(rc3, 1);
+  EXPECT_THAT(err3, HasSubstr("model.num_layers: 1 in the checkpoint, 2 now"));
+  fs::remove_all(dir);
+}
