@@ -27,7 +27,7 @@ Context Context::child(const std::string& key) const {
 std::string Context::where(const YAML::Node& node) const {
   YAML::Mark m = node.Mark();
   std::string f = file.empty() ? "<config>" : file;
-  if (m.line < 0 || m.is_null()) return f;
+  if (m.line < 0 || m.is_null() || f.rfind("command line", 0) == 0) return f;  // no line: not from a file
   return f + ":" + std::to_string(m.line + 1);
 }
 
@@ -374,7 +374,7 @@ YAML::Node load_yaml_file(const std::string& path, IncludeMap* includes) {
   return load_yaml_impl(path, "", includes, 0);
 }
 
-void apply_overrides(YAML::Node& root, const std::vector<std::string>& args) {
+void apply_overrides(YAML::Node& root, const std::vector<std::string>& args, IncludeMap* includes) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.rfind("--", 0) != 0 || a.size() < 3) {
@@ -413,6 +413,7 @@ void apply_overrides(YAML::Node& root, const std::vector<std::string>& args) {
       cur.reset(next);
     }
     cur[parts.back()] = parsed;
+    if (includes) (*includes)[key] = "command line (--" + key + ")";
   }
 }
 

@@ -324,14 +324,15 @@ void describe(std::vector<DocRow>& rows, const std::string& prefix, const T& def
 // records which section came from which file (for messages).
 YAML::Node load_yaml_file(const std::string& path, IncludeMap* includes = nullptr);
 // Apply `--a.b.c value` overrides (value parsed as YAML, so numbers, booleans and [lists] work).
-// `args` are the raw extra arguments; anything that is not `--key value` or `--key=value` is an error.
-void apply_overrides(YAML::Node& root, const std::vector<std::string>& args);
+// `args` are the raw extra arguments; anything that is not `--key value` or `--key=value` is an error. With
+// `includes`, records that each overridden key came from the command line, so messages about it say so.
+void apply_overrides(YAML::Node& root, const std::vector<std::string>& args, IncludeMap* includes = nullptr);
 // Parse a whole config from a file plus overrides.
 template <typename T>
 T load(const std::string& file, const std::vector<std::string>& overrides = {}) {
   auto includes = std::make_shared<IncludeMap>();
   YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : load_yaml_file(file, includes.get());
-  apply_overrides(root, overrides);
+  apply_overrides(root, overrides, includes.get());
   T out{};
   parse_value(root, Context{file, "", includes}, out);
   return out;

@@ -48,7 +48,17 @@ std::string resolve_tokenizer_path(const std::string& name) {
   if (is_file(fs::path(name) / "tokenizer.json")) return (fs::path(name) / "tokenizer.json").string();
   bool looks_like_path =
       name.find('/') != std::string::npos || (name.size() > 5 && name.substr(name.size() - 5) == ".json");
-  if (!looks_like_path) {
+  if (looks_like_path) {
+    std::error_code ec;
+    if (fs::is_directory(name, ec)) {
+      throw DataError("data.tokenizer: " + name + ": a directory without a tokenizer.json");
+    }
+    if (fs::exists(name, ec)) {
+      throw DataError("data.tokenizer: " + name + ": not a regular file (give a tokenizer.json)");
+    }
+    throw DataError("data.tokenizer: " + name + ": not found (give the path of a tokenizer.json, or gpt2)");
+  }
+  {
     if (const char* env = std::getenv("LEVANTER_DATA_DIR")) {
       fs::path p = fs::path(env) / name / "tokenizer.json";
       if (is_file(p)) return p.string();

@@ -188,7 +188,7 @@ TrainLmConfig load_train_config(const std::string& file, const std::vector<std::
       validate_run_id("");
     }
   }
-  config::apply_overrides(root, overrides);
+  config::apply_overrides(root, overrides, includes.get());
   // `trainer.initialize_from_hf` and `model.initialize_from_hf` are accepted as the top-level key (where
   // Levanter's TrainLmConfig has it).
   for (const char* section : {"trainer", "model"}) {

@@ -96,8 +96,8 @@ TEST(CliMessages, ConfigCheckOpensDataFilesAndTokenizer) {
   EXPECT_THAT(err2, HasSubstr("/nonexistent/v*.jsonl"));
   auto [rc3, err3] = run("config --check '" + cfg + "'" + data + " --data.tokenizer /nonexistent/tokenizer.json");
   EXPECT_EQ(rc3, 1);
-  EXPECT_THAT(err3, HasSubstr("data.tokenizer: "));
-  EXPECT_THAT(err3, HasSubstr("/nonexistent/tokenizer.json"));
+  // Before: a garbled doubled path ("data//nonexistent/...") and no "not found".
+  EXPECT_THAT(err3, HasSubstr("data.tokenizer: /nonexistent/tokenizer.json: not found"));
 }
 
 TEST(CliMessages, ResumingWithAnotherModelShapeNamesTheCheckpointAndTheKeys) {
@@ -125,4 +125,17 @@ TEST(CliMessages, ResumingWithAnotherModelShapeNamesTheCheckpointAndTheKeys) {
   EXPECT_EQ(rc3, 1);
   EXPECT_THAT(err3, HasSubstr("model.num_layers: 1 in the checkpoint, 2 now"));
   fs::remove_all(dir);
+}
+
+TEST(CliMessages, OverridesAreBlamedOnTheCommandLine) {
+  // Before: "config/gpt2_nano.yaml:1: trainer.num_train_steps: expected an integer" for a command-line value.
+  const std::string cfg = " --config '" + std::string(LEVANTER_SOURCE_DIR) + "/config/gpt2_nano.yaml'";
+  auto [rc1, err1] = run("train" + cfg + " --trainer.num_train_steps abc");
+  EXPECT_EQ(rc1, 1);
+  EXPECT_THAT(err1,
+              HasSubstr("command line (--trainer.num_train_steps): trainer.num_train_steps: expected an integer"));
+  auto [rc2, err2] = run("train" + cfg + " --trainer.nmu_train_steps 3");
+  EXPECT_EQ(rc2, 1);
+  EXPECT_THAT(err2, HasSubstr("command line (--trainer.nmu_train_steps): unknown key 'trainer.nmu_train_steps'"));
+  EXPECT_THAT(err2, HasSubstr("did you mean 'num_train_steps'?"));
 }
