@@ -58,10 +58,21 @@ void transfer_all(const std::string& path, const char* verb, size_t n, Call call
 File File::open(const std::string& path, int flags, mode_t mode) {
   File f;
   f.path_ = path;
+  // Reads open without blocking and must find a regular file (or a directory, for fsync): a FIFO or a device given
+  // as a data, tokenizer or checkpoint file would otherwise block forever or stream without end.
+  const bool reading = (flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT);
   do {
-    f.fd_ = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    f.fd_ = ::open(path.c_str(), flags | O_CLOEXEC | (reading ? O_NONBLOCK : 0), mode);
   } while (f.fd_ < 0 && errno == EINTR);
   if (f.fd_ < 0) fail_errno(path, (flags & O_CREAT) ? "cannot create" : "cannot open", errno);
+  if (reading) {
+    struct stat st {};
+    if (::fstat(f.fd_, &st) != 0) fail_errno(path, "cannot stat", errno);
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      throw IoError(path + ": not a regular file (a FIFO, socket or device); give a file");
+    }
+    if (!(flags & O_NONBLOCK)) ::fcntl(f.fd_, F_SETFL, ::fcntl(f.fd_, F_GETFL) & ~O_NONBLOCK);
+  }
   return f;
 }
 

@@ -139,3 +139,23 @@ TEST(CliMessages, OverridesAreBlamedOnTheCommandLine) {
   EXPECT_THAT(err2, HasSubstr("command line (--trainer.nmu_train_steps): unknown key 'trainer.nmu_train_steps'"));
   EXPECT_THAT(err2, HasSubstr("did you mean 'num_train_steps'?"));
 }
+
+TEST(CliMessages, FifosAsDataOrTokenizerAreRefusedNotWaitedOn) {
+  // Before: a FIFO given as a data file or tokenizer blocked forever.
+  const fs::path dir = fs::temp_directory_path() / ("levanter_cli_fifo_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  ASSERT_EQ(::mkfifo((dir / "train.jsonl").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((dir / "tokenizer.json").c_str(), 0600), 0);
+  const std::string cfg = " --config '" + std::string(LEVANTER_SOURCE_DIR) + "/config/gpt2_nano.yaml'";
+  auto [rc, err] = run("cache" + cfg + " --data.train_urls '[\"" + (dir / "train.jsonl").string() +
+                       "\"]' --data.validation_urls '[]' --data.cache_dir '" + (dir / "cache").string() + "'");
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(err, HasSubstr((dir / "train.jsonl").string() + ": not a regular file"));
+  auto [rc2, err2] =
+      run("tokenize --tokenizer '" + (dir / "tokenizer.json").string() + "' '" + std::string(LEVANTER_SOURCE_DIR) +
+          "/data/corpus/austen/validation.jsonl.gz' '" + (dir / "out.jsonl").string() + "'");
+  EXPECT_NE(rc2, 0);
+  EXPECT_THAT(err2, HasSubstr("not a regular file"));
+  fs::remove_all(dir);
+}

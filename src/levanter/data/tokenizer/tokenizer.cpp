@@ -1,6 +1,8 @@
 // Tokenizer: encode (fast GPT-2 path and general path), decode, batch encoding on threads.
 #include "levanter/data/tokenizer/tokenizer.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -606,6 +608,13 @@ Tokenizer Tokenizer::from_json(std::string_view json, const std::string& source)
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
+  {
+    // A FIFO or device would block or stream without end: refuse anything but a regular file, before opening.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      throw TokenizerError(path + ": not a regular file (give a tokenizer.json)");
+    }
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw TokenizerError(path + ": cannot open the tokenizer file");
   std::ostringstream ss;
