@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -41,6 +43,14 @@ class HfAdapter {
   // Non-parameter buffers that old checkpoints carry (e.g. GPT-2's attn.bias masks) are ignored.
   virtual void load_hf_state_dict(LmHeadModel& model, const haliax::StateDict& hf, const std::string& source) const = 0;
 };
+
+// For adapters' load_hf_state_dict: takes from `given` the Hugging Face tensor of each of the model's parameters
+// (same name), checks that its shape is hf_shape(name, our shape), and returns them reshaped to our layout and
+// dtypes, in the model's order. A missing tensor or a wrong shape is an error naming `source`, the tensor and both
+// shapes; what is left in `given` matched no parameter (the caller decides what it may ignore).
+using HfShapeFn = std::function<std::vector<int64_t>(const std::string& name, at::IntArrayRef ours)>;
+haliax::StateDict take_hf_parameters(LmHeadModel& model, std::map<std::string, at::Tensor>& given,
+                                     const HfShapeFn& hf_shape, const std::string& source);
 
 // The adapter of the family registered under `hf_model_type` (config.json's "model_type"), or null.
 std::unique_ptr<HfAdapter> hf_adapter_for_hf_type(const std::string& hf_model_type);

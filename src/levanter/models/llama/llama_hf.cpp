@@ -24,12 +24,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + ")";
-}
-
 // HF's shape of one of our tensors: every Linear weight is 2-D (Out, In), every bias 1-D.
 std::vector<int64_t> hf_shape(const std::string& key, at::IntArrayRef ours) {
   const int64_t numel = c10::multiply_integers(ours);
@@ -152,21 +146,7 @@ class LlamaHfAdapter : public HfAdapter {
         ++it;
       }
     }
-    haliax::StateDict ours;
-    for (auto& [key, t] : nn::to_state_dict(model)) {
-      auto it = given.find(key);
-      if (it == given.end()) {
-        throw std::invalid_argument(src + ": tensor " + key + " is missing (expected shape " +
-                                    shape_str(hf_shape(key, t.sizes())) + ")");
-      }
-      const std::vector<int64_t> want = hf_shape(key, t.sizes());
-      if (it->second.sizes().vec() != want) {
-        throw std::invalid_argument(src + ": tensor " + key + " has shape " + shape_str(it->second.sizes()) +
-                                    ", expected " + shape_str(want));
-      }
-      ours.emplace_back(key, it->second.reshape(t.sizes()).to(t.scalar_type()));
-      given.erase(it);
-    }
+    haliax::StateDict ours = take_hf_parameters(model, given, hf_shape, src);
     if (!given.empty()) {
       throw std::invalid_argument(src + ": unexpected tensor " + given.begin()->first + " (" +
                                   std::to_string(given.size()) + " unexpected in all) for " + hf_architecture() +
