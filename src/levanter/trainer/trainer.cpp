@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -158,6 +159,12 @@ struct Trainer::Impl {
   void restore(TrainerState& state, const checkpoint::Checkpoint& c) const;
   void restore_optimizer(TrainerState& state, const checkpoint::Checkpoint& c) const;
   float forward_backward(TrainerState& state, const data::TokenBatch& batch) const;
+  // Calls fn(model, ids, options, num_micro) for each microbatch of `batch`, as the training step sees it: `model` is
+  // the trainer's model or a differentiable copy in the compute dtype (gradients reach the f32 master weights), and
+  // `options` hold the microbatch's dropout key.
+  void for_each_microbatch(const TrainerState& state, const data::TokenBatch& batch,
+                           const std::function<void(const models::LmHeadModel&, const NamedArray&,
+                                                    const models::ForwardOptions&, int64_t, int64_t)>& fn) const;
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
@@ -271,14 +278,15 @@ void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c
   }
 }
 
-// Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
-float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch) const {
+void Trainer::Impl::for_each_microbatch(
+    const TrainerState& state, const data::TokenBatch& batch,
+    const std::function<void(const models::LmHeadModel&, const NamedArray&, const models::ForwardOptions&, int64_t,
+                             int64_t)>& fn) const {
   const MixedPrecision& mp = config.trainer.mp;
   const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
   const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
   const at::Tensor tokens = batch_tensor(batch);
   const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
-  double loss_sum = 0;
   for (int64_t m = 0; m < num_micro; ++m) {
     NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
     std::unique_ptr<models::LmHeadModel> cast;  // differentiable: grads flow to the master weights
@@ -286,12 +294,23 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     const models::LmHeadModel& model = cast ? *cast : *state.model;
     models::ForwardOptions fo;
     if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
-    models::LossOptions lo;
-    lo.z_loss_weight = config.z_loss_weight;
-    NamedArray loss = model.compute_next_token_loss(ids, fo, lo);
-    (num_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_micro)).backward();
-    loss_sum += static_cast<double>(loss.array().detach().item<float>());
+    fn(model, ids, fo, m, num_micro);
   }
+}
+
+// Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
+float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch) const {
+  double loss_sum = 0;
+  for_each_microbatch(state, batch,
+                      [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo,
+                          int64_t, int64_t num_micro) {
+                        models::LossOptions lo;
+                        lo.z_loss_weight = config.z_loss_weight;
+                        NamedArray loss = model.compute_next_token_loss(ids, fo, lo);
+                        (num_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_micro)).backward();
+                        loss_sum += static_cast<double>(loss.array().detach().item<float>());
+                      });
+  const int64_t num_micro = batch.batch_size / config.trainer.microbatch_size();
   return static_cast<float>(loss_sum / static_cast<double>(num_micro));
 }
 
@@ -305,31 +324,22 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
   const std::vector<at::Tensor> z = opt.hessian_probes();
   std::vector<at::Tensor> params;
   for (const auto& [info, p] : opt.params()) params.push_back(p);
-  const MixedPrecision& mp = config.trainer.mp;
-  const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
-  const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
-  const at::Tensor tokens = batch_tensor(batch);
-  const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
   haliax::nn::NoCheckpointing no_checkpointing;
   std::vector<at::Tensor> hz(params.size());
-  for (int64_t m = 0; m < num_micro; ++m) {
-    NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
-    std::unique_ptr<models::LmHeadModel> cast;
-    if (mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
-    const models::LmHeadModel& model = cast ? *cast : *state.model;
-    models::ForwardOptions fo;
-    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
-    models::LossOptions lo;
-    lo.z_loss_weight = config.z_loss_weight;
-    lo.differentiable_twice = true;
-    at::Tensor loss = model.compute_next_token_loss(ids, fo, lo).array();
-    if (num_micro > 1) loss = loss / static_cast<double>(num_micro);
-    std::vector<at::Tensor> hv = optim::hessian_vector_product(loss, params, z);
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (!hv[i].defined()) continue;
-      hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
-    }
-  }
+  for_each_microbatch(state, batch,
+                      [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo,
+                          int64_t, int64_t num_micro) {
+                        models::LossOptions lo;
+                        lo.z_loss_weight = config.z_loss_weight;
+                        lo.differentiable_twice = true;
+                        at::Tensor loss = model.compute_next_token_loss(ids, fo, lo).array();
+                        if (num_micro > 1) loss = loss / static_cast<double>(num_micro);
+                        std::vector<at::Tensor> hv = optim::hessian_vector_product(loss, params, z);
+                        for (size_t i = 0; i < params.size(); ++i) {
+                          if (!hv[i].defined()) continue;
+                          hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
+                        }
+                      });
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
@@ -345,29 +355,21 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
   optim::Optimizer& opt = *state.optimizer;
   std::vector<at::Tensor> params;
   for (const auto& [info, p] : opt.params()) params.push_back(p);
-  const MixedPrecision& mp = config.trainer.mp;
-  const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
-  const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
-  const at::Tensor tokens = batch_tensor(batch);
-  const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
   const Key sample_key = opt.hessian_key();
   std::vector<at::Tensor> g(params.size());
-  for (int64_t m = 0; m < num_micro; ++m) {
-    NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
-    std::unique_ptr<models::LmHeadModel> cast;
-    if (mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
-    const models::LmHeadModel& model = cast ? *cast : *state.model;
-    models::ForwardOptions fo;
-    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
-    at::Tensor logits = haliax::rearrange(model.logits(ids, fo), {"batch", "position", "vocab"}).array();
-    std::vector<at::Tensor> gm =
-        optim::sampled_label_gradient(logits, params, sample_key.fold_in(static_cast<uint64_t>(m)));
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (!gm[i].defined()) continue;
-      at::Tensor t = gm[i].to(at::kFloat) / static_cast<double>(num_micro);
-      g[i] = g[i].defined() ? g[i] + t : t;
-    }
-  }
+  for_each_microbatch(
+      state, batch,
+      [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t m,
+          int64_t num_micro) {
+        at::Tensor logits = haliax::rearrange(model.logits(ids, fo), {"batch", "position", "vocab"}).array();
+        std::vector<at::Tensor> gm =
+            optim::sampled_label_gradient(logits, params, sample_key.fold_in(static_cast<uint64_t>(m)));
+        for (size_t i = 0; i < params.size(); ++i) {
+          if (!gm[i].defined()) continue;
+          at::Tensor t = gm[i].to(at::kFloat) / static_cast<double>(num_micro);
+          g[i] = g[i].defined() ? g[i] + t : t;
+        }
+      });
   const double n = static_cast<double>(batch.batch_size * batch.seq_len);
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
