@@ -527,6 +527,9 @@ TrainResult Trainer::train() {
   lo.batch_size = tc.train_batch_size;
   lo.start_step = state.step;
   data::DataLoader loader(I.data->train_set(I.config.model->max_seq_len(), I.data_seed, tc.train_batch_size), lo);
+  // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
+  // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
+  I.get_evaluator();
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;

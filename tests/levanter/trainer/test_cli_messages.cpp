@@ -12,6 +12,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -78,6 +79,25 @@ TEST(CliMessages, ThreadCountsAreBounded) {
                          "/config/gpt2_nano.yaml' --data.cache_options.num_threads 100000");
   EXPECT_EQ(rc2, 1);
   EXPECT_THAT(err2, HasSubstr("data.cache_options.num_threads: 100000 is more than 4x the"));
+}
+
+TEST(CliMessages, TrainOpensTheValidationDataBeforeStepZero) {
+  // Before: a missing validation file was found at the first evaluation, steps_per_eval steps in, and the
+  // checkpoint due at that step was lost.
+  const fs::path dir = fs::temp_directory_path() / ("levanter_cli_val0_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
+  auto [rc, err] = run("train --config '" + std::string(LEVANTER_SOURCE_DIR) + "/config/gpt2_nano.yaml'" +
+                       " --data.train_urls '[\"" + corpus + "\"]' --data.validation_urls '[\"" + dir.string() +
+                       "/missing.jsonl\"]' --data.cache_dir '" + (dir / "cache").string() + "' --trainer.log_dir '" +
+                       (dir / "logs").string() + "' --trainer.checkpointer.base_path '" + (dir / "ckpt").string() +
+                       "' --trainer.num_train_steps 4 --trainer.steps_per_eval 2" +
+                       " --model.hidden_dim 16 --model.num_heads 2 --model.num_layers 1 --model.seq_len 32" +
+                       " --trainer.train_batch_size 2");
+  EXPECT_EQ(rc, 1) << err;
+  EXPECT_THAT(err, HasSubstr("data.validation_urls: " + dir.string() + "/missing.jsonl: no such file"));
+  EXPECT_THAT(err, Not(HasSubstr("step 1/")));  // no training step was taken
+  fs::remove_all(dir);
 }
 
 TEST(CliMessages, ConfigCheckOpensDataFilesAndTokenizer) {
