@@ -9,6 +9,9 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <new>
+#include <optional>
+#include <string>
 
 #include "levanter/config/config.h"
 #include "levanter/runtime/cpu_allocator.h"
@@ -39,6 +42,45 @@ void tune_openmp_spinning(int argc, char** argv) {
   if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
   setenv("GOMP_SPINCOUNT", "30000", 1);
   execv("/proc/self/exe", argv);  // returns only on failure: then run with libgomp's defaults
+}
+
+// libtorch's errors (c10::Error) end in a C++ stack trace, also when another message wraps them: a user gets the
+// message alone (LEVANTER_BACKTRACE=1 keeps the traces).
+std::string without_backtraces(const std::string& message) {
+  if (std::getenv("LEVANTER_BACKTRACE")) return message;
+  std::string out, line;
+  bool in_trace = false;
+  for (size_t i = 0; i <= message.size(); ++i) {
+    if (i < message.size() && message[i] != '\n') {
+      line += message[i];
+      continue;
+    }
+    if (line.rfind("Exception raised from ", 0) == 0) {
+      in_trace = true;
+    } else if (!(in_trace && line.rfind("frame #", 0) == 0)) {
+      in_trace = false;
+      if (!out.empty()) out += '\n';
+      out += line;
+    }
+    line.clear();
+  }
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// An allocation that failed: the size asked for, when the message says it ("allocating N bytes", libtorch's
+// "tried to allocate N bytes"); 0 when it does not.
+std::optional<double> out_of_memory_size(const std::exception& e) {
+  const std::string m = e.what();
+  const bool oom = dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
+                   m.find("out of memory allocating") != std::string::npos ||
+                   m.find("can't allocate memory") != std::string::npos;
+  if (!oom) return std::nullopt;
+  for (const char* marker : {"out of memory allocating ", "tried to allocate "}) {
+    size_t at = m.find(marker);
+    if (at != std::string::npos) return std::strtod(m.c_str() + at + std::strlen(marker), nullptr);
+  }
+  return 0.0;
 }
 
 }  // namespace
@@ -89,7 +131,16 @@ int main(int argc, char** argv) {
         return rc;
       } catch (const std::exception& e) {
         std::fflush(stdout);
-        std::cerr << "error: " << e.what() << "\n";
+        if (std::optional<double> bytes = out_of_memory_size(e)) {
+          char size[64] = "";
+          if (*bytes > 0) std::snprintf(size, sizeof(size), " allocating %.1f GB", *bytes / 1e9);
+          std::cerr << "error: out of memory" << size
+                    << ": reduce the model (model.hidden_dim, model.num_layers), the microbatch "
+                       "(trainer.train_batch_size, or trainer.per_device_parallelism to accumulate over smaller ones), "
+                       "or turn on model.gradient_checkpointing\n";
+        } else {
+          std::cerr << "error: " << without_backtraces(e.what()) << "\n";
+        }
         return 1;
       }
     }

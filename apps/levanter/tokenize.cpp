@@ -46,6 +46,7 @@ std::string tokenizer_path(const std::string& arg) {
 struct Options {
   std::string tokenizer, input, output, text_key = "text";
   int threads = 0;
+  std::int64_t max_document_bytes = std::int64_t{64} << 20;
   bool skip_bad_lines = false, bos = false, eos = false;
 };
 
@@ -142,7 +143,8 @@ int run(const Options& opts) {
   const int pool_threads = static_cast<int>(levanter::runtime::compute_pool().size()) + 1;
   int threads = o.threads > 0 ? std::min(o.threads, pool_threads) : pool_threads;
 
-  auto reader = levanter::data::open_lines(o.input);
+  auto reader = levanter::data::open_lines(o.input, static_cast<std::size_t>(o.max_document_bytes),
+                                           "--max-document-bytes");
   const std::string source = reader->name();
   auto writer = levanter::data::open_text_writer(o.output);
 
@@ -202,6 +204,10 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--threads", o->threads, "tokenizer threads (0: one per core)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-document-bytes", o->max_document_bytes,
+                 "the longest line read; a longer one is an error naming its line")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_flag("--skip-bad-lines", o->skip_bad_lines,
                "skip (and count) malformed lines instead of stopping at the first");
   app.add_flag("--bos", o->bos, "prepend the tokenizer's BOS id to every document");

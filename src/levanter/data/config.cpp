@@ -151,6 +151,8 @@ void DataConfig::validate() const {
     throw ConfigError("data.permutation_type: '" + permutation_type + "' is not supported; use feistel");
   }
   if (cache_options.chunk_documents <= 0) throw ConfigError("data.cache_options.chunk_documents: must be positive");
+  if (cache_options.max_document_bytes <= 0)
+    throw ConfigError("data.cache_options.max_document_bytes: must be positive");
   if (cache_dir.empty()) throw ConfigError("data.cache_dir: must be set");
 }
 

@@ -70,10 +70,13 @@ struct DataSourceConfig {
 struct CacheOptionsConfig {
   int num_threads = 0;
   int64_t chunk_documents = 1024;
+  int64_t max_document_bytes = 64 << 20;
   template <typename V>
   void fields(V& v) {
     v("num_threads", num_threads, "Threads that tokenize (0: all hardware threads)");
     v("chunk_documents", chunk_documents, "Documents per committed chunk; part of what the cache's bytes depend on");
+    v("max_document_bytes", max_document_bytes,
+      "Longest document read (a JSONL line, a whole .txt file): a longer one is an error naming file and line");
     v.ignored("num_shard_groups", "Ray shard groups; this build has one shard per input file");
     v.ignored("target_size_per_flush", "this build commits every chunk_documents documents");
     v.ignored("batch_size", "this build commits every chunk_documents documents");

@@ -57,19 +57,23 @@ struct RecordReader::Impl {
   std::unique_ptr<LineReader> lines;    // JSON Lines
   std::unique_ptr<InputStream> stream;  // text: the decompressed bytes
 
-  Impl(const std::string& path, InputFormat format) {
+  Impl(const std::string& path, InputFormat format, int64_t max_bytes, const std::string& limit_key) {
     auto raw = std::make_unique<CountingStream>(filesystem_for(path).open(path), &raw_total, &hash);
     auto plain = open_decompressed(std::move(raw), path);
     if (format == InputFormat::kJsonl) {
-      lines = std::make_unique<LineReader>(std::move(plain), path);
+      lines = std::make_unique<LineReader>(std::move(plain), path, static_cast<size_t>(max_bytes), limit_key);
     } else {
       stream = std::move(plain);
     }
   }
 };
 
-RecordReader::RecordReader(const std::string& path)
-    : path_(path), format_(detect_format(path)), impl_(std::make_unique<Impl>(path, format_)) {}
+RecordReader::RecordReader(const std::string& path, int64_t max_document_bytes, const std::string& limit_key)
+    : path_(path),
+      format_(detect_format(path)),
+      impl_(std::make_unique<Impl>(path, format_, std::max<int64_t>(max_document_bytes, 1), limit_key)),
+      max_document_bytes_(std::max<int64_t>(max_document_bytes, 1)),
+      limit_key_(limit_key) {}
 
 RecordReader::~RecordReader() = default;
 
@@ -78,7 +82,16 @@ bool RecordReader::next(Record& record) {
     if (records_ > 0) return false;
     record.bytes.clear();
     std::vector<char> buf(1 << 16);
-    while (size_t n = impl_->stream->read(buf.data(), buf.size())) record.bytes.append(buf.data(), n);
+    while (size_t n = impl_->stream->read(buf.data(), buf.size())) {
+      record.bytes.append(buf.data(), n);
+      if (static_cast<int64_t>(record.bytes.size()) > max_document_bytes_) {
+        throw DataSourceError(path_, 0,
+                              "the document (a whole .txt file) is longer than " +
+                                  describe_bytes(static_cast<uint64_t>(max_document_bytes_)) +
+                                  ", the longest document read (" + limit_key_ +
+                                  "): raise the limit if it is real, or split the file");
+      }
+    }
     record.line = 1;
     ++records_;
     return true;

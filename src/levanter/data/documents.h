@@ -17,6 +17,7 @@
 #include <string>
 
 #include "levanter/data/files.h"
+#include "levanter/data/jsonl_reader.h"
 
 namespace levanter::data {
 
@@ -35,7 +36,10 @@ struct Record {
 // reads, which identify the file in the cache ledger.
 class RecordReader {
  public:
-  explicit RecordReader(const std::string& path);
+  // A document (a JSONL line, a whole .txt file) longer than max_document_bytes is a DataError naming the file, the
+  // line and `limit_key`.
+  explicit RecordReader(const std::string& path, int64_t max_document_bytes = kDefaultMaxLineBytes,
+                        const std::string& limit_key = "data.cache_options.max_document_bytes");
   ~RecordReader();
   RecordReader(const RecordReader&) = delete;
   RecordReader& operator=(const RecordReader&) = delete;
@@ -55,6 +59,8 @@ class RecordReader {
   InputFormat format_;
   std::unique_ptr<Impl> impl_;
   int64_t records_ = 0;
+  int64_t max_document_bytes_;
+  std::string limit_key_;
 };
 
 // The text of a record, or nullopt for a blank line. DataError "path:line: ..." for bad input.

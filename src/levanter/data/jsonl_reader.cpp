@@ -4,6 +4,7 @@
 #include <zstd.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -144,8 +145,24 @@ std::unique_ptr<InputStream> open_decompressed(std::unique_ptr<InputStream> raw,
 
 // ---- LineReader --------------------------------------------------------------------------------------------
 
-LineReader::LineReader(std::unique_ptr<InputStream> stream, std::string name)
-    : source_(std::move(stream)), name_(std::move(name)), buf_(1 << 20) {}
+LineReader::LineReader(std::unique_ptr<InputStream> stream, std::string name, std::size_t max_line_bytes,
+                       std::string limit_key)
+    : source_(std::move(stream)),
+      name_(std::move(name)),
+      max_line_bytes_(std::max<std::size_t>(max_line_bytes, 1)),
+      limit_key_(std::move(limit_key)),
+      buf_(std::min<std::size_t>(std::size_t{1} << 20, max_line_bytes_ + 2)) {}
+
+std::string describe_bytes(std::uint64_t bytes) {
+  char buf[64];
+  if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0) {
+    std::snprintf(buf, sizeof buf, "%llu bytes (%llu MiB)", (unsigned long long)bytes,
+                  (unsigned long long)(bytes >> 20));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu bytes", (unsigned long long)bytes);
+  }
+  return buf;
+}
 LineReader::~LineReader() = default;
 
 bool LineReader::fill() {
@@ -155,7 +172,7 @@ bool LineReader::fill() {
     end_ -= begin_;
     begin_ = 0;
   }
-  if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+  if (end_ == buf_.size()) buf_.resize(std::min(buf_.size() * 2, max_line_bytes_ + 2 + (std::size_t{1} << 16)));
   std::size_t got = source_->read(buf_.data() + end_, buf_.size() - end_);
   if (got == 0) {
     eof_ = true;
@@ -163,6 +180,13 @@ bool LineReader::fill() {
   }
   end_ += got;
   return true;
+}
+
+void LineReader::too_long() const {
+  throw DataSourceError(name_, line_number_ + 1,
+                        "a line longer than " + describe_bytes(max_line_bytes_) + ", the longest document read" +
+                            (limit_key_.empty() ? std::string() : " (" + limit_key_ + ")") +
+                            ": raise the limit if the document is real, or split it");
 }
 
 bool LineReader::next(std::string_view& line) {
@@ -173,12 +197,15 @@ bool LineReader::next(std::string_view& line) {
       std::size_t pos = static_cast<const char*>(nl) - buf_.data();
       std::size_t len = pos - begin_;
       line = std::string_view(buf_.data() + begin_, len > 0 && buf_[pos - 1] == '\r' ? len - 1 : len);
+      if (line.size() > max_line_bytes_) too_long();
       bytes_read_ += pos + 1 - begin_;
       begin_ = pos + 1;
       ++line_number_;
       return true;
     }
     std::size_t offset = end_ - begin_;
+    // A line (with its '\r') longer than the limit: stop before the buffer grows past it.
+    if (offset > max_line_bytes_ + 1) too_long();
     if (!fill()) break;
     scanned = begin_ + offset;
   }
@@ -186,15 +213,17 @@ bool LineReader::next(std::string_view& line) {
   // The last line has no '\n'.
   std::size_t len = end_ - begin_;
   line = std::string_view(buf_.data() + begin_, len > 0 && buf_[end_ - 1] == '\r' ? len - 1 : len);
+  if (line.size() > max_line_bytes_) too_long();
   bytes_read_ += len;
   begin_ = end_;
   ++line_number_;
   return true;
 }
 
-std::unique_ptr<LineReader> open_lines(const std::string& url) {
+std::unique_ptr<LineReader> open_lines(const std::string& url, std::size_t max_line_bytes,
+                                       const std::string& limit_key) {
   std::string name = url == "-" ? "<stdin>" : url;
-  return std::make_unique<LineReader>(open_decompressed(open_input(url), name), name);
+  return std::make_unique<LineReader>(open_decompressed(open_input(url), name), name, max_line_bytes, limit_key);
 }
 
 // ---- JSONL -------------------------------------------------------------------------------------------------

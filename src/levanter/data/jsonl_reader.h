@@ -43,10 +43,16 @@ std::unique_ptr<InputStream> open_input(const std::string& url);
 // Decompresses gzip or zstd (by magic bytes); other data passes through unchanged. `name` is for errors.
 std::unique_ptr<InputStream> open_decompressed(std::unique_ptr<InputStream> raw, const std::string& name);
 
+// The longest line (document) read by default: 64 MiB. A longer one is an error naming the source, the line and
+// `limit_key` (the setting that raises it) instead of growing the buffer without bound (a 94 KB .zst can expand
+// to one 3 GB line).
+constexpr std::size_t kDefaultMaxLineBytes = std::size_t{64} << 20;
+
 class LineReader {
  public:
   // `name` is the source in error messages and line_number() context.
-  LineReader(std::unique_ptr<InputStream> stream, std::string name);
+  LineReader(std::unique_ptr<InputStream> stream, std::string name, std::size_t max_line_bytes = kDefaultMaxLineBytes,
+             std::string limit_key = "");
   ~LineReader();
   // The next line without its '\n' (and '\r'); the view stays valid until the next call. false at the end.
   bool next(std::string_view& line);
@@ -56,8 +62,11 @@ class LineReader {
 
  private:
   bool fill();
+  [[noreturn]] void too_long() const;
   std::unique_ptr<InputStream> source_;
   std::string name_;
+  std::size_t max_line_bytes_;
+  std::string limit_key_;
   std::vector<char> buf_;
   std::size_t begin_ = 0, end_ = 0;
   std::uint64_t line_number_ = 0, bytes_read_ = 0;
@@ -65,7 +74,11 @@ class LineReader {
 };
 
 // open_decompressed(open_input(url)) as lines; the name is the url ("<stdin>" for "-").
-std::unique_ptr<LineReader> open_lines(const std::string& path);
+std::unique_ptr<LineReader> open_lines(const std::string& path, std::size_t max_line_bytes = kDefaultMaxLineBytes,
+                                       const std::string& limit_key = "");
+
+// "67108864 bytes (64 MiB)" for messages about size limits.
+std::string describe_bytes(std::uint64_t bytes);
 
 // True when the line holds only ASCII whitespace (such lines are skipped, as by reftok.js).
 bool is_blank(std::string_view line);

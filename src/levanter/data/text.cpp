@@ -96,6 +96,7 @@ TextData::TextData(DataConfig config, std::optional<DocumentEncoder> encoder) : 
   build_options_.num_threads = config_.cache_options.num_threads;
   build_options_.chunk_documents = config_.cache_options.chunk_documents;
   build_options_.skip_bad_lines = config_.skip_bad_lines;
+  build_options_.max_document_bytes = config_.cache_options.max_document_bytes;
   build_options_.rebuild = config_.rebuild_cache;
 }
 

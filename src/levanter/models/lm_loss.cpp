@@ -43,6 +43,14 @@ int64_t block_rows(int64_t requested, int64_t n, int64_t vocab) {
   return std::max<int64_t>(1, std::min(rows, n));
 }
 
+}  // namespace
+
+int64_t fused_loss_block_rows(int64_t block_size, int64_t positions, int64_t vocab) {
+  return block_rows(block_size, positions, vocab);
+}
+
+namespace {
+
 struct BlockedLoss {
   at::Tensor per_token;  // [N] f32 (f64 for f64 inputs): lse - logit[target] (+ z * lse^2)
   at::Tensor value;      // 0-d: sum(per_token * weights)

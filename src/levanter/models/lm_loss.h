@@ -27,6 +27,9 @@ hax::NamedArray next_token_loss(const hax::NamedArray& logits, const hax::NamedA
                                 const std::optional<hax::NamedArray>& loss_mask = std::nullopt,
                                 const LossOptions& options = {});
 
+// The positions per block fused_next_token_loss uses for `positions` positions (block_size 0: automatic).
+int64_t fused_loss_block_rows(int64_t block_size, int64_t positions, int64_t vocab);
+
 // The LM head and next_token_loss in one pass over blocks of positions: the value and gradients of
 // next_token_loss(astype(dot(hidden, lm_head, "embed"), f32), input_ids, ...) without ever holding the full
 // (position, vocab) logits, their softmax or their gradient. Per block: logits in hidden's dtype, upcast to f32,

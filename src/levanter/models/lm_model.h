@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -49,6 +50,13 @@ class LmConfig {
   virtual int64_t max_seq_len() const = 0;
   // Forward matmul FLOPs per token (Levanter's flops_per_token); training costs three times this.
   virtual double flops_per_token(int64_t vocab_size) const = 0;
+  // For the memory estimate made before a model is built (trainer/memory.h); nullopt: the family does not say, and
+  // the trainer skips the check. The exact number of parameters the model will have with `vocab_size` tokens:
+  virtual std::optional<int64_t> parameter_count(int64_t vocab_size) const { return std::nullopt; }
+  // The activations one token of a training microbatch keeps for the backward pass, in elements of the compute
+  // dtype (all layers, or with gradient checkpointing each layer's input plus one layer recomputed). An estimate from
+  // the layer structure, not a measurement: docs/reliability.md compares it with measured peak memory.
+  virtual std::optional<double> activation_elements_per_token() const { return std::nullopt; }
   // True when a training forward pass needs a dropout key (some dropout probability is non-zero).
   virtual bool uses_dropout() const { return false; }
   // Positions per block of the fused LM head + loss (absent: automatic; 0: materialise the full logits).
@@ -66,6 +74,11 @@ class LmConfig {
   virtual void write_fields(config::Writer& writer) const = 0;
   virtual void describe_fields(config::Describer& describer) const = 0;
 };
+
+// A parameter count computed in double (exact below 2^53) as int64_t, saturating for absurd configs.
+inline int64_t saturating_count(double n) {
+  return n < 9.0e18 ? static_cast<int64_t>(n) : std::numeric_limits<int64_t>::max();
+}
 
 // Implements clone and the field plumbing of LmConfig from Self's fields(V&).
 template <typename Self>

@@ -1,5 +1,7 @@
 #include "levanter/runtime/thread_pool.h"
 
+#include <system_error>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -24,7 +26,23 @@ struct ThreadPool::Job {
 
 ThreadPool::ThreadPool(int num_workers) {
   workers_.reserve(static_cast<size_t>(std::max(0, num_workers)));
-  for (int k = 0; k < num_workers; ++k) workers_.emplace_back([this, k] { worker_loop(k + 1); });
+  // A thread that cannot be created (too many threads, too little address space for their stacks): stop and join
+  // the ones already running and say so, instead of destroying joinable threads (std::terminate, "terminate called
+  // without an active exception").
+  for (int k = 0; k < num_workers; ++k) {
+    try {
+      workers_.emplace_back([this, k] { worker_loop(k + 1); });
+    } catch (const std::system_error& e) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+      }
+      wake_.notify_all();
+      for (std::thread& t : workers_) t.join();
+      throw std::runtime_error("cannot start worker thread " + std::to_string(k + 1) + " of " +
+                               std::to_string(num_workers) + ": " + e.what() + "; use fewer threads");
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -62,6 +62,7 @@ struct TrainerConfig {
   int64_t num_threads = 0;           // 0: all cores
   std::optional<double> peak_flops;  // per-second peak for MFU; default: probed GEMM peak, cached per machine
   int64_t log_every = 1;             // console progress line every N steps (metrics.jsonl gets every step)
+  bool check_memory = true;          // refuse a run whose estimated memory exceeds what the machine has
 
   template <typename V>
   void fields(V& v) {
@@ -97,6 +98,9 @@ struct TrainerConfig {
     v("peak_flops", peak_flops,
       "Peak FLOP/s for MFU (default: this machine's GEMM peak for the compute dtype, probed once and cached)");
     v("log_every", log_every, "Print a progress line every N steps");
+    v("check_memory", check_memory,
+      "Before building the model, estimate the memory of the run (weights, gradients, optimizer state, activations) "
+      "and refuse to start when it exceeds the memory available");
     unsupported(v);
   }
 

@@ -27,6 +27,7 @@
 #include "levanter/runtime/format.h"
 #include "levanter/runtime/signals.h"
 #include "levanter/trainer/hooks.h"
+#include "levanter/trainer/memory.h"
 #include "levanter/trainer/peak_flops.h"
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
@@ -143,6 +144,8 @@ struct Trainer::Impl {
   std::unique_ptr<data::TextData> data;
   Axis Vocab{"vocab", 1};
   optim::LrSchedule schedule;
+  std::optional<MemoryEstimate> memory;
+  std::optional<double> available_memory;
   RunLock run_lock, checkpoint_lock;  // held for the Trainer's lifetime (run_lock.h)
   std::unique_ptr<checkpoint::Checkpointer> checkpointer;
   std::shared_ptr<CheckpointHook> checkpoint_hook;
@@ -169,6 +172,7 @@ struct Trainer::Impl {
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   void announce(const TrainerState& state) const;
+  std::string memory_note() const;  // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   void lock_directories();
   // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
   // or already saved this one. Returns the newest checkpoint of the run, if any.
@@ -390,14 +394,27 @@ optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate
   return stats;
 }
 
+std::string Trainer::Impl::memory_note() const {
+  if (!memory) return "";
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), ", memory ~%.2f GB", memory->total() / 1e9);
+  std::string s = buf;
+  if (available_memory) {
+    std::snprintf(buf, sizeof(buf), " of %.1f GB available", *available_memory / 1e9);
+    s += buf;
+  }
+  return s;
+}
+
 void Trainer::Impl::announce(const TrainerState& state) const {
   if (!options.progress) return;
   const int64_t B = config.trainer.train_batch_size, micro = B / config.trainer.microbatch_size();
   std::fprintf(
-      stderr, "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s), %d threads, mp %s%s\n",
+      stderr, "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s), %d threads, mp %s%s%s\n",
       paths.run_id.c_str(), config.model.type().c_str(), (long long)nn::parameter_count(*state.model), (long long)B,
       (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", threads,
-      config.trainer.mp.text.c_str(), state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
+      config.trainer.mp.text.c_str(), memory_note().c_str(),
+      state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
 }
 
 Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std::make_unique<Impl>()) {
@@ -415,6 +432,10 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.root = Key(static_cast<uint64_t>(tc.seed));
   I.data = std::make_unique<data::TextData>(I.config.data);
   I.Vocab = vocab_axis(*I.data);
+  // Before anything large is allocated: a run that cannot fit is refused with the numbers.
+  I.memory = estimate_training_memory(I.config, I.Vocab.size);
+  I.available_memory = available_memory_bytes();
+  if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
   I.checkpointer = std::make_unique<checkpoint::Checkpointer>(I.paths.checkpoint_base, tc.checkpointer);
   I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir);

@@ -2,7 +2,9 @@
 // with skip_bad_lines is skipped and counted instead.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <zstd.h>
 #include <unistd.h>
 
 #include "data_testing.h"
@@ -180,4 +182,82 @@ TEST(BadInput, FixingTheFileAndRerunningSucceedsWithoutRebuild) {
   write_text(t / "in/bad.jsonl", lines({R"({"text": "a"})", R"({"text": "fixed"})"}));
   EXPECT_EQ(build_error(t, t / "in/bad.jsonl"), "");
   EXPECT_EQ(read_manifest(t / "cache")->rows, 5);
+}
+
+namespace {
+
+// A .jsonl.zst whose second line is `line_bytes` long (a JSON string of 'a's): a few hundred KB on disk.
+void write_zst_with_long_line(const std::string& path, std::size_t line_bytes) {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  std::string out, chunk(1 << 20, 'a');
+  std::vector<char> buf(ZSTD_CStreamOutSize());
+  auto feed = [&](const std::string& data, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    size_t left;
+    do {
+      ZSTD_outBuffer o{buf.data(), buf.size(), 0};
+      left = ZSTD_compressStream2(cctx, &o, &in, mode);
+      ASSERT_FALSE(ZSTD_isError(left));
+      out.append(buf.data(), o.pos);
+    } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
+  };
+  feed("{\"text\": \"short\"}\n{\"text\": \"", ZSTD_e_continue);
+  for (std::size_t done = 0; done < line_bytes; done += chunk.size()) feed(chunk, ZSTD_e_continue);
+  feed("\"}\n", ZSTD_e_end);
+  ZSTD_freeCCtx(cctx);
+  write_text(path, out);
+}
+
+}  // namespace
+
+TEST(BadInput, ADocumentLongerThanTheLimitIsAnErrorNotUnboundedMemory) {
+  // Before: a 94 KB .zst expanding to one 3 GB line took 7.4 GB of memory before failing. Here 1 GB against the
+  // default limit of 64 MiB: refused after reading a little past the limit, naming file, line and setting.
+  TempDir t;
+  write_zst_with_long_line(t / "in/long.jsonl.zst", std::size_t{1} << 30);
+  EXPECT_LT(fs::file_size(t / "in/long.jsonl.zst"), 1u << 20);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  CacheBuildOptions o;
+  o.num_threads = 1;
+  o.log_warnings = false;
+  std::string error;
+  try {
+    build_or_load_cache(t / "cache", {t / "in/long.jsonl.zst"}, byte_encoder(), o)->builder()->wait();
+  } catch (const DataError& e) {
+    error = e.what();
+  }
+  EXPECT_THAT(error, HasSubstr(t / "in/long.jsonl.zst" + ":2: a line longer than 67108864 bytes (64 MiB)"));
+  EXPECT_THAT(error, HasSubstr("(data.cache_options.max_document_bytes)"));
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 512 * 1024) << "KB of peak memory added";
+
+  // The limit is a setting: 2 MiB refuses a 3 MiB line, and the tokenize command has it as a flag.
+  TempDir t2;
+  write_zst_with_long_line(t2 / "in/long.jsonl.zst", std::size_t{3} << 20);
+  o.max_document_bytes = 2 << 20;
+  error.clear();
+  try {
+    build_or_load_cache(t2 / "cache", {t2 / "in/long.jsonl.zst"}, byte_encoder(), o)->builder()->wait();
+  } catch (const DataError& e) {
+    error = e.what();
+  }
+  EXPECT_THAT(error, HasSubstr(":2: a line longer than 2097152 bytes (2 MiB)"));
+}
+
+TEST(BadInput, AWholeTextFileLongerThanTheLimitIsAnError) {
+  TempDir t;
+  write_text(t / "in/big.txt", std::string(3 << 20, 'b'));
+  CacheBuildOptions o;
+  o.num_threads = 1;
+  o.log_warnings = false;
+  o.max_document_bytes = 1 << 20;
+  std::string error;
+  try {
+    build_or_load_cache(t / "cache", {t / "in/big.txt"}, byte_encoder(), o)->builder()->wait();
+  } catch (const DataError& e) {
+    error = e.what();
+  }
+  EXPECT_THAT(error, HasSubstr(t / "in/big.txt" + ": the document (a whole .txt file) is longer than 1048576 bytes"));
 }

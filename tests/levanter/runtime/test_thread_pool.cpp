@@ -4,7 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <future>
 #include <map>
@@ -217,4 +221,30 @@ TEST(ThreadPool, ComputePoolHasOneParticipantPerHardwareThread) {
     sum += s;
   });
   EXPECT_EQ(sum.load(), 49995000);
+}
+
+TEST(ThreadPool, ThreadsThatCannotBeCreatedAreAnErrorNotATerminate) {
+  // Before: a pool whose threads could not all be created destroyed the joinable ones: std::terminate ("terminate
+  // called without an active exception"). In a child process whose address space leaves room for only a few
+  // hundred 8 MB thread stacks.
+  EXPECT_EXIT(
+      {
+        unsigned long long pages = 0;
+        if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+          if (std::fscanf(f, "%llu", &pages) != 1) pages = 0;
+          std::fclose(f);
+        }
+        rlimit lim{};
+        getrlimit(RLIMIT_AS, &lim);
+        lim.rlim_cur = pages * 4096ull + (1ull << 30);  // what is mapped now, plus 1 GB
+        setrlimit(RLIMIT_AS, &lim);
+        try {
+          levanter::runtime::ThreadPool pool(100000);
+        } catch (const std::runtime_error& e) {
+          std::fprintf(stderr, "%s\n", e.what());
+          std::_Exit(3);
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(3), "cannot start worker thread [0-9]+ of 100000: .*; use fewer threads");
 }

@@ -291,7 +291,7 @@ struct CacheBuilder::Impl {
   void build_shard(size_t shard) {
     const std::string& path = files[shard];
     ShardLedger l = ledgers[shard];
-    RecordReader reader(path);
+    RecordReader reader(path, options.max_document_bytes);
     if (l.lines > 0) reader.skip(l.lines);
     runtime::File tokens_file = runtime::File::open(tokens_path(dir, shard), O_WRONLY);
     runtime::File offsets_file = runtime::File::open(offsets_path(dir, shard), O_WRONLY);

@@ -51,6 +51,7 @@ struct CacheBuildOptions {
   bool skip_bad_lines = false;     // skip (and count) bad lines instead of failing
   bool rebuild = false;            // discard a cache that was made differently or from other files
   bool log_warnings = true;        // print skipped lines, resumptions and waits for other processes to stderr
+  int64_t max_document_bytes = 64 << 20;  // a longer document (JSONL line, .txt file) is an error
   int64_t vocab_size = 0;          // readers check every token id against it (the tokenizer's); 0: unchecked
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.

@@ -34,6 +34,9 @@
 namespace levanter::data {
 
 using TokenId = std::int32_t;
+// Token ids in a tokenizer.json lie below this (2^24): far above any vocabulary in use (about 256K at most), and
+// low enough that a vocabulary sized by its largest id stays small.
+constexpr TokenId kMaxTokenId = TokenId{1} << 24;
 
 // A tokenizer.json that cannot be read, parsed or is outside the supported subset.
 class TokenizerError : public std::runtime_error {

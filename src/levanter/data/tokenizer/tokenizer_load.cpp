@@ -21,6 +21,18 @@ class Loader {
 
   [[noreturn]] void fail(const std::string& what) const { throw TokenizerError(source_ + ": " + what); }
 
+  // A token id from the file: an integer in [0, kMaxTokenId). Read as the JSON number it is (4e9 is not "negative")
+  // and bounded before anything is sized by it (an id near 2^31 would allocate gigabytes of empty vocabulary).
+  TokenId token_id(const json& v, const std::string& where) const {
+    if (!v.is_number_integer()) fail(where + ": a token id must be an integer, got " + v.dump());
+    const bool negative = v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() < 0;
+    if (negative || v.get<std::uint64_t>() >= static_cast<std::uint64_t>(kMaxTokenId)) {
+      fail(where + ": token id " + v.dump() + " is out of range: ids must lie in [0, " + std::to_string(kMaxTokenId) +
+           ") (the largest vocabularies in use have about 256K tokens)");
+    }
+    return static_cast<TokenId>(v.get<std::int64_t>());
+  }
+
   void unsupported(const std::string& component, const std::string& type, const std::string& supported) const {
     fail("unsupported " + component + " type '" + type + "' (levanter supports: " + supported + ")");
   }
@@ -98,10 +110,7 @@ class Loader {
     const json& vocab = m.at("vocab");
     b.vocab.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
-          it.value().get<std::int64_t>() > INT32_MAX)
-        fail("model.vocab: id of '" + it.key() + "' must be a non-negative integer");
-      auto id = static_cast<Id>(it.value().get<std::int64_t>());
+      auto id = static_cast<Id>(token_id(it.value(), "model.vocab: '" + it.key() + "'"));
       b.vocab.insert(it.key(), id);
       if (static_cast<std::size_t>(id) >= b.id_to_token.size()) {
         b.id_to_token.resize(id + 1);
@@ -192,8 +201,7 @@ class Loader {
     if (!s.contains("ids") || !s.at("ids").is_array()) fail("post_processor: special token '" + name + "' has no ids");
     std::vector<TokenId> ids;
     for (const json& id : s.at("ids")) {
-      if (!id.is_number_integer()) fail("post_processor: special token '" + name + "': ids must be integers");
-      ids.push_back(id.get<TokenId>());
+      ids.push_back(token_id(id, "post_processor: special token '" + name + "'"));
     }
     return ids;
   }
@@ -239,7 +247,7 @@ class Loader {
       auto token = [&](const char* key) {
         if (!p.contains(key) || !p.at(key).is_array() || p.at(key).size() != 2 || !p.at(key)[1].is_number_integer())
           fail("post_processor " + type + ": \"" + key + "\" must be [token, id]");
-        return std::vector<TokenId>{p.at(key)[1].get<TokenId>()};
+        return std::vector<TokenId>{token_id(p.at(key)[1], "post_processor " + type + ": \"" + key + "\"")};
       };
       set_template({token("cls"), {}, token("sep")});
     } else {
@@ -294,7 +302,7 @@ class Loader {
         fail("added_tokens: each needs an integer \"id\"");
       AddedToken a;
       a.content = get_string(t, "content", "added_tokens", "", true);
-      a.id = t.at("id").get<TokenId>();
+      a.id = token_id(t.at("id"), "added_tokens: '" + a.content + "'");
       // HF gives a token that the model already knows the model's id.
       Id model_id = impl_.bpe.vocab.find(a.content);
       if (model_id >= 0) a.id = model_id;

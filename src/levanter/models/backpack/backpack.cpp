@@ -74,6 +74,29 @@ double BackpackConfig::flops_per_token(int64_t vocab_size) const {
   return gpt2.flops_per_token(vocab_size) + sense_block + final_mlp + kq + weights + weighted_sum;
 }
 
+std::optional<int64_t> BackpackConfig::parameter_count(int64_t vocab_size) const {
+  const Gpt2Config& c = gpt2;
+  const double d = static_cast<double>(c.hidden_dim), M = d * static_cast<double>(c.mlp_scale);
+  const double S = static_cast<double>(num_senses), SI = d * static_cast<double>(sense_intermediate_scale);
+  const double b = c.use_bias ? 1.0 : 0.0;
+  // The sense network (its LayerNorms always have biases): a block without attention, a LayerNorm, an MLP to the
+  // senses; and the sense-weight projection (query and key per sense).
+  const double sense_net = 2.0 * (2.0 * d) + (d * M + b * M) + (M * d + b * d) + 2.0 * d + (d * SI + b * SI) +
+                           (SI * S * d + b * S * d);
+  const double kq = d * 2.0 * d + b * 2.0 * d;
+  return saturating_count(static_cast<double>(*c.parameter_count(vocab_size)) + sense_net + kq);
+}
+
+std::optional<double> BackpackConfig::activation_elements_per_token() const {
+  // GPT-2's, plus the sense network per token (a block without attention, the MLP to the senses: S x d outputs),
+  // the sense weights and their softmax (2 x senses x positions) and the weighted sum.
+  const Gpt2Config& c = gpt2;
+  const double d = static_cast<double>(c.hidden_dim), M = d * static_cast<double>(c.mlp_scale);
+  const double S = static_cast<double>(num_senses), SI = d * static_cast<double>(sense_intermediate_scale);
+  return *c.activation_elements_per_token() + 6.0 * d + 2.0 * M + 2.0 * SI + S * d + 2.0 * d +
+         2.0 * S * static_cast<double>(c.seq_len) + d;
+}
+
 std::unique_ptr<LmHeadModel> BackpackConfig::build(const Axis& Vocab, const Key& key) const {
   return std::make_unique<BackpackLMHeadModel>(BackpackLMHeadModel::init(Vocab, *this, key));
 }

@@ -45,6 +45,8 @@ struct BackpackConfig : LmConfigBase<BackpackConfig> {
   std::optional<int64_t> loss_block_size() const override { return gpt2.cross_entropy_block_size; }
   std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
   double flops_per_token(int64_t vocab_size) const override;
+  std::optional<int64_t> parameter_count(int64_t vocab_size) const override;
+  std::optional<double> activation_elements_per_token() const override;
 
   hax::Axis Senses() const { return {"senses", num_senses}; }
   hax::Axis SenseHeadDim() const { return {"head_dim", gpt2.hidden_dim / num_senses}; }

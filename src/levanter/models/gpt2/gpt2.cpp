@@ -90,6 +90,31 @@ double Gpt2Config::flops_per_token(int64_t vocab_size) const {
   return static_cast<double>(num_layers) * (mlp + qkv_proj + dense_proj + attn) + lm_head;
 }
 
+std::optional<int64_t> Gpt2Config::parameter_count(int64_t vocab_size) const {
+  const double d = static_cast<double>(hidden_dim), M = d * static_cast<double>(mlp_scale), b = use_bias ? 1.0 : 0.0;
+  const double layer_norm = d + b * d;
+  const double block = 2.0 * layer_norm + (d * 3.0 * d + b * 3.0 * d) + (d * d + b * d) + (d * M + b * M) + (M * d + b * d);
+  // Token and position embeddings (the LM head is the token embedding), the blocks, the final LayerNorm.
+  return saturating_count(static_cast<double>(vocab_size) * d + static_cast<double>(seq_len) * d +
+                          static_cast<double>(num_layers) * block + layer_norm);
+}
+
+double Gpt2Config::block_activation_elements_per_token() const {
+  // What a block's backward reads: LayerNorm inputs and outputs (4d), q k v (3d), the attention scores and their
+  // softmax (2 x heads x positions), the attention output and its projection (2d), the MLP's hidden layer before
+  // and after the activation (2M) and its output (d).
+  const double d = static_cast<double>(hidden_dim), M = d * static_cast<double>(mlp_scale);
+  return 10.0 * d + 2.0 * M + 2.0 * static_cast<double>(num_heads) * static_cast<double>(seq_len);
+}
+
+std::optional<double> Gpt2Config::activation_elements_per_token() const {
+  const double d = static_cast<double>(hidden_dim), L = static_cast<double>(num_layers);
+  const double block = block_activation_elements_per_token();
+  // Embeddings and the final LayerNorm (3d) around the blocks; checkpointing keeps each block's input only and
+  // recomputes one block at a time.
+  return 3.0 * d + (gradient_checkpointing ? L * d + block : L * block);
+}
+
 std::unique_ptr<LmHeadModel> Gpt2Config::build(const Axis& Vocab, const Key& key) const {
   return std::make_unique<Gpt2LMHeadModel>(Gpt2LMHeadModel::init(Vocab, *this, key));
 }

@@ -88,6 +88,9 @@ struct Gpt2Config : LmConfigBase<Gpt2Config> {
 
   // Training FLOPs per token are 3x this (Levanter's lm_flops_per_token: forward matmul FLOPs per token).
   double flops_per_token(int64_t vocab_size) const override;
+  std::optional<int64_t> parameter_count(int64_t vocab_size) const override;
+  std::optional<double> activation_elements_per_token() const override;
+  double block_activation_elements_per_token() const;  // one block's share of the above (Backpack reuses it)
 };
 
 // Causal self-attention: x (..., position, embed) -> (..., position, embed).

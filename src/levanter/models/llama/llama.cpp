@@ -80,6 +80,30 @@ double LlamaConfig::flops_per_token(int64_t vocab_size) const {
   return static_cast<double>(num_layers) * (mlp + qkv_proj + dense_proj + attn) + lm_head;
 }
 
+std::optional<int64_t> LlamaConfig::parameter_count(int64_t vocab_size) const {
+  const double d = static_cast<double>(hidden_dim), I = static_cast<double>(intermediate_dim);
+  const double H = static_cast<double>(num_heads), KV = static_cast<double>(num_kv_heads);
+  const double hd = static_cast<double>(HeadSize().size), b = use_bias ? 1.0 : 0.0;
+  const double norm = (use_layer_norm_weight ? d : 0.0) + b * d;
+  const double attn = (d * H * hd + b * H * hd) + 2.0 * (d * KV * hd + b * KV * hd) + (H * hd * d + b * d);
+  const double mlp = 2.0 * (d * I + b * I) + (I * d + b * d);
+  const double V = static_cast<double>(vocab_size);
+  return saturating_count(V * d + (tie_word_embeddings ? 0.0 : V * d) +
+                          static_cast<double>(num_layers) * (attn + mlp + 2.0 * norm) + norm);
+}
+
+std::optional<double> LlamaConfig::activation_elements_per_token() const {
+  // A decoder layer's backward reads: the RMSNorm inputs and outputs (4d), q k v before and after the rotary
+  // embedding (2 x (heads + 2 kv_heads) x head_dim), the scores and their softmax (2 x heads x positions), the
+  // attention output and its projection (heads x head_dim + d), the gate, up and gated MLP values (3 I), the MLP output.
+  const double d = static_cast<double>(hidden_dim), I = static_cast<double>(intermediate_dim);
+  const double H = static_cast<double>(num_heads), KV = static_cast<double>(num_kv_heads);
+  const double hd = static_cast<double>(HeadSize().size), L = static_cast<double>(num_layers);
+  const double layer = 4.0 * d + 2.0 * (H + 2.0 * KV) * hd + 2.0 * H * static_cast<double>(seq_len) + H * hd + d +
+                       3.0 * I + d;
+  return 3.0 * d + (gradient_checkpointing ? L * d + layer : L * layer);
+}
+
 std::unique_ptr<LmHeadModel> LlamaConfig::build(const Axis& Vocab, const Key& key) const {
   return std::make_unique<LlamaLMHeadModel>(LlamaLMHeadModel::init(Vocab, *this, key));
 }

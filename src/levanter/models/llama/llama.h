@@ -87,6 +87,8 @@ struct LlamaConfig : LmConfigBase<LlamaConfig> {
   std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
   std::unique_ptr<HfAdapter> hf_adapter() const override;  // llama_hf.cpp: LlamaForCausalLM
   double flops_per_token(int64_t vocab_size) const override;
+  std::optional<int64_t> parameter_count(int64_t vocab_size) const override;
+  std::optional<double> activation_elements_per_token() const override;
 
   hax::Axis Pos() const { return {"position", seq_len}; }
   hax::Axis KeyPos() const { return Pos().alias("key_position"); }

@@ -1,6 +1,8 @@
 // What the loader refuses, and how it says so: every error names the file and the component.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "test_util.h"
 
 namespace levanter::data {
@@ -88,7 +90,7 @@ TEST(TokenizerErrors, BrokenFiles) {
   expect_error(j, "missing \"vocab\"");
   j = minimal();
   j["model"]["vocab"]["x"] = -3;
-  expect_error(j, "must be a non-negative integer");
+  expect_error(j, "model.vocab: 'x': token id -3 is out of range: ids must lie in [0, 16777216)");
   EXPECT_NE(load_error(nlohmann::json::array()).find("not a tokenizer.json"), std::string::npos);
   try {
     Tokenizer::from_json("{\"model\": ", "broken.json");
@@ -102,6 +104,28 @@ TEST(TokenizerErrors, BrokenFiles) {
   } catch (const TokenizerError& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/tokenizer.json: cannot open"), std::string::npos) << e.what();
   }
+}
+
+TEST(TokenizerErrors, TokenIdsNear2To31AreRefusedBeforeAllocatingAndNamedAsTheyAre) {
+  // Before: an id near 2^31 allocated gigabytes of empty vocabulary before failing, and 4e9 was called "negative".
+  auto j = minimal();
+  j["model"]["vocab"]["x"] = 2147483000;
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error(j, "model.vocab: 'x': token id 2147483000 is out of range");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  j = minimal();
+  j["added_tokens"] = nlohmann::json::parse(R"([{"id": 4000000000, "content": "<s>", "special": true}])");
+  expect_error(j, "added_tokens: '<s>': token id 4000000000 is out of range: ids must lie in [0, 16777216)");
+  j = minimal();
+  j["added_tokens"] = nlohmann::json::parse(R"([{"id": 16777216, "content": "<s>", "special": true}])");
+  expect_error(j, "token id 16777216 is out of range");
+  j = minimal();
+  j["post_processor"] = nlohmann::json::parse(R"({"type": "RobertaProcessing", "cls": ["<s>", 4294967296],
+                                                  "sep": ["</s>", 1]})");
+  expect_error(j, "post_processor RobertaProcessing: \"cls\": token id 4294967296 is out of range");
+  j = minimal();  // an id past the vocabulary but within the bound still loads, as in Hugging Face tokenizers
+  j["added_tokens"] = nlohmann::json::parse(R"([{"id": 300000, "content": "<big>", "special": true}])");
+  EXPECT_EQ(load_error(j), "(no error)");
 }
 
 TEST(TokenizerErrors, MergesAsPairsAndStringsAreTheSame) {
