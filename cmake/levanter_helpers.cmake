@@ -21,11 +21,14 @@ function(levanter_use_aten_pch target)
 endfunction()
 
 # One GoogleTest binary per test folder: fewer links against libtorch than one per file.
-# levanter_add_test_suite(name dir LIBS... [LABELS labels...]): LIBS are the project libraries the suite tests
-# (haliax's suite links haliax alone, so it cannot depend on levanter); LABELS are CTest labels of every test
-# (`ctest -L interop` runs the tests against outside tools).
+# levanter_add_test_suite(name dir LIBS... [FAULT_FILTER gtest-filter]): LIBS are the project libraries the suite
+# tests (haliax's suite links haliax alone, so it cannot depend on levanter). Each test gets one CTest label (a list
+# given to gtest_discover_tests' PROPERTIES is split into separate property arguments, so only its first item would
+# stick): the suite's name (`ctest -L interop` runs interop_tests, the tests against outside tools), or for the tests
+# FAULT_FILTER matches `<name>_fault` (`ctest -L fault`: the fault-injection and hostile-input suite,
+# docs/reliability.md; `-L` is a regular expression, so `ctest -L levanter_tests` still runs them too).
 function(levanter_add_test_suite name dir)
-  cmake_parse_arguments(S "" "" "LABELS" ${ARGN})
+  cmake_parse_arguments(S "" "FAULT_FILTER" "" ${ARGN})
   file(GLOB_RECURSE _srcs CONFIGURE_DEPENDS ${dir}/*.cpp)
   if(NOT _srcs)
     return()
@@ -39,10 +42,15 @@ function(levanter_add_test_suite name dir)
                              LEVANTER_INTEROP_PYTHON="${PROJECT_SOURCE_DIR}/.venv/interop/bin/python")
   levanter_target_defaults(${name})
   levanter_use_aten_pch(${name})
-  set(_labels ${name})
-  if(S_LABELS)
-    list(APPEND _labels ${S_LABELS})
+  if(S_FAULT_FILTER)
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+                         TEST_FILTER "${S_FAULT_FILTER}"
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name}_fault)
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+                         TEST_FILTER "-${S_FAULT_FILTER}"
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name})
+  else()
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name})
   endif()
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-                       PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS "${_labels}")
 endfunction()
