@@ -1,0 +1,66 @@
+// The JSONL reader: open_decompressed (gzip, multi-member gzip, zstd or plain, by magic bytes) -> LineReader ->
+// JsonlTextReader, the path every data.train_urls file takes (documents.cpp).
+//
+// Input: the raw file, as it would be on disk. It is served in reads of irregular sizes (1, 2, 3, 5, 8, ... bytes,
+// then large ones), so that magic-byte detection, decompressor refills and line splitting meet chunk boundaries
+// everywhere a slow disk or a pipe could put them.
+// Expected: DataError (DataSourceError names the source and line). Checked: each line number grows, each text
+// is valid UTF-8 as promised (JSON strings decode to UTF-8).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "fuzz_common.h"
+#include "levanter/data/jsonl_reader.h"
+#include "levanter/data/tokenizer/unicode.h"
+
+namespace {
+
+class ChunkedStream : public levanter::data::InputStream {
+ public:
+  explicit ChunkedStream(std::string_view bytes) : bytes_(bytes) {}
+  size_t read(char* buf, size_t n) override {
+    static constexpr size_t kSizes[] = {1, 2, 3, 5, 8, 13, 21, 34, 4096, 1, 65536};
+    const size_t take = std::min({n, bytes_.size() - pos_, kSizes[reads_++ % std::size(kSizes)]});
+    std::memcpy(buf, bytes_.data() + pos_, take);
+    pos_ += take;
+    return take;
+  }
+
+ private:
+  std::string_view bytes_;
+  size_t pos_ = 0, reads_ = 0;
+};
+
+// Output past this many decompressed bytes is not read: a few KB of zstd can declare gigabytes, which is a
+// resource limit of the caller, not a parser bug (see fuzz/README.md).
+constexpr uint64_t kMaxDecompressed = uint64_t(64) << 20;
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace levanter::data;
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  try {
+    auto lines = std::make_unique<LineReader>(
+        open_decompressed(std::make_unique<ChunkedStream>(bytes), "fuzz.jsonl"), "fuzz.jsonl");
+    LineReader* raw_lines = lines.get();
+    JsonlTextReader reader(std::move(lines));
+    TextRecord record;
+    uint64_t last_line = 0;
+    while (raw_lines->bytes_read() < kMaxDecompressed && reader.next(record)) {
+      LEVANTER_FUZZ_CHECK(record.line > last_line);
+      last_line = record.line;
+      LEVANTER_FUZZ_CHECK(unicode::find_invalid_utf8(record.text) == std::string_view::npos);
+    }
+  } catch (const DataError& e) {
+    levanter::fuzz::expected(e);
+  } catch (const std::exception& e) {
+    levanter::fuzz::unexpected(e);
+  }
+  return 0;
+}
