@@ -412,7 +412,7 @@ class Loader {
     json root;
     try {
       root = json::parse(text.begin(), text.end());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number such as 1e400
       fail(std::string("not valid JSON: ") + e.what());
     }
     if (!root.is_object()) fail("not a tokenizer.json (the top level is not an object)");
