@@ -399,6 +399,10 @@ void apply_overrides(YAML::Node& root, const std::vector<std::string>& args, Inc
     std::vector<std::string> parts;
     std::stringstream ss(key);
     for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    if (parts.empty() || key.back() == '.' ||
+        std::any_of(parts.begin(), parts.end(), [](const std::string& p) { return p.empty(); })) {
+      throw ConfigError("override --" + key + ": a key is dot-separated names (--section.key), none of them empty");
+    }
     YAML::Node cur = root;
     for (size_t k = 0; k + 1 < parts.size(); ++k) {
       YAML::Node next = cur[parts[k]];
