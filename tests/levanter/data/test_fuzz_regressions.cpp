@@ -46,3 +46,48 @@ TEST(FuzzRegressionTokenizer, NumberOutOfRangeIsInvalidJson) {
     EXPECT_THAT(e.what(), HasSubstr("number overflow parsing '1e400'"));
   }
 }
+
+namespace {
+
+std::string tokenizer_error(const std::string& json) {
+  try {
+    Tokenizer::from_json(json, "t.json");
+  } catch (const TokenizerError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+// fuzz_tokenizer_json: tables are sized by the largest id, so a vocabulary id of 2^31 - 1 overflowed `id + 1`
+// (undefined behaviour) and 2,000,000,000 asked for 64 GB (out of memory); an added token's id the same (8 GB).
+TEST(FuzzRegressionTokenizer, HugeIdsAreRefusedNotAllocated) {
+  EXPECT_EQ(tokenizer_error(R"({"model": {"type": "BPE", "vocab": {"a": 2147483647}, "merges": []}})"),
+            "t.json: model.vocab: the id of 'a' must be a non-negative integer up to 16777215, got 2147483647");
+  EXPECT_EQ(tokenizer_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})"),
+            "t.json: model.vocab: the id of 'a' must be a non-negative integer up to 16777215, got 2000000000");
+  EXPECT_EQ(tokenizer_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                                "added_tokens": [{"id": 2000000000, "content": "x"}]})"),
+            "t.json: added_tokens: the id of 'x' must be a non-negative integer up to 16777215, got 2000000000");
+  // The largest allowed id still loads.
+  EXPECT_EQ(Tokenizer::from_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                                     "added_tokens": [{"id": 16777215, "content": "x"}]})")
+                .vocab_size(),
+            16777216u);
+}
+
+// fuzz_tokenizer_json: a post-processor id that is no token made encode(text, true) return ids at or past
+// vocab_size() (the token cache refuses them only when read back); 4294967296 silently became id 0.
+TEST(FuzzRegressionTokenizer, PostProcessorIdsMustBeTokens) {
+  const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0, "<s>": 1}, "merges": []})";
+  EXPECT_EQ(tokenizer_error("{" + model + R"(, "post_processor": {"type": "RobertaProcessing",
+                                                "cls": ["<s>", 99], "sep": ["<s>", 1]}})"),
+            "t.json: post_processor: token id 99 is neither in model.vocab nor in added_tokens");
+  EXPECT_THAT(tokenizer_error("{" + model + R"(, "post_processor": {"type": "RobertaProcessing",
+                                                 "cls": ["<s>", 4294967296], "sep": ["<s>", 1]}})"),
+              HasSubstr("t.json: post_processor RobertaProcessing: the id of \"cls\" must be a non-negative integer"));
+  const Tokenizer ok = Tokenizer::from_json("{" + model + R"(, "post_processor": {"type": "RobertaProcessing",
+                                                               "cls": ["<s>", 1], "sep": ["<s>", 1]}})");
+  EXPECT_EQ(ok.encode("a", true), (std::vector<TokenId>{1, 0, 1}));
+}

@@ -15,6 +15,10 @@ namespace {
 using nlohmann::json;
 using namespace detail;
 
+// The largest token id accepted. Tables are sized by the largest id (and an embedding gets that many rows), so an
+// id of 2^31 - 1 in a corrupt file would ask for tens of gigabytes; real vocabularies are below 2^20.
+constexpr std::int64_t kMaxTokenId = (std::int64_t(1) << 24) - 1;
+
 class Loader {
  public:
   Loader(const std::string& source, Tokenizer::Impl& impl) : source_(source), impl_(impl) {}
@@ -35,6 +39,15 @@ class Loader {
     }
     if (!obj.at(key).is_string()) fail(where + ": \"" + key + "\" must be a string");
     return obj.at(key).get<std::string>();
+  }
+
+  // A token id in [0, kMaxTokenId]; `what` names it in the message.
+  TokenId token_id(const json& v, const std::string& what) const {
+    if (!v.is_number_integer() ||
+        (v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxTokenId)
+                                : v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > kMaxTokenId))
+      fail(what + " must be a non-negative integer up to " + std::to_string(kMaxTokenId) + ", got " + v.dump());
+    return static_cast<TokenId>(v.get<std::int64_t>());
   }
 
   bool get_bool(const json& obj, const char* key, const std::string& where, bool dflt) const {
@@ -98,10 +111,7 @@ class Loader {
     const json& vocab = m.at("vocab");
     b.vocab.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
-          it.value().get<std::int64_t>() > INT32_MAX)
-        fail("model.vocab: id of '" + it.key() + "' must be a non-negative integer");
-      auto id = static_cast<Id>(it.value().get<std::int64_t>());
+      const Id id = token_id(it.value(), "model.vocab: the id of '" + it.key() + "'");
       b.vocab.insert(it.key(), id);
       if (static_cast<std::size_t>(id) >= b.id_to_token.size()) {
         b.id_to_token.resize(id + 1);
@@ -191,10 +201,7 @@ class Loader {
     const json& s = specials.at(name);
     if (!s.contains("ids") || !s.at("ids").is_array()) fail("post_processor: special token '" + name + "' has no ids");
     std::vector<TokenId> ids;
-    for (const json& id : s.at("ids")) {
-      if (!id.is_number_integer()) fail("post_processor: special token '" + name + "': ids must be integers");
-      ids.push_back(id.get<TokenId>());
-    }
+    for (const json& id : s.at("ids")) ids.push_back(token_id(id, "post_processor: an id of '" + name + "'"));
     return ids;
   }
 
@@ -237,9 +244,9 @@ class Loader {
       set_template(std::move(items));
     } else if (type == "RobertaProcessing" || type == "BertProcessing") {
       auto token = [&](const char* key) {
-        if (!p.contains(key) || !p.at(key).is_array() || p.at(key).size() != 2 || !p.at(key)[1].is_number_integer())
+        if (!p.contains(key) || !p.at(key).is_array() || p.at(key).size() != 2)
           fail("post_processor " + type + ": \"" + key + "\" must be [token, id]");
-        return std::vector<TokenId>{p.at(key)[1].get<TokenId>()};
+        return std::vector<TokenId>{token_id(p.at(key)[1], "post_processor " + type + ": the id of \"" + key + "\"")};
       };
       set_template({token("cls"), {}, token("sep")});
     } else {
@@ -294,11 +301,9 @@ class Loader {
         fail("added_tokens: each needs an integer \"id\"");
       AddedToken a;
       a.content = get_string(t, "content", "added_tokens", "", true);
-      a.id = t.at("id").get<TokenId>();
       // HF gives a token that the model already knows the model's id.
       Id model_id = impl_.bpe.vocab.find(a.content);
-      if (model_id >= 0) a.id = model_id;
-      if (a.id < 0) fail("added_tokens: negative id for '" + a.content + "'");
+      a.id = model_id >= 0 ? model_id : token_id(t.at("id"), "added_tokens: the id of '" + a.content + "'");
       a.special = get_bool(t, "special", "added_tokens", false);
       a.normalized = get_bool(t, "normalized", "added_tokens", !a.special);
       a.lstrip = get_bool(t, "lstrip", "added_tokens", false);
@@ -430,9 +435,15 @@ class Loader {
     }
     load_added_tokens(root);
     build_added_matchers();
+    // The ids the post-processor adds must be tokens: encode() would otherwise give ids at or past vocab_size(),
+    // which the token cache refuses long after loading (or an embedding cannot look up).
     for (const auto& item : impl_.template_items)
-      for (TokenId id : item)
-        if (id < 0) fail("post_processor: negative token id");
+      for (TokenId id : item) {
+        const bool in_model = static_cast<std::size_t>(id) < impl_.bpe.has_id.size() && impl_.bpe.has_id[id];
+        const bool added = static_cast<std::size_t>(id) < impl_.added_by_id.size() && impl_.added_by_id[id] >= 0;
+        if (!in_model && !added)
+          fail("post_processor: token id " + std::to_string(id) + " is neither in model.vocab nor in added_tokens");
+      }
 
     impl_.byte_level = !impl_.pre_tokenizer.empty() && impl_.pre_tokenizer.back().kind == PreTokenizerStep::kByteLevel;
     impl_.gpt2_fast = impl_.normalizer.empty() && impl_.pre_tokenizer.size() == 1 && impl_.byte_level &&
