@@ -72,12 +72,12 @@ inline void expected(const std::exception& e) {
 }
 
 // An invariant of a successful parse does not hold.
-#define LEVANTER_FUZZ_CHECK(cond)                                                             \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
+#define LEVANTER_FUZZ_CHECK(cond)                                                                \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
       std::fprintf(stderr, "\nFINDING: check failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                           \
-    }                                                                                         \
+      std::abort();                                                                              \
+    }                                                                                            \
   } while (0)
 
 }  // namespace levanter::fuzz

@@ -42,8 +42,9 @@ void exercise(const levanter::data::Tokenizer& tok, std::string_view text) {
     tok.decode(ids, DecodeOptions{true, true});
   }
   // Ids the vocabulary may not have: skipped by decode, nullopt from id_to_token.
-  const std::vector<TokenId> odd = {-1, 0, 1, static_cast<TokenId>(vocab) - 1, static_cast<TokenId>(vocab),
-                                    std::numeric_limits<TokenId>::max(), std::numeric_limits<TokenId>::min()};
+  constexpr TokenId kMax = std::numeric_limits<TokenId>::max(), kMin = std::numeric_limits<TokenId>::min();
+  const auto n = static_cast<TokenId>(vocab);
+  const std::vector<TokenId> odd = {-1, 0, 1, n - 1, n, kMax, kMin};
   tok.decode(odd);
   tok.decode(odd, DecodeOptions{true, true});
   for (TokenId id : odd) {

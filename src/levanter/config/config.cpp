@@ -316,7 +316,8 @@ static void replace_includes(YAML::Node n, const std::string& file, const fs::pa
     for (auto kv : n) {
       if (!kv.first.IsScalar()) {
         throw ConfigError(file + ":" + std::to_string(kv.first.Mark().line + 1) + ": " +
-                          (prefix.empty() ? "" : prefix + ": ") + "a key must be a name, not null, a list or a mapping");
+                          (prefix.empty() ? "" : prefix + ": ") +
+                          "a key must be a name, not null, a list or a mapping");
       }
       const std::string key = kv.first.Scalar();
       const int line = kv.first.Mark().line + 1;
