@@ -44,7 +44,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string dumped = config::dump(config::to_yaml_value(c));
     fuzz::write_file(dir + "/dumped.yaml", dumped);
     const trainer::TrainLmConfig again = trainer::load_train_config(dir + "/dumped.yaml", {});
-    LEVANTER_FUZZ_CHECK(config::dump(config::to_yaml_value(again)) == dumped);
+    const std::string dumped_again = config::dump(config::to_yaml_value(again));
+    if (dumped_again != dumped)
+      std::fprintf(stderr, "dump:\n%s\ndump of its reload:\n%s\n", dumped.c_str(), dumped_again.c_str());
+    LEVANTER_FUZZ_CHECK(dumped_again == dumped);
   } catch (const std::exception& e) {
     fuzz::unexpected(e);
   }

@@ -175,6 +175,15 @@ void parse_value(const YAML::Node& n, const Context& c, std::string& out) {
     return;
   }
   out = scalar_text(n, c, "a string");
+  // No name, path or note holds a control character other than tab and newline; and yaml-cpp writes a lone carriage
+  // return unquoted, so the dumped config (run records, checkpoints) would read back without it.
+  for (unsigned char ch : out) {
+    if (ch < 0x20 && ch != '\t' && ch != '\n') {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", ch);
+      fail(c, n, std::string("contains the control character ") + hex + "; a string value is text");
+    }
+  }
 }
 
 void parse_value(const YAML::Node& n, const Context& c, Duration& out) {
