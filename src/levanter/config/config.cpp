@@ -36,6 +36,11 @@ void fail(const Context& ctx, const YAML::Node& node, const std::string& message
   throw ConfigError(ctx.where(node) + ": " + key + message);
 }
 
+std::string key_name(const Context& ctx, const YAML::Node& key) {
+  if (!key.IsScalar()) fail(ctx, key, "a key must be a name, not null, a list or a mapping");
+  return key.Scalar();
+}
+
 static size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -170,6 +175,15 @@ void parse_value(const YAML::Node& n, const Context& c, std::string& out) {
     return;
   }
   out = scalar_text(n, c, "a string");
+  // No name, path or note holds a control character other than tab and newline; and yaml-cpp writes a lone carriage
+  // return unquoted, so the dumped config (run records, checkpoints) would read back without it.
+  for (unsigned char ch : out) {
+    if (ch < 0x20 && ch != '\t' && ch != '\n') {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", ch);
+      fail(c, n, std::string("contains the control character ") + hex + "; a string value is text");
+    }
+  }
 }
 
 void parse_value(const YAML::Node& n, const Context& c, Duration& out) {
@@ -207,7 +221,7 @@ void Reader::ignored(const char* key, const char* reason) {
 
 void Reader::finish() const {
   for (const auto& kv : node_) {
-    std::string key = kv.first.as<std::string>();
+    std::string key = key_name(ctx_, kv.first);
     if (std::find(keys_.begin(), keys_.end(), key) != keys_.end()) continue;
     std::string msg = "unknown key '" + ctx_.child(key).path + "'";
     std::string near = nearest(key, keys_);
@@ -309,7 +323,11 @@ static void replace_includes(YAML::Node n, const std::string& file, const fs::pa
     // Either way one value is silently lost: an error naming both lines.
     std::map<std::string, int> first_line;
     for (auto kv : n) {
-      if (!kv.first.IsScalar()) continue;
+      if (!kv.first.IsScalar()) {
+        throw ConfigError(file + ":" + std::to_string(kv.first.Mark().line + 1) + ": " +
+                          (prefix.empty() ? "" : prefix + ": ") +
+                          "a key must be a name, not null, a list or a mapping");
+      }
       const std::string key = kv.first.Scalar();
       const int line = kv.first.Mark().line + 1;
       auto [it, fresh] = first_line.emplace(key, line);
@@ -321,7 +339,7 @@ static void replace_includes(YAML::Node n, const std::string& file, const fs::pa
     }
     for (auto kv : n) {
       YAML::Node child = kv.second;
-      std::string key = kv.first.as<std::string>();
+      std::string key = kv.first.Scalar();  // a scalar: checked above
       if (child.Tag() == "!include") {
         n[key] = include(child, join_key(prefix, key));
       } else {
@@ -399,6 +417,10 @@ void apply_overrides(YAML::Node& root, const std::vector<std::string>& args, Inc
     std::vector<std::string> parts;
     std::stringstream ss(key);
     for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    if (parts.empty() || key.back() == '.' ||
+        std::any_of(parts.begin(), parts.end(), [](const std::string& p) { return p.empty(); })) {
+      throw ConfigError("override --" + key + ": a key is dot-separated names (--section.key), none of them empty");
+    }
     YAML::Node cur = root;
     for (size_t k = 0; k + 1 < parts.size(); ++k) {
       YAML::Node next = cur[parts[k]];

@@ -50,6 +50,10 @@ struct Context {
 
 [[noreturn]] void fail(const Context& ctx, const YAML::Node& node, const std::string& message);
 
+// The text of a mapping key; a ConfigError naming the place when the key is null, a list or a mapping (YAML allows
+// `? [a, b]: x`), which no config has.
+std::string key_name(const Context& ctx, const YAML::Node& key);
+
 // Closest of `candidates` to `key` by edit distance (empty if nothing is reasonably close).
 std::string nearest(const std::string& key, const std::vector<std::string>& candidates);
 
@@ -131,7 +135,7 @@ void parse_value(const YAML::Node& n, const Context& c, std::map<std::string, T>
   if (!n.IsMap()) fail(c, n, "expected a mapping of names to values");
   out.clear();
   for (const auto& kv : n) {
-    std::string key = kv.first.as<std::string>();
+    std::string key = key_name(c, kv.first);
     T v{};
     parse_value(kv.second, c.child(key), v);
     out.emplace(key, std::move(v));

@@ -174,7 +174,8 @@ MixtureDataset::MixtureDataset(std::vector<std::pair<std::string, std::shared_pt
                                   ", which is not a multiple of mixture_block_size (" + std::to_string(block_size) +
                                   "); choose stage steps so that step * batch_size is a multiple of it");
     }
-    for (const auto& [name, w] : st.weights) {
+    for (const auto& weight : st.weights) {
+      const std::string& name = weight.first;  // not a structured binding: clang before 16 cannot capture those
       bool found = std::any_of(datasets_.begin(), datasets_.end(), [&](const auto& d) { return d.first == name; });
       if (!found) throw std::invalid_argument("mixture weight for '" + name + "', which is not a configured dataset");
     }

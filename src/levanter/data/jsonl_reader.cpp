@@ -283,10 +283,11 @@ std::string jsonl_text_field(std::string_view line, const std::string& key, cons
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // Not only parse_error: a number too large for a double (1e400) is an out_of_range.
     std::string msg = e.what();
-    auto p = msg.find("parse error");  // drop nlohmann's "[json.exception.parse_error.101] " prefix
-    throw DataSourceError(source, line_number, "malformed JSON: " + (p == std::string::npos ? msg : msg.substr(p)));
+    auto p = msg.find("] ");  // drop nlohmann's "[json.exception.parse_error.101] " prefix
+    throw DataSourceError(source, line_number, "malformed JSON: " + (p == std::string::npos ? msg : msg.substr(p + 2)));
   }
   if (!j.is_object())
     throw DataSourceError(source, line_number, std::string("expected a JSON object, got ") + j.type_name());

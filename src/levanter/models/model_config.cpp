@@ -109,7 +109,7 @@ void ModelConfig::parse_yaml(const YAML::Node& node, const config::Context& ctx)
   // The remaining keys go to the family's config (the Reader rejects unknown keys, naming the nearest one).
   YAML::Node rest(YAML::NodeType::Map);
   for (const auto& kv : node) {
-    if (kv.first.as<std::string>() != "type") rest[kv.first] = kv.second;
+    if (config::key_name(ctx, kv.first) != "type") rest[kv.first] = kv.second;
   }
   config::Reader r(rest, ctx);
   config_->read_fields(r);

@@ -81,7 +81,7 @@ void LrScheduleSpec::parse_yaml(const YAML::Node& node, const Context& ctx) {
   if (name == "cosine") allowed.push_back("exponent");
   if (name == "inv_sqrt") allowed.push_back("timescale");
   for (const auto& kv : node) {
-    std::string key = kv.first.as<std::string>();
+    std::string key = config::key_name(ctx, kv.first);
     bool ok = false;
     for (const auto& a : allowed) ok = ok || a == key;
     if (!ok) {

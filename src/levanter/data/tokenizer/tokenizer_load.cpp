@@ -49,6 +49,7 @@ class Loader {
     return obj.at(key).get<std::string>();
   }
 
+
   bool get_bool(const json& obj, const char* key, const std::string& where, bool dflt) const {
     if (!obj.contains(key) || obj.at(key).is_null()) return dflt;
     if (!obj.at(key).is_boolean()) fail(where + ": \"" + key + "\" must be true or false");
@@ -245,7 +246,7 @@ class Loader {
       set_template(std::move(items));
     } else if (type == "RobertaProcessing" || type == "BertProcessing") {
       auto token = [&](const char* key) {
-        if (!p.contains(key) || !p.at(key).is_array() || p.at(key).size() != 2 || !p.at(key)[1].is_number_integer())
+        if (!p.contains(key) || !p.at(key).is_array() || p.at(key).size() != 2)
           fail("post_processor " + type + ": \"" + key + "\" must be [token, id]");
         return std::vector<TokenId>{token_id(p.at(key)[1], "post_processor " + type + ": \"" + key + "\"")};
       };
@@ -302,11 +303,9 @@ class Loader {
         fail("added_tokens: each needs an integer \"id\"");
       AddedToken a;
       a.content = get_string(t, "content", "added_tokens", "", true);
-      a.id = token_id(t.at("id"), "added_tokens: '" + a.content + "'");
       // HF gives a token that the model already knows the model's id.
       Id model_id = impl_.bpe.vocab.find(a.content);
-      if (model_id >= 0) a.id = model_id;
-      if (a.id < 0) fail("added_tokens: negative id for '" + a.content + "'");
+      a.id = model_id >= 0 ? model_id : token_id(t.at("id"), "added_tokens: '" + a.content + "'");
       a.special = get_bool(t, "special", "added_tokens", false);
       a.normalized = get_bool(t, "normalized", "added_tokens", !a.special);
       a.lstrip = get_bool(t, "lstrip", "added_tokens", false);
@@ -420,7 +419,7 @@ class Loader {
     json root;
     try {
       root = json::parse(text.begin(), text.end());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number such as 1e400
       fail(std::string("not valid JSON: ") + e.what());
     }
     if (!root.is_object()) fail("not a tokenizer.json (the top level is not an object)");
@@ -438,9 +437,15 @@ class Loader {
     }
     load_added_tokens(root);
     build_added_matchers();
+    // The ids the post-processor adds must be tokens: encode() would otherwise give ids at or past vocab_size(),
+    // which the token cache refuses long after loading (or an embedding cannot look up).
     for (const auto& item : impl_.template_items)
-      for (TokenId id : item)
-        if (id < 0) fail("post_processor: negative token id");
+      for (TokenId id : item) {
+        const bool in_model = static_cast<std::size_t>(id) < impl_.bpe.has_id.size() && impl_.bpe.has_id[id];
+        const bool added = static_cast<std::size_t>(id) < impl_.added_by_id.size() && impl_.added_by_id[id] >= 0;
+        if (!in_model && !added)
+          fail("post_processor: token id " + std::to_string(id) + " is neither in model.vocab nor in added_tokens");
+      }
 
     impl_.byte_level = !impl_.pre_tokenizer.empty() && impl_.pre_tokenizer.back().kind == PreTokenizerStep::kByteLevel;
     impl_.gpt2_fast = impl_.normalizer.empty() && impl_.pre_tokenizer.size() == 1 && impl_.byte_level &&
