@@ -5,6 +5,19 @@ function(levanter_target_defaults target)
   # libtorch is built with the new C++11 ABI on Debian; TORCH_CXX_FLAGS carries it.
   separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(${target} PRIVATE ${_torch_flags})
+  # Every target gets the same flags, so the precompiled header (built with haliax's) stays usable by all.
+  if(LEVANTER_SANITIZE)
+    # -Wno-maybe-uninitialized: GCC's manual warns that sanitizers raise that warning's false positives
+    # (here: std::function inside libstdc++'s <regex>, in optim/config.cpp); the normal build still checks.
+    target_compile_options(${target} PRIVATE -fsanitize=${LEVANTER_SANITIZE} -fno-omit-frame-pointer
+                           -Wno-maybe-uninitialized)
+    if(LEVANTER_SANITIZE MATCHES "undefined")
+      # Undefined behaviour stops the test (a report that scrolls by in a passing test is not seen).
+      target_compile_options(${target} PRIVATE -fno-sanitize-recover=undefined)
+    endif()
+    # PUBLIC: a static library hands it on to whatever links it (executables link the runtime).
+    target_link_options(${target} PUBLIC -fsanitize=${LEVANTER_SANITIZE})
+  endif()
 endfunction()
 
 # Precompile the heavy ATen header once (in the haliax target) and reuse it everywhere: on 2 cores a
