@@ -56,6 +56,11 @@ function(levanter_add_test_suite name dir)
   if(S_LABELS)
     list(APPEND _labels ${S_LABELS})
   endif()
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+  set(_discovery)
+  if(LEVANTER_SANITIZE)
+    # An instrumented binary loading libtorch can take longer than the default 5 s to list its tests.
+    set(_discovery DISCOVERY_TIMEOUT 60)
+  endif()
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST ${_discovery} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
                        PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS "${_labels}")
 endfunction()
