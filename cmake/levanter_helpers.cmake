@@ -5,6 +5,19 @@ function(levanter_target_defaults target)
   # libtorch is built with the new C++11 ABI on Debian; TORCH_CXX_FLAGS carries it.
   separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(${target} PRIVATE ${_torch_flags})
+  # Every target gets the same flags, so the precompiled header (built with haliax's) stays usable by all.
+  if(LEVANTER_SANITIZE)
+    # -Wno-maybe-uninitialized: GCC's manual warns that sanitizers raise that warning's false positives
+    # (here: std::function inside libstdc++'s <regex>, in optim/config.cpp); the normal build still checks.
+    target_compile_options(${target} PRIVATE -fsanitize=${LEVANTER_SANITIZE} -fno-omit-frame-pointer
+                           -Wno-maybe-uninitialized)
+    if(LEVANTER_SANITIZE MATCHES "undefined")
+      # Undefined behaviour stops the test (a report that scrolls by in a passing test is not seen).
+      target_compile_options(${target} PRIVATE -fno-sanitize-recover=undefined)
+    endif()
+    # PUBLIC: a static library hands it on to whatever links it (executables link the runtime).
+    target_link_options(${target} PUBLIC -fsanitize=${LEVANTER_SANITIZE})
+  endif()
 endfunction()
 
 # Precompile the heavy ATen header once (in the haliax target) and reuse it everywhere: on 2 cores a
@@ -42,15 +55,20 @@ function(levanter_add_test_suite name dir)
                              LEVANTER_INTEROP_PYTHON="${PROJECT_SOURCE_DIR}/.venv/interop/bin/python")
   levanter_target_defaults(${name})
   levanter_use_aten_pch(${name})
+  set(_discovery)
+  if(LEVANTER_SANITIZE)
+    # An instrumented binary loading libtorch can take longer than the default 5 s to list its tests.
+    set(_discovery DISCOVERY_TIMEOUT 60)
+  endif()
   if(S_FAULT_FILTER)
-    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST ${_discovery} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
                          TEST_FILTER "${S_FAULT_FILTER}"
                          PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name}_fault)
-    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST ${_discovery} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
                          TEST_FILTER "-${S_FAULT_FILTER}"
                          PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name})
   else()
-    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST ${_discovery} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
                          PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS ${name})
   endif()
 endfunction()

@@ -2,6 +2,7 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
+#include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -38,6 +39,20 @@ size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 Header* header_of(void* user) { return reinterpret_cast<Header*>(static_cast<char*>(user) - kHeader); }
 void* user_of(Header* h) { return reinterpret_cast<char*>(h) + kHeader; }
+
+// Under AddressSanitizer (scripts/test --sanitize) a block's header, its rounding slack past the n bytes asked
+// for, and all of a block waiting in the cache are poisoned, so that an overflow or a use after free of pooled
+// memory is reported as it would be for malloc's: ASan cannot see into the pool otherwise, and knows nothing of
+// mapped blocks. The allocator unpoisons a header before it reads it. Without ASan the macros are no-ops.
+void poison_block(Header* h, size_t cls) { ASAN_POISON_MEMORY_REGION(h, kHeader + cls); }
+void unpoison_header(Header* h) { ASAN_UNPOISON_MEMORY_REGION(h, kHeader); }
+
+// Hands a block of size class cls out for n bytes: only [user, user + n) is addressable.
+void* hand_out(Header* h, size_t cls, size_t n) {
+  poison_block(h, cls);
+  ASAN_UNPOISON_MEMORY_REGION(user_of(h), n);
+  return user_of(h);
+}
 
 size_t physical_memory() {
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
@@ -105,7 +120,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         ++stats_.cache_hits;
         stats_.cached_free_bytes -= cls;
         note_in_use_locked(cls);
-        return user_of(h);
+        return hand_out(h, cls, n);
       }
     }
     Header* h = from_system(cls);
@@ -120,20 +135,24 @@ class CachingCpuAllocator final : public c10::Allocator {
       ++stats_.os_allocations;
       note_in_use_locked(cls);
     }
-    return user_of(h);
+    return hand_out(h, cls, n);
   }
 
   void release(void* p) {
     Header* h = header_of(p);
+    unpoison_header(h);
     TORCH_CHECK(h->magic == kMagic, "levanter CPU allocator: freeing a pointer it did not allocate");
     if (h->kind == Kind::kSmall) {
+      ASAN_UNPOISON_MEMORY_REGION(h, kHeader + h->size_class);
       std::free(h);
       return;
     }
+    const size_t cls = h->size_class;
+    poison_block(h, cls);
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.in_use_bytes -= h->size_class;
-    free_[h->size_class].push_back(h);
-    stats_.cached_free_bytes += h->size_class;
+    stats_.in_use_bytes -= cls;
+    free_[cls].push_back(h);
+    stats_.cached_free_bytes += cls;
     if (stats_.cached_free_bytes > stats_.limit_bytes) empty_locked();
   }
 
@@ -165,6 +184,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   static void to_system(Header* h) {
+    unpoison_header(h);
+    ASAN_UNPOISON_MEMORY_REGION(h, kHeader + h->size_class);
     if (h->kind == Kind::kMapped) {
       munmap(h, h->map_bytes);
     } else {
