@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include "levanter/models/lm_loss.h"
-#include "levanter/runtime/format.h"
 
 namespace levanter::trainer {
 
@@ -37,8 +36,8 @@ std::string MemoryEstimate::describe() const {
   std::string s = gb(total()) + " (" + std::to_string(parameters) + " parameters: weights " + gb(weights) +
                   ", gradients " + gb(gradients) + ", optimizer state " + gb(optimizer);
   if (compute_copy > 0) s += ", compute-dtype copy " + gb(compute_copy);
-  return s + ", activations " + gb(activations) + ", LM head and loss " + gb(loss) + ", temporaries " + gb(temporaries) +
-         ", runtime " + gb(runtime) + ")";
+  return s + ", activations " + gb(activations) + ", LM head and loss " + gb(loss) + ", temporaries " +
+         gb(temporaries) + ", runtime " + gb(runtime) + ")";
 }
 
 std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size) {
@@ -61,9 +60,9 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
   const double N = tokens, V = static_cast<double>(vocab_size);
   const std::optional<int64_t> block = m.loss_block_size();
   const bool full = (block && *block == 0) || type == "sophia-h";
-  const double rows = full ? N
-                           : static_cast<double>(models::fused_loss_block_rows(
-                                 block.value_or(0), static_cast<int64_t>(N), vocab_size));
+  const double rows =
+      full ? N
+           : static_cast<double>(models::fused_loss_block_rows(block.value_or(0), static_cast<int64_t>(N), vocab_size));
   e.loss = rows * V * (cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
   // Measured on GPT-2 124M (fp32, B4 T64): the steps hold about one parameter-sized buffer more than the state
   // above (gradient-norm and update temporaries, the tied LM head's f32 gradient), and writing a checkpoint adds

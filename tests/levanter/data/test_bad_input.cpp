@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <zstd.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "data_testing.h"
 #include "levanter/data/text.h"
@@ -208,6 +208,20 @@ void write_zst_with_long_line(const std::string& path, std::size_t line_bytes) {
   write_text(path, out);
 }
 
+// The error of building a cache of `file` alone with `max_document_bytes` ("" if none).
+std::string single_file_build_error(const TempDir& t, const std::string& file, int64_t max_document_bytes) {
+  CacheBuildOptions o;
+  o.num_threads = 1;
+  o.log_warnings = false;
+  o.max_document_bytes = max_document_bytes;
+  try {
+    build_or_load_cache(t / "cache", {file}, byte_encoder(), o)->builder()->wait();
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST(BadInput, ADocumentLongerThanTheLimitIsAnErrorNotUnboundedMemory) {
@@ -218,46 +232,23 @@ TEST(BadInput, ADocumentLongerThanTheLimitIsAnErrorNotUnboundedMemory) {
   EXPECT_LT(fs::file_size(t / "in/long.jsonl.zst"), 1u << 20);
   rusage before{};
   getrusage(RUSAGE_SELF, &before);
-  CacheBuildOptions o;
-  o.num_threads = 1;
-  o.log_warnings = false;
-  std::string error;
-  try {
-    build_or_load_cache(t / "cache", {t / "in/long.jsonl.zst"}, byte_encoder(), o)->builder()->wait();
-  } catch (const DataError& e) {
-    error = e.what();
-  }
+  const std::string error = single_file_build_error(t, t / "in/long.jsonl.zst", CacheBuildOptions{}.max_document_bytes);
   EXPECT_THAT(error, HasSubstr(t / "in/long.jsonl.zst" + ":2: a line longer than 67108864 bytes (64 MiB)"));
   EXPECT_THAT(error, HasSubstr("(data.cache_options.max_document_bytes)"));
   rusage after{};
   getrusage(RUSAGE_SELF, &after);
   EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 512 * 1024) << "KB of peak memory added";
 
-  // The limit is a setting: 2 MiB refuses a 3 MiB line, and the tokenize command has it as a flag.
+  // The limit is a setting: 2 MiB refuses a 3 MiB line.
   TempDir t2;
   write_zst_with_long_line(t2 / "in/long.jsonl.zst", std::size_t{3} << 20);
-  o.max_document_bytes = 2 << 20;
-  error.clear();
-  try {
-    build_or_load_cache(t2 / "cache", {t2 / "in/long.jsonl.zst"}, byte_encoder(), o)->builder()->wait();
-  } catch (const DataError& e) {
-    error = e.what();
-  }
-  EXPECT_THAT(error, HasSubstr(":2: a line longer than 2097152 bytes (2 MiB)"));
+  EXPECT_THAT(single_file_build_error(t2, t2 / "in/long.jsonl.zst", 2 << 20),
+              HasSubstr(":2: a line longer than 2097152 bytes (2 MiB)"));
 }
 
 TEST(BadInput, AWholeTextFileLongerThanTheLimitIsAnError) {
   TempDir t;
   write_text(t / "in/big.txt", std::string(3 << 20, 'b'));
-  CacheBuildOptions o;
-  o.num_threads = 1;
-  o.log_warnings = false;
-  o.max_document_bytes = 1 << 20;
-  std::string error;
-  try {
-    build_or_load_cache(t / "cache", {t / "in/big.txt"}, byte_encoder(), o)->builder()->wait();
-  } catch (const DataError& e) {
-    error = e.what();
-  }
-  EXPECT_THAT(error, HasSubstr(t / "in/big.txt" + ": the document (a whole .txt file) is longer than 1048576 bytes"));
+  EXPECT_THAT(single_file_build_error(t, t / "in/big.txt", 1 << 20),
+              HasSubstr(t / "in/big.txt" + ": the document (a whole .txt file) is longer than 1048576 bytes"));
 }
