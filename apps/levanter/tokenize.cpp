@@ -143,8 +143,8 @@ int run(const Options& opts) {
   const int pool_threads = static_cast<int>(levanter::runtime::compute_pool().size()) + 1;
   int threads = o.threads > 0 ? std::min(o.threads, pool_threads) : pool_threads;
 
-  auto reader = levanter::data::open_lines(o.input, static_cast<std::size_t>(o.max_document_bytes),
-                                           "--max-document-bytes");
+  auto reader =
+      levanter::data::open_lines(o.input, static_cast<std::size_t>(o.max_document_bytes), "--max-document-bytes");
   const std::string source = reader->name();
   auto writer = levanter::data::open_text_writer(o.output);
 

@@ -11,8 +11,8 @@
 // masks and Hugging Face export.
 #pragma once
 
-#include <memory>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 

@@ -13,15 +13,17 @@ namespace levanter::trainer {
 
 struct MemoryEstimate {
   int64_t parameters = 0;
-  double weights = 0;      // bytes: the parameters in trainer.mp's param dtype
-  double gradients = 0;    // their gradients
-  double optimizer = 0;    // optimizer state (Adam: m and v; Lion: m; Sophia: m and the Hessian estimate)
-  double compute_copy = 0; // the compute-dtype copy of the parameters and its gradients (mixed precision only)
-  double activations = 0;  // what one microbatch keeps for the backward pass (an estimate from the layer structure)
-  double loss = 0;         // the LM head + loss working set: a block of logits, their f32 copy and gradient
-  double temporaries = 0;  // one more parameter-sized buffer: update temporaries, the checkpoint being written
-  double runtime = 0;      // libtorch, OpenBLAS and the process itself
-  double total() const { return weights + gradients + optimizer + compute_copy + activations + loss + temporaries + runtime; }
+  double weights = 0;       // bytes: the parameters in trainer.mp's param dtype
+  double gradients = 0;     // their gradients
+  double optimizer = 0;     // optimizer state (Adam: m and v; Lion: m; Sophia: m and the Hessian estimate)
+  double compute_copy = 0;  // the compute-dtype copy of the parameters and its gradients (mixed precision only)
+  double activations = 0;   // what one microbatch keeps for the backward pass (an estimate from the layer structure)
+  double loss = 0;          // the LM head + loss working set: a block of logits, their f32 copy and gradient
+  double temporaries = 0;   // one more parameter-sized buffer: update temporaries, the checkpoint being written
+  double runtime = 0;       // libtorch, OpenBLAS and the process itself
+  double total() const {
+    return weights + gradients + optimizer + compute_copy + activations + loss + temporaries + runtime;
+  }
   // "4.12 GB: weights 1.0 GB, gradients 1.0 GB, ..." for messages.
   std::string describe() const;
 };

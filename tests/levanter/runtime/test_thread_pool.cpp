@@ -7,9 +7,9 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <chrono>
 #include <future>
 #include <map>
 #include <mutex>

@@ -16,9 +16,9 @@
 #include "levanter/models/backpack/backpack.h"
 #include "levanter/models/gpt2/gpt2.h"
 #include "levanter/models/llama/llama.h"
+#include "levanter/temp_dir.h"
 #include "levanter/trainer/memory.h"
 #include "levanter/trainer/trainer.h"
-#include "levanter/temp_dir.h"
 
 namespace fs = std::filesystem;
 namespace models = levanter::models;
@@ -38,8 +38,8 @@ const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/aus
 // Runs `levanter ARGS` under a shell (so `ulimit` can go first); returns the exit code and stderr.
 std::pair<int, std::string> run_shell(const std::string& prefix, const std::string& args) {
   const fs::path err = fs::temp_directory_path() / ("levanter_memory_" + std::to_string(::getpid()) + ".txt");
-  const std::string cmd = prefix + std::string(LEVANTER_BINARY_DIR) + "/levanter " + args + " > /dev/null 2> '" +
-                          err.string() + "'";
+  const std::string cmd =
+      prefix + std::string(LEVANTER_BINARY_DIR) + "/levanter " + args + " > /dev/null 2> '" + err.string() + "'";
   int rc = std::system(("bash -c \"" + cmd + "\"").c_str());
   std::ifstream in(err);
   std::string text((std::istreambuf_iterator<char>(in)), {});
@@ -183,8 +183,8 @@ TEST(MemoryEstimate, AFailedAllocationIsOneLineNotAStackTrace) {
   // limited to 6 GB, the 10.8 GB attention weight cannot be allocated.
   levanter::testing::TempDir dir;
   auto [rc, err] = run_shell("ulimit -v 6000000; ", "train --config '" + tiny_config(dir) +
-                                                         "' --trainer.check_memory false --model.hidden_dim 30000 "
-                                                         "--model.num_heads 1 --model.num_layers 1");
+                                                        "' --trainer.check_memory false --model.hidden_dim 30000 "
+                                                        "--model.num_heads 1 --model.num_layers 1");
   EXPECT_EQ(rc, 1) << err;
   EXPECT_THAT(err, HasSubstr("error: out of memory allocating 10.8 GB: reduce the model"));
   EXPECT_THAT(err, Not(HasSubstr("frame #")));

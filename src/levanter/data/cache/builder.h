@@ -45,14 +45,14 @@ struct DocumentEncoder {
 };
 
 struct CacheBuildOptions {
-  int num_threads = 0;             // 0: the number of hardware threads
-  int64_t chunk_documents = 1024;  // a commit every this many documents...
-  int64_t chunk_bytes = 16 << 20;  // ...or this many bytes of input text, whichever comes first
-  bool skip_bad_lines = false;     // skip (and count) bad lines instead of failing
-  bool rebuild = false;            // discard a cache that was made differently or from other files
-  bool log_warnings = true;        // print skipped lines, resumptions and waits for other processes to stderr
+  int num_threads = 0;                    // 0: the number of hardware threads
+  int64_t chunk_documents = 1024;         // a commit every this many documents...
+  int64_t chunk_bytes = 16 << 20;         // ...or this many bytes of input text, whichever comes first
+  bool skip_bad_lines = false;            // skip (and count) bad lines instead of failing
+  bool rebuild = false;                   // discard a cache that was made differently or from other files
+  bool log_warnings = true;               // print skipped lines, resumptions and waits for other processes to stderr
   int64_t max_document_bytes = 64 << 20;  // a longer document (JSONL line, .txt file) is an error
-  int64_t vocab_size = 0;          // readers check every token id against it (the tokenizer's); 0: unchecked
+  int64_t vocab_size = 0;                 // readers check every token id against it (the tokenizer's); 0: unchecked
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;

@@ -49,7 +49,6 @@ class Loader {
     return obj.at(key).get<std::string>();
   }
 
-
   bool get_bool(const json& obj, const char* key, const std::string& where, bool dflt) const {
     if (!obj.contains(key) || obj.at(key).is_null()) return dflt;
     if (!obj.at(key).is_boolean()) fail(where + ": \"" + key + "\" must be true or false");

@@ -81,8 +81,8 @@ std::optional<int64_t> BackpackConfig::parameter_count(int64_t vocab_size) const
   const double b = c.use_bias ? 1.0 : 0.0;
   // The sense network (its LayerNorms always have biases): a block without attention, a LayerNorm, an MLP to the
   // senses; and the sense-weight projection (query and key per sense).
-  const double sense_net = 2.0 * (2.0 * d) + (d * M + b * M) + (M * d + b * d) + 2.0 * d + (d * SI + b * SI) +
-                           (SI * S * d + b * S * d);
+  const double sense_net =
+      2.0 * (2.0 * d) + (d * M + b * M) + (M * d + b * d) + 2.0 * d + (d * SI + b * SI) + (SI * S * d + b * S * d);
   const double kq = d * 2.0 * d + b * 2.0 * d;
   return saturating_count(static_cast<double>(*c.parameter_count(vocab_size)) + sense_net + kq);
 }

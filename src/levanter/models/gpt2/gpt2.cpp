@@ -93,7 +93,8 @@ double Gpt2Config::flops_per_token(int64_t vocab_size) const {
 std::optional<int64_t> Gpt2Config::parameter_count(int64_t vocab_size) const {
   const double d = static_cast<double>(hidden_dim), M = d * static_cast<double>(mlp_scale), b = use_bias ? 1.0 : 0.0;
   const double layer_norm = d + b * d;
-  const double block = 2.0 * layer_norm + (d * 3.0 * d + b * 3.0 * d) + (d * d + b * d) + (d * M + b * M) + (M * d + b * d);
+  const double block =
+      2.0 * layer_norm + (d * 3.0 * d + b * 3.0 * d) + (d * d + b * d) + (d * M + b * M) + (M * d + b * d);
   // Token and position embeddings (the LM head is the token embedding), the blocks, the final LayerNorm.
   return saturating_count(static_cast<double>(vocab_size) * d + static_cast<double>(seq_len) * d +
                           static_cast<double>(num_layers) * block + layer_norm);

@@ -95,12 +95,13 @@ std::optional<int64_t> LlamaConfig::parameter_count(int64_t vocab_size) const {
 std::optional<double> LlamaConfig::activation_elements_per_token() const {
   // A decoder layer's backward reads: the RMSNorm inputs and outputs (4d), q k v before and after the rotary
   // embedding (2 x (heads + 2 kv_heads) x head_dim), the scores and their softmax (2 x heads x positions), the
-  // attention output and its projection (heads x head_dim + d), the gate, up and gated MLP values (3 I), the MLP output.
+  // attention output and its projection (heads x head_dim + d), the gate, up and gated MLP values (3 I), the MLP
+  // output.
   const double d = static_cast<double>(hidden_dim), I = static_cast<double>(intermediate_dim);
   const double H = static_cast<double>(num_heads), KV = static_cast<double>(num_kv_heads);
   const double hd = static_cast<double>(HeadSize().size), L = static_cast<double>(num_layers);
-  const double layer = 4.0 * d + 2.0 * (H + 2.0 * KV) * hd + 2.0 * H * static_cast<double>(seq_len) + H * hd + d +
-                       3.0 * I + d;
+  const double layer =
+      4.0 * d + 2.0 * (H + 2.0 * KV) * hd + 2.0 * H * static_cast<double>(seq_len) + H * hd + d + 3.0 * I + d;
   return 3.0 * d + (gradient_checkpointing ? L * d + layer : L * layer);
 }
 
