@@ -12,19 +12,88 @@
 
 #include "levanter/config/config.h"
 #include "levanter/runtime/file_io.h"
+#include "levanter/tracker/tensorboard.h"
 
 namespace levanter::tracker {
 
 namespace fs = std::filesystem;
 
-void TrackerConfig::validate() const {
-  if (type == "json" || type == "noop") return;
+void TrackerConfig::validate(const std::string& where) const {
+  const std::string key = where + ".type";
   if (type == "wandb") {
-    throw config::ConfigError(
-        "trainer.tracker.type: wandb needs network access, which this machine does not have; use "
-        "type: json (metrics.jsonl in the run directory; the default) or noop");
+    throw config::ConfigError(key +
+                              ": wandb needs an account and network access, which this machine does not have; use "
+                              "type: json (metrics.jsonl in the run directory; the default), tensorboard (event files "
+                              "that TensorBoard reads offline) or noop");
   }
-  throw config::ConfigError("trainer.tracker.type: unknown tracker '" + type + "'; valid: json, noop");
+  if (type != "json" && type != "json_logger" && type != "tensorboard" && type != "noop") {
+    throw config::ConfigError(key + ": unknown tracker '" + type + "'; valid: json (json_logger), tensorboard, noop");
+  }
+  // A key of another tracker type would silently do nothing: refused, naming it.
+  auto only_for = [&](const char* name, bool set, const char* owner) {
+    const bool mine = type == owner || (std::string(owner) == "json" && type == "json_logger");
+    if (set && !mine) {
+      throw config::ConfigError(where + "." + name + ": a key of the " + owner + " tracker, but this tracker is " +
+                                type);
+    }
+  };
+  only_for("logdir", logdir.has_value(), "tensorboard");
+  only_for("comment", comment.has_value(), "tensorboard");
+  only_for("filename_suffix", filename_suffix.has_value(), "tensorboard");
+  only_for("purge_step", purge_step.has_value(), "tensorboard");
+  only_for("max_queue", max_queue.has_value(), "tensorboard");
+  only_for("flush_secs", flush_secs.has_value(), "tensorboard");
+  only_for("write_to_disk", write_to_disk.has_value(), "tensorboard");
+  only_for("logger_name", logger_name.has_value(), "json");
+  only_for("level", level.has_value(), "json");
+  if (logdir && logdir->empty()) throw config::ConfigError(where + ".logdir: must not be empty");
+  if (filename_suffix && filename_suffix->find('/') != std::string::npos) {
+    throw config::ConfigError(where + ".filename_suffix: must not contain '/'");
+  }
+}
+
+void TrackerConfigs::parse_yaml(const YAML::Node& node, const config::Context& ctx) {
+  items.clear();
+  as_list = node.IsSequence();
+  if (node.IsNull()) {
+    items.emplace_back();
+  } else if (node.IsSequence()) {
+    if (node.size() == 0) config::fail(ctx, node, "an empty list of trackers; use type: noop to log nothing");
+    for (size_t i = 0; i < node.size(); ++i) {
+      TrackerConfig t;
+      config::parse_value(node[i], ctx.child(std::to_string(i)), t);
+      items.push_back(std::move(t));
+    }
+  } else {
+    TrackerConfig t;
+    config::parse_value(node, ctx, t);
+    items.push_back(std::move(t));
+  }
+}
+
+YAML::Node TrackerConfigs::to_yaml() const {
+  if (!as_list && items.size() == 1) return config::to_yaml_value(items.front());
+  return config::to_yaml_value(items);
+}
+
+void TrackerConfigs::validate() const {
+  if (items.empty()) throw config::ConfigError("trainer.tracker: no tracker; use type: noop to log nothing");
+  for (size_t i = 0; i < items.size(); ++i) {
+    items[i].validate(as_list ? "trainer.tracker." + std::to_string(i) : "trainer.tracker");
+  }
+}
+
+namespace {
+// train/ and throughput/ metrics describe a step (their `step` is its 0-based index); the others (evaluations)
+// describe the state after `step` steps.
+bool is_step_metric(const std::string& name) {
+  return name.rfind("train/", 0) == 0 || name.rfind("throughput/", 0) == 0;
+}
+}  // namespace
+
+bool logged_again(const std::string& name, int64_t step, int64_t completed_steps, bool final_eval_again) {
+  if (is_step_metric(name)) return step >= completed_steps;
+  return step > completed_steps || (final_eval_again && step == completed_steps);
 }
 
 struct JsonLogger::File {
@@ -77,12 +146,13 @@ namespace {
 bool redone(const nlohmann::json& row, int64_t completed, bool final_eval_again) {
   if (!row.is_object() || !row.contains("step") || !row["step"].is_number_integer()) return false;
   const int64_t step = row["step"].get<int64_t>();
-  bool of_a_step = false;  // train/ and throughput/ rows: `step` is the step's 0-based index
+  std::string name;  // a step's metric if the row has one, else any other
   for (auto it = row.begin(); it != row.end(); ++it) {
-    if (it.key().rfind("train/", 0) == 0 || it.key().rfind("throughput/", 0) == 0) of_a_step = true;
+    if (it.key() == "step") continue;
+    name = it.key();
+    if (is_step_metric(name)) break;
   }
-  if (of_a_step) return step >= completed;
-  return step > completed || (final_eval_again && step == completed);
+  return logged_again(name, step, completed, final_eval_again);
 }
 
 }  // namespace
@@ -152,10 +222,18 @@ void CompositeTracker::finish() {
   for (auto& t : trackers_) t->finish();
 }
 
-std::unique_ptr<Tracker> make_tracker(const TrackerConfig& config, const std::string& run_dir) {
-  config.validate();
+std::unique_ptr<Tracker> make_tracker(const TrackerConfigs& configs, const std::string& run_dir,
+                                      const std::string& run_id) {
+  configs.validate();
   std::vector<std::unique_ptr<Tracker>> trackers;
-  if (config.type == "json") trackers.push_back(std::make_unique<JsonLogger>(run_dir + "/metrics.jsonl"));
+  for (const TrackerConfig& c : configs) {
+    if (c.type == "json" || c.type == "json_logger") {
+      trackers.push_back(std::make_unique<JsonLogger>(run_dir + "/metrics.jsonl"));
+    } else if (c.type == "tensorboard" && c.write_to_disk.value_or(true)) {
+      const std::string dir = (fs::path(c.logdir.value_or("tblogs")) / run_id).string();
+      trackers.push_back(std::make_unique<TensorboardTracker>(dir, c.filename_suffix.value_or("")));
+    }
+  }
   if (trackers.empty()) return std::make_unique<NoopTracker>();
   if (trackers.size() == 1) return std::move(trackers.front());
   return std::make_unique<CompositeTracker>(std::move(trackers));

@@ -1,7 +1,7 @@
 // Trackers: where a run's metrics go (Levanter's levanter.tracker). The trainer logs through one Tracker; which
 // ones a run has comes from `trainer.tracker` (make_tracker). Implementations: JsonLogger (metrics.jsonl in the
-// run directory, one JSON object per logged step), NoopTracker, and CompositeTracker, which fans out to several
-// (a TensorBoard writer or a live dashboard plug in beside the JSON log).
+// run directory, one JSON object per logged step), TensorboardTracker (tensorboard.h), NoopTracker, and
+// CompositeTracker, which fans out to several.
 //
 // Values keep their type: a float loss is logged as a float, so readers recover its exact bits.
 #pragma once
@@ -39,6 +39,11 @@ class Tracker {
   // Flush, make durable and close; nothing is logged after this. Throws runtime::IoError if that fails.
   virtual void finish() {}
 };
+
+// Whether a logged value is one that a run resumed after `completed_steps` steps logs again: values of a step
+// (train/ and throughput/ names, whose step is the step's 0-based index) from completed_steps on; values of the
+// state after some steps (evaluations) beyond it, and at it when `final_eval_again`.
+bool logged_again(const std::string& name, int64_t step, int64_t completed_steps, bool final_eval_again);
 
 class NoopTracker : public Tracker {
  public:
@@ -80,7 +85,9 @@ class CompositeTracker : public Tracker {
   std::vector<std::unique_ptr<Tracker>> trackers_;
 };
 
-// The tracker `config` asks for, writing into `run_dir` (json: <run_dir>/metrics.jsonl).
-std::unique_ptr<Tracker> make_tracker(const TrackerConfig& config, const std::string& run_dir);
+// The trackers `configs` asks for (several: a CompositeTracker). json writes <run_dir>/metrics.jsonl; tensorboard
+// writes event files into <logdir>/<run_id> (tensorboard.h).
+std::unique_ptr<Tracker> make_tracker(const TrackerConfigs& configs, const std::string& run_dir,
+                                      const std::string& run_id);
 
 }  // namespace levanter::tracker

@@ -65,7 +65,7 @@ template <typename V>
 void TrainerConfig::unsupported(V& v) {
   v.rejected("quantization", "fp8/int8 quantized training");
   v.rejected("model_averaging", "EMA / model averaging");
-  v.rejected("wandb", "wandb needs network access; use tracker.type: json");
+  v.rejected("wandb", "wandb needs network access; use tracker.type: json or tensorboard");
   v.rejected("watch", "parameter/gradient histograms");
   v.rejected("profiler", "the JAX profiler (use perf or valgrind --tool=callgrind on the binary)");
   v.ignored("profiler_start_step", "the JAX profiler is not used");
@@ -172,15 +172,6 @@ void TrainLmConfig::validate() const {
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
   auto includes = std::make_shared<config::IncludeMap>();
   YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : config::load_yaml_file(file, includes.get());
-  // Levanter's `trainer.tracker` may also be a list of trackers; a list of one is that tracker.
-  if (root["trainer"].IsMap() && root["trainer"]["tracker"].IsSequence()) {
-    YAML::Node list = root["trainer"]["tracker"];
-    if (list.size() != 1) {
-      config::fail(config::Context{file, "trainer.tracker", includes}, list,
-                   "a list of " + std::to_string(list.size()) + " trackers: one tracker at a time is supported here");
-    }
-    root["trainer"]["tracker"] = YAML::Clone(list[0]);
-  }
   // `--trainer.id ""` (an unset shell variable) would read as YAML null, i.e. "derive an id": refused instead.
   for (size_t i = 0; i < overrides.size(); ++i) {
     if (overrides[i] == "--trainer.id=" || (overrides[i] == "--trainer.id" && i + 1 < overrides.size() &&

@@ -35,7 +35,7 @@ struct TrainerConfig {
   MixedPrecision mp;
   std::string log_dir = "logs/";
   std::optional<std::string> id;
-  tracker::TrackerConfig tracker;
+  tracker::TrackerConfigs tracker;
   bool crash_on_nan = true;
   bool crash_on_inf = true;
 
@@ -70,7 +70,7 @@ struct TrainerConfig {
     v("mp", mp, "Mixed precision: f32, bfloat16, or p=f32,c=bfloat16 (f32 master weights, bf16 compute)");
     v("log_dir", log_dir, "Run directories (metrics.jsonl, run record) go under <log_dir>/<run id>/");
     v("id", id, "Run id; default: derived from a hash of the resolved config, so the same command resumes");
-    v("tracker", tracker, "Metrics tracker");
+    v("tracker", tracker, "Metrics tracker: one (a mapping) or several (a list of mappings)");
     v("crash_on_nan", crash_on_nan, "Stop with an error when the loss or gradient norm is NaN");
     v("crash_on_inf", crash_on_inf, "Stop with an error when the loss or gradient norm is infinite");
     v("batch_axis", batch_axis, "Name of the batch axis (data parallelism)");

@@ -70,7 +70,11 @@ void write_run_record(const std::string& run_dir, const TrainLmConfig& config, c
   rec["model_type"] = config.model.type();
   rec["parameter_count"] = r.parameter_count;
   rec["peak_flops"] = {{"value", r.peak_flops}, {"source", r.peak_flops_source}};
-  rec["tracker"] = {{"type", tc.tracker.type}, {"project", tc.tracker.project.value_or("")}, {"tags", tc.tracker.tags}};
+  nlohmann::ordered_json trackers = nlohmann::ordered_json::array();
+  for (const tracker::TrackerConfig& t : tc.tracker) {
+    trackers.push_back({{"type", t.type}, {"project", t.project.value_or("")}, {"tags", t.tags}});
+  }
+  rec["tracker"] = trackers.size() == 1 ? trackers[0] : trackers;
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   rec["hostname"] = host;

@@ -438,7 +438,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
   I.checkpointer = std::make_unique<checkpoint::Checkpointer>(I.paths.checkpoint_base, tc.checkpointer);
-  I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir);
+  I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir, I.paths.run_id);
 
   add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
   add_hook(std::make_shared<MetricsHook>(*I.tracker));
@@ -503,6 +503,7 @@ TrainerState Trainer::initial_state() {
   I.result.start_step = state.step;
   // The rows of the steps this run does (again) are written again: metrics.jsonl forgets the old ones.
   I.tracker->resume_at(state.step, state.step >= tc.num_train_steps);
+  I.tracker->log_hyperparameters({{"config", I.config_yaml}});
 
   I.peak = PeakFlops::resolve(tc.mp.compute, tc.peak_flops);
   RunRecord rec{I.paths.run_id,

@@ -205,7 +205,7 @@ TEST(Llama, LevantersLlamaConfigsLoadOrNameWhatIsMissing) {
               HasSubstr("wandb"));
   auto fast = load_in_source("tests/data/levanter_configs/llama_small_fast.yaml", {"--trainer.tracker.type", "json"});
   EXPECT_EQ(fast.model.as<LlamaConfig>().intermediate_dim, 2048);
-  EXPECT_EQ(*fast.trainer.tracker.project, "levanter");
+  EXPECT_EQ(*fast.trainer.tracker[0].project, "levanter");
   // Ours.
   auto small = load_in_source("config/llama_small.yaml");
   EXPECT_EQ(small.model.as<LlamaConfig>().num_layers, 12);

@@ -49,7 +49,7 @@ TEST(Tracker, JsonLoggerWritesOneRowPerStepWithExactValues) {
   fs::path dir = temp_dir("json");
   const float loss = 6.61523008f;  // not representable in a short decimal: its bits must survive
   {
-    std::unique_ptr<Tracker> t = make_tracker(TrackerConfig{}, dir.string());
+    std::unique_ptr<Tracker> t = make_tracker(TrackerConfigs{}, dir.string(), "run");
     t->log({{"train/loss", loss},
             {"train/learning_rate", 6e-4},
             {"throughput/total_tokens", int64_t{2048}},
@@ -77,9 +77,9 @@ TEST(Tracker, JsonLoggerWritesOneRowPerStepWithExactValues) {
 
 TEST(Tracker, NoopWritesNothingAndCompositeFansOutInOrder) {
   fs::path dir = temp_dir("noop");
-  TrackerConfig noop;
-  noop.type = "noop";
-  make_tracker(noop, dir.string())->log({{"a", 1.0}}, 0);
+  TrackerConfigs noop;
+  noop[0].type = "noop";
+  make_tracker(noop, dir.string(), "run")->log({{"a", 1.0}}, 0);
   EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
 
   std::vector<std::string> calls;
@@ -103,7 +103,7 @@ TEST(Tracker, UnknownAndNetworkTrackersAreRefusedByName) {
     c.validate();
     FAIL();
   } catch (const levanter::config::ConfigError& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("trainer.tracker.type: wandb needs network access"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("trainer.tracker.type: wandb needs an account and network access"));
   }
   c.type = "tensorbored";
   EXPECT_THROW(c.validate(), levanter::config::ConfigError);

@@ -87,8 +87,8 @@ TEST(TrainConfig, LevantersGpt2SmallLoadsThroughItsInclude) {
   EXPECT_EQ(c.trainer.mp.param, at::kFloat);
   EXPECT_EQ(c.trainer.mp.compute, at::kBFloat16);
   EXPECT_EQ(c.trainer.train_batch_size, 512);
-  EXPECT_EQ(*c.trainer.tracker.project, "levanter");
-  EXPECT_EQ(c.trainer.tracker.tags, (std::vector<std::string>{"openwebtext", "gpt2"}));
+  EXPECT_EQ(*c.trainer.tracker[0].project, "levanter");
+  EXPECT_EQ(c.trainer.tracker[0].tags, (std::vector<std::string>{"openwebtext", "gpt2"}));
   EXPECT_DOUBLE_EQ(c.optimizer.learning_rate, 6e-4);
   EXPECT_DOUBLE_EQ(c.optimizer.min_lr_ratio, 0.1);
   // The data section came from data/openwebtext_source.yaml, brace pattern and all.
@@ -145,7 +145,47 @@ TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
               HasSubstr("model type 'mistral' is not implemented; valid: gpt2, llama, backpack"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"),
-              HasSubstr("wandb needs network access"));
+              HasSubstr("wandb needs an account and network access"));
+}
+
+TEST(TrainConfig, TrackerIsOneOrAListAsInLevanter) {
+  auto load = [](const std::string& yaml) {
+    fs::path f = fs::temp_directory_path() / ("levanter_cfg_tr_" + std::to_string(::getpid()) + ".yaml");
+    std::ofstream(f) << yaml;
+    TrainLmConfig c = load_train_config(f.string(), {});
+    fs::remove(f);
+    return c;
+  };
+  TrainLmConfig one = load(std::string(kData) + "trainer:\n  tracker:\n    type: tensorboard\n    logdir: tb\n");
+  ASSERT_EQ(one.trainer.tracker.size(), 1u);
+  EXPECT_EQ(one.trainer.tracker[0].type, "tensorboard");
+  EXPECT_EQ(*one.trainer.tracker[0].logdir, "tb");
+  TrainLmConfig two = load(std::string(kData) +
+                           "trainer:\n  tracker:\n    - type: json_logger\n    - type: tensorboard\n"
+                           "      logdir: tb\n      flush_secs: 30\n");
+  ASSERT_EQ(two.trainer.tracker.size(), 2u);
+  EXPECT_EQ(two.trainer.tracker[0].type, "json_logger");
+  EXPECT_EQ(*two.trainer.tracker[1].flush_secs, 30);
+  // Dumped (config.yaml in the run directory) and read again: the same list.
+  YAML::Node dumped = levanter::config::to_yaml_value(two.trainer.tracker);
+  ASSERT_TRUE(dumped.IsSequence());
+  EXPECT_EQ(dumped[1]["logdir"].as<std::string>(), "tb");
+  // Overrides reach a single tracker's keys.
+  fs::path f = fs::temp_directory_path() / ("levanter_cfg_tr2_" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(f) << kData;
+  TrainLmConfig o = load_train_config(f.string(), {"--trainer.tracker.type", "noop"});
+  fs::remove(f);
+  EXPECT_EQ(o.trainer.tracker[0].type, "noop");
+}
+
+TEST(TrainConfig, TrackerMistakesAreNamed) {
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    - type: json\n    - type: wandb\n"),
+              HasSubstr("trainer.tracker.1.type: wandb needs an account and network access"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: json\n    logdir: tb\n"),
+              HasSubstr("trainer.tracker.logdir: a key of the tensorboard tracker, but this tracker is json"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker: []\n"), HasSubstr("an empty list of trackers"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    - type: tensorboard\n      logdri: tb\n"),
+              HasSubstr("unknown key 'trainer.tracker.0.logdri'"));
 }
 
 TEST(TrainConfig, ValidationNamesTheKey) {
