@@ -295,7 +295,7 @@ class Describer {
   template <typename T>
   void operator()(const char* key, const T& value, const char* help = "") {
     std::string path = prefix_.empty() ? key : prefix_ + "." + key;
-    if constexpr (has_fields<T>::value && !has_custom_parse<T>::value) {
+    if constexpr (has_fields<T>::value) {  // a custom-parsed type with fields (a list of them) lists its keys
       rows_.push_back({path, "section", "", help});
       describe(rows_, path, value);
     } else {
