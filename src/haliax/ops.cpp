@@ -158,13 +158,16 @@ at::Tensor fill_masked(const NamedArray& a, const NamedArray& where, const at::S
                    at::native::wrapped_scalar_tensor(identity, a.device()).to(a.dtype()));
 }
 
-[[noreturn]] void no_identity(const char* op) {
+// max/min with a mask but no `initial`: Haliax checks the mask's axes and the reduced axes, then jnp refuses.
+[[noreturn]] void no_identity(const char* op, const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  broadcast_to(where, a.axes());
+  plan(a, axis);
   value_error(std::string("reduction operation ") + op +
               " does not have an identity, so to use a where mask one has to specify 'initial'");
 }
 
-// The NaN-free copy of `a` (NaNs replaced by `fill`) and the mask of the non-NaN elements. Replacing before any
-// arithmetic keeps NaN out of the gradient (the double-where trick).
+// `a` with its NaNs replaced by `fill`. Replacing before any arithmetic keeps NaN out of the gradient (the
+// double-where trick): NaN positions get exactly zero.
 at::Tensor without_nan(const NamedArray& a, const at::Scalar& fill) {
   if (!at::isFloatingType(a.dtype())) return a.array();
   return at::where(at::isnan(a.array()), at::native::wrapped_scalar_tensor(fill, a.device()).to(a.dtype()), a.array());
@@ -239,8 +242,7 @@ NamedArray max(const NamedArray& a, const AxisSelection& axis) {
   return NamedArray(at::amax(a.array(), r.dims), r.out_axes);
 }
 NamedArray max(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  (void)a, (void)axis, (void)where;
-  no_identity("max");
+  no_identity("max", a, axis, where);
 }
 NamedArray max(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
   NamedArray r = max(NamedArray(fill_masked(a, where, initial), a.axes()), axis);
@@ -254,8 +256,7 @@ NamedArray min(const NamedArray& a, const AxisSelection& axis) {
   return NamedArray(at::amin(a.array(), r.dims), r.out_axes);
 }
 NamedArray min(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  (void)a, (void)axis, (void)where;
-  no_identity("min");
+  no_identity("min", a, axis, where);
 }
 NamedArray min(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
   NamedArray r = min(NamedArray(fill_masked(a, where, initial), a.axes()), axis);
@@ -375,8 +376,7 @@ NamedArray nanmax(const NamedArray& a, const AxisSelection& axis) {
   return nan_if_empty(r, not_nan(a), axis);
 }
 NamedArray nanmax(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  (void)a, (void)axis, (void)where;
-  no_identity("max");
+  no_identity("max", a, axis, where);
 }
 NamedArray nanmax(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
   if (!at::isFloatingType(a.dtype())) return max(a, axis, where, initial);
@@ -391,8 +391,7 @@ NamedArray nanmin(const NamedArray& a, const AxisSelection& axis) {
   return nan_if_empty(r, not_nan(a), axis);
 }
 NamedArray nanmin(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  (void)a, (void)axis, (void)where;
-  no_identity("min");
+  no_identity("min", a, axis, where);
 }
 NamedArray nanmin(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
   if (!at::isFloatingType(a.dtype())) return min(a, axis, where, initial);

@@ -261,6 +261,8 @@ TEST(MaskedReductions, MaxMinWithWhereNeedInitialAsInTheOriginal) {
   EXPECT_VALUE_ERROR(nanmax(y, "c", yw), ref::nanmax_where.message);
   EXPECT_VALUE_ERROR(nanmin(y, "b", y > -1.0), ref::nanmin_where.message);
   EXPECT_EQ(ref::max_where.type, "ValueError");
+  // As in Haliax, a wrong axis is reported before the missing identity.
+  EXPECT_VALUE_ERROR(max(y, "zz", yw), "axis zz is not in");
   // `initial` as jnp.max has it: max(initial, max over the unmasked).
   expect_matches_ref(max(y, "c", yw, 3.5), ref::jnp_max_where_initial);
   expect_matches_ref(min(y, "b", yw, 4.5), ref::jnp_min_where_initial);
