@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/ScalarOps.h>
 
+#include <cmath>
 #include <limits>
 #include <map>
+#include <string>
 
 #include "haliax/error.h"
 #include "haliax/ops/contract.h"
@@ -54,7 +56,18 @@ NamedArray clip(const NamedArray& a, std::optional<at::Scalar> lo, std::optional
   return NamedArray(at::clamp(a.array(), l, h), a.axes());
 }
 
-NamedArray clip(const NamedArray& a, const NamedArray& lo, const NamedArray& hi) { return minimum(maximum(a, lo), hi); }
+NamedArray clip(const NamedArray& a, const NamedArray& lo, const NamedArray& hi) {
+  auto [arrays, axes] = broadcast_arrays({a, lo, hi});
+  return NamedArray(at::clamp(arrays[0].array(), arrays[1].array(), arrays[2].array()), axes);
+}
+NamedArray clip(const NamedArray& a, const NamedArray& lo, const at::Scalar& hi) {
+  auto [arrays, axes] = broadcast_arrays({a, lo});
+  return NamedArray(at::clamp_max(at::clamp(arrays[0].array(), arrays[1].array(), c10::nullopt), hi), axes);
+}
+NamedArray clip(const NamedArray& a, const at::Scalar& lo, const NamedArray& hi) {
+  auto [arrays, axes] = broadcast_arrays({a, hi});
+  return NamedArray(at::clamp(at::clamp_min(arrays[0].array(), lo), c10::nullopt, arrays[1].array()), axes);
+}
 
 // --- elementwise: binary -----------------------------------------------------------------------------------
 
@@ -145,46 +158,33 @@ at::Tensor fill_masked(const NamedArray& a, const NamedArray& where, const at::S
                    at::native::wrapped_scalar_tensor(identity, a.device()).to(a.dtype()));
 }
 
-at::Scalar lowest(at::ScalarType t) {
-  if (at::isFloatingType(t)) return -std::numeric_limits<double>::infinity();
-  if (t == at::kBool) return false;
-  return std::numeric_limits<int64_t>::min();
+// max/min with a mask but no `initial`: Haliax checks the mask's axes and the reduced axes, then jnp refuses.
+[[noreturn]] void no_identity(const char* op, const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  broadcast_to(where, a.axes());
+  plan(a, axis);
+  value_error(std::string("reduction operation ") + op +
+              " does not have an identity, so to use a where mask one has to specify 'initial'");
 }
 
-at::Scalar highest(at::ScalarType t) {
-  if (at::isFloatingType(t)) return std::numeric_limits<double>::infinity();
-  if (t == at::kBool) return true;
-  return std::numeric_limits<int64_t>::max();
+// `a` with its NaNs replaced by `fill`. Replacing before any arithmetic keeps NaN out of the gradient (the
+// double-where trick): NaN positions get exactly zero.
+at::Tensor without_nan(const NamedArray& a, const at::Scalar& fill) {
+  if (!at::isFloatingType(a.dtype())) return a.array();
+  return at::where(at::isnan(a.array()), at::native::wrapped_scalar_tensor(fill, a.device()).to(a.dtype()), a.array());
 }
-
-at::Scalar clamp_to_dtype(const at::Scalar& s, at::ScalarType t) {
-  // Integer extremes for narrower integer dtypes.
-  if (at::isIntegralType(t, false)) {
-    int64_t v = s.toLong();
-    int64_t lo = 0, hi = 0;
-    switch (t) {
-      case at::kByte:
-        lo = 0;
-        hi = 255;
-        break;
-      case at::kChar:
-        lo = -128;
-        hi = 127;
-        break;
-      case at::kShort:
-        lo = INT16_MIN;
-        hi = INT16_MAX;
-        break;
-      case at::kInt:
-        lo = INT32_MIN;
-        hi = INT32_MAX;
-        break;
-      default:
-        return s;
-    }
-    return std::min(std::max(v, lo), hi);
-  }
-  return s;
+NamedArray not_nan(const NamedArray& a) {
+  if (!at::isFloatingType(a.dtype())) return NamedArray(at::ones_like(a.array(), at::kBool), a.axes());
+  return NamedArray(at::logical_not(at::isnan(a.array())), a.axes());
+}
+NamedArray not_nan(const NamedArray& a, const NamedArray& where) {
+  return NamedArray(at::logical_and(not_nan(a).array(), mask_for(a, where)), a.axes());
+}
+// NaN where `valid` is false over the whole slice of `axis`, else `r`.
+NamedArray nan_if_empty(const NamedArray& r, const NamedArray& valid, const AxisSelection& axis) {
+  NamedArray any_valid = any(valid, axis);
+  return NamedArray(at::where(any_valid.array(), r.array(),
+                              at::native::wrapped_scalar_tensor(at::Scalar(NAN), r.device()).to(r.dtype())),
+                    r.axes());
 }
 
 at::Tensor count(const NamedArray& a, const NamedArray& where, const Reduce& r) {
@@ -242,7 +242,11 @@ NamedArray max(const NamedArray& a, const AxisSelection& axis) {
   return NamedArray(at::amax(a.array(), r.dims), r.out_axes);
 }
 NamedArray max(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  return max(NamedArray(fill_masked(a, where, clamp_to_dtype(lowest(a.dtype()), a.dtype())), a.axes()), axis);
+  no_identity("max", a, axis, where);
+}
+NamedArray max(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
+  NamedArray r = max(NamedArray(fill_masked(a, where, initial), a.axes()), axis);
+  return NamedArray(at::clamp_min(r.array(), initial), r.axes());
 }
 
 NamedArray min(const NamedArray& a) { return min(a, everything(a)); }
@@ -252,7 +256,11 @@ NamedArray min(const NamedArray& a, const AxisSelection& axis) {
   return NamedArray(at::amin(a.array(), r.dims), r.out_axes);
 }
 NamedArray min(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
-  return min(NamedArray(fill_masked(a, where, clamp_to_dtype(highest(a.dtype()), a.dtype())), a.axes()), axis);
+  no_identity("min", a, axis, where);
+}
+NamedArray min(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
+  NamedArray r = min(NamedArray(fill_masked(a, where, initial), a.axes()), axis);
+  return NamedArray(at::clamp_max(r.array(), initial), r.axes());
 }
 
 NamedArray logsumexp(const NamedArray& a) { return logsumexp(a, everything(a)); }
@@ -295,8 +303,12 @@ NamedArray var(const NamedArray& a, int64_t ddof) { return var(a, everything(a),
 NamedArray var(const NamedArray& a, const AxisSelection& axis, int64_t ddof) {
   Reduce r = plan(a, axis);
   at::Tensor x = at::isFloatingType(a.dtype()) ? a.array() : a.array().to(at::kFloat);
-  if (r.dims.empty()) return NamedArray(at::zeros_like(x), a.axes());
-  return NamedArray(at::var(x, r.dims, /*correction=*/c10::optional<int64_t>(ddof), /*keepdim=*/false), r.out_axes);
+  if (r.dims.empty()) return NamedArray(ddof < 1 ? at::zeros_like(x) : at::full_like(x, NAN), a.axes());
+  at::Tensor v = at::var(x, r.dims, /*correction=*/c10::optional<int64_t>(ddof), /*keepdim=*/false);
+  int64_t n = 1;
+  for (int64_t d : r.dims) n *= x.size(d);
+  if (n - ddof <= 0) v = at::full_like(v, NAN);  // JAX: NaN where no degrees of freedom are left
+  return NamedArray(v, r.out_axes);
 }
 NamedArray var(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof) {
   NamedArray x = at::isFloatingType(a.dtype()) ? a : astype(a, at::kFloat);
@@ -306,13 +318,85 @@ NamedArray var(const NamedArray& a, const AxisSelection& axis, const NamedArray&
   at::Tensor s = fill_masked(dev, where, 0);
   if (!r.dims.empty()) s = at::sum(s, r.dims);
   at::Tensor n = r.dims.empty() ? mask_for(a, where).to(x.dtype()) : count(x, where, r);
-  return NamedArray(s / (n - static_cast<double>(ddof)), r.out_axes);
+  at::Tensor dof = n - static_cast<double>(ddof);
+  return NamedArray(at::where(dof > 0, s / dof, at::full_like(s, NAN)), r.out_axes);
 }
 
 NamedArray std(const NamedArray& a, int64_t ddof) { return sqrt(var(a, ddof)); }
 NamedArray std(const NamedArray& a, const AxisSelection& axis, int64_t ddof) { return sqrt(var(a, axis, ddof)); }
 NamedArray std(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof) {
   return sqrt(var(a, axis, where, ddof));
+}
+
+// --- NaN-ignoring reductions (jnp.nan*) ---------------------------------------------------------------------
+
+NamedArray nansum(const NamedArray& a) { return sum(NamedArray(without_nan(a, 0), a.axes())); }
+NamedArray nansum(const NamedArray& a, const AxisSelection& axis) {
+  return sum(NamedArray(without_nan(a, 0), a.axes()), axis);
+}
+NamedArray nansum(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  return sum(NamedArray(without_nan(a, 0), a.axes()), axis, where);
+}
+
+NamedArray nanprod(const NamedArray& a) { return prod(NamedArray(without_nan(a, 1), a.axes())); }
+NamedArray nanprod(const NamedArray& a, const AxisSelection& axis) {
+  return prod(NamedArray(without_nan(a, 1), a.axes()), axis);
+}
+NamedArray nanprod(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  return prod(NamedArray(without_nan(a, 1), a.axes()), axis, where);
+}
+
+// nanmean, nanvar: the masked versions with the NaNs folded into the mask (an all-NaN slice is 0/0 = NaN).
+NamedArray nanmean(const NamedArray& a) { return nanmean(a, everything(a)); }
+NamedArray nanmean(const NamedArray& a, const AxisSelection& axis) {
+  return mean(NamedArray(without_nan(a, 0), a.axes()), axis, not_nan(a));
+}
+NamedArray nanmean(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  return mean(NamedArray(without_nan(a, 0), a.axes()), axis, not_nan(a, where));
+}
+
+NamedArray nanvar(const NamedArray& a, int64_t ddof) { return nanvar(a, everything(a), ddof); }
+NamedArray nanvar(const NamedArray& a, const AxisSelection& axis, int64_t ddof) {
+  return var(NamedArray(without_nan(a, 0), a.axes()), axis, not_nan(a), ddof);
+}
+NamedArray nanvar(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof) {
+  return var(NamedArray(without_nan(a, 0), a.axes()), axis, not_nan(a, where), ddof);
+}
+NamedArray nanstd(const NamedArray& a, int64_t ddof) { return sqrt(nanvar(a, ddof)); }
+NamedArray nanstd(const NamedArray& a, const AxisSelection& axis, int64_t ddof) { return sqrt(nanvar(a, axis, ddof)); }
+NamedArray nanstd(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof) {
+  return sqrt(nanvar(a, axis, where, ddof));
+}
+
+// nanmax, nanmin: NaN becomes the identity (-inf/+inf), then an all-NaN slice is set back to NaN.
+NamedArray nanmax(const NamedArray& a) { return nanmax(a, everything(a)); }
+NamedArray nanmax(const NamedArray& a, const AxisSelection& axis) {
+  if (!at::isFloatingType(a.dtype())) return max(a, axis);
+  NamedArray r = max(NamedArray(without_nan(a, -INFINITY), a.axes()), axis);
+  return nan_if_empty(r, not_nan(a), axis);
+}
+NamedArray nanmax(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  no_identity("max", a, axis, where);
+}
+NamedArray nanmax(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
+  if (!at::isFloatingType(a.dtype())) return max(a, axis, where, initial);
+  NamedArray r = max(NamedArray(without_nan(a, -INFINITY), a.axes()), axis, where, initial);
+  return nan_if_empty(r, not_nan(a), axis);  // all NaN, whatever the mask (as jnp)
+}
+
+NamedArray nanmin(const NamedArray& a) { return nanmin(a, everything(a)); }
+NamedArray nanmin(const NamedArray& a, const AxisSelection& axis) {
+  if (!at::isFloatingType(a.dtype())) return min(a, axis);
+  NamedArray r = min(NamedArray(without_nan(a, INFINITY), a.axes()), axis);
+  return nan_if_empty(r, not_nan(a), axis);
+}
+NamedArray nanmin(const NamedArray& a, const AxisSelection& axis, const NamedArray& where) {
+  no_identity("min", a, axis, where);
+}
+NamedArray nanmin(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial) {
+  if (!at::isFloatingType(a.dtype())) return min(a, axis, where, initial);
+  NamedArray r = min(NamedArray(without_nan(a, INFINITY), a.axes()), axis, where, initial);
+  return nan_if_empty(r, not_nan(a), axis);  // all NaN, whatever the mask (as jnp)
 }
 
 NamedArray argmax(const NamedArray& a) { return NamedArray(at::argmax(a.array()), {}); }
@@ -326,11 +410,45 @@ NamedArray argmin(const NamedArray& a, const AxisSelector& axis) {
   return NamedArray(at::argmin(a.array(), r.dims[0]), r.out_axes);
 }
 
-NamedArray cumsum(const NamedArray& a, const AxisSelector& axis) {
-  return NamedArray(at::cumsum(a.array(), plan(a, AxisSelection(axis)).dims[0]), a.axes());
+namespace {
+
+// JAX keeps the input's dtype in scans (ATen widens integers to int64); bool counts as the default int.
+at::ScalarType scan_dtype(const NamedArray& a, std::optional<at::ScalarType> dtype) {
+  if (dtype) return *dtype;
+  return a.dtype() == at::kBool ? at::kLong : a.dtype();
 }
-NamedArray cumprod(const NamedArray& a, const AxisSelector& axis) {
-  return NamedArray(at::cumprod(a.array(), plan(a, AxisSelection(axis)).dims[0]), a.axes());
+
+// The index of the max (or min) ignoring NaNs; -1 for an all-NaN slice, as JAX.
+NamedArray nan_arg(const NamedArray& a, std::optional<AxisSelector> axis, bool is_max) {
+  if (!at::isFloatingType(a.dtype())) {
+    if (axis) return is_max ? argmax(a, *axis) : argmin(a, *axis);
+    return is_max ? argmax(a) : argmin(a);
+  }
+  NamedArray clean(without_nan(a, is_max ? -INFINITY : INFINITY), a.axes());
+  NamedArray idx =
+      axis ? (is_max ? argmax(clean, *axis) : argmin(clean, *axis)) : (is_max ? argmax(clean) : argmin(clean));
+  NamedArray valid = axis ? any(not_nan(a), AxisSelection(*axis)) : any(not_nan(a));
+  return NamedArray(at::where(valid.array(), idx.array(), at::full_like(idx.array(), -1)), idx.axes());
+}
+
+}  // namespace
+
+NamedArray nanargmax(const NamedArray& a) { return nan_arg(a, std::nullopt, true); }
+NamedArray nanargmax(const NamedArray& a, const AxisSelector& axis) { return nan_arg(a, axis, true); }
+NamedArray nanargmin(const NamedArray& a) { return nan_arg(a, std::nullopt, false); }
+NamedArray nanargmin(const NamedArray& a, const AxisSelector& axis) { return nan_arg(a, axis, false); }
+
+NamedArray cumsum(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype) {
+  return NamedArray(at::cumsum(a.array(), plan(a, AxisSelection(axis)).dims[0], scan_dtype(a, dtype)), a.axes());
+}
+NamedArray cumprod(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype) {
+  return NamedArray(at::cumprod(a.array(), plan(a, AxisSelection(axis)).dims[0], scan_dtype(a, dtype)), a.axes());
+}
+NamedArray nancumsum(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype) {
+  return cumsum(NamedArray(without_nan(a, 0), a.axes()), axis, dtype);
+}
+NamedArray nancumprod(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype) {
+  return cumprod(NamedArray(without_nan(a, 1), a.axes()), axis, dtype);
 }
 NamedArray sort(const NamedArray& a, const AxisSelector& axis) {
   return NamedArray(std::get<0>(at::sort(a.array(), c10::optional<bool>(true), plan(a, AxisSelection(axis)).dims[0])),
@@ -472,12 +590,16 @@ NamedArray dot_impl(const std::vector<NamedArray>& arrays, const std::optional<A
 
 }  // namespace
 
-NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis,
-               const std::optional<AxisSelection>& out_axes) {
+NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis) {
+  return dot_impl({a, b}, axis, std::nullopt);
+}
+NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis, const AxisSelection& out_axes) {
   return dot_impl({a, b}, axis, out_axes);
 }
-NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis,
-               const std::optional<AxisSelection>& out_axes) {
+NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis) {
+  return dot_impl(arrays, axis, std::nullopt);
+}
+NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis, const AxisSelection& out_axes) {
   return dot_impl(arrays, axis, out_axes);
 }
 NamedArray dot(const NamedArray& a, const NamedArray& b, AllAxes) {

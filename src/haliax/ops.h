@@ -43,9 +43,12 @@ NamedArray isnan(const NamedArray& a);
 NamedArray isinf(const NamedArray& a);
 NamedArray isfinite(const NamedArray& a);
 NamedArray logical_not(const NamedArray& a);
-// Clamp into [lo, hi]; either bound may be absent.
+// Clamp into [lo, hi]; either scalar bound may be absent. Named bounds broadcast with `a` as in Haliax (all three
+// together: each must be a subset of the largest), so a bound may carry axes `a` lacks.
 NamedArray clip(const NamedArray& a, std::optional<at::Scalar> lo, std::optional<at::Scalar> hi);
 NamedArray clip(const NamedArray& a, const NamedArray& lo, const NamedArray& hi);
+NamedArray clip(const NamedArray& a, const NamedArray& lo, const at::Scalar& hi);
+NamedArray clip(const NamedArray& a, const at::Scalar& lo, const NamedArray& hi);
 
 // --- elementwise: binary (broadcast by name) ---------------------------------------------------------------
 
@@ -79,8 +82,10 @@ bool array_equal(const NamedArray& a, const NamedArray& b);
 
 // --- reductions ----------------------------------------------------------------------------------------------
 // Over all axes (0-d result), one axis, or several. `where` (bool, broadcast to the input's axes) masks out
-// elements: they count as the reduction's identity (sum 0, prod 1, max -inf, ...) and are not counted in
-// mean/var/std.
+// elements: they count as the reduction's identity (sum 0, prod 1, ...) and are not counted in mean/var/std.
+// max and min have no identity: as in Haliax (jnp.max), a `where` mask alone always throws "reduction operation
+// max does not have an identity, so to use a where mask one has to specify 'initial'". The overloads with
+// `initial` (which Haliax's wrappers do not expose; jnp's `initial`) give max(initial, max over unmasked).
 
 #define HALIAX_DECLARE_REDUCTION(name)                             \
   NamedArray name(const NamedArray& a);                            \
@@ -94,22 +99,50 @@ HALIAX_DECLARE_REDUCTION(prod)
 HALIAX_DECLARE_REDUCTION(logsumexp)
 HALIAX_DECLARE_REDUCTION(all)
 HALIAX_DECLARE_REDUCTION(any)
+// NaN-ignoring versions (jnp.nan*): NaNs count as the identity and are not counted; an all-NaN slice gives NaN
+// for nanmean/nanmax/nanmin/nanvar/nanstd, 0 for nansum and 1 for nanprod. NaN positions get zero gradient.
+HALIAX_DECLARE_REDUCTION(nansum)
+HALIAX_DECLARE_REDUCTION(nanmean)
+HALIAX_DECLARE_REDUCTION(nanmax)
+HALIAX_DECLARE_REDUCTION(nanmin)
+HALIAX_DECLARE_REDUCTION(nanprod)
 #undef HALIAX_DECLARE_REDUCTION
-// Variance and standard deviation; ddof = 0 as in numpy/JAX.
+NamedArray max(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial);
+NamedArray min(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial);
+NamedArray nanmax(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial);
+NamedArray nanmin(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, const at::Scalar& initial);
+// Variance and standard deviation; ddof = 0 as in numpy/JAX. Where fewer than ddof + 1 elements count, NaN.
 NamedArray var(const NamedArray& a, int64_t ddof = 0);
 NamedArray var(const NamedArray& a, const AxisSelection& axis, int64_t ddof = 0);
 NamedArray var(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof = 0);
 NamedArray std(const NamedArray& a, int64_t ddof = 0);
 NamedArray std(const NamedArray& a, const AxisSelection& axis, int64_t ddof = 0);
 NamedArray std(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof = 0);
+NamedArray nanvar(const NamedArray& a, int64_t ddof = 0);
+NamedArray nanvar(const NamedArray& a, const AxisSelection& axis, int64_t ddof = 0);
+NamedArray nanvar(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof = 0);
+NamedArray nanstd(const NamedArray& a, int64_t ddof = 0);
+NamedArray nanstd(const NamedArray& a, const AxisSelection& axis, int64_t ddof = 0);
+NamedArray nanstd(const NamedArray& a, const AxisSelection& axis, const NamedArray& where, int64_t ddof = 0);
 // Index of the max/min along one axis (int64), or over the flattened array.
 NamedArray argmax(const NamedArray& a);
 NamedArray argmax(const NamedArray& a, const AxisSelector& axis);
 NamedArray argmin(const NamedArray& a);
 NamedArray argmin(const NamedArray& a, const AxisSelector& axis);
-// Scans along one axis (the axis is kept).
-NamedArray cumsum(const NamedArray& a, const AxisSelector& axis);
-NamedArray cumprod(const NamedArray& a, const AxisSelector& axis);
+// The same ignoring NaNs; -1 where the slice is all NaN (JAX's rule; numpy raises).
+NamedArray nanargmax(const NamedArray& a);
+NamedArray nanargmax(const NamedArray& a, const AxisSelector& axis);
+NamedArray nanargmin(const NamedArray& a);
+NamedArray nanargmin(const NamedArray& a, const AxisSelector& axis);
+// Scans along one axis (the axis is kept). The result dtype is `dtype`, else the input's (as JAX: int32 stays
+// int32, where ATen would widen to int64), with bool counted as int64. nancumsum/nancumprod treat NaN as 0/1.
+NamedArray cumsum(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype = std::nullopt);
+NamedArray cumprod(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype = std::nullopt);
+NamedArray nancumsum(const NamedArray& a, const AxisSelector& axis, std::optional<at::ScalarType> dtype = std::nullopt);
+NamedArray nancumprod(const NamedArray& a, const AxisSelector& axis,
+                      std::optional<at::ScalarType> dtype = std::nullopt);
+// Ascending along one axis. Always stable (Haliax's argsort has stable=False by default, which only permits
+// any order of ties); no descending option, as in Haliax (flip the result: shape.h).
 NamedArray sort(const NamedArray& a, const AxisSelector& axis);
 NamedArray argsort(const NamedArray& a, const AxisSelector& axis);
 
@@ -122,10 +155,13 @@ inline constexpr AllAxes all_axes{};
 // Contract `axis` (one or several names); axes in several operands that are not contracted are batched; the
 // rest are kept. Output axes are in order of first appearance, or as `out_axes` (which may hold "...").
 // An empty `axis` is an outer product. Throws "Axis x has multiple sizes: a and b" for inconsistent operands.
-NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis,
-               const std::optional<AxisSelection>& out_axes = std::nullopt);
-NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis,
-               const std::optional<AxisSelection>& out_axes = std::nullopt);
+// `out_axes` may be a braced list: dot(x, w, Embed, {Hidden, "..."}). (No std::optional overload: it would make
+// a single name or Axis as out_axes ambiguous.)
+NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis);
+NamedArray dot(const NamedArray& a, const NamedArray& b, const AxisSelection& axis, const AxisSelection& out_axes);
+NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis);
+NamedArray dot(const std::vector<NamedArray>& arrays, const AxisSelection& axis, const AxisSelection& out_axes);
+
 NamedArray dot(const NamedArray& a, const NamedArray& b, AllAxes);
 NamedArray dot(const std::vector<NamedArray>& arrays, AllAxes);
 

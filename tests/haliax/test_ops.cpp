@@ -201,8 +201,18 @@ TEST(Ops, ReductionsWithWhereMask) {
         return at::where(w, x, at::zeros_like(x)).sum(at::IntArrayRef{1, 2}) /
                w.sum(at::IntArrayRef{1, 2}).to(at::kDouble);
       });
-  run([](const NamedArray& x, const NamedArray& w) { return max(x, "embed", w); },
-      [](const at::Tensor& x, const at::Tensor& w) { return at::where(w, x, at::full_like(x, -INFINITY)).amax(2); });
+  // max has no identity: a mask needs `initial` (without it, Haliax's ValueError: test_nan_reductions.cpp).
+  run([](const NamedArray& x, const NamedArray& w) { return max(x, "embed", w, -1.0); },
+      [](const at::Tensor& x, const at::Tensor& w) {
+        return at::where(w, x, at::full_like(x, -INFINITY)).amax(2).clamp_min(-1.0);
+      });
+  run(
+      [](const NamedArray& x, const NamedArray& w) {
+        return min(x, {"batch", "pos"}, w, 0.0);
+      },
+      [](const at::Tensor& x, const at::Tensor& w) {
+        return at::where(w, x, at::full_like(x, INFINITY)).amin({0, 1}).clamp_max(0.0);
+      });
   run(
       [](const NamedArray& x, const NamedArray& w) {
         return var(x, {"pos", "embed"}, w);
