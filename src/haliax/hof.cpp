@@ -130,9 +130,7 @@ void throw_empty_axis(const std::string& op, const Axis& axis) {
   value_error(op + " over " + to_string(axis) + ", which has no positions: the outputs' axes are unknown");
 }
 
-bool checkpointing(const ScanOptions& options) {
-  return options.gradient_checkpointing && nn::checkpointing_enabled();
-}
+bool checkpointing(const ScanOptions& options) { return options.gradient_checkpointing && nn::checkpointing_enabled(); }
 
 std::vector<NamedArray> checkpointed(const LeavesFn& fn, const std::vector<NamedArray>& inputs) {
   std::vector<at::Tensor> tensors;

@@ -59,9 +59,7 @@ struct Tree {
 template <>
 struct Tree<NamedArray> {
   static void flatten(const NamedArray& a, std::vector<NamedArray>& out) { out.push_back(a); }
-  static void paths(const NamedArray&, const std::string& path, std::vector<std::string>& out) {
-    out.push_back(path);
-  }
+  static void paths(const NamedArray&, const std::string& path, std::vector<std::string>& out) { out.push_back(path); }
   static NamedArray rebuild(const NamedArray&, const std::vector<NamedArray>& leaves, size_t& pos) {
     return leaves.at(pos++);
   }
@@ -92,6 +90,7 @@ struct Tree<std::tuple<Ts...>> {
   static void paths(const Self& t, const std::string& path, std::vector<std::string>& out) {
     size_t i = 0;
     std::apply([&](const Ts&... e) { (Tree<Ts>::paths(e, path + "[" + std::to_string(i++) + "]", out), ...); }, t);
+    (void)i;  // unused for the empty tuple
   }
   static Self rebuild(const Self& like, const std::vector<NamedArray>& leaves, size_t& pos) {
     // Braced initialisation evaluates left to right, so the leaves are consumed in order.
@@ -253,8 +252,7 @@ auto scan_args(const std::string& op, const std::string& arg_name, const std::st
   SlicePlan plan = plan_slices(op, axis, flat, paths);
   StepInputs inputs(plan, flat);
   auto inputs_at = [&inputs](int64_t i) { return inputs.at(i); };
-  auto step = [f, like = std::make_tuple(skeleton(xs)...)](const Carry& c, int64_t,
-                                                           const std::vector<NamedArray>& in) {
+  auto step = [f, like = std::make_tuple(skeleton(xs)...)](const Carry& c, int64_t, const std::vector<NamedArray>& in) {
     return std::apply([&](const auto&... x) { return f(c, x...); }, rebuild(like, in));
   };
   return scan_loop(op, plan.axis, options, init, inputs_at, step);

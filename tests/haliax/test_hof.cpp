@@ -13,8 +13,8 @@
 #include "testing.h"
 
 using namespace haliax;
-using haliax::testing::expect_same_value_and_grad;
 using haliax::testing::expect_matches_ref;
+using haliax::testing::expect_same_value_and_grad;
 using haliax::testing::randn;
 using haliax::testing::ref_to_named;
 
@@ -47,8 +47,8 @@ at::Tensor mul_add_loop(const std::vector<at::Tensor>& t, bool reverse) {
 }
 
 at::Tensor named_mul_add_scan(const std::vector<at::Tensor>& t, ScanOptions options) {
-  auto [carry, ys] = scan(mul_add_step, "x", options)(NamedArray(t[0], {Y}), NamedArray(t[1], {Y, X}),
-                                                      NamedArray(t[2], {Y}));
+  auto [carry, ys] =
+      scan(mul_add_step, "x", options)(NamedArray(t[0], {Y}), NamedArray(t[1], {Y, X}), NamedArray(t[2], {Y}));
   EXPECT_EQ(carry.axes(), (AxisSpec{Y}));
   EXPECT_EQ(ys.axes(), (AxisSpec{X, Y}));  // the scanned axis comes first, as in Haliax
   return flat_cat({carry.array(), ys.array()});
@@ -201,7 +201,9 @@ TEST(HaliaxHof, VmapSeesArgumentsWithoutTheAxisAndPutsItFirst) {
         EXPECT_EQ(out.axes(), (AxisSpec{X, B}));
         return out.array();
       },
-      [](const auto& t) { return (at::tanh(t[0]) * t[1].view({1, 2, 1})).sum(1).t(); });
+      [](const auto& t) {
+        return (at::tanh(t[0]) * t[1].view({1, 2, 1})).sum(1).t();
+      });
 }
 
 TEST(HaliaxHof, VmapOverSeveralAxesNestsWithTheFirstOutermost) {
@@ -231,6 +233,17 @@ TEST(HaliaxHof, VmapOverSeveralAxesNestsWithTheFirstOutermost) {
   EXPECT_TRUE(array_equal(vmap(f, AxisSelection())(u, u), f(u, u)));
 }
 
+TEST(HaliaxHof, VmapReturnsTreesWithTheAxisFirstOnEveryLeaf) {
+  NamedArray xb(randn({3, 2, 4}, 23), {B, Y, X});
+  auto f = [](const NamedArray& u) { return std::make_pair(u * 2.0, std::vector<NamedArray>{haliax::sum(u)}); };
+  auto [doubled, sums] = vmap(f, X)(xb);
+  EXPECT_EQ(doubled.axes(), (AxisSpec{X, B, Y}));
+  EXPECT_TRUE(at::allclose(doubled.array(), xb.array().permute({2, 0, 1}) * 2.0));
+  ASSERT_EQ(sums.size(), 1u);
+  EXPECT_EQ(sums[0].axes(), (AxisSpec{X}));
+  EXPECT_TRUE(at::allclose(sums[0].array(), xb.array().sum(at::IntArrayRef{0, 1})));
+}
+
 TEST(HaliaxHof, VmapOverAnAbsentAxisBroadcastsTheResult) {
   NamedArray w(randn({2}, 17), {Y});
   Axis Z("z", 2);
@@ -256,8 +269,7 @@ TEST(HaliaxHofCheckpointing, ScanGradientsEqualThePlainScanAndStepsAreRecomputed
     ScanOptions on = checkpointed(), off;
     on.reverse = off.reverse = reverse;
     expect_same_value_and_grad(
-        mul_add_inputs(), [&](const auto& t) { return run(t, on); }, [&](const auto& t) { return run(t, off); },
-        1e-12);
+        mul_add_inputs(), [&](const auto& t) { return run(t, on); }, [&](const auto& t) { return run(t, off); }, 1e-12);
   }
   // With checkpointing each of the 4 steps runs again in backward; without, only once.
   std::vector<at::Tensor> in = mul_add_inputs();
@@ -352,9 +364,9 @@ TEST(HaliaxHofErrors, AnAxisOfAnotherSizeIsAnError) {
   EXPECT_THAT(ref::vmap_axis_size.message, ::testing::HasSubstr("Found axis with same name but different size"));
   EXPECT_VALUE_ERROR(vmap([](const NamedArray& u) { return u; }, X.resize(3))(x),
                      "Found axis with same name but different size");
-  EXPECT_VALUE_ERROR(scan([](const NamedArray& c, const NamedArray& u) { return std::make_pair(c, u); }, X.resize(3))(
-                         init, x),
-                     "Found axis with same name but different size");
+  EXPECT_VALUE_ERROR(
+      scan([](const NamedArray& c, const NamedArray& u) { return std::make_pair(c, u); }, X.resize(3))(init, x),
+      "Found axis with same name but different size");
 }
 
 TEST(HaliaxHofErrors, TheCarryMustKeepItsAxesAndDtype) {
@@ -382,13 +394,13 @@ TEST(HaliaxHofErrors, AnAxisWithoutPositions) {
   auto step = [](const NamedArray& c, const NamedArray& u) { return std::make_pair(c + u, u); };
   EXPECT_VALUE_ERROR(scan(step, "z")(init, empty), "scan over Axis(name='z', size=0), which has no positions");
   // fold has no outputs to stack: it returns the initial carry, as jax.lax.scan does.
-  EXPECT_TRUE(array_equal(fold([](const NamedArray& c, const NamedArray& u) { return c + u; }, "z")(init, empty), init));
+  EXPECT_TRUE(
+      array_equal(fold([](const NamedArray& c, const NamedArray& u) { return c + u; }, "z")(init, empty), init));
 }
 
 // --- against the original Haliax -------------------------------------------------------------------------------
 
 TEST(HaliaxHofReference, ScanCumulativeSumAndProduct) {
-
   NamedArray init = ref_to_named(ref::init), x = ref_to_named(ref::x);
   NamedArray w = ref_to_named(ref::w);
   auto cumsum_step = [](const NamedArray& c, const NamedArray& xi) {
@@ -412,14 +424,13 @@ TEST(HaliaxHofReference, ScanCumulativeSumAndProduct) {
 }
 
 TEST(HaliaxHofReference, FoldMapAndVmap) {
-
   NamedArray init = ref_to_named(ref::init), x = ref_to_named(ref::x);
   NamedArray w = ref_to_named(ref::w), xb = ref_to_named(ref::xb);
   expect_matches_ref(fold([&](const NamedArray& c, const NamedArray& xi) { return c + xi * w; }, X)(init, x),
                      ref::fold_sum);
-  expect_matches_ref(fold([](const NamedArray& c, const NamedArray& xi) { return c * 0.5 + xi; }, "x", reversed())(
-                         init, x),
-                     ref::fold_rev);
+  expect_matches_ref(
+      fold([](const NamedArray& c, const NamedArray& xi) { return c * 0.5 + xi; }, "x", reversed())(init, x),
+      ref::fold_rev);
   expect_matches_ref(fold([](const NamedArray& c) { return c * 2.0 + 1.0; }, Axis("n", 3))(init), ref::fold_steps);
   expect_matches_ref(map([](const NamedArray& u) { return u * u + 1.0; }, X)(x), ref::map_sq);
   expect_matches_ref(map([](const NamedArray& u) { return haliax::sum(u); }, "x", reversed())(x), ref::map_rev);

@@ -11,8 +11,8 @@
 #include "haliax/reference/hof_expected.inc"
 
 using namespace haliax;
-using haliax::testing::expect_same_value_and_grad;
 using haliax::testing::expect_matches_ref;
+using haliax::testing::expect_same_value_and_grad;
 using haliax::testing::randn;
 using haliax::testing::ref_to_named;
 
@@ -68,15 +68,14 @@ struct MlpBlock {
 TEST(StackedScan, MatchesAnATenLoopWithGradients) {
   for (bool checkpointing : {false, true}) {
     expect_same_value_and_grad(
-        {randn({2}, 1), randn({3, 2}, 2)}, [&](const auto& t) { return named_tanh_scan(t, checkpointing); },
-        tanh_loop);
+        {randn({2}, 1), randn({3, 2}, 2)}, [&](const auto& t) { return named_tanh_scan(t, checkpointing); }, tanh_loop);
   }
 }
 
 TEST(StackedScan, CarryEqualsFoldAndOutputsAreTheLayerInputs) {
-  nn::Stacked<MlpBlock> stack =
-      nn::cast_floating(nn::Stacked<MlpBlock>::init(L, random::Key(3), [](const random::Key& k) { return MlpBlock::init(k); }),
-                        at::kDouble);
+  nn::Stacked<MlpBlock> stack = nn::cast_floating(
+      nn::Stacked<MlpBlock>::init(L, random::Key(3), [](const random::Key& k) { return MlpBlock::init(k); }),
+      at::kDouble);
   NamedArray x(randn({3, 4}, 4), {P, E});
   // y_i = (layer input, layer index as an array): a tuple output, stacked leaf by leaf.
   auto f = [](const MlpBlock& layer, const NamedArray& c, int64_t i) {
@@ -97,9 +96,9 @@ TEST(StackedScan, CarryEqualsFoldAndOutputsAreTheLayerInputs) {
 }
 
 TEST(StackedScan, GradientCheckpointingGivesTheSameGradientsAndRecomputes) {
-  nn::Stacked<MlpBlock> plain =
-      nn::cast_floating(nn::Stacked<MlpBlock>::init(L, random::Key(5), [](const random::Key& k) { return MlpBlock::init(k); }),
-                        at::kDouble);
+  nn::Stacked<MlpBlock> plain = nn::cast_floating(
+      nn::Stacked<MlpBlock>::init(L, random::Key(5), [](const random::Key& k) { return MlpBlock::init(k); }),
+      at::kDouble);
   nn::Stacked<MlpBlock> ckpt = plain;
   ckpt.gradient_checkpointing = true;
   auto calls = std::make_shared<int>(0);
