@@ -22,6 +22,11 @@
 //    (carry and inputs) receive gradients; tensors that f captures get none. JAX traces f and has neither rule.
 //  - No unroll, no nested (sqrt-N) remat and no named save/offload policies: gradient_checkpointing is Haliax's
 //    `remat=True` (keep each step's inputs, recompute the rest).
+//  - Errors are haliax::ValueError. Haliax's own texts are kept ("scan got `length` argument of 4 but some inputs
+//    had different leading axis sizes: xs[1] has leading dimension 5", naming inputs as if f were f(carry, *xs));
+//    of JAX's vmap size message only the first line is; where Haliax fails without a message of its own (a name
+//    no input has, an axis of size 0) ours says what is wrong. The carry check (same structure, axes in order and
+//    dtype at every step) is jax.lax.scan's rule, made at each step instead of at trace time.
 #pragma once
 
 #include <cstdint>
