@@ -2,8 +2,10 @@
 // forward + backward. Both sides run the same ATen kernels; the difference is name resolution, broadcasting
 // checks, permutes/views and the extra C++ objects. Runs are interleaved (named, raw, named, raw, ...) so
 // that machine noise hits both sides alike; we report medians and the ratio named/raw.
+// Also: Stacked::scan against Stacked::fold plus stacking the per-layer outputs by hand, on a stack of `--layers`
+// such blocks (fwd+bwd): scan must cost no more than that (field "stacked_scan" in the RESULT).
 //
-//   build/bench/bench_haliax_overhead [--reps N] [--batch B] [--seq T] [--dtype f32|bf16]
+//   build/bench/bench_haliax_overhead [--reps N] [--batch B] [--seq T] [--layers L] [--dtype f32|bf16]
 // Prints a table and one line `RESULT {json}`.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "haliax/haliax.h"
+#include "haliax/hof.h"
 
 namespace hax = haliax;
 using hax::Axis;
@@ -126,7 +129,7 @@ std::vector<at::Tensor*> raw_params(RawBlock& r) {
 
 int main(int argc, char** argv) {
   int reps = 30;
-  int64_t B = 4, T = 64, C = 768, NH = 12;
+  int64_t B = 4, T = 64, C = 768, NH = 12, L = 4;
   std::string dtype_s = "f32";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -137,10 +140,12 @@ int main(int argc, char** argv) {
       B = std::stoll(next());
     else if (a == "--seq")
       T = std::stoll(next());
+    else if (a == "--layers")
+      L = std::stoll(next());
     else if (a == "--dtype")
       dtype_s = next();
     else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--batch B] [--seq T] [--dtype f32|bf16]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps N] [--batch B] [--seq T] [--layers L] [--dtype f32|bf16]\n", argv[0]);
       return 2;
     }
   }
@@ -261,17 +266,61 @@ int main(int argc, char** argv) {
         sink += rb(xt, mask_t).numel();
       }));
 
+  // --- Stacked::scan vs Stacked::fold + stack, L blocks, forward + backward ----------------------------------
+  Axis Layers("layers", L);
+  auto stacked = hax::nn::Stacked<NamedBlock>::init(Layers, key.fold_in(6), [&](const hax::random::Key& k) {
+    auto ks = k.split(4);
+    NamedBlock b = nb;
+    b.c_attn = hax::nn::Linear::init({Embed}, {Qkv, Heads, HeadSize}, ks[0]);
+    b.c_proj = hax::nn::Linear::init({Heads, HeadSize}, {Embed}, ks[1]);
+    b.c_fc = hax::nn::Linear::init({Embed}, {Mlp}, ks[2]);
+    b.mlp_proj = hax::nn::Linear::init({Mlp}, {Embed}, ks[3]);
+    return hax::nn::cast_floating(b, dtype);
+  });
+  hax::nn::requires_grad_(stacked);
+  auto zero_stacked = [&] {
+    hax::nn::for_each_parameter(
+        stacked, [](const hax::nn::ParamInfo&, NamedArray& p) { p.array().mutable_grad() = at::Tensor(); });
+  };
+  // Both sides compute the same loss, sum(carry) + sum(ys), where y_i is layer i's output.
+  Pair stacked_scan = time_pair(
+      "Stacked scan vs fold+stack", reps,
+      [&] {
+        zero_stacked();
+        auto [carry, ys] = stacked.scan(x, [&mask](const NamedBlock& b, const NamedArray& c, int64_t) {
+          NamedArray out = b(c, mask);
+          return std::make_pair(out, out);
+        });
+        (hax::sum(carry) + hax::sum(ys)).array().to(at::kFloat).backward();
+      },
+      [&] {
+        zero_stacked();
+        std::vector<NamedArray> outs;
+        NamedArray carry = stacked.fold(x, [&](const NamedBlock& b, const NamedArray& c, int64_t) {
+          outs.push_back(b(c, mask));
+          return outs.back();
+        });
+        NamedArray ys = hax::stack(Layers, outs);
+        (hax::sum(carry) + hax::sum(ys)).array().to(at::kFloat).backward();
+      });
+
   std::printf("%-32s %12s %12s %8s\n", "case", "named ms", "raw ms", "ratio");
   for (const Pair& p : results)
     std::printf("%-32s %12.4f %12.4f %8.3f\n", p.name.c_str(), p.named_ms, p.raw_ms, p.ratio());
   const Pair& block = results[results.size() - 2];
   std::printf("GPT-2 small block fwd+bwd overhead: %+.1f%%\n", (block.ratio() - 1) * 100);
+  std::printf("%-32s %12s %12s %8s\n", ("L=" + std::to_string(L) + " blocks, fwd+bwd").c_str(), "scan ms",
+              "fold+stack ms", "ratio");
+  std::printf("%-32s %12.4f %12.4f %8.3f\n", stacked_scan.name.c_str(), stacked_scan.named_ms, stacked_scan.raw_ms,
+              stacked_scan.ratio());
   std::printf("RESULT {\"bench\":\"haliax_overhead\",\"dtype\":\"%s\",\"B\":%lld,\"T\":%lld,\"threads\":%d,\"cases\":{",
               dtype_s.c_str(), (long long)B, (long long)T, at::get_num_threads());
   for (size_t i = 0; i < results.size(); ++i) {
     std::printf("%s\"%s\":{\"named_ms\":%.5f,\"raw_ms\":%.5f,\"ratio\":%.4f}", i ? "," : "", results[i].name.c_str(),
                 results[i].named_ms, results[i].raw_ms, results[i].ratio());
   }
-  std::printf("},\"block_fwd_bwd_ratio\":%.4f}\n", block.ratio());
+  std::printf("},\"block_fwd_bwd_ratio\":%.4f", block.ratio());
+  std::printf(",\"stacked_scan\":{\"layers\":%lld,\"scan_ms\":%.5f,\"fold_stack_ms\":%.5f,\"ratio\":%.4f}}\n",
+              (long long)L, stacked_scan.named_ms, stacked_scan.raw_ms, stacked_scan.ratio());
   return 0;
 }

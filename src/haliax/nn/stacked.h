@@ -16,6 +16,7 @@
 #include "haliax/nn/checkpoint.h"
 
 #include "haliax/core.h"
+#include "haliax/hof.h"
 #include "haliax/named_array.h"
 #include "haliax/nn/module.h"
 #include "haliax/random.h"
@@ -87,6 +88,44 @@ struct Stacked {
   template <typename Carry>
   Carry fold(Carry x) const {
     return fold(std::move(x), [](const M& layer, const Carry& c, int64_t) { return layer(c); });
+  }
+
+  // (carry, ys) with (carry, y_i) = f(layer_i, carry, i) for i = 0..L-1 and ys the y_i stacked on Layers as
+  // their first axis, as Haliax's Stacked.scan. f returns a std::pair or 2-tuple; carry and y may be NamedArray or
+  // std::vector/std::pair/std::tuple trees of them, and the carry must keep its axes and dtype (hof.h). With
+  // gradient_checkpointing each layer is recomputed in backward (f must then capture by value). Unlike Haliax,
+  // extra arguments are captured by f rather than passed (and sliced) here, as in fold.
+  template <typename Carry, typename F>
+  auto scan(const Carry& init, F&& f) const {
+    using R = std::decay_t<std::invoke_result_t<F&, const M&, const Carry&, int64_t>>;
+    static_assert(hof_detail::IsPairLike<R>::value, "Stacked::scan: f must return std::pair or std::tuple (carry, y)");
+    using Y = std::decay_t<std::tuple_element_t<1, R>>;
+    std::vector<M> layers = unstacked();
+    // Each step rebuilds its layer from the parameters it is given, so that a checkpointed step keeps only them.
+    M proto = layers[0];
+    for_each_parameter(proto, [](const ParamInfo&, NamedArray& p) { p = NamedArray(); });
+    auto step = [proto, fn = std::decay_t<F>(std::forward<F>(f))](const Carry& c, int64_t i,
+                                                                  const std::vector<NamedArray>& params) {
+      M layer = proto;
+      size_t k = 0;
+      for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) { p = params[k++]; });
+      R r = fn(static_cast<const M&>(layer), c, i);
+      return std::pair<Carry, Y>(std::get<0>(std::move(r)), std::get<1>(std::move(r)));
+    };
+    auto params_of = [&layers](int64_t i) {
+      std::vector<NamedArray> params;
+      for_each_parameter(layers[static_cast<size_t>(i)], [&](const ParamInfo&, NamedArray& p) { params.push_back(p); });
+      return params;
+    };
+    ScanOptions options;
+    options.gradient_checkpointing = gradient_checkpointing;
+    return hof_detail::scan_loop("Stacked::scan", Layers, options, init, params_of, step);
+  }
+
+  // (carry, y) = layer_i(carry) for every layer; the ys stacked on Layers.
+  template <typename Carry>
+  auto scan(const Carry& init) const {
+    return scan(init, [](const M& layer, const Carry& c, int64_t) { return layer(c); });
   }
 
   template <typename F>
