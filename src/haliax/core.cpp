@@ -234,9 +234,11 @@ NamedArray slice(const NamedArray& a, const AxisSelector& axis, const NamedArray
   if (length > total) {
     value_error("slice length " + std::to_string(length) + " is longer than axis " + to_string(a.axes()[i]));
   }
-  // jax.lax.dynamic_slice semantics: the start is clamped so the slice stays in bounds. A gather keeps it a
+  // jax.lax.dynamic_slice semantics: a negative start counts from the end, and the start is clamped so the
+  // slice stays in bounds. A gather keeps it a
   // single op whose start can come from a tensor.
-  at::Tensor s = at::clamp(start.array().to(at::kLong), 0, total - length);
+  at::Tensor s = start.array().to(at::kLong);
+  s = at::clamp(at::where(s < 0, s + total, s), 0, total - length);  // negative starts count from the end
   at::Tensor idx = at::arange(length, at::TensorOptions().dtype(at::kLong).device(a.device())) + s;
   AxisSpec axes = a.axes();
   axes[i] = a.axes()[i].resize(length);
@@ -352,7 +354,9 @@ NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSe
   std::vector<at::Tensor> starts(out_axes.size());
   for (const auto& [sel, s] : start) {
     auto k = index_of(out_axes, sel);
-    if (!k || *k < n_mapped) value_error("axis " + sel.str() + " not found in " + a.str() + " (besides mapped axes)");
+    if (!k) value_error("axis " + sel.str() + " not found in " + a.str());
+    if (*k < n_mapped)
+      value_error("axis " + sel.str() + " not found in " + a.str() + " once its start's axes are mapped over");
     const int64_t total = out_axes[*k].size, upd_len = len[*k];
     if (const int64_t* v = std::get_if<int64_t>(&s)) {
       if (update.axis_index(AxisSelector(out_axes[*k].name)) && *v + upd_len > total) {

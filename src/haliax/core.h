@@ -58,7 +58,8 @@ std::vector<NamedArray> unbind(const NamedArray& a, const AxisSelector& axis);
 // `length` elements of `axis` from `start`, keeping the axis (resized) or replacing it with `new_axis`.
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, int64_t length);
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, const Axis& new_axis);
-// Runtime start: a 0-d integer array (clamped to stay in bounds, like jax.lax.dynamic_slice).
+// Runtime start: a 0-d integer array (negative counts from the end, then clamped to stay in bounds, like
+// jax.lax.dynamic_slice). Differs from Haliax: an int start out of bounds raises rather than clamps.
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, const NamedArray& start, int64_t length);
 // Select one position (the axis disappears) or gather by an integer NamedArray, whose axes replace `axis`
 // (axes shared between the index and the array are batched over, as in Haliax).

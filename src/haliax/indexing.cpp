@@ -276,10 +276,35 @@ NamedArray IndexUpdateRef::scalar_update(const at::Scalar& value) const {
   return NamedArray(at::scalar_tensor(value, array_.array().options().requires_grad(false)), {});
 }
 
+namespace {
+
+// Row-major linear positions into `a` of every selected element (in the selection's row-major order), with
+// out-of-range ones clamped (kClip) or left out (kDrop; `keep` then says which elements remain).
+at::Tensor linear_positions(const NamedArray& a, const Selection& s, IndexMode mode, at::Tensor* keep) {
+  auto [pos, valid] = bounded_positions(a, s, mode == IndexMode::kClip ? IndexMode::kClip : IndexMode::kDrop);
+  std::vector<int64_t> out_shape;
+  for (const Axis& ax : s.out_axes) out_shape.push_back(ax.size);
+  at::Tensor lin = at::zeros(out_shape, at::TensorOptions().dtype(at::kLong).device(a.device()));
+  int64_t stride = 1;
+  for (size_t i = pos.size(); i-- > 0;) {
+    lin = lin + pos[i] * stride;
+    stride *= a.axes()[i].size;
+  }
+  lin = lin.reshape({-1});
+  if (valid.defined()) {
+    *keep = valid.reshape({-1});
+    lin = lin.masked_select(*keep);
+  }
+  return lin;
+}
+
+}  // namespace
+
 NamedArray IndexUpdateRef::scatter(Op op, const NamedArray& update, IndexMode mode) const {
   const at::Tensor& x = array_.array();
-  if (op == Op::kDivide && !at::isFloatingType(x.scalar_type())) {
-    value_error("at().divide needs a floating-point array, got " + array_.str());
+  if ((op == Op::kDivide || op == Op::kPower) && !at::isFloatingType(x.scalar_type())) {
+    value_error(std::string("at().") + (op == Op::kDivide ? "divide" : "power") +
+                " needs a floating-point array, got " + array_.str());
   }
   Selection s = plan(array_, index_);
   // The update broadcasts by name to the selection's axes (no extra axes), as in Haliax.
@@ -288,22 +313,9 @@ NamedArray IndexUpdateRef::scatter(Op op, const NamedArray& update, IndexMode mo
                      .to(x.scalar_type())
                      .to(x.device())
                      .reshape({-1});
-  auto [pos, valid] = bounded_positions(array_, s, mode == IndexMode::kClip ? IndexMode::kClip : IndexMode::kDrop);
-  // Row-major linear positions into x.
-  std::vector<int64_t> out_shape;
-  for (const Axis& ax : s.out_axes) out_shape.push_back(ax.size);
-  at::Tensor lin = at::zeros(out_shape, at::TensorOptions().dtype(at::kLong).device(x.device()));
-  int64_t stride = 1;
-  for (size_t i = pos.size(); i-- > 0;) {
-    lin = lin + pos[i] * stride;
-    stride *= array_.axes()[i].size;
-  }
-  lin = lin.reshape({-1});
-  if (valid.defined()) {
-    at::Tensor keep = valid.reshape({-1});
-    lin = lin.masked_select(keep);
-    u = u.masked_select(keep);
-  }
+  at::Tensor keep;
+  at::Tensor lin = linear_positions(array_, s, mode, &keep);
+  if (keep.defined()) u = u.masked_select(keep);
   at::Tensor flat = x.reshape({-1});
   at::Tensor out;
   switch (op) {
@@ -329,6 +341,10 @@ NamedArray IndexUpdateRef::scatter(Op op, const NamedArray& update, IndexMode mo
     case Op::kDivide:
       // JAX's divide: x / (the product of the updates at each position).
       out = flat / at::ones_like(flat).scatter_reduce(0, lin, u, "prod", /*include_self=*/true);
+      break;
+    case Op::kPower:
+      // JAX's power: x ** (the product of the updates at each position).
+      out = flat.pow(at::ones_like(flat).scatter_reduce(0, lin, u, "prod", /*include_self=*/true));
       break;
     case Op::kMin:
       out = flat.scatter_reduce(0, lin, u, "amin", /*include_self=*/true);
@@ -375,6 +391,38 @@ NamedArray IndexUpdateRef::max(const NamedArray& update, IndexMode mode) const {
 }
 NamedArray IndexUpdateRef::max(const at::Scalar& update, IndexMode mode) const {
   return scatter(Op::kMax, scalar_update(update), mode);
+}
+
+NamedArray IndexUpdateRef::power(const NamedArray& update, IndexMode mode) const {
+  return scatter(Op::kPower, update, mode);
+}
+NamedArray IndexUpdateRef::power(const at::Scalar& update, IndexMode mode) const {
+  return scatter(Op::kPower, scalar_update(update), mode);
+}
+
+NamedArray IndexUpdateRef::apply(const std::function<NamedArray(const NamedArray&)>& func, IndexMode mode) const {
+  const at::Tensor& x = array_.array();
+  Selection s = plan(array_, index_);
+  at::Tensor keep;
+  at::Tensor lin = linear_positions(array_, s, mode, &keep);
+  // Each distinct position gets func applied once per time it is selected (numpy's ufunc.at, JAX's apply).
+  auto [positions, inverse, counts] = at::_unique2(lin, /*sorted=*/true, /*return_inverse=*/false,
+                                                   /*return_counts=*/true);
+  at::Tensor flat = x.reshape({-1});
+  at::Tensor values = flat.index_select(0, positions);
+  const Axis elements("__at_apply", values.numel());
+  const int64_t most = counts.numel() > 0 ? counts.max().item<int64_t>() : 0;
+  for (int64_t c = 1; c <= most; ++c) {
+    NamedArray applied = func(NamedArray(values, {elements}));
+    if (applied.axes() != AxisSpec{elements}) {
+      value_error("at().apply: func must be elementwise, but it turned " + to_string(AxisSpec{elements}) + " into " +
+                  to_string(applied.axes()));
+    }
+    values = at::where(counts >= c, applied.array().to(x.scalar_type()), values);
+  }
+  c10::List<c10::optional<at::Tensor>> list;
+  list.push_back(positions);
+  return NamedArray(at::index_put(flat, list, values).reshape(x.sizes()), array_.axes());
 }
 
 }  // namespace haliax

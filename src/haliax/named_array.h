@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -129,8 +130,8 @@ enum class IndexMode { kFill, kDrop, kClip };
 
 // The result of x.at(selection) (Haliax's `_NamedIndexUpdateRef`). Every method returns a new array with x's
 // axes; updates broadcast by name to the selection's axes (the axes x[selection] would have) and are cast to
-// x's dtype. Differentiable in x and in the update. With repeated positions: add accumulates, multiply/divide
-// multiply all factors, min/max take the extreme of all (gradients split between ties, as JAX's), and set
+// x's dtype. Differentiable in x and in the update. With repeated positions: add accumulates, multiply/divide/
+// power combine all factors, min/max take the extreme of all (gradients split between ties, as JAX's), and set
 // keeps the LAST update in row-major order of the selection (what JAX on CPU does; the others get no gradient).
 class IndexUpdateRef {
  public:
@@ -150,13 +151,19 @@ class IndexUpdateRef {
   NamedArray mul(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const { return multiply(update, mode); }
   NamedArray divide(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
   NamedArray divide(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  // x ** (product of the updates at each position), as JAX's power.
+  NamedArray power(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray power(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  // `func` (elementwise; it gets and must return a 1-d array of the selected values) applied at each selected
+  // position, once per time the position is selected (JAX's apply, numpy's ufunc.at).
+  NamedArray apply(const std::function<NamedArray(const NamedArray&)>& func, IndexMode mode = IndexMode::kDrop) const;
   NamedArray min(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
   NamedArray min(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
   NamedArray max(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
   NamedArray max(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
 
  private:
-  enum class Op { kSet, kAdd, kMultiply, kDivide, kMin, kMax };
+  enum class Op { kSet, kAdd, kMultiply, kDivide, kPower, kMin, kMax };
   NamedArray scatter(Op op, const NamedArray& update, IndexMode mode) const;
   NamedArray scalar_update(const at::Scalar& value) const;
 

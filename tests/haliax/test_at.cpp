@@ -116,6 +116,42 @@ TEST(HaliaxAt, MultiplyByZeroAtRepeatedPositionMatchesAten) {
       });
 }
 
+TEST(HaliaxAt, PowerAndApplyMatchSequentialAten) {
+  at::Tensor t = randn({2, 3, 5}, 19).abs() + 0.5, u = randn({4}, 20);
+  const at::Tensor jk = longs({4, 0, 2, 4});
+  auto sel = [&] {
+    return std::vector<std::pair<AxisSelector, NamedIndex>>{{"a", 1}, {"b", 0}, {"c", NamedArray(jk, {K})}};
+  };
+  expect_same_value_and_grad(
+      {t, u},
+      [&](const auto& v) {
+        return NamedArray(v[0], {A, B, C}).at(sel()).power(NamedArray(v[1], {K})).array();
+      },
+      [&](const auto& v) {
+        at::Tensor out = v[0].clone();
+        for (int64_t k = 0; k < 4; ++k) {
+          at::Tensor cell = out[1][0][jk[k].item<int64_t>()];
+          cell.copy_(cell.clone().pow(v[1][k]));
+        }
+        return out;
+      });
+  expect_same_value_and_grad(
+      {t},
+      [&](const auto& v) {
+        return NamedArray(v[0], {A, B, C}).at(sel()).apply([](const NamedArray& y) { return y * y - 1.0; }).array();
+      },
+      [&](const auto& v) {
+        at::Tensor out = v[0].clone();
+        for (int64_t k = 0; k < 4; ++k) {
+          at::Tensor cell = out[1][0][jk[k].item<int64_t>()];
+          cell.copy_(cell.clone() * cell.clone() - 1.0);
+        }
+        return out;
+      });
+  NamedArray x(t, {A, B, C});
+  EXPECT_VALUE_ERROR(x.at(sel()).apply([](const NamedArray& y) { return sum(y); }), "func must be elementwise");
+}
+
 TEST(HaliaxAt, UpdatesAreFunctional) {
   at::Tensor t = randn({2, 3, 5}, 18);
   NamedArray x(t.clone(), {A, B, C});
@@ -298,7 +334,8 @@ TEST(HaliaxUpdatedSlice, PerRowStartsMatchAten) {
   EXPECT_VALUE_ERROR(
       updated_slice(x, {{"pos", NamedArray(longs({1, 2}), {Axis("e", 2)})}}, NamedArray(u, {Batch, Pos.resize(2)})),
       "axis e not found in original array's axes");
-  EXPECT_VALUE_ERROR(updated_slice(x, {{"batch", s}}, NamedArray(u, {Batch, Pos.resize(2)})), "axis batch not found");
+  EXPECT_VALUE_ERROR(updated_slice(x, {{"batch", s}}, NamedArray(u, {Batch, Pos.resize(2)})),
+                     "once its start's axes are mapped over");
 }
 
 // --- against the original Haliax ---------------------------------------------------------------------------
@@ -349,6 +386,8 @@ TEST(HaliaxIndexingReference, AtMatchesTheOriginal) {
   expect_matches_ref(x.at(sel).divide(vk), ref::divide_dup);
   expect_matches_ref(x.at(sel).min(NamedArray(at::tensor({-1.0, -20.0, 0.0, -30.0}, at::kDouble), {K})), ref::min_dup);
   expect_matches_ref(x.at(sel).max(vk), ref::max_dup);
+  expect_matches_ref(x.at(sel).power(NamedArray(at::tensor({2.0, 3.0, 3.0, 2.0}, at::kDouble), {K})), ref::power_dup);
+  expect_matches_ref(x.at(sel).apply([](const NamedArray& v) { return v * 2.0 + 3.0; }), ref::apply_dup);
   NamedArray kb(at::arange(12, at::kDouble).reshape({4, 3}), {K, B});
   expect_matches_ref(x.at({{"a", ik}, {"c", jk}}).set(kb), ref::set_separated);
   expect_matches_ref(x.at({{"c", jb}}).set(100.0), ref::set_shares_kept_axis);
@@ -356,6 +395,16 @@ TEST(HaliaxIndexingReference, AtMatchesTheOriginal) {
   expect_matches_ref(x.at({{"a", 0}, {"b", 0}, {"c", oob}}).set(vk, IndexMode::kClip), ref::set_oob_clip);
   EXPECT_VALUE_ERROR(x.at({{"b", 1}}).set(NamedArray(at::zeros({2, 4}, at::kDouble), {A, K})),
                      ref::err_at_extra_axes.message);
+}
+
+// Index arrays that share axes with the array (Haliax's test_scatter_gather.py cases): those axes are matched.
+TEST(HaliaxIndexingReference, BatchedSelectorsMatchTheOriginal) {
+  NamedArray logits = ref_to_named(ref::logits), tok = ref_to_named(ref::tok), grid = ref_to_named(ref::grid);
+  expect_matches_ref(logits[{{"vocab", tok}}], ref::sg_batched_gather);
+  expect_matches_ref(logits.at({{"vocab", tok}}).add(ones(tok.axes(), at::kDouble)), ref::sg_batched_add);
+  expect_matches_ref(logits.at({{"vocab", tok}}).set(-1.0), ref::sg_batched_set);
+  expect_matches_ref(grid[{{"x", ref_to_named(ref::ix)}, {"y", ref_to_named(ref::iy)}}], ref::sg_noncontiguous);
+  expect_matches_ref(logits[{{"vocab", ds(1, 3)}}][{{"vocab", ref_to_named(ref::tok3)}}], ref::sg_dslice_then_select);
 }
 
 // Gradients of sum(w * result) in x and in the update, against jax.grad of the original.
@@ -406,6 +455,16 @@ TEST(HaliaxIndexingReference, UpdatedSliceMatchesTheOriginal) {
   expect_matches_ref(updated_slice(plain, {{"pos", ref_to_named(ref::start)}}, u_pos), ref::us_0d_start);
   EXPECT_VALUE_ERROR(updated_slice(plain, {{"pos", row_start}}, u_pos), ref::err_us_start_axis.message);
   EXPECT_VALUE_ERROR(updated_slice(plain, {{"pos", int64_t(5)}}, u_pos), ref::err_us_too_large.message);
+  EXPECT_VALUE_ERROR(updated_slice(plain, {{"pos", int64_t(0)}, {"extra", int64_t(0)}}, u_pos),
+                     "axis extra not found in");
+  EXPECT_EQ(std::string(ref::err_us_unknown_axis.message).rfind("axis extra not found in", 0), 0u);
+}
+
+TEST(HaliaxIndexingReference, SliceWithRuntimeStartMatchesTheOriginal) {
+  NamedArray x = ref_to_named(ref::x);
+  auto start = [](int64_t s) { return NamedArray(at::scalar_tensor(s, at::kLong), {}); };
+  expect_matches_ref(slice(x, "c", start(-2), 2), ref::slice_negative_start);
+  expect_matches_ref(slice(x, "c", start(4), 2), ref::slice_start_clamped);
 }
 
 }  // namespace

@@ -54,6 +54,8 @@ em.array("multiply_dup", x.at[sel].multiply(vk))
 em.array("divide_dup", x.at[sel].divide(vk))
 em.array("min_dup", x.at[sel].min(hax.named(jnp.array([-1.0, -20.0, 0.0, -30.0]), K)))
 em.array("max_dup", x.at[sel].max(vk))
+em.array("power_dup", x.at[sel].power(hax.named(jnp.array([2.0, 3.0, 3.0, 2.0]), K)))
+em.array("apply_dup", x.at[sel].apply(lambda t: t * 2.0 + 3.0))  # applied twice where c=4 repeats
 em.array("set_separated", x.at[{"a": ik, "c": jk}].set(hax.named(jnp.arange(12.0).reshape(4, 3), (K, B))))
 em.array("set_shares_kept_axis", x.at[{"c": jb}].set(100.0))
 em.array("set_ds_past_end", x.at[{"c": hax.ds(3, 4)}].set(-1.0))
@@ -79,6 +81,20 @@ grads("max_tie_grad", lambda xx, uu: xx.at[sel].max(uu), ties)
 grads("min_tie_grad", lambda xx, uu: xx.at[sel].min(uu), ties)
 grads("set_ds_grad", lambda xx, uu: xx.at[{"c": hax.ds(3, 4)}].set(uu), hax.named(jnp.arange(4.0), C.resize(4)))
 
+# Batched selectors (after Haliax's test_scatter_gather.py): index arrays that share axes with the array.
+Bs, Ss, Vs, Xs, Zs, Ys = (hax.Axis(n, s) for n, s in [("batch", 2), ("seq", 3), ("vocab", 5), ("x", 4), ("z", 3), ("y", 5)])
+logits = em.array("logits", hax.arange((Bs, Ss, Vs)).astype(jnp.float64))
+tok = em.array("tok", hax.named(jnp.array([[4, 0, 2], [1, 1, 3]]), (Bs, Ss)))
+em.array("sg_batched_gather", logits[{"vocab": tok}])
+em.array("sg_batched_add", logits.at[{"vocab": tok}].add(hax.ones((Bs, Ss), dtype=jnp.float64)))
+em.array("sg_batched_set", logits.at[{"vocab": tok}].set(-1.0))
+grid = em.array("grid", hax.arange((Bs, Xs, Zs, Ys)).astype(jnp.float64))
+ix = em.array("ix", hax.named(jnp.array([3, 1]), Bs))
+iy = em.array("iy", hax.named(jnp.array([0, 4]), Bs))
+em.array("sg_noncontiguous", grid[{"x": ix, "y": iy}])  # batch matched, then z
+tok3 = em.array("tok3", tok % 3)
+em.array("sg_dslice_then_select", logits[{"vocab": hax.ds(1, 3)}][{"vocab": tok3}])
+
 # --- updated_slice -------------------------------------------------------------------------------------
 P, Bt, E = hax.Axis("pos", 6), hax.Axis("batch", 3), hax.Axis("e", 2)
 cache = em.array("cache", hax.arange((P, Bt)).astype(jnp.float64))
@@ -100,10 +116,15 @@ em.array("us_negative_start", hax.updated_slice(plain, {"pos": -3}, u_pos))
 em.array("us_scalar_1d", hax.updated_slice(hax.zeros(P, dtype=jnp.float64), {"pos": 2}, hax.named(jnp.array(5.0), ())))
 em.array("us_0d_start", hax.updated_slice(plain, {"pos": start}, u_pos))
 
+# slice with a runtime start (jax.lax.dynamic_slice): negative counts from the end, then clamped.
+em.array("slice_negative_start", hax.slice(x, "c", start=jnp.array(-2), length=2))
+em.array("slice_start_clamped", hax.slice(x, "c", start=jnp.array(4), length=2))
+
 # --- errors --------------------------------------------------------------------------------------------
 em.error("err_axis_not_found", lambda: x[{"d": 0}])
 em.error("err_at_extra_axes", lambda: x.at[{"b": 1}].set(hax.named(jnp.zeros((2, 4)), (A, K))))
 em.array("adv_kept_axis_matched", x[{"a": hax.named(jnp.array([0, 1, 0]), B)}])  # b kept, also named by the index
 em.error("err_us_start_axis", lambda: hax.updated_slice(plain, {"pos": row_start}, u_pos))
+em.error("err_us_unknown_axis", lambda: hax.updated_slice(plain, {"pos": 0, "extra": 0}, u_pos))
 em.error("err_us_too_large", lambda: hax.updated_slice(plain, {"pos": 5}, u_pos))
 em.write()
