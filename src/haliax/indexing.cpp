@@ -9,7 +9,8 @@
 // Plain reads use ATen's basic slicing (views) and at::index. Reads with a DSlice, at().get() and every update
 // instead spell the selection out as one position tensor per source axis, each of the result's shape; then
 // out-of-range positions can be filled, dropped or clamped (JAX's modes), and updates become scatters over the
-// flattened array, which autograd differentiates in both the array and the update.
+// flattened array, which autograd differentiates in both the array and the update. set and add use index_put;
+// multiply/divide/power/min/max use scatter_reduce, which libtorch 1.13 calls beta (it warns once per process).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -320,10 +321,18 @@ NamedArray IndexUpdateRef::scatter(Op op, const NamedArray& update, IndexMode mo
   at::Tensor out;
   switch (op) {
     case Op::kSet: {
-      // Keep only the last update to each position, so the winner (and its gradient) is deterministic.
-      at::Tensor order = at::arange(lin.numel(), lin.options());
-      at::Tensor last = at::full({flat.numel()}, -1, lin.options()).scatter_reduce(0, lin, order, "amax", true);
-      at::Tensor wins = last.index_select(0, lin).eq(order);
+      // Keep only the last update to each position, so the winner (and its gradient) is deterministic: after a
+      // stable sort, an update wins when the next one goes elsewhere.
+      const int64_t m = lin.numel();
+      at::Tensor wins = at::zeros({m}, lin.options().dtype(at::kBool));
+      if (m > 0) {
+        auto [sorted, perm] = at::sort(lin, /*stable=*/c10::optional<bool>(true), /*dim=*/0, /*descending=*/false);
+        at::Tensor last_of_run =
+            at::cat({sorted.slice(0, 0, m - 1).ne(sorted.slice(0, 1, m)), at::ones({1}, wins.options())});
+        c10::List<c10::optional<at::Tensor>> at_perm;
+        at_perm.push_back(perm);
+        wins = at::index_put(wins, at_perm, last_of_run);
+      }
       c10::List<c10::optional<at::Tensor>> list;
       list.push_back(lin.masked_select(wins));
       out = at::index_put(flat, list, u.masked_select(wins));
