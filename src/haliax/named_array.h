@@ -104,7 +104,9 @@ inline DSlice dslice(int64_t start, const Axis& length) { return DSlice{start, l
 inline DSlice dslice(const NamedArray& start, int64_t size) { return DSlice{start, size}; }
 inline DSlice dslice(const NamedArray& start, const Axis& length) { return DSlice{start, length.size}; }
 inline DSlice ds(int64_t start, int64_t size) { return dslice(start, size); }
+inline DSlice ds(int64_t start, const Axis& length) { return dslice(start, length); }
 inline DSlice ds(const NamedArray& start, int64_t size) { return dslice(start, size); }
+inline DSlice ds(const NamedArray& start, const Axis& length) { return dslice(start, length); }
 inline DSlice dblock(int64_t idx, int64_t size) { return DSlice::block(idx, size); }
 
 // What one axis is indexed by in operator[] and at(): an integer (drops the axis), a Slice (keeps it, resized),

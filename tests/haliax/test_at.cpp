@@ -375,6 +375,8 @@ TEST(HaliaxIndexingReference, AtMatchesTheOriginal) {
   expect_matches_ref(x.at({{"c", ds(3, 4)}}).get(), ref::get_default_clamps);
   expect_matches_ref(x.at({{"c", ds(3, 4)}}).get(IndexMode::kFill), ref::get_fill_nan);
   expect_matches_ref(x.at({{"c", ds(3, 4)}}).get(IndexMode::kFill, -1.0), ref::get_fill_value);
+  NamedArray xi = ref_to_named(ref::xi).astype(at::kInt);  // int32 as in the original: its fill is the lowest int32
+  expect_matches_ref(xi.at({{"c", ds(3, C.resize(4))}}).get(IndexMode::kFill), ref::get_fill_int);
   expect_matches_ref(x.at({{"a", 0}, {"b", 0}, {"c", oob}}).get(), ref::get_oob_array);
   expect_matches_ref(x.at({{"b", 1}, {"c", Slice(0, 2)}}).set(ref_to_named(ref::v_ac)), ref::set_int_slice);
   expect_matches_ref(x.at({{"b", 1}, {"c", Slice(0, 2)}}).set(0.5), ref::set_scalar);

@@ -37,6 +37,8 @@ em.array("ds_block", x[{"b": hax.dblock(1, 2)}])
 em.array("get_default_clamps", x.at[{"c": hax.ds(3, 4)}].get())
 em.array("get_fill_nan", x.at[{"c": hax.ds(3, 4)}].get(mode="fill"))
 em.array("get_fill_value", x.at[{"c": hax.ds(3, 4)}].get(mode="fill", fill_value=-1.0))
+xi = em.array("xi", hax.arange((A, C), dtype=jnp.int32))
+em.array("get_fill_int", xi.at[{"c": hax.ds(3, 4)}].get(mode="fill"))  # the lowest int32
 oob = em.array("oob", hax.named(jnp.array([0, 7, -1, -9]), K))
 em.array("get_oob_array", x.at[{"a": 0, "b": 0, "c": oob}].get())
 
