@@ -159,40 +159,34 @@ Selection plan(const NamedArray& a, const std::vector<std::pair<AxisSelector, Na
   return s;
 }
 
-// The selection as one int64 position tensor per source axis, each of the result's shape (expanded views).
-// Negative positions (from index arrays and DSlices) count from the end, as in JAX.
-std::vector<at::Tensor> positions(const NamedArray& a, const Selection& s) {
-  std::vector<at::Tensor> out;
-  const auto opts = at::TensorOptions().dtype(at::kLong).device(a.device());
-  for (size_t i = 0; i < a.axes().size(); ++i) {
-    NamedArray p;
-    if (s.kept[i]) {
-      p = NamedArray(at::arange(s.lo[i], s.lo[i] + s.kept_axes[i].size * s.step[i], s.step[i], opts)
-                         .narrow(0, 0, s.kept_axes[i].size),
-                     {s.kept_axes[i]});
-    } else {
-      p = *s.advanced[i];
-    }
-    p = broadcast_to(p, s.out_axes, /*ensure_order=*/true, /*enforce_no_extra_axes=*/true);
-    at::Tensor t = p.array().to(at::kLong).to(a.device());
-    const int64_t size = a.axes()[i].size;
-    out.push_back(at::where(t < 0, t + size, t));
-  }
-  return out;
-}
-
-// Positions clamped into range, and (for kFill/kDrop) which result elements have every position in range.
+// The selection as one int64 position tensor per source axis, each of the result's shape (expanded views of
+// the small per-axis positions), clamped into range; and, for kFill/kDrop, which result elements have every
+// position in range (undefined when all do). Negative positions (from index arrays and DSlices) count from
+// the end first, as in JAX. Kept axes (Slices) are always in range.
 std::pair<std::vector<at::Tensor>, at::Tensor> bounded_positions(const NamedArray& a, const Selection& s,
                                                                  IndexMode mode) {
-  std::vector<at::Tensor> pos = positions(a, s);
+  std::vector<at::Tensor> pos;
   at::Tensor valid;
-  for (size_t i = 0; i < pos.size(); ++i) {
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(a.device());
+  auto expand = [&](const at::Tensor& t, const AxisSpec& axes) {
+    return broadcast_to(NamedArray(t, axes), s.out_axes, /*ensure_order=*/true, /*enforce_no_extra_axes=*/true).array();
+  };
+  for (size_t i = 0; i < a.axes().size(); ++i) {
     const int64_t size = a.axes()[i].size;
+    if (s.kept[i]) {
+      pos.push_back(expand(at::arange(s.lo[i], s.lo[i] + s.kept_axes[i].size * s.step[i], s.step[i], opts)
+                               .narrow(0, 0, s.kept_axes[i].size),
+                           {s.kept_axes[i]}));
+      continue;
+    }
+    const NamedArray& adv = *s.advanced[i];
+    at::Tensor p = adv.array().to(at::kLong).to(a.device());
+    p = at::where(p < 0, p + size, p);
     if (mode != IndexMode::kClip) {
-      at::Tensor v = (pos[i] >= 0).logical_and(pos[i] < size);
+      at::Tensor v = expand((p >= 0).logical_and(p < size), adv.axes());
       valid = valid.defined() ? valid.logical_and(v) : v;
     }
-    pos[i] = pos[i].clamp(0, std::max<int64_t>(size - 1, 0));
+    pos.push_back(expand(p.clamp(0, std::max<int64_t>(size - 1, 0)), adv.axes()));
   }
   return {pos, valid};
 }
