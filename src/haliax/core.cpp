@@ -234,9 +234,11 @@ NamedArray slice(const NamedArray& a, const AxisSelector& axis, const NamedArray
   if (length > total) {
     value_error("slice length " + std::to_string(length) + " is longer than axis " + to_string(a.axes()[i]));
   }
-  // jax.lax.dynamic_slice semantics: the start is clamped so the slice stays in bounds. A gather keeps it a
+  // jax.lax.dynamic_slice semantics: a negative start counts from the end, and the start is clamped so the
+  // slice stays in bounds. A gather keeps it a
   // single op whose start can come from a tensor.
-  at::Tensor s = at::clamp(start.array().to(at::kLong), 0, total - length);
+  at::Tensor s = start.array().to(at::kLong);
+  s = at::clamp(at::where(s < 0, s + total, s), 0, total - length);  // negative starts count from the end
   at::Tensor idx = at::arange(length, at::TensorOptions().dtype(at::kLong).device(a.device())) + s;
   AxisSpec axes = a.axes();
   axes[i] = a.axes()[i].resize(length);
@@ -291,6 +293,29 @@ NamedArray take(const NamedArray& a, const AxisSelector& axis_sel, const NamedAr
 
 NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSelector, SliceStart>>& start,
                          const NamedArray& update) {
+  // The axes of array-valued starts are mapped over: Haliax vmaps over each, which moves them to the front of
+  // the result (the last one outermost).
+  std::vector<std::string> mapped;
+  for (const auto& [sel, s] : start) {
+    if (const NamedArray* t = std::get_if<NamedArray>(&s)) {
+      if (!at::isIntegralType(t->dtype(), /*includeBool=*/false)) {
+        value_error("updated_slice: start for axis " + sel.name() + " must be an integer array, got " + t->str());
+      }
+      for (const Axis& ax : t->axes()) {
+        if (std::find(mapped.begin(), mapped.end(), ax.name) == mapped.end()) mapped.push_back(ax.name);
+      }
+    }
+  }
+  AxisSpec out_axes;
+  for (auto it = mapped.rbegin(); it != mapped.rend(); ++it) {
+    auto i = a.axis_index(AxisSelector(*it));
+    if (!i) value_error("axis " + *it + " not found in original array's axes: " + to_string(a.axes()));
+    out_axes.push_back(a.axes()[*i]);
+  }
+  const size_t n_mapped = out_axes.size();
+  for (const Axis& ax : a.axes()) {
+    if (std::find(mapped.begin(), mapped.end(), ax.name) == mapped.end()) out_axes.push_back(ax);
+  }
   for (const Axis& ax : update.axes()) {
     if (!a.axis_index(AxisSelector(ax.name))) {
       value_error("Update array with shape " + to_string(update.axes()) + " has axes ['" + ax.name +
@@ -298,169 +323,71 @@ NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSe
                   ". This is not allowed in updated_slice.");
     }
   }
-  std::vector<at::Tensor> starts(a.axes().size());
+  // The block written: the update's size on its axes; axes it lacks are written whole (broadcast), except
+  // that a 0-d update (besides mapped axes) writes one element of a 1-d array, as dynamic_update_slice does.
+  bool scalar_block = true;
+  for (size_t k = n_mapped; k < out_axes.size(); ++k) {
+    if (update.axis_index(AxisSelector(out_axes[k].name))) scalar_block = false;
+  }
+  if (scalar_block && out_axes.size() - n_mapped != 1) {
+    value_error("updated_slice: a 0-d update (besides the mapped axes) needs a 1-d array, got " + a.str());
+  }
+  std::vector<int64_t> len(out_axes.size());
+  for (size_t k = 0; k < out_axes.size(); ++k) {
+    const Axis& ax = out_axes[k];
+    auto j = update.axis_index(AxisSelector(ax.name));
+    if (k < n_mapped || !j) {
+      len[k] = k < n_mapped ? ax.size : scalar_block ? 1 : ax.size;
+    } else {
+      len[k] = update.axes()[*j].size;
+      if (len[k] > ax.size) {
+        value_error("update axis " + ax.name + " of size " + std::to_string(len[k]) +
+                    " is larger than the array's axis " + to_string(ax));
+      }
+    }
+  }
+  // Start offsets, counted from the end when negative and clamped so the block fits (as
+  // jax.lax.dynamic_update_slice does), shaped to broadcast over the
+  // block: array starts vary along the mapped axes at the front.
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(a.device());
+  const AxisSpec mapped_axes(out_axes.begin(), out_axes.begin() + static_cast<long>(n_mapped));
+  std::vector<at::Tensor> starts(out_axes.size());
   for (const auto& [sel, s] : start) {
-    size_t i = require_index(a, sel);
-    int64_t upd_len =
-        update.axis_index(AxisSelector(a.axes()[i].name)) ? update.axis_size(AxisSelector(a.axes()[i].name)) : 1;
-    int64_t total = a.axes()[i].size;
+    auto k = index_of(out_axes, sel);
+    if (!k) value_error("axis " + sel.str() + " not found in " + a.str());
+    if (*k < n_mapped)
+      value_error("axis " + sel.str() + " not found in " + a.str() + " once its start's axes are mapped over");
+    const int64_t total = out_axes[*k].size, upd_len = len[*k];
     if (const int64_t* v = std::get_if<int64_t>(&s)) {
-      if (*v < 0 || *v + upd_len > total) {
+      if (update.axis_index(AxisSelector(out_axes[*k].name)) && *v + upd_len > total) {
         value_error("update axis " + sel.name() + " is too large to start at " + std::to_string(*v) +
                     ". Array size is " + std::to_string(total) + ", update size is " + std::to_string(upd_len));
       }
-      starts[i] = at::scalar_tensor(*v, at::TensorOptions().dtype(at::kLong));
+      const int64_t from_end = *v < 0 ? *v + total : *v;  // negative starts count from the end, as in JAX
+      starts[*k] = at::scalar_tensor(std::clamp<int64_t>(from_end, 0, total - upd_len), long_opts);
     } else {
-      const NamedArray& t = std::get<NamedArray>(s);
-      if (t.ndim() != 0) value_error("updated_slice: start for axis " + sel.name() + " must be 0-d, got " + t.str());
-      // dynamic_update_slice clamps the start so the update fits.
-      starts[i] = at::clamp(t.array().to(at::kLong), 0, total - upd_len);
+      NamedArray t = broadcast_to(std::get<NamedArray>(s), mapped_axes, /*ensure_order=*/true,
+                                  /*enforce_no_extra_axes=*/true);
+      std::vector<int64_t> shape(out_axes.size(), 1);
+      for (size_t m = 0; m < n_mapped; ++m) shape[m] = mapped_axes[m].size;
+      at::Tensor st = t.array().to(at::kLong).to(a.device());
+      starts[*k] = at::clamp(at::where(st < 0, st + total, st), 0, total - upd_len).reshape(shape);
     }
   }
-  // Broadcast the update to the array's axis names (with the update's own, possibly smaller, sizes).
-  AxisSpec target;
-  for (const Axis& ax : a.axes()) {
-    auto j = update.axis_index(AxisSelector(ax.name));
-    target.push_back(j ? update.axes()[*j] : ax.resize(1));
-  }
-  at::Tensor upd = update.array();
-  {
-    std::vector<AxisSelector> order;
-    for (const Axis& ax : a.axes()) {
-      if (update.axis_index(AxisSelector(ax.name))) order.emplace_back(ax.name);
-    }
-    if (!order.empty()) upd = rearrange(update, AxisSelection(order)).array();
-    // Insert size-1 dims for the axes the update lacks; they are written at their start offset.
-    for (size_t i = 0; i < a.axes().size(); ++i) {
-      if (!update.axis_index(AxisSelector(a.axes()[i].name))) upd = upd.unsqueeze(static_cast<int64_t>(i));
-    }
-  }
-  // Scatter through index_put with one index tensor per axis: differentiable in both `a` and `update`.
-  std::vector<c10::optional<at::Tensor>> indices;
-  for (size_t i = 0; i < a.axes().size(); ++i) {
-    int64_t len = target[i].size;
-    at::Tensor r = at::arange(len, at::TensorOptions().dtype(at::kLong).device(a.device()));
-    if (starts[i].defined()) r = r + starts[i].to(a.device());
-    std::vector<int64_t> shape(a.axes().size(), 1);
-    shape[i] = len;
-    indices.emplace_back(r.reshape(shape));
-  }
+  // Scatter through index_put with one broadcasting index tensor per axis: differentiable in both inputs.
   c10::List<c10::optional<at::Tensor>> list;
-  for (auto& t : indices) list.push_back(t);
-  return NamedArray(at::index_put(a.array(), list, upd.to(a.dtype())), a.axes());
-}
-
-NamedArray index(const NamedArray& a, const std::vector<std::pair<AxisSelector, NamedIndex>>& index_spec) {
-  const size_t n = a.axes().size();
-  // Basic indexing first (integers and slices), which ATen does with views; then advanced (array) indexing.
-  std::vector<bool> kept(n, true);
-  std::vector<std::optional<NamedArray>> advanced(n);
-  at::Tensor t = a.array();
-  AxisSpec axes = a.axes();
-  std::vector<bool> seen(n, false);
-  for (const auto& [sel, idx] : index_spec) {
-    size_t i = require_index(a, sel);
-    if (seen[i]) value_error("Axis " + a.axes()[i].name + " is indexed more than once");
-    seen[i] = true;
-    const auto& v = idx.value();
-    if (const int64_t* k = std::get_if<int64_t>(&v)) {
-      int64_t size = a.axes()[i].size;
-      if (*k < -size || *k >= size) {
-        value_error("index " + std::to_string(*k) + " is out of bounds for axis " + to_string(a.axes()[i]));
-      }
-      kept[i] = false;
-      advanced[i] = NamedArray(at::scalar_tensor(*k < 0 ? *k + size : *k, at::TensorOptions().dtype(at::kLong)), {});
-    } else if (const Slice* s = std::get_if<Slice>(&v)) {
-      int64_t size = a.axes()[i].size;
-      if (s->step <= 0) value_error("slice step must be positive for axis " + a.axes()[i].name);
-      auto norm = [&](std::optional<int64_t> x, int64_t dflt) {
-        if (!x) return dflt;
-        int64_t y = *x < 0 ? *x + size : *x;
-        return std::clamp<int64_t>(y, 0, size);
-      };
-      int64_t lo = norm(s->start, 0), hi = std::max(norm(s->stop, size), norm(s->start, 0));
-      t = t.slice(static_cast<int64_t>(i), lo, hi, s->step);
-      axes[i] = axes[i].resize(t.size(static_cast<int64_t>(i)));
-    } else {
-      const NamedArray& arr = std::get<NamedArray>(v);
-      if (!at::isIntegralType(arr.dtype(), /*includeBool=*/false)) {
-        value_error("Only integer NamedArrays can be used for indexing axis " + a.axes()[i].name + ", got " +
-                    arr.str());
-      }
-      kept[i] = false;
-      advanced[i] = arr;
-    }
+  AxisSpec block;
+  for (size_t k = 0; k < out_axes.size(); ++k) {
+    std::vector<int64_t> shape(out_axes.size(), 1);
+    shape[k] = len[k];
+    at::Tensor r = at::arange(len[k], long_opts).reshape(shape);
+    if (starts[k].defined()) r = r + starts[k];
+    list.push_back(r);
+    block.push_back(out_axes[k].resize(len[k]));
   }
-  bool any_array = false;
-  for (size_t i = 0; i < n; ++i) {
-    if (advanced[i] && advanced[i]->ndim() > 0) any_array = true;
-  }
-  if (!any_array) {
-    // Only integers: select them from the last to the first so positions stay valid.
-    for (size_t i = n; i-- > 0;) {
-      if (advanced[i]) t = t.select(static_cast<int64_t>(i), advanced[i]->array().item<int64_t>());
-    }
-    AxisSpec out;
-    for (size_t i = 0; i < n; ++i) {
-      if (kept[i]) out.push_back(axes[i]);
-    }
-    return NamedArray(t, out);
-  }
-  // Index arrays broadcast against each other by name (any overlap is allowed). Kept axes that an index array
-  // also names become advanced indices too (an arange), so that they are matched rather than duplicated.
-  std::set<std::string> index_names;
-  for (size_t i = 0; i < n; ++i) {
-    if (advanced[i]) {
-      for (const Axis& ax : advanced[i]->axes()) index_names.insert(ax.name);
-    }
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (kept[i] && index_names.count(axes[i].name)) {
-      advanced[i] = arange(axes[i]);
-      kept[i] = false;
-    }
-  }
-  std::vector<NamedArray> idx_arrays;
-  std::vector<size_t> idx_pos;
-  for (size_t i = 0; i < n; ++i) {
-    if (advanced[i]) {
-      idx_arrays.push_back(*advanced[i]);
-      idx_pos.push_back(i);
-    }
-  }
-  auto [bcast, bcast_axes] = broadcast_arrays(idx_arrays, /*require_subset=*/false, /*ensure_order=*/true);
-  for (size_t i = 0; i < n; ++i) {
-    if (kept[i] && index_of(bcast_axes, axes[i].name)) {
-      value_error("Array Axis " + to_string(axes[i]) + " is present in the index arrays");
-    }
-  }
-  c10::List<c10::optional<at::Tensor>> list;
-  for (size_t i = 0; i < n; ++i) list.push_back(c10::nullopt);
-  for (size_t k = 0; k < idx_pos.size(); ++k)
-    list.set(idx_pos[k], c10::optional<at::Tensor>(bcast[k].array().to(at::kLong)));
-  // numpy's placement rule: contiguous advanced indices put their axes in place; otherwise they go first.
-  size_t first = idx_pos.front(), last = idx_pos.back();
-  bool contiguous = (last - first + 1) == idx_pos.size();
-  AxisSpec out;
-  if (contiguous) {
-    out.insert(out.end(), axes.begin(), axes.begin() + static_cast<long>(first));
-    out.insert(out.end(), bcast_axes.begin(), bcast_axes.end());
-    for (size_t i = last + 1; i < n; ++i) out.push_back(axes[i]);
-  } else {
-    out = bcast_axes;
-    for (size_t i = 0; i < n; ++i) {
-      if (kept[i]) out.push_back(axes[i]);
-    }
-  }
-  return NamedArray(at::index(t, list), out);
-}
-
-NamedArray NamedArray::operator[](std::initializer_list<std::pair<AxisSelector, NamedIndex>> idx) const {
-  return haliax::index(*this, std::vector<std::pair<AxisSelector, NamedIndex>>(idx));
-}
-
-NamedArray NamedArray::operator[](const std::vector<std::pair<AxisSelector, NamedIndex>>& idx) const {
-  return haliax::index(*this, idx);
+  NamedArray upd = broadcast_to(update, block, /*ensure_order=*/true, /*enforce_no_extra_axes=*/true);
+  NamedArray base = n_mapped > 0 ? rearrange(a, AxisSelection(out_axes)) : a;
+  return NamedArray(at::index_put(base.array(), list, upd.array().to(a.dtype()).to(a.device())), out_axes);
 }
 
 }  // namespace haliax

@@ -58,21 +58,31 @@ std::vector<NamedArray> unbind(const NamedArray& a, const AxisSelector& axis);
 // `length` elements of `axis` from `start`, keeping the axis (resized) or replacing it with `new_axis`.
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, int64_t length);
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, int64_t start, const Axis& new_axis);
-// Runtime start: a 0-d integer array (clamped to stay in bounds, like jax.lax.dynamic_slice).
+// Runtime start: a 0-d integer array (negative counts from the end, then clamped to stay in bounds, like
+// jax.lax.dynamic_slice). Differs from Haliax: an int start out of bounds raises rather than clamps.
 NamedArray slice(const NamedArray& a, const AxisSelector& axis, const NamedArray& start, int64_t length);
 // Select one position (the axis disappears) or gather by an integer NamedArray, whose axes replace `axis`
 // (axes shared between the index and the array are batched over, as in Haliax).
 NamedArray take(const NamedArray& a, const AxisSelector& axis, int64_t index);
 NamedArray take(const NamedArray& a, const AxisSelector& axis, const NamedArray& index);
 
-// A start offset for updated_slice: an integer or a 0-d integer array.
+// A start offset for updated_slice: an integer, or an integer array (0-d, or with axes of `a` to give each
+// row its own start).
 using SliceStart = std::variant<int64_t, NamedArray>;
 // `a` with the block starting at `start` (per axis; unnamed axes start at 0) replaced by `update`, whose axes
-// must be axes of `a` (sizes may be smaller). Functional: returns a new array, differentiable in both.
+// must be axes of `a` (sizes may be smaller; an axis the update lacks is written whole, broadcast; a 0-d
+// update writes one element of a 1-d array). Negative starts count from the end, then starts are clamped so
+// the block fits, as jax's dynamic_update_slice (an int start that overflows an axis the update has is an error, as in
+// Haliax). Starts with axes are mapped over those axes (Haliax vmaps), which moves them to the front of the result, the
+// last-seen outermost. Functional: returns a new array, differentiable in both `a` and `update`. Differs from Haliax:
+// the update is cast to a's dtype (JAX requires equal dtypes).
 NamedArray updated_slice(const NamedArray& a, const std::vector<std::pair<AxisSelector, SliceStart>>& start,
                          const NamedArray& update);
 
-// Selection by name with integers, Slices and integer NamedArrays (what operator[] calls).
+// Selection by name with integers, Slices, integer NamedArrays and DSlices (what operator[] calls), with
+// numpy's placement of advanced-index axes as Haliax computes it. With a DSlice, positions past either end
+// read 0 (JAX's fill mode, as Haliax). Differs from Haliax: without a DSlice, out-of-range index-array
+// positions raise (ATen's IndexError) where JAX clamps; use x.at(...).get() for JAX's clamping.
 NamedArray index(const NamedArray& a, const std::vector<std::pair<AxisSelector, NamedIndex>>& index);
 
 }  // namespace haliax

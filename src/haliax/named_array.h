@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 namespace haliax {
 
 class NamedIndex;
+class IndexUpdateRef;
 
 class NamedArray {
  public:
@@ -55,6 +57,10 @@ class NamedArray {
   // Selection by name: x[{{"batch", 0}, {"pos", Slice(0, 8)}, {"vocab", ids}}] (see NamedIndex).
   NamedArray operator[](std::initializer_list<std::pair<AxisSelector, NamedIndex>> index) const;
   NamedArray operator[](const std::vector<std::pair<AxisSelector, NamedIndex>>& index) const;
+  // Functional updates at a selection (JAX's `x.at[...]`): x.at({{"b", 1}, {"c", Slice(0, 2)}}).set(v) returns a
+  // new array; see IndexUpdateRef.
+  IndexUpdateRef at(std::initializer_list<std::pair<AxisSelector, NamedIndex>> index) const;
+  IndexUpdateRef at(const std::vector<std::pair<AxisSelector, NamedIndex>>& index) const;
 
   // Autograd conveniences over the underlying tensor.
   bool requires_grad() const { return array_.requires_grad(); }
@@ -83,18 +89,88 @@ struct Slice {
       : start(start_), stop(stop_), step(step_) {}
 };
 
-// What one axis is indexed by in operator[]: an integer (drops the axis), a Slice (keeps it, resized), or an
-// integer NamedArray (its axes replace the indexed axis; several arrays broadcast against each other).
+// A dynamic slice (Haliax's `dslice` / `ds`): `size` elements from `start`, which may be a 0-d integer array
+// known only at run time. It indexes like an integer array (an arange named after the axis), so it takes part in
+// numpy's advanced-index placement as in Haliax. Reads past either end give 0 (`index` uses JAX's fill mode);
+// writes there through `at` are dropped. Negative positions count from the end, as in JAX.
+struct DSlice {
+  std::variant<int64_t, NamedArray> start;
+  int64_t size = 0;
+  // Block `idx` of `size` elements: DSlice(idx * size, size) (Haliax's dslice.block / dblock).
+  static DSlice block(int64_t idx, int64_t size) { return DSlice{idx * size, size}; }
+};
+inline DSlice dslice(int64_t start, int64_t size) { return DSlice{start, size}; }
+inline DSlice dslice(int64_t start, const Axis& length) { return DSlice{start, length.size}; }
+inline DSlice dslice(const NamedArray& start, int64_t size) { return DSlice{start, size}; }
+inline DSlice dslice(const NamedArray& start, const Axis& length) { return DSlice{start, length.size}; }
+inline DSlice ds(int64_t start, int64_t size) { return dslice(start, size); }
+inline DSlice ds(int64_t start, const Axis& length) { return dslice(start, length); }
+inline DSlice ds(const NamedArray& start, int64_t size) { return dslice(start, size); }
+inline DSlice ds(const NamedArray& start, const Axis& length) { return dslice(start, length); }
+inline DSlice dblock(int64_t idx, int64_t size) { return DSlice::block(idx, size); }
+
+// What one axis is indexed by in operator[] and at(): an integer (drops the axis), a Slice (keeps it, resized),
+// an integer NamedArray (its axes replace the indexed axis; several arrays broadcast against each other), or a
+// DSlice.
 class NamedIndex {
  public:
   NamedIndex(int64_t i) : v_(i) {}
   NamedIndex(int i) : v_(static_cast<int64_t>(i)) {}
   NamedIndex(Slice s) : v_(s) {}
   NamedIndex(NamedArray a) : v_(std::move(a)) {}
-  const std::variant<int64_t, Slice, NamedArray>& value() const { return v_; }
+  NamedIndex(DSlice d) : v_(std::move(d)) {}
+  const std::variant<int64_t, Slice, NamedArray, DSlice>& value() const { return v_; }
 
  private:
-  std::variant<int64_t, Slice, NamedArray> v_;
+  std::variant<int64_t, Slice, NamedArray, DSlice> v_;
+};
+
+// How out-of-range positions (from index arrays or DSlices) are treated by `at`, as JAX's `mode`:
+// kFill / kDrop (one mode, JAX's "fill" = "drop"): reads give the fill value, writes are dropped;
+// kClip: positions are clamped into range. Negative positions count from the end first in both.
+enum class IndexMode { kFill, kDrop, kClip };
+
+// The result of x.at(selection) (Haliax's `_NamedIndexUpdateRef`). Every method returns a new array with x's
+// axes; updates broadcast by name to the selection's axes (the axes x[selection] would have) and are cast to
+// x's dtype. Differentiable in x and in the update. With repeated positions: add accumulates, multiply/divide/
+// power combine all factors, min/max take the extreme of all (gradients split between ties, as JAX's), and set
+// keeps the LAST update in row-major order of the selection (what JAX on CPU does; the others get no gradient).
+class IndexUpdateRef {
+ public:
+  IndexUpdateRef(NamedArray array, std::vector<std::pair<AxisSelector, NamedIndex>> index)
+      : array_(std::move(array)), index_(std::move(index)) {}
+
+  // x[selection], but out-of-range positions are clamped (kClip, JAX's default for `get`) or read as
+  // `fill_value` (kFill; default NaN for floats, the lowest value for integers, true for bool, as JAX's).
+  NamedArray get(IndexMode mode = IndexMode::kClip, const std::optional<at::Scalar>& fill_value = std::nullopt) const;
+  NamedArray set(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray set(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray add(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray add(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray multiply(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray multiply(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray mul(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const { return multiply(update, mode); }
+  NamedArray mul(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const { return multiply(update, mode); }
+  NamedArray divide(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray divide(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  // x ** (product of the updates at each position), as JAX's power.
+  NamedArray power(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray power(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  // `func` (elementwise; it gets and must return a 1-d array of the selected values) applied at each selected
+  // position, once per time the position is selected (JAX's apply, numpy's ufunc.at).
+  NamedArray apply(const std::function<NamedArray(const NamedArray&)>& func, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray min(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray min(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray max(const NamedArray& update, IndexMode mode = IndexMode::kDrop) const;
+  NamedArray max(const at::Scalar& update, IndexMode mode = IndexMode::kDrop) const;
+
+ private:
+  enum class Op { kSet, kAdd, kMultiply, kDivide, kPower, kMin, kMax };
+  NamedArray scatter(Op op, const NamedArray& update, IndexMode mode) const;
+  NamedArray scalar_update(const at::Scalar& value) const;
+
+  NamedArray array_;
+  std::vector<std::pair<AxisSelector, NamedIndex>> index_;
 };
 
 std::ostream& operator<<(std::ostream& os, const NamedArray& a);
