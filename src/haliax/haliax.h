@@ -4,6 +4,7 @@
 #include "haliax/axis.h"
 #include "haliax/core.h"
 #include "haliax/error.h"
+#include "haliax/hof.h"
 #include "haliax/named_array.h"
 #include "haliax/nn/activations.h"
 #include "haliax/nn/attention.h"
@@ -18,3 +19,4 @@
 #include "haliax/nn/stacked.h"
 #include "haliax/ops.h"
 #include "haliax/random.h"
+#include "haliax/shape.h"
