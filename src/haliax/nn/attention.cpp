@@ -36,7 +36,7 @@ NamedArray dot_product_attention(const Contract& contract, const AttendOver& ove
   AxisSpec kpos = key.resolve_axes(over.axes);
   for (const Axis& ax : kpos) {
     if (query.axis_index(AxisSelector(ax.name))) {
-      value_error("Axis " + to_string(ax) +
+      value_error("Axis " + axis_str(ax) +
                   " in KPos is also in query. Attended-to axes must be distinct from query axis");
     }
   }

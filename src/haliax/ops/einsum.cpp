@@ -68,8 +68,8 @@ void check_sizes(const std::vector<NamedArray>& arrays, const AliasMap& aliases)
       auto k = index_of(arrays[i].axes(), sel.name());
       if (k && arrays[i].axes()[*k].size != expected.size) {
         value_error("Size mismatch for axis " + sel.name() + ". In array " + std::to_string(i) + ", " +
-                    to_string(expected) + " has size " + std::to_string(arrays[i].axes()[*k].size) + " but expected " +
-                    std::to_string(expected.size) + ",because of the alias " + name + "=" + to_string(expected));
+                    axis_str(expected) + " has size " + std::to_string(arrays[i].axes()[*k].size) + " but expected " +
+                    std::to_string(expected.size) + ",because of the alias " + name + "=" + axis_str(expected));
       }
     }
   }
