@@ -127,7 +127,12 @@ NamedArray one_hot(const at::Tensor& id, const Axis& class_axis, at::ScalarType 
     value_error(std::string("one_hot expects an integer scalar or NamedArray, but got value with dtype ") +
                 dtype_name(id.scalar_type()));
   }
-  // Haliax sets position `id` of a zero vector: negative ids wrap once, anything still out of range is dropped.
+  // Haliax sets position `id` of a zero vector (`.at[id].set(1)`). A bool id is a mask index there: true sets
+  // every position, false none.
+  if (id.scalar_type() == at::kBool) {
+    return NamedArray(id.to(dtype).expand({class_axis.size}).contiguous(), {class_axis});
+  }
+  // Negative ids wrap once; anything still out of range is dropped.
   at::Tensor wrapped = id.to(at::kLong);
   wrapped = at::where(wrapped < 0, wrapped + class_axis.size, wrapped);
   at::Tensor classes = at::arange(class_axis.size, at::TensorOptions().dtype(at::kLong).device(id.device()));

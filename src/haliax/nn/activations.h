@@ -45,7 +45,7 @@ ActivationFunction activation_function(const std::string& name);
 const std::vector<std::string>& activation_function_names();
 
 // Softmax over one or several axes (several are normalised jointly); without `axis`, over all axes (Haliax's
-// axis=None).
+// axis=None; differs: Haliax returns a bare array there, we keep the axes).
 NamedArray softmax(const NamedArray& x, const AxisSelection& axis);
 NamedArray log_softmax(const NamedArray& x, const AxisSelection& axis);
 NamedArray softmax(const NamedArray& x);
@@ -89,7 +89,7 @@ NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType
 // (-1 is the last class). Differs: an id outside that range is a ValueError (Haliax: a bare AssertionError).
 NamedArray one_hot(int64_t id, const Axis& class_axis, at::ScalarType dtype = at::kFloat);
 // One-hot vector of a 0-d integer (or bool) tensor, Haliax's scalar-array form: negative ids in [-C, 0) count
-// from the end; an id < -C or >= C gives all zeros. Throws Haliax's TypeError text (as a ValueError) for a
+// from the end; an id < -C or >= C gives all zeros; a bool true gives all ones (Haliax indexes with it as a mask). Throws Haliax's TypeError text (as a ValueError) for a
 // tensor with dimensions or a non-integer dtype.
 NamedArray one_hot(const at::Tensor& id, const Axis& class_axis, at::ScalarType dtype = at::kFloat);
 
