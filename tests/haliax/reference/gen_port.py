@@ -136,4 +136,28 @@ em.array("rand_bernoulli", hax.random.bernoulli(key, (RB, RC), 0.3))
 em.array("rand_permutation_rc", hax.random.permutation(key, hax.arange((RB, RC)), RC))
 em.array("rand_fold_in_uniform", hax.random.uniform(jax.random.fold_in(key, 7), (RB,), dtype=jnp.float64))
 
+# --- state dicts with a prefix (test_state_dict.py) -------------------------------------------------------------
+import equinox as eqx  # noqa: E402
+from haliax.state_dict import from_state_dict, to_state_dict  # noqa: E402
+
+In, Out, Ly = hax.Axis("in", 3), hax.Axis("out", 2), hax.Axis("layer", 2)
+lin = hax.nn.Linear.init(In, Out, key=jax.random.PRNGKey(0), use_bias=True, out_first=True)
+lin = eqx.tree_at(lambda m: (m.weight, m.bias), lin,
+                  (hax.arange((Out, In)).astype(jnp.float64), hax.arange((Out,)).astype(jnp.float64) - 1.0))
+sd = to_state_dict(lin, prefix="enc.proj")
+# the keys are exactly "prefix.path": these lookups raise if they are not
+em.array("sd_prefix_weight", sd["enc.proj.weight"])
+em.array("sd_prefix_bias", sd["enc.proj.bias"])
+assert sorted(sd) == ["enc.proj.bias", "enc.proj.weight"], sorted(sd)
+# keys outside the prefix (and extra ones under it) are ignored on load
+full = {**sd, "dec.weight": np.zeros((7,)), "enc.proj.extra": np.zeros((1,)), "encoder.proj.weight": np.zeros((2, 3))}
+loaded = from_state_dict(lin, {k: (v * 2 if k.startswith("enc.proj.") and k != "enc.proj.extra" else v) for k, v in full.items()}, prefix="enc.proj")
+em.array("sd_loaded_weight", loaded.weight)
+em.error("sd_missing_key", lambda: from_state_dict(lin, {"enc.proj.weight": sd["enc.proj.weight"]}, prefix="enc.proj"))
+stacked = hax.nn.Stacked.init(Ly, hax.nn.Linear)(In, Out, key=jax.random.split(jax.random.PRNGKey(1), 2), use_bias=False)
+ssd = to_state_dict(stacked, prefix="h")
+assert sorted(ssd) == ["h.0.weight", "h.1.weight"], sorted(ssd)
+em.array("sd_stacked_layer1", ssd["h.1.weight"])
+em.array("sd_stacked_all", stacked.stacked.weight)
+
 em.write()
