@@ -135,6 +135,28 @@ em.array("rand_randint", hax.random.randint(key, (RB, RC), 3, 17))
 em.array("rand_bernoulli", hax.random.bernoulli(key, (RB, RC), 0.3))
 em.array("rand_permutation_rc", hax.random.permutation(key, hax.arange((RB, RC)), RC))
 em.array("rand_fold_in_uniform", hax.random.uniform(jax.random.fold_in(key, 7), (RB,), dtype=jnp.float64))
+# test_random.py's axes (Height, Width) and key 0
+Height, Width, Digit = hax.Axis("Height", 4), hax.Axis("Width", 8), hax.Axis("Digit", 10)
+k0 = jax.random.PRNGKey(0)
+em.array("rand_uniform_bounds", hax.random.uniform(k0, (Height, Width), dtype=jnp.float64, minval=-3.0, maxval=0.5))
+em.array("rand_randint_0_10", hax.random.randint(k0, (Height, Width), 0, 10))
+# A Python-float p draws in JAX's default float: f32 unless x64 is on. Ours is f32, so record these without x64.
+with jax.enable_x64(False):
+    em.array("rand_bernoulli_half", hax.random.bernoulli(k0, (Height, Width), 0.5))
+    em.array("rand_rademacher", hax.random.rademacher(k0, (Height, Width), dtype=jnp.float32))
+em.array("rand_bernoulli_half_x64", hax.random.bernoulli(k0, (Height, Width), 0.5))
+prob = em.array("rand_bernoulli_p", hax.arange(Width, step=0.1).astype(jnp.float64))
+em.array("rand_bernoulli_p_width", hax.random.bernoulli(k0, (Height, Width), prob))
+for name in ("normal", "exponential", "laplace", "logistic", "cauchy", "gumbel"):
+    em.array(f"rand_{name}_f64", getattr(hax.random, name)(k0, (Height, Width), dtype=jnp.float64))
+    em.array(f"rand_{name}_f32", getattr(hax.random, name)(k0, (Height, Width), dtype=jnp.float32))
+data = em.array("rand_perm_data", hax.random.uniform(k0, (Width, Height), dtype=jnp.float64))
+em.array("rand_perm_height", hax.random.permutation(k0, data, Height))
+em.array("rand_perm_width", hax.random.permutation(k0, data, Width))
+logits = em.array("rand_cat_logits", hax.random.uniform(k0, (Height, Width, Digit), dtype=jnp.float64))
+em.array("rand_categorical", hax.random.categorical(k0, logits, Digit))
+em.array("rand_categorical_digit_first", hax.random.categorical(k0, logits.rearrange((Digit, Height, Width)), Digit))
+em.array("rand_truncated_normal", hax.random.truncated_normal(k0, (Height, Width), -1.0, 0.5, dtype=jnp.float64))
 
 # --- state dicts with a prefix (test_state_dict.py) -------------------------------------------------------------
 import equinox as eqx  # noqa: E402
