@@ -164,7 +164,8 @@ struct UniformDraw {
   double eps, tiny;
 };
 UniformDraw draw_type(at::ScalarType dtype) {
-  if (!at::isFloatingType(dtype)) value_error("this distribution only accepts floating point dtypes, got " + dtype_name(dtype));
+  if (!at::isFloatingType(dtype))
+    value_error("this distribution only accepts floating point dtypes, got " + dtype_name(dtype));
   at::ScalarType ct = compute_dtype(dtype);
   if (ct == at::kDouble) return {ct, std::numeric_limits<double>::epsilon(), std::numeric_limits<double>::min()};
   return {ct, std::numeric_limits<float>::epsilon(), std::numeric_limits<float>::min()};

@@ -46,11 +46,17 @@ TEST(EinsumOrdered, ValuesAndGradientsMatchATen) {
         EXPECT_EQ(r.axes(), (AxisSpec{E, H, W, B}));
         return r.array();
       },
-      [](const auto& v) { return at::einsum("bhwd,de->ehwb", {v[0], v[1]}); });
+      [](const auto& v) {
+        return at::einsum("bhwd,de->ehwb", {v[0], v[1]});
+      });
   expect_same_value_and_grad(
       {randn({2, 3, 2, 4}, 13)},
-      [&](const auto& v) { return einsum("b ... d -> d ... b", {NamedArray(v[0], {B, H, W, D})}).array(); },
-      [](const auto& v) { return v[0].permute({3, 1, 2, 0}); });
+      [&](const auto& v) {
+        return einsum("b ... d -> d ... b", {NamedArray(v[0], {B, H, W, D})}).array();
+      },
+      [](const auto& v) {
+        return v[0].permute({3, 1, 2, 0});
+      });
 }
 
 TEST(EinsumOrdered, ErrorsUseHaliaxsWording) {

@@ -59,7 +59,9 @@ TEST(DotPorted, OutAxesGradientMatchesATen) {
                    AxisSelection({Depth, "..."}))
             .array();
       },
-      [](const auto& v) { return at::einsum("ijk,kji->kj", {v[0], v[1]}); });
+      [](const auto& v) {
+        return at::einsum("ijk,kji->kj", {v[0], v[1]});
+      });
 }
 
 }  // namespace

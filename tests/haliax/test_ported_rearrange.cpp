@@ -11,7 +11,9 @@ const Axis H("H", 6), W("W", 4), C("C", 3), D("D", 2), B("B", 5);
 const Axis Q("Q", 5 * 6), E("E", 6 * 4 * 2);
 
 // z: (B, D, H, W, C); zq: (Q, D, W, C), arange values (the original draws random ints; any distinct values do).
-NamedArray z() { return NamedArray(at::arange(5 * 2 * 6 * 4 * 3, at::kLong).reshape({5, 2, 6, 4, 3}), {B, D, H, W, C}); }
+NamedArray z() {
+  return NamedArray(at::arange(5 * 2 * 6 * 4 * 3, at::kLong).reshape({5, 2, 6, 4, 3}), {B, D, H, W, C});
+}
 NamedArray zq() { return NamedArray(at::arange(30 * 2 * 4 * 3, at::kLong).reshape({30, 2, 4, 3}), {Q, D, W, C}); }
 
 void expect(const NamedArray& got, const AxisSpec& axes, const at::Tensor& values) {
@@ -76,7 +78,8 @@ TEST(RearrangePorted, SemanticErrors) {
   EXPECT_VALUE_ERROR(rearrange(z(), "b d ... h w c ... -> b d h w c ..."), "Only one ellipsis allowed");
   EXPECT_VALUE_ERROR(rearrange(z(), "b d c q q -> b d h w c q"), "Capture q is assigned more than once");
   EXPECT_VALUE_ERROR(rearrange(z(), "b d c q t -> b d c t q q"), "is used more than once");
-  EXPECT_VALUE_ERROR(rearrange(z(), "b d c (q q) z -> b d h w c q", {{"q", 4}}), "Capture q is assigned more than once");
+  EXPECT_VALUE_ERROR(rearrange(z(), "b d c (q q) z -> b d h w c q", {{"q", 4}}),
+                     "Capture q is assigned more than once");
   EXPECT_VALUE_ERROR(rearrange(z(), "b d c q z -> b d c z"), "Not all intermediate axes are used");
   EXPECT_VALUE_ERROR(rearrange(z(), "b d c q z ... d e f -> b d c q d e f"), "is bound more than once");
   EXPECT_VALUE_ERROR(rearrange(z(), "(x y) d c q z -> d c q x y z", {{"x", 13}, {"y", 17}}), "not divide");
@@ -95,8 +98,7 @@ TEST(RearrangePorted, DocumentationExamples) {
   EXPECT_EQ(rearrange(zq(), "(q: b h) d w c -> b h d w c", {{"b", B}, {"h", "H"}}).axes(), (AxisSpec{B, H, D, W, C}));
   EXPECT_EQ(rearrange(z(), "a b ... -> b a ...").axes(), (AxisSpec{D, B, H, W, C}));
   EXPECT_EQ(rearrange(z(), "a b ... -> b ... a").axes(), (AxisSpec{D, H, W, C, B}));
-  EXPECT_EQ(rearrange(z(), "a b c d ... -> (x: a b) (y: c d) ...").axes(),
-            (AxisSpec{Axis("x", 10), Axis("y", 24), C}));
+  EXPECT_EQ(rearrange(z(), "a b c d ... -> (x: a b) (y: c d) ...").axes(), (AxisSpec{Axis("x", 10), Axis("y", 24), C}));
   EXPECT_EQ(rearrange(z(), "{B C W} -> ... B C W").axes(), (AxisSpec{D, H, B, C, W}));
   EXPECT_EQ(rearrange(zq(), "{(Q: b h) C} -> ... b C h", {{"b", B}, {"h", H}}).axes(), (AxisSpec{D, W, B, C, H}));
   EXPECT_EQ(rearrange(zq(), "{(Q: b h) (W: e f)} -> ... b e h f", {{"b", B}, {"h", H}, {"e", 2}}).axes(),
@@ -113,9 +115,9 @@ TEST(RearrangePorted, DocumentationExamples) {
   NamedArray attn(at::arange(36 * 6 * 4).reshape({36, 6, 4}), {Embed, H, W});
   EXPECT_EQ(rearrange(attn, "{(embed: qkv heads C) H W} -> qkv heads C (pos: H W)", {{"qkv", 3}, {"heads", 4}}).axes(),
             (AxisSpec{Axis("qkv", 3), Axis("heads", 4), C, Axis("pos", 24)}));
-  EXPECT_EQ(rearrange(z(), "{B (H: h1 h) (W: w1 w) C} -> ... B (H: h) (W: w) (C: C h1 w1)", {{"h1", 2}, {"w1", 2}})
-                .axes(),
-            (AxisSpec{D, B, sH, sW, Axis("C", 12)}));
+  EXPECT_EQ(
+      rearrange(z(), "{B (H: h1 h) (W: w1 w) C} -> ... B (H: h) (W: w) (C: C h1 w1)", {{"h1", 2}, {"w1", 2}}).axes(),
+      (AxisSpec{D, B, sH, sW, Axis("C", 12)}));
   EXPECT_EQ(rearrange(z(), "{B (H: h1 H) (W: w1 W) C} -> B ... H W (C: C h1 w1)", {{"h1", 2}, {"w1", 2}}).axes(),
             (AxisSpec{B, D, sH, sW, Axis("C", 12)}));
   EXPECT_EQ(rearrange(z(), "{ B (H: h1 H) (W: w1 W)} -> (B: B h1 w1) H W ...", {{"H", 2}, {"W", 2}}).axes(),

@@ -54,10 +54,10 @@ using haliax::logsumexp;
 
 // standardize's keyword arguments, by name: nn::StandardizeOptions().set_where(mask).set_epsilon(1e-6).
 struct StandardizeOptions {
-  std::optional<NamedArray> mean;      // given statistics (e.g. running ones) instead of computed ones
+  std::optional<NamedArray> mean;  // given statistics (e.g. running ones) instead of computed ones
   std::optional<NamedArray> variance;
   double epsilon = 1e-5;
-  std::optional<NamedArray> where;     // bool: only these elements count towards the computed mean/variance
+  std::optional<NamedArray> where;  // bool: only these elements count towards the computed mean/variance
   StandardizeOptions& set_mean(NamedArray v) {
     mean = std::move(v);
     return *this;
@@ -89,8 +89,8 @@ NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType
 // (-1 is the last class). Differs: an id outside that range is a ValueError (Haliax: a bare AssertionError).
 NamedArray one_hot(int64_t id, const Axis& class_axis, at::ScalarType dtype = at::kFloat);
 // One-hot vector of a 0-d integer (or bool) tensor, Haliax's scalar-array form: negative ids in [-C, 0) count
-// from the end; an id < -C or >= C gives all zeros; a bool true gives all ones (Haliax indexes with it as a mask). Throws Haliax's TypeError text (as a ValueError) for a
-// tensor with dimensions or a non-integer dtype.
+// from the end; an id < -C or >= C gives all zeros; a bool true gives all ones (Haliax indexes with it as a mask).
+// Throws Haliax's TypeError text (as a ValueError) for a tensor with dimensions or a non-integer dtype.
 NamedArray one_hot(const at::Tensor& id, const Axis& class_axis, at::ScalarType dtype = at::kFloat);
 
 }  // namespace haliax::nn

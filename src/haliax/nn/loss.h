@@ -14,9 +14,9 @@ enum class Reduction { kMean, kSum, kNone };
 //   nn::cross_entropy_loss(logits, Vocab, targets, nn::LossOptions().set_where(mask).set_reduction_axis(Pos));
 struct LossOptions {
   Reduction reduction = Reduction::kMean;
-  std::optional<NamedArray> where;                // bool: positions that count
-  std::optional<NamedArray> weight;               // per-position weights (broadcast to the loss's axes)
-  std::optional<AxisSelection> reduction_axis;    // default: all axes; an empty selection: no reduction
+  std::optional<NamedArray> where;              // bool: positions that count
+  std::optional<NamedArray> weight;             // per-position weights (broadcast to the loss's axes)
+  std::optional<AxisSelection> reduction_axis;  // default: all axes; an empty selection: no reduction
   LossOptions& set_reduction(Reduction v) {
     reduction = v;
     return *this;

@@ -125,18 +125,20 @@ TEST(StandardizePorted, WhereLimitsTheStatistics) {
   expect_matches_ref(nn::standardize(x, c), ref::std_c);
   expect_matches_ref(nn::standardize(x, b, nn::StandardizeOptions().set_where(mask)), ref::std_b_where);
   expect_matches_ref(nn::standardize(x, c, nn::StandardizeOptions().set_where(mask)), ref::std_c_where);
-  expect_matches_ref(nn::standardize(x, c,
-                                     nn::StandardizeOptions()
-                                         .set_mean(haliax::mean(x, c))
-                                         .set_variance(haliax::var(x, c) + 1.0)
-                                         .set_epsilon(0.1)),
-                     ref::std_given);
+  expect_matches_ref(
+      nn::standardize(
+          x, c,
+          nn::StandardizeOptions().set_mean(haliax::mean(x, c)).set_variance(haliax::var(x, c) + 1.0).set_epsilon(0.1)),
+      ref::std_given);
 }
 
 TEST(StandardizePorted, GradientMatchesATen) {
   const Axis b("b", 3), c("c", 5);
   expect_same_value_and_grad(
-      {randn({3, 5}, 41)}, [&](const auto& v) { return nn::standardize(NamedArray(v[0], {b, c}), c).array(); },
+      {randn({3, 5}, 41)},
+      [&](const auto& v) {
+        return nn::standardize(NamedArray(v[0], {b, c}), c).array();
+      },
       [](const auto& v) {
         at::Tensor m = v[0].mean(1, true);
         at::Tensor var = (v[0] * v[0]).mean(1, true) - m * m;
@@ -193,7 +195,10 @@ TEST(ActivationsPorted, GluHalvesTheAxis) {
   EXPECT_TRUE(at::allclose(g.array(), expected, 1e-12, 1e-12));
   EXPECT_VALUE_ERROR(nn::glu(NamedArray(at::zeros({3}), {Axis("g", 3)}), "g"), "even size");
   expect_same_value_and_grad(
-      {randn({2, 6}, 51)}, [](const auto& v) { return nn::glu(NamedArray(v[0], {Axis("b", 2), Axis("g", 6)}), "g").array(); },
+      {randn({2, 6}, 51)},
+      [](const auto& v) {
+        return nn::glu(NamedArray(v[0], {Axis("b", 2), Axis("g", 6)}), "g").array();
+      },
       [](const auto& v) { return at::glu(v[0], 1); });
 }
 
@@ -257,8 +262,9 @@ TEST(AttentionPorted, AxesMustBePresentAndDistinct) {
 
 TEST(AttentionPorted, MaskToBiasIsTheOppositeOfHaliaxs) {
   // Deliberate difference: Haliax multiplies (mask_value where true); ours is 0 where true (= attend).
-  expect_matches_ref(astype(nn::mask_to_bias(NamedArray(at::tensor({0, 1}).to(at::kBool), {Axis("kpos", 2)})), at::kDouble),
-                     ref::mask_to_bias);
+  expect_matches_ref(
+      astype(nn::mask_to_bias(NamedArray(at::tensor({0, 1}).to(at::kBool), {Axis("kpos", 2)})), at::kDouble),
+      ref::mask_to_bias);
 }
 
 }  // namespace
