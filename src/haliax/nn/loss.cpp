@@ -27,7 +27,9 @@ std::pair<NamedArray, NamedArray> cross_entropy_loss_and_log_normalizers(const N
   return {log_normalizers - picked, log_normalizers};
 }
 
-NamedArray reduce_loss(const NamedArray& loss, const LossOptions& o) {
+NamedArray reduce_loss(const NamedArray& loss_in, const LossOptions& o) {
+  // Masked-out positions are zeroed before they are weighted, so a NaN or inf there cannot reach the sum.
+  const NamedArray loss = o.where ? where(*o.where, loss_in, 0.0) : loss_in;
   std::optional<NamedArray> w = o.weight;
   if (o.where) {
     NamedArray mask = astype(*o.where, w ? w->dtype() : loss.dtype());

@@ -60,7 +60,8 @@ NamedArray binary_cross_entropy_loss(const NamedArray& logits, const NamedArray&
 // Haliax's maybe_reduce_loss / reduce_loss. `where` and `weight` combine into one effective weight
 // (weight * where, broadcast to the loss's axes). With it, mean is sum(loss * w) / sum(w) (0 where sum(w) is 0,
 // so an all-masked batch gives 0, not NaN) and sum is sum(loss * w); with kNone (or an empty reduction_axis) the
-// loss is returned multiplied by it (so masked positions are 0, or NaN where the loss itself is NaN, as in Haliax).
+// loss is returned multiplied by it. Differs: positions `where` masks out are zeroed first, so a NaN or inf loss
+// there stays out (Haliax multiplies by the mask, and NaN * 0 poisons its sum).
 NamedArray reduce_loss(const NamedArray& loss, const LossOptions& options);
 NamedArray reduce_loss(const NamedArray& loss, Reduction reduction, const std::optional<AxisSelection>& axis,
                        const std::optional<NamedArray>& where);

@@ -102,6 +102,18 @@ TEST(LossPorted, WeightedReductionsByHand) {
   EXPECT_TRUE(at::allclose(sum.array(), at::tensor({4.0, 9.0}, at::kDouble)));
 }
 
+TEST(LossPorted, MaskedOutNaNStaysOut) {
+  // Deliberate difference: Haliax multiplies by the mask, so NaN * 0 would make this NaN.
+  const Axis P("pos", 3);
+  NamedArray loss(at::tensor({1.0, std::nan(""), 3.0}, at::kDouble), {P});
+  NamedArray mask(at::tensor({1, 0, 1}).to(at::kBool), {P});
+  EXPECT_DOUBLE_EQ(nn::reduce_loss(loss, nn::LossOptions().set_where(mask)).array().item<double>(), 2.0);
+  NamedArray w(at::tensor({1.0, 5.0, 3.0}, at::kDouble), {P});
+  EXPECT_DOUBLE_EQ(nn::reduce_loss(loss, nn::LossOptions().set_where(mask).set_weight(w)).array().item<double>(), 2.5);
+  NamedArray none = nn::reduce_loss(loss, nn::LossOptions().set_reduction(nn::Reduction::kNone).set_where(mask));
+  EXPECT_EQ(none.array()[1].item<double>(), 0.0);
+}
+
 TEST(LossPorted, WeightedMeanGradientMatchesATen) {
   const Axis B("b", 3), L("l", 4);
   at::Tensor ids = at::tensor({0, 3, 1}, at::kLong);
