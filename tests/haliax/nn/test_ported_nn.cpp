@@ -281,3 +281,42 @@ TEST(AttentionPorted, MaskToBiasIsTheOppositeOfHaliaxs) {
 
 }  // namespace
 }  // namespace haliax
+
+namespace haliax {
+namespace {
+
+TEST(ModulesPorted, MlpAxesAtEveryDepth) {
+  // test_nn.py's test_mlp: multi-axis inputs, leftover input axes kept, and a named width alternating M / M2.
+  const Axis H("H", 10), C("C", 12), W("W", 14), E("E", 16), M("M", 18);
+  NamedArray x = random::uniform(random::Key(0), {H, C, W});
+  for (int depth = 0; depth <= 5; ++depth) {
+    SCOPED_TRACE(depth);
+    EXPECT_EQ(nn::MLP::init({H, C, W}, {E}, 8, depth, random::Key(0))(x).axes(), AxisSpec{E});
+    EXPECT_EQ(nn::MLP::init({H, W}, {E}, 8, depth, random::Key(0))(x).axes(), (AxisSpec{C, E}));
+    nn::MLP mlp = nn::MLP::init({H, W}, {E}, M, depth, random::Key(0));
+    EXPECT_EQ(mlp(x).axes(), (AxisSpec{C, E}));
+    if (depth == 0) continue;
+    const Axis M2 = M.alias("M2");
+    EXPECT_EQ(mlp.layers[0].Out, AxisSpec{M});
+    EXPECT_EQ(mlp.layers.back().In, AxisSpec{depth % 2 == 0 ? M2 : M});
+    for (int i = 1; i < depth; ++i) {
+      EXPECT_EQ(mlp.layers[static_cast<size_t>(i)].In, AxisSpec{i % 2 == 0 ? M2 : M});
+      EXPECT_EQ(mlp.layers[static_cast<size_t>(i)].Out, AxisSpec{i % 2 == 0 ? M : M2});
+    }
+  }
+}
+
+TEST(ModulesPorted, NormsKeepTheInputDtypeWithF32Params) {
+  // test_nn.py's mixed-precision case: f32 parameters, bf16 input, bf16 output.
+  const Axis H("H", 10);
+  NamedArray x = random::uniform(random::Key(0), {H}, at::kBFloat16);
+  NamedArray ln = nn::LayerNorm::init({H}, nn::LayerNormOptions().set_dtype(at::kFloat))(x);
+  EXPECT_EQ(ln.axes(), AxisSpec{H});
+  EXPECT_EQ(ln.dtype(), at::kBFloat16);
+  NamedArray rms = nn::RmsNorm::init({H}, nn::RmsNormOptions().set_dtype(at::kFloat))(x);
+  EXPECT_EQ(rms.axes(), AxisSpec{H});
+  EXPECT_EQ(rms.dtype(), at::kBFloat16);
+}
+
+}  // namespace
+}  // namespace haliax
