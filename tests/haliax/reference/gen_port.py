@@ -1,6 +1,6 @@
 # Expected values for the ported Haliax tests (tests/haliax/test_einsum_ordered.cpp, test_ported_*.cpp,
-# nn/test_ported_nn.cpp): semantics where our first version differed from the original, and the cases of the
-# original's own test suite whose answers are values. Run through scripts/haliax_ref_env --regenerate.
+# nn/test_ported_nn.cpp, nn/test_state_dict_prefix.cpp): semantics where our first version differed from the
+# original, and the cases of the original's own test suite whose answers are values. Run through scripts/haliax_ref_env --regenerate.
 import jax
 import numpy as np
 
