@@ -47,6 +47,8 @@ std::string to_string(const Axis& axis) {
   return "Axis(name='" + axis.name + "', size=" + std::to_string(axis.size) + ")";
 }
 
+std::string axis_str(const Axis& axis) { return axis.name + "(" + std::to_string(axis.size) + ")"; }
+
 std::ostream& operator<<(std::ostream& os, const Axis& axis) { return os << to_string(axis); }
 std::ostream& operator<<(std::ostream& os, const AxisSpec& axes) { return os << to_string(axes); }
 

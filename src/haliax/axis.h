@@ -84,6 +84,8 @@ class AxisSelection {
 // Printing, in Haliax's shape-dict style: {'batch': 4, 'embed': 768}.
 std::string to_string(const AxisSpec& axes);
 std::string to_string(const Axis& axis);  // Axis(name='embed', size=768)
+// Haliax's str(Axis), "embed(768)": how its error messages print an axis.
+std::string axis_str(const Axis& axis);
 std::ostream& operator<<(std::ostream& os, const Axis& axis);
 std::ostream& operator<<(std::ostream& os, const AxisSpec& axes);
 

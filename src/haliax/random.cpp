@@ -156,6 +156,59 @@ NamedArray normal(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   return NamedArray(out.to(dtype), shape);
 }
 
+namespace {
+
+// A uniform draw in JAX's compute dtype for `dtype` (f64 for f64, else f32) and its finfo constants.
+struct UniformDraw {
+  at::ScalarType ct;
+  double eps, tiny;
+};
+UniformDraw draw_type(at::ScalarType dtype) {
+  if (!at::isFloatingType(dtype))
+    value_error("this distribution only accepts floating point dtypes, got " + dtype_name(dtype));
+  at::ScalarType ct = compute_dtype(dtype);
+  if (ct == at::kDouble) return {ct, std::numeric_limits<double>::epsilon(), std::numeric_limits<double>::min()};
+  return {ct, std::numeric_limits<float>::epsilon(), std::numeric_limits<float>::min()};
+}
+
+}  // namespace
+
+NamedArray exponential(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  check_unique(shape);
+  UniformDraw d = draw_type(dtype);
+  at::Tensor u = uniform_tensor(key, shape, d.ct, 0.0, 1.0);
+  return NamedArray(at::log1p(-u).neg().to(dtype), shape);
+}
+
+NamedArray laplace(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  check_unique(shape);
+  UniformDraw d = draw_type(dtype);
+  // -1 + epsneg is the float just above -1.
+  double lo = d.ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
+  at::Tensor u = uniform_tensor(key, shape, d.ct, lo, 1.0);
+  return NamedArray((at::sign(u) * at::log1p(-u.abs())).to(dtype), shape);
+}
+
+NamedArray logistic(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  check_unique(shape);
+  UniformDraw d = draw_type(dtype);
+  at::Tensor u = uniform_tensor(key, shape, d.ct, d.tiny, 1.0);
+  return NamedArray((at::log(u) - at::log1p(-u)).to(dtype), shape);
+}
+
+NamedArray cauchy(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  check_unique(shape);
+  UniformDraw d = draw_type(dtype);
+  at::Tensor u = uniform_tensor(key, shape, d.ct, d.eps, 1.0);
+  const double pi = d.ct == at::kDouble ? M_PI : static_cast<double>(static_cast<float>(M_PI));
+  return NamedArray(at::tan((u - 0.5) * pi).to(dtype), shape);
+}
+
+NamedArray rademacher(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  NamedArray b = bernoulli(key, shape, 0.5);
+  return NamedArray((b.array().to(at::kLong) * 2 - 1).to(dtype), shape);
+}
+
 NamedArray truncated_normal(const Key& key, const AxisSpec& shape, double lower, double upper, at::ScalarType dtype) {
   check_unique(shape);
   at::ScalarType ct = compute_dtype(dtype);

@@ -58,6 +58,15 @@ NamedArray bernoulli(const Key& key, const AxisSpec& shape, const NamedArray& p)
 // Integers in [minval, maxval) (JAX's two-draw modulus method; int32 as JAX, int64 as JAX with x64).
 NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_t maxval,
                    at::ScalarType dtype = at::kLong);
+// JAX's one-uniform transforms (same key and shape: JAX's uniform bits, then its formula; values agree to an ulp
+// or two, as with normal): exponential -log1p(-u); laplace sign(u) log1p(-|u|), u in (-1, 1); logistic
+// log(u) - log1p(-u); cauchy tan(pi (u - 1/2)).
+NamedArray exponential(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
+NamedArray laplace(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
+NamedArray logistic(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
+NamedArray cauchy(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
+// -1 or +1 with equal probability, as 2 * bernoulli(key, shape, 0.5) - 1 (JAX's bits exactly).
+NamedArray rademacher(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
 // Standard Gumbel (JAX's default "low" mode).
 NamedArray gumbel(const Key& key, const AxisSpec& shape, at::ScalarType dtype = at::kFloat);
 // A random permutation of `x` along `axis` (JAX's sort-based shuffle).

@@ -13,4 +13,13 @@ namespace haliax {
 
 using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
 
+// Haliax's with_prefix: "prefix.leaf", or whichever is non-empty (an empty string stands for Python's None).
+inline std::string with_prefix(const std::string& prefix, const std::string& leaf) {
+  return prefix.empty() ? leaf : leaf.empty() ? prefix : prefix + "." + leaf;
+}
+
+// The entries of `dict` under `prefix` (the key is the prefix itself or starts with "prefix."), in order and
+// with their keys unchanged. An empty prefix selects everything.
+StateDict entries_under(const StateDict& dict, const std::string& prefix);
+
 }  // namespace haliax

@@ -25,6 +25,25 @@ NamedArray gelu(const NamedArray& x, bool approximate) {
   return NamedArray(at::gelu(x.array(), approximate ? "tanh" : "none"), x.axes());
 }
 NamedArray quick_gelu(const NamedArray& x) { return x * sigmoid(x * 1.702); }
+NamedArray soft_sign(const NamedArray& x) { return NamedArray(x.array() / (x.array().abs() + 1), x.axes()); }
+NamedArray hard_sigmoid(const NamedArray& x) {
+  return NamedArray(at::hardtanh(x.array() + 3.0, 0.0, 6.0) / 6.0, x.axes());
+}
+NamedArray hard_silu(const NamedArray& x) { return x * hard_sigmoid(x); }
+NamedArray hard_swish(const NamedArray& x) { return hard_silu(x); }
+NamedArray hard_tanh(const NamedArray& x) { return NamedArray(at::hardtanh(x.array(), -1.0, 1.0), x.axes()); }
+NamedArray celu(const NamedArray& x, double alpha) { return NamedArray(at::celu(x.array(), alpha), x.axes()); }
+NamedArray selu(const NamedArray& x) { return NamedArray(at::selu(x.array()), x.axes()); }
+NamedArray relu_squared(const NamedArray& x) { return NamedArray(at::relu(x.array()).square(), x.axes()); }
+
+NamedArray glu(const NamedArray& x, const AxisSelector& axis) {
+  Axis ax = x.resolve_axis(axis);
+  if (ax.size % 2 != 0) value_error("glu: axis " + to_string(ax) + " must have an even size");
+  const int64_t d = static_cast<int64_t>(*x.axis_index(AxisSelector(ax.name)));
+  std::vector<at::Tensor> halves = x.array().chunk(2, d);
+  AxisSpec out = replace_axis(x.axes(), AxisSelector(ax.name), {ax.resize(ax.size / 2)});
+  return NamedArray(halves[0] * at::sigmoid(halves[1]), out);
+}
 
 namespace {
 
@@ -54,11 +73,29 @@ NamedArray log_softmax(const NamedArray& x, const AxisSelection& axis) {
   return over_axes(x, axis, [](const at::Tensor& t, int64_t d) { return at::log_softmax(t, d); });
 }
 
+NamedArray softmax(const NamedArray& x) { return softmax(x, AxisSelection(x.axes())); }
+NamedArray log_softmax(const NamedArray& x) { return log_softmax(x, AxisSelection(x.axes())); }
+
+NamedArray standardize(const NamedArray& x, const AxisSelection& axis, const StandardizeOptions& o) {
+  auto mean_of = [&](const NamedArray& v) { return o.where ? haliax::mean(v, axis, *o.where) : haliax::mean(v, axis); };
+  NamedArray m = o.mean ? *o.mean : mean_of(x);
+  NamedArray v;
+  if (o.variance) {
+    v = *o.variance;
+  } else {
+    NamedArray raw = mean_of(x * x) - m * m;
+    v = NamedArray(at::clamp_min(raw.array(), 0.0), raw.axes());
+  }
+  return (x - m) * rsqrt(v + o.epsilon);
+}
+
 NamedArray standardize(const NamedArray& x, const AxisSelection& axis, std::optional<NamedArray> mean_,
                        std::optional<NamedArray> variance, double epsilon) {
-  NamedArray m = mean_ ? *mean_ : haliax::mean(x, axis);
-  NamedArray v = variance ? *variance : haliax::var(x, axis);
-  return (x - m) * rsqrt(v + epsilon);
+  StandardizeOptions o;
+  o.mean = std::move(mean_);
+  o.variance = std::move(variance);
+  o.epsilon = epsilon;
+  return standardize(x, axis, o);
 }
 
 NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType dtype) {
@@ -72,7 +109,34 @@ NamedArray one_hot(const NamedArray& ids, const Axis& class_axis, at::ScalarType
 }
 
 NamedArray one_hot(int64_t id, const Axis& class_axis, at::ScalarType dtype) {
-  return one_hot(NamedArray(at::scalar_tensor(id, at::kLong), {}), class_axis, dtype);
+  if (id < -class_axis.size || id >= class_axis.size) {
+    value_error("one_hot: class id " + std::to_string(id) + " is out of range for " + to_string(class_axis) +
+                " (need -" + std::to_string(class_axis.size) + " <= id < " + std::to_string(class_axis.size) + ")");
+  }
+  return one_hot(at::scalar_tensor(id, at::kLong), class_axis, dtype);
+}
+
+NamedArray one_hot(const at::Tensor& id, const Axis& class_axis, at::ScalarType dtype) {
+  if (id.dim() != 0) {
+    std::string shape = "(";
+    for (int64_t i = 0; i < id.dim(); ++i) shape += (i ? ", " : "") + std::to_string(id.size(i));
+    shape += id.dim() == 1 ? ",)" : ")";
+    value_error("one_hot expects a scalar integer or NamedArray, but got array with shape " + shape);
+  }
+  if (!at::isIntegralType(id.scalar_type(), /*includeBool=*/true)) {
+    value_error(std::string("one_hot expects an integer scalar or NamedArray, but got value with dtype ") +
+                dtype_name(id.scalar_type()));
+  }
+  // Haliax sets position `id` of a zero vector (`.at[id].set(1)`). A bool id is a mask index there: true sets
+  // every position, false none.
+  if (id.scalar_type() == at::kBool) {
+    return NamedArray(id.to(dtype).expand({class_axis.size}).contiguous(), {class_axis});
+  }
+  // Negative ids wrap once; anything still out of range is dropped.
+  at::Tensor wrapped = id.to(at::kLong);
+  wrapped = at::where(wrapped < 0, wrapped + class_axis.size, wrapped);
+  at::Tensor classes = at::arange(class_axis.size, at::TensorOptions().dtype(at::kLong).device(id.device()));
+  return NamedArray(at::eq(classes, wrapped).to(dtype), {class_axis});
 }
 
 namespace {

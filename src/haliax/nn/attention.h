@@ -36,6 +36,28 @@ struct AttentionOptions {
   std::optional<double> scaling_factor;           // default 1 / sqrt(|Contract|)
   double dropout = 0.0;                           // dropout on the attention weights (Levanter's attn_pdrop)...
   std::optional<random::Key> key;                 // ...applied only with a key (absent: inference)
+  // Chainable, for one-expression calls: nn::AttentionOptions().set_mask(causal).set_attention_dtype(at::kFloat).
+  AttentionOptions& set_mask(NamedArray v) {
+    mask = std::move(v);
+    return *this;
+  }
+  AttentionOptions& set_bias(NamedArray v) {
+    bias = std::move(v);
+    return *this;
+  }
+  AttentionOptions& set_attention_dtype(at::ScalarType v) {
+    attention_dtype = v;
+    return *this;
+  }
+  AttentionOptions& set_scaling_factor(double v) {
+    scaling_factor = v;
+    return *this;
+  }
+  AttentionOptions& set_dropout(double p, const random::Key& k) {
+    dropout = p;
+    key = k;
+    return *this;
+  }
 };
 
 // softmax(q . k * scale + bias, masked) over AttendOver, then dropout. Masked-out logits get -1e9 (as Haliax),
@@ -52,10 +74,24 @@ NamedArray causal_mask(const Axis& QPos, const Axis& KPos, int64_t q_start = 0, 
 NamedArray sliding_window_mask(const Axis& QPos, const Axis& KPos, int64_t width);
 // mask[k] = k < length (padding).
 NamedArray prefix_mask(const Axis& KPos, int64_t length);
+// Haliax's prefix_lm_mask: causal, except that every query sees the first prefix_len keys; bool (QPos, KPos).
+NamedArray prefix_lm_mask(const Axis& QPos, const Axis& KPos, int64_t prefix_len, int64_t q_start = 0,
+                          int64_t k_start = 0);
+// Forgetful causal masking (arXiv 2210.13432), Haliax's forgetful_causal_mask: bool (KPos), each key position
+// kept with probability 1 - p, position 0 always kept; with sample_prob, p is first drawn uniformly from
+// [0, mask_prob) (the key is split as Haliax splits it). `dtype` is the float type of the draws: JAX's default
+// float, f32 (f64 under jax_enable_x64), so the same key gives JAX's mask bit for bit.
+NamedArray forgetful_causal_mask(const Axis& KPos, double mask_prob, bool sample_prob, const random::Key& key,
+                                 at::ScalarType dtype = at::kFloat);
+// ALiBi attention bias (Press et al.), Haliax's alibi_attention_bias: (Heads, KPos), slope_h * k, with the
+// slopes of the ALiBi paper for bias_max = 8 (Mosaic's generalisation for other values).
+NamedArray alibi_attention_bias(const Axis& Heads, const Axis& KPos, double bias_max = 8.0,
+                                at::ScalarType dtype = at::kFloat);
 // And/or of two optional masks (the second broadcast to the first's axes); absent masks are neutral.
 std::optional<NamedArray> combine_masks_and(const std::optional<NamedArray>& a, const std::optional<NamedArray>& b);
 std::optional<NamedArray> combine_masks_or(const std::optional<NamedArray>& a, const std::optional<NamedArray>& b);
-// A bool mask (true = attend) as an additive bias: 0 where true, mask_value where false.
+// A bool mask (true = attend) as an additive bias: 0 where true, mask_value where false. Differs: Haliax
+// returns mask * mask_value, i.e. mask_value where the mask is *true*, which inverts a true-means-attend mask.
 NamedArray mask_to_bias(const NamedArray& mask, double mask_value = -1e9);
 
 }  // namespace haliax::nn

@@ -8,6 +8,21 @@
 #include "haliax/core.h"
 #include "haliax/error.h"
 
+namespace haliax {
+
+StateDict entries_under(const StateDict& dict, const std::string& prefix) {
+  if (prefix.empty()) return dict;
+  StateDict out;
+  for (const auto& [k, t] : dict) {
+    if (k == prefix ||
+        (k.size() > prefix.size() && k.compare(0, prefix.size(), prefix) == 0 && k[prefix.size()] == '.'))
+      out.emplace_back(k, t);
+  }
+  return out;
+}
+
+}  // namespace haliax
+
 namespace haliax::nn {
 
 namespace {

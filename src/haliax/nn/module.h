@@ -113,6 +113,15 @@ template <typename M>
 StateDict to_state_dict(M& module) {
   return state_dict_from(named_parameters(module));
 }
+// Haliax's to_state_dict(module, prefix): the same entries with every key "prefix.path" (stacked layers
+// "prefix.h.3.attn..."); an empty prefix is the form above.
+template <typename M>
+StateDict to_state_dict(M& module, const std::string& prefix) {
+  std::vector<std::pair<ParamInfo, NamedArray>> params;
+  ParamVisitor root([&](const ParamInfo& info, NamedArray& p) { params.emplace_back(info, p); });
+  root(prefix, module);
+  return state_dict_from(params);
+}
 
 // Replace every parameter of `module` from `dict` (by path; stacked parameters from their per-layer keys).
 // Strict: a missing key, an unexpected key or a shape mismatch is an error naming the key and both shapes.
@@ -123,6 +132,16 @@ void from_state_dict(M& module, const StateDict& dict) {
   std::vector<std::pair<ParamInfo, NamedArray*>> slots;
   for_each_parameter(module, [&](const ParamInfo& info, NamedArray& p) { slots.emplace_back(info, &p); });
   load_state_dict_slots(slots, dict);
+}
+// Haliax's from_state_dict(module, dict, prefix): parameter `path` is read from key "prefix.path", so a
+// submodule loads from a whole model's dict. Keys outside the prefix are ignored, as in Haliax. Differs: under
+// the prefix we stay strict (a key no parameter has is an error, as in the form above), where Haliax ignores it.
+template <typename M>
+void from_state_dict(M& module, const StateDict& dict, const std::string& prefix) {
+  std::vector<std::pair<ParamInfo, NamedArray*>> slots;
+  ParamVisitor root([&](const ParamInfo& info, NamedArray& p) { slots.emplace_back(info, &p); });
+  root(prefix, module);
+  load_state_dict_slots(slots, entries_under(dict, prefix));
 }
 
 // Make every parameter a leaf that requires grad (or not).

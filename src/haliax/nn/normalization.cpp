@@ -32,8 +32,9 @@ NamedArray LayerNorm::operator()(const NamedArray& x) const {
   NamedArray m = mean(x, ax);
   NamedArray v = var(x, ax);
   NamedArray out = astype((x - m) * rsqrt(v + eps), x.dtype());
-  if (weight) out = *weight * out;
-  if (bias) out = out + *bias;
+  // As Haliax: parameters are cast to the input's dtype, so f32 parameters on a bf16 input give bf16.
+  if (weight) out = astype(*weight, out.dtype()) * out;
+  if (bias) out = out + astype(*bias, out.dtype());
   return out;
 }
 
@@ -48,8 +49,8 @@ NamedArray RmsNorm::operator()(const NamedArray& x) const {
   NamedArray x32 = astype(x, (x.dtype() == at::kBFloat16 || x.dtype() == at::kHalf) ? at::kFloat : x.dtype());
   NamedArray ms = mean(square(x32), AxisSelection(axis));
   NamedArray out = astype(x32 * rsqrt(ms + eps), x.dtype());
-  if (weight) out = *weight * out;
-  if (bias) out = out + *bias;
+  if (weight) out = astype(*weight, out.dtype()) * out;
+  if (bias) out = out + astype(*bias, out.dtype());
   return out;
 }
 

@@ -24,6 +24,7 @@ AxisSpec all_input_axes(const std::vector<NamedArray>& arrays) {
 
 struct AliasMap {
   std::map<std::string, AxisSelector> map;
+  std::vector<std::string> order;  // as the caller listed them (Haliax's kwargs order)
   std::set<std::string> used;
   explicit AliasMap(const Bindings& b) {
     for (const auto& [name, v] : b) {
@@ -34,6 +35,7 @@ struct AliasMap {
         map.emplace(name, AxisSelector(*s));
       else
         value_error("einsum: alias " + name + " must be an Axis or an axis name, not a size");
+      order.push_back(name);
     }
   }
   // The axis name a name in the equation stands for.
@@ -43,17 +45,33 @@ struct AliasMap {
     used.insert(name);
     return it->second.name();
   }
-  void check_all_used(const std::string& expr) {
-    for (const auto& [name, _] : map) {
-      if (!used.count(name)) raise_parse_error("Axis alias " + name + " not used in the einsum", expr, std::nullopt);
+  // Haliax words this differently per form: the unordered form names the first unused alias, the positional and
+  // output-only forms list them all ("Unused aliases from kwargs: Q").
+  void check_all_used(const std::string& expr, bool unordered_form) {
+    std::string unused;
+    for (const std::string& name : order) {
+      if (used.count(name)) continue;
+      if (unordered_form) raise_parse_error("Axis alias " + name + " not used in the einsum", expr, std::nullopt);
+      unused += (unused.empty() ? "" : ", ") + name;
     }
+    if (!unused.empty()) raise_parse_error("Unused aliases from kwargs: " + unused, expr, std::nullopt);
   }
 };
 
+// An alias bound to a full Axis must agree in size with every operand that has that axis (Haliax's text).
 void check_sizes(const std::vector<NamedArray>& arrays, const AliasMap& aliases) {
-  for (const auto& [name, sel] : aliases.map) {
+  for (const std::string& name : aliases.order) {
+    const AxisSelector& sel = aliases.map.at(name);
     if (!sel.size()) continue;
-    for (const NamedArray& a : arrays) a.axis_index(sel);  // throws on a size mismatch
+    const Axis expected(sel.name(), *sel.size());
+    for (size_t i = 0; i < arrays.size(); ++i) {
+      auto k = index_of(arrays[i].axes(), sel.name());
+      if (k && arrays[i].axes()[*k].size != expected.size) {
+        value_error("Size mismatch for axis " + sel.name() + ". In array " + std::to_string(i) + ", " +
+                    axis_str(expected) + " has size " + std::to_string(arrays[i].axes()[*k].size) + " but expected " +
+                    std::to_string(expected.size) + ",because of the alias " + name + "=" + axis_str(expected));
+      }
+    }
   }
 }
 
@@ -186,12 +204,15 @@ AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expre
       }
     }
   }
+  // The rhs in order; "..." is a placeholder (nullopt) filled once every named output axis is known.
+  std::vector<std::optional<Axis>> rhs_order;
   bool rhs_ellipsis = false;
   std::set<std::string> kept_names;
   for (const Capture& c : rhs.captures) {
     if (c.ellipsis) {
       if (rhs_ellipsis) raise_parse_error("Can't have two ellipses in an ordered einsum", expr, c.range);
       rhs_ellipsis = true;
+      rhs_order.emplace_back(std::nullopt);
       continue;
     }
     const Capture& s = simple(c, expr, " in the output of an einsum");
@@ -199,15 +220,28 @@ AxisSpec output_axes_positional(const std::string& expr, const std::vector<Expre
     if (!e || !e->axis)
       raise_parse_error("Axis name " + *s.binding + " does not occur on the left hand side", expr, c.range);
     kept_names.insert(*s.binding);
-    if (!rhs_ellipsis) out.push_back(*e->axis);
+    rhs_order.emplace_back(*e->axis);
   }
+  // "..." stands for every input axis neither named on the rhs nor contracted (named on the lhs only), in input
+  // order, at the position of the "..." ("b ... d -> d ... b" puts d first and b last).
+  AxisSpec ellipsis_axes;
   if (rhs_ellipsis) {
-    // Keep every axis not contracted (named on the lhs and not on the rhs), in input order.
-    std::vector<AxisSelector> contracted;
-    for (const std::string& n : bound_order) {
-      if (!kept_names.count(n)) contracted.emplace_back(table.get(n)->axis->name);
+    std::set<std::string> excluded;
+    for (const auto& ax : rhs_order) {
+      if (ax) excluded.insert(ax->name);
     }
-    out = eliminate_axes(all, AxisSelection(contracted));
+    for (const std::string& n : bound_order) {
+      if (!kept_names.count(n)) excluded.insert(table.get(n)->axis->name);
+    }
+    for (const Axis& ax : all) {
+      if (!excluded.count(ax.name)) ellipsis_axes.push_back(ax);
+    }
+  }
+  for (const auto& ax : rhs_order) {
+    if (ax)
+      out.push_back(*ax);
+    else
+      out.insert(out.end(), ellipsis_axes.begin(), ellipsis_axes.end());
   }
   return out;
 }
@@ -228,7 +262,7 @@ NamedArray einsum(const std::string& expr, const std::vector<NamedArray>& arrays
   } else {
     out = output_axes_positional(expr, lhses, rhs, arrays, all, aliases);
   }
-  aliases.check_all_used(expr);
+  aliases.check_all_used(expr, lhses.size() == 1 && !lhses[0].ordered);
   return detail::contract(arrays, out);
 }
 

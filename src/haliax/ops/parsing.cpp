@@ -79,6 +79,8 @@ Capture parse_group(const std::string& e, size_t& pos) {
       ++pos;
     } else if (ch == '(') {
       raise_parse_error("Only one level of nesting is allowed", e, Range{pos, pos + 1});
+    } else if (ch == '}') {
+      value_error("Unexpected } at " + std::to_string(pos));  // Haliax's text here: no caret
     } else if (is_ident_char(ch)) {
       if (current.empty() && std::isdigit(static_cast<unsigned char>(ch))) {
         raise_parse_error("Identifiers cannot start with a number", e, Range{pos, pos + 1});
