@@ -207,6 +207,35 @@ TEST(HaliaxDoc, IndexingSliceTakeSelection) {
   EXPECT_TRUE(hax::array_equal(same, picked));
 }
 
+TEST(HaliaxDoc, FunctionalUpdatesAndDynamicSlices) {
+  // clang-format off
+  // [doc:updates]
+  hax::NamedArray x = hax::zeros({Batch, Pos});
+  hax::NamedArray y = x.at({{"batch", 0}, {"position", hax::Slice(1, 3)}}).set(1.0);  // x itself is unchanged
+  const hax::Axis Hit{"hit", 3};
+  hax::NamedArray hits(at::tensor({4, 0, 4}, at::kLong), {Hit});
+  hax::NamedArray counts = x.at({{"position", hits}}).add(1.0);  // repeats add up: position 4 gets 2
+  hax::NamedArray window = y[{{"position", hax::ds(3, 4)}}];      // {batch, position: 4}; past the end reads 0
+  auto [best, where_best] = hax::top_k(counts, Pos, 2);          // {batch, position: 2}, values and indices
+  // [/doc:updates]
+  // clang-format on
+  EXPECT_TRUE(hax::array_equal(x, hax::zeros({Batch, Pos})));
+  at::Tensor ref_y = at::zeros({2, 5});
+  ref_y[0].narrow(0, 1, 2).fill_(1.0);
+  EXPECT_TRUE(at::equal(y.array(), ref_y));
+  at::Tensor ref_counts = at::zeros({2, 5});
+  ref_counts.select(1, 0).fill_(1.0);
+  ref_counts.select(1, 4).fill_(2.0);
+  EXPECT_TRUE(at::equal(counts.array(), ref_counts));
+  EXPECT_EQ(window.axes(), (hax::AxisSpec{Batch, Pos.resize(4)}));
+  at::Tensor ref_window = at::zeros({2, 4});
+  ref_window.narrow(1, 0, 2).copy_(ref_y.narrow(1, 3, 2));
+  EXPECT_TRUE(at::equal(window.array(), ref_window));
+  EXPECT_EQ(best.axes(), (hax::AxisSpec{Batch, Pos.resize(2)}));
+  EXPECT_TRUE(at::equal(best.array(), at::tensor({2.0f, 1.0f, 2.0f, 1.0f}).reshape({2, 2})));
+  EXPECT_TRUE(at::equal(where_best.array(), at::tensor({4, 0, 4, 0}, at::kLong).reshape({2, 2})));
+}
+
 TEST(HaliaxDoc, ExplicitRandomKeys) {
   // clang-format off
   // [doc:random]
@@ -418,6 +447,29 @@ TEST(HaliaxDoc, StackedLayersWithFold) {
   EXPECT_EQ(sd[6].first, "1.ln.weight");
   EXPECT_EQ(sd[17].first, "2.down.bias");
   EXPECT_TRUE(at::equal(sd[8].second, blocks.stacked.up.weight.array()[1]));
+}
+
+TEST(HaliaxDoc, ScanAndVmap) {
+  // clang-format off
+  // [doc:hof]
+  hax::NamedArray x = hax::random::normal(hax::random::Key(0), {Batch, Pos, Embed});
+  // A running sum over positions: the carry is {batch, embed}; each step's output gets `position` back, first.
+  auto step = [](const hax::NamedArray& total, const hax::NamedArray& x_p) {
+    hax::NamedArray next = total + x_p;
+    return std::make_pair(next, next);
+  };
+  auto [total, running] = hax::scan(step, Pos)(hax::zeros({Batch, Embed}), x);  // running: {position, batch, embed}
+  hax::NamedArray norms =  // f sees one row {position, embed} at a time; the result is {batch}
+      hax::vmap([](const hax::NamedArray& row) { return hax::sqrt(hax::sum(row * row)); }, Batch)(x);
+  // [/doc:hof]
+  // clang-format on
+  const at::Tensor& t = x.array();
+  EXPECT_EQ(running.axes(), (hax::AxisSpec{Pos, Batch, Embed}));
+  EXPECT_TRUE(all_close(running.array(), t.cumsum(1).permute({1, 0, 2})));
+  EXPECT_EQ(total.axes(), (hax::AxisSpec{Batch, Embed}));
+  EXPECT_TRUE(all_close(total.array(), t.sum(1)));
+  EXPECT_EQ(norms.axes(), (hax::AxisSpec{Batch}));
+  EXPECT_TRUE(all_close(norms.array(), t.pow(2).sum({1, 2}).sqrt()));
 }
 
 // Found while writing the tutorial: a Stacked module at the top level (no path prefix) used to produce state-dict
