@@ -172,6 +172,12 @@ void TrainLmConfig::validate() const {
 TrainLmConfig load_train_config(const std::string& file, const std::vector<std::string>& overrides) {
   auto includes = std::make_shared<config::IncludeMap>();
   YAML::Node root = file.empty() ? YAML::Node(YAML::NodeType::Map) : config::load_yaml_file(file, includes.get());
+  // Levanter's configs often hold a list of one tracker: read as that tracker, so that `--trainer.tracker.type`
+  // overrides reach it. Several trackers stay a list.
+  if (root["trainer"].IsMap() && root["trainer"]["tracker"].IsSequence() && root["trainer"]["tracker"].size() == 1) {
+    const YAML::Node only = root["trainer"]["tracker"][0];  // the node itself: its line stays in messages
+    root["trainer"]["tracker"] = only;
+  }
   // `--trainer.id ""` (an unset shell variable) would read as YAML null, i.e. "derive an id": refused instead.
   for (size_t i = 0; i < overrides.size(); ++i) {
     if (overrides[i] == "--trainer.id=" || (overrides[i] == "--trainer.id" && i + 1 < overrides.size() &&

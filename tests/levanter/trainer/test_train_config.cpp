@@ -184,8 +184,15 @@ TEST(TrainConfig, TrackerMistakesAreNamed) {
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: json\n    logdir: tb\n"),
               HasSubstr("trainer.tracker.logdir: a key of the tensorboard tracker, but this tracker is json"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker: []\n"), HasSubstr("an empty list of trackers"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    - type: json\n    - type: tensorboard\n"
+                                            "      logdri: tb\n"),
+              HasSubstr(".yaml:7: unknown key 'trainer.tracker.1.logdri'"));
+  // A list of one is that tracker (so that --trainer.tracker.type reaches it), named without the index.
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    - type: tensorboard\n      logdri: tb\n"),
-              HasSubstr("unknown key 'trainer.tracker.0.logdri'"));
+              HasSubstr(".yaml:6: unknown key 'trainer.tracker.logdri'"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    - type: tensorboard\n",
+                       {"--trainer.tracker.logdir", "x", "--trainer.tracker.type", "json"}),
+              HasSubstr("trainer.tracker.logdir: a key of the tensorboard tracker, but this tracker is json"));
 }
 
 TEST(TrainConfig, ValidationNamesTheKey) {
