@@ -38,10 +38,19 @@ NamedArray ones(const AxisSpec& axes, at::TensorOptions options) {
 NamedArray full(const AxisSpec& axes, const at::Scalar& value, at::TensorOptions options) {
   return NamedArray(at::full(sizes_of(axes), value, options), axes);
 }
-NamedArray zeros_like(const NamedArray& a) { return NamedArray(at::zeros_like(a.array()), a.axes()); }
-NamedArray ones_like(const NamedArray& a) { return NamedArray(at::ones_like(a.array()), a.axes()); }
-NamedArray full_like(const NamedArray& a, const at::Scalar& value) {
-  return NamedArray(at::full_like(a.array(), value), a.axes());
+// a's dtype unless another is asked for (device and layout always a's).
+static at::TensorOptions like_options(std::optional<at::ScalarType> dtype) {
+  return dtype ? at::TensorOptions().dtype(*dtype) : at::TensorOptions();
+}
+
+NamedArray zeros_like(const NamedArray& a, std::optional<at::ScalarType> dtype) {
+  return NamedArray(at::zeros_like(a.array(), like_options(dtype)), a.axes());
+}
+NamedArray ones_like(const NamedArray& a, std::optional<at::ScalarType> dtype) {
+  return NamedArray(at::ones_like(a.array(), like_options(dtype)), a.axes());
+}
+NamedArray full_like(const NamedArray& a, const at::Scalar& value, std::optional<at::ScalarType> dtype) {
+  return NamedArray(at::full_like(a.array(), value, like_options(dtype)), a.axes());
 }
 
 NamedArray arange(const Axis& axis, int64_t start, int64_t step, at::ScalarType dtype) {

@@ -3,6 +3,7 @@
 
 #include <c10/core/TensorOptions.h>
 
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -19,9 +20,10 @@ namespace haliax {
 NamedArray zeros(const AxisSpec& axes, at::TensorOptions options = at::kFloat);
 NamedArray ones(const AxisSpec& axes, at::TensorOptions options = at::kFloat);
 NamedArray full(const AxisSpec& axes, const at::Scalar& value, at::TensorOptions options = at::kFloat);
-NamedArray zeros_like(const NamedArray& a);
-NamedArray ones_like(const NamedArray& a);
-NamedArray full_like(const NamedArray& a, const at::Scalar& value);
+// The same axes (and device), in `dtype` if given (Haliax's `dtype` argument), else in a's dtype.
+NamedArray zeros_like(const NamedArray& a, std::optional<at::ScalarType> dtype = std::nullopt);
+NamedArray ones_like(const NamedArray& a, std::optional<at::ScalarType> dtype = std::nullopt);
+NamedArray full_like(const NamedArray& a, const at::Scalar& value, std::optional<at::ScalarType> dtype = std::nullopt);
 // start, start + step, ... along `axis` (int64 unless `dtype` says otherwise).
 NamedArray arange(const Axis& axis, int64_t start = 0, int64_t step = 1, at::ScalarType dtype = at::kLong);
 NamedArray linspace(const Axis& axis, double start, double stop, at::ScalarType dtype = at::kFloat);

@@ -31,16 +31,6 @@ std::string short_name(const Axis& axis) { return axis.name + "(" + std::to_stri
 
 // --- creation ----------------------------------------------------------------------------------------------
 
-NamedArray zeros_like(const NamedArray& a, at::ScalarType dtype) {
-  return NamedArray(at::zeros_like(a.array(), at::TensorOptions().dtype(dtype)), a.axes());
-}
-NamedArray ones_like(const NamedArray& a, at::ScalarType dtype) {
-  return NamedArray(at::ones_like(a.array(), at::TensorOptions().dtype(dtype)), a.axes());
-}
-NamedArray full_like(const NamedArray& a, const at::Scalar& value, at::ScalarType dtype) {
-  return NamedArray(at::full_like(a.array(), value, at::TensorOptions().dtype(dtype)), a.axes());
-}
-
 NamedArray arange(const AxisSpec& axes, const at::Scalar& start, const at::Scalar& step,
                   std::optional<at::ScalarType> dtype) {
   // JAX: iota(dtype or result_type(start)) * step + start; a float start or step makes it float64.

@@ -1,5 +1,5 @@
 // Construction and shape ops by axis name: Haliax's tile, repeat, tril/triu, pad, roll, top_k, and the
-// creation overloads that take a dtype or several axes (haliax/__init__.py, ops.py, core.py, specialized_fns.py).
+// arange over several axes (haliax/__init__.py, ops.py, core.py, specialized_fns.py).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,10 +15,6 @@ namespace haliax {
 
 // --- creation ----------------------------------------------------------------------------------------------
 
-// zeros_like(a, dtype=...) etc.: the same axes with another dtype (Haliax's `dtype` argument).
-NamedArray zeros_like(const NamedArray& a, at::ScalarType dtype);
-NamedArray ones_like(const NamedArray& a, at::ScalarType dtype);
-NamedArray full_like(const NamedArray& a, const at::Scalar& value, at::ScalarType dtype);
 // Haliax's arange((X, Y), start=, step=, dtype=): start + step * i over the flattened axes, reshaped. Without
 // `dtype`: float64 if start or step is a floating number, else int64 (JAX with x64).
 NamedArray arange(const AxisSpec& axes, const at::Scalar& start = 0, const at::Scalar& step = 1,

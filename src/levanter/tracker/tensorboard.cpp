@@ -177,35 +177,7 @@ void TensorboardTracker::write_event(const std::string& serialized) {
   file_->out.write_all(rec.data(), rec.size());
 }
 
-void TensorboardTracker::log_hyperparameters(const Metrics& hparams) {
-  pb::Event e;
-  e.set_wall_time(wall_time());
-  e.set_step(start_step_);
-  for (const auto& [name, value] : hparams) {
-    if (const auto* s = std::get_if<std::string>(&value)) {
-      // Markdown: indent so that a YAML config shows as a code block.
-      std::string md;
-      size_t start = 0;
-      while (start <= s->size()) {
-        size_t end = s->find('\n', start);
-        if (end == std::string::npos) end = s->size();
-        if (end > start) md += "    " + s->substr(start, end - start) + "\n";
-        start = end + 1;
-      }
-      add_text(*e.mutable_summary(), name, md);
-    } else {
-      std::visit(
-          [&, &name = name](const auto& v) {
-            if constexpr (!std::is_same_v<std::decay_t<decltype(v)>, std::string>)
-              add_scalar(*e.mutable_summary(), name, static_cast<double>(v));
-          },
-          value);
-    }
-  }
-  if (e.summary().value_size() > 0) write_event(serialize(e));
-}
-
-void TensorboardTracker::log(const Metrics& metrics, int64_t step) {
+void TensorboardTracker::write_summary(const Metrics& metrics, int64_t step) {
   pb::Event e;
   e.set_wall_time(wall_time());
   e.set_step(step);
@@ -221,8 +193,32 @@ void TensorboardTracker::log(const Metrics& metrics, int64_t step) {
         },
         value);
   }
-  last_step_ = std::max(last_step_, step);
   write_event(serialize(e));
+}
+
+void TensorboardTracker::log_hyperparameters(const Metrics& hparams) {
+  if (hparams.empty()) return;
+  Metrics shown = hparams;
+  for (auto& [name, value] : shown) {
+    const auto* s = std::get_if<std::string>(&value);
+    if (!s) continue;
+    // Markdown: indent so that a YAML config shows as a code block.
+    std::string md;
+    size_t start = 0;
+    while (start <= s->size()) {
+      size_t end = s->find('\n', start);
+      if (end == std::string::npos) end = s->size();
+      if (end > start) md += "    " + s->substr(start, end - start) + "\n";
+      start = end + 1;
+    }
+    value = std::move(md);
+  }
+  write_summary(shown, start_step_);
+}
+
+void TensorboardTracker::log(const Metrics& metrics, int64_t step) {
+  write_summary(metrics, step);
+  last_step_ = std::max(last_step_, step);
 }
 
 void TensorboardTracker::log_summary(const Metrics& metrics) { log(metrics, last_step_); }

@@ -51,6 +51,8 @@ class TensorboardTracker : public Tracker {
 
  private:
   void write_event(const std::string& serialized);
+  // One event at `step`: numbers as scalars, strings as text.
+  void write_summary(const Metrics& metrics, int64_t step);
   std::string dir_, path_;
   int64_t start_step_ = 0, last_step_ = 0;
   struct File;
