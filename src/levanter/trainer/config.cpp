@@ -104,6 +104,8 @@ void validate_run_id(const std::string& id) {
 
 void TrainerConfig::validate() const {
   tracker.validate();
+  viz.validate();
+  dashboard.validate();
   if (id) validate_run_id(*id);
   auto positive = [](const char* key, int64_t v) {
     if (v <= 0) throw ConfigError(std::string("trainer.") + key + ": must be positive, got " + std::to_string(v));

@@ -14,6 +14,7 @@
 #include "levanter/models/model_config.h"
 #include "levanter/optim/config.h"
 #include "levanter/tracker/config.h"
+#include "levanter/viz/config.h"
 
 namespace levanter::trainer {
 
@@ -63,6 +64,8 @@ struct TrainerConfig {
   std::optional<double> peak_flops;  // per-second peak for MFU; default: probed GEMM peak, cached per machine
   int64_t log_every = 1;             // console progress line every N steps (metrics.jsonl gets every step)
   bool check_memory = true;          // refuse a run whose estimated memory exceeds what the machine has
+  viz::VizConfig viz;                // the token-probability view (docs/visualization.md)
+  viz::DashboardConfig dashboard;    // the live dashboard
 
   template <typename V>
   void fields(V& v) {
@@ -101,6 +104,8 @@ struct TrainerConfig {
     v("check_memory", check_memory,
       "Before building the model, estimate the memory of the run (weights, gradients, optimizer state, activations) "
       "and refuse to start when it exceeds the memory available");
+    v("viz", viz, "Token-probability view: a fixed sample of validation documents scored as training goes");
+    v("dashboard", dashboard, "Live dashboard (HTTP on localhost) of the run's metrics and token probabilities");
     unsupported(v);
   }
 
