@@ -1,8 +1,8 @@
 // The TensorBoard tracker checked by TensorBoard itself (tests/interop/tensorboard_reference.py, EventAccumulator in
 // the pinned venv of scripts/interop_env): a real training run with `trainer.tracker: [json, tensorboard]` shows in
-// TensorBoard every metric of metrics.jsonl at the same step with the same float32 value, and the resolved config
-// as text; a run killed (SIGKILL) after 5 steps and resumed from its checkpoint after 4 shows exactly what an
-// uninterrupted run shows: each step once, bit-identical losses.
+// TensorBoard every metric of metrics.jsonl at the same step with the same float32 value, the text samples of
+// trainer.sample at their steps, and the resolved config as text; a run killed (SIGKILL) after 5 steps and resumed from
+// its checkpoint after 4 shows exactly what an uninterrupted run shows: each step once, bit-identical losses.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -46,6 +46,7 @@ class TensorboardInterop : public ::testing::Test {
                         "  num_threads: 1\n  peak_flops: 1e9\n  log_dir: "
                      << (root_ / "logs").string() << "\n  checkpointer: {base_path: " << (root_ / "ckpt").string()
                      << ", save_interval: 1h, keep: [{every: 2}]}\n"
+                     << "  sample: {steps: 3, prompts: [\"It is\"], max_new_tokens: 6}\n"
                      << "  tracker:\n    - type: json\n    - type: tensorboard\n      logdir: "
                      << (root_ / "tb").string() << "\n";
     return c;
@@ -95,7 +96,7 @@ TEST_F(TensorboardInterop, TensorboardLoadsEveryMetricOfTheRunWithItsValue) {
   EXPECT_EQ(view["files"], 1);
   // Every numeric value of metrics.jsonl is in TensorBoard at its step, as the float32 TensorBoard stores.
   std::ifstream rows(root_ / "logs" / "whole" / "metrics.jsonl");
-  int compared = 0;
+  int compared = 0, texts = 0;
   std::map<std::string, std::map<int64_t, double>> tb;
   for (auto it = view["scalars"].begin(); it != view["scalars"].end(); ++it) {
     for (const auto& p : it.value()) tb[it.key()][p[0].get<int64_t>()] = p[1].get<double>();
@@ -104,6 +105,15 @@ TEST_F(TensorboardInterop, TensorboardLoadsEveryMetricOfTheRunWithItsValue) {
     const nlohmann::json row = nlohmann::json::parse(line);
     const int64_t step = row["step"].get<int64_t>();
     for (auto it = row.begin(); it != row.end(); ++it) {
+      if (it.value().is_string()) {  // the text samples: TensorBoard's Text tab shows each at its step
+        bool found = false;
+        for (const auto& p : view["text"].value(it.key(), nlohmann::json::array())) {
+          if (p[0] == step) found = (p[1] == it.value());
+        }
+        EXPECT_TRUE(found) << it.key() << " at step " << step << " is not in TensorBoard as text: " << view["text"];
+        ++texts;
+        continue;
+      }
       if (it.key() == "step" || !it.value().is_number()) continue;
       ASSERT_TRUE(tb[it.key()].count(step)) << it.key() << " at step " << step << " is not in TensorBoard";
       EXPECT_EQ(tb[it.key()][step], static_cast<double>(static_cast<float>(it.value().get<double>()))) << it.key();
@@ -111,6 +121,7 @@ TEST_F(TensorboardInterop, TensorboardLoadsEveryMetricOfTheRunWithItsValue) {
     }
   }
   EXPECT_GT(compared, 6 * 3);  // at least loss, learning rate and one more per step
+  EXPECT_EQ(texts, 2);         // samples/0 after 3 and 6 steps
   ASSERT_EQ(tb["train/loss"].size(), 6u);
   EXPECT_EQ(tb["train/loss"].begin()->first, 0);
   EXPECT_EQ(tb["eval/loss"].size(), 3u);  // after 2, 4 and 6 steps

@@ -106,6 +106,7 @@ void TrainerConfig::validate() const {
   tracker.validate();
   viz.validate();
   dashboard.validate();
+  sample.validate();
   if (id) validate_run_id(*id);
   auto positive = [](const char* key, int64_t v) {
     if (v <= 0) throw ConfigError(std::string("trainer.") + key + ": must be positive, got " + std::to_string(v));

@@ -11,6 +11,7 @@
 #include "levanter/checkpoint/checkpointer.h"
 #include "levanter/config/config.h"
 #include "levanter/data/config.h"
+#include "levanter/inference/sample_config.h"
 #include "levanter/models/model_config.h"
 #include "levanter/optim/config.h"
 #include "levanter/tracker/config.h"
@@ -66,6 +67,7 @@ struct TrainerConfig {
   bool check_memory = true;          // refuse a run whose estimated memory exceeds what the machine has
   viz::VizConfig viz;                // the token-probability view (docs/visualization.md)
   viz::DashboardConfig dashboard;    // the live dashboard
+  inference::SampleConfig sample;    // continuations of fixed prompts, logged as text
 
   template <typename V>
   void fields(V& v) {
@@ -106,6 +108,7 @@ struct TrainerConfig {
       "and refuse to start when it exceeds the memory available");
     v("viz", viz, "Token-probability view: a fixed sample of validation documents scored as training goes");
     v("dashboard", dashboard, "Live dashboard (HTTP on localhost) of the run's metrics and token probabilities");
+    v("sample", sample, "Text samples: continuations of fixed prompts generated as training goes, logged as text");
     unsupported(v);
   }
 

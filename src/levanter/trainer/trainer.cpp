@@ -31,6 +31,7 @@
 #include "levanter/trainer/peak_flops.h"
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
+#include "levanter/trainer/sample_hook.h"
 
 namespace levanter::trainer {
 
@@ -446,6 +447,12 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   add_hook(std::make_shared<EvalHook>([&I]() -> eval::Evaluator& { return I.get_evaluator(); }, tc.mp.compute,
                                       tc.num_train_steps, *I.tracker, I.options.progress, I.result.eval),
            tc.steps_per_eval);
+  if (tc.sample.steps > 0) {
+    // Its own stream of the root key, apart from Levanter's four (data, loader, model, training).
+    add_hook(
+        std::make_shared<SampleHook>(tc.sample, *I.data->tokenizer(), I.root.fold_in(0x73616d706c65ULL), *I.tracker),
+        tc.sample.steps);
+  }
   I.checkpoint_hook = std::make_shared<CheckpointHook>(
       *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint);
   add_hook(I.checkpoint_hook);
