@@ -15,9 +15,10 @@ set(_allowed_checkpoint "checkpoint;haliax;config;runtime")
 set(_allowed_eval "eval;models;data;tracker;haliax;config;runtime")
 set(_allowed_compat "compat;models;checkpoint;data;haliax;config;runtime")
 set(_allowed_inference "inference;models;haliax;config;runtime")
-set(_allowed_trainer "trainer;eval;compat;inference;models;optim;checkpoint;data;tracker;viz;haliax;config;runtime")
+set(_allowed_distributed "distributed;config;runtime")
+set(_allowed_trainer "trainer;eval;compat;inference;distributed;models;optim;checkpoint;data;tracker;viz;haliax;config;runtime")
 # Areas that may use libtorch; in runtime/, only the CPU allocator (it is libtorch's allocator).
-set(_torch_areas "haliax;models;optim;checkpoint;eval;compat;inference;trainer")
+set(_torch_areas "haliax;models;optim;checkpoint;eval;compat;inference;distributed;trainer")
 set(_torch_files "levanter/runtime/cpu_allocator.h;levanter/runtime/cpu_allocator.cpp")
 
 file(GLOB_RECURSE _files RELATIVE ${SRC} ${SRC}/*.h ${SRC}/*.cpp)

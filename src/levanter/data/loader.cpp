@@ -9,18 +9,23 @@
 
 namespace levanter::data {
 
-TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step) {
+TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step, int64_t row_begin, int64_t row_count) {
   if (batch_size <= 0) throw std::invalid_argument("batch_size must be positive, got " + std::to_string(batch_size));
   if (step < 0) throw std::invalid_argument("step must be non-negative, got " + std::to_string(step));
+  if (row_count < 0) row_count = batch_size - row_begin;
+  if (row_begin < 0 || row_count <= 0 || row_begin + row_count > batch_size) {
+    throw std::invalid_argument("rows [" + std::to_string(row_begin) + ", " + std::to_string(row_begin + row_count) +
+                                ") are not within a batch of " + std::to_string(batch_size));
+  }
   TokenBatch b;
   b.step = step;
-  b.batch_size = batch_size;
+  b.batch_size = row_count;
   b.seq_len = dataset.seq_len();
-  b.tokens.resize(static_cast<size_t>(batch_size * b.seq_len));
-  std::vector<int64_t> indices(static_cast<size_t>(batch_size));
-  std::iota(indices.begin(), indices.end(), step * batch_size);
+  b.tokens.resize(static_cast<size_t>(row_count * b.seq_len));
+  std::vector<int64_t> indices(static_cast<size_t>(row_count));
+  std::iota(indices.begin(), indices.end(), step * batch_size + row_begin);
   try {
-    dataset.read_batch(indices.data(), batch_size, b.tokens.data());
+    dataset.read_batch(indices.data(), row_count, b.tokens.data());
   } catch (const DataError& e) {
     throw DataError("the batch of step " + std::to_string(step) + ": " + e.what());
   }
@@ -49,7 +54,7 @@ DataLoader::~DataLoader() {
 void DataLoader::prefetch(int64_t step) {
   pending_.push_back(pool_.submit([this, step] {
     if (stop_.load(std::memory_order_relaxed)) return TokenBatch();
-    return batch_at(*dataset_, options_.batch_size, step);
+    return batch_at(*dataset_, options_.batch_size, step, options_.row_begin, options_.row_count);
   }));
 }
 

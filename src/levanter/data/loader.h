@@ -40,14 +40,20 @@ struct TokenBatch {
   const int32_t* row(int64_t i) const { return tokens.data() + i * seq_len; }
 };
 
-// The batch of `step` (sequences [step*B, (step+1)*B)), read synchronously.
-TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step);
+// The batch of `step` (sequences [step*B, (step+1)*B)), read synchronously; or only its rows
+// [row_begin, row_begin + row_count) (one process's part of a global batch), row_count -1: to the end.
+TokenBatch batch_at(SequenceDataset& dataset, int64_t batch_size, int64_t step, int64_t row_begin = 0,
+                    int64_t row_count = -1);
 
 struct LoaderOptions {
   int64_t batch_size = 0;
   int64_t start_step = 0;
   int prefetch = 4;     // batches assembled ahead of the consumer
   int num_workers = 1;  // threads assembling batches (in parallel, delivered in order)
+  // The rows of each global batch of batch_size sequences that this process reads (data parallelism: process r of
+  // N reads [r*B/N, (r+1)*B/N)); row_count -1: all.
+  int64_t row_begin = 0;
+  int64_t row_count = -1;
 };
 
 class DataLoader {

@@ -13,6 +13,11 @@ namespace levanter::runtime {
 bool fault_armed(const char* point, int64_t step) {
   const char* env = std::getenv("LEVANTER_FAULT");
   if (!env || !*env) return false;
+  // LEVANTER_FAULT_RANK=r: only the process whose RANK (torchrun's variable) is r.
+  if (const char* only = std::getenv("LEVANTER_FAULT_RANK"); only && *only) {
+    const char* rank = std::getenv("RANK");
+    if (std::string(rank ? rank : "0") != only) return false;
+  }
   const std::string want = std::string(point) + ":" + std::to_string(step);
   std::string spec(env);
   size_t start = 0;

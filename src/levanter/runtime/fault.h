@@ -6,7 +6,8 @@
 //                                             first tensor file's data is written, before any rename/manifest
 //   LEVANTER_FAULT=checkpoint_commit:<step>   after step-<step>/ is renamed into place, before its manifest
 //
-// Several points may be given, separated by commas. Unset (the normal case) costs one getenv per call.
+// Several points may be given, separated by commas. LEVANTER_FAULT_RANK=r arms them only in the process whose RANK
+// is r (one process of a multi-process job). Unset (the normal case) costs one getenv per call.
 // Other components may add points with their own names; unknown names are ignored here.
 #pragma once
 

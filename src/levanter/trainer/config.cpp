@@ -79,7 +79,6 @@ void TrainerConfig::unsupported(V& v) {
   v.rejected("allow_partial_checkpoint", "checkpoints must hold every parameter");
   v.ignored("jax_config", "there is no JAX");
   v.ignored("jax_compilation_cache_dir", "there is no JAX");
-  v.rejected("distributed", "multi-process training");
   v.rejected("ray", "Ray clusters");
   v.rejected("require_accelerator", "this build runs on CPU");
   v.ignored("shutdown_at_exit", "there is no TPU VM to shut down");
@@ -107,6 +106,7 @@ void TrainerConfig::validate() const {
   viz.validate();
   dashboard.validate();
   sample.validate();
+  distributed.validate();
   if (id) validate_run_id(*id);
   auto positive = [](const char* key, int64_t v) {
     if (v <= 0) throw ConfigError(std::string("trainer.") + key + ": must be positive, got " + std::to_string(v));
@@ -126,7 +126,8 @@ void TrainerConfig::validate() const {
                         {"replica_dcn_axis_size", replica_dcn_axis_size}}) {
     if (v != 1) {
       throw ConfigError(std::string("trainer.") + key + ": " + std::to_string(v) +
-                        " needs several processes; this build trains in one process (set it to 1)");
+                        ": only data parallelism over processes is implemented so far (levanter launch --nproc N; "
+                        "every process is a data-parallel replica): set it to 1");
     }
   }
   if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");

@@ -11,6 +11,7 @@
 #include "levanter/checkpoint/checkpointer.h"
 #include "levanter/config/config.h"
 #include "levanter/data/config.h"
+#include "levanter/distributed/config.h"
 #include "levanter/inference/sample_config.h"
 #include "levanter/models/model_config.h"
 #include "levanter/optim/config.h"
@@ -61,13 +62,14 @@ struct TrainerConfig {
   std::optional<std::string> initialize_from;
 
   // levanter-cpp additions.
-  int64_t num_threads = 0;           // 0: all cores
-  std::optional<double> peak_flops;  // per-second peak for MFU; default: probed GEMM peak, cached per machine
-  int64_t log_every = 1;             // console progress line every N steps (metrics.jsonl gets every step)
-  bool check_memory = true;          // refuse a run whose estimated memory exceeds what the machine has
-  viz::VizConfig viz;                // the token-probability view (docs/visualization.md)
-  viz::DashboardConfig dashboard;    // the live dashboard
-  inference::SampleConfig sample;    // continuations of fixed prompts, logged as text
+  int64_t num_threads = 0;                     // 0: all cores
+  std::optional<double> peak_flops;            // per-second peak for MFU; default: probed GEMM peak, cached per machine
+  int64_t log_every = 1;                       // console progress line every N steps (metrics.jsonl gets every step)
+  bool check_memory = true;                    // refuse a run whose estimated memory exceeds what the machine has
+  viz::VizConfig viz;                          // the token-probability view (docs/visualization.md)
+  viz::DashboardConfig dashboard;              // the live dashboard
+  inference::SampleConfig sample;              // continuations of fixed prompts, logged as text
+  distributed::DistributedConfig distributed;  // how the processes of a job find each other
 
   template <typename V>
   void fields(V& v) {
@@ -108,6 +110,8 @@ struct TrainerConfig {
       "and refuse to start when it exceeds the memory available");
     v("viz", viz, "Token-probability view: a fixed sample of validation documents scored as training goes");
     v("dashboard", dashboard, "Live dashboard (HTTP on localhost) of the run's metrics and token probabilities");
+    v("distributed", distributed,
+      "Processes of one job (Levanter's DistributedConfig; default: torchrun's or SLURM's environment, else one)");
     v("sample", sample, "Text samples: continuations of fixed prompts generated as training goes, logged as text");
     unsupported(v);
   }

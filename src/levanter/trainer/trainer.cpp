@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -20,6 +21,7 @@
 #include "levanter/data/loader.h"
 #include "levanter/data/text.h"
 #include "levanter/data/tokenizer/tokenizer.h"
+#include "levanter/distributed/process_group.h"
 #include "levanter/optim/hessian.h"
 #include "levanter/optim/optimizer.h"
 #include "levanter/optim/schedule.h"
@@ -110,6 +112,23 @@ at::Tensor batch_tensor(const data::TokenBatch& b) {
   return at::from_blob(const_cast<int32_t*>(b.tokens.data()), {b.batch_size, b.seq_len}, at::kInt).to(at::kLong);
 }
 
+// Data parallelism over `n` processes: every process holds train_batch_size / n rows of each batch, in whole
+// microbatches (Levanter's rule and message).
+void check_data_parallel(const TrainLmConfig& config, int n) {
+  const TrainerConfig& tc = config.trainer;
+  const int64_t B = tc.train_batch_size, pdp = tc.per_device_parallelism;
+  if (pdp > 0 ? B % (pdp * n) != 0 : B % n != 0) {
+    throw config::ConfigError("trainer.train_batch_size (" + std::to_string(B) +
+                              ") must be divisible by per_device_parallelism * data_axis_size (" +
+                              std::to_string(pdp > 0 ? pdp : B / n) + ", " + std::to_string(n) + ")");
+  }
+  const std::string& opt = config.optimizer.type.name;
+  if (opt == "sophia-h" || opt == "sophia-g") {
+    throw config::ConfigError("optimizer.type: " + opt + " with several processes is not implemented yet (its " +
+                              "Hessian estimate is not exchanged); use adam or lion, or one process");
+  }
+}
+
 RunPaths resolve_paths(const TrainLmConfig& config) {
   const TrainerConfig& tc = config.trainer;
   RunPaths p;
@@ -155,6 +174,15 @@ struct Trainer::Impl {
   std::unique_ptr<eval::Evaluator> evaluator;
   std::vector<std::pair<std::shared_ptr<Hook>, int64_t>> hooks;
   TrainResult result;
+  // The processes of the job (one: no communication). Rank 0 writes the run's files (tracker, checkpoints, run
+  // record) and evaluates; every rank trains on its rows of each global batch (data parallelism).
+  std::unique_ptr<distributed::ProcessGroup> pg;
+  int rank() const { return pg ? pg->rank() : 0; }
+  int world() const { return pg ? pg->size() : 1; }
+  int64_t local_batch() const { return config.trainer.train_batch_size / world(); }
+  int64_t local_microbatch() const {
+    return config.trainer.per_device_parallelism > 0 ? config.trainer.per_device_parallelism : local_batch();
+  }
 
   eval::Evaluator& get_evaluator();
   nlohmann::json checkpoint_metadata(const TrainerState& state) const;
@@ -192,6 +220,7 @@ void Trainer::Impl::lock_directories() {
 }
 
 std::optional<std::string> Trainer::Impl::save_before_stopping(const TrainerState& state, int64_t start_step) {
+  if (!checkpoint_hook) return checkpointer->latest();  // a rank other than 0 writes nothing
   if (state.step > start_step && checkpointer->last_save_step() != state.step) {
     result.last_checkpoint = checkpoint_hook->save_now(state, checkpoint::SaveKind::kTemporary);
   }
@@ -288,7 +317,10 @@ void Trainer::Impl::for_each_microbatch(
     const std::function<void(const models::LmHeadModel&, const NamedArray&, const models::ForwardOptions&, int64_t,
                              int64_t)>& fn) const {
   const MixedPrecision& mp = config.trainer.mp;
-  const int64_t MB = config.trainer.microbatch_size(), num_micro = batch.batch_size / MB;
+  // This process's rows of the global batch, in microbatches numbered as one process would number them (process r
+  // holds microbatches [r*k, (r+1)*k)), so the dropout keys and the loss scale do not depend on the process count.
+  const int64_t MB = local_microbatch(), num_micro = batch.batch_size / MB;
+  const int64_t first = static_cast<int64_t>(rank()) * num_micro, num_global = num_micro * world();
   const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
   const at::Tensor tokens = batch_tensor(batch);
   const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
@@ -298,8 +330,8 @@ void Trainer::Impl::for_each_microbatch(
     if (mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
     const models::LmHeadModel& model = cast ? *cast : *state.model;
     models::ForwardOptions fo;
-    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(m));
-    fn(model, ids, fo, m, num_micro);
+    if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(first + m));
+    fn(model, ids, fo, first + m, num_global);
   }
 }
 
@@ -315,8 +347,20 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
                         (num_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_micro)).backward();
                         loss_sum += static_cast<double>(loss.array().detach().item<float>());
                       });
-  const int64_t num_micro = batch.batch_size / config.trainer.microbatch_size();
-  return static_cast<float>(loss_sum / static_cast<double>(num_micro));
+  const int64_t num_global = batch.batch_size / local_microbatch() * world();
+  if (world() > 1) {
+    // Gradients and losses summed over the processes in rank order: the order in which one process adds its
+    // microbatches, so N processes with one microbatch each match one process with N, bit for bit.
+    std::vector<at::Tensor> grads;
+    for (const auto& [name, p] : nn::named_parameters(*state.model)) {
+      if (p.array().grad().defined()) grads.push_back(p.array().grad());
+    }
+    pg->sum_in_rank_order(grads);
+    std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
+    pg->sum_in_rank_order(loss);
+    loss_sum = loss[0].item<double>();
+  }
+  return static_cast<float>(loss_sum / static_cast<double>(num_global));
 }
 
 // Sophia-H's estimate of the Hessian diagonal on this step's batch at the current parameters (Hutchinson: z * Hz,
@@ -409,11 +453,13 @@ std::string Trainer::Impl::memory_note() const {
 
 void Trainer::Impl::announce(const TrainerState& state) const {
   if (!options.progress) return;
-  const int64_t B = config.trainer.train_batch_size, micro = B / config.trainer.microbatch_size();
+  const int64_t B = config.trainer.train_batch_size, micro = B / local_microbatch();
   std::fprintf(
-      stderr, "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s), %d threads, mp %s%s%s\n",
+      stderr,
+      "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s%s), %d threads, mp %s%s%s\n",
       paths.run_id.c_str(), config.model.type().c_str(), (long long)nn::parameter_count(*state.model), (long long)B,
-      (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", threads,
+      (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es",
+      world() > 1 ? (" in each of " + std::to_string(world()) + " data-parallel processes").c_str() : "", threads,
       config.trainer.mp.text.c_str(), memory_note().c_str(),
       state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
 }
@@ -427,7 +473,13 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.threads = at::get_num_threads();
   I.paths = resolve_paths(I.config);
   I.result.paths = I.paths;
-  I.lock_directories();  // before anything reads or writes the run's files
+  const distributed::ProcessInfo process = distributed::resolve_process(tc.distributed);
+  if (process.distributed()) {
+    check_data_parallel(I.config, process.world_size);
+    I.pg = distributed::ProcessGroup::connect(process, std::chrono::seconds(tc.distributed.timeout));
+    if (I.rank() != 0) I.options.progress = false;  // one progress line per job
+  }
+  if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
   I.data_seed = static_cast<uint64_t>(I.config.data_seed.value_or(tc.seed));
   I.root = Key(static_cast<uint64_t>(tc.seed));
@@ -439,6 +491,13 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
   I.checkpointer = std::make_unique<checkpoint::Checkpointer>(I.paths.checkpoint_base, tc.checkpointer);
+  if (I.rank() != 0) {
+    // Ranks other than 0 only train: no tracker files, evaluation, checkpoints or exports.
+    I.tracker = std::make_unique<tracker::NoopTracker>();
+    add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
+    add_hook(std::make_shared<FaultHook>());
+    return;
+  }
   I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir, I.paths.run_id);
 
   add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
@@ -523,7 +582,7 @@ TrainerState Trainer::initial_state() {
                 nn::parameter_count(*state.model),
                 I.peak->value(),
                 I.peak->source()};
-  write_run_record(I.paths.run_dir, I.config, rec);
+  if (I.rank() == 0) write_run_record(I.paths.run_dir, I.config, rec);
   return state;
 }
 
@@ -555,10 +614,12 @@ TrainResult Trainer::train() {
   data::LoaderOptions lo;
   lo.batch_size = tc.train_batch_size;
   lo.start_step = state.step;
+  lo.row_begin = I.rank() * I.local_batch();  // this process's rows of each global batch
+  lo.row_count = I.local_batch();
   data::DataLoader loader(I.data->train_set(I.config.model->max_seq_len(), I.data_seed, tc.train_batch_size), lo);
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
   // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
-  I.get_evaluator();
+  if (I.rank() == 0) I.get_evaluator();
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;
@@ -566,7 +627,10 @@ TrainResult Trainer::train() {
   try {
     while (state.step < tc.num_train_steps) {
       // Between steps: a SIGINT/SIGTERM/SIGHUP (runtime/signals.h) stops the run here.
-      if ((stop = runtime::stop_signal()) != 0) break;
+      // Every process stops at the same step: a signal seen by any stops all.
+      stop = runtime::stop_signal();
+      if (I.pg && I.pg->any(stop != 0) && stop == 0) stop = SIGTERM;
+      if (stop != 0) break;
       const auto t0 = Clock::now();
       data::TokenBatch batch = loader.next();
       const auto t_data = Clock::now();

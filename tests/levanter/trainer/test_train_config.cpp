@@ -143,7 +143,8 @@ TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
   EXPECT_THAT(error_of(std::string(kData) + "hf_upload: me/model\n"), HasSubstr("hf_upload is not supported"));
   EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: mistral\n"),
               HasSubstr("model type 'mistral' is not implemented; valid: gpt2, llama, backpack"));
-  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"), HasSubstr("needs several processes"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 2\n"),
+              HasSubstr("only data parallelism over processes is implemented"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"),
               HasSubstr("wandb needs an account and network access"));
 }

@@ -1,0 +1,57 @@
+// The processes of one training job, over PyTorch's own distributed engine (c10d: a TCPStore at the coordinator's
+// address for the rendezvous, a Gloo process group for collectives on CPU tensors).
+//
+// Reproducibility: sum_in_rank_order adds the ranks' tensors in rank order, ((t0 + t1) + t2) + ..., element by
+// element, on every rank. Gloo's own allreduce adds in an order that depends on the algorithm and the number of
+// processes; ours is the order in which one process accumulates its microbatches' gradients, so N processes with
+// one microbatch each reproduce one process with N microbatches bit for bit (tests/levanter/distributed/).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "levanter/distributed/config.h"
+
+namespace levanter::distributed {
+
+// A collective failed: another process died, or did not arrive within the timeout.
+class CollectiveError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class ProcessGroup {
+ public:
+  // Connects the `info.world_size` processes (blocking until all have arrived, at most `timeout`). With one process,
+  // nothing is opened and every collective is the identity.
+  static std::unique_ptr<ProcessGroup> connect(const ProcessInfo& info, std::chrono::seconds timeout);
+  ~ProcessGroup();
+
+  int rank() const { return info_.rank; }
+  int size() const { return info_.world_size; }
+  const ProcessInfo& info() const { return info_; }
+
+  // Every tensor (contiguous, CPU, any floating dtype; the same shapes and dtypes on every rank) becomes the sum
+  // over ranks in rank order. Works in buckets of at most `bucket_elements`, so the extra memory is about three
+  // buckets.
+  void sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements = int64_t{1} << 24);
+  // True on every rank if `flag` is true on any rank.
+  bool any(bool flag);
+  // The value of rank 0, on every rank (through the store).
+  std::string broadcast(const std::string& value_on_rank0, const std::string& key);
+  void barrier();
+
+ private:
+  ProcessGroup() = default;
+  ProcessInfo info_;
+  std::chrono::seconds timeout_{600};
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t broadcasts_ = 0;
+};
+
+}  // namespace levanter::distributed

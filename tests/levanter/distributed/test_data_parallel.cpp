@@ -1,0 +1,230 @@
+// Data parallelism over processes (c10d, Gloo over loopback), started by `levanter launch`: two processes with one
+// microbatch each give the same loss bits and the same parameters, bit for bit, as one process accumulating the same
+// two microbatches (gradients are summed in rank order, the order one process adds its microbatches); a rank that
+// dies stops the job with a message naming it; a job killed mid-run and launched again continues to the same bits.
+// Each process runs with one thread, as does the single-process reference (GEMM bits depend on the thread count).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "levanter/checkpoint/checkpoint.h"
+#include "levanter/config/config.h"
+#include "levanter/distributed/config.h"
+#include "levanter/distributed/process_group.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+class DataParallel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("levanter_dp_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/";
+    std::ofstream(root_ / "c.yaml")
+        << "data:\n  train_urls: [\"" << corpus << "train.jsonl.gz\"]\n  validation_urls: [\"" << corpus
+        << "validation.jsonl.gz\"]\n  cache_dir: " << (root_ / "cache").string()
+        << "\nmodel: {type: gpt2, hidden_dim: 32, num_heads: 2, num_layers: 2, seq_len: 32}\n"
+           "trainer:\n  num_train_steps: 6\n  train_batch_size: 4\n  steps_per_eval: 100\n"
+           "  max_eval_batches: 1\n  num_threads: 1\n  peak_flops: 1e9\n  log_dir: "
+        << (root_ / "logs").string() << "\n  checkpointer: {base_path: " << (root_ / "ckpt").string()
+        << ", save_interval: 1h, keep: [{every: 2}]}\noptimizer: {learning_rate: 1e-2}\n";
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  // Runs `levanter <args>` with `env` in front; returns the exit status, output in out.txt.
+  int levanter(const std::string& args, const std::string& env = "") {
+    const std::string cmd =
+        env + " " + LEVANTER_BINARY_DIR + "/levanter " + args + " > '" + (root_ / "out.txt").string() + "' 2>&1";
+    const int rc = std::system(cmd.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  }
+  std::string config() const { return "--config '" + (root_ / "c.yaml").string() + "'"; }
+
+  std::vector<double> losses(const std::string& id) {
+    std::vector<double> out;
+    std::ifstream in(root_ / "logs" / id / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      auto r = nlohmann::json::parse(line);
+      if (r.contains("train/loss")) out.push_back(r["train/loss"].get<double>());
+    }
+    return out;
+  }
+
+  void expect_same_checkpoint(const std::string& a, const std::string& b, int64_t step) {
+    auto ca = levanter::checkpoint::load_checkpoint((root_ / "ckpt" / a / ("step-" + std::to_string(step))).string());
+    auto cb = levanter::checkpoint::load_checkpoint((root_ / "ckpt" / b / ("step-" + std::to_string(step))).string());
+    ASSERT_EQ(ca.groups.size(), cb.groups.size());
+    int compared = 0;
+    for (size_t g = 0; g < ca.groups.size(); ++g) {
+      const auto& [name, sd] = ca.groups[g];
+      const auto& other = cb.group(name);
+      for (const auto& [key, t] : sd) {
+        bool found = false;
+        for (const auto& [key2, t2] : other) {
+          if (key2 != key) continue;
+          found = true;
+          EXPECT_TRUE(at::equal(t, t2)) << name << "/" << key << " differs";
+          ++compared;
+        }
+        EXPECT_TRUE(found) << name << "/" << key;
+      }
+    }
+    EXPECT_GT(compared, 20);  // parameters and both Adam moments
+  }
+
+  fs::path root_;
+};
+
+}  // namespace
+
+TEST_F(DataParallel, TwoProcessesMatchOneProcessAccumulatingTwoMicrobatchesBitForBit) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id two"), 0) << slurp(root_ / "out.txt");
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_THAT(out, HasSubstr("[rank 0] levanter: run two"));
+  EXPECT_THAT(out, HasSubstr("in each of 2 data-parallel processes"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("[rank 1] levanter: run")));  // one progress output per job
+  const auto one = losses("one"), two = losses("two");
+  ASSERT_EQ(one.size(), 6u);
+  EXPECT_EQ(two, one);
+  expect_same_checkpoint("one", "two", 6);
+  // Only rank 0 wrote the run's files.
+  EXPECT_TRUE(fs::exists(root_ / "logs" / "two" / "run.json"));
+}
+
+TEST_F(DataParallel, ADeadRankStopsTheJobWithAMessageNamingIt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = levanter("launch --nproc 2 -- train " + config() + " --trainer.id dead",
+                          "LEVANTER_FAULT=train_step_end:2 LEVANTER_FAULT_RANK=1");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("levanter launch: rank 1 (pid"));
+  EXPECT_THAT(out, HasSubstr("was killed by signal 9"));
+  EXPECT_LT(seconds, 60) << out;  // nothing hangs
+}
+
+TEST_F(DataParallel, AJobKilledMidRunAndLaunchedAgainContinuesToTheSameBits) {
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id whole"), 0) << slurp(root_ / "out.txt");
+  // Rank 0 killed after step 3 (checkpoints at 2, 4, 6); the launcher stops rank 1; the same command resumes.
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id parts",
+                     "LEVANTER_FAULT=train_step_end:3 LEVANTER_FAULT_RANK=0"),
+            0);
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id parts"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  EXPECT_EQ(losses("parts"), losses("whole"));
+  expect_same_checkpoint("whole", "parts", 6);
+}
+
+TEST_F(DataParallel, BatchesThatDoNotSplitAreRefusedWithLevantersMessage) {
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id odd --trainer.train_batch_size 3"), 0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("train_batch_size (3) must be divisible by per_device_parallelism * data_axis_size"));
+}
+
+// --- where a process stands: explicit keys, torchrun's and SLURM's environments ------------------------------------
+
+namespace {
+using levanter::distributed::DistributedConfig;
+using levanter::distributed::resolve_process;
+std::function<std::optional<std::string>(const std::string&)> env(std::map<std::string, std::string> m) {
+  return [m](const std::string& k) -> std::optional<std::string> {
+    auto it = m.find(k);
+    return it == m.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+}
+}  // namespace
+
+TEST(DistributedConfig, ResolvesFromKeysTorchrunAndSlurm) {
+  auto single = resolve_process(DistributedConfig{}, env({}));
+  EXPECT_EQ(single.world_size, 1);
+  EXPECT_FALSE(single.distributed());
+
+  auto torchrun = resolve_process(DistributedConfig{}, env({{"RANK", "3"},
+                                                            {"WORLD_SIZE", "4"},
+                                                            {"LOCAL_RANK", "1"},
+                                                            {"MASTER_ADDR", "10.0.0.7"},
+                                                            {"MASTER_PORT", "1234"}}));
+  EXPECT_EQ(torchrun.rank, 3);
+  EXPECT_EQ(torchrun.world_size, 4);
+  EXPECT_EQ(torchrun.local_rank, 1);
+  EXPECT_EQ(torchrun.master_addr, "10.0.0.7");
+  EXPECT_EQ(torchrun.master_port, 1234);
+  EXPECT_EQ(torchrun.source, "torchrun environment");
+
+  auto slurm = resolve_process(DistributedConfig{}, env({{"SLURM_PROCID", "5"},
+                                                         {"SLURM_NTASKS", "8"},
+                                                         {"SLURM_LOCALID", "1"},
+                                                         {"SLURM_JOB_ID", "123456"},
+                                                         {"SLURM_STEP_NODELIST", "gpu[07-10,12],cpu1"}}));
+  EXPECT_EQ(slurm.rank, 5);
+  EXPECT_EQ(slurm.world_size, 8);
+  EXPECT_EQ(slurm.master_addr, "gpu07");
+  EXPECT_EQ(slurm.master_port, 20000 + 123456 % 20000);
+
+  DistributedConfig explicit_;
+  explicit_.coordinator_address = "host:9999";
+  explicit_.num_processes = 2;
+  explicit_.process_id = 1;
+  auto e = resolve_process(explicit_, env({{"RANK", "0"}, {"WORLD_SIZE", "4"}}));  // the keys win
+  EXPECT_EQ(e.rank, 1);
+  EXPECT_EQ(e.world_size, 2);
+  EXPECT_EQ(e.master_addr, "host");
+  EXPECT_EQ(e.master_port, 9999);
+
+  EXPECT_EQ(levanter::distributed::first_slurm_host("node01"), "node01");
+  EXPECT_EQ(levanter::distributed::first_slurm_host("a[3,5-7],b"), "a3");
+}
+
+TEST(DistributedConfig, MistakesAreNamed) {
+  auto error = [](const DistributedConfig& c, std::map<std::string, std::string> m) -> std::string {
+    try {
+      resolve_process(c, env(std::move(m)));
+    } catch (const levanter::config::ConfigError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_THAT(error({}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}}), HasSubstr("MASTER_ADDR or MASTER_PORT is not set"));
+  EXPECT_THAT(error({}, {{"WORLD_SIZE", "2"}}), HasSubstr("RANK is not"));
+  EXPECT_THAT(error({}, {{"WORLD_SIZE", "2"}, {"RANK", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}}),
+              HasSubstr("rank 2 (from the torchrun environment) is not in 0..1"));
+  DistributedConfig partial;
+  partial.num_processes = 2;
+  EXPECT_THAT(error(partial, {}), HasSubstr("give coordinator_address, num_processes and process_id together"));
+  DistributedConfig nccl;
+  nccl.backend = "nccl";
+  try {
+    nccl.validate();
+    FAIL();
+  } catch (const levanter::config::ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("trainer.distributed.backend"));
+  }
+}
+
+TEST(ProcessGroup, OneProcessIsTheIdentity) {
+  auto pg = levanter::distributed::ProcessGroup::connect({}, std::chrono::seconds(5));
+  std::vector<at::Tensor> t{at::arange(5, at::kFloat)};
+  pg->sum_in_rank_order(t);
+  EXPECT_TRUE(at::equal(t[0], at::arange(5, at::kFloat)));
+  EXPECT_TRUE(pg->any(true));
+  EXPECT_FALSE(pg->any(false));
+  EXPECT_EQ(pg->broadcast("x", "k"), "x");
+}
