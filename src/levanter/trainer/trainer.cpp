@@ -571,7 +571,9 @@ TrainerState Trainer::initial_state() {
   I.tracker->resume_at(state.step, state.step >= tc.num_train_steps);
   I.tracker->log_hyperparameters({{"config", I.config_yaml}});
 
-  I.peak = PeakFlops::resolve(tc.mp.compute, tc.peak_flops);
+  // Rank 0 logs MFU; the other ranks neither probe nor report.
+  I.peak = I.rank() == 0 ? PeakFlops::resolve(tc.mp.compute, tc.peak_flops)
+                         : PeakFlops(tc.peak_flops.value_or(1.0), "not used on ranks other than 0", true);
   RunRecord rec{I.paths.run_id,
                 I.options.config_file,
                 I.options.command_line,
@@ -590,7 +592,7 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
   Impl& I = *impl_;
   StepInfo info;
   info.step = state.step;
-  info.tokens = batch.batch_size * batch.seq_len;
+  info.tokens = batch.batch_size * batch.seq_len * I.world();  // the global batch's
   info.learning_rate = I.schedule.at(state.step);
   info.loss = I.forward_backward(state, batch);
   for (auto& [hook, every] : I.hooks) hook->before_update(info, state);
@@ -638,7 +640,8 @@ TrainResult Trainer::train() {
       info.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
       info.loading_s = std::chrono::duration<double>(t_data - t0).count();
       info.tokens_per_second = static_cast<double>(info.tokens) / info.duration_s;
-      info.mfu = I.peak->mfu(3.0 * flops_per_token * info.tokens_per_second);
+      // Per process: its share of the job's FLOP/s against its own peak.
+      if (I.rank() == 0) info.mfu = I.peak->mfu(3.0 * flops_per_token * info.tokens_per_second / I.world());
       run_hooks(info, state);
     }
     if (stop) {
