@@ -65,8 +65,18 @@ void VizHook::at_start(const TrainerState& state) {
     sample_.reset();
     return;
   }
-  writer_ = std::make_unique<viz::TokenProbsWriter>(
-      path_, viz::docs_record(sample_->source, config_.top_k, sample_->docs, *data_.tokenizer()));
+  const nlohmann::ordered_json docs =
+      viz::docs_record(sample_->source, config_.top_k, sample_->docs, *data_.tokenizer());
+  writer_ = std::make_unique<viz::TokenProbsWriter>(path_, docs);
+  if (writer_->existed() && writer_->existing_docs() != nlohmann::json::parse(docs.dump())) {
+    // Steps of another sample would not line up with the file's documents: leave the file as it is.
+    std::fprintf(stderr,
+                 "warning: trainer.viz: %s holds another sample (trainer.viz or trainer.seed changed since it was "
+                 "begun), so this run records no token probabilities; move the file away to begin a new view\n",
+                 path_.c_str());
+    writer_.reset();
+    return;
+  }
   // Records of the steps this run does again no longer count (the reader's rule), that of this step included: it is
   // written again when it is one of the view's steps, or was recorded (the end of a shorter run).
   const bool had = writer_->has_step(state.step);

@@ -202,6 +202,7 @@ TokenProbsWriter::TokenProbsWriter(std::string path, const nlohmann::ordered_jso
       const size_t end = content.find('\n', start);
       auto r = nlohmann::json::parse(std::string_view(content).substr(start, end - start), nullptr, false);
       start = end + 1;
+      if (existing_docs_.is_null() && r.is_object() && r.value("kind", std::string()) == "docs") existing_docs_ = r;
       if (!r.is_object() || !r.contains("step") || !r["step"].is_number_integer()) continue;
       const int64_t step = r["step"].get<int64_t>();
       const std::string kind = r.value("kind", std::string());

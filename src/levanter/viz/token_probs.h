@@ -74,6 +74,8 @@ class TokenProbsWriter {
   const std::string& path() const { return path_; }
   // Whether the file held records before this writer opened it.
   bool existed() const { return existed_; }
+  // The file's docs line as it was when opened (null when this writer created the file).
+  const nlohmann::json& existing_docs() const { return existing_docs_; }
   // Whether the file holds a step record of `step` that counts (the resume rule applied), as the reader sees it.
   bool has_step(int64_t step) const { return steps_.count(step) > 0; }
   void append(const nlohmann::ordered_json& record);
@@ -84,6 +86,7 @@ class TokenProbsWriter {
   int fd_ = -1;
   bool existed_ = false;
   std::set<int64_t> steps_;
+  nlohmann::json existing_docs_;
 };
 
 // The page data, the one shape the page and the dashboard consume:

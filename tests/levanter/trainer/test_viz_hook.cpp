@@ -237,3 +237,16 @@ TEST(VizHook, NoValidationSetIsAWarningNotAnError) {
   ASSERT_THAT(out, ::testing::HasSubstr(warning));
   EXPECT_EQ(out.find(warning), out.rfind(warning)) << "one warning: " << out;
 }
+
+TEST(VizHook, ResumedWithAnotherSampleLeavesTheFileAlone) {
+  Root root("changed");
+  const fs::path config = make_config(root.path, "    steps: 2\n    num_docs: 2\n    max_tokens: 10\n");
+  const fs::path w = root.path / "run";
+  ASSERT_EQ(train(config.string() + "' --trainer.num_train_steps '4", w), 0) << slurp(w / "out.txt");
+  const std::string before = slurp(view_file(w));
+  ASSERT_EQ(train(config.string() + "' --trainer.num_train_steps '6' --trainer.viz.num_docs '3", w), 0)
+      << slurp(w / "out.txt");
+  EXPECT_THAT(slurp(w / "out.txt"), ::testing::HasSubstr("holds another sample"));
+  EXPECT_EQ(slurp(view_file(w)), before);
+  EXPECT_EQ(levanter::viz::read_page_data(view_file(w).string())["series"].size(), 3u);  // 0, 2, 4
+}
