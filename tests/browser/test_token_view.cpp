@@ -97,6 +97,22 @@ TEST(TokenView, ColoursTooltipSliderAndComparisonInChromium) {
          "return [document.querySelector('.step-label').textContent, document.querySelector('.doc-loss').textContent]"},
         {"as", "slid"}},
        {{"eval", kColours}, {"as", "colours2"}},
+       // Keyboard: focusing a token shows its tooltip too.
+       {{"eval",
+         "document.querySelectorAll('span.tok')[1].focus(); return document.querySelector('.ltv-tooltip').textContent"},
+        {"as", "focus_tip"}},
+       // Play: from the first step through to the last, then stops.
+       {{"eval",
+         "document.querySelector('button.play').click(); return document.querySelector('.step-label').textContent"},
+        {"as", "playing"}},
+       {{"wait",
+         "document.querySelector('.step-label').textContent === 'step 200' && "
+         "document.querySelector('button.play').textContent === '▶'"},
+        {"timeout", 10}},
+       {{"eval",
+         "document.querySelector('input.step-slider').value = '0'; document.querySelector('input.step-slider')"
+         ".dispatchEvent(new Event('input', {bubbles: true})); return 1"},
+        {"as", "reset"}},
        {{"eval", "window.cmpView = LevanterTokenView.render(document.getElementById('token-view'), " + cmp.dump() +
                      "); return [document.querySelector('input.step-slider').hidden, "
                      "document.querySelector('.doc-loss').textContent, "
@@ -159,6 +175,9 @@ TEST(TokenView, ColoursTooltipSliderAndComparisonInChromium) {
   EXPECT_EQ(r["slid"][0], "step 100");
   EXPECT_EQ(r["slid"][1], "loss 1.234 nats");
   for (int j = 1; j < 6; ++j) expect_rgb(r["colours2"][j], viridis[j - 1], "step 100, position " + std::to_string(j));
+
+  EXPECT_NE(r["focus_tip"].get<std::string>().find("p = 0, rank 2"), std::string::npos) << r["focus_tip"];
+  EXPECT_EQ(r["playing"], "step 100");
 
   // Comparison: log p_B - log p_A on the diverging scale (white: equal; blue: B gives more, saturating at 100x;
   // red: less), both in the tooltip, A and B alone on request.
