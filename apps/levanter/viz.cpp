@@ -2,6 +2,7 @@
 //
 //   levanter viz --config C --checkpoint A [--compare B] [--data FILE.jsonl] --output page.html
 //                [--num_docs N] [--max_tokens T] [--top_k K] [--section.key value ...]
+//   levanter viz --run logs/<run id> --output page.html      what training recorded (token_probs.jsonl), every step
 //
 // The documents: the config's validation sample, chosen as during training (trainer.viz, trainer.seed), or the
 // "text" of each line of --data. With --compare, both checkpoints score the same documents and the page colours
@@ -30,7 +31,7 @@ namespace fs = std::filesystem;
 using namespace levanter;
 
 struct Args {
-  std::string config, checkpoint, compare, data, output;
+  std::string config, checkpoint, compare, data, output, run;
   std::optional<int64_t> num_docs, max_tokens, top_k;
 };
 
@@ -63,11 +64,13 @@ viz::Sample read_documents(const std::string& path, data::TextData& text_data, c
 
 std::function<int()> setup(CLI::App& app) {
   auto a = std::make_shared<Args>();
-  app.add_option("--config,-c", a->config, "The config the model was trained with (model and data sections)")
-      ->required();
+  app.add_option("--config,-c", a->config, "The config the model was trained with (model and data sections)");
   app.add_option("--checkpoint,--checkpoint_path", a->checkpoint,
-                 "A checkpoint directory (step-N) or a base path (its newest complete one)")
-      ->required();
+                 "A checkpoint directory (step-N) or a base path (its newest complete one)");
+  app.add_option(
+      "--run", a->run,
+      "Instead of a checkpoint: a run directory (or its token_probs.jsonl), to show every step that training "
+      "recorded (trainer.viz)");
   app.add_option("--compare,--comparison_model_path", a->compare,
                  "A second checkpoint (B): colour each token by log p_B - log p_A");
   app.add_option("--data", a->data,
@@ -79,6 +82,23 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--top_k", a->top_k, "Alternatives per token in the tooltip (default: trainer.viz.top_k)");
   app.allow_extras();
   return [a, &app] {
+    if (!a->run.empty()) {
+      if (!a->checkpoint.empty() || !a->compare.empty() || !a->data.empty()) {
+        throw std::invalid_argument(
+            "--run shows what training recorded: give it without --checkpoint, --compare, --data");
+      }
+      const fs::path file = fs::is_directory(a->run) ? fs::path(a->run) / viz::kTokenProbsFile : fs::path(a->run);
+      const std::string title = "Token probabilities: " +
+                                (fs::is_directory(a->run) ? fs::path(a->run) : file.parent_path()).filename().string();
+      nlohmann::json page = viz::read_page_data(file.string(), title);
+      runtime::write_file_atomic(a->output, viz::token_view_page(page));
+      std::fprintf(stderr, "wrote %s (%zu documents, %zu steps)\n", a->output.c_str(), page["docs"].size(),
+                   page["series"].size());
+      return 0;
+    }
+    if (a->config.empty() || a->checkpoint.empty()) {
+      throw std::invalid_argument("give --config and --checkpoint (or --run DIR for what training recorded)");
+    }
     auto cfg = trainer::load_train_config(a->config, app.remaining());
     viz::VizConfig vc = cfg.trainer.viz;
     if (a->num_docs) vc.num_docs = *a->num_docs;

@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
 
 #include "levanter/viz/token_probs.h"
@@ -71,6 +70,15 @@ std::vector<std::string> train_losses(const fs::path& work) {
     if (row.contains("train/loss")) out.push_back(row["train/loss"].dump());
   }
   return out;
+}
+
+// The page data embedded in a page levanter viz wrote (std::regex would recurse once per character: no).
+nlohmann::json embedded_data(const std::string& html) {
+  const std::string open = "id=\"token-view-data\">";
+  const size_t start = html.find(open);
+  if (start == std::string::npos) return nullptr;
+  const size_t end = html.find("</script>", start);
+  return nlohmann::json::parse(html.substr(start + open.size(), end - start - open.size()));
 }
 
 bool killed(int status) { return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL); }
@@ -146,16 +154,23 @@ TEST(VizHook, RecordsAtStepZeroEveryNStepsAndTheEndWithoutChangingTraining) {
                 root.path / "cli"),
             0)
       << slurp(root.path / "cli" / "out.txt");
-  const std::string html = slurp(page);
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(html, m, std::regex("id=\"token-view-data\">([^<]*)</script>")));
-  const nlohmann::json data = nlohmann::json::parse(m[1].str());
+  const nlohmann::json data = embedded_data(slurp(page));
+  ASSERT_FALSE(data.is_null());
   const nlohmann::json hook = levanter::viz::read_page_data(view_file(with).string());
   ASSERT_EQ(data["series"].size(), 1u);
   EXPECT_EQ(data["series"][0]["step"], 12);
   EXPECT_EQ(data["series"][0]["docs"], hook["series"].back()["docs"]);
   EXPECT_EQ(data["docs"], hook["docs"]);
   EXPECT_TRUE(data["compare"].is_null());
+
+  // What training recorded, every step, as a page.
+  const fs::path page3 = root.path / "page3.html";
+  ASSERT_EQ(
+      run("viz --run '" + (with / "logs" / kRun).string() + "' --output '" + page3.string() + "'", root.path / "cli"),
+      0)
+      << slurp(root.path / "cli" / "out.txt");
+  EXPECT_EQ(embedded_data(slurp(page3)),
+            levanter::viz::read_page_data(view_file(with).string(), "Token probabilities: " + kRun));
 
   // Two checkpoints, and documents from a file (Levanter's option names).
   const fs::path docs = root.path / "docs.jsonl";
@@ -169,9 +184,8 @@ TEST(VizHook, RecordsAtStepZeroEveryNStepsAndTheEndWithoutChangingTraining) {
           root.path / "cli"),
       0)
       << slurp(root.path / "cli" / "out.txt");
-  const std::string html2 = slurp(page2);
-  ASSERT_TRUE(std::regex_search(html2, m, std::regex("id=\"token-view-data\">([^<]*)</script>")));
-  const nlohmann::json data2 = nlohmann::json::parse(m[1].str());
+  const nlohmann::json data2 = embedded_data(slurp(page2));
+  ASSERT_FALSE(data2.is_null());
   ASSERT_EQ(data2["series"].size(), 2u);
   EXPECT_EQ(data2["series"][0]["step"], 3);
   EXPECT_EQ(data2["series"][1]["step"], 12);
