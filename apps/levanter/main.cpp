@@ -36,8 +36,8 @@ namespace {
 // mask; ignored signals stay ignored) and runs before anything is set up: `levanter train` installs its stop-signal
 // handlers (runtime/signals.h) and takes its run locks afterwards, in the re-executed image.
 void tune_openmp_spinning(int argc, char** argv) {
-  if (argc < 2 ||
-      (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "sample") != 0))
+  if (argc < 2 || (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0 &&
+                   std::strcmp(argv[1], "sample") != 0 && std::strcmp(argv[1], "viz") != 0))
     return;
   if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
   setenv("GOMP_SPINCOUNT", "30000", 1);

@@ -34,6 +34,7 @@
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
 #include "levanter/trainer/sample_hook.h"
+#include "levanter/trainer/viz_hook.h"
 
 namespace levanter::trainer {
 
@@ -525,6 +526,11 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
                                             I.options.progress),
              I.config.hf_save_steps);
   }
+  if (tc.viz.steps > 0) {
+    add_hook(std::make_shared<VizHook>(tc.viz, *I.data, I.config.model->max_seq_len(), static_cast<uint64_t>(tc.seed),
+                                       tc.mp.compute, tc.num_train_steps, I.paths.run_dir, I.options.progress),
+             tc.viz.steps);
+  }
   add_hook(std::make_shared<FaultHook>());
 }
 
@@ -622,6 +628,7 @@ TrainResult Trainer::train() {
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
   // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
   if (I.rank() == 0) I.get_evaluator();
+  for (auto& [hook, every] : I.hooks) hook->at_start(state);
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;

@@ -106,6 +106,8 @@ class Hook {
   // After backward, before the optimizer update: the loss is known, the parameters unchanged. Throwing here
   // stops the run with the update not applied.
   virtual void before_update(const StepInfo& info, const TrainerState& state) {}
+  // Once before the first step of train() (state.step: the steps completed, > 0 when resumed).
+  virtual void at_start(const TrainerState& state) {}
   virtual void after_step(const StepInfo& info, TrainerState& state) {}
   // After the last step (also when a resumed run had no steps left).
   virtual void at_end(TrainerState& state) {}
