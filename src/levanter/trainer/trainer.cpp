@@ -29,6 +29,7 @@
 #include "levanter/trainer/hooks.h"
 #include "levanter/trainer/memory.h"
 #include "levanter/trainer/peak_flops.h"
+#include "levanter/trainer/run_dashboard.h"
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
 
@@ -154,6 +155,7 @@ struct Trainer::Impl {
   std::unique_ptr<eval::Evaluator> evaluator;
   std::vector<std::pair<std::shared_ptr<Hook>, int64_t>> hooks;
   TrainResult result;
+  std::unique_ptr<RunDashboard> dashboard;  // trainer.dashboard: serves while the Trainer lives (run_dashboard.h)
 
   eval::Evaluator& get_evaluator();
   nlohmann::json checkpoint_metadata(const TrainerState& state) const;
@@ -439,6 +441,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
   I.checkpointer = std::make_unique<checkpoint::Checkpointer>(I.paths.checkpoint_base, tc.checkpointer);
   I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir, I.paths.run_id);
+  I.dashboard = RunDashboard::start_if_configured(tc, I.paths.run_dir);
 
   add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
   add_hook(std::make_shared<MetricsHook>(*I.tracker));
