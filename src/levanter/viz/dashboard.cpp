@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -431,7 +433,7 @@ void Dashboard::Impl::routes() {
   server.Get("/api/run", guarded([this](const httplib::Request&, httplib::Response& res) {
                const auto text = read_run_text(file("run.json"));
                if (!text) return set_json(res, "null");
-               const auto j = nlohmann::json::parse(*text, nullptr, false);
+               const auto j = nlohmann::ordered_json::parse(*text, nullptr, false);  // keys in the file's order
                if (j.is_discarded()) throw std::runtime_error(file("run.json") + ": not valid JSON");
                set_json(res, j.dump());
              }));
@@ -469,7 +471,16 @@ int Dashboard::start() {
   }
   if (bound <= 0) throw std::runtime_error(bind_error(I.host, I.port));
   I.bound_port = bound;
-  I.thread = std::thread([&I] { I.server.listen_after_bind(); });
+  I.thread = std::thread([&I] {
+    // httplib writes with send(2) without MSG_NOSIGNAL: a browser closing a connection mid-answer would raise
+    // SIGPIPE and end the (training) process. Blocked here, in the thread whose worker threads inherit the mask,
+    // it becomes an EPIPE for that one connection. The stop signals are left to the program's other threads.
+    sigset_t block;
+    sigemptyset(&block);
+    for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, nullptr);
+    I.server.listen_after_bind();
+  });
   // stop() right after start() must find the server running (httplib's stop does nothing before that).
   for (int i = 0; i < 5000 && !I.server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return bound;
