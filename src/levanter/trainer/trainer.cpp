@@ -31,6 +31,7 @@
 #include "levanter/trainer/hooks.h"
 #include "levanter/trainer/memory.h"
 #include "levanter/trainer/peak_flops.h"
+#include "levanter/trainer/run_dashboard.h"
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/run_record.h"
 #include "levanter/trainer/sample_hook.h"
@@ -184,6 +185,7 @@ struct Trainer::Impl {
   int64_t local_microbatch() const {
     return config.trainer.per_device_parallelism > 0 ? config.trainer.per_device_parallelism : local_batch();
   }
+  std::unique_ptr<RunDashboard> dashboard;  // trainer.dashboard: serves while the Trainer lives (run_dashboard.h)
 
   eval::Evaluator& get_evaluator();
   nlohmann::json checkpoint_metadata(const TrainerState& state) const;
@@ -500,6 +502,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     return;
   }
   I.tracker = tracker::make_tracker(tc.tracker, I.paths.run_dir, I.paths.run_id);
+  I.dashboard = RunDashboard::start_if_configured(tc, I.paths.run_dir);
 
   add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
   add_hook(std::make_shared<MetricsHook>(*I.tracker));
