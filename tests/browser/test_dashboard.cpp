@@ -1,7 +1,8 @@
 // The live dashboard as a person sees it, in headless Chromium: a real training run of a tiny GPT-2 on the bundled
 // corpus with `trainer.dashboard.port: 0`; the page (at the URL the run writes to dashboard.url) plots train/loss
 // and shows it grow while the run goes on; once the run has finished, the page served for its directory plots
-// every row of metrics.jsonl, in order, and the evaluations at their steps.
+// every row of metrics.jsonl, in order, the evaluations at their steps, and the token-probability view with one cell
+// per token of the sample, coloured by the probability the run recorded.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -207,6 +208,47 @@ TEST(BrowserDashboard, ShowsARunGrowLiveAndAllOfItOnceFinished) {
   EXPECT_NE(done["run"].get<std::string>().find("\"run_id\": \"live\""), std::string::npos);
   EXPECT_NE(done["config"].get<std::string>().find("num_train_steps: " + std::to_string(steps)), std::string::npos);
   EXPECT_TRUE(done["token_view"].get<bool>());
+
+  // The token-probability view in the dashboard: one cell per token of the sample, at the newest step, each
+  // coloured by the probability recorded in token_probs.jsonl (viridis; the table itself is checked against
+  // matplotlib's values by test_token_view.cpp).
+  json docs_record, last_step;
+  {
+    std::ifstream in(run_dir / "token_probs.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const json r = json::parse(line);
+      if (r["kind"] == "docs") docs_record = r;
+      if (r["kind"] == "step") last_step = r;
+    }
+  }
+  ASSERT_TRUE(docs_record.is_object() && last_step.is_object()) << "the run wrote no token_probs.jsonl";
+  EXPECT_EQ(last_step["step"], steps);
+  size_t tokens = 0;
+  for (const auto& d : docs_record["docs"]) tokens += d["tokens"].size();
+  ASSERT_GT(tokens, 0u);
+  json view = browser::run(
+      dashboard.url(),
+      {{{"wait", "document.querySelectorAll('#token-view span.tok').length == " + std::to_string(tokens)},
+        {"timeout", 30}},
+       {{"eval",
+         "return Array.from(document.querySelectorAll('#token-view span.tok')).map(function (e) { return ["
+         "+e.getAttribute('data-doc'), +e.getAttribute('data-pos'), e.getAttribute('data-p'), "
+         "getComputedStyle(e).backgroundColor.replace(/ /g, ''), e.getAttribute('data-p') === '' ? '' : "
+         "window.LevanterTokenView.viridis(+e.getAttribute('data-p')).replace(/ /g, '')]; })"},
+        {"as", "cells"}},
+       {{"screenshot", browser::screenshot_path("dashboard_token_view.png")}}});
+  ASSERT_FALSE(view.is_null());
+  ASSERT_EQ(view["cells"].size(), tokens);
+  for (const auto& c : view["cells"]) {
+    const size_t doc = c[0], pos = c[1];
+    if (pos == 0) {
+      EXPECT_EQ(c[2], "") << "the first token has no prediction";
+      continue;
+    }
+    const double want = last_step["docs"][doc]["p"][pos - 1];
+    EXPECT_NEAR(std::stod(c[2].get<std::string>()), want, 1e-6 * std::max(1.0, want)) << doc << "/" << pos;
+    EXPECT_EQ(c[3], c[4]) << "cell " << doc << "/" << pos << " (p " << want << ")";
+  }
   dashboard.stop();
   fs::remove_all(root);
 }

@@ -164,9 +164,23 @@ TEST_F(DashboardTest, ServesThePageAssetsAndTheRunsFiles) {
   ASSERT_EQ(m["rows"].size(), 2u);
   EXPECT_EQ(m["rows"][1]["train/loss"], 3.25);
   EXPECT_EQ(m["live"], false);  // no run.lock held
-  // A token_probs.jsonl without a reader wired in is still null, never an error.
-  write("token_probs.jsonl", "{}\n");
-  EXPECT_EQ(get_json("/api/token_probs"), nullptr);
+  // The token-probability view: token_probs.jsonl as the page data the view renders (viz/token_probs.h's reader).
+  write("token_probs.jsonl",
+        R"({"kind":"docs","format":1,"source":"validation","top_k":1,"docs":[{"index":4,"tokens":[1,2],"pieces":["a","b"]}]})"
+        "\n"
+        R"({"kind":"step","step":0,"docs":[{"loss":0.5,"p":[0.25],"rank":[2],"top":[[["c",0.5]]]}]})"
+        "\n");
+  json tp = get_json("/api/token_probs");
+  ASSERT_TRUE(tp.is_object()) << tp;
+  ASSERT_EQ(tp["series"].size(), 1u);
+  EXPECT_EQ(tp["series"][0]["docs"][0]["p"][0], 0.25);
+  EXPECT_EQ(tp["docs"][0]["pieces"], json::parse(R"(["a", "b"])"));
+  // A corrupt file is an error naming it, not a crash.
+  write("token_probs.jsonl", "{\"kind\":\"docs\"\nnot json\n");
+  auto bad = client().Get("/api/token_probs");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 500);
+  EXPECT_THAT(bad->body, HasSubstr("token_probs.jsonl"));
 }
 
 TEST_F(DashboardTest, MetricsAreFetchedIncrementally) {
