@@ -163,7 +163,9 @@ TEST(BrowserDashboard, ShowsARunGrowLiveAndAllOfItOnceFinished) {
       dashboard.url(),
       {{{"wait", loss + " == " + std::to_string(losses.size()) + " && " + count_of("eval/loss") +
                      " == " + std::to_string(eval_steps.size()) +
-                     " && document.getElementById('status').getAttribute('data-state') == 'finished'"},
+                     " && document.getElementById('status').getAttribute('data-state') == 'finished'"
+                     // the run record arrives by its own poll
+                     " && document.getElementById('status').textContent.indexOf('live') >= 0"},
         {"timeout", 30}},
        {{"eval", "return " + plot + ".querySelector('polyline').getAttribute('points')"}, {"as", "points"}},
        {{"eval", "return [+" + plot + ".getAttribute('data-min'), +" + plot + ".getAttribute('data-max')]"},
