@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -87,7 +88,20 @@ void flush_lines(int rank, std::string& buf, FILE* to, bool final) {
   std::fflush(to);
 }
 
-int run(const Args& a) {
+// The arguments after `launch ... --`, verbatim from /proc/self/cmdline (CLI11 would reinterpret some, e.g. "[]").
+std::vector<std::string> raw_command() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> argv;
+  for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+  size_t i = 0;
+  while (i < argv.size() && argv[i] != "launch") ++i;
+  while (i < argv.size() && argv[i] != "--") ++i;
+  if (i >= argv.size()) return {};
+  return std::vector<std::string>(argv.begin() + static_cast<std::ptrdiff_t>(i) + 1, argv.end());
+}
+
+int run(Args a) {
+  if (auto raw = raw_command(); !raw.empty()) a.command = raw;
   if (a.command.empty()) {
     std::cerr << "error: launch: give the command to run after --, e.g. levanter launch --nproc 2 -- train --config "
                  "C.yaml\n";
@@ -261,7 +275,7 @@ std::function<int()> setup(CLI::App& app) {
   app.add_option("--master,--master_addr", a->master,
                  "ADDR:PORT of node 0's rank 0 (default with one node: 127.0.0.1 and a free port)");
   app.add_option("command", a->command, "The levanter command each process runs, after --")->required();
-  return [a] { return run(*a); };
+  return [a] { return run(*a); };  // run() takes the command verbatim from the process's arguments
 }
 
 }  // namespace
