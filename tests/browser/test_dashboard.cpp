@@ -228,17 +228,17 @@ TEST(BrowserDashboard, ShowsARunGrowLiveAndAllOfItOnceFinished) {
   size_t tokens = 0;
   for (const auto& d : docs_record["docs"]) tokens += d["tokens"].size();
   ASSERT_GT(tokens, 0u);
-  json view = browser::run(
-      dashboard.url(),
-      {{{"wait", "document.querySelectorAll('#token-view span.tok').length == " + std::to_string(tokens)},
-        {"timeout", 30}},
-       {{"eval",
-         "return Array.from(document.querySelectorAll('#token-view span.tok')).map(function (e) { return ["
-         "+e.getAttribute('data-doc'), +e.getAttribute('data-pos'), e.getAttribute('data-p'), "
-         "getComputedStyle(e).backgroundColor.replace(/ /g, ''), e.getAttribute('data-p') === '' ? '' : "
-         "window.LevanterTokenView.viridis(+e.getAttribute('data-p')).replace(/ /g, '')]; })"},
-        {"as", "cells"}},
-       {{"screenshot", browser::screenshot_path("dashboard_token_view.png")}}});
+  json view =
+      browser::run(dashboard.url(),
+                   {{{"wait", "document.querySelectorAll('#token-view span.tok').length == " + std::to_string(tokens)},
+                     {"timeout", 30}},
+                    {{"eval",
+                      "return Array.from(document.querySelectorAll('#token-view span.tok')).map(function (e) { return ["
+                      "+e.getAttribute('data-doc'), +e.getAttribute('data-pos'), e.getAttribute('data-p'), "
+                      "getComputedStyle(e).backgroundColor.replace(/ /g, ''), e.getAttribute('data-p') === '' ? '' : "
+                      "window.LevanterTokenView.viridis(+e.getAttribute('data-p')).replace(/ /g, '')]; })"},
+                     {"as", "cells"}},
+                    {{"screenshot", browser::screenshot_path("dashboard_token_view.png")}}});
   ASSERT_FALSE(view.is_null());
   ASSERT_EQ(view["cells"].size(), tokens);
   for (const auto& c : view["cells"]) {

@@ -33,7 +33,8 @@ TEST(CliMessages, UnknownCommandNamesTheNearest) {
   auto [rc, err] = run("trian --config x.yaml");
   EXPECT_EQ(rc, 2);
   EXPECT_THAT(err, HasSubstr("unknown command 'trian'; did you mean 'train'?"));
-  EXPECT_THAT(err, HasSubstr("Commands: cache, config, dashboard, eval, export, import, launch, sample, senses, tokenize, train, version, viz"));
+  EXPECT_THAT(err, HasSubstr("Commands: cache, config, dashboard, eval, export, import, launch, sample, senses, "
+                             "tokenize, train, version, viz"));
 }
 
 TEST(CliMessages, ConfigThatIsNotARegularFile) {
