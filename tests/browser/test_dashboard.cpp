@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "browser/browser.h"
+#include "levanter/temp_dir.h"
 #include "levanter/viz/dashboard.h"
 
 namespace fs = std::filesystem;
@@ -28,10 +29,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+using levanter::testing::slurp;
 
 // `sh -c cmd` in the background; killed (SIGKILL) and reaped on destruction unless waited for.
 struct Process {

@@ -15,14 +15,13 @@
 #include <map>
 #include <string>
 
+#include "levanter/temp_dir.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+using levanter::testing::slurp;
 
 class TensorboardInterop : public ::testing::Test {
  protected:

@@ -1,15 +1,23 @@
-// A fresh scratch directory under the system's temporary directory, removed when the test ends. Shared by the
-// test folders (checkpoint, data, runtime).
+// A fresh scratch directory under the system's temporary directory, removed when the test ends, and slurp(), the
+// whole text of a file a test wrote or a run left. Shared by the test folders (and by tests/interop, tests/browser).
 #pragma once
 
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <system_error>
 
 namespace levanter::testing {
+
+// The contents of `p` ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 class TempDir {
  public:

@@ -17,16 +17,14 @@
 #include "levanter/config/config.h"
 #include "levanter/distributed/config.h"
 #include "levanter/distributed/process_group.h"
+#include "levanter/temp_dir.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+using levanter::testing::slurp;
 
 class DataParallel : public ::testing::Test {
  protected:

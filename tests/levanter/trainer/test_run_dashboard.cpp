@@ -17,6 +17,7 @@
 #include <fstream>
 #include <thread>
 
+#include "levanter/temp_dir.h"
 #include "levanter/trainer/trainer.h"
 #include "levanter/viz/dashboard.h"
 
@@ -28,10 +29,7 @@ namespace {
 
 const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+using levanter::testing::slurp;
 
 class RunDashboard : public ::testing::Test {
  protected:

@@ -25,6 +25,7 @@
 #include "levanter/config/config.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/signals.h"
+#include "levanter/temp_dir.h"
 #include "levanter/trainer/run_lock.h"
 #include "levanter/trainer/trainer.h"
 
@@ -41,10 +42,7 @@ namespace {
 const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/validation.jsonl.gz";
 const std::string kBinary = std::string(LEVANTER_BINARY_DIR) + "/levanter";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using levanter::testing::slurp;
 
 // step -> every train/loss value logged for it, as the JSON text of the number (exact bits).
 std::map<int64_t, std::vector<std::string>> losses(const fs::path& metrics) {

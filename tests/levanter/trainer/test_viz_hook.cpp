@@ -13,6 +13,7 @@
 #include <map>
 #include <sstream>
 
+#include "levanter/temp_dir.h"
 #include "levanter/viz/token_probs.h"
 
 namespace fs = std::filesystem;
@@ -40,12 +41,7 @@ fs::path make_config(const fs::path& dir, const std::string& viz, bool validatio
   return dir / "tiny.yaml";
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using levanter::testing::slurp;
 
 int run(const std::string& args, const fs::path& work, const std::string& fault = "") {
   fs::create_directories(work);
