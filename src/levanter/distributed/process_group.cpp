@@ -117,19 +117,4 @@ bool ProcessGroup::any(bool flag) {
   return t[0].item<float>() > 0;
 }
 
-std::string ProcessGroup::broadcast(const std::string& value, const std::string& key) {
-  if (size() == 1) return value;
-  const std::string k = "broadcast/" + key + "/" + std::to_string(broadcasts_++);
-  return collective(info_, "broadcast", [&] {
-    if (rank() == 0) impl_->store->set(k, std::vector<uint8_t>(value.begin(), value.end()));
-    const std::vector<uint8_t> got = impl_->store->get(k);
-    return std::string(got.begin(), got.end());
-  });
-}
-
-void ProcessGroup::barrier() {
-  if (size() == 1) return;
-  collective(info_, "barrier", [&] { impl_->gloo->barrier()->wait(timeout_); });
-}
-
 }  // namespace levanter::distributed

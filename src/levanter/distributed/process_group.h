@@ -41,9 +41,6 @@ class ProcessGroup {
   void sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements = int64_t{1} << 24);
   // True on every rank if `flag` is true on any rank.
   bool any(bool flag);
-  // The value of rank 0, on every rank (through the store).
-  std::string broadcast(const std::string& value_on_rank0, const std::string& key);
-  void barrier();
 
  private:
   ProcessGroup() = default;
@@ -51,7 +48,6 @@ class ProcessGroup {
   std::chrono::seconds timeout_{600};
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  int64_t broadcasts_ = 0;
 };
 
 }  // namespace levanter::distributed

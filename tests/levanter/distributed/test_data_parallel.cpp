@@ -227,5 +227,4 @@ TEST(ProcessGroup, OneProcessIsTheIdentity) {
   EXPECT_TRUE(at::equal(t[0], at::arange(5, at::kFloat)));
   EXPECT_TRUE(pg->any(true));
   EXPECT_FALSE(pg->any(false));
-  EXPECT_EQ(pg->broadcast("x", "k"), "x");
 }
