@@ -67,10 +67,7 @@ void TrainerConfig::unsupported(V& v) {
   v.rejected("model_averaging", "EMA / model averaging");
   v.rejected("wandb", "wandb needs network access; use tracker.type: json or tensorboard");
   v.rejected("watch", "parameter/gradient histograms");
-  v.rejected("profiler", "the JAX profiler (use perf or valgrind --tool=callgrind on the binary)");
-  v.ignored("profiler_start_step", "the JAX profiler is not used");
-  v.ignored("profiler_num_steps", "the JAX profiler is not used");
-  v.ignored("profiler_perfetto_link", "the JAX profiler is not used");
+  v.ignored("profiler_perfetto_link", "no link is made: open <run dir>/profiler/trace.json in https://ui.perfetto.dev");
   v.ignored("log_jaxprs", "there are no jaxprs");
   v.ignored("log_xla_hlo", "there is no XLA");
   v.rejected("axis_resources", "explicit axis mappings (use fsdp_axis / tensor_parallel_axes)");
@@ -115,6 +112,8 @@ void TrainerConfig::validate() const {
   positive("num_train_steps", num_train_steps);
   positive("steps_per_eval", steps_per_eval);
   positive("log_every", log_every);
+  if (profiler) positive("profiler_num_steps", profiler_num_steps);
+  if (profiler_start_step < 0) throw ConfigError("trainer.profiler_start_step: must be >= 0");
   if (per_device_parallelism > 0 && train_batch_size % per_device_parallelism != 0) {
     throw ConfigError("trainer.per_device_parallelism: " + std::to_string(per_device_parallelism) +
                       " does not divide train_batch_size " + std::to_string(train_batch_size) +

@@ -62,10 +62,13 @@ struct TrainerConfig {
   std::optional<std::string> initialize_from;
 
   // levanter-cpp additions.
-  int64_t num_threads = 0;                     // 0: all cores
-  std::optional<double> peak_flops;            // per-second peak for MFU; default: probed GEMM peak, cached per machine
-  int64_t log_every = 1;                       // console progress line every N steps (metrics.jsonl gets every step)
-  bool check_memory = true;                    // refuse a run whose estimated memory exceeds what the machine has
+  int64_t num_threads = 0;           // 0: all cores
+  std::optional<double> peak_flops;  // per-second peak for MFU; default: probed GEMM peak, cached per machine
+  int64_t log_every = 1;             // console progress line every N steps (metrics.jsonl gets every step)
+  bool check_memory = true;          // refuse a run whose estimated memory exceeds what the machine has
+  bool profiler = false;             // libtorch's operator profiler over a window of steps (profiler.h)
+  int64_t profiler_start_step = 5;
+  int64_t profiler_num_steps = 100;
   viz::VizConfig viz;                          // the token-probability view (docs/visualization.md)
   viz::DashboardConfig dashboard;              // the live dashboard
   inference::SampleConfig sample;              // continuations of fixed prompts, logged as text
@@ -108,6 +111,11 @@ struct TrainerConfig {
     v("check_memory", check_memory,
       "Before building the model, estimate the memory of the run (weights, gradients, optimizer state, activations) "
       "and refuse to start when it exceeds the memory available");
+    v("profiler", profiler,
+      "Profile steps with libtorch's operator profiler: <run dir>/profiler/trace.json (Perfetto, chrome://tracing) "
+      "and ops.txt (operators by self time)");
+    v("profiler_start_step", profiler_start_step, "First step the profiler records");
+    v("profiler_num_steps", profiler_num_steps, "Number of steps the profiler records");
     v("viz", viz, "Token-probability view: a fixed sample of validation documents scored as training goes");
     v("dashboard", dashboard, "Live dashboard (HTTP on localhost) of the run's metrics and token probabilities");
     v("distributed", distributed,

@@ -94,6 +94,14 @@ struct StepInfo {
   int64_t tokens = 0;      // in this step's batch
   double duration_s = 0;   // the whole step, including waiting for the batch
   double loading_s = 0;    // waiting for the batch
+  // Where the rest of the step went (seconds, summed over its microbatches): making the compute-dtype copy of the
+  // parameters (mixed precision only), forward passes, backward passes, the gradient exchange between processes,
+  // and the optimizer (clipping and the update, Sophia's Hessian estimate included).
+  double cast_s = 0;
+  double forward_s = 0;
+  double backward_s = 0;
+  double exchange_s = 0;
+  double optimizer_s = 0;
   double tokens_per_second = 0;
   double mfu = 0;  // model FLOPs utilisation against the run's peak (peak_flops.h)
 };

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 
 #include "levanter/checkpoint/checkpoint.h"
 #include "levanter/data/loader.h"
@@ -90,6 +92,19 @@ TEST_F(TrainerTest, MetricsHaveLevantersNamesAndExactLossBits) {
                           "throughput/duration", "throughput/total_tokens"}) {
       EXPECT_TRUE(row.contains(k)) << k;
     }
+    // Where the step went: each phase took time (no cast in f32, no exchange in one process), within the step.
+    double phases = 0;
+    for (const char* k : {"throughput/loading_time", "throughput/cast_time", "throughput/forward_time",
+                          "throughput/backward_time", "throughput/exchange_time", "throughput/optimizer_time"}) {
+      ASSERT_TRUE(row.contains(k)) << k;
+      EXPECT_GE(row[k].get<double>(), 0.0) << k;
+      phases += row[k].get<double>();
+    }
+    for (const char* k : {"throughput/forward_time", "throughput/backward_time", "throughput/optimizer_time"}) {
+      EXPECT_GT(row[k].get<double>(), 0.0) << k;
+    }
+    EXPECT_EQ(row["throughput/cast_time"].get<double>(), 0.0);
+    EXPECT_LE(phases, row["throughput/duration"].get<double>());
     EXPECT_DOUBLE_EQ(row["train/learning_rate"].get<double>(),
                      levanter::optim::learning_rate_at(c.optimizer, static_cast<int64_t>(s), 4));
     EXPECT_EQ(row["throughput/total_tokens"].get<int64_t>(), static_cast<int64_t>((s + 1) * 4 * 32));
@@ -275,4 +290,50 @@ TEST_F(TrainerTest, CrashOnNanNamesTheStepAndWhatToTry) {
     EXPECT_THAT(m, HasSubstr("optimizer.learning_rate"));
     EXPECT_THAT(m, HasSubstr("crash_on_nan"));
   }
+}
+
+// trainer.profiler (Levanter's keys): libtorch's operator profiler over steps [start, start + num): a Chrome trace
+// with the trainer's ranges around the operators, and a table by self time. Profiling changes no numerics.
+TEST_F(TrainerTest, ProfilerTracesTheChosenStepsAndChangesNoBits) {
+  TrainResult plain = train(config({}, "plain"));
+  TrainResult r = train(
+      config({"--trainer.profiler", "true", "--trainer.profiler_start_step", "1", "--trainer.profiler_num_steps", "2"},
+             "profiled"));
+  auto a = rows(plain.paths.metrics, "train/loss"), b = rows(r.paths.metrics, "train/loss");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i]["train/loss"], b[i]["train/loss"]) << "step " << i;
+
+  const fs::path dir = fs::path(r.paths.run_dir) / "profiler";
+  nlohmann::json trace = nlohmann::json::parse(std::ifstream(dir / "trace.json"));
+  struct Span {
+    double begin, end;
+  };
+  std::map<std::string, std::vector<Span>> spans;
+  for (const auto& e : trace.at("traceEvents")) {
+    EXPECT_EQ(e.at("ph"), "X");
+    const double ts = e.at("ts").get<double>(), dur = e.at("dur").get<double>();
+    EXPECT_GE(dur, 0.0);
+    EXPECT_LE(e.at("args").at("self_us").get<double>(), dur + 1e-6);
+    spans[e.at("name").get<std::string>()].push_back({ts, ts + dur});
+  }
+  // Steps 1 and 2, each holding one forward, backward and optimizer range, with the GEMMs inside.
+  ASSERT_EQ(spans["step"].size(), 2u);
+  for (const char* phase : {"forward", "backward", "optimizer"}) {
+    ASSERT_EQ(spans[phase].size(), 2u) << phase;
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_GE(spans[phase][i].begin, spans["step"][i].begin) << phase;
+      EXPECT_LE(spans[phase][i].end, spans["step"][i].end + 1e-3) << phase;
+    }
+  }
+  EXPECT_GE(spans["aten::mm"].size() + spans["aten::addmm"].size(), 2u * 2 * 2);
+  EXPECT_EQ(spans["data"].size(), 2u);
+
+  std::ifstream ops(dir / "ops.txt");
+  std::string first;
+  std::getline(ops, first);
+  EXPECT_THAT(first, HasSubstr("2 profiled steps"));
+  std::stringstream rest;
+  rest << ops.rdbuf();
+  EXPECT_THAT(rest.str(), HasSubstr("aten::mm"));
+  EXPECT_THAT(rest.str(), HasSubstr("self ms/step"));
 }
