@@ -85,3 +85,40 @@ TEST(Dtypes, GradientsFlowInBf16) {
                                   at::matmul(x.array().to(at::kDouble), w.array().detach().to(at::kDouble)));
   EXPECT_TRUE(at::allclose(w.grad().array().to(at::kDouble), ref, 5e-2, 5e-1));
 }
+
+// GELU and LayerNorm on bf16 compute in f32 and round once (libtorch 1.13's bf16 CPU kernels are slower and round
+// inside): the result is exactly the f32 computation rounded to bf16, and so are the gradients that reach the bf16
+// input and parameters.
+TEST(Dtypes, Bf16GeluAndLayerNormAreTheF32ComputationRoundedOnce) {
+  const at::Tensor xt = randn({4, 8, 16}, 5).to(at::kBFloat16), dyt = randn({4, 8, 16}, 6).to(at::kBFloat16);
+  for (bool approximate : {true, false}) {
+    SCOPED_TRACE(approximate ? "tanh" : "erf");
+    NamedArray x(xt.clone().requires_grad_(true), {B, P, E});
+    NamedArray y = nn::gelu(x, approximate);
+    ASSERT_EQ(y.dtype(), at::kBFloat16);
+    at::Tensor x32 = xt.to(at::kFloat).requires_grad_(true);
+    at::Tensor y32 = at::gelu(x32, approximate ? "tanh" : "none");
+    EXPECT_TRUE(at::equal(y.array(), y32.to(at::kBFloat16)));
+    y.array().backward(dyt);
+    y32.backward(dyt.to(at::kFloat));
+    EXPECT_TRUE(at::equal(x.array().grad(), x32.grad().to(at::kBFloat16)));
+  }
+  nn::LayerNormOptions o;
+  o.dtype = at::kBFloat16;
+  nn::LayerNorm ln = nn::LayerNorm::init(AxisSpec{E}, o);
+  ln.weight = NamedArray((randn({16}, 7) + 1).to(at::kBFloat16).requires_grad_(true), {E});
+  ln.bias = NamedArray(randn({16}, 8).to(at::kBFloat16).requires_grad_(true), {E});
+  NamedArray x(xt.clone().requires_grad_(true), {B, P, E});
+  NamedArray y = ln(x);
+  ASSERT_EQ(y.dtype(), at::kBFloat16);
+  at::Tensor x32 = xt.to(at::kFloat).requires_grad_(true);
+  at::Tensor w32 = ln.weight->array().detach().to(at::kFloat).requires_grad_(true);
+  at::Tensor b32 = ln.bias->array().detach().to(at::kFloat).requires_grad_(true);
+  at::Tensor y32 = at::layer_norm(x32, {16}, w32, b32, ln.eps);
+  EXPECT_TRUE(at::equal(y.array(), y32.to(at::kBFloat16)));
+  y.array().backward(dyt);
+  y32.backward(dyt.to(at::kFloat));
+  EXPECT_TRUE(at::equal(x.array().grad(), x32.grad().to(at::kBFloat16)));
+  EXPECT_TRUE(at::equal(ln.weight->array().grad(), w32.grad().to(at::kBFloat16)));
+  EXPECT_TRUE(at::equal(ln.bias->array().grad(), b32.grad().to(at::kBFloat16)));
+}

@@ -22,7 +22,13 @@ NamedArray leaky_relu(const NamedArray& x, double slope) {
   return NamedArray(at::leaky_relu(x.array(), slope), x.axes());
 }
 NamedArray gelu(const NamedArray& x, bool approximate) {
-  return NamedArray(at::gelu(x.array(), approximate ? "tanh" : "none"), x.axes());
+  const char* kind = approximate ? "tanh" : "none";
+  if (x.dtype() == at::kBFloat16 || x.dtype() == at::kHalf) {
+    // In f32, rounded once: libtorch 1.13's CPU kernels for bf16 round after every operation of the tanh formula
+    // and run 2.5x slower than f32 (GPT-2 124M B=4 T=64: 68 ms a step against 31 ms for GELU forward + backward).
+    return NamedArray(at::gelu(x.array().to(at::kFloat), kind).to(x.dtype()), x.axes());
+  }
+  return NamedArray(at::gelu(x.array(), kind), x.axes());
 }
 NamedArray quick_gelu(const NamedArray& x) { return x * sigmoid(x * 1.702); }
 NamedArray soft_sign(const NamedArray& x) { return NamedArray(x.array() / (x.array().abs() + 1), x.axes()); }

@@ -43,8 +43,8 @@ std::vector<Range> ranges_of(const prof::thread_event_lists& lists) {
         stack.push_back({&e, 0.0});
       } else if (e.kind() == prof::EventKind::PopRange) {
         // The matching push is the innermost open one with this handle (normally the top of the stack).
-        auto it = std::find_if(stack.rbegin(), stack.rend(),
-                               [&](const Open& o) { return o.event->handle() == e.handle(); });
+        auto it =
+            std::find_if(stack.rbegin(), stack.rend(), [&](const Open& o) { return o.event->handle() == e.handle(); });
         if (it == stack.rend()) continue;
         const size_t at = static_cast<size_t>(std::distance(it, stack.rend())) - 1;
         const prof::LegacyEvent& push = *stack[at].event;
@@ -139,7 +139,8 @@ struct StepProfiler::Impl {
     write_trace((fs::path(dir) / "trace.json").string(), ranges);
     runtime::write_file_atomic((fs::path(dir) / "ops.txt").string(), ops_table(ranges, steps));
     if (progress) {
-      std::fprintf(stderr, "profiler: steps %lld-%lld written to %s (trace.json for https://ui.perfetto.dev, ops.txt)\n",
+      std::fprintf(stderr,
+                   "profiler: steps %lld-%lld written to %s (trace.json for https://ui.perfetto.dev, ops.txt)\n",
                    (long long)first_step, (long long)last_step, dir.c_str());
     }
   }
