@@ -204,7 +204,13 @@ struct Trainer::Impl {
   void for_each_microbatch(const TrainerState& state, const data::TokenBatch& batch,
                            const std::function<void(const models::LmHeadModel&, const NamedArray&,
                                                     const models::ForwardOptions&, int64_t, int64_t)>& fn,
-                           double* cast_s = nullptr) const;
+                           const models::LmHeadModel* compute_model = nullptr) const;
+  // Mixed precision: state.compute_copy made (first step) or refreshed from the master weights; its gradients
+  // cleared. Returns the seconds it took.
+  double refresh_compute_copy(TrainerState& state) const;
+  // The step's gradient of each optimizer parameter, in its order: the master's .grad, or (mixed precision, one
+  // microbatch, one process) the compute copy's.
+  std::vector<at::Tensor> step_gradients(const TrainerState& state) const;
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
@@ -323,7 +329,7 @@ void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c
 void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::TokenBatch& batch,
                                         const std::function<void(const models::LmHeadModel&, const NamedArray&,
                                                                  const models::ForwardOptions&, int64_t, int64_t)>& fn,
-                                        double* cast_s) const {
+                                        const models::LmHeadModel* compute_model) const {
   const MixedPrecision& mp = config.trainer.mp;
   // This process's rows of the global batch, in microbatches numbered as one process would number them (process r
   // holds microbatches [r*k, (r+1)*k)), so the dropout keys and the loss scale do not depend on the process count.
@@ -335,13 +341,8 @@ void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::T
   for (int64_t m = 0; m < num_micro; ++m) {
     NamedArray ids(tokens.narrow(0, m * MB, MB), {MicroBatch, Pos});
     std::unique_ptr<models::LmHeadModel> cast;  // differentiable: grads flow to the master weights
-    if (mp.compute != mp.param) {
-      const auto t0 = Clock::now();
-      RECORD_USER_SCOPE("cast");
-      cast = models::cast_floating(*state.model, mp.compute);
-      if (cast_s) *cast_s += std::chrono::duration<double>(Clock::now() - t0).count();
-    }
-    const models::LmHeadModel& model = cast ? *cast : *state.model;
+    if (!compute_model && mp.compute != mp.param) cast = models::cast_floating(*state.model, mp.compute);
+    const models::LmHeadModel& model = compute_model ? *compute_model : cast ? *cast : *state.model;
     models::ForwardOptions fo;
     if (config.model->uses_dropout()) fo.key = step_key.fold_in(static_cast<uint64_t>(first + m));
     fn(model, ids, fo, first + m, num_global);
@@ -349,13 +350,62 @@ void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::T
 }
 
 // Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
+double Trainer::Impl::refresh_compute_copy(TrainerState& state) const {
+  const auto t0 = Clock::now();
+  RECORD_USER_SCOPE("cast");
+  const at::ScalarType compute = config.trainer.mp.compute;
+  if (!state.compute_copy) {
+    state.compute_copy = models::cast_floating(*state.model, compute);
+    nn::requires_grad_(*state.compute_copy);  // leaves: gradients stay in the compute dtype
+  } else {
+    at::NoGradGuard no_grad;
+    const auto master = nn::named_parameters(*state.model);
+    const auto copy = nn::named_parameters(*state.compute_copy);
+    if (master.size() != copy.size()) throw std::logic_error("the compute copy does not match the model");
+    for (size_t i = 0; i < master.size(); ++i) {
+      at::Tensor c = copy[i].second.array();
+      c.mutable_grad() = at::Tensor();
+      // The same rounding as cast_floating's to(); parameters that are not floating are copied as they are.
+      c.copy_(master[i].second.array());
+    }
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::vector<at::Tensor> Trainer::Impl::step_gradients(const TrainerState& state) const {
+  std::vector<at::Tensor> grads;
+  if (!state.compute_copy) {
+    for (const auto& [info, p] : state.optimizer->params()) grads.push_back(p.grad());
+    return grads;
+  }
+  // The optimizer's parameters are the master's, in named_parameters order (initial_state), as are the copy's.
+  const auto copy = nn::named_parameters(*state.compute_copy);
+  const auto& params = state.optimizer->params();
+  if (copy.size() != params.size()) throw std::logic_error("the compute copy does not match the optimizer");
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& master_grad = params[i].second.grad();
+    grads.push_back(master_grad.defined() ? master_grad : copy[i].second.array().grad());
+  }
+  return grads;
+}
+
 float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch, StepInfo* info) const {
   double loss_sum = 0, forward_s = 0, backward_s = 0, cast_s = 0;
   auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  const bool mixed = config.trainer.mp.compute != config.trainer.mp.param;
+  if (mixed) cast_s = refresh_compute_copy(state);
+  const int64_t num_micro = batch.batch_size / local_microbatch();
+  // Gradients are summed in f32 (as the master weights' autograd did): over microbatches, and over processes.
+  const bool widen = mixed && (num_micro > 1 || world() > 1);
+  decltype(nn::named_parameters(*state.model)) master, copy;
+  if (widen) {
+    master = nn::named_parameters(*state.model);
+    copy = nn::named_parameters(*state.compute_copy);
+  }
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
-          int64_t num_micro) {
+          int64_t num_global_micro) {
         models::LossOptions lo;
         lo.z_loss_weight = config.z_loss_weight;
         auto t = Clock::now();
@@ -368,13 +418,26 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
         t = Clock::now();
         {
           RECORD_USER_SCOPE("backward");
-          (num_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_micro)).backward();
+          (num_global_micro == 1 ? loss.array() : loss.array() / static_cast<double>(num_global_micro)).backward();
+          // The compute-dtype gradient widened exactly and added to the f32 one, as autograd did when the cast was
+          // part of the graph: the same bits.
+          for (size_t i = 0; widen && i < copy.size(); ++i) {
+            at::Tensor& g = copy[i].second.array().mutable_grad();
+            if (!g.defined()) continue;
+            at::Tensor& acc = master[i].second.array().mutable_grad();
+            if (acc.defined()) {
+              acc.add_(g.to(acc.scalar_type()));
+            } else {
+              acc = g.to(master[i].second.dtype());
+            }
+            g = at::Tensor();
+          }
         }
         backward_s += seconds_since(t);
         loss_sum += static_cast<double>(loss.array().detach().item<float>());
       },
-      &cast_s);
-  const int64_t num_global = batch.batch_size / local_microbatch() * world();
+      mixed ? state.compute_copy.get() : nullptr);
+  const int64_t num_global = num_micro * world();
   const auto t_exchange = Clock::now();
   if (world() > 1) {
     RECORD_USER_SCOPE("exchange");
@@ -464,13 +527,15 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
 
 optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
-  std::vector<at::Tensor> grads;
-  grads.reserve(opt.params().size());
-  for (const auto& [info, p] : opt.params()) grads.push_back(p.grad());
+  std::vector<at::Tensor> grads = step_gradients(state);
   std::vector<at::Tensor> hessian;
   if (opt.needs_hessian()) hessian = hessian_estimate(state, batch);
   optim::StepStats stats = opt.step(grads, learning_rate, opt.needs_hessian() ? &hessian : nullptr);
+  grads.clear();
   for (const auto& [info, p] : opt.params()) p.mutable_grad() = at::Tensor();
+  if (state.compute_copy) {
+    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) p.array().mutable_grad() = at::Tensor();
+  }
   return stats;
 }
 

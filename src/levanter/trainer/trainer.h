@@ -83,6 +83,10 @@ struct TrainerState {
   haliax::random::Key key{0};                   // training key: dropout of step s derives from key.fold_in(s)
   float last_loss = NAN;                        // the loss of the last completed step (kept in checkpoints)
   std::optional<std::string> resumed_from;      // the checkpoint this state was loaded from
+  // Mixed precision: the parameters in the compute dtype, leaves of their own, refreshed from `model` at the start of
+  // every step (one cast per step, into the same buffers). Their gradients are the step's gradients; the optimizer
+  // reads them in the compute dtype (widening is exact), so no f32 gradient is made when one microbatch is enough.
+  std::unique_ptr<models::LmHeadModel> compute_copy;
 };
 
 // What one step did (Levanter's StepInfo).
