@@ -107,6 +107,20 @@ TEST_F(DataParallel, TwoProcessesMatchOneProcessAccumulatingTwoMicrobatchesBitFo
   EXPECT_TRUE(fs::exists(root_ / "logs" / "two" / "run.json"));
 }
 
+// Mixed precision: each process's bf16 gradients are widened to f32 before the exchange, as one process widens and
+// sums its microbatches' gradients, so the bits still match.
+TEST_F(DataParallel, TwoProcessesMatchOneProcessInMixedPrecisionToo) {
+  const std::string mp = " --trainer.mp p=f32,c=bfloat16";
+  ASSERT_EQ(levanter("train " + config() + mp + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + mp + " --trainer.id two"), 0)
+      << slurp(root_ / "out.txt");
+  const auto one = losses("one"), two = losses("two");
+  ASSERT_EQ(one.size(), 6u);
+  EXPECT_EQ(two, one);
+  expect_same_checkpoint("one", "two", 6);
+}
+
 TEST_F(DataParallel, ADeadRankStopsTheJobWithAMessageNamingIt) {
   const auto t0 = std::chrono::steady_clock::now();
   const int rc = levanter("launch --nproc 2 -- train " + config() + " --trainer.id dead",
