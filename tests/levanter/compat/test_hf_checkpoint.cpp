@@ -14,6 +14,7 @@
 #include "levanter/compat/hf/hf_checkpoint.h"
 #include "levanter/models/gpt2/gpt2.h"
 #include "levanter/runtime/file_io.h"
+#include "levanter/temp_dir.h"
 #include "levanter/trainer/trainer.h"
 
 namespace fs = std::filesystem;
@@ -56,10 +57,7 @@ bool same_params(levanter::models::LmHeadModel& a, levanter::models::LmHeadModel
 class HfCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_hf_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
+    root_ = levanter::testing::fresh_test_dir("levanter_hf");
     model_ = tiny().build(Axis("vocab", 50257), haliax::random::Key(11));
     hf::ExportOptions o;
     o.output = (root_ / "hf").string();

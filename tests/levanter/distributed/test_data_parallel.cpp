@@ -29,10 +29,7 @@ using levanter::testing::slurp;
 class DataParallel : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_dp_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
+    root_ = levanter::testing::fresh_test_dir("levanter_dp");
     const std::string corpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/austen/";
     std::ofstream(root_ / "c.yaml")
         << "data:\n  train_urls: [\"" << corpus << "train.jsonl.gz\"]\n  validation_urls: [\"" << corpus

@@ -33,12 +33,7 @@ using levanter::testing::slurp;
 
 class RunDashboard : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_run_dashboard_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
+  void SetUp() override { root_ = levanter::testing::fresh_test_dir("levanter_run_dashboard"); }
   void TearDown() override { fs::remove_all(root_); }
 
   fs::path write_config(const std::string& extra) {

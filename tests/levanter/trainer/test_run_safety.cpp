@@ -130,10 +130,7 @@ bool wait_for_step(const fs::path& metrics, int64_t step, pid_t pid) {
 class RunSafetyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_run_safety_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
+    root_ = levanter::testing::fresh_test_dir("levanter_run_safety");
     levanter::runtime::clear_stop_request();
   }
   void TearDown() override {

@@ -14,6 +14,7 @@
 #include "levanter/data/tokenizer/tokenizer.h"
 #include "levanter/inference/generate.h"
 #include "levanter/runtime/signals.h"
+#include "levanter/temp_dir.h"
 #include "levanter/tracker/tracker.h"
 #include "levanter/trainer/sample_hook.h"
 #include "levanter/trainer/trainer.h"
@@ -29,12 +30,7 @@ const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/aus
 
 class SampleHookTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_sample_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
+  void SetUp() override { root_ = levanter::testing::fresh_test_dir("levanter_sample"); }
   void TearDown() override { fs::remove_all(root_); }
 
   TrainLmConfig config(const std::vector<std::string>& overrides, const std::string& id) {

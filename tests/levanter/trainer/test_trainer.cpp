@@ -20,6 +20,7 @@
 #include "levanter/models/lm_model.h"
 #include "levanter/optim/optimizer.h"
 #include "levanter/optim/schedule.h"
+#include "levanter/temp_dir.h"
 #include "levanter/trainer/trainer.h"
 
 namespace fs = std::filesystem;
@@ -34,12 +35,7 @@ const std::string kCorpus = std::string(LEVANTER_SOURCE_DIR) + "/data/corpus/aus
 
 class TrainerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_trainer_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
+  void SetUp() override { root_ = levanter::testing::fresh_test_dir("levanter_trainer"); }
   void TearDown() override { fs::remove_all(root_); }
 
   // A 2-layer, 16-wide GPT-2 on the bundled validation split (both for training and validation).

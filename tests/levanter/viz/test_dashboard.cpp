@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "levanter/temp_dir.h"
 #include "levanter/viz/assets.h"
 #include "levanter/viz/dashboard.h"
 
@@ -75,9 +76,7 @@ std::string row(int64_t step, double loss) {
 class DashboardTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() / ("levanter_dashboard_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
+    root_ = levanter::testing::fresh_test_dir("levanter_dashboard");
     run_ = root_ / "logs" / "run-1";
     fs::create_directories(run_);
     secret_ = "SECRET-" + std::to_string(std::random_device{}());

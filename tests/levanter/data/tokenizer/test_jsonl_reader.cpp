@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "levanter/data/text_writer.h"
+#include "levanter/temp_dir.h"
 #include "test_util.h"
 
 namespace levanter::data {
@@ -16,12 +17,7 @@ namespace fs = std::filesystem;
 
 class JsonlReaderTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("levanter_jsonl_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = levanter::testing::fresh_test_dir("levanter_jsonl_test"); }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   void write_raw(const std::string& name, const std::string& data) const {

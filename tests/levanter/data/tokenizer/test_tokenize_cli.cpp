@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "levanter/data/text_writer.h"
+#include "levanter/temp_dir.h"
 #include "test_util.h"
 
 namespace levanter::data {
@@ -21,10 +22,7 @@ class TokenizeCli : public ::testing::Test {
   void SetUp() override {
     binary_ = std::string(LEVANTER_BINARY_DIR) + "/levanter";
     if (!fs::exists(binary_)) GTEST_SKIP() << binary_ << " is not built";
-    dir_ = fs::temp_directory_path() /
-           ("levanter_tokenize_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = levanter::testing::fresh_test_dir("levanter_tokenize_cli");
   }
   void TearDown() override {
     if (!dir_.empty()) fs::remove_all(dir_);
