@@ -51,6 +51,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) {
@@ -199,8 +201,8 @@ struct Trainer::Impl {
   // The mean loss; the time of each phase goes to `info`.
   float forward_backward(TrainerState& state, const data::TokenBatch& batch, StepInfo* info = nullptr) const;
   // Calls fn(model, ids, options, num_micro) for each microbatch of `batch`, as the training step sees it: `model` is
-  // the trainer's model or a differentiable copy in the compute dtype (gradients reach the f32 master weights), and
-  // `options` hold the microbatch's dropout key.
+  // `compute_model` when given (the step's compute copy), else the trainer's model or a differentiable copy in the
+  // compute dtype (gradients reach the f32 master weights), and `options` hold the microbatch's dropout key.
   void for_each_microbatch(const TrainerState& state, const data::TokenBatch& batch,
                            const std::function<void(const models::LmHeadModel&, const NamedArray&,
                                                     const models::ForwardOptions&, int64_t, int64_t)>& fn,
@@ -369,7 +371,7 @@ double Trainer::Impl::refresh_compute_copy(TrainerState& state) const {
       c.copy_(master[i].second.array());
     }
   }
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+  return seconds_since(t0);
 }
 
 std::vector<at::Tensor> Trainer::Impl::step_gradients(const TrainerState& state) const {
@@ -391,7 +393,6 @@ std::vector<at::Tensor> Trainer::Impl::step_gradients(const TrainerState& state)
 
 float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch, StepInfo* info) const {
   double loss_sum = 0, forward_s = 0, backward_s = 0, cast_s = 0;
-  auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   const bool mixed = config.trainer.mp.compute != config.trainer.mp.param;
   if (mixed) cast_s = refresh_compute_copy(state);
   const int64_t num_micro = batch.batch_size / local_microbatch();
@@ -710,7 +711,7 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
     RECORD_USER_SCOPE("optimizer");
     info.grad_norm = I.update(state, info.learning_rate, batch).grad_norm;
   }
-  info.optimizer_s = std::chrono::duration<double>(Clock::now() - t_update).count();
+  info.optimizer_s = seconds_since(t_update);
   state.last_loss = info.loss;
   state.step += 1;
   return info;
@@ -768,7 +769,7 @@ TrainResult Trainer::train() {
         RECORD_USER_SCOPE("step");
         info = train_step(state, batch);
       }
-      info.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      info.duration_s = seconds_since(t0);
       info.loading_s = std::chrono::duration<double>(t_data - t0).count();
       info.tokens_per_second = static_cast<double>(info.tokens) / info.duration_s;
       // Per process: its share of the job's FLOP/s against its own peak.
@@ -810,7 +811,7 @@ TrainResult Trainer::train() {
   I.result.final_loss = state.last_loss;
   if (I.options.progress) {
     std::fprintf(stderr, "done: %lld steps in %s\n", (long long)(state.step - start_step),
-                 runtime::format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()).c_str());
+                 runtime::format_duration(seconds_since(run_start)).c_str());
   }
   return I.result;
 }
