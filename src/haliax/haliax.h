@@ -18,5 +18,6 @@
 #include "haliax/nn/normalization.h"
 #include "haliax/nn/stacked.h"
 #include "haliax/ops.h"
+#include "haliax/partitioning.h"
 #include "haliax/random.h"
 #include "haliax/shape.h"

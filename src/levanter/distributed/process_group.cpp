@@ -110,6 +110,151 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
   }
 }
 
+namespace {
+
+// Consecutive runs of `indices` with at most `limit` elements each (one tensor alone may exceed it).
+template <typename F>
+void for_each_bucket(const std::vector<size_t>& indices, const std::vector<int64_t>& numel, int64_t limit, F&& f) {
+  size_t begin = 0;
+  while (begin < indices.size()) {
+    size_t end = begin;
+    int64_t n = 0;
+    while (end < indices.size() && (end == begin || n + numel[indices[end]] <= limit)) n += numel[indices[end++]];
+    f(begin, end, n);
+    begin = end;
+  }
+}
+
+at::Tensor block(const at::Tensor& t, int64_t dim, int64_t r, int64_t N) {
+  const int64_t k = t.size(dim) / N;
+  return t.narrow(dim, r * k, k);
+}
+
+}  // namespace
+
+void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& full, const std::vector<int64_t>& dims,
+                                                std::vector<at::Tensor>& shards, int64_t bucket_elements) {
+  if (full.size() != dims.size() || full.size() != shards.size())
+    throw std::invalid_argument("reduce_scatter_in_rank_order: full, dims and shards differ in length");
+  const int64_t N = size();
+  std::map<at::ScalarType, std::vector<size_t>> by_dtype;
+  std::vector<int64_t> piece(full.size());
+  for (size_t i = 0; i < full.size(); ++i) {
+    if (full[i].size(dims[i]) % N != 0) {
+      throw std::invalid_argument("reduce_scatter_in_rank_order: dimension " + std::to_string(dims[i]) + " of size " +
+                                  std::to_string(full[i].size(dims[i])) + " does not split over " + std::to_string(N) +
+                                  " processes");
+    }
+    piece[i] = full[i].numel() / N;
+    by_dtype[full[i].scalar_type()].push_back(i);
+  }
+  if (N == 1) {
+    for (size_t i = 0; i < full.size(); ++i) shards[i].copy_(full[i]);
+    return;
+  }
+  for (auto& [dtype, indices] : by_dtype) {
+    for_each_bucket(indices, piece, bucket_elements, [&](size_t begin, size_t end, int64_t n) {
+      // Send buffer: for each destination rank r, block r of every tensor of the bucket, in order.
+      at::Tensor send = at::empty({n * N}, at::TensorOptions().dtype(dtype));
+      for (int64_t r = 0; r < N; ++r) {
+        int64_t at_ = r * n;
+        for (size_t j = begin; j < end; ++j) {
+          const size_t i = indices[j];
+          at::Tensor b = block(full[i], dims[i], r, N);
+          send.narrow(0, at_, piece[i]).view(b.sizes()).copy_(b);
+          at_ += piece[i];
+        }
+      }
+      at::Tensor received = at::empty({n * N}, send.options());
+      std::vector<int64_t> equal;
+      collective(info_, "gradient exchange (alltoall)",
+                 [&] { impl_->gloo->alltoall_base(received, send, equal, equal)->wait(timeout_); });
+      // Rank r's blocks, from ranks 0, 1, ..., added in that order.
+      at::Tensor mine = received.narrow(0, 0, n).clone();
+      for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * n, n));
+      int64_t at_ = 0;
+      for (size_t j = begin; j < end; ++j) {
+        const size_t i = indices[j];
+        shards[i].copy_(mine.narrow(0, at_, piece[i]).view(shards[i].sizes()));
+        at_ += piece[i];
+      }
+    });
+  }
+}
+
+void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::vector<int64_t>& dims,
+                              std::vector<at::Tensor>& full, int64_t bucket_elements) {
+  if (full.size() != dims.size() || full.size() != shards.size())
+    throw std::invalid_argument("all_gather: shards, dims and full differ in length");
+  const int64_t N = size();
+  std::map<at::ScalarType, std::vector<size_t>> by_dtype;
+  std::vector<int64_t> piece(shards.size());
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (full[i].size(dims[i]) != shards[i].size(dims[i]) * N) {
+      throw std::invalid_argument("all_gather: dimension " + std::to_string(dims[i]) + " of size " +
+                                  std::to_string(full[i].size(dims[i])) + " is not " + std::to_string(N) +
+                                  " pieces of " + std::to_string(shards[i].size(dims[i])));
+    }
+    piece[i] = shards[i].numel();
+    by_dtype[shards[i].scalar_type()].push_back(i);
+  }
+  if (N == 1) {
+    for (size_t i = 0; i < full.size(); ++i) full[i].copy_(shards[i]);
+    return;
+  }
+  for (auto& [dtype, indices] : by_dtype) {
+    for_each_bucket(indices, piece, bucket_elements, [&](size_t begin, size_t end, int64_t n) {
+      at::Tensor mine = at::empty({n}, at::TensorOptions().dtype(dtype));
+      int64_t at_ = 0;
+      for (size_t j = begin; j < end; ++j) {
+        const size_t i = indices[j];
+        mine.narrow(0, at_, piece[i]).view(shards[i].sizes()).copy_(shards[i]);
+        at_ += piece[i];
+      }
+      at::Tensor gathered = at::empty({n * N}, mine.options());
+      std::vector<std::vector<at::Tensor>> out(1);
+      for (int64_t r = 0; r < N; ++r) out[0].push_back(gathered.narrow(0, r * n, n));
+      std::vector<at::Tensor> in{mine};
+      collective(info_, "parameter gather (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
+      for (int64_t r = 0; r < N; ++r) {
+        at_ = r * n;
+        for (size_t j = begin; j < end; ++j) {
+          const size_t i = indices[j];
+          block(full[i], dims[i], r, N).copy_(gathered.narrow(0, at_, piece[i]).view(shards[i].sizes()));
+          at_ += piece[i];
+        }
+      }
+    });
+  }
+}
+
+std::string ProcessGroup::broadcast(const std::string& value) {
+  if (size() == 1) return value;
+  const std::string key = "levanter/broadcast/" + std::to_string(exchanges_++);
+  return collective(info_, "broadcast (store)", [&] {
+    if (rank() == 0) {
+      impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+      return value;
+    }
+    std::vector<uint8_t> v = impl_->store->get(key);
+    return std::string(v.begin(), v.end());
+  });
+}
+
+std::vector<std::string> ProcessGroup::all_gather(const std::string& value) {
+  if (size() == 1) return {value};
+  const std::string key = "levanter/gather/" + std::to_string(exchanges_++) + "/";
+  return collective(info_, "gather (store)", [&] {
+    impl_->store->set(key + std::to_string(rank()), std::vector<uint8_t>(value.begin(), value.end()));
+    std::vector<std::string> out;
+    for (int r = 0; r < size(); ++r) {
+      std::vector<uint8_t> v = impl_->store->get(key + std::to_string(r));
+      out.emplace_back(v.begin(), v.end());
+    }
+    return out;
+  });
+}
+
 bool ProcessGroup::any(bool flag) {
   if (size() == 1) return flag;
   std::vector<at::Tensor> t{at::full({1}, flag ? 1.0 : 0.0, at::kFloat)};

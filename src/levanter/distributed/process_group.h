@@ -39,6 +39,19 @@ class ProcessGroup {
   // over ranks in rank order. Works in buckets of at most `bucket_elements`, so the extra memory is about three
   // buckets.
   void sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements = int64_t{1} << 24);
+  // FSDP's gradient exchange. full[i] has the same shape and dtype on every rank; its piece for rank r is block r of
+  // N equal blocks along dims[i]. shards[i] (that piece's shape, the same dtype) receives this rank's piece summed
+  // over the ranks in rank order: each element is the one sum_in_rank_order would give.
+  void reduce_scatter_in_rank_order(const std::vector<at::Tensor>& full, const std::vector<int64_t>& dims,
+                                    std::vector<at::Tensor>& shards, int64_t bucket_elements = int64_t{1} << 24);
+  // FSDP's parameter gather, the inverse layout: block r of full[i] along dims[i] becomes rank r's shards[i]. full[i]
+  // may have another floating dtype than shards[i] (copied as Tensor::copy_ converts, as to() rounds).
+  void all_gather(const std::vector<at::Tensor>& shards, const std::vector<int64_t>& dims,
+                  std::vector<at::Tensor>& full, int64_t bucket_elements = int64_t{1} << 24);
+  // Rank 0's `value` on every rank (the argument of other ranks is ignored).
+  std::string broadcast(const std::string& value);
+  // Every rank's `value`, in rank order, on every rank.
+  std::vector<std::string> all_gather(const std::string& value);
   // True on every rank if `flag` is true on any rank.
   bool any(bool flag);
 
@@ -46,6 +59,7 @@ class ProcessGroup {
   ProcessGroup() = default;
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
+  int64_t exchanges_ = 0;  // strings exchanged through the store so far (each under a key of its own)
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -3,9 +3,14 @@
 // two microbatches (gradients are summed in rank order, the order one process adds its microbatches); a rank that
 // dies stops the job with a message naming it; a job killed mid-run and launched again continues to the same bits.
 // Each process runs with one thread, as does the single-process reference (GEMM bits depend on the thread count).
+#include <ATen/ATen.h>
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -238,4 +243,105 @@ TEST(ProcessGroup, OneProcessIsTheIdentity) {
   EXPECT_TRUE(at::equal(t[0], at::arange(5, at::kFloat)));
   EXPECT_TRUE(pg->any(true));
   EXPECT_FALSE(pg->any(false));
+}
+
+// --- the collectives of FSDP, in two forked processes over loopback ------------------------------------------------
+
+namespace {
+
+int a_free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  int port = 29611;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+
+// What rank r holds before a collective: distinct, deterministic values with fractions, so that the order of a sum
+// shows in its bits.
+at::Tensor rank_tensor(int r, std::vector<int64_t> shape, uint64_t salt) {
+  at::Tensor t = at::arange(at::IntArrayRef(shape).size() ? c10::multiply_integers(shape) : 1, at::kFloat);
+  return (at::sin(t * (0.37 + 0.11 * r) + static_cast<double>(salt)) * (1 + 1000 * r)).reshape(shape);
+}
+
+// Runs `body(pg)` as rank 0 here and rank 1 in a forked child; the child's failures come back as its exit status.
+void in_two_processes(const std::function<bool(levanter::distributed::ProcessGroup&)>& body) {
+  levanter::distributed::ProcessInfo info;
+  info.world_size = 2;
+  info.master_port = a_free_port();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 1;
+    try {
+      info.rank = 1;
+      auto pg = levanter::distributed::ProcessGroup::connect(info, std::chrono::seconds(30));
+      code = body(*pg) ? 0 : 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank 1: %s\n", e.what());
+      code = 3;
+    }
+    std::fflush(stderr);
+    ::_exit(code);
+  }
+  info.rank = 0;
+  auto pg = levanter::distributed::ProcessGroup::connect(info, std::chrono::seconds(30));
+  EXPECT_TRUE(body(*pg)) << "rank 0";
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "rank 1 failed (status " << status << ")";
+}
+
+}  // namespace
+
+// Each rank receives its block of the sum over ranks: the bits of sum_in_rank_order's result, block by block (with
+// two processes the order of the one addition cannot show; the code is sum_in_rank_order's); the tensors split along
+// different dimensions and share buckets.
+TEST(ProcessGroup, ReduceScatterGivesEachRankItsBlockOfTheRankOrderSum) {
+  const std::vector<std::vector<int64_t>> shapes{{4, 6}, {6}, {2, 4, 3}, {3, 8}};
+  const std::vector<int64_t> dims{1, 0, 1, 1};
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    std::vector<at::Tensor> full, shards, summed;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      full.push_back(rank_tensor(pg.rank(), shapes[i], i));
+      auto s = shapes[i];
+      s[dims[i]] /= 2;
+      shards.push_back(at::full(s, 7.0, at::kFloat));
+      summed.push_back(full.back().clone());
+    }
+    pg.sum_in_rank_order(summed);
+    pg.reduce_scatter_in_rank_order(full, dims, shards, /*bucket_elements=*/20);  // several buckets
+    bool ok = true;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int64_t k = shapes[i][dims[i]] / 2;
+      ok = ok && at::equal(shards[i], summed[i].narrow(dims[i], pg.rank() * k, k));
+      // and the sum is rank 0's block plus rank 1's
+      const at::Tensor expect = rank_tensor(0, shapes[i], i).narrow(dims[i], pg.rank() * k, k) +
+                                rank_tensor(1, shapes[i], i).narrow(dims[i], pg.rank() * k, k);
+      ok = ok && at::equal(shards[i], expect);
+    }
+    return ok;
+  });
+}
+
+// The inverse: every rank's block put in its place, converted to the full tensor's dtype as to() rounds.
+TEST(ProcessGroup, AllGatherPutsEveryRanksBlockInPlace) {
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    const at::Tensor whole_a = rank_tensor(5, {3, 8}, 1), whole_b = rank_tensor(6, {10}, 2);
+    std::vector<at::Tensor> shards{whole_a.narrow(1, pg.rank() * 4, 4).contiguous(),
+                                   whole_b.narrow(0, pg.rank() * 5, 5).contiguous()};
+    std::vector<at::Tensor> full{at::zeros({3, 8}, at::kBFloat16), at::zeros({10}, at::kFloat)};
+    pg.all_gather(shards, {1, 0}, full, /*bucket_elements=*/7);
+    bool ok = at::equal(full[0], whole_a.to(at::kBFloat16)) && at::equal(full[1], whole_b);
+    const std::string b = pg.broadcast(pg.rank() == 0 ? "from zero" : "ignored");
+    const auto all = pg.all_gather(std::string("rank ") + std::to_string(pg.rank()));
+    return ok && b == "from zero" && all == std::vector<std::string>{"rank 0", "rank 1"};
+  });
 }

@@ -1,0 +1,126 @@
+#include "haliax/partitioning.h"
+
+#include <ATen/ATen.h>
+
+#include <set>
+
+#include "haliax/error.h"
+
+namespace haliax {
+
+namespace {
+
+std::string prefix(const std::string& what) { return what.empty() ? "" : what + ": "; }
+
+std::string mesh_str(const std::vector<std::pair<std::string, int64_t>>& axes) {
+  std::string s = "{";
+  for (size_t i = 0; i < axes.size(); ++i) {
+    s += (i ? ", " : "") + axes[i].first + ": " + std::to_string(axes[i].second);
+  }
+  return s + "}";
+}
+
+}  // namespace
+
+Mesh::Mesh(std::vector<std::pair<std::string, int64_t>> axes) : axes_(std::move(axes)) {
+  std::set<std::string> seen;
+  for (const auto& [name, size] : axes_) {
+    if (!seen.insert(name).second) value_error("mesh axis '" + name + "' appears twice in " + mesh_str(axes_));
+    if (size <= 0) value_error("mesh axis '" + name + "' has size " + std::to_string(size) + "; sizes are positive");
+  }
+}
+
+int64_t Mesh::size() const {
+  int64_t n = 1;
+  for (const auto& a : axes_) n *= a.second;
+  return n;
+}
+
+bool Mesh::has_axis(const std::string& name) const {
+  for (const auto& a : axes_)
+    if (a.first == name) return true;
+  return false;
+}
+
+int64_t Mesh::axis_size(const std::string& name) const {
+  for (const auto& a : axes_)
+    if (a.first == name) return a.second;
+  value_error("no mesh axis '" + name + "' in the mesh " + mesh_str(axes_));
+}
+
+int64_t Mesh::coordinate(int64_t rank, const std::string& name) const {
+  if (rank < 0 || rank >= size()) {
+    value_error("rank " + std::to_string(rank) + " is outside the mesh " + mesh_str(axes_) + " of " +
+                std::to_string(size()) + " processes");
+  }
+  // Row-major: the last axis varies fastest.
+  int64_t stride = 1;
+  for (size_t i = axes_.size(); i-- > 0;) {
+    if (axes_[i].first == name) return (rank / stride) % axes_[i].second;
+    stride *= axes_[i].second;
+  }
+  value_error("no mesh axis '" + name + "' in the mesh " + mesh_str(axes_));
+}
+
+std::optional<std::string> physical_axis_name(const std::string& axis, const AxisMapping& mapping) {
+  auto it = mapping.find(axis);
+  if (it == mapping.end()) return std::nullopt;
+  return it->second;
+}
+
+int64_t physical_axis_size(const std::string& axis, const AxisMapping& mapping, const Mesh& mesh) {
+  auto name = physical_axis_name(axis, mapping);
+  return name ? mesh.axis_size(*name) : 1;
+}
+
+std::vector<std::optional<std::string>> pspec_for(const std::vector<Axis>& axes, const AxisMapping& mapping,
+                                                  const Mesh& mesh, const std::string& what) {
+  std::vector<std::optional<std::string>> spec(axes.size());
+  std::map<std::string, std::string> used;  // mesh axis -> the array axis split over it
+  for (size_t i = 0; i < axes.size(); ++i) {
+    auto physical = physical_axis_name(axes[i].name, mapping);
+    if (!physical) continue;
+    const int64_t pieces = mesh.axis_size(*physical);
+    auto [it, fresh] = used.emplace(*physical, axes[i].name);
+    if (!fresh) {
+      value_error(prefix(what) + "axes '" + it->second + "' and '" + axes[i].name + "' are both mapped to mesh axis '" +
+                  *physical + "'; one array can be split over a mesh axis only once");
+    }
+    if (axes[i].size % pieces != 0) {
+      value_error(prefix(what) + "axis '" + axes[i].name + "' of size " + std::to_string(axes[i].size) +
+                  " does not divide evenly over mesh axis '" + *physical + "' of size " + std::to_string(pieces));
+    }
+    spec[i] = *physical;
+  }
+  return spec;
+}
+
+std::vector<Axis> local_axes(const std::vector<Axis>& axes, const AxisMapping& mapping, const Mesh& mesh,
+                             const std::string& what) {
+  const auto spec = pspec_for(axes, mapping, mesh, what);
+  std::vector<Axis> out = axes;
+  for (size_t i = 0; i < axes.size(); ++i) {
+    if (spec[i]) out[i].size = axes[i].size / mesh.axis_size(*spec[i]);
+  }
+  return out;
+}
+
+NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& mesh, int64_t rank,
+                 const std::string& what) {
+  const auto spec = pspec_for(x.axes(), mapping, mesh, what);
+  at::Tensor t = x.array();
+  std::vector<Axis> axes = x.axes();
+  bool split = false;
+  for (size_t i = 0; i < axes.size(); ++i) {
+    if (!spec[i]) continue;
+    const int64_t pieces = mesh.axis_size(*spec[i]);
+    const int64_t local = axes[i].size / pieces;
+    t = t.narrow(static_cast<int64_t>(i), mesh.coordinate(rank, *spec[i]) * local, local);
+    axes[i].size = local;
+    split = split || pieces > 1;
+  }
+  // A copy of its own when split, so that the whole array can be freed.
+  return NamedArray(split ? t.clone(at::MemoryFormat::Contiguous) : t, axes);
+}
+
+}  // namespace haliax

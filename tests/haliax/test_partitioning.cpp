@@ -1,0 +1,86 @@
+// Partitioning by name: which piece of a named array each process of a mesh holds (haliax/partitioning.h).
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "haliax/error.h"
+#include "haliax/partitioning.h"
+#include "testing.h"
+
+using namespace haliax;
+
+TEST(Partitioning, MeshCoordinatesAreRowMajor) {
+  Mesh mesh({{"replica", 1}, {"data", 2}, {"model", 3}});
+  EXPECT_EQ(mesh.size(), 6);
+  EXPECT_EQ(mesh.axis_size("model"), 3);
+  EXPECT_TRUE(mesh.has_axis("data"));
+  EXPECT_FALSE(mesh.has_axis("fsdp"));
+  // rank = data * 3 + model
+  for (int64_t r = 0; r < 6; ++r) {
+    EXPECT_EQ(mesh.coordinate(r, "data"), r / 3) << r;
+    EXPECT_EQ(mesh.coordinate(r, "model"), r % 3) << r;
+    EXPECT_EQ(mesh.coordinate(r, "replica"), 0) << r;
+  }
+  EXPECT_VALUE_ERROR(mesh.axis_size("fsdp"), "no mesh axis 'fsdp' in the mesh {replica: 1, data: 2, model: 3}");
+  EXPECT_VALUE_ERROR(mesh.coordinate(6, "data"), "rank 6 is outside the mesh");
+  EXPECT_VALUE_ERROR(Mesh({{"data", 2}, {"data", 1}}), "mesh axis 'data' appears twice");
+  EXPECT_VALUE_ERROR(Mesh({{"data", 0}}), "mesh axis 'data' has size 0");
+}
+
+TEST(Partitioning, PhysicalAxisNameAndSizeFollowTheMapping) {
+  Mesh mesh({{"data", 4}, {"model", 2}});
+  AxisMapping params{{"embed", "data"}, {"mlp", "model"}};
+  EXPECT_EQ(physical_axis_name("embed", params), "data");
+  EXPECT_FALSE(physical_axis_name("vocab", params));
+  EXPECT_EQ(physical_axis_size("embed", params, mesh), 4);
+  EXPECT_EQ(physical_axis_size("mlp", params, mesh), 2);
+  EXPECT_EQ(physical_axis_size("vocab", params, mesh), 1);
+}
+
+TEST(Partitioning, PspecNamesTheMeshAxisOfEachSplitAxis) {
+  Mesh mesh({{"data", 2}, {"model", 2}});
+  AxisMapping params{{"embed", "data"}, {"mlp", "model"}};
+  auto spec = pspec_for({Axis("layers", 3), Axis("embed", 8), Axis("mlp", 4)}, params, mesh);
+  ASSERT_EQ(spec.size(), 3u);
+  EXPECT_FALSE(spec[0]);
+  EXPECT_EQ(spec[1], "data");
+  EXPECT_EQ(spec[2], "model");
+  EXPECT_EQ(local_axes({Axis("layers", 3), Axis("embed", 8), Axis("mlp", 4)}, params, mesh),
+            (AxisSpec{Axis("layers", 3), Axis("embed", 4), Axis("mlp", 2)}));
+}
+
+TEST(Partitioning, ErrorsNameTheAxisTheMeshAxisAndBothSizes) {
+  Mesh mesh({{"data", 4}});
+  EXPECT_VALUE_ERROR(pspec_for({Axis("embed", 6)}, {{"embed", "data"}}, mesh, "transformer.h.attn.c_proj.weight"),
+                     "transformer.h.attn.c_proj.weight: axis 'embed' of size 6 does not divide evenly over mesh "
+                     "axis 'data' of size 4");
+  EXPECT_VALUE_ERROR(pspec_for({Axis("embed", 8), Axis("mlp", 8)}, {{"embed", "data"}, {"mlp", "data"}}, mesh),
+                     "axes 'embed' and 'mlp' are both mapped to mesh axis 'data'");
+  EXPECT_VALUE_ERROR(pspec_for({Axis("embed", 8)}, {{"embed", "fsdp"}}, mesh), "no mesh axis 'fsdp'");
+}
+
+// The pieces of all processes, put back together in coordinate order, are the array; each is a copy of its own.
+TEST(Partitioning, ShardsTileTheArray) {
+  Mesh mesh({{"data", 2}, {"model", 2}});
+  AxisMapping mapping{{"embed", "data"}, {"mlp", "model"}};
+  NamedArray x(at::arange(3 * 4 * 6, at::kFloat).reshape({3, 4, 6}), {Axis("layers", 3), Axis("mlp", 4),
+                                                                      Axis("embed", 6)});
+  std::vector<at::Tensor> rows;
+  for (int64_t d = 0; d < 2; ++d) {
+    std::vector<at::Tensor> cols;
+    for (int64_t m = 0; m < 2; ++m) {
+      const int64_t rank = d * 2 + m;
+      NamedArray piece = shard(x, mapping, mesh, rank);
+      EXPECT_EQ(piece.axes(), (AxisSpec{Axis("layers", 3), Axis("mlp", 2), Axis("embed", 3)}));
+      EXPECT_TRUE(piece.array().is_contiguous());
+      EXPECT_NE(piece.array().data_ptr(), x.array().data_ptr());
+      EXPECT_TRUE(at::equal(piece.array(), x.array().narrow(1, m * 2, 2).narrow(2, d * 3, 3))) << rank;
+      cols.push_back(piece.array());
+    }
+    rows.push_back(at::cat(cols, 1));
+  }
+  EXPECT_TRUE(at::equal(at::cat(rows, 2), x.array()));
+  // Nothing mapped: the array itself.
+  NamedArray same = shard(x, {{"heads", "model"}}, mesh, 3);
+  EXPECT_EQ(same.array().data_ptr(), x.array().data_ptr());
+}
