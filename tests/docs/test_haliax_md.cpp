@@ -611,3 +611,24 @@ TEST(HaliaxDoc, MseBroadcastingBugAndItsAbsenceWithNames) {
   EXPECT_VALUE_ERROR(mse(hax::NamedArray(pred, {Batch}), hax::NamedArray(target, {Pos.resize(2), Out})),
                      "no subset relationship");
 }
+
+TEST(HaliaxDoc, PartitioningByName) {
+  // clang-format off
+  // [doc:partitioning]
+  hax::Mesh mesh({{"replica", 1}, {"data", 2}, {"model", 1}});  // rank r at row-major coordinates
+  hax::AxisMapping params{{"embed", "data"}};
+  hax::NamedArray w = hax::zeros({hax::Axis("embed", 768), hax::Axis("mlp", 3072)});
+  auto name = hax::physical_axis_name("embed", params);               // "data"
+  int64_t pieces = hax::physical_axis_size("embed", params, mesh);    // 2 (1 when unmapped)
+  auto spec = hax::pspec_for(w.axes(), params, mesh, "c_fc.weight");  // {"data", nullopt}
+  hax::NamedArray piece = hax::shard(w, params, mesh, /*rank=*/1);    // {embed: 384, mlp: 3072}: block 1, a copy
+  // [/doc:partitioning]
+  // clang-format on
+  EXPECT_EQ(name, "data");
+  EXPECT_EQ(pieces, 2);
+  ASSERT_EQ(spec.size(), 2u);
+  EXPECT_EQ(spec[0], "data");
+  EXPECT_FALSE(spec[1]);
+  EXPECT_EQ(piece.axes(), (hax::AxisSpec{hax::Axis("embed", 384), hax::Axis("mlp", 3072)}));
+  EXPECT_EQ(physical_axis_size("mlp", params, mesh), 1);
+}

@@ -63,8 +63,8 @@ TEST(Partitioning, ErrorsNameTheAxisTheMeshAxisAndBothSizes) {
 TEST(Partitioning, ShardsTileTheArray) {
   Mesh mesh({{"data", 2}, {"model", 2}});
   AxisMapping mapping{{"embed", "data"}, {"mlp", "model"}};
-  NamedArray x(at::arange(3 * 4 * 6, at::kFloat).reshape({3, 4, 6}), {Axis("layers", 3), Axis("mlp", 4),
-                                                                      Axis("embed", 6)});
+  NamedArray x(at::arange(3 * 4 * 6, at::kFloat).reshape({3, 4, 6}),
+               {Axis("layers", 3), Axis("mlp", 4), Axis("embed", 6)});
   std::vector<at::Tensor> rows;
   for (int64_t d = 0; d < 2; ++d) {
     std::vector<at::Tensor> cols;

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <optional>
 
 #include "levanter/checkpoint/safetensors_impl.h"
 #include "levanter/runtime/fault.h"
@@ -208,10 +210,130 @@ std::string checkpoint_dir_name(int64_t step) { return "step-" + std::to_string(
 
 namespace {
 
-std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
-                                      const json& metadata, bool is_temporary) {
-  if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
-  if (!metadata.is_object() && !metadata.is_null()) throw CheckpointError("checkpoint metadata must be a JSON object");
+// Writes `entries` as <dir>/<file> (checked, fsynced); the fault point checkpoint_write fires halfway through the
+// first file when `fault` is set.
+FileEntry write_group_file(const std::string& dir, const std::string& file, const StateDict& entries, int64_t step,
+                           bool fault) {
+  runtime::ExclusiveFile out(join(dir, file), /*checksum=*/false);
+  detail::WriteProgress progress;
+  if (fault) {
+    progress = [&](uint64_t done, uint64_t total) {
+      if (2 * done >= total)
+        runtime::maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
+    };
+  }
+  uint32_t crc = 0;
+  try {
+    crc = detail::write_safetensors(out, entries, {{"format", "pt"}}, progress);
+  } catch (const CheckpointError& e) {
+    std::string msg = e.what();
+    if (msg.rfind(out.path(), 0) == 0) throw;
+    throw CheckpointError(out.path() + ": " + msg);
+  }
+  if (fault) runtime::maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
+  out.fsync_and_close();
+  return {file, static_cast<int64_t>(out.bytes_written()), crc};
+}
+
+// "<group>.shard-<r>-of-<N>.safetensors": process r's pieces of a group written by N processes.
+std::string shard_file_name(const std::string& group, int rank, int processes) {
+  return group + ".shard-" + std::to_string(rank) + "-of-" + std::to_string(processes) + ".safetensors";
+}
+
+// This process's entries of `group` in a sharded save: process 0 writes every entry (its block of split ones, the
+// whole of the others); the others only their blocks of split entries.
+StateDict entries_of_process(const std::string& group, const StateDict& entries, const Sharding& sh) {
+  if (sh.rank == 0) return entries;
+  StateDict out;
+  auto g = sh.dims.find(group);
+  for (const auto& [key, t] : entries) {
+    if (g != sh.dims.end() && g->second.count(key)) out.emplace_back(key, t);
+  }
+  return out;
+}
+
+json file_entries_json(const std::vector<FileEntry>& files) {
+  json a = json::array();
+  for (const FileEntry& f : files) a.push_back({{"name", f.name}, {"size", f.size}, {"crc32", f.crc}});
+  return a;
+}
+
+// Moves the finished temporary directory to step-<N> and writes the manifest last (see the protocol in checkpoint.h).
+void commit_checkpoint(const std::string& base_path, const std::string& tmp_dir, const std::string& final_dir,
+                       int64_t step, const std::vector<FileEntry>& files, bool& renamed) {
+  runtime::fsync_path(tmp_dir);
+  std::error_code ec;
+  const bool existing = fs::exists(final_dir, ec);
+  if (existing && verify_checkpoint(final_dir, Verify::kSizes).empty()) {
+    // Replace a complete checkpoint without ever lacking one: finish the new directory (manifest included),
+    // then swap the two names in one atomic rename.
+    runtime::write_file_atomic(join(tmp_dir, kManifest), manifest_text(step, files));
+    if (exchange(tmp_dir, final_dir)) {
+      renamed = true;
+      runtime::fsync_path(base_path);
+      remove_tree_quietly(tmp_dir);  // now the old checkpoint
+    } else {
+      const std::string aside =
+          join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+      runtime::rename_path(final_dir, aside);
+      try {
+        runtime::rename_path(tmp_dir, final_dir);
+      } catch (...) {
+        ::rename(aside.c_str(), final_dir.c_str());  // put the old one back
+        throw;
+      }
+      renamed = true;
+      runtime::fsync_path(base_path);
+      remove_tree_quietly(aside);
+    }
+    return;
+  }
+  if (existing) {
+    // An incomplete step-<N> (a writer killed after its rename): nothing in it can be trusted.
+    const std::string aside =
+        join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+    std::cerr << "levanter: replacing incomplete checkpoint " << final_dir << "\n";
+    runtime::rename_path(final_dir, aside);
+    remove_tree_quietly(aside);
+  }
+  runtime::rename_path(tmp_dir, final_dir);
+  renamed = true;
+  runtime::fsync_path(base_path);
+  runtime::maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
+  runtime::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
+}
+
+std::string metadata_text(const json& metadata, int64_t step, bool is_temporary, const std::vector<std::string>& names,
+                          const Sharding* sh) {
+  json meta = metadata.is_object() ? metadata : json::object();
+  const auto now = std::chrono::system_clock::now();
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
+  meta["step"] = step;
+  meta["is_temporary"] = is_temporary;
+  meta["timestamp"] = runtime::utc_timestamp(now, runtime::TimestampPrecision::kMicroseconds);
+  meta["unix_time"] = static_cast<double>(us) / 1e6;
+  meta["format_version"] = kFormatVersion;
+  meta["groups"] = names;
+  if (sh && sh->processes > 1) {
+    json dims = json::object();
+    for (const auto& [group, keys] : sh->dims) {
+      json g = json::object();
+      for (const auto& [key, dim] : keys) g[key] = dim;
+      dims[group] = std::move(g);
+    }
+    meta["sharding"] = {{"processes", sh->processes}, {"dims", std::move(dims)}};
+  }
+  if (!meta.contains("num_threads")) meta["num_threads"] = at::get_num_threads();
+  if (!meta["versions"].is_object()) meta["versions"] = json::object();
+  if (!meta["versions"].contains("libtorch")) meta["versions"]["libtorch"] = TORCH_VERSION;
+  try {
+    return meta.dump(2) + "\n";
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(std::string("checkpoint metadata cannot be encoded as JSON: ") + e.what());
+  }
+}
+
+std::vector<std::string> checked_group_names(const TensorGroups& groups) {
   std::vector<std::string> names;
   for (const auto& [g, _] : groups) {
     check_group_name(g);
@@ -219,6 +341,14 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
       throw CheckpointError("tensor group '" + g + "' appears twice");
     names.push_back(g);
   }
+  return names;
+}
+
+std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                                      const json& metadata, bool is_temporary) {
+  if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
+  if (!metadata.is_object() && !metadata.is_null()) throw CheckpointError("checkpoint metadata must be a JSON object");
+  const std::vector<std::string> names = checked_group_names(groups);
 
   make_dirs(base_path);
   const std::string final_dir = join(base_path, checkpoint_dir_name(step));
@@ -234,94 +364,17 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
     std::vector<FileEntry> files;
     const bool fault_mid_write = runtime::fault_armed("checkpoint_write", step);
     for (size_t i = 0; i < groups.size(); ++i) {
-      const std::string file = groups[i].first + ".safetensors";
-      runtime::ExclusiveFile out(join(tmp_dir, file), /*checksum=*/false);
-      detail::WriteProgress progress;
-      if (fault_mid_write && i == 0) {
-        progress = [&](uint64_t done, uint64_t total) {
-          if (2 * done >= total)
-            runtime::maybe_inject_fault("checkpoint_write", step, ("while writing " + out.path()).c_str());
-        };
-      }
-      uint32_t crc = 0;
-      try {
-        crc = detail::write_safetensors(out, groups[i].second, {{"format", "pt"}}, progress);
-      } catch (const CheckpointError& e) {
-        std::string msg = e.what();
-        if (msg.rfind(out.path(), 0) == 0) throw;
-        throw CheckpointError(out.path() + ": " + msg);
-      }
-      if (fault_mid_write)
-        runtime::maybe_inject_fault("checkpoint_write", step, ("after writing " + out.path()).c_str());
-      out.fsync_and_close();
-      files.push_back({file, static_cast<int64_t>(out.bytes_written()), crc});
+      files.push_back(write_group_file(tmp_dir, groups[i].first + ".safetensors", groups[i].second, step,
+                                       fault_mid_write && i == 0));
     }
-
-    json meta = metadata.is_object() ? metadata : json::object();
-    const auto now = std::chrono::system_clock::now();
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-    meta["step"] = step;
-    meta["is_temporary"] = is_temporary;
-    meta["timestamp"] = runtime::utc_timestamp(now, runtime::TimestampPrecision::kMicroseconds);
-    meta["unix_time"] = static_cast<double>(us) / 1e6;
-    meta["format_version"] = kFormatVersion;
-    meta["groups"] = names;
-    if (!meta.contains("num_threads")) meta["num_threads"] = at::get_num_threads();
-    if (!meta["versions"].is_object()) meta["versions"] = json::object();
-    if (!meta["versions"].contains("libtorch")) meta["versions"]["libtorch"] = TORCH_VERSION;
-    std::string meta_text;
-    try {
-      meta_text = meta.dump(2) + "\n";
-    } catch (const nlohmann::json::exception& e) {
-      throw CheckpointError(std::string("checkpoint metadata cannot be encoded as JSON: ") + e.what());
-    }
+    const std::string meta_text = metadata_text(metadata, step, is_temporary, names, nullptr);
     {
       runtime::ExclusiveFile out(join(tmp_dir, kMetadata));
       out.write(meta_text.data(), meta_text.size());
       out.fsync_and_close();
       files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
     }
-    runtime::fsync_path(tmp_dir);
-
-    std::error_code ec;
-    const bool existing = fs::exists(final_dir, ec);
-    if (existing && verify_checkpoint(final_dir, Verify::kSizes).empty()) {
-      // Replace a complete checkpoint without ever lacking one: finish the new directory (manifest included),
-      // then swap the two names in one atomic rename.
-      runtime::write_file_atomic(join(tmp_dir, kManifest), manifest_text(step, files));
-      if (exchange(tmp_dir, final_dir)) {
-        renamed = true;
-        runtime::fsync_path(base_path);
-        remove_tree_quietly(tmp_dir);  // now the old checkpoint
-      } else {
-        const std::string aside =
-            join(base_path, ".tmp-old-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
-        runtime::rename_path(final_dir, aside);
-        try {
-          runtime::rename_path(tmp_dir, final_dir);
-        } catch (...) {
-          ::rename(aside.c_str(), final_dir.c_str());  // put the old one back
-          throw;
-        }
-        renamed = true;
-        runtime::fsync_path(base_path);
-        remove_tree_quietly(aside);
-      }
-      return final_dir;
-    }
-    if (existing) {
-      // An incomplete step-<N> (a writer killed after its rename): nothing in it can be trusted.
-      const std::string aside =
-          join(base_path, ".tmp-partial-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
-      std::cerr << "levanter: replacing incomplete checkpoint " << final_dir << "\n";
-      runtime::rename_path(final_dir, aside);
-      remove_tree_quietly(aside);
-    }
-    runtime::rename_path(tmp_dir, final_dir);
-    renamed = true;
-    runtime::fsync_path(base_path);
-    runtime::maybe_inject_fault("checkpoint_commit", step, ("before writing " + join(final_dir, kManifest)).c_str());
-    runtime::write_file_atomic(join(final_dir, kManifest), manifest_text(step, files));  // the commit
+    commit_checkpoint(base_path, tmp_dir, final_dir, step, files, renamed);
   } catch (...) {
     // Before the rename nothing is visible; after it, step-<N> lacks a manifest and stays incomplete.
     if (!renamed) remove_tree_quietly(tmp_dir);
@@ -330,12 +383,104 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
   return final_dir;
 }
 
+// Several processes: process 0 makes the temporary directory and tells the others; each writes its own files into
+// it and reports them; process 0 writes the metadata, renames and writes the manifest listing every process's files,
+// then tells the others how it went. A failure anywhere reaches every process as a CheckpointError.
+std::string save_sharded_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                                   const json& metadata, bool is_temporary, const Sharding& sh) {
+  const std::string kFailed = "!";  // prefix of a message that reports a failure instead of a value
+  auto failed = [&](const std::string& v) { return v.rfind(kFailed, 0) == 0; };
+  const std::string final_dir = join(base_path, checkpoint_dir_name(step));
+  std::string tmp_dir;
+  std::optional<runtime::FileLock> lock;
+  std::vector<std::string> names;
+  if (sh.rank == 0) {
+    std::string told;
+    try {
+      if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
+      if (!metadata.is_object() && !metadata.is_null())
+        throw CheckpointError("checkpoint metadata must be a JSON object");
+      names = checked_group_names(groups);
+      make_dirs(base_path);
+      tmp_dir = join(base_path, ".tmp-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+      remove_tree_quietly(tmp_dir);
+      if (::mkdir(tmp_dir.c_str(), 0755) != 0)
+        throw CheckpointError(tmp_dir + ": cannot create directory: " + std::strerror(errno));
+      lock.emplace(runtime::FileLock::lock(tmp_dir));
+      told = tmp_dir;
+    } catch (const std::exception& e) {
+      sh.broadcast(kFailed + e.what());
+      throw;
+    }
+    sh.broadcast(told);
+  } else {
+    tmp_dir = sh.broadcast("");
+    if (failed(tmp_dir))
+      throw CheckpointError("process 0 could not start checkpoint " + final_dir + ": " + tmp_dir.substr(1));
+  }
+
+  // Every process: its own files.
+  std::string report;
+  std::vector<FileEntry> mine;
+  try {
+    const bool fault_mid_write = runtime::fault_armed("checkpoint_write", step);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      StateDict entries = entries_of_process(groups[i].first, groups[i].second, sh);
+      if (entries.empty()) continue;
+      mine.push_back(write_group_file(tmp_dir, shard_file_name(groups[i].first, sh.rank, sh.processes), entries, step,
+                                      fault_mid_write && i == 0));
+    }
+    report = file_entries_json(mine).dump();
+  } catch (const std::exception& e) {
+    report = kFailed + "process " + std::to_string(sh.rank) + ": " + e.what();
+  }
+  const std::vector<std::string> reports = sh.all_gather(report);
+  std::string first_failure;
+  for (const std::string& r : reports) {
+    if (failed(r) && first_failure.empty()) first_failure = r.substr(1);
+  }
+
+  if (sh.rank != 0) {
+    if (!first_failure.empty()) throw CheckpointError("checkpoint " + final_dir + " failed: " + first_failure);
+    const std::string outcome = sh.broadcast("");
+    if (failed(outcome)) throw CheckpointError("checkpoint " + final_dir + " failed: " + outcome.substr(1));
+    return outcome;
+  }
+  bool renamed = false;
+  try {
+    if (!first_failure.empty()) throw CheckpointError(first_failure);
+    std::vector<FileEntry> files;
+    for (const std::string& r : reports) {
+      for (const json& f : json::parse(r)) {
+        files.push_back({f.at("name").get<std::string>(), f.at("size").get<int64_t>(), f.at("crc32").get<uint32_t>()});
+      }
+    }
+    const std::string meta_text = metadata_text(metadata, step, is_temporary, names, &sh);
+    {
+      runtime::ExclusiveFile out(join(tmp_dir, kMetadata));
+      out.write(meta_text.data(), meta_text.size());
+      out.fsync_and_close();
+      files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
+    }
+    commit_checkpoint(base_path, tmp_dir, final_dir, step, files, renamed);
+  } catch (const std::exception& e) {
+    if (!renamed) remove_tree_quietly(tmp_dir);
+    sh.broadcast(kFailed + e.what());
+    throw;
+  }
+  sh.broadcast(final_dir);
+  return final_dir;
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
-                            const json& metadata, bool is_temporary) {
-  return runtime::rethrow_io_errors_as<CheckpointError>(
-      [&] { return save_checkpoint_unchecked(base_path, step, groups, metadata, is_temporary); });
+                            const json& metadata, bool is_temporary, const Sharding* sharding) {
+  return runtime::rethrow_io_errors_as<CheckpointError>([&] {
+    if (sharding && sharding->processes > 1)
+      return save_sharded_unchecked(base_path, step, groups, metadata, is_temporary, *sharding);
+    return save_checkpoint_unchecked(base_path, step, groups, metadata, is_temporary);
+  });
 }
 
 std::string verify_checkpoint(const std::string& path, Verify level) {
@@ -382,15 +527,70 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
       }
     }
   }
+  // Written by several processes: "<group>.shard-<r>-of-<N>.safetensors" files, put back together below.
+  const json* sharding = out.metadata.contains("sharding") ? &out.metadata["sharding"] : nullptr;
+  const int processes = sharding ? sharding->value("processes", 1) : 1;
+  std::map<std::string, std::vector<std::optional<StateDict>>> pieces;
+  std::vector<std::string> order;
   for (const FileEntry& e : m.files) {
     const std::string suffix = ".safetensors";
     if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     std::string group = e.name.substr(0, e.name.size() - suffix.size());
+    int shard = -1;
+    if (sharding) {
+      const std::string tail = "-of-" + std::to_string(processes);
+      const size_t at = group.rfind(".shard-");
+      if (at != std::string::npos && group.size() > tail.size() &&
+          group.compare(group.size() - tail.size(), tail.size(), tail) == 0) {
+        shard = std::atoi(group.substr(at + 7, group.size() - tail.size() - at - 7).c_str());
+        group = group.substr(0, at);
+      }
+    }
     if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
     const std::string file = join(path, e.name);
     SafetensorsFile f = detail::parse_safetensors(read_verified(path, e), file);
-    out.groups.emplace_back(group, std::move(f.tensors));
+    if (shard < 0) {
+      out.groups.emplace_back(group, std::move(f.tensors));
+      continue;
+    }
+    if (shard >= processes)
+      throw CheckpointError(file + ": shard " + std::to_string(shard) + " of " + std::to_string(processes));
+    auto& list = pieces[group];
+    if (list.empty()) {
+      list.resize(processes);
+      order.push_back(group);
+    }
+    list[shard] = std::move(f.tensors);
+  }
+  for (const std::string& group : order) {
+    const auto& list = pieces[group];
+    if (!list[0])
+      throw CheckpointError(join(path, group + ".shard-0-of-" + std::to_string(processes) + ".safetensors") +
+                            ": missing (the manifest does not list it)");
+    const json& dims = (*sharding)["dims"].contains(group) ? (*sharding)["dims"][group] : json::object();
+    StateDict whole;
+    for (const auto& [key, t0] : *list[0]) {
+      if (!dims.contains(key)) {
+        whole.emplace_back(key, t0);
+        continue;
+      }
+      const int64_t dim = dims[key].get<int64_t>();
+      std::vector<at::Tensor> parts{t0};
+      for (int r = 1; r < processes; ++r) {
+        const std::string file = join(path, shard_file_name(group, r, processes));
+        const at::Tensor* found = nullptr;
+        if (list[r]) {
+          for (const auto& [k, t] : *list[r]) {
+            if (k == key) found = &t;
+          }
+        }
+        if (!found) throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
+        parts.push_back(*found);
+      }
+      whole.emplace_back(key, at::cat(parts, dim));
+    }
+    out.groups.emplace_back(group, std::move(whole));
   }
   for (const std::string& g : groups) out.group(g);  // throws naming the groups present
   return out;

@@ -23,6 +23,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -52,12 +54,28 @@ struct Checkpoint {
 // "step-<N>".
 std::string checkpoint_dir_name(int64_t step);
 
+// A checkpoint written by several processes that each hold pieces of the state (FSDP). Every process calls
+// save_checkpoint with its own groups (the same groups and keys everywhere) and the same `dims`: per group, per key,
+// the dimension along which process r holds block r of `processes` equal blocks; keys not listed are whole and the
+// same on every process. Process r writes <group>.shard-<r>-of-<N>.safetensors (process 0 also holds the whole
+// entries) into one temporary directory; process 0 commits as above, with every process's files in the manifest and
+// `sharding` ({"processes", "dims"}) in metadata.json. load_checkpoint puts the pieces back together, so such a
+// checkpoint loads like any other, into any number of processes.
+struct Sharding {
+  int rank = 0;
+  int processes = 1;
+  std::map<std::string, std::map<std::string, int64_t>> dims;
+  std::function<std::string(const std::string&)> broadcast;                // process 0's value on every process
+  std::function<std::vector<std::string>(const std::string&)> all_gather;  // every process's value, in rank order
+};
+
 // Writes <base_path>/step-<step>/ (see the protocol above) and returns its path. `metadata` must be a JSON
 // object (or null); the keys step, is_temporary, timestamp, unix_time and format_version are set here, and
 // num_threads (at::get_num_threads()) and versions.libtorch are filled in unless the caller set them.
 // Fault points (fault.h): checkpoint_write:<step>, checkpoint_commit:<step>.
 std::string save_checkpoint(const std::string& base_path, int64_t step, const TensorGroups& groups,
-                            const nlohmann::json& metadata = nlohmann::json::object(), bool is_temporary = false);
+                            const nlohmann::json& metadata = nlohmann::json::object(), bool is_temporary = false,
+                            const Sharding* sharding = nullptr);
 
 // Verifies the manifest (sizes and CRC32 of every file read) and returns the tensors and metadata. Each file is
 // read once; its checksum is computed during that read, before any tensor is made from it. With `groups`

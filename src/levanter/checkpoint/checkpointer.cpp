@@ -141,18 +141,26 @@ bool Checkpointer::should_save(int64_t step, TimePoint now) {
     last_save_time_ = now;
     return false;
   }
-  return decide(step, now) != SaveKind::kNone;
+  SaveKind kind = decide(step, now);
+  if (sharded()) {
+    // Process 0's decision for every process (their clocks differ).
+    kind = static_cast<SaveKind>(std::stoi(sharding_->broadcast(std::to_string(static_cast<int>(kind)))));
+    agreed_kind_ = kind;
+    agreed_step_ = step;
+  }
+  return kind != SaveKind::kNone;
 }
 
 std::string Checkpointer::save(int64_t step, const TensorGroups& groups, const nlohmann::json& metadata) {
-  SaveKind kind = decide(step, clock_());
+  SaveKind kind = sharded() && agreed_step_ == step ? agreed_kind_ : decide(step, clock_());
   return save(step, groups, metadata, kind == SaveKind::kNone ? SaveKind::kPermanent : kind);
 }
 
 std::string Checkpointer::save(int64_t step, const TensorGroups& groups, const nlohmann::json& metadata,
                                SaveKind kind) {
   if (kind == SaveKind::kNone) kind = SaveKind::kPermanent;
-  std::string path = save_checkpoint(base_path_, step, groups, metadata, kind == SaveKind::kTemporary);
+  std::string path = save_checkpoint(base_path_, step, groups, metadata, kind == SaveKind::kTemporary,
+                                     sharding_ ? &*sharding_ : nullptr);
   after_save(path, step, kind);
   return path;
 }
@@ -181,6 +189,7 @@ void Checkpointer::after_save(const std::string& path, int64_t step, SaveKind ki
   std::optional<std::string> previous = std::move(last_temporary_);
   last_temporary_.reset();
   if (kind == SaveKind::kTemporary) last_temporary_ = path;
+  if (sharded() && sharding_->rank != 0) return;  // process 0 deletes
   if (previous && fs::path(*previous).lexically_normal() != fs::path(path).lexically_normal()) {
     // The new checkpoint is complete (save_checkpoint returned after its manifest); only now may the previous
     // temporary one go, and only if it is still temporary.

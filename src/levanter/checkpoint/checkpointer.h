@@ -114,6 +114,12 @@ class Checkpointer {
     return load_latest_checkpoint(base_path_, groups);
   }
 
+  // Several processes saving each its own pieces (FSDP; see Sharding in checkpoint.h): every save writes them
+  // together, process 0's clock decides the temporary saves for all (should_save agrees on it), and only process 0
+  // deletes old checkpoints and leftovers.
+  void set_sharding(Sharding sharding) { sharding_ = std::move(sharding); }
+  const std::optional<Sharding>& sharding() const { return sharding_; }
+
   int64_t last_save_step() const { return last_save_step_; }
   // The temporary checkpoint that the next save will delete, if any.
   const std::optional<std::string>& pending_temporary() const { return last_temporary_; }
@@ -129,6 +135,10 @@ class Checkpointer {
   int64_t last_save_step_ = 0;
   SaveKind last_save_kind_ = SaveKind::kNone;
   std::optional<std::string> last_temporary_;
+  std::optional<Sharding> sharding_;
+  bool sharded() const { return sharding_ && sharding_->processes > 1; }
+  SaveKind agreed_kind_ = SaveKind::kNone;  // sharded: the kind should_save agreed on for agreed_step_
+  int64_t agreed_step_ = -1;
 };
 
 }  // namespace levanter::checkpoint

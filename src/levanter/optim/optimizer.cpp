@@ -220,7 +220,7 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
       if (!ready[i].defined()) continue;
       sums[i] = fused_[i] ? fused_sums[i] : ready[i].to(at::kDouble).pow(2).sum().item<double>();
     }
-    stats.grad_norm = norm_from_sums(sums);
+    stats.grad_norm = total_ ? std::sqrt(total_(sums)) : norm_from_sums(sums);
   }
   stats.clip_scale = clip_scale_for(stats.grad_norm, config_.max_grad_norm);
 

@@ -47,6 +47,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -97,6 +98,11 @@ class Optimizer {
   // hessian_key()).
   std::vector<at::Tensor> hessian_probes() const;
 
+  // Parameters held in pieces by several processes (FSDP): `total(per_parameter)` turns this process's sums of
+  // squares of its gradients (one per parameter, in params() order) into the global sum of squares, the same on every
+  // process. Unset: their sum in parameter order.
+  void set_sum_of_squares(std::function<double(const std::vector<double>&)> total) { total_ = std::move(total); }
+
   int64_t step_count() const { return count_; }  // updates applied so far
   const std::vector<Param>& params() const { return params_; }
   const std::vector<bool>& decay_mask() const { return decay_; }
@@ -123,6 +129,7 @@ class Optimizer {
   std::vector<bool> decay_;
   std::vector<bool> fused_;  // per parameter: contiguous CPU float32, updated by the fused kernel
   int64_t count_ = 0;
+  std::function<double(const std::vector<double>&)> total_;
 };
 
 // Global L2 norm of `tensors` (any floating dtype; undefined entries count as zero), deterministic as above.

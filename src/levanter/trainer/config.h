@@ -84,7 +84,9 @@ struct TrainerConfig {
     v("crash_on_nan", crash_on_nan, "Stop with an error when the loss or gradient norm is NaN");
     v("crash_on_inf", crash_on_inf, "Stop with an error when the loss or gradient norm is infinite");
     v("batch_axis", batch_axis, "Name of the batch axis (data parallelism)");
-    v("fsdp_axis", fsdp_axis, "Axis or axes whose parameters are sharded by FSDP (effective with several processes)");
+    v("fsdp_axis", fsdp_axis,
+      "FSDP: with several processes, parameters (and their optimizer state) with this axis are held in pieces along "
+      "it, one per process (null: every process holds all)");
     v("tensor_parallel_axes", tensor_parallel_axes,
       "Axes split for tensor parallelism (effective with several processes)");
     v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");

@@ -33,6 +33,7 @@ namespace levanter::trainer {
 
 class NanPolicyHook : public Hook {
  public:
+  bool reads_model() const override { return false; }
   NanPolicyHook(bool crash_on_nan, bool crash_on_inf, const checkpoint::Checkpointer& checkpointer)
       : crash_on_nan_(crash_on_nan), crash_on_inf_(crash_on_inf), checkpointer_(checkpointer) {}
   void before_update(const StepInfo& info, const TrainerState& state) override;
@@ -46,6 +47,7 @@ class NanPolicyHook : public Hook {
 
 class MetricsHook : public Hook {
  public:
+  bool reads_model() const override { return false; }
   explicit MetricsHook(tracker::Tracker& tracker) : tracker_(tracker) {}
   void after_step(const StepInfo& info, TrainerState& state) override;
 
@@ -55,6 +57,7 @@ class MetricsHook : public Hook {
 
 class ProgressHook : public Hook {
  public:
+  bool reads_model() const override { return false; }
   ProgressHook(int64_t num_train_steps, int64_t log_every) : num_steps_(num_train_steps), log_every_(log_every) {}
   void after_step(const StepInfo& info, TrainerState& state) override;
 
@@ -91,6 +94,7 @@ class EvalHook : public Hook {
 
 class CheckpointHook : public Hook {
  public:
+  bool reads_model() const override { return false; }
   // `metadata(state)`: metadata.json's run-specific keys (run id, root key, config, ...).
   CheckpointHook(checkpoint::Checkpointer& checkpointer, std::function<nlohmann::json(const TrainerState&)> metadata,
                  std::optional<std::string>& last_checkpoint)
@@ -125,6 +129,7 @@ class HfExportHook : public Hook {
 
 class FaultHook : public Hook {
  public:
+  bool reads_model() const override { return false; }
   void before_update(const StepInfo& info, const TrainerState& state) override;
   void after_step(const StepInfo& info, TrainerState& state) override;
 };

@@ -30,6 +30,7 @@
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
 #include "levanter/runtime/signals.h"
+#include "levanter/trainer/fsdp.h"
 #include "levanter/trainer/hooks.h"
 #include "levanter/trainer/memory.h"
 #include "levanter/trainer/peak_flops.h"
@@ -184,6 +185,12 @@ struct Trainer::Impl {
   // The processes of the job (one: no communication). Rank 0 writes the run's files (tracker, checkpoints, run
   // record) and evaluates; every rank trains on its rows of each global batch (data parallelism).
   std::unique_ptr<distributed::ProcessGroup> pg;
+  // FSDP (several processes and a trainer.fsdp_axis): the mesh, Levanter's parameter mapping, and (from
+  // initial_state) the plan that says which parameters are held in pieces (fsdp.h).
+  bool fsdp_mode = false;
+  std::optional<haliax::Mesh> mesh;
+  haliax::AxisMapping parameter_mapping;
+  std::optional<Fsdp> fsdp;
   int rank() const { return pg ? pg->rank() : 0; }
   int world() const { return pg ? pg->size() : 1; }
   int64_t local_batch() const { return config.trainer.train_batch_size / world(); }
@@ -222,6 +229,30 @@ struct Trainer::Impl {
   // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
   // or already saved this one. Returns the newest checkpoint of the run, if any.
   std::optional<std::string> save_before_stopping(const TrainerState& state, int64_t start_step);
+  // FSDP: the whole model (the parameter dtype), gathered from every process's pieces. Collective.
+  std::unique_ptr<models::LmHeadModel> whole_model(const TrainerState& state) const;
+  // FSDP: whole_model(state) if a hook that reads the model runs now (`runs(hook, every)`, as process 0 sees it),
+  // else null. Collective; null without FSDP.
+  std::unique_ptr<models::LmHeadModel> whole_model_if_read(
+      const TrainerState& state, const std::function<bool(const Hook&, int64_t)>& runs) const {
+    if (!fsdp) return nullptr;
+    bool needed = false;
+    for (const auto& [hook, every] : hooks) needed = needed || (hook->reads_model() && runs(*hook, every));
+    return pg->any(needed) ? whole_model(state) : nullptr;
+  }
+  // Runs `fn` with state.model the whole model when `whole` is given (FSDP, for hooks that read it).
+  template <typename F>
+  void with_model(TrainerState& state, std::unique_ptr<models::LmHeadModel>* whole, bool reads, F&& fn) const {
+    if (!whole || !*whole || !reads) return fn();
+    std::swap(state.model, *whole);
+    try {
+      fn();
+    } catch (...) {
+      std::swap(state.model, *whole);
+      throw;
+    }
+    std::swap(state.model, *whole);
+  }
   std::string io_error_message(const TrainerState& state, int64_t start_step, const std::string& what);
 };
 
@@ -248,8 +279,9 @@ std::string Trainer::Impl::io_error_message(const TrainerState& state, int64_t s
   std::string m = what + "\nThe run stopped after step " + std::to_string(state.step) + " of " +
                   std::to_string(config.trainer.num_train_steps) + ": ";
   try {
-    const bool saved_now = state.step > start_step && checkpointer->last_save_step() != state.step;
-    std::optional<std::string> ckpt = save_before_stopping(state, start_step);
+    // FSDP: a checkpoint needs every process, and the others are not stopping here.
+    const bool saved_now = !fsdp && state.step > start_step && checkpointer->last_save_step() != state.step;
+    std::optional<std::string> ckpt = fsdp ? checkpointer->latest() : save_before_stopping(state, start_step);
     if (ckpt) {
       m += (saved_now ? "saved checkpoint " : "its newest checkpoint is ") + *ckpt;
     } else {
@@ -310,7 +342,15 @@ void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Che
       std::fprintf(stderr, "%s holds no optimizer state: the optimizer starts fresh\n", c.path.c_str());
     return;
   }
-  state.optimizer->load_state_dict(c.group("opt_state"));
+  state.optimizer->load_state_dict(fsdp ? fsdp->shard_optimizer_state(c.group("opt_state")) : c.group("opt_state"));
+}
+
+std::unique_ptr<models::LmHeadModel> Trainer::Impl::whole_model(const TrainerState& state) const {
+  // In f32 this shares its buffers with the compute copy, which the next step gathers again anyway.
+  std::unique_ptr<models::LmHeadModel> whole = models::cast_floating(*state.compute_copy, config.trainer.mp.param);
+  nn::requires_grad_(*whole, false);
+  fsdp->gather(*pg, *state.model, *whole);
+  return whole;
 }
 
 void Trainer::Impl::restore(TrainerState& state, const checkpoint::Checkpoint& c) const {
@@ -392,17 +432,28 @@ std::vector<at::Tensor> Trainer::Impl::step_gradients(const TrainerState& state)
 }
 
 float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch, StepInfo* info) const {
-  double loss_sum = 0, forward_s = 0, backward_s = 0, cast_s = 0;
+  double loss_sum = 0, forward_s = 0, backward_s = 0, cast_s = 0, gather_s = 0;
   const bool mixed = config.trainer.mp.compute != config.trainer.mp.param;
-  if (mixed) cast_s = refresh_compute_copy(state);
+  if (fsdp) {
+    // The compute copy gathered from every process's pieces (converted to the compute dtype on the way).
+    const auto t0 = Clock::now();
+    RECORD_USER_SCOPE("exchange");
+    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) p.array().mutable_grad() = at::Tensor();
+    fsdp->gather(*pg, *state.model, *state.compute_copy);
+    gather_s = seconds_since(t0);
+  } else if (mixed) {
+    cast_s = refresh_compute_copy(state);
+  }
   const int64_t num_micro = batch.batch_size / local_microbatch();
   // Gradients are summed in f32 (as the master weights' autograd did): over microbatches, and over processes.
   const bool widen = mixed && (num_micro > 1 || world() > 1);
   decltype(nn::named_parameters(*state.model)) master, copy;
-  if (widen) {
+  if (widen || fsdp) {
     master = nn::named_parameters(*state.model);
     copy = nn::named_parameters(*state.compute_copy);
   }
+  // FSDP: the whole-shape f32 sums of the microbatches' gradients (the master's .grad holds only a piece).
+  std::vector<at::Tensor> whole_grads(fsdp ? copy.size() : 0);
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
@@ -425,7 +476,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
           for (size_t i = 0; widen && i < copy.size(); ++i) {
             at::Tensor& g = copy[i].second.array().mutable_grad();
             if (!g.defined()) continue;
-            at::Tensor& acc = master[i].second.array().mutable_grad();
+            at::Tensor& acc = fsdp ? whole_grads[i] : master[i].second.array().mutable_grad();
             if (acc.defined()) {
               acc.add_(g.to(acc.scalar_type()));
             } else {
@@ -437,10 +488,25 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
         backward_s += seconds_since(t);
         loss_sum += static_cast<double>(loss.array().detach().item<float>());
       },
-      mixed ? state.compute_copy.get() : nullptr);
+      mixed || fsdp ? state.compute_copy.get() : nullptr);
   const int64_t num_global = num_micro * world();
   const auto t_exchange = Clock::now();
-  if (world() > 1) {
+  if (fsdp) {
+    RECORD_USER_SCOPE("exchange");
+    // Each process keeps its piece of the gradients summed over processes in rank order (whole parameters: the
+    // whole sum), as the master's .grad.
+    if (!widen) {
+      for (size_t i = 0; i < copy.size(); ++i) {
+        whole_grads[i] = copy[i].second.array().grad();
+        copy[i].second.array().mutable_grad() = at::Tensor();
+      }
+    }
+    std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*pg, std::move(whole_grads));
+    for (size_t i = 0; i < pieces.size(); ++i) master[i].second.array().mutable_grad() = pieces[i];
+    std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
+    pg->sum_in_rank_order(loss);
+    loss_sum = loss[0].item<double>();
+  } else if (world() > 1) {
     RECORD_USER_SCOPE("exchange");
     // Gradients and losses summed over the processes in rank order: the order in which one process adds its
     // microbatches, so N processes with one microbatch each match one process with N, bit for bit.
@@ -457,7 +523,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     info->cast_s = cast_s;
     info->forward_s = forward_s;
     info->backward_s = backward_s;
-    info->exchange_s = seconds_since(t_exchange);
+    info->exchange_s = gather_s + seconds_since(t_exchange);
   }
   return static_cast<float>(loss_sum / static_cast<double>(num_global));
 }
@@ -558,11 +624,13 @@ void Trainer::Impl::announce(const TrainerState& state) const {
   std::fprintf(
       stderr,
       "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s%s), %d threads, mp %s%s%s\n",
-      paths.run_id.c_str(), config.model.type().c_str(), (long long)nn::parameter_count(*state.model), (long long)B,
+      paths.run_id.c_str(), config.model.type().c_str(),
+      (long long)nn::parameter_count(fsdp ? *state.compute_copy : *state.model), (long long)B,
       (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es",
       world() > 1 ? (" in each of " + std::to_string(world()) + " data-parallel processes").c_str() : "", threads,
       config.trainer.mp.text.c_str(), memory_note().c_str(),
       state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
+  if (fsdp) std::fprintf(stderr, "levanter: FSDP: %s\n", fsdp->describe().c_str());
 }
 
 Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std::make_unique<Impl>()) {
@@ -579,6 +647,13 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     check_data_parallel(I.config, process.world_size);
     I.pg = distributed::ProcessGroup::connect(process, std::chrono::seconds(tc.distributed.timeout));
     if (I.rank() != 0) I.options.progress = false;  // one progress line per job
+    // Levanter's mesh (replica, data, model) and parameter mapping: the FSDP axes over `data`, the tensor-parallel
+    // axes over `model` (of size 1 here: tensor parallelism is not implemented).
+    I.mesh.emplace(std::vector<std::pair<std::string, int64_t>>{{"replica", 1}, {"data", I.world()}, {"model", 1}});
+    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{}))
+      I.parameter_mapping[a] = "model";
+    for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) I.parameter_mapping[a] = "data";
+    I.fsdp_mode = tc.fsdp_axis && !tc.fsdp_axis->empty();
   }
   if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
@@ -596,6 +671,12 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     // Ranks other than 0 only train: no tracker files, evaluation, checkpoints or exports.
     I.tracker = std::make_unique<tracker::NoopTracker>();
     add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
+    if (I.fsdp_mode) {
+      // FSDP: every process writes its pieces of each checkpoint (process 0 commits it).
+      I.checkpoint_hook = std::make_shared<CheckpointHook>(
+          *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint);
+      add_hook(I.checkpoint_hook);
+    }
     add_hook(std::make_shared<FaultHook>());
     return;
   }
@@ -670,8 +751,30 @@ TrainerState Trainer::initial_state() {
     compat::hf::load_into(*state.model, compat::hf::read_model_dir(*I.config.initialize_from_hf));
     if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
+  const int64_t parameter_count = nn::parameter_count(*state.model);
+  if (I.fsdp_mode) {
+    // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
+    I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank());
+    state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
+    nn::requires_grad_(*state.compute_copy);
+    I.fsdp->shard_(*state.model);
+    checkpoint::Sharding sh;
+    sh.rank = I.rank();
+    sh.processes = I.world();
+    sh.dims = I.fsdp->checkpoint_dims();
+    distributed::ProcessGroup* pg = I.pg.get();
+    sh.broadcast = [pg](const std::string& v) { return pg->broadcast(v); };
+    sh.all_gather = [pg](const std::string& v) { return pg->all_gather(v); };
+    I.checkpointer->set_sharding(std::move(sh));
+  }
   nn::requires_grad_(*state.model);
   state.optimizer = std::make_unique<optim::Optimizer>(I.config.optimizer, nn::named_parameters(*state.model));
+  if (I.fsdp) {
+    const Fsdp* fsdp = &*I.fsdp;
+    distributed::ProcessGroup* pg = I.pg.get();
+    state.optimizer->set_sum_of_squares(
+        [fsdp, pg](const std::vector<double>& local) { return fsdp->total_sum_of_squares(*pg, local); });
+  }
   if (resumed) I.restore_optimizer(state, *resumed);
   I.result.start_step = state.step;
   // The rows of the steps this run does (again) are written again: metrics.jsonl forgets the old ones.
@@ -688,7 +791,7 @@ TrainerState Trainer::initial_state() {
                 I.data_seed,
                 state.resumed_from.value_or(""),
                 I.paths.checkpoint_base,
-                nn::parameter_count(*state.model),
+                parameter_count,
                 I.peak->value(),
                 I.peak->source()};
   if (I.rank() == 0) write_run_record(I.paths.run_dir, I.config, rec);
@@ -718,13 +821,17 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
 }
 
 void Trainer::run_hooks(const StepInfo& info, TrainerState& state) {
-  for (auto& [hook, every] : impl_->hooks) {
+  Impl& I = *impl_;
+  // FSDP: when a hook that reads the model runs after this step (process 0 knows), every process helps gather it.
+  std::unique_ptr<models::LmHeadModel> whole =
+      I.whole_model_if_read(state, [&](const Hook&, int64_t every) { return (info.step + 1) % every == 0; });
+  for (auto& [hook, every] : I.hooks) {
     if ((info.step + 1) % every != 0) continue;
     // A hook that runs every N > 1 steps (evaluation, scoring, samples, exports) works on buffers of its own sizes:
     // the caching allocator gives back the step's before it runs and the hook's after, so that the two never add
     // up in memory. The next step takes its buffers from the system again, once every N steps.
     if (every > 1) runtime::empty_cpu_allocator_cache();
-    hook->after_step(info, state);
+    I.with_model(state, &whole, hook->reads_model(), [&] { hook->after_step(info, state); });
     if (every > 1) runtime::empty_cpu_allocator_cache();
   }
 }
@@ -743,7 +850,13 @@ TrainResult Trainer::train() {
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
   // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
   if (I.rank() == 0) I.get_evaluator();
-  for (auto& [hook, every] : I.hooks) hook->at_start(state);
+  {
+    std::unique_ptr<models::LmHeadModel> whole =
+        I.whole_model_if_read(state, [](const Hook&, int64_t) { return true; });
+    for (auto& [hook, every] : I.hooks) {
+      I.with_model(state, &whole, hook->reads_model(), [&] { hook->at_start(state); });
+    }
+  }
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;
@@ -796,8 +909,10 @@ TrainResult Trainer::train() {
                      state.resumed_from->c_str());
       }
       runtime::empty_cpu_allocator_cache();  // the steps' buffers: the final evaluation and scoring need their own
+      std::unique_ptr<models::LmHeadModel> whole =
+          I.whole_model_if_read(state, [](const Hook&, int64_t) { return true; });
       for (auto& [hook, every] : I.hooks) {
-        hook->at_end(state);
+        I.with_model(state, &whole, hook->reads_model(), [&] { hook->at_end(state); });
         runtime::empty_cpu_allocator_cache();
       }
     }

@@ -123,6 +123,10 @@ class Hook {
   virtual void after_step(const StepInfo& info, TrainerState& state) {}
   // After the last step (also when a resumed run had no steps left).
   virtual void at_end(TrainerState& state) {}
+  // Whether the hook reads the model's parameters. Under FSDP (several processes, parameters in pieces) the trainer
+  // gathers the whole model for the steps where such a hook runs and shows it to the hook as state.model; hooks that
+  // say false (metrics, progress, checkpoints) see the pieces.
+  virtual bool reads_model() const { return true; }
 };
 
 class Trainer {

@@ -1,4 +1,5 @@
-// Data parallelism over processes (c10d, Gloo over loopback), started by `levanter launch`: two processes with one
+// Data parallelism and FSDP over processes (c10d, Gloo over loopback), started by `levanter launch`; FSDP is the
+// default (trainer.fsdp_axis: embed), as in Levanter. Two processes with one
 // microbatch each give the same loss bits and the same parameters, bit for bit, as one process accumulating the same
 // two microbatches (gradients are summed in rank order, the order one process adds its microbatches); a rank that
 // dies stops the job with a message naming it; a job killed mid-run and launched again continues to the same bits.
@@ -145,6 +146,69 @@ TEST_F(DataParallel, AJobKilledMidRunAndLaunchedAgainContinuesToTheSameBits) {
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
   EXPECT_EQ(losses("parts"), losses("whole"));
   expect_same_checkpoint("whole", "parts", 6);
+}
+
+// FSDP (Levanter's default trainer.fsdp_axis: embed): each process holds its pieces of the parameters and of the
+// optimizer state and writes only those to a checkpoint; the sums it makes are data parallelism's, so it gives the
+// same bits as replicated data parallelism (fsdp_axis: null), which the tests above compare with one process.
+TEST_F(DataParallel, FsdpHoldsHalfTheStateInEachProcessAndGivesTheBitsOfReplicatedDataParallelism) {
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id fsdp"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("FSDP: embed over data (2 processes)"));
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id dp --trainer.fsdp_axis null"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), ::testing::Not(HasSubstr("FSDP")));
+  const auto fsdp = losses("fsdp");
+  ASSERT_EQ(fsdp.size(), 6u);
+  EXPECT_EQ(fsdp, losses("dp"));
+  expect_same_checkpoint("fsdp", "dp", 6);  // the pieces put back together are the replicated run's tensors
+  // Bytes of tensors each process wrote: process 1 holds only pieces (half of every parameter with an embed axis and
+  // of its moments); process 0 also holds the few whole ones (biases without embed).
+  const fs::path dp = root_ / "ckpt" / "dp" / "step-6", sharded = root_ / "ckpt" / "fsdp" / "step-6";
+  const double whole = fs::file_size(dp / "model.safetensors") + fs::file_size(dp / "opt_state.safetensors");
+  double rank[2];
+  for (int r = 0; r < 2; ++r) {
+    const std::string tail = ".shard-" + std::to_string(r) + "-of-2.safetensors";
+    rank[r] = fs::file_size(sharded / ("model" + tail)) + fs::file_size(sharded / ("opt_state" + tail));
+  }
+  EXPECT_GT(rank[1] / whole, 0.45);
+  EXPECT_LE(rank[1] / whole, 0.5);
+  EXPECT_GE(rank[0], rank[1]);
+  EXPECT_NEAR((rank[0] + rank[1]) / whole, 1.0, 0.01);  // nothing held twice but the headers
+  EXPECT_FALSE(fs::exists(sharded / "model.safetensors"));
+}
+
+// A checkpoint written by 2 FSDP processes resumes in 1 process, and one written by 1 process resumes in 2: the
+// pieces are put back together on loading and cut again for the new mesh. Both continue to the bits of an
+// uninterrupted single-process run accumulating the same two microbatches.
+TEST_F(DataParallel, CheckpointsReshardBetweenOneAndTwoProcesses) {
+  const std::string one = "train " + config() + " --trainer.per_device_parallelism 2";
+  ASSERT_EQ(levanter(one + " --trainer.id whole"), 0) << slurp(root_ / "out.txt");
+  // 2 -> 1: process 0 killed after step 4 (checkpoints at 2 and 4).
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id down",
+                     "LEVANTER_FAULT=train_step_end:4 LEVANTER_FAULT_RANK=0"),
+            0);
+  ASSERT_TRUE(fs::exists(root_ / "ckpt" / "down" / "step-4" / "model.shard-1-of-2.safetensors"));
+  ASSERT_EQ(levanter(one + " --trainer.id down"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  // 1 -> 2
+  EXPECT_NE(levanter(one + " --trainer.id up", "LEVANTER_FAULT=train_step_end:4"), 0);
+  ASSERT_TRUE(fs::exists(root_ / "ckpt" / "up" / "step-4" / "model.safetensors"));
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id up"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  const auto whole = losses("whole");
+  ASSERT_EQ(whole.size(), 6u);
+  EXPECT_EQ(losses("down"), whole);
+  EXPECT_EQ(losses("up"), whole);
+  expect_same_checkpoint("whole", "down", 6);
+  expect_same_checkpoint("whole", "up", 6);
+}
+
+TEST_F(DataParallel, AnAxisThatDoesNotSplitOverTheProcessesIsNamed) {
+  EXPECT_NE(
+      levanter("launch --nproc 4 -- train " + config() + " --trainer.id odd --model.hidden_dim 30 --model.num_heads 2"),
+      0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("axis 'embed' of size 30 does not divide evenly over mesh axis 'data' of size 4"));
 }
 
 TEST_F(DataParallel, BatchesThatDoNotSplitAreRefusedWithLevantersMessage) {

@@ -1,0 +1,163 @@
+#include "levanter/trainer/fsdp.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <set>
+#include <stdexcept>
+
+#include "haliax/error.h"
+#include "haliax/nn/module.h"
+#include "levanter/distributed/process_group.h"
+
+namespace levanter::trainer {
+
+namespace nn = haliax::nn;
+
+Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank)
+    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank) {
+  auto& model = const_cast<models::LmHeadModel&>(full);  // visiting only reads
+  for (const auto& [info, p] : nn::named_parameters(model)) {
+    const auto spec = haliax::pspec_for(p.axes(), mapping_, mesh_, info.path);
+    int64_t dim = -1;
+    for (size_t d = 0; d < spec.size(); ++d) {
+      if (spec[d] && mesh_.axis_size(*spec[d]) > 1) {
+        if (dim >= 0) {
+          throw haliax::ValueError(info.path + ": axes '" + p.axes()[dim].name + "' and '" + p.axes()[d].name +
+                                   "' are both split across processes; FSDP splits a parameter along one axis");
+        }
+        dim = static_cast<int64_t>(d);
+      }
+    }
+    paths_.push_back(info.path);
+    dims_.push_back(dim);
+    split_axes_.push_back(dim >= 0 ? p.axes()[dim].name : "");
+    total_elements_ += p.numel();
+    if (dim < 0) continue;
+    split_elements_ += p.numel();
+    if (!info.stacked_axis) {
+      model_key_dims_[info.path] = dim;
+      continue;
+    }
+    if (dim == 0)
+      throw haliax::ValueError(info.path + ": its stacking axis '" + info.stacked_axis->name + "' is split");
+    for (int64_t l = 0; l < info.stacked_axis->size; ++l) model_key_dims_[info.layer_path(l)] = dim - 1;
+  }
+}
+
+std::string Fsdp::describe() const {
+  std::set<std::string> axes;
+  for (const auto& a : split_axes_)
+    if (!a.empty()) axes.insert(a);
+  std::string names;
+  for (const auto& a : axes) names += (names.empty() ? "" : ", ") + a;
+  char pct[32];
+  std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements_ ? 100.0 * split_elements_ / total_elements_ : 0.0);
+  return names + " over data (" + std::to_string(mesh_.axis_size("data")) + " processes): " + pct +
+         " of the parameters in pieces";
+}
+
+void Fsdp::shard_(models::LmHeadModel& model) const {
+  size_t i = 0;
+  nn::for_each_parameter(model, [&](const nn::ParamInfo& info, haliax::NamedArray& p) {
+    if (i >= dims_.size() || paths_[i] != info.path) throw std::logic_error("FSDP: the model does not match its plan");
+    if (dims_[i] >= 0) p = haliax::shard(p.detach(), mapping_, mesh_, rank_, info.path);
+    ++i;
+  });
+}
+
+haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) const {
+  std::map<std::string, int64_t> by_path;
+  for (size_t i = 0; i < paths_.size(); ++i)
+    if (dims_[i] >= 0) by_path[paths_[i]] = dims_[i];
+  const int64_t N = mesh_.axis_size("data"), r = mesh_.coordinate(rank_, "data");
+  haliax::StateDict out;
+  for (const auto& [key, t] : full) {
+    int64_t dim = -1;
+    for (const char* prefix : {"opt.m.", "opt.v.", "opt.h."}) {
+      const std::string pre(prefix);
+      if (key.rfind(pre, 0) == 0) {
+        auto it = by_path.find(key.substr(pre.size()));
+        if (it != by_path.end()) dim = it->second;
+      }
+    }
+    if (dim < 0) {
+      out.emplace_back(key, t);
+      continue;
+    }
+    const int64_t k = t.size(dim) / N;
+    out.emplace_back(key, t.narrow(dim, r * k, k).clone(at::MemoryFormat::Contiguous));
+  }
+  return out;
+}
+
+std::map<std::string, std::map<std::string, int64_t>> Fsdp::checkpoint_dims() const {
+  std::map<std::string, std::map<std::string, int64_t>> out;
+  out["model"] = model_key_dims_;
+  auto& opt = out["opt_state"];
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    if (dims_[i] < 0) continue;
+    for (const char* prefix : {"opt.m.", "opt.v.", "opt.h."}) opt[prefix + paths_[i]] = dims_[i];
+  }
+  return out;
+}
+
+void Fsdp::gather(distributed::ProcessGroup& pg, const models::LmHeadModel& pieces, models::LmHeadModel& full) const {
+  at::NoGradGuard no_grad;
+  const auto src = nn::named_parameters(const_cast<models::LmHeadModel&>(pieces));
+  const auto dst = nn::named_parameters(full);
+  if (src.size() != dims_.size() || dst.size() != dims_.size())
+    throw std::logic_error("FSDP: the models do not match the plan");
+  std::vector<at::Tensor> shards, wholes;
+  std::vector<int64_t> dims;
+  for (size_t i = 0; i < dims_.size(); ++i) {
+    if (dims_[i] < 0) {
+      dst[i].second.array().copy_(src[i].second.array());
+      continue;
+    }
+    shards.push_back(src[i].second.array());
+    wholes.push_back(dst[i].second.array());
+    dims.push_back(dims_[i]);
+  }
+  pg.all_gather(shards, dims, wholes);
+}
+
+std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const {
+  if (full.size() != dims_.size()) throw std::logic_error("FSDP: gradients do not match the plan");
+  std::vector<at::Tensor> out(full.size()), split_full, split_out, whole;
+  std::vector<int64_t> dims;
+  const int64_t N = mesh_.axis_size("data");
+  for (size_t i = 0; i < full.size(); ++i) {
+    if (!full[i].defined()) continue;
+    if (dims_[i] < 0) {
+      out[i] = full[i].contiguous();
+      whole.push_back(out[i]);
+      continue;
+    }
+    std::vector<int64_t> shape = full[i].sizes().vec();
+    shape[dims_[i]] /= N;
+    out[i] = at::empty(shape, full[i].options());
+    split_full.push_back(full[i]);
+    split_out.push_back(out[i]);
+    dims.push_back(dims_[i]);
+    full[i] = at::Tensor();
+  }
+  pg.reduce_scatter_in_rank_order(split_full, dims, split_out);
+  split_full.clear();
+  pg.sum_in_rank_order(whole);
+  return out;
+}
+
+double Fsdp::total_sum_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const {
+  if (local.size() != dims_.size()) throw std::logic_error("FSDP: sums do not match the plan");
+  at::Tensor sums = at::zeros({static_cast<int64_t>(local.size())}, at::kDouble);
+  double* s = sums.data_ptr<double>();
+  for (size_t i = 0; i < local.size(); ++i) s[i] = dims_[i] >= 0 || pg.rank() == 0 ? local[i] : 0.0;
+  std::vector<at::Tensor> v{sums};
+  pg.sum_in_rank_order(v);
+  double total = 0;
+  for (size_t i = 0; i < local.size(); ++i) total += v[0].data_ptr<double>()[i];  // in parameter order
+  return total;
+}
+
+}  // namespace levanter::trainer

@@ -1,0 +1,69 @@
+// FSDP over processes: Levanter's parameter mapping ({fsdp_axis: data}) applied to the trainer's state.
+//
+// Every parameter with an axis that the mapping sends to the `data` mesh axis is held in pieces, one per process
+// (haliax::shard); the optimizer's moments follow their parameter. A step gathers the pieces into the full compute
+// copy (ProcessGroup::all_gather), runs forward and backward on it, and gives each process its piece of the summed
+// gradient (reduce_scatter_in_rank_order: the sums data parallelism makes, element for element); the optimizer then
+// updates only the pieces, with the gradient norm summed over processes. Parameters without such an axis are whole on
+// every process and exchanged as in data parallelism.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "haliax/partitioning.h"
+#include "haliax/state_dict.h"
+#include "levanter/models/lm_model.h"
+
+namespace levanter::distributed {
+class ProcessGroup;
+}
+
+namespace levanter::trainer {
+
+class Fsdp {
+ public:
+  // The plan for `full` (any dtype) on `mesh` under `mapping`, for process `rank`. Throws haliax::ValueError naming the
+  // parameter, the axis and the mesh axis when an axis does not split evenly.
+  Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank);
+
+  bool active() const { return split_elements_ > 0; }  // some parameter is held in pieces
+  const haliax::Mesh& mesh() const { return mesh_; }
+  const haliax::AxisMapping& mapping() const { return mapping_; }
+  // "embed over data (2 processes): 99.9% of the parameters in pieces"
+  std::string describe() const;
+  // Per parameter (named_parameters order): the dimension it is split along, or -1 (whole).
+  const std::vector<int64_t>& dims() const { return dims_; }
+
+  // In place: every split parameter of `model` (the full model) becomes this process's piece.
+  void shard_(models::LmHeadModel& model) const;
+  // A full optimizer state (Optimizer::state_dict's keys) cut to this process's pieces.
+  haliax::StateDict shard_optimizer_state(const haliax::StateDict& full) const;
+  // The checkpoint's split dimensions of groups "model" (to_state_dict keys) and "opt_state" (Optimizer keys).
+  std::map<std::string, std::map<std::string, int64_t>> checkpoint_dims() const;
+
+  // full's parameters <- every process's pieces of `pieces` (converted to full's dtypes). Collective.
+  void gather(distributed::ProcessGroup& pg, const models::LmHeadModel& pieces, models::LmHeadModel& full) const;
+  // Full-shape gradients (one per parameter; undefined: none, the same on every process) -> this process's pieces
+  // of their sum over processes (whole parameters: the whole sum). Collective.
+  std::vector<at::Tensor> reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const;
+  // This process's per-parameter sums of squares of its gradient pieces -> the global sum of squares: split
+  // parameters summed over processes in rank order, whole ones counted once. Collective.
+  double total_sum_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const;
+
+ private:
+  haliax::AxisMapping mapping_;
+  haliax::Mesh mesh_;
+  int rank_ = 0;
+  std::vector<std::string> paths_;
+  std::vector<int64_t> dims_;
+  std::vector<std::string> split_axes_;            // per parameter: the axis name split, or ""
+  std::map<std::string, int64_t> model_key_dims_;  // to_state_dict key -> split dim (split ones only)
+  int64_t split_elements_ = 0, total_elements_ = 0;
+};
+
+}  // namespace levanter::trainer
