@@ -2,6 +2,7 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -40,7 +41,7 @@ std::string MemoryEstimate::describe() const {
          gb(temporaries) + ", runtime " + gb(runtime) + ")";
 }
 
-std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size) {
+std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size, int processes) {
   const models::LmConfig& m = config.model.get();
   std::optional<int64_t> n = m.parameter_count(vocab_size);
   if (!n) return std::nullopt;
@@ -53,17 +54,28 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
   const std::string& type = config.optimizer.type.name;
   e.optimizer = P * pb * (type == "lion" ? 1.0 : 2.0);
   if (tc.mp.compute != tc.mp.param) e.compute_copy = 2.0 * P * cb;
-  const double tokens = static_cast<double>(tc.microbatch_size()) * static_cast<double>(m.max_seq_len());
+  const bool fsdp = processes > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty();
+  if (fsdp) {
+    // Pieces of the master weights, of their gradients and of the optimizer state; the whole compute copy (f32 too)
+    // and its gradients during the step.
+    e.weights /= processes;
+    e.gradients /= processes;
+    e.optimizer /= processes;
+    e.compute_copy = 2.0 * P * cb;
+  }
+  const int64_t rows =
+      tc.per_device_parallelism > 0 ? tc.per_device_parallelism : std::max<int64_t>(1, tc.train_batch_size / processes);
+  const double tokens = static_cast<double>(rows) * static_cast<double>(m.max_seq_len());
   e.activations = tokens * m.activation_elements_per_token().value_or(0.0) * cb;
   // The LM head + loss: a block of positions' logits in the compute dtype, their f32 copy (the same buffer in f32)
   // and their gradient; the full logits when the family asks for them (block 0) or Sophia-H differentiates twice.
   const double N = tokens, V = static_cast<double>(vocab_size);
   const std::optional<int64_t> block = m.loss_block_size();
   const bool full = (block && *block == 0) || type == "sophia-h";
-  const double rows =
+  const double loss_rows =
       full ? N
            : static_cast<double>(models::fused_loss_block_rows(block.value_or(0), static_cast<int64_t>(N), vocab_size));
-  e.loss = rows * V * (cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
+  e.loss = loss_rows * V * (cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
   // Measured on GPT-2 124M (fp32, B4 T64): the steps hold about one parameter-sized buffer more than the state
   // above (gradient-norm and update temporaries, the tied LM head's f32 gradient, the caching allocator's size
   // classes). Checkpoints are written from the live tensors and add nothing. Under mixed precision with one

@@ -28,8 +28,12 @@ struct MemoryEstimate {
   std::string describe() const;
 };
 
-// nullopt when the model family does not say how many parameters it has (LmConfig::parameter_count).
-std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size);
+// nullopt when the model family does not say how many parameters it has (LmConfig::parameter_count). Per process of
+// a job of `processes`: each holds train_batch_size / processes rows, and under FSDP (trainer.fsdp_axis set)
+// 1/processes of the weights, their f32 gradients and the optimizer state, plus the whole compute copy and its
+// gradients.
+std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size,
+                                                       int processes = 1);
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered to the cgroup's limit (v2
 // memory.max - memory.current, or v1 memory.limit_in_bytes - memory.usage_in_bytes) when one is set.

@@ -662,7 +662,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.data = std::make_unique<data::TextData>(I.config.data);
   I.Vocab = vocab_axis(*I.data);
   // Before anything large is allocated: a run that cannot fit is refused with the numbers.
-  I.memory = estimate_training_memory(I.config, I.Vocab.size);
+  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.world());
   I.available_memory = available_memory_bytes();
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);

@@ -203,6 +203,21 @@ TEST_F(DataParallel, CheckpointsReshardBetweenOneAndTwoProcesses) {
   expect_same_checkpoint("whole", "up", 6);
 }
 
+// Four processes (one row each, on two cores): the rank-order sums now have three additions, whose order shows in
+// the bits, and FSDP cuts every embed axis in four; still the losses and every tensor of one process accumulating
+// the four microbatches.
+TEST_F(DataParallel, FourFsdpProcessesMatchOneProcessAccumulatingFourMicrobatches) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id one --trainer.per_device_parallelism 1"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() + " --trainer.id four"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("FSDP: embed over data (4 processes)"));
+  const auto one = losses("one");
+  ASSERT_EQ(one.size(), 6u);
+  EXPECT_EQ(losses("four"), one);
+  expect_same_checkpoint("one", "four", 6);
+  EXPECT_TRUE(fs::exists(root_ / "ckpt" / "four" / "step-6" / "opt_state.shard-3-of-4.safetensors"));
+}
+
 TEST_F(DataParallel, AnAxisThatDoesNotSplitOverTheProcessesIsNamed) {
   EXPECT_NE(
       levanter("launch --nproc 4 -- train " + config() + " --trainer.id odd --model.hidden_dim 30 --model.num_heads 2"),

@@ -138,6 +138,31 @@ TEST(MemoryEstimate, PartsOfAKnownConfig) {
   EXPECT_DOUBLE_EQ(levanter::trainer::estimate_training_memory(config, 1000)->optimizer, 4.0 * P);
 }
 
+// Per process of a job: under FSDP (the default fsdp_axis) a quarter of the master weights, their gradients and the
+// optimizer state in each of 4 processes, plus the whole compute copy (f32 here) and its gradients; each process's
+// microbatch is its share of the batch. Replicated (fsdp_axis: null) holds everything.
+TEST(MemoryEstimate, PerProcessUnderFsdp) {
+  levanter::trainer::TrainLmConfig config;
+  auto& g = config.model.as<models::Gpt2Config>();
+  g.hidden_dim = 64;
+  g.num_heads = 4;
+  g.num_layers = 2;
+  g.seq_len = 32;
+  config.trainer.train_batch_size = 8;
+  const int64_t P = *g.parameter_count(1000);
+  MemoryEstimate one = *levanter::trainer::estimate_training_memory(config, 1000, 1);
+  MemoryEstimate four = *levanter::trainer::estimate_training_memory(config, 1000, 4);
+  EXPECT_DOUBLE_EQ(four.weights, P);
+  EXPECT_DOUBLE_EQ(four.gradients, P);
+  EXPECT_DOUBLE_EQ(four.optimizer, 2.0 * P);
+  EXPECT_DOUBLE_EQ(four.compute_copy, 8.0 * P);
+  EXPECT_DOUBLE_EQ(four.activations, one.activations / 4);  // 2 of the 8 rows
+  config.trainer.fsdp_axis.reset();
+  MemoryEstimate replicated = *levanter::trainer::estimate_training_memory(config, 1000, 4);
+  EXPECT_DOUBLE_EQ(replicated.weights, 4.0 * P);
+  EXPECT_DOUBLE_EQ(replicated.compute_copy, 0.0);
+}
+
 TEST(MemoryEstimate, CheckNamesTheNumbersAndWhatToReduce) {
   MemoryEstimate e;
   e.parameters = 1000;
