@@ -23,6 +23,25 @@
 
 namespace haliax::nn {
 
+// Parameters held in pieces and gathered layer by layer (FSDP, levanter/trainer/fsdp.h): while a LayerGather is
+// installed on this thread, Stacked's fold and scan pass each layer's parameters through it just before the layer
+// runs, inside a checkpointed layer (so that its recomputation in backward gathers again). `fn(param, layer)` returns
+// the parameter to use: the whole of a piece. The function is captured when the layers run, so a backward pass
+// after the scope has ended still gathers.
+using LayerGatherFn = std::function<NamedArray(const NamedArray& param, int64_t layer)>;
+class LayerGather {
+ public:
+  explicit LayerGather(LayerGatherFn fn);
+  ~LayerGather();
+  LayerGather(const LayerGather&) = delete;
+  LayerGather& operator=(const LayerGather&) = delete;
+  // The installed function, or null.
+  static std::shared_ptr<const LayerGatherFn> current();
+
+ private:
+  std::shared_ptr<const LayerGatherFn> previous_;
+};
+
 template <typename M>
 struct Stacked {
   Axis Layers;
@@ -80,7 +99,11 @@ struct Stacked {
       if (gradient_checkpointing && checkpointing_enabled())
         return fold_checkpointed(std::move(x), layers, std::forward<F>(f));
     }
-    for (size_t i = 0; i < layers.size(); ++i) x = f(layers[i], x, static_cast<int64_t>(i));
+    const auto gather = LayerGather::current();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      if (gather) gather_layer(*gather, layers[i], static_cast<int64_t>(i));
+      x = f(layers[i], x, static_cast<int64_t>(i));
+    }
     return x;
   }
 
@@ -104,11 +127,12 @@ struct Stacked {
     // Each step rebuilds its layer from the parameters it is given, so that a checkpointed step keeps only them.
     M proto = layers[0];
     for_each_parameter(proto, [](const ParamInfo&, NamedArray& p) { p = NamedArray(); });
-    auto step = [proto, fn = std::decay_t<F>(std::forward<F>(f))](const Carry& c, int64_t i,
-                                                                  const std::vector<NamedArray>& params) {
+    auto step = [proto, fn = std::decay_t<F>(std::forward<F>(f)), gather = LayerGather::current()](
+                    const Carry& c, int64_t i, const std::vector<NamedArray>& params) {
       M layer = proto;
       size_t k = 0;
       for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) { p = params[k++]; });
+      if (gather) gather_layer(*gather, layer, i);
       R r = fn(static_cast<const M&>(layer), c, i);
       return std::pair<Carry, Y>(std::get<0>(std::move(r)), std::get<1>(std::move(r)));
     };
@@ -131,6 +155,7 @@ struct Stacked {
   template <typename F>
   static NamedArray fold_checkpointed(NamedArray x, const std::vector<M>& layers, F&& f) {
     auto fn = std::make_shared<std::decay_t<F>>(std::forward<F>(f));
+    const auto gather = LayerGather::current();
     for (size_t i = 0; i < layers.size(); ++i) {
       std::vector<at::Tensor> inputs{x.array()};
       M proto = layers[i];
@@ -138,10 +163,11 @@ struct Stacked {
       auto out_axes = std::make_shared<AxisSpec>();
       AxisSpec in_axes = x.axes();
       const int64_t index = static_cast<int64_t>(i);
-      TensorsFn run = [proto, in_axes, out_axes, fn, index](const std::vector<at::Tensor>& t) {
+      TensorsFn run = [proto, in_axes, out_axes, fn, index, gather](const std::vector<at::Tensor>& t) {
         M layer = proto;
         size_t k = 1;
         for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) { p = NamedArray(t[k++], p.axes()); });
+        if (gather) gather_layer(*gather, layer, index);
         NamedArray out = (*fn)(layer, NamedArray(t[0], in_axes), index);
         *out_axes = out.axes();
         return std::vector<at::Tensor>{out.array()};
@@ -155,6 +181,10 @@ struct Stacked {
   void visit(ParamVisitor& v) {
     ParamVisitor sv = v.stacked(Layers);
     stacked.visit(sv);
+  }
+
+  static void gather_layer(const LayerGatherFn& gather, M& layer, int64_t i) {
+    for_each_parameter(layer, [&](const ParamInfo&, NamedArray& p) { p = gather(p, i); });
   }
 };
 

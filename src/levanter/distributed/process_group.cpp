@@ -212,9 +212,14 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
         at_ += piece[i];
       }
       at::Tensor gathered = at::empty({n * N}, mine.options());
+      // Gloo has no bfloat16; a gather only moves bits, so they travel as float16 of the same width.
+      const bool as_half = dtype == at::kBFloat16;
       std::vector<std::vector<at::Tensor>> out(1);
-      for (int64_t r = 0; r < N; ++r) out[0].push_back(gathered.narrow(0, r * n, n));
-      std::vector<at::Tensor> in{mine};
+      for (int64_t r = 0; r < N; ++r) {
+        at::Tensor part = gathered.narrow(0, r * n, n);
+        out[0].push_back(as_half ? part.view(at::kHalf) : part);
+      }
+      std::vector<at::Tensor> in{as_half ? mine.view(at::kHalf) : mine};
       collective(info_, "parameter gather (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       for (int64_t r = 0; r < N; ++r) {
         at_ = r * n;

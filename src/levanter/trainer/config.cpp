@@ -130,6 +130,8 @@ void TrainerConfig::validate() const {
     }
   }
   if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");
+  if (fsdp_gather != "step" && fsdp_gather != "layer")
+    throw ConfigError("trainer.fsdp_gather: '" + fsdp_gather + "': expected step or layer");
   if (peak_flops && *peak_flops <= 0) throw ConfigError("trainer.peak_flops: must be positive");
   if (mp.param != at::kFloat && mp.param != at::kBFloat16)
     throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");

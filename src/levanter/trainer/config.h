@@ -44,6 +44,7 @@ struct TrainerConfig {
 
   std::string batch_axis = "batch";
   std::optional<std::vector<std::string>> fsdp_axis = std::vector<std::string>{"embed"};
+  std::string fsdp_gather = "step";
   std::optional<std::vector<std::string>> tensor_parallel_axes;
   int64_t model_axis_size = 1;
   int64_t replica_ici_axis_size = 1;
@@ -87,6 +88,10 @@ struct TrainerConfig {
     v("fsdp_axis", fsdp_axis,
       "FSDP: with several processes, parameters (and their optimizer state) with this axis are held in pieces along "
       "it, one per process (null: every process holds all)");
+    v("fsdp_gather", fsdp_gather,
+      "When FSDP's pieces become whole: step (all before the step, kept through backward, as PyTorch's SHARD_GRAD_OP) "
+      "or layer (each layer of a stacked model just before it runs and again in its recomputation, FULL_SHARD: one "
+      "whole layer at a time; pair with model.gradient_checkpointing)");
     v("tensor_parallel_axes", tensor_parallel_axes,
       "Axes split for tensor parallelism (effective with several processes)");
     v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");

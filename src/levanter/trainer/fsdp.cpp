@@ -1,6 +1,7 @@
 #include "levanter/trainer/fsdp.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdio>
 #include <set>
@@ -14,8 +15,8 @@ namespace levanter::trainer {
 
 namespace nn = haliax::nn;
 
-Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank)
-    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank) {
+Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Gather gather)
+    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), gather_(gather) {
   auto& model = const_cast<models::LmHeadModel&>(full);  // visiting only reads
   for (const auto& [info, p] : nn::named_parameters(model)) {
     const auto spec = haliax::pspec_for(p.axes(), mapping_, mesh_, info.path);
@@ -31,6 +32,8 @@ Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax:
     }
     paths_.push_back(info.path);
     dims_.push_back(dim);
+    stacked_.push_back(info.stacked_axis.has_value());
+    axes_.push_back(p.axes());
     split_axes_.push_back(dim >= 0 ? p.axes()[dim].name : "");
     total_elements_ += p.numel();
     if (dim < 0) continue;
@@ -54,7 +57,8 @@ std::string Fsdp::describe() const {
   char pct[32];
   std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements_ ? 100.0 * split_elements_ / total_elements_ : 0.0);
   return names + " over data (" + std::to_string(mesh_.axis_size("data")) + " processes): " + pct +
-         " of the parameters in pieces";
+         " of the parameters in pieces, " +
+         (gather_ == Gather::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
 }
 
 void Fsdp::shard_(models::LmHeadModel& model) const {
@@ -102,6 +106,118 @@ std::map<std::string, std::map<std::string, int64_t>> Fsdp::checkpoint_dims() co
   return out;
 }
 
+std::unique_ptr<models::LmHeadModel> Fsdp::whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype) const {
+  std::unique_ptr<models::LmHeadModel> out = pieces.clone();
+  size_t i = 0;
+  nn::for_each_parameter(*out, [&](const nn::ParamInfo&, haliax::NamedArray& p) {
+    const at::ScalarType t = at::isFloatingType(p.dtype()) ? dtype : p.dtype();
+    std::vector<int64_t> shape;
+    for (const auto& a : axes_[i]) shape.push_back(a.size);
+    p = haliax::NamedArray(at::empty(shape, p.array().options().dtype(t)), axes_[i]);
+    ++i;
+  });
+  return out;
+}
+
+void Fsdp::shard_layers_(models::LmHeadModel& compute_copy) const {
+  size_t i = 0;
+  nn::for_each_parameter(compute_copy, [&](const nn::ParamInfo& info, haliax::NamedArray& p) {
+    if (gathered_by_layer(i)) {
+      p = haliax::NamedArray(haliax::shard(p.detach(), mapping_, mesh_, rank_, info.path).array().requires_grad_(true),
+                             haliax::local_axes(p.axes(), mapping_, mesh_, info.path));
+    }
+    ++i;
+  });
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What the per-layer gathers of one step share.
+struct LayerGatherState : torch::CustomClassHolder {
+  distributed::ProcessGroup* pg = nullptr;
+  std::vector<at::Tensor> pieces;  // per parameter: the compute copy's stacked piece (kLayer ones), else undefined
+  std::vector<int64_t> dims;       // per parameter: the split dimension of one layer's slice
+  std::shared_ptr<std::vector<at::Tensor>> grads;
+  std::vector<std::vector<bool>> filled;  // per parameter and layer: a gradient was stored
+};
+
+// Forward: the whole of one layer's piece (all-gather along `dim`). Backward: the whole gradient widened to f32,
+// summed over processes in rank order, this process's piece added to the step's gradient of (parameter, layer); no
+// gradient reaches autograd's leaf.
+struct GatherLayerFunction : public torch::autograd::Function<GatherLayerFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& piece, c10::intrusive_ptr<LayerGatherState> st,
+                            int64_t index, int64_t layer) {
+    ctx->saved_data["state"] = c10::IValue::make_capsule(st);
+    ctx->saved_data["index"] = index;
+    ctx->saved_data["layer"] = layer;
+    const int64_t dim = st->dims[index], N = st->pg->size();
+    std::vector<int64_t> shape = piece.sizes().vec();
+    shape[dim] *= N;
+    std::vector<at::Tensor> whole{at::empty(shape, piece.options())}, pieces{piece.contiguous()};
+    st->pg->all_gather(pieces, {dim}, whole);
+    return whole[0];
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto st = c10::static_intrusive_pointer_cast<LayerGatherState>(ctx->saved_data["state"].toCapsule());
+    const int64_t index = ctx->saved_data["index"].toInt(), layer = ctx->saved_data["layer"].toInt();
+    const at::Tensor& g = grad_outputs[0];
+    if (g.defined()) {
+      const int64_t dim = st->dims[index];
+      at::Tensor& acc = (*st->grads)[index];
+      const at::Tensor& p = st->pieces[index];
+      if (!acc.defined()) acc = at::zeros(p.sizes(), p.options().dtype(at::kFloat));
+      std::vector<at::Tensor> whole{g.to(at::kFloat).contiguous()};
+      std::vector<int64_t> shape = whole[0].sizes().vec();
+      shape[dim] /= st->pg->size();
+      std::vector<at::Tensor> mine{at::empty(shape, whole[0].options())};
+      st->pg->reduce_scatter_in_rank_order(whole, {dim}, mine);
+      at::Tensor slot = acc.select(0, layer);
+      if (st->filled[index][layer]) {
+        slot.add_(mine[0]);
+      } else {
+        slot.copy_(mine[0]);  // the first microbatch's sum itself, as one process's accumulation starts
+        st->filled[index][layer] = true;
+      }
+    }
+    return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+haliax::nn::LayerGatherFn Fsdp::layer_gather(distributed::ProcessGroup& pg, const models::LmHeadModel& compute_copy,
+                                             std::shared_ptr<std::vector<at::Tensor>> layer_grads) const {
+  auto st = c10::make_intrusive<LayerGatherState>();
+  st->pg = &pg;
+  st->grads = std::move(layer_grads);
+  st->grads->resize(dims_.size());
+  size_t i = 0;
+  st->pieces.resize(dims_.size());
+  st->dims.assign(dims_.size(), -1);
+  st->filled.resize(dims_.size());
+  for (const auto& [info, p] : nn::named_parameters(const_cast<models::LmHeadModel&>(compute_copy))) {
+    if (gathered_by_layer(i)) {
+      st->pieces[i] = p.array();
+      st->dims[i] = dims_[i] - 1;  // within one layer's slice (the layer axis is first)
+      st->filled[i].assign(static_cast<size_t>(p.array().size(0)), false);
+    }
+    ++i;
+  }
+  return [st](const haliax::NamedArray& param, int64_t layer) -> haliax::NamedArray {
+    for (size_t j = 0; j < st->pieces.size(); ++j) {
+      if (!st->pieces[j].defined() || !param.array().is_alias_of(st->pieces[j])) continue;
+      haliax::AxisSpec axes = param.axes();
+      axes[st->dims[j]].size *= st->pg->size();
+      return haliax::NamedArray(GatherLayerFunction::apply(param.array(), st, static_cast<int64_t>(j), layer), axes);
+    }
+    return param;  // whole already (not split, or outside the compute copy's stacks)
+  };
+}
+
 void Fsdp::gather(distributed::ProcessGroup& pg, const models::LmHeadModel& pieces, models::LmHeadModel& full) const {
   at::NoGradGuard no_grad;
   const auto src = nn::named_parameters(const_cast<models::LmHeadModel&>(pieces));
@@ -111,7 +227,7 @@ void Fsdp::gather(distributed::ProcessGroup& pg, const models::LmHeadModel& piec
   std::vector<at::Tensor> shards, wholes;
   std::vector<int64_t> dims;
   for (size_t i = 0; i < dims_.size(); ++i) {
-    if (dims_[i] < 0) {
+    if (dims_[i] < 0 || dst[i].second.array().sizes().equals(src[i].second.array().sizes())) {
       dst[i].second.array().copy_(src[i].second.array());
       continue;
     }
@@ -129,6 +245,10 @@ std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, st
   const int64_t N = mesh_.axis_size("data");
   for (size_t i = 0; i < full.size(); ++i) {
     if (!full[i].defined()) continue;
+    if (dims_[i] >= 0 && full[i].size(dims_[i]) * N == axes_[i][dims_[i]].size) {
+      out[i] = full[i];  // a piece already summed over the processes (kLayer)
+      continue;
+    }
     if (dims_[i] < 0) {
       out[i] = full[i].contiguous();
       whole.push_back(out[i]);

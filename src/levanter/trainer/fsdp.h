@@ -12,9 +12,11 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "haliax/nn/stacked.h"
 #include "haliax/partitioning.h"
 #include "haliax/state_dict.h"
 #include "levanter/models/lm_model.h"
@@ -27,9 +29,18 @@ namespace levanter::trainer {
 
 class Fsdp {
  public:
+  // When the pieces become whole (trainer.fsdp_gather): kStep gathers every parameter before the step's first forward
+  // and keeps it to the end of backward (PyTorch FSDP's SHARD_GRAD_OP); kLayer gathers the parameters of each layer of
+  // a Stacked module just before the layer runs, and again for its recomputation in backward under gradient
+  // checkpointing, reduce-scattering their gradients as backward leaves the layer (FULL_SHARD): a process then holds
+  // one whole layer at a time (plus the parameters outside the stack, gathered per step).
+  enum class Gather { kStep, kLayer };
+
   // The plan for `full` (any dtype) on `mesh` under `mapping`, for process `rank`. Throws haliax::ValueError naming the
   // parameter, the axis and the mesh axis when an axis does not split evenly.
-  Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank);
+  Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank,
+       Gather gather = Gather::kStep);
+  Gather gather_mode() const { return gather_; }
 
   bool active() const { return split_elements_ > 0; }  // some parameter is held in pieces
   const haliax::Mesh& mesh() const { return mesh_; }
@@ -46,10 +57,23 @@ class Fsdp {
   // The checkpoint's split dimensions of groups "model" (to_state_dict keys) and "opt_state" (Optimizer keys).
   std::map<std::string, std::map<std::string, int64_t>> checkpoint_dims() const;
 
-  // full's parameters <- every process's pieces of `pieces` (converted to full's dtypes). Collective.
+  // full's parameters <- every process's pieces of `pieces` (converted to full's dtypes); a parameter of `full` that
+  // is itself a piece (kLayer's stacked parameters in the compute copy) is copied. Collective.
   void gather(distributed::ProcessGroup& pg, const models::LmHeadModel& pieces, models::LmHeadModel& full) const;
+  // A model shaped as the whole one, in `dtype`, from the pieces' structure (contents undefined until gather).
+  std::unique_ptr<models::LmHeadModel> whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype) const;
+  // kLayer: cuts the stacked split parameters of `compute_copy` (whole) to this process's pieces, in place.
+  void shard_layers_(models::LmHeadModel& compute_copy) const;
+  // kLayer: the per-layer gather to install (haliax::nn::LayerGather) around the forward and backward passes of
+  // `compute_copy` (whose stacked split parameters are pieces). Each layer's gradients, widened to f32 and summed over
+  // processes in rank order, are added to `(*layer_grads)[i]` (this process's piece, [layers, ...], made on first use)
+  // for stacked parameter i; autograd sees no gradient for the pieces. Collective (in forward and backward).
+  haliax::nn::LayerGatherFn layer_gather(distributed::ProcessGroup& pg, const models::LmHeadModel& compute_copy,
+                                         std::shared_ptr<std::vector<at::Tensor>> layer_grads) const;
+  bool gathered_by_layer(size_t i) const { return gather_ == Gather::kLayer && stacked_[i] && dims_[i] >= 0; }
   // Full-shape gradients (one per parameter; undefined: none, the same on every process) -> this process's pieces
-  // of their sum over processes (whole parameters: the whole sum). Collective.
+  // of their sum over processes (whole parameters: the whole sum). A gradient that is already a piece (kLayer's,
+  // summed in backward) is passed through. Collective.
   std::vector<at::Tensor> reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const;
   // This process's per-parameter sums of squares of its gradient pieces -> the global sum of squares: split
   // parameters summed over processes in rank order, whole ones counted once. Collective.
@@ -61,6 +85,9 @@ class Fsdp {
   int rank_ = 0;
   std::vector<std::string> paths_;
   std::vector<int64_t> dims_;
+  Gather gather_ = Gather::kStep;
+  std::vector<bool> stacked_;                      // per parameter: of a Stacked module (layer axis first)
+  std::vector<haliax::AxisSpec> axes_;             // per parameter: the whole axes
   std::vector<std::string> split_axes_;            // per parameter: the axis name split, or ""
   std::map<std::string, int64_t> model_key_dims_;  // to_state_dict key -> split dim (split ones only)
   int64_t split_elements_ = 0, total_elements_ = 0;

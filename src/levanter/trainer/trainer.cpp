@@ -346,9 +346,7 @@ void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Che
 }
 
 std::unique_ptr<models::LmHeadModel> Trainer::Impl::whole_model(const TrainerState& state) const {
-  // In f32 this shares its buffers with the compute copy, which the next step gathers again anyway.
-  std::unique_ptr<models::LmHeadModel> whole = models::cast_floating(*state.compute_copy, config.trainer.mp.param);
-  nn::requires_grad_(*whole, false);
+  std::unique_ptr<models::LmHeadModel> whole = fsdp->whole_like(*state.model, config.trainer.mp.param);
   fsdp->gather(*pg, *state.model, *whole);
   return whole;
 }
@@ -454,6 +452,12 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
   }
   // FSDP: the whole-shape f32 sums of the microbatches' gradients (the master's .grad holds only a piece).
   std::vector<at::Tensor> whole_grads(fsdp ? copy.size() : 0);
+  // FSDP gathering layer by layer: the stacked layers' pieces gathered as they run; their gradients, summed over the
+  // processes in backward, land in layer_grads.
+  auto layer_grads = std::make_shared<std::vector<at::Tensor>>();
+  std::optional<haliax::nn::LayerGather> layer_gather;
+  if (fsdp && fsdp->gather_mode() == Fsdp::Gather::kLayer)
+    layer_gather.emplace(fsdp->layer_gather(*pg, *state.compute_copy, layer_grads));
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
@@ -476,6 +480,10 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
           for (size_t i = 0; widen && i < copy.size(); ++i) {
             at::Tensor& g = copy[i].second.array().mutable_grad();
             if (!g.defined()) continue;
+            if (fsdp && fsdp->gathered_by_layer(i)) {
+              g = at::Tensor();  // its gradient went to layer_grads
+              continue;
+            }
             at::Tensor& acc = fsdp ? whole_grads[i] : master[i].second.array().mutable_grad();
             if (acc.defined()) {
               acc.add_(g.to(acc.scalar_type()));
@@ -500,6 +508,10 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
         whole_grads[i] = copy[i].second.array().grad();
         copy[i].second.array().mutable_grad() = at::Tensor();
       }
+    }
+    layer_gather.reset();
+    for (size_t i = 0; i < layer_grads->size(); ++i) {
+      if (fsdp->gathered_by_layer(i)) whole_grads[i] = (*layer_grads)[i];
     }
     std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*pg, std::move(whole_grads));
     for (size_t i = 0; i < pieces.size(); ++i) master[i].second.array().mutable_grad() = pieces[i];
@@ -754,9 +766,11 @@ TrainerState Trainer::initial_state() {
   const int64_t parameter_count = nn::parameter_count(*state.model);
   if (I.fsdp_mode) {
     // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
-    I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank());
+    I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank(),
+                   tc.fsdp_gather == "layer" ? Fsdp::Gather::kLayer : Fsdp::Gather::kStep);
     state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
     nn::requires_grad_(*state.compute_copy);
+    I.fsdp->shard_layers_(*state.compute_copy);  // kLayer: the stacked layers stay in pieces until they run
     I.fsdp->shard_(*state.model);
     checkpoint::Sharding sh;
     sh.rank = I.rank();

@@ -218,6 +218,29 @@ TEST_F(DataParallel, FourFsdpProcessesMatchOneProcessAccumulatingFourMicrobatche
   EXPECT_TRUE(fs::exists(root_ / "ckpt" / "four" / "step-6" / "opt_state.shard-3-of-4.safetensors"));
 }
 
+// trainer.fsdp_gather: layer gathers each block's pieces as it runs (and again when gradient checkpointing recomputes
+// it in backward) and sums its gradients over the processes as backward leaves it: the same sums, so the same bits as
+// one process, in f32 and in mixed precision (gradients widened to f32 before the sum), with checkpointing and without.
+TEST_F(DataParallel, FsdpGatheringLayerByLayerGivesTheSameBits) {
+  for (const std::string extra : {std::string(""), std::string(" --trainer.mp p=f32,c=bfloat16"),
+                                  std::string(" --model.gradient_checkpointing false")}) {
+    SCOPED_TRACE(extra);
+    fs::remove_all(root_ / "logs");
+    fs::remove_all(root_ / "ckpt");
+    ASSERT_EQ(levanter("train " + config() + extra + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+        << slurp(root_ / "out.txt");
+    ASSERT_EQ(
+        levanter("launch --nproc 2 -- train " + config() + extra + " --trainer.id layer --trainer.fsdp_gather layer"),
+        0)
+        << slurp(root_ / "out.txt");
+    EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("gathered layer by layer"));
+    const auto one = losses("one");
+    ASSERT_EQ(one.size(), 6u);
+    EXPECT_EQ(losses("layer"), one);
+    expect_same_checkpoint("one", "layer", 6);
+  }
+}
+
 TEST_F(DataParallel, AnAxisThatDoesNotSplitOverTheProcessesIsNamed) {
   EXPECT_NE(
       levanter("launch --nproc 4 -- train " + config() + " --trainer.id odd --model.hidden_dim 30 --model.num_heads 2"),
@@ -419,6 +442,10 @@ TEST(ProcessGroup, AllGatherPutsEveryRanksBlockInPlace) {
     std::vector<at::Tensor> full{at::zeros({3, 8}, at::kBFloat16), at::zeros({10}, at::kFloat)};
     pg.all_gather(shards, {1, 0}, full, /*bucket_elements=*/7);
     bool ok = at::equal(full[0], whole_a.to(at::kBFloat16)) && at::equal(full[1], whole_b);
+    // bfloat16 pieces (which Gloo cannot carry as such) arrive bit for bit.
+    std::vector<at::Tensor> bf{shards[0].to(at::kBFloat16)}, bf_full{at::zeros({3, 8}, at::kBFloat16)};
+    pg.all_gather(bf, {1}, bf_full);
+    ok = ok && at::equal(bf_full[0], whole_a.to(at::kBFloat16));
     const std::string b = pg.broadcast(pg.rank() == 0 ? "from zero" : "ignored");
     const auto all = pg.all_gather(std::string("rank ") + std::to_string(pg.rank()));
     return ok && b == "from zero" && all == std::vector<std::string>{"rank 0", "rank 1"};
