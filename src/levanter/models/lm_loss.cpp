@@ -69,9 +69,12 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   BlockedLoss out;
   out.per_token = at::empty({N}, h.options().dtype(loss_t));
   at::Tensor d_head_acc;  // accumulator over blocks, in loss_t
+  // In reduced precision with a single block the head's gradient is that block's GEMM itself: accumulating it into
+  // f32 zeros and rounding back gives the same bits, for three passes over a [V, E] f32 buffer.
+  const bool one_block = N <= block;
   if (with_grad) {
     out.d_hidden = at::empty({N, E}, h.options());
-    d_head_acc = at::zeros({V, E}, w.options().dtype(loss_t));
+    if (same || !one_block) d_head_acc = at::zeros({V, E}, w.options().dtype(loss_t));
   }
   const at::Tensor wt = w.t();
   for (int64_t i0 = 0; i0 < N; i0 += block) {
@@ -99,12 +102,14 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     at::mm_out(dh_rows, g, w);  // [n, E]
     if (same) {
       d_head_acc.addmm_(g.t(), hb);  // [V, E]
+    } else if (one_block) {
+      out.d_head = at::mm(g.t(), hb);
     } else {
       d_head_acc.add_(at::mm(g.t(), hb));
     }
   }
   out.value = (out.per_token * weights.to(loss_t)).sum();
-  if (with_grad) out.d_head = d_head_acc.to(w.scalar_type());
+  if (with_grad && d_head_acc.defined()) out.d_head = d_head_acc.to(w.scalar_type());
   return out;
 }
 
@@ -118,6 +123,10 @@ struct FusedLmHeadLoss : public torch::autograd::Function<FusedLmHeadLoss> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     variable_list saved = ctx->get_saved_variables();
     const at::Tensor& g = grad_outputs[0];  // 0-d
+    // The loss is usually differentiated as it is (g = 1): the saved gradients are then the answer, bit for bit,
+    // without two more passes over [N, E] and [V, E].
+    if (g.device().is_cpu() && g.item<double>() == 1.0) return {saved[0], saved[1], at::Tensor(), at::Tensor(),
+                                                                at::Tensor(), at::Tensor()};
     at::Tensor dh = saved[0] * g.to(saved[0].scalar_type());
     at::Tensor dw = saved[1] * g.to(saved[1].scalar_type());
     return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
