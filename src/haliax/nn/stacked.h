@@ -101,8 +101,13 @@ struct Stacked {
     }
     const auto gather = LayerGather::current();
     for (size_t i = 0; i < layers.size(); ++i) {
-      if (gather) gather_layer(*gather, layers[i], static_cast<int64_t>(i));
-      x = f(layers[i], x, static_cast<int64_t>(i));
+      if (!gather) {
+        x = f(layers[i], x, static_cast<int64_t>(i));
+        continue;
+      }
+      M layer = layers[i];  // the gathered layer lives only while it runs (and in autograd's graph)
+      gather_layer(*gather, layer, static_cast<int64_t>(i));
+      x = f(layer, x, static_cast<int64_t>(i));
     }
     return x;
   }

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <regex>
 
 #include "levanter/checkpoint/safetensors_impl.h"
 #include "levanter/runtime/fault.h"
@@ -446,9 +447,13 @@ std::string save_sharded_unchecked(const std::string& base_path, int64_t step, c
     if (failed(outcome)) throw CheckpointError("checkpoint " + final_dir + " failed: " + outcome.substr(1));
     return outcome;
   }
+  if (!first_failure.empty()) {
+    // Every process saw the reports and stops here: no outcome to tell.
+    remove_tree_quietly(tmp_dir);
+    throw CheckpointError("checkpoint " + final_dir + " failed: " + first_failure);
+  }
   bool renamed = false;
   try {
-    if (!first_failure.empty()) throw CheckpointError(first_failure);
     std::vector<FileEntry> files;
     for (const std::string& r : reports) {
       for (const json& f : json::parse(r)) {
@@ -539,12 +544,16 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
     std::string group = e.name.substr(0, e.name.size() - suffix.size());
     int shard = -1;
     if (sharding) {
-      const std::string tail = "-of-" + std::to_string(processes);
-      const size_t at = group.rfind(".shard-");
-      if (at != std::string::npos && group.size() > tail.size() &&
-          group.compare(group.size() - tail.size(), tail.size(), tail) == 0) {
-        shard = std::atoi(group.substr(at + 7, group.size() - tail.size() - at - 7).c_str());
-        group = group.substr(0, at);
+      static const std::regex kShard(R"(^(.+)\.shard-(\d{1,6})-of-(\d{1,6})$)");
+      std::smatch m;
+      if (std::regex_match(group, m, kShard)) {
+        const int of = std::stoi(m[3].str());
+        shard = std::stoi(m[2].str());
+        if (of != processes || shard >= processes) {
+          throw CheckpointError(join(path, e.name) + ": piece " + m[2].str() + " of " + m[3].str() +
+                                ", but metadata.json says " + std::to_string(processes) + " processes wrote it");
+        }
+        group = m[1].str();
       }
     }
     if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
@@ -554,13 +563,12 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
       out.groups.emplace_back(group, std::move(f.tensors));
       continue;
     }
-    if (shard >= processes)
-      throw CheckpointError(file + ": shard " + std::to_string(shard) + " of " + std::to_string(processes));
     auto& list = pieces[group];
     if (list.empty()) {
       list.resize(processes);
       order.push_back(group);
     }
+    if (list[shard]) throw CheckpointError(file + ": listed twice in the manifest");
     list[shard] = std::move(f.tensors);
   }
   for (const std::string& group : order) {
@@ -568,6 +576,12 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
     if (!list[0])
       throw CheckpointError(join(path, group + ".shard-0-of-" + std::to_string(processes) + ".safetensors") +
                             ": missing (the manifest does not list it)");
+    for (int r = 1; r < processes; ++r) {
+      if (!list[r]) {
+        throw CheckpointError(join(path, shard_file_name(group, r, processes)) +
+                              ": missing (the manifest does not list it)");
+      }
+    }
     const json& dims = (*sharding)["dims"].contains(group) ? (*sharding)["dims"][group] : json::object();
     StateDict whole;
     for (const auto& [key, t0] : *list[0]) {
@@ -575,7 +589,11 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
         whole.emplace_back(key, t0);
         continue;
       }
-      const int64_t dim = dims[key].get<int64_t>();
+      const int64_t dim = dims[key].is_number_integer() ? dims[key].get<int64_t>() : -1;
+      if (dim < 0 || dim >= t0.dim()) {
+        throw CheckpointError(join(path, kMetadata) + ": sharding.dims." + group + "." + key + " is " +
+                              dims[key].dump() + ", not a dimension of the " + std::to_string(t0.dim()) + "-d tensor");
+      }
       std::vector<at::Tensor> parts{t0};
       for (int r = 1; r < processes; ++r) {
         const std::string file = join(path, shard_file_name(group, r, processes));
@@ -586,6 +604,9 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
           }
         }
         if (!found) throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
+        if (found->dim() != t0.dim() || found->scalar_type() != t0.scalar_type()) {
+          throw CheckpointError(file + ": its piece of '" + key + "' does not match process 0's in shape or dtype");
+        }
         parts.push_back(*found);
       }
       whole.emplace_back(key, at::cat(parts, dim));

@@ -67,6 +67,7 @@ struct Sharding {
   std::map<std::string, std::map<std::string, int64_t>> dims;
   std::function<std::string(const std::string&)> broadcast;                // process 0's value on every process
   std::function<std::vector<std::string>(const std::string&)> all_gather;  // every process's value, in rank order
+  std::function<int64_t(int64_t)> max;  // the largest of every process's value (Checkpointer's agreement per step)
 };
 
 // Writes <base_path>/step-<step>/ (see the protocol above) and returns its path. `metadata` must be a JSON

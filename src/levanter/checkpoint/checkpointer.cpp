@@ -143,8 +143,8 @@ bool Checkpointer::should_save(int64_t step, TimePoint now) {
   }
   SaveKind kind = decide(step, now);
   if (sharded()) {
-    // Process 0's decision for every process (their clocks differ).
-    kind = static_cast<SaveKind>(std::stoi(sharding_->broadcast(std::to_string(static_cast<int>(kind)))));
+    // Process 0's decision for every process (their clocks differ); the others offer kNone (0).
+    kind = static_cast<SaveKind>(sharding_->max(sharding_->rank == 0 ? static_cast<int64_t>(kind) : 0));
     agreed_kind_ = kind;
     agreed_step_ = step;
   }

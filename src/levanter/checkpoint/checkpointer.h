@@ -118,7 +118,6 @@ class Checkpointer {
   // together, process 0's clock decides the temporary saves for all (should_save agrees on it), and only process 0
   // deletes old checkpoints and leftovers.
   void set_sharding(Sharding sharding) { sharding_ = std::move(sharding); }
-  const std::optional<Sharding>& sharding() const { return sharding_; }
 
   int64_t last_save_step() const { return last_save_step_; }
   // The temporary checkpoint that the next save will delete, if any.

@@ -65,51 +65,6 @@ std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std
 
 ProcessGroup::~ProcessGroup() = default;
 
-void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements) {
-  if (size() == 1 || tensors.empty()) return;
-  const int64_t N = size();
-  // One flat buffer per dtype and bucket; tensors in their given order.
-  std::map<at::ScalarType, std::vector<size_t>> by_dtype;
-  for (size_t i = 0; i < tensors.size(); ++i) by_dtype[tensors[i].scalar_type()].push_back(i);
-  for (auto& [dtype, indices] : by_dtype) {
-    size_t begin = 0;
-    while (begin < indices.size()) {
-      size_t end = begin;
-      int64_t n = 0;
-      while (end < indices.size() && (end == begin || n + tensors[indices[end]].numel() <= bucket_elements)) {
-        n += tensors[indices[end]].numel();
-        ++end;
-      }
-      const int64_t chunk = (n + N - 1) / N;
-      at::Tensor flat = at::zeros({chunk * N}, at::TensorOptions().dtype(dtype));
-      int64_t at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        const at::Tensor& t = tensors[indices[j]];
-        flat.narrow(0, at_, t.numel()).copy_(t.reshape({-1}));
-        at_ += t.numel();
-      }
-      // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
-      at::Tensor received = at::empty({chunk * N}, flat.options());
-      std::vector<int64_t> equal;
-      collective(info_, "gradient exchange (alltoall)",
-                 [&] { impl_->gloo->alltoall_base(received, flat, equal, equal)->wait(timeout_); });
-      at::Tensor mine = received.narrow(0, 0, chunk).clone();
-      for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * chunk, chunk));
-      std::vector<std::vector<at::Tensor>> out(1);
-      for (int64_t r = 0; r < N; ++r) out[0].push_back(flat.narrow(0, r * chunk, chunk));
-      std::vector<at::Tensor> in{mine};
-      collective(info_, "gradient exchange (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
-      at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        at::Tensor& t = tensors[indices[j]];
-        t.copy_(flat.narrow(0, at_, t.numel()).view(t.sizes()));
-        at_ += t.numel();
-      }
-      begin = end;
-    }
-  }
-}
-
 namespace {
 
 // Consecutive runs of `indices` with at most `limit` elements each (one tensor alone may exceed it).
@@ -125,12 +80,59 @@ void for_each_bucket(const std::vector<size_t>& indices, const std::vector<int64
   }
 }
 
+// What Gloo carries: bfloat16 (which it does not know) as float16 of the same width; collectives that only move bits
+// (all-to-all, all-gather) are then exact.
+at::Tensor wire(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? t.view(at::kHalf) : t; }
+
 at::Tensor block(const at::Tensor& t, int64_t dim, int64_t r, int64_t N) {
   const int64_t k = t.size(dim) / N;
   return t.narrow(dim, r * k, k);
 }
 
 }  // namespace
+
+void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements) {
+  if (size() == 1 || tensors.empty()) return;
+  const int64_t N = size();
+  // One flat buffer per dtype and bucket; tensors in their given order.
+  std::map<at::ScalarType, std::vector<size_t>> by_dtype;
+  std::vector<int64_t> numel(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    by_dtype[tensors[i].scalar_type()].push_back(i);
+    numel[i] = tensors[i].numel();
+  }
+  for (auto& [dtype, indices] : by_dtype) {
+    for_each_bucket(indices, numel, bucket_elements, [&](size_t begin, size_t end, int64_t n) {
+      const int64_t chunk = (n + N - 1) / N;
+      at::Tensor flat = at::zeros({chunk * N}, at::TensorOptions().dtype(dtype));
+      int64_t at_ = 0;
+      for (size_t j = begin; j < end; ++j) {
+        const at::Tensor& t = tensors[indices[j]];
+        flat.narrow(0, at_, t.numel()).copy_(t.reshape({-1}));
+        at_ += t.numel();
+      }
+      // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
+      at::Tensor received = at::empty({chunk * N}, flat.options());
+      std::vector<int64_t> equal;
+      collective(info_, "gradient exchange (alltoall)", [&] {
+        at::Tensor out = wire(received), in = wire(flat);
+        impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
+      });
+      at::Tensor mine = received.narrow(0, 0, chunk).clone();
+      for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * chunk, chunk));
+      std::vector<std::vector<at::Tensor>> out(1);
+      for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(flat.narrow(0, r * chunk, chunk)));
+      std::vector<at::Tensor> in{wire(mine)};
+      collective(info_, "gradient exchange (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
+      at_ = 0;
+      for (size_t j = begin; j < end; ++j) {
+        at::Tensor& t = tensors[indices[j]];
+        t.copy_(flat.narrow(0, at_, t.numel()).view(t.sizes()));
+        at_ += t.numel();
+      }
+    });
+  }
+}
 
 void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& full, const std::vector<int64_t>& dims,
                                                 std::vector<at::Tensor>& shards, int64_t bucket_elements) {
@@ -167,8 +169,10 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
       }
       at::Tensor received = at::empty({n * N}, send.options());
       std::vector<int64_t> equal;
-      collective(info_, "gradient exchange (alltoall)",
-                 [&] { impl_->gloo->alltoall_base(received, send, equal, equal)->wait(timeout_); });
+      collective(info_, "gradient exchange (alltoall)", [&] {
+        at::Tensor out = wire(received), in = wire(send);
+        impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
+      });
       // Rank r's blocks, from ranks 0, 1, ..., added in that order.
       at::Tensor mine = received.narrow(0, 0, n).clone();
       for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * n, n));
@@ -212,14 +216,9 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
         at_ += piece[i];
       }
       at::Tensor gathered = at::empty({n * N}, mine.options());
-      // Gloo has no bfloat16; a gather only moves bits, so they travel as float16 of the same width.
-      const bool as_half = dtype == at::kBFloat16;
       std::vector<std::vector<at::Tensor>> out(1);
-      for (int64_t r = 0; r < N; ++r) {
-        at::Tensor part = gathered.narrow(0, r * n, n);
-        out[0].push_back(as_half ? part.view(at::kHalf) : part);
-      }
-      std::vector<at::Tensor> in{as_half ? mine.view(at::kHalf) : mine};
+      for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(gathered.narrow(0, r * n, n)));
+      std::vector<at::Tensor> in{wire(mine)};
       collective(info_, "parameter gather (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       for (int64_t r = 0; r < N; ++r) {
         at_ = r * n;
@@ -258,6 +257,15 @@ std::vector<std::string> ProcessGroup::all_gather(const std::string& value) {
     }
     return out;
   });
+}
+
+int64_t ProcessGroup::max(int64_t value) {
+  if (size() == 1) return value;
+  std::vector<at::Tensor> t{at::full({1}, value, at::kLong)};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::MAX;
+  collective(info_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t, o)->wait(timeout_); });
+  return t[0].item<int64_t>();
 }
 
 bool ProcessGroup::any(bool flag) {

@@ -54,6 +54,8 @@ class ProcessGroup {
   std::vector<std::string> all_gather(const std::string& value);
   // True on every rank if `flag` is true on any rank.
   bool any(bool flag);
+  // The largest of every rank's `value`, on every rank (an all-reduce: nothing is left in the store).
+  int64_t max(int64_t value);
 
  private:
   ProcessGroup() = default;

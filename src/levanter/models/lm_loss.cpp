@@ -70,7 +70,8 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   out.per_token = at::empty({N}, h.options().dtype(loss_t));
   at::Tensor d_head_acc;  // accumulator over blocks, in loss_t
   // In reduced precision with a single block the head's gradient is that block's GEMM itself: accumulating it into
-  // f32 zeros and rounding back gives the same bits, for three passes over a [V, E] f32 buffer.
+  // f32 zeros and rounding back gives the same values (a -0 would become +0: the optimizer's moments and the
+  // parameters come out the same), for three passes over a [V, E] f32 buffer.
   const bool one_block = N <= block;
   if (with_grad) {
     out.d_hidden = at::empty({N, E}, h.options());
@@ -125,8 +126,8 @@ struct FusedLmHeadLoss : public torch::autograd::Function<FusedLmHeadLoss> {
     const at::Tensor& g = grad_outputs[0];  // 0-d
     // The loss is usually differentiated as it is (g = 1): the saved gradients are then the answer, bit for bit,
     // without two more passes over [N, E] and [V, E].
-    if (g.device().is_cpu() && g.item<double>() == 1.0) return {saved[0], saved[1], at::Tensor(), at::Tensor(),
-                                                                at::Tensor(), at::Tensor()};
+    if (g.device().is_cpu() && g.item<double>() == 1.0)
+      return {saved[0], saved[1], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     at::Tensor dh = saved[0] * g.to(saved[0].scalar_type());
     at::Tensor dw = saved[1] * g.to(saved[1].scalar_type());
     return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

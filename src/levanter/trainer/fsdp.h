@@ -42,13 +42,8 @@ class Fsdp {
        Gather gather = Gather::kStep);
   Gather gather_mode() const { return gather_; }
 
-  bool active() const { return split_elements_ > 0; }  // some parameter is held in pieces
-  const haliax::Mesh& mesh() const { return mesh_; }
-  const haliax::AxisMapping& mapping() const { return mapping_; }
   // "embed over data (2 processes): 99.9% of the parameters in pieces"
   std::string describe() const;
-  // Per parameter (named_parameters order): the dimension it is split along, or -1 (whole).
-  const std::vector<int64_t>& dims() const { return dims_; }
 
   // In place: every split parameter of `model` (the full model) becomes this process's piece.
   void shard_(models::LmHeadModel& model) const;

@@ -62,6 +62,8 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
     e.gradients /= processes;
     e.optimizer /= processes;
     e.compute_copy = 2.0 * P * cb;
+    // Mixed precision: the microbatches' gradients are widened and summed whole in f32 before the exchange.
+    if (tc.mp.compute != tc.mp.param) e.gradients += 4.0 * P;
   }
   const int64_t rows =
       tc.per_device_parallelism > 0 ? tc.per_device_parallelism : std::max<int64_t>(1, tc.train_batch_size / processes);

@@ -191,6 +191,7 @@ struct Trainer::Impl {
   std::optional<haliax::Mesh> mesh;
   haliax::AxisMapping parameter_mapping;
   std::optional<Fsdp> fsdp;
+  int64_t parameter_count = 0;  // of the whole model
   int rank() const { return pg ? pg->rank() : 0; }
   int world() const { return pg ? pg->size() : 1; }
   int64_t local_batch() const { return config.trainer.train_batch_size / world(); }
@@ -231,27 +232,33 @@ struct Trainer::Impl {
   std::optional<std::string> save_before_stopping(const TrainerState& state, int64_t start_step);
   // FSDP: the whole model (the parameter dtype), gathered from every process's pieces. Collective.
   std::unique_ptr<models::LmHeadModel> whole_model(const TrainerState& state) const;
-  // FSDP: whole_model(state) if a hook that reads the model runs now (`runs(hook, every)`, as process 0 sees it),
-  // else null. Collective; null without FSDP.
-  std::unique_ptr<models::LmHeadModel> whole_model_if_read(
-      const TrainerState& state, const std::function<bool(const Hook&, int64_t)>& runs) const {
-    if (!fsdp) return nullptr;
-    bool needed = false;
-    for (const auto& [hook, every] : hooks) needed = needed || (hook->reads_model() && runs(*hook, every));
-    return pg->any(needed) ? whole_model(state) : nullptr;
-  }
-  // Runs `fn` with state.model the whole model when `whole` is given (FSDP, for hooks that read it).
-  template <typename F>
-  void with_model(TrainerState& state, std::unique_ptr<models::LmHeadModel>* whole, bool reads, F&& fn) const {
-    if (!whole || !*whole || !reads) return fn();
-    std::swap(state.model, *whole);
-    try {
-      fn();
-    } catch (...) {
-      std::swap(state.model, *whole);
-      throw;
+  // Calls call(hook, every) for every hook that runs now (runs(hook, every)), in order. Under FSDP, when one that
+  // reads the model runs (process 0 knows), every process first helps gather the whole model, which such hooks then
+  // see as state.model (the others see the pieces); only process 0 keeps it.
+  void call_hooks(TrainerState& state, const std::function<bool(const Hook&, int64_t)>& runs,
+                  const std::function<void(Hook&, int64_t)>& call) {
+    std::unique_ptr<models::LmHeadModel> whole;
+    if (fsdp) {
+      bool needed = false;
+      for (const auto& [hook, every] : hooks) needed = needed || (hook->reads_model() && runs(*hook, every));
+      if (pg->any(needed)) whole = whole_model(state);
+      if (rank() != 0) whole.reset();  // no hook here reads it
     }
-    std::swap(state.model, *whole);
+    for (auto& [hook, every] : hooks) {
+      if (!runs(*hook, every)) continue;
+      if (!whole || !hook->reads_model()) {
+        call(*hook, every);
+        continue;
+      }
+      std::swap(state.model, whole);
+      try {
+        call(*hook, every);
+      } catch (...) {
+        std::swap(state.model, whole);
+        throw;
+      }
+      std::swap(state.model, whole);
+    }
   }
   std::string io_error_message(const TrainerState& state, int64_t start_step, const std::string& what);
 };
@@ -636,8 +643,7 @@ void Trainer::Impl::announce(const TrainerState& state) const {
   std::fprintf(
       stderr,
       "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s%s), %d threads, mp %s%s%s\n",
-      paths.run_id.c_str(), config.model.type().c_str(),
-      (long long)nn::parameter_count(fsdp ? *state.compute_copy : *state.model), (long long)B,
+      paths.run_id.c_str(), config.model.type().c_str(), (long long)parameter_count, (long long)B,
       (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es",
       world() > 1 ? (" in each of " + std::to_string(world()) + " data-parallel processes").c_str() : "", threads,
       config.trainer.mp.text.c_str(), memory_note().c_str(),
@@ -763,7 +769,7 @@ TrainerState Trainer::initial_state() {
     compat::hf::load_into(*state.model, compat::hf::read_model_dir(*I.config.initialize_from_hf));
     if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
-  const int64_t parameter_count = nn::parameter_count(*state.model);
+  I.parameter_count = nn::parameter_count(*state.model);
   if (I.fsdp_mode) {
     // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
     I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank(),
@@ -779,6 +785,7 @@ TrainerState Trainer::initial_state() {
     distributed::ProcessGroup* pg = I.pg.get();
     sh.broadcast = [pg](const std::string& v) { return pg->broadcast(v); };
     sh.all_gather = [pg](const std::string& v) { return pg->all_gather(v); };
+    sh.max = [pg](int64_t v) { return pg->max(v); };
     I.checkpointer->set_sharding(std::move(sh));
   }
   nn::requires_grad_(*state.model);
@@ -805,7 +812,7 @@ TrainerState Trainer::initial_state() {
                 I.data_seed,
                 state.resumed_from.value_or(""),
                 I.paths.checkpoint_base,
-                parameter_count,
+                I.parameter_count,
                 I.peak->value(),
                 I.peak->source()};
   if (I.rank() == 0) write_run_record(I.paths.run_dir, I.config, rec);
@@ -835,19 +842,16 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
 }
 
 void Trainer::run_hooks(const StepInfo& info, TrainerState& state) {
-  Impl& I = *impl_;
-  // FSDP: when a hook that reads the model runs after this step (process 0 knows), every process helps gather it.
-  std::unique_ptr<models::LmHeadModel> whole =
-      I.whole_model_if_read(state, [&](const Hook&, int64_t every) { return (info.step + 1) % every == 0; });
-  for (auto& [hook, every] : I.hooks) {
-    if ((info.step + 1) % every != 0) continue;
-    // A hook that runs every N > 1 steps (evaluation, scoring, samples, exports) works on buffers of its own sizes:
-    // the caching allocator gives back the step's before it runs and the hook's after, so that the two never add
-    // up in memory. The next step takes its buffers from the system again, once every N steps.
-    if (every > 1) runtime::empty_cpu_allocator_cache();
-    I.with_model(state, &whole, hook->reads_model(), [&] { hook->after_step(info, state); });
-    if (every > 1) runtime::empty_cpu_allocator_cache();
-  }
+  impl_->call_hooks(
+      state, [&](const Hook&, int64_t every) { return (info.step + 1) % every == 0; },
+      [&](Hook& hook, int64_t every) {
+        // A hook that runs every N > 1 steps (evaluation, scoring, samples, exports) works on buffers of its own
+        // sizes: the caching allocator gives back the step's before it runs and the hook's after, so that the two
+        // never add up in memory. The next step takes its buffers from the system again, once every N steps.
+        if (every > 1) runtime::empty_cpu_allocator_cache();
+        hook.after_step(info, state);
+        if (every > 1) runtime::empty_cpu_allocator_cache();
+      });
 }
 
 TrainResult Trainer::train() {
@@ -864,13 +868,8 @@ TrainResult Trainer::train() {
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
   // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
   if (I.rank() == 0) I.get_evaluator();
-  {
-    std::unique_ptr<models::LmHeadModel> whole =
-        I.whole_model_if_read(state, [](const Hook&, int64_t) { return true; });
-    for (auto& [hook, every] : I.hooks) {
-      I.with_model(state, &whole, hook->reads_model(), [&] { hook->at_start(state); });
-    }
-  }
+  I.call_hooks(
+      state, [](const Hook&, int64_t) { return true; }, [&](Hook& hook, int64_t) { hook.at_start(state); });
   const double flops_per_token = state.model->flops_per_token();
   const auto run_start = Clock::now();
   const int64_t start_step = state.step;
@@ -923,12 +922,12 @@ TrainResult Trainer::train() {
                      state.resumed_from->c_str());
       }
       runtime::empty_cpu_allocator_cache();  // the steps' buffers: the final evaluation and scoring need their own
-      std::unique_ptr<models::LmHeadModel> whole =
-          I.whole_model_if_read(state, [](const Hook&, int64_t) { return true; });
-      for (auto& [hook, every] : I.hooks) {
-        I.with_model(state, &whole, hook->reads_model(), [&] { hook->at_end(state); });
-        runtime::empty_cpu_allocator_cache();
-      }
+      I.call_hooks(
+          state, [](const Hook&, int64_t) { return true; },
+          [&](Hook& hook, int64_t) {
+            hook.at_end(state);
+            runtime::empty_cpu_allocator_cache();
+          });
     }
     I.tracker->finish();
   } catch (const runtime::IoError& e) {

@@ -446,6 +446,13 @@ TEST(ProcessGroup, AllGatherPutsEveryRanksBlockInPlace) {
     std::vector<at::Tensor> bf{shards[0].to(at::kBFloat16)}, bf_full{at::zeros({3, 8}, at::kBFloat16)};
     pg.all_gather(bf, {1}, bf_full);
     ok = ok && at::equal(bf_full[0], whole_a.to(at::kBFloat16));
+    // and bfloat16 sums (trainer.mp p=bf16): moved as float16 bits, added in bfloat16 here.
+    const at::Tensor a0 = rank_tensor(0, {2, 6}, 3).to(at::kBFloat16), a1 = rank_tensor(1, {2, 6}, 3).to(at::kBFloat16);
+    std::vector<at::Tensor> sum{(pg.rank() == 0 ? a0 : a1).clone()};
+    pg.sum_in_rank_order(sum);
+    std::vector<at::Tensor> piece{at::empty({2, 3}, at::kBFloat16)};
+    pg.reduce_scatter_in_rank_order({(pg.rank() == 0 ? a0 : a1).clone()}, {1}, piece);
+    ok = ok && at::equal(sum[0], a0 + a1) && at::equal(piece[0], (a0 + a1).narrow(1, pg.rank() * 3, 3));
     const std::string b = pg.broadcast(pg.rank() == 0 ? "from zero" : "ignored");
     const auto all = pg.all_gather(std::string("rank ") + std::to_string(pg.rank()));
     return ok && b == "from zero" && all == std::vector<std::string>{"rank 0", "rank 1"};

@@ -157,6 +157,12 @@ TEST(MemoryEstimate, PerProcessUnderFsdp) {
   EXPECT_DOUBLE_EQ(four.optimizer, 2.0 * P);
   EXPECT_DOUBLE_EQ(four.compute_copy, 8.0 * P);
   EXPECT_DOUBLE_EQ(four.activations, one.activations / 4);  // 2 of the 8 rows
+  // Mixed precision: the bf16 copy and its gradients, and the microbatches' gradients summed whole in f32.
+  config.trainer.mp = levanter::trainer::MixedPrecision::parse("p=f32,c=bfloat16");
+  MemoryEstimate mixed = *levanter::trainer::estimate_training_memory(config, 1000, 4);
+  EXPECT_DOUBLE_EQ(mixed.compute_copy, 4.0 * P);
+  EXPECT_DOUBLE_EQ(mixed.gradients, P + 4.0 * P);
+  config.trainer.mp = levanter::trainer::MixedPrecision::parse("f32");
   config.trainer.fsdp_axis.reset();
   MemoryEstimate replicated = *levanter::trainer::estimate_training_memory(config, 1000, 4);
   EXPECT_DOUBLE_EQ(replicated.weights, 4.0 * P);
