@@ -455,6 +455,24 @@ void Optimizer::load_state_dict(const haliax::nn::StateDict& dict) {
   hessian_count_ = hessian_step;
 }
 
+namespace {
+constexpr const char* kMomentPrefixes[] = {"opt.m.", "opt.v.", "opt.h."};
+}  // namespace
+
+std::vector<std::string> Optimizer::state_keys_of(const std::string& path) {
+  std::vector<std::string> out;
+  for (const char* prefix : kMomentPrefixes) out.push_back(prefix + path);
+  return out;
+}
+
+std::optional<std::string> Optimizer::parameter_of_state_key(const std::string& key) {
+  for (const char* prefix : kMomentPrefixes) {
+    const std::string p(prefix);
+    if (key.rfind(p, 0) == 0) return key.substr(p.size());
+  }
+  return std::nullopt;
+}
+
 // --- free functions -----------------------------------------------------------------------------------------
 
 double global_norm(const std::vector<at::Tensor>& tensors) {

@@ -48,6 +48,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -118,6 +119,10 @@ class Optimizer {
   // types). Entries outside "opt." are ignored, so a combined
   // model + optimizer dict can be passed as is.
   void load_state_dict(const haliax::nn::StateDict& dict);
+  // The per-parameter keys of state_dict(): every key some optimizer type writes for parameter `path` (its moments,
+  // the parameter's shape), and back from a key to its parameter's path (nullopt for "opt.step" and the like).
+  static std::vector<std::string> state_keys_of(const std::string& path);
+  static std::optional<std::string> parameter_of_state_key(const std::string& key);
 
  private:
   OptimizerConfig config_;

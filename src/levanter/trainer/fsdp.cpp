@@ -10,13 +10,14 @@
 #include "haliax/error.h"
 #include "haliax/nn/module.h"
 #include "levanter/distributed/process_group.h"
+#include "levanter/optim/optimizer.h"
 
 namespace levanter::trainer {
 
 namespace nn = haliax::nn;
 
-Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Gather gather)
-    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), gather_(gather) {
+Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Unit unit)
+    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), unit_(unit) {
   auto& model = const_cast<models::LmHeadModel&>(full);  // visiting only reads
   for (const auto& [info, p] : nn::named_parameters(model)) {
     const auto spec = haliax::pspec_for(p.axes(), mapping_, mesh_, info.path);
@@ -58,7 +59,7 @@ std::string Fsdp::describe() const {
   std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements_ ? 100.0 * split_elements_ / total_elements_ : 0.0);
   return names + " over data (" + std::to_string(mesh_.axis_size("data")) + " processes): " + pct +
          " of the parameters in pieces, " +
-         (gather_ == Gather::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
+         (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
 }
 
 void Fsdp::shard_(models::LmHeadModel& model) const {
@@ -78,12 +79,9 @@ haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) con
   haliax::StateDict out;
   for (const auto& [key, t] : full) {
     int64_t dim = -1;
-    for (const char* prefix : {"opt.m.", "opt.v.", "opt.h."}) {
-      const std::string pre(prefix);
-      if (key.rfind(pre, 0) == 0) {
-        auto it = by_path.find(key.substr(pre.size()));
-        if (it != by_path.end()) dim = it->second;
-      }
+    if (auto path = optim::Optimizer::parameter_of_state_key(key)) {
+      auto it = by_path.find(*path);
+      if (it != by_path.end()) dim = it->second;
     }
     if (dim < 0) {
       out.emplace_back(key, t);
@@ -101,7 +99,7 @@ std::map<std::string, std::map<std::string, int64_t>> Fsdp::checkpoint_dims() co
   auto& opt = out["opt_state"];
   for (size_t i = 0; i < paths_.size(); ++i) {
     if (dims_[i] < 0) continue;
-    for (const char* prefix : {"opt.m.", "opt.v.", "opt.h."}) opt[prefix + paths_[i]] = dims_[i];
+    for (const std::string& key : optim::Optimizer::state_keys_of(paths_[i])) opt[key] = dims_[i];
   }
   return out;
 }

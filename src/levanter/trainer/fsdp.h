@@ -34,13 +34,13 @@ class Fsdp {
   // a Stacked module just before the layer runs, and again for its recomputation in backward under gradient
   // checkpointing, reduce-scattering their gradients as backward leaves the layer (FULL_SHARD): a process then holds
   // one whole layer at a time (plus the parameters outside the stack, gathered per step).
-  enum class Gather { kStep, kLayer };
+  enum class Unit { kStep, kLayer };
 
   // The plan for `full` (any dtype) on `mesh` under `mapping`, for process `rank`. Throws haliax::ValueError naming the
   // parameter, the axis and the mesh axis when an axis does not split evenly.
   Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank,
-       Gather gather = Gather::kStep);
-  Gather gather_mode() const { return gather_; }
+       Unit unit = Unit::kStep);
+  Unit unit() const { return unit_; }
 
   // "embed over data (2 processes): 99.9% of the parameters in pieces"
   std::string describe() const;
@@ -65,7 +65,7 @@ class Fsdp {
   // for stacked parameter i; autograd sees no gradient for the pieces. Collective (in forward and backward).
   haliax::nn::LayerGatherFn layer_gather(distributed::ProcessGroup& pg, const models::LmHeadModel& compute_copy,
                                          std::shared_ptr<std::vector<at::Tensor>> layer_grads) const;
-  bool gathered_by_layer(size_t i) const { return gather_ == Gather::kLayer && stacked_[i] && dims_[i] >= 0; }
+  bool gathered_by_layer(size_t i) const { return unit_ == Unit::kLayer && stacked_[i] && dims_[i] >= 0; }
   // Full-shape gradients (one per parameter; undefined: none, the same on every process) -> this process's pieces
   // of their sum over processes (whole parameters: the whole sum). A gradient that is already a piece (kLayer's,
   // summed in backward) is passed through. Collective.
@@ -80,7 +80,7 @@ class Fsdp {
   int rank_ = 0;
   std::vector<std::string> paths_;
   std::vector<int64_t> dims_;
-  Gather gather_ = Gather::kStep;
+  Unit unit_ = Unit::kStep;
   std::vector<bool> stacked_;                      // per parameter: of a Stacked module (layer axis first)
   std::vector<haliax::AxisSpec> axes_;             // per parameter: the whole axes
   std::vector<std::string> split_axes_;            // per parameter: the axis name split, or ""

@@ -187,7 +187,7 @@ struct Trainer::Impl {
   std::unique_ptr<distributed::ProcessGroup> pg;
   // FSDP (several processes and a trainer.fsdp_axis): the mesh, Levanter's parameter mapping, and (from
   // initial_state) the plan that says which parameters are held in pieces (fsdp.h).
-  bool fsdp_mode = false;
+  bool shard_parameters = false;
   std::optional<haliax::Mesh> mesh;
   haliax::AxisMapping parameter_mapping;
   std::optional<Fsdp> fsdp;
@@ -463,7 +463,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
   // processes in backward, land in layer_grads.
   auto layer_grads = std::make_shared<std::vector<at::Tensor>>();
   std::optional<haliax::nn::LayerGather> layer_gather;
-  if (fsdp && fsdp->gather_mode() == Fsdp::Gather::kLayer)
+  if (fsdp && fsdp->unit() == Fsdp::Unit::kLayer)
     layer_gather.emplace(fsdp->layer_gather(*pg, *state.compute_copy, layer_grads));
   for_each_microbatch(
       state, batch,
@@ -671,7 +671,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{}))
       I.parameter_mapping[a] = "model";
     for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) I.parameter_mapping[a] = "data";
-    I.fsdp_mode = tc.fsdp_axis && !tc.fsdp_axis->empty();
+    I.shard_parameters = tc.fsdp_axis && !tc.fsdp_axis->empty();
   }
   if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
@@ -689,7 +689,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     // Ranks other than 0 only train: no tracker files, evaluation, checkpoints or exports.
     I.tracker = std::make_unique<tracker::NoopTracker>();
     add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
-    if (I.fsdp_mode) {
+    if (I.shard_parameters) {
       // FSDP: every process writes its pieces of each checkpoint (process 0 commits it).
       I.checkpoint_hook = std::make_shared<CheckpointHook>(
           *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint);
@@ -770,10 +770,10 @@ TrainerState Trainer::initial_state() {
     if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
   I.parameter_count = nn::parameter_count(*state.model);
-  if (I.fsdp_mode) {
+  if (I.shard_parameters) {
     // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
     I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank(),
-                   tc.fsdp_gather == "layer" ? Fsdp::Gather::kLayer : Fsdp::Gather::kStep);
+                   tc.fsdp_gather == "layer" ? Fsdp::Unit::kLayer : Fsdp::Unit::kStep);
     state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
     nn::requires_grad_(*state.compute_copy);
     I.fsdp->shard_layers_(*state.compute_copy);  // kLayer: the stacked layers stay in pieces until they run
