@@ -23,6 +23,7 @@
 #include "levanter/config/config.h"
 #include "levanter/distributed/config.h"
 #include "levanter/distributed/process_group.h"
+#include "levanter/runtime/file_io.h"
 #include "levanter/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -457,4 +458,80 @@ TEST(ProcessGroup, AllGatherPutsEveryRanksBlockInPlace) {
     const auto all = pg.all_gather(std::string("rank ") + std::to_string(pg.rank()));
     return ok && b == "from zero" && all == std::vector<std::string>{"rank 0", "rank 1"};
   });
+}
+
+// --- checkpoints written in pieces by two processes (checkpoint::Sharding), read back whole
+// -----------------------------
+
+namespace {
+
+// Rewrites <dir>/manifest.json from the files it should list (names in order), with their sizes and CRC32s: a test's
+// way to make a checkpoint whose manifest verifies but whose content is wrong.
+void rewrite_manifest(const fs::path& dir, const std::vector<std::string>& names) {
+  nlohmann::json m = nlohmann::json::parse(slurp(dir / "manifest.json"));
+  nlohmann::json files = nlohmann::json::array();
+  for (const std::string& name : names) {
+    int64_t size = 0;
+    uint32_t crc = 0;
+    levanter::runtime::checksum_file((dir / name).string(), &size, &crc);
+    files.push_back({{"name", name}, {"size", size}, {"crc32", levanter::runtime::Crc32::hex(crc)}});
+  }
+  m["files"] = files;
+  std::ofstream(dir / "manifest.json") << m.dump(2) << "\n";
+}
+
+std::string load_error(const fs::path& dir) {
+  try {
+    levanter::checkpoint::load_checkpoint(dir.string());
+  } catch (const levanter::checkpoint::CheckpointError& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+}  // namespace
+
+TEST(ShardedCheckpoint, PiecesFromTwoProcessesLoadAsTheWholeAndBadPiecesAreNamed) {
+  const fs::path base = levanter::testing::fresh_test_dir("levanter_sharded_ckpt");
+  const at::Tensor w = at::arange(24, at::kFloat).reshape({4, 6}), b = at::arange(3, at::kFloat);
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    levanter::checkpoint::Sharding sh;
+    sh.rank = pg.rank();
+    sh.processes = 2;
+    sh.dims = {{"model", {{"w", 1}}}};
+    sh.broadcast = [&pg](const std::string& v) { return pg.broadcast(v); };
+    sh.all_gather = [&pg](const std::string& v) { return pg.all_gather(v); };
+    sh.max = [&pg](int64_t v) { return pg.max(v); };
+    levanter::checkpoint::TensorGroups groups{{"model", {{"w", w.narrow(1, pg.rank() * 3, 3).contiguous()}, {"b", b}}}};
+    const std::string path =
+        levanter::checkpoint::save_checkpoint(base.string(), 3, groups, nlohmann::json::object(), false, &sh);
+    return path == (base / "step-3").string();
+  });
+  const fs::path dir = base / "step-3";
+  ASSERT_TRUE(fs::exists(dir / "model.shard-0-of-2.safetensors"));
+  ASSERT_TRUE(fs::exists(dir / "model.shard-1-of-2.safetensors"));
+  auto c = levanter::checkpoint::load_checkpoint(dir.string());
+  const auto& model = c.group("model");
+  ASSERT_EQ(model.size(), 2u);
+  EXPECT_EQ(model[0].first, "w");
+  EXPECT_TRUE(at::equal(model[0].second, w));  // the pieces in process order
+  EXPECT_EQ(model[1].first, "b");
+  EXPECT_TRUE(at::equal(model[1].second, b));  // whole, from process 0 only
+
+  // A manifest that leaves out process 1's file.
+  rewrite_manifest(dir, {"model.shard-0-of-2.safetensors", "metadata.json"});
+  EXPECT_THAT(load_error(dir), HasSubstr("model.shard-1-of-2.safetensors: missing (the manifest does not list it)"));
+  // A piece numbered for another process count.
+  fs::rename(dir / "model.shard-1-of-2.safetensors", dir / "model.shard-1-of-3.safetensors");
+  rewrite_manifest(dir, {"model.shard-0-of-2.safetensors", "model.shard-1-of-3.safetensors", "metadata.json"});
+  EXPECT_THAT(load_error(dir), HasSubstr("model.shard-1-of-3.safetensors: piece 1 of 3, but metadata.json says 2"));
+  fs::rename(dir / "model.shard-1-of-3.safetensors", dir / "model.shard-1-of-2.safetensors");
+  // A split dimension the tensor does not have.
+  nlohmann::json md = nlohmann::json::parse(slurp(dir / "metadata.json"));
+  md["sharding"]["dims"]["model"]["w"] = 7;
+  std::ofstream(dir / "metadata.json") << md.dump(2) << "\n";
+  rewrite_manifest(dir, {"model.shard-0-of-2.safetensors", "model.shard-1-of-2.safetensors", "metadata.json"});
+  EXPECT_THAT(load_error(dir),
+              HasSubstr("metadata.json: sharding.dims.model.w is 7, not a dimension of the 2-d tensor"));
+  fs::remove_all(base);
 }
