@@ -3,12 +3,9 @@
 // MASTER_ADDR, MASTER_PORT), prefixes each line they print with its rank, and supervises them: a process that dies
 // (a signal, a crash, an out-of-memory kill) or fails stops the others, with a message naming it; SIGINT/SIGTERM to
 // the launcher is passed on once (the processes save a checkpoint and stop together), a second one kills them.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +20,7 @@
 #include <vector>
 
 #include "command.h"
+#include "levanter/distributed/config.h"
 
 namespace {
 
@@ -39,23 +37,6 @@ std::atomic<int> g_signals{0};
 void on_signal(int sig) {
   g_signal = sig;
   g_signals.fetch_add(1);
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 29500;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  int port = 29500;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
 }
 
 struct Child {
@@ -125,7 +106,7 @@ int run(Args a) {
     std::cerr << "error: launch: --nnodes " << a.nnodes << " needs --master ADDR:PORT (the address of node 0)\n";
     return 2;
   } else {
-    port = free_port();
+    port = levanter::distributed::free_loopback_port();
   }
   const int world = a.nproc * a.nnodes;
   struct sigaction sa {};

@@ -345,21 +345,39 @@ std::vector<std::string> checked_group_names(const TensorGroups& groups) {
   return names;
 }
 
-std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
-                                      const json& metadata, bool is_temporary) {
+// A save's temporary directory, locked while the save lasts, and the names of its groups.
+struct Staging {
+  std::string dir;
+  runtime::FileLock lock;
+  std::vector<std::string> names;
+};
+
+// Checks a save's arguments, then makes and locks <base_path>/.tmp-step-<N>-<pid>.
+Staging start_save(const std::string& base_path, int64_t step, const TensorGroups& groups, const json& metadata) {
   if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
   if (!metadata.is_object() && !metadata.is_null()) throw CheckpointError("checkpoint metadata must be a JSON object");
-  const std::vector<std::string> names = checked_group_names(groups);
-
+  std::vector<std::string> names = checked_group_names(groups);
   make_dirs(base_path);
-  const std::string final_dir = join(base_path, checkpoint_dir_name(step));
-  const std::string tmp_dir = join(base_path, ".tmp-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
-  remove_tree_quietly(tmp_dir);  // only this process uses this name: a leftover of an earlier failed attempt
-  if (::mkdir(tmp_dir.c_str(), 0755) != 0) {
-    throw CheckpointError(tmp_dir + ": cannot create directory: " + std::strerror(errno));
-  }
-  runtime::FileLock lock = runtime::FileLock::lock(tmp_dir);
+  const std::string dir = join(base_path, ".tmp-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
+  remove_tree_quietly(dir);  // only this process uses this name: a leftover of an earlier failed attempt
+  if (::mkdir(dir.c_str(), 0755) != 0)
+    throw CheckpointError(dir + ": cannot create directory: " + std::strerror(errno));
+  runtime::FileLock lock = runtime::FileLock::lock(dir);
+  return Staging{dir, std::move(lock), std::move(names)};
+}
 
+FileEntry write_metadata_file(const std::string& dir, const std::string& text) {
+  runtime::ExclusiveFile out(join(dir, kMetadata));
+  out.write(text.data(), text.size());
+  out.fsync_and_close();
+  return {kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()};
+}
+
+std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step, const TensorGroups& groups,
+                                      const json& metadata, bool is_temporary) {
+  const Staging staging = start_save(base_path, step, groups, metadata);
+  const std::string& tmp_dir = staging.dir;
+  const std::string final_dir = join(base_path, checkpoint_dir_name(step));
   bool renamed = false;
   try {
     std::vector<FileEntry> files;
@@ -368,13 +386,7 @@ std::string save_checkpoint_unchecked(const std::string& base_path, int64_t step
       files.push_back(write_group_file(tmp_dir, groups[i].first + ".safetensors", groups[i].second, step,
                                        fault_mid_write && i == 0));
     }
-    const std::string meta_text = metadata_text(metadata, step, is_temporary, names, nullptr);
-    {
-      runtime::ExclusiveFile out(join(tmp_dir, kMetadata));
-      out.write(meta_text.data(), meta_text.size());
-      out.fsync_and_close();
-      files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
-    }
+    files.push_back(write_metadata_file(tmp_dir, metadata_text(metadata, step, is_temporary, staging.names, nullptr)));
     commit_checkpoint(base_path, tmp_dir, final_dir, step, files, renamed);
   } catch (...) {
     // Before the rename nothing is visible; after it, step-<N> lacks a manifest and stays incomplete.
@@ -393,27 +405,16 @@ std::string save_sharded_unchecked(const std::string& base_path, int64_t step, c
   auto failed = [&](const std::string& v) { return v.rfind(kFailed, 0) == 0; };
   const std::string final_dir = join(base_path, checkpoint_dir_name(step));
   std::string tmp_dir;
-  std::optional<runtime::FileLock> lock;
-  std::vector<std::string> names;
+  std::optional<Staging> staging;  // process 0's
   if (sh.rank == 0) {
-    std::string told;
     try {
-      if (step < 0) throw CheckpointError("cannot save a checkpoint for negative step " + std::to_string(step));
-      if (!metadata.is_object() && !metadata.is_null())
-        throw CheckpointError("checkpoint metadata must be a JSON object");
-      names = checked_group_names(groups);
-      make_dirs(base_path);
-      tmp_dir = join(base_path, ".tmp-" + checkpoint_dir_name(step) + "-" + std::to_string(::getpid()));
-      remove_tree_quietly(tmp_dir);
-      if (::mkdir(tmp_dir.c_str(), 0755) != 0)
-        throw CheckpointError(tmp_dir + ": cannot create directory: " + std::strerror(errno));
-      lock.emplace(runtime::FileLock::lock(tmp_dir));
-      told = tmp_dir;
+      staging.emplace(start_save(base_path, step, groups, metadata));
     } catch (const std::exception& e) {
       sh.broadcast(kFailed + e.what());
       throw;
     }
-    sh.broadcast(told);
+    tmp_dir = staging->dir;
+    sh.broadcast(tmp_dir);
   } else {
     tmp_dir = sh.broadcast("");
     if (failed(tmp_dir))
@@ -460,13 +461,7 @@ std::string save_sharded_unchecked(const std::string& base_path, int64_t step, c
         files.push_back({f.at("name").get<std::string>(), f.at("size").get<int64_t>(), f.at("crc32").get<uint32_t>()});
       }
     }
-    const std::string meta_text = metadata_text(metadata, step, is_temporary, names, &sh);
-    {
-      runtime::ExclusiveFile out(join(tmp_dir, kMetadata));
-      out.write(meta_text.data(), meta_text.size());
-      out.fsync_and_close();
-      files.push_back({kMetadata, static_cast<int64_t>(out.bytes_written()), out.crc()});
-    }
+    files.push_back(write_metadata_file(tmp_dir, metadata_text(metadata, step, is_temporary, staging->names, &sh)));
     commit_checkpoint(base_path, tmp_dir, final_dir, step, files, renamed);
   } catch (const std::exception& e) {
     if (!renamed) remove_tree_quietly(tmp_dir);

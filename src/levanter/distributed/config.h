@@ -56,4 +56,8 @@ ProcessInfo resolve_process(const DistributedConfig& config,
 // The first host of a SLURM node list ("node[01-04,07],gpu2" -> "node01").
 std::string first_slurm_host(const std::string& nodelist);
 
+// A TCP port on 127.0.0.1 that nothing listens on now (the kernel's choice), for a coordinator on this machine;
+// `fallback` if none could be had.
+int free_loopback_port(int fallback = 29500);
+
 }  // namespace levanter::distributed

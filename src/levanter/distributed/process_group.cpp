@@ -84,6 +84,16 @@ void for_each_bucket(const std::vector<size_t>& indices, const std::vector<int64
 // (all-to-all, all-gather) are then exact.
 at::Tensor wire(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16 ? t.view(at::kHalf) : t; }
 
+// f(i, offset) for the tensors indices[begin, end) of one bucket, laid end to end in a flat buffer from `start`.
+template <typename F>
+void each_in_bucket(const std::vector<size_t>& indices, size_t begin, size_t end, const std::vector<int64_t>& numel,
+                    int64_t start, F&& f) {
+  for (size_t j = begin; j < end; ++j) {
+    f(indices[j], start);
+    start += numel[indices[j]];
+  }
+}
+
 at::Tensor block(const at::Tensor& t, int64_t dim, int64_t r, int64_t N) {
   const int64_t k = t.size(dim) / N;
   return t.narrow(dim, r * k, k);
@@ -105,12 +115,9 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
     for_each_bucket(indices, numel, bucket_elements, [&](size_t begin, size_t end, int64_t n) {
       const int64_t chunk = (n + N - 1) / N;
       at::Tensor flat = at::zeros({chunk * N}, at::TensorOptions().dtype(dtype));
-      int64_t at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        const at::Tensor& t = tensors[indices[j]];
-        flat.narrow(0, at_, t.numel()).copy_(t.reshape({-1}));
-        at_ += t.numel();
-      }
+      each_in_bucket(indices, begin, end, numel, 0, [&](size_t i, int64_t offset) {
+        flat.narrow(0, offset, numel[i]).copy_(tensors[i].reshape({-1}));
+      });
       // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
       at::Tensor received = at::empty({chunk * N}, flat.options());
       std::vector<int64_t> equal;
@@ -124,12 +131,9 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(flat.narrow(0, r * chunk, chunk)));
       std::vector<at::Tensor> in{wire(mine)};
       collective(info_, "gradient exchange (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
-      at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        at::Tensor& t = tensors[indices[j]];
-        t.copy_(flat.narrow(0, at_, t.numel()).view(t.sizes()));
-        at_ += t.numel();
-      }
+      each_in_bucket(indices, begin, end, numel, 0, [&](size_t i, int64_t offset) {
+        tensors[i].copy_(flat.narrow(0, offset, numel[i]).view(tensors[i].sizes()));
+      });
     });
   }
 }
@@ -159,13 +163,10 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
       // Send buffer: for each destination rank r, block r of every tensor of the bucket, in order.
       at::Tensor send = at::empty({n * N}, at::TensorOptions().dtype(dtype));
       for (int64_t r = 0; r < N; ++r) {
-        int64_t at_ = r * n;
-        for (size_t j = begin; j < end; ++j) {
-          const size_t i = indices[j];
+        each_in_bucket(indices, begin, end, piece, r * n, [&](size_t i, int64_t offset) {
           at::Tensor b = block(full[i], dims[i], r, N);
-          send.narrow(0, at_, piece[i]).view(b.sizes()).copy_(b);
-          at_ += piece[i];
-        }
+          send.narrow(0, offset, piece[i]).view(b.sizes()).copy_(b);
+        });
       }
       at::Tensor received = at::empty({n * N}, send.options());
       std::vector<int64_t> equal;
@@ -176,12 +177,9 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
       // Rank r's blocks, from ranks 0, 1, ..., added in that order.
       at::Tensor mine = received.narrow(0, 0, n).clone();
       for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * n, n));
-      int64_t at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        const size_t i = indices[j];
-        shards[i].copy_(mine.narrow(0, at_, piece[i]).view(shards[i].sizes()));
-        at_ += piece[i];
-      }
+      each_in_bucket(indices, begin, end, piece, 0, [&](size_t i, int64_t offset) {
+        shards[i].copy_(mine.narrow(0, offset, piece[i]).view(shards[i].sizes()));
+      });
     });
   }
 }
@@ -209,24 +207,18 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
   for (auto& [dtype, indices] : by_dtype) {
     for_each_bucket(indices, piece, bucket_elements, [&](size_t begin, size_t end, int64_t n) {
       at::Tensor mine = at::empty({n}, at::TensorOptions().dtype(dtype));
-      int64_t at_ = 0;
-      for (size_t j = begin; j < end; ++j) {
-        const size_t i = indices[j];
-        mine.narrow(0, at_, piece[i]).view(shards[i].sizes()).copy_(shards[i]);
-        at_ += piece[i];
-      }
+      each_in_bucket(indices, begin, end, piece, 0, [&](size_t i, int64_t offset) {
+        mine.narrow(0, offset, piece[i]).view(shards[i].sizes()).copy_(shards[i]);
+      });
       at::Tensor gathered = at::empty({n * N}, mine.options());
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(gathered.narrow(0, r * n, n)));
       std::vector<at::Tensor> in{wire(mine)};
       collective(info_, "parameter gather (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       for (int64_t r = 0; r < N; ++r) {
-        at_ = r * n;
-        for (size_t j = begin; j < end; ++j) {
-          const size_t i = indices[j];
-          block(full[i], dims[i], r, N).copy_(gathered.narrow(0, at_, piece[i]).view(shards[i].sizes()));
-          at_ += piece[i];
-        }
+        each_in_bucket(indices, begin, end, piece, r * n, [&](size_t i, int64_t offset) {
+          block(full[i], dims[i], r, N).copy_(gathered.narrow(0, offset, piece[i]).view(shards[i].sizes()));
+        });
       }
     });
   }

@@ -35,10 +35,7 @@ Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax:
     dims_.push_back(dim);
     stacked_.push_back(info.stacked_axis.has_value());
     axes_.push_back(p.axes());
-    split_axes_.push_back(dim >= 0 ? p.axes()[dim].name : "");
-    total_elements_ += p.numel();
     if (dim < 0) continue;
-    split_elements_ += p.numel();
     if (!info.stacked_axis) {
       model_key_dims_[info.path] = dim;
       continue;
@@ -51,12 +48,18 @@ Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax:
 
 std::string Fsdp::describe() const {
   std::set<std::string> axes;
-  for (const auto& a : split_axes_)
-    if (!a.empty()) axes.insert(a);
+  double split_elements = 0, total_elements = 0;
+  for (size_t i = 0; i < dims_.size(); ++i) {
+    const double n = static_cast<double>(haliax::axis_size(axes_[i]));
+    total_elements += n;
+    if (dims_[i] < 0) continue;
+    split_elements += n;
+    axes.insert(axes_[i][dims_[i]].name);
+  }
   std::string names;
   for (const auto& a : axes) names += (names.empty() ? "" : ", ") + a;
   char pct[32];
-  std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements_ ? 100.0 * split_elements_ / total_elements_ : 0.0);
+  std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements > 0 ? 100.0 * split_elements / total_elements : 0.0);
   return names + " over data (" + std::to_string(mesh_.axis_size("data")) + " processes): " + pct +
          " of the parameters in pieces, " +
          (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
@@ -243,8 +246,8 @@ std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, st
   const int64_t N = mesh_.axis_size("data");
   for (size_t i = 0; i < full.size(); ++i) {
     if (!full[i].defined()) continue;
-    if (dims_[i] >= 0 && full[i].size(dims_[i]) * N == axes_[i][dims_[i]].size) {
-      out[i] = full[i];  // a piece already summed over the processes (kLayer)
+    if (gathered_by_layer(i)) {
+      out[i] = full[i];  // a piece already summed over the processes in backward
       continue;
     }
     if (dims_[i] < 0) {

@@ -83,9 +83,7 @@ class Fsdp {
   Unit unit_ = Unit::kStep;
   std::vector<bool> stacked_;                      // per parameter: of a Stacked module (layer axis first)
   std::vector<haliax::AxisSpec> axes_;             // per parameter: the whole axes
-  std::vector<std::string> split_axes_;            // per parameter: the axis name split, or ""
   std::map<std::string, int64_t> model_key_dims_;  // to_state_dict key -> split dim (split ones only)
-  int64_t split_elements_ = 0, total_elements_ = 0;
 };
 
 }  // namespace levanter::trainer

@@ -185,11 +185,9 @@ struct Trainer::Impl {
   // The processes of the job (one: no communication). Rank 0 writes the run's files (tracker, checkpoints, run
   // record) and evaluates; every rank trains on its rows of each global batch (data parallelism).
   std::unique_ptr<distributed::ProcessGroup> pg;
-  // FSDP (several processes and a trainer.fsdp_axis): the mesh, Levanter's parameter mapping, and (from
-  // initial_state) the plan that says which parameters are held in pieces (fsdp.h).
+  // FSDP (several processes and a trainer.fsdp_axis), and from initial_state the plan that says which parameters
+  // are held in pieces (fsdp.h).
   bool shard_parameters = false;
-  std::optional<haliax::Mesh> mesh;
-  haliax::AxisMapping parameter_mapping;
   std::optional<Fsdp> fsdp;
   int64_t parameter_count = 0;  // of the whole model
   int rank() const { return pg ? pg->rank() : 0; }
@@ -443,8 +441,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     // The compute copy gathered from every process's pieces (converted to the compute dtype on the way).
     const auto t0 = Clock::now();
     RECORD_USER_SCOPE("exchange");
-    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) p.array().mutable_grad() = at::Tensor();
-    fsdp->gather(*pg, *state.model, *state.compute_copy);
+    fsdp->gather(*pg, *state.model, *state.compute_copy);  // (update() cleared the copy's gradients)
     gather_s = seconds_since(t0);
   } else if (mixed) {
     cast_s = refresh_compute_copy(state);
@@ -665,12 +662,6 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     check_data_parallel(I.config, process.world_size);
     I.pg = distributed::ProcessGroup::connect(process, std::chrono::seconds(tc.distributed.timeout));
     if (I.rank() != 0) I.options.progress = false;  // one progress line per job
-    // Levanter's mesh (replica, data, model) and parameter mapping: the FSDP axes over `data`, the tensor-parallel
-    // axes over `model` (of size 1 here: tensor parallelism is not implemented).
-    I.mesh.emplace(std::vector<std::pair<std::string, int64_t>>{{"replica", 1}, {"data", I.world()}, {"model", 1}});
-    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{}))
-      I.parameter_mapping[a] = "model";
-    for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) I.parameter_mapping[a] = "data";
     I.shard_parameters = tc.fsdp_axis && !tc.fsdp_axis->empty();
   }
   if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
@@ -772,7 +763,13 @@ TrainerState Trainer::initial_state() {
   I.parameter_count = nn::parameter_count(*state.model);
   if (I.shard_parameters) {
     // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
-    I.fsdp.emplace(*state.model, I.parameter_mapping, *I.mesh, I.rank(),
+    // Levanter's mesh (replica, data, model) and parameter mapping: the FSDP axes over `data`, the tensor-parallel
+    // axes over `model` (of size 1 here: tensor parallelism is not implemented).
+    haliax::Mesh mesh({{"replica", 1}, {"data", I.world()}, {"model", 1}});
+    haliax::AxisMapping mapping;
+    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) mapping[a] = "model";
+    for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) mapping[a] = "data";
+    I.fsdp.emplace(*state.model, std::move(mapping), std::move(mesh), I.rank(),
                    tc.fsdp_gather == "layer" ? Fsdp::Unit::kLayer : Fsdp::Unit::kStep);
     state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
     nn::requires_grad_(*state.compute_copy);

@@ -5,11 +5,8 @@
 // dies stops the job with a message naming it; a job killed mid-run and launched again continues to the same bits.
 // Each process runs with one thread, as does the single-process reference (GEMM bits depend on the thread count).
 #include <ATen/ATen.h>
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
@@ -352,21 +349,6 @@ TEST(ProcessGroup, OneProcessIsTheIdentity) {
 
 namespace {
 
-int a_free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  int port = 29611;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
-
 // What rank r holds before a collective: distinct, deterministic values with fractions, so that the order of a sum
 // shows in its bits.
 at::Tensor rank_tensor(int r, std::vector<int64_t> shape, uint64_t salt) {
@@ -378,7 +360,7 @@ at::Tensor rank_tensor(int r, std::vector<int64_t> shape, uint64_t salt) {
 void in_two_processes(const std::function<bool(levanter::distributed::ProcessGroup&)>& body) {
   levanter::distributed::ProcessInfo info;
   info.world_size = 2;
-  info.master_port = a_free_port();
+  info.master_port = levanter::distributed::free_loopback_port(29611);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {

@@ -106,15 +106,26 @@ TEST(MemoryEstimate, BackpackParameterCountIsExact) {
   EXPECT_EQ(*c.parameter_count(89), built_count(c, 89));
 }
 
-TEST(MemoryEstimate, PartsOfAKnownConfig) {
+namespace {
+
+// A 2-layer GPT-2 of width 64 and 32 positions, trained on batches of 8.
+levanter::trainer::TrainLmConfig small_gpt2_run() {
   levanter::trainer::TrainLmConfig config;
   auto& g = config.model.as<models::Gpt2Config>();
   g.hidden_dim = 64;
   g.num_heads = 4;
   g.num_layers = 2;
   g.seq_len = 32;
-  g.gradient_checkpointing = false;
   config.trainer.train_batch_size = 8;
+  return config;
+}
+
+}  // namespace
+
+TEST(MemoryEstimate, PartsOfAKnownConfig) {
+  levanter::trainer::TrainLmConfig config = small_gpt2_run();
+  auto& g = config.model.as<models::Gpt2Config>();
+  g.gradient_checkpointing = false;
   config.trainer.per_device_parallelism = 4;
   config.trainer.mp = levanter::trainer::MixedPrecision::parse("p=f32,c=bfloat16");
   const int64_t P = *g.parameter_count(1000);
@@ -142,14 +153,8 @@ TEST(MemoryEstimate, PartsOfAKnownConfig) {
 // optimizer state in each of 4 processes, plus the whole compute copy (f32 here) and its gradients; each process's
 // microbatch is its share of the batch. Replicated (fsdp_axis: null) holds everything.
 TEST(MemoryEstimate, PerProcessUnderFsdp) {
-  levanter::trainer::TrainLmConfig config;
-  auto& g = config.model.as<models::Gpt2Config>();
-  g.hidden_dim = 64;
-  g.num_heads = 4;
-  g.num_layers = 2;
-  g.seq_len = 32;
-  config.trainer.train_batch_size = 8;
-  const int64_t P = *g.parameter_count(1000);
+  levanter::trainer::TrainLmConfig config = small_gpt2_run();
+  const int64_t P = *config.model.as<models::Gpt2Config>().parameter_count(1000);
   MemoryEstimate one = *levanter::trainer::estimate_training_memory(config, 1000, 1);
   MemoryEstimate four = *levanter::trainer::estimate_training_memory(config, 1000, 4);
   EXPECT_DOUBLE_EQ(four.weights, P);
