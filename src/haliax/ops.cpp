@@ -9,6 +9,7 @@
 #include <string>
 
 #include "haliax/error.h"
+#include "haliax/partitioning.h"
 #include "haliax/ops/contract.h"
 
 namespace haliax {
@@ -585,7 +586,9 @@ NamedArray dot_impl(const std::vector<NamedArray>& arrays, const std::optional<A
   for (const NamedArray& a : arrays) all = union_axes(all, a.axes());
   AxisSpec output = axis ? eliminate_axes(all, *axis) : AxisSpec{};
   if (out_axes) output = rearrange_for_partial_order(*out_axes, output);
-  return detail::contract(arrays, output);
+  bool sum_result = false;  // tensor parallelism: see partitioning.h
+  NamedArray out = detail::contract(prepare_contraction(arrays, output, &sum_result), output);
+  return sum_result ? sum_partial_results(out) : out;
 }
 
 }  // namespace

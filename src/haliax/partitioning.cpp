@@ -1,6 +1,7 @@
 #include "haliax/partitioning.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <set>
 
@@ -121,6 +122,121 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
   }
   // A copy of its own when split, so that the whole array can be freed.
   return NamedArray(split ? t.clone(at::MemoryFormat::Contiguous) : t, axes);
+}
+
+}  // namespace haliax
+
+// --- Tensor parallelism inside the model ----------------------------------------------------------------------
+
+namespace haliax {
+
+namespace {
+
+thread_local std::shared_ptr<const TensorParallel> current_tp;
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct AllReduceHolder : torch::CustomClassHolder {
+  std::function<void(at::Tensor&)> all_reduce;
+};
+
+at::Tensor summed(const std::function<void(at::Tensor&)>& all_reduce, const at::Tensor& t) {
+  at::Tensor out = t.contiguous().clone();
+  all_reduce(out);
+  return out;
+}
+
+// g: the sum over processes forward; the gradient unchanged.
+struct SumPartialResults : public torch::autograd::Function<SumPartialResults> {
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, c10::intrusive_ptr<AllReduceHolder> h) {
+    return summed(h->all_reduce, x);
+  }
+  static variable_list backward(AutogradContext*, variable_list g) { return {g[0], at::Tensor()}; }
+};
+
+// f: the identity forward; the gradient summed over processes.
+struct SumGradientPartials : public torch::autograd::Function<SumGradientPartials> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::intrusive_ptr<AllReduceHolder> h) {
+    ctx->saved_data["h"] = c10::IValue::make_capsule(h);
+    return x.view_as(x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    auto h = c10::static_intrusive_pointer_cast<AllReduceHolder>(ctx->saved_data["h"].toCapsule());
+    return {g[0].defined() ? summed(h->all_reduce, g[0]) : g[0], at::Tensor()};
+  }
+};
+
+c10::intrusive_ptr<AllReduceHolder> holder() {
+  auto h = c10::make_intrusive<AllReduceHolder>();
+  h->all_reduce = current_tp->all_reduce;
+  return h;
+}
+
+}  // namespace
+
+TensorParallelScope::TensorParallelScope(std::shared_ptr<const TensorParallel> tp) : previous_(std::move(current_tp)) {
+  current_tp = std::move(tp);
+}
+TensorParallelScope::~TensorParallelScope() { current_tp = std::move(previous_); }
+const std::shared_ptr<const TensorParallel>& TensorParallelScope::current() { return current_tp; }
+
+bool is_split(const std::string& axis) { return current_tp && current_tp->split.count(axis) > 0; }
+
+NamedArray sum_partial_results(const NamedArray& x) {
+  if (!current_tp) return x;
+  return NamedArray(SumPartialResults::apply(x.array(), holder()), x.axes());
+}
+
+NamedArray sum_gradient_partials(const NamedArray& x) {
+  if (!current_tp || !x.array().requires_grad()) return x;
+  return NamedArray(SumGradientPartials::apply(x.array(), holder()), x.axes());
+}
+
+std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& operands, const AxisSpec& output,
+                                            bool* sum_result) {
+  *sum_result = false;
+  if (!current_tp) return operands;
+  std::set<std::string> split;
+  for (const NamedArray& a : operands) {
+    for (const Axis& ax : a.axes()) {
+      if (!is_split(ax.name)) continue;
+      split.insert(ax.name);
+      if (!index_of(output, ax.name)) *sum_result = true;
+    }
+  }
+  std::vector<NamedArray> out = operands;
+  if (split.empty()) return out;
+  for (NamedArray& a : out) {
+    bool lacks = false;
+    for (const std::string& s : split) lacks = lacks || !a.has_axis(s);
+    if (lacks) a = sum_gradient_partials(a);
+  }
+  return out;
+}
+
+AxisSpec whole_axes(const AxisSpec& local) {
+  AxisSpec out = local;
+  if (!current_tp) return out;
+  for (Axis& a : out) {
+    auto it = current_tp->split.find(a.name);
+    if (it != current_tp->split.end()) a.size *= it->second.first;
+  }
+  return out;
+}
+
+NamedArray local_piece(const NamedArray& whole) {
+  if (!current_tp) return whole;
+  at::Tensor t = whole.array();
+  AxisSpec axes = whole.axes();
+  for (size_t d = 0; d < axes.size(); ++d) {
+    auto it = current_tp->split.find(axes[d].name);
+    if (it == current_tp->split.end()) continue;
+    const int64_t k = axes[d].size / it->second.first;
+    t = t.narrow(static_cast<int64_t>(d), it->second.second * k, k);
+    axes[d].size = k;
+  }
+  return NamedArray(t, axes);
 }
 
 }  // namespace haliax

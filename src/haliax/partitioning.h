@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <map>
 #include <optional>
 #include <string>
@@ -65,5 +67,54 @@ std::vector<Axis> local_axes(const std::vector<Axis>& axes, const AxisMapping& m
 // axes. Unmapped axes are whole. Checks as pspec_for.
 NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& mesh, int64_t rank,
                  const std::string& what = "");
+
+// --- Tensor parallelism inside the model ----------------------------------------------------------------------
+//
+// While a TensorParallelScope is installed on this thread, the model runs on this process's pieces of the split
+// axes (its parameters were cut with shard(); `mlp` and `heads` under Levanter's default {mlp: model, heads: model}),
+// and haliax's contractions (dot, nn::Linear) communicate where the pieces meet, as Megatron-LM's f and g do:
+//   - a contraction over a split axis gives this process's partial sum: the result is summed over the processes
+//     (sum_partial_results; its gradient passes through unchanged);
+//   - an operand without a split axis that another operand has (x in x·W with W split along its output) gets, in
+//     backward, only this process's share of its gradient: the gradient is summed over the processes
+//     (sum_gradient_partials; the identity forward).
+// Elementwise operations and contractions over whole axes need nothing: the model code does not change. Random bits
+// for an array with split axes (Dropout) are drawn for the whole array and cut, so they do not depend on the
+// process count.
+struct TensorParallel {
+  // Logical axis -> (pieces, this process's block index).
+  std::map<std::string, std::pair<int64_t, int64_t>> split;
+  // Sums `t` (contiguous, CPU) in place over the processes that hold the other pieces; every process gets the same
+  // bits. Captured by the autograd nodes it creates, so backward need not run inside the scope.
+  std::function<void(at::Tensor&)> all_reduce;
+};
+
+class TensorParallelScope {
+ public:
+  explicit TensorParallelScope(std::shared_ptr<const TensorParallel> tp);
+  ~TensorParallelScope();
+  TensorParallelScope(const TensorParallelScope&) = delete;
+  TensorParallelScope& operator=(const TensorParallelScope&) = delete;
+  // The installed description, or null (one process holds every axis whole).
+  static const std::shared_ptr<const TensorParallel>& current();
+
+ private:
+  std::shared_ptr<const TensorParallel> previous_;
+};
+
+// Under the current scope (identities without one):
+bool is_split(const std::string& axis);
+// Megatron's g: forward sums over the processes, backward passes the gradient through.
+NamedArray sum_partial_results(const NamedArray& x);
+// Megatron's f: forward is the identity, backward sums the gradient over the processes.
+NamedArray sum_gradient_partials(const NamedArray& x);
+// What a contraction of `operands` into `output` needs: operands[i] passed through sum_gradient_partials when another
+// operand has a split axis it lacks; `*sum_result` when a split axis is contracted away (absent from `output`).
+std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& operands, const AxisSpec& output,
+                                            bool* sum_result);
+// The axes of the whole array of which `local` describes this process's piece (split axes times their pieces).
+AxisSpec whole_axes(const AxisSpec& local);
+// This process's piece of `whole` (an array laid out on whole_axes): each split axis narrowed to its block.
+NamedArray local_piece(const NamedArray& whole);
 
 }  // namespace haliax

@@ -3,6 +3,7 @@
 #include "haliax/core.h"
 #include "haliax/error.h"
 #include "haliax/ops.h"
+#include "haliax/partitioning.h"
 
 namespace haliax::nn {
 
@@ -13,7 +14,9 @@ NamedArray Dropout::operator()(const NamedArray& x, const std::optional<random::
   if (pdrop < 0.0 || pdrop >= 1.0) value_error("Dropout probability must be in [0, 1), got " + std::to_string(pdrop));
   if (!key) value_error("Dropout needs a random key in training mode (pass inference=true to disable it)");
   AxisSpec mask_axes = without_axes(x.axes(), AxisSelection(broadcast_axes));
-  NamedArray keep = random::bernoulli(*key, mask_axes, 1.0 - pdrop);
+  // Under tensor parallelism (partitioning.h) the bits are drawn for the whole array and cut to this process's
+  // piece, so that they do not depend on the number of processes.
+  NamedArray keep = local_piece(random::bernoulli(*key, whole_axes(mask_axes), 1.0 - pdrop));
   return where(keep, x / (1.0 - pdrop), 0.0);
 }
 

@@ -1,5 +1,7 @@
 #include "levanter/checkpoint/checkpoint.h"
 
+#include "haliax/partitioning.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fcntl.h>
@@ -241,14 +243,29 @@ std::string shard_file_name(const std::string& group, int rank, int processes) {
   return group + ".shard-" + std::to_string(rank) + "-of-" + std::to_string(processes) + ".safetensors";
 }
 
-// This process's entries of `group` in a sharded save: process 0 writes every entry (its block of split ones, the
-// whole of the others); the others only their blocks of split entries.
+haliax::Mesh mesh_of(const Sharding& sh) {
+  return haliax::Mesh(sh.mesh.empty() ? std::vector<std::pair<std::string, int64_t>>{{"data", sh.processes}}
+                                      : sh.mesh);
+}
+
+// This process's entries of `group` in a sharded save: those whose every non-cutting mesh axis has this process at
+// coordinate 0 (process 0: every entry, its block of the cut ones and the whole of the others).
 StateDict entries_of_process(const std::string& group, const StateDict& entries, const Sharding& sh) {
   if (sh.rank == 0) return entries;
-  StateDict out;
+  const haliax::Mesh mesh = mesh_of(sh);
   auto g = sh.dims.find(group);
+  StateDict out;
   for (const auto& [key, t] : entries) {
-    if (g != sh.dims.end() && g->second.count(key)) out.emplace_back(key, t);
+    const std::map<std::string, int64_t>* cuts = nullptr;
+    if (g != sh.dims.end()) {
+      auto k = g->second.find(key);
+      if (k != g->second.end()) cuts = &k->second;
+    }
+    bool mine = true;
+    for (const auto& [axis, size] : mesh.axes()) {
+      if (!(cuts && cuts->count(axis)) && mesh.coordinate(sh.rank, axis) != 0) mine = false;
+    }
+    if (mine) out.emplace_back(key, t);
   }
   return out;
 }
@@ -316,13 +333,10 @@ std::string metadata_text(const json& metadata, int64_t step, bool is_temporary,
   meta["format_version"] = kFormatVersion;
   meta["groups"] = names;
   if (sh && sh->processes > 1) {
-    json dims = json::object();
-    for (const auto& [group, keys] : sh->dims) {
-      json g = json::object();
-      for (const auto& [key, dim] : keys) g[key] = dim;
-      dims[group] = std::move(g);
-    }
-    meta["sharding"] = {{"processes", sh->processes}, {"dims", std::move(dims)}};
+    json mesh = json::array();
+    const haliax::Mesh m = mesh_of(*sh);
+    for (const auto& [axis, size] : m.axes()) mesh.push_back({axis, size});
+    meta["sharding"] = {{"processes", sh->processes}, {"mesh", std::move(mesh)}, {"dims", sh->dims}};
   }
   if (!meta.contains("num_threads")) meta["num_threads"] = at::get_num_threads();
   if (!meta["versions"].is_object()) meta["versions"] = json::object();
@@ -566,17 +580,22 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
     if (list[shard]) throw CheckpointError(file + ": listed twice in the manifest");
     list[shard] = std::move(f.tensors);
   }
+  // The mesh the pieces were written on (format 1's first sharded checkpoints: one axis, dims as plain integers).
+  std::vector<std::pair<std::string, int64_t>> mesh_axes;
+  if (sharding && sharding->contains("mesh")) {
+    for (const json& a : (*sharding)["mesh"]) mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
+  } else {
+    mesh_axes = {{"data", processes}};
+  }
+  const haliax::Mesh mesh(mesh_axes);
+  if (sharding && mesh.size() != processes) {
+    throw CheckpointError(join(path, kMetadata) + ": sharding.mesh has " + std::to_string(mesh.size()) +
+                          " processes, sharding.processes " + std::to_string(processes));
+  }
   for (const std::string& group : order) {
     const auto& list = pieces[group];
     if (!list[0])
-      throw CheckpointError(join(path, group + ".shard-0-of-" + std::to_string(processes) + ".safetensors") +
-                            ": missing (the manifest does not list it)");
-    for (int r = 1; r < processes; ++r) {
-      if (!list[r]) {
-        throw CheckpointError(join(path, shard_file_name(group, r, processes)) +
-                              ": missing (the manifest does not list it)");
-      }
-    }
+      throw CheckpointError(join(path, shard_file_name(group, 0, processes)) + ": missing (the manifest does not list it)");
     const json& dims = (*sharding)["dims"].contains(group) ? (*sharding)["dims"][group] : json::object();
     StateDict whole;
     for (const auto& [key, t0] : *list[0]) {
@@ -584,27 +603,46 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
         whole.emplace_back(key, t0);
         continue;
       }
-      const int64_t dim = dims[key].is_number_integer() ? dims[key].get<int64_t>() : -1;
-      if (dim < 0 || dim >= t0.dim()) {
-        throw CheckpointError(join(path, kMetadata) + ": sharding.dims." + group + "." + key + " is " +
-                              dims[key].dump() + ", not a dimension of the " + std::to_string(t0.dim()) + "-d tensor");
+      // (mesh axis, dimension) of each cut, in mesh order.
+      std::vector<std::pair<std::string, int64_t>> cuts;
+      const json& d = dims[key];
+      for (const auto& [axis, size] : mesh.axes()) {
+        const json* dim = d.is_number_integer() ? (axis == mesh.axes()[0].first ? &d : nullptr)
+                                                : (d.is_object() && d.contains(axis) ? &d[axis] : nullptr);
+        if (!dim) continue;
+        const int64_t v = dim->is_number_integer() ? dim->get<int64_t>() : -1;
+        if (v < 0 || v >= t0.dim()) {
+          throw CheckpointError(join(path, kMetadata) + ": sharding.dims." + group + "." + key + " is " + d.dump() +
+                                ", not a dimension of the " + std::to_string(t0.dim()) + "-d tensor");
+        }
+        cuts.emplace_back(axis, v);
       }
-      std::vector<at::Tensor> parts{t0};
-      for (int r = 1; r < processes; ++r) {
-        const std::string file = join(path, shard_file_name(group, r, processes));
-        const at::Tensor* found = nullptr;
-        if (list[r]) {
-          for (const auto& [k, t] : *list[r]) {
-            if (k == key) found = &t;
+      // The pieces laid out on the cutting axes (the others at coordinate 0), joined axis by axis.
+      std::function<at::Tensor(size_t, int64_t)> join_from = [&](size_t j, int64_t rank) -> at::Tensor {
+        if (j == cuts.size()) {
+          const std::string file = join(path, shard_file_name(group, static_cast<int>(rank), processes));
+          if (!list[rank]) throw CheckpointError(file + ": missing (the manifest does not list it)");
+          for (const auto& [k, t] : *list[rank]) {
+            if (k != key) continue;
+            if (t.dim() != t0.dim() || t.scalar_type() != t0.scalar_type()) {
+              throw CheckpointError(file + ": its piece of '" + key + "' does not match process 0's in shape or dtype");
+            }
+            return t;
           }
+          throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
         }
-        if (!found) throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
-        if (found->dim() != t0.dim() || found->scalar_type() != t0.scalar_type()) {
-          throw CheckpointError(file + ": its piece of '" + key + "' does not match process 0's in shape or dtype");
+        // Rank strides: the last mesh axis varies fastest.
+        int64_t stride = 1;
+        bool after = false;
+        for (const auto& [axis, size] : mesh.axes()) {
+          if (after) stride *= size;
+          after = after || axis == cuts[j].first;
         }
-        parts.push_back(*found);
-      }
-      whole.emplace_back(key, at::cat(parts, dim));
+        std::vector<at::Tensor> parts;
+        for (int64_t c = 0; c < mesh.axis_size(cuts[j].first); ++c) parts.push_back(join_from(j + 1, rank + c * stride));
+        return at::cat(parts, cuts[j].second);
+      };
+      whole.emplace_back(key, join_from(0, 0));
     }
     out.groups.emplace_back(group, std::move(whole));
   }

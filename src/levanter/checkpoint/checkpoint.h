@@ -54,17 +54,20 @@ struct Checkpoint {
 // "step-<N>".
 std::string checkpoint_dir_name(int64_t step);
 
-// A checkpoint written by several processes that each hold pieces of the state (FSDP). Every process calls
-// save_checkpoint with its own groups (the same groups and keys everywhere) and the same `dims`: per group, per key,
-// the dimension along which process r holds block r of `processes` equal blocks; keys not listed are whole and the
-// same on every process. Process r writes <group>.shard-<r>-of-<N>.safetensors (process 0 also holds the whole
-// entries) into one temporary directory; process 0 commits as above, with every process's files in the manifest and
-// `sharding` ({"processes", "dims"}) in metadata.json. load_checkpoint puts the pieces back together, so such a
-// checkpoint loads like any other, into any number of processes.
+// A checkpoint written by several processes that each hold pieces of the state (FSDP, tensor parallelism). The
+// processes form a `mesh` (rank r at its row-major coordinates; empty: one axis "data" of `processes`). Every process
+// calls save_checkpoint with its own groups (the same groups and keys everywhere) and the same `dims`: per group, per
+// key, per mesh axis, the dimension cut into as many equal blocks as that axis has processes, of which a process
+// holds the block of its coordinate; keys not listed are whole and the same on every process. A process writes an
+// entry only if its coordinates are 0 on every mesh axis that does not cut it (so nothing is written twice), into
+// <group>.shard-<r>-of-<N>.safetensors in one temporary directory; process 0 commits as above, with every process's
+// files in the manifest and `sharding` ({"processes", "mesh", "dims"}) in metadata.json. load_checkpoint puts the
+// pieces back together, so such a checkpoint loads like any other, into any number of processes and any mesh.
 struct Sharding {
   int rank = 0;
   int processes = 1;
-  std::map<std::string, std::map<std::string, int64_t>> dims;
+  std::vector<std::pair<std::string, int64_t>> mesh;
+  std::map<std::string, std::map<std::string, std::map<std::string, int64_t>>> dims;  // group -> key -> axis -> dim
   std::function<std::string(const std::string&)> broadcast;                // process 0's value on every process
   std::function<std::vector<std::string>(const std::string&)> all_gather;  // every process's value, in rank order
   std::function<int64_t(int64_t)> max;  // the largest of every process's value (Checkpointer's agreement per step)

@@ -12,6 +12,7 @@ namespace levanter::distributed {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> options;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 };
 
@@ -54,6 +55,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std
     const bool local = info.master_addr == "127.0.0.1" || info.master_addr == "localhost";
     options->devices.push_back(local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                      : c10d::ProcessGroupGloo::createDefaultDevice());
+    pg->impl_->options = options;
     pg->impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("levanter", pg->impl_->store), info.rank, info.world_size, options);
   } catch (const std::exception& e) {
@@ -64,6 +66,28 @@ std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std
 }
 
 ProcessGroup::~ProcessGroup() = default;
+
+std::unique_ptr<ProcessGroup> ProcessGroup::subgroup(const std::string& name, const std::vector<int>& ranks) {
+  auto me = std::find(ranks.begin(), ranks.end(), rank());
+  if (me == ranks.end() || name.empty())
+    throw std::logic_error("ProcessGroup::subgroup: rank " + std::to_string(rank()) + " is not in group " + name);
+  std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
+  pg->info_ = info_;
+  pg->info_.rank = static_cast<int>(me - ranks.begin());
+  pg->info_.world_size = static_cast<int>(ranks.size());
+  pg->timeout_ = timeout_;
+  pg->name_ = (name_.empty() ? "" : name_ + "/") + name;
+  if (ranks.size() == 1) return pg;
+  pg->impl_ = std::make_unique<Impl>();
+  pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>("group/" + pg->name_, impl_->store);
+  pg->impl_->options = impl_->options;
+  collective(info_, ("connecting group " + pg->name_).c_str(), [&] {
+    pg->impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("levanter", pg->impl_->store), pg->info_.rank, pg->info_.world_size,
+        impl_->options);
+  });
+  return pg;
+}
 
 namespace {
 

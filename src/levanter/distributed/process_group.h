@@ -31,6 +31,12 @@ class ProcessGroup {
   static std::unique_ptr<ProcessGroup> connect(const ProcessInfo& info, std::chrono::seconds timeout);
   ~ProcessGroup();
 
+  // The processes `ranks` of this group (this one among them; in the order given) as a group of their own, numbered
+  // by their position in `ranks`: collectives over them only. Every process of the new group creates it with the
+  // same `name` and `ranks` (the name keeps groups apart in the store; give each group its own). Collective among
+  // those processes only.
+  std::unique_ptr<ProcessGroup> subgroup(const std::string& name, const std::vector<int>& ranks);
+
   int rank() const { return info_.rank; }
   int size() const { return info_.world_size; }
   const ProcessInfo& info() const { return info_; }
@@ -61,6 +67,7 @@ class ProcessGroup {
   ProcessGroup() = default;
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
+  std::string name_;         // a subgroup's name ("" for the whole job)
   int64_t exchanges_ = 0;  // strings exchanged through the store so far (each under a key of its own)
   struct Impl;
   std::unique_ptr<Impl> impl_;

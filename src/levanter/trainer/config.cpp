@@ -120,13 +120,13 @@ void TrainerConfig::validate() const {
                       " (gradient accumulation needs whole microbatches)");
   }
   if (max_eval_batches && *max_eval_batches < 0) throw ConfigError("trainer.max_eval_batches: must be >= 0");
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"model_axis_size", model_axis_size},
-                        {"replica_ici_axis_size", replica_ici_axis_size},
+  if (model_axis_size < 1) throw ConfigError("trainer.model_axis_size: must be >= 1, got " + std::to_string(model_axis_size));
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"replica_ici_axis_size", replica_ici_axis_size},
                         {"replica_dcn_axis_size", replica_dcn_axis_size}}) {
     if (v != 1) {
       throw ConfigError(std::string("trainer.") + key + ": " + std::to_string(v) +
-                        ": only data parallelism over processes is implemented so far (levanter launch --nproc N; "
-                        "every process is a data-parallel replica): set it to 1");
+                        ": replica axes are not implemented (the data axis takes every process that is not on the "
+                        "model axis): set it to 1");
     }
   }
   if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");

@@ -18,6 +18,12 @@ namespace nn = haliax::nn;
 
 Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Unit unit)
     : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), unit_(unit) {
+  for (const auto& [logical, physical] : mapping_) {
+    if (!axis_.empty() && physical != axis_)
+      throw std::logic_error("Fsdp: a plan splits over one mesh axis, not " + axis_ + " and " + physical);
+    axis_ = physical;
+  }
+  if (axis_.empty()) axis_ = "data";
   auto& model = const_cast<models::LmHeadModel&>(full);  // visiting only reads
   for (const auto& [info, p] : nn::named_parameters(model)) {
     const auto spec = haliax::pspec_for(p.axes(), mapping_, mesh_, info.path);
@@ -60,9 +66,10 @@ std::string Fsdp::describe() const {
   for (const auto& a : axes) names += (names.empty() ? "" : ", ") + a;
   char pct[32];
   std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements > 0 ? 100.0 * split_elements / total_elements : 0.0);
-  return names + " over data (" + std::to_string(mesh_.axis_size("data")) + " processes): " + pct +
-         " of the parameters in pieces, " +
-         (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
+  std::string out = names + " over " + axis_ + " (" + std::to_string(mesh_.axis_size(axis_)) + " processes): " + pct +
+                    " of the parameters in pieces";
+  if (axis_ == "model") return out;  // tensor parallelism: the pieces are what the model computes with
+  return out + ", " + (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
 }
 
 void Fsdp::shard_(models::LmHeadModel& model) const {
@@ -78,7 +85,7 @@ haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) con
   std::map<std::string, int64_t> by_path;
   for (size_t i = 0; i < paths_.size(); ++i)
     if (dims_[i] >= 0) by_path[paths_[i]] = dims_[i];
-  const int64_t N = mesh_.axis_size("data"), r = mesh_.coordinate(rank_, "data");
+  const int64_t N = mesh_.axis_size(axis_), r = mesh_.coordinate(rank_, axis_);
   haliax::StateDict out;
   for (const auto& [key, t] : full) {
     int64_t dim = -1;
@@ -96,13 +103,13 @@ haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) con
   return out;
 }
 
-std::map<std::string, std::map<std::string, int64_t>> Fsdp::checkpoint_dims() const {
-  std::map<std::string, std::map<std::string, int64_t>> out;
-  out["model"] = model_key_dims_;
+Fsdp::CheckpointDims Fsdp::checkpoint_dims() const {
+  CheckpointDims out;
+  for (const auto& [key, dim] : model_key_dims_) out["model"][key][axis_] = dim;
   auto& opt = out["opt_state"];
   for (size_t i = 0; i < paths_.size(); ++i) {
     if (dims_[i] < 0) continue;
-    for (const std::string& key : optim::Optimizer::state_keys_of(paths_[i])) opt[key] = dims_[i];
+    for (const std::string& key : optim::Optimizer::state_keys_of(paths_[i])) opt[key][axis_] = dims_[i];
   }
   return out;
 }
@@ -243,7 +250,7 @@ std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, st
   if (full.size() != dims_.size()) throw std::logic_error("FSDP: gradients do not match the plan");
   std::vector<at::Tensor> out(full.size()), split_full, split_out, whole;
   std::vector<int64_t> dims;
-  const int64_t N = mesh_.axis_size("data");
+  const int64_t N = mesh_.axis_size(axis_);
   for (size_t i = 0; i < full.size(); ++i) {
     if (!full[i].defined()) continue;
     if (gathered_by_layer(i)) {
@@ -269,16 +276,14 @@ std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, st
   return out;
 }
 
-double Fsdp::total_sum_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const {
+std::vector<double> Fsdp::sums_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const {
   if (local.size() != dims_.size()) throw std::logic_error("FSDP: sums do not match the plan");
   at::Tensor sums = at::zeros({static_cast<int64_t>(local.size())}, at::kDouble);
   double* s = sums.data_ptr<double>();
   for (size_t i = 0; i < local.size(); ++i) s[i] = dims_[i] >= 0 || pg.rank() == 0 ? local[i] : 0.0;
   std::vector<at::Tensor> v{sums};
   pg.sum_in_rank_order(v);
-  double total = 0;
-  for (size_t i = 0; i < local.size(); ++i) total += v[0].data_ptr<double>()[i];  // in parameter order
-  return total;
+  return std::vector<double>(v[0].data_ptr<double>(), v[0].data_ptr<double>() + local.size());
 }
 
 }  // namespace levanter::trainer

@@ -6,6 +6,10 @@
 // gradient (reduce_scatter_in_rank_order: the sums data parallelism makes, element for element); the optimizer then
 // updates only the pieces, with the gradient norm summed over processes. Parameters without such an axis are whole on
 // every process and exchanged as in data parallelism.
+//
+// The same plan over the `model` mesh axis ({mlp: model, heads: model}) holds tensor parallelism's pieces: shard_,
+// shard_optimizer_state, checkpoint_dims, whole_like, gather and sums_of_squares serve it, and the pieces are what the
+// model computes with (under a haliax::TensorParallelScope), never gathered for a step.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -49,8 +53,10 @@ class Fsdp {
   void shard_(models::LmHeadModel& model) const;
   // A full optimizer state (Optimizer::state_dict's keys) cut to this process's pieces.
   haliax::StateDict shard_optimizer_state(const haliax::StateDict& full) const;
-  // The checkpoint's split dimensions of groups "model" (to_state_dict keys) and "opt_state" (Optimizer keys).
-  std::map<std::string, std::map<std::string, int64_t>> checkpoint_dims() const;
+  // The checkpoint's split dimensions (checkpoint::Sharding::dims) of groups "model" (to_state_dict keys) and
+  // "opt_state" (Optimizer keys): group -> key -> mesh axis -> dimension.
+  using CheckpointDims = std::map<std::string, std::map<std::string, std::map<std::string, int64_t>>>;
+  CheckpointDims checkpoint_dims() const;
 
   // full's parameters <- every process's pieces of `pieces` (converted to full's dtypes); a parameter of `full` that
   // is itself a piece (kLayer's stacked parameters in the compute copy) is copied. Collective.
@@ -70,14 +76,15 @@ class Fsdp {
   // of their sum over processes (whole parameters: the whole sum). A gradient that is already a piece (kLayer's,
   // summed in backward) is passed through. Collective.
   std::vector<at::Tensor> reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const;
-  // This process's per-parameter sums of squares of its gradient pieces -> the global sum of squares: split
-  // parameters summed over processes in rank order, whole ones counted once. Collective.
-  double total_sum_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const;
+  // This process's per-parameter sums of squares of its gradient pieces -> each parameter's sum over the processes
+  // of `pg` (rank order): split parameters summed, whole ones (the same everywhere) counted once. Collective.
+  std::vector<double> sums_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const;
 
  private:
   haliax::AxisMapping mapping_;
   haliax::Mesh mesh_;
   int rank_ = 0;
+  std::string axis_;  // the mesh axis the plan splits over: data (FSDP) or model (tensor parallelism)
   std::vector<std::string> paths_;
   std::vector<int64_t> dims_;
   Unit unit_ = Unit::kStep;

@@ -120,21 +120,32 @@ at::Tensor batch_tensor(const data::TokenBatch& b) {
   return at::from_blob(const_cast<int32_t*>(b.tokens.data()), {b.batch_size, b.seq_len}, at::kInt).to(at::kLong);
 }
 
-// Data parallelism over `n` processes: every process holds train_batch_size / n rows of each batch, in whole
-// microbatches (Levanter's rule and message).
-void check_data_parallel(const TrainLmConfig& config, int n) {
+// The mesh of `n` processes (Levanter's rules and messages): trainer.model_axis_size processes per model replica
+// (tensor parallelism), n / model_axis_size replicas on the `data` axis, each holding train_batch_size / replicas
+// rows of each batch in whole microbatches. Returns model_axis_size.
+int64_t check_mesh(const TrainLmConfig& config, int n) {
   const TrainerConfig& tc = config.trainer;
-  const int64_t B = tc.train_batch_size, pdp = tc.per_device_parallelism;
-  if (pdp > 0 ? B % (pdp * n) != 0 : B % n != 0) {
+  const int64_t M = tc.model_axis_size;
+  if (n % M != 0) {
+    throw config::ConfigError("trainer.model_axis_size: num_devices (" + std::to_string(n) +
+                              ") is not divisible by model_axis_size (" + std::to_string(M) + ")");
+  }
+  if (M > 1 && (!tc.tensor_parallel_axes || tc.tensor_parallel_axes->empty())) {
+    throw config::ConfigError("trainer.tensor_parallel_axes: empty, but model_axis_size is " + std::to_string(M) +
+                              ": name the axes to split over the model axis (for GPT-2, Levanter's [mlp, heads])");
+  }
+  const int64_t D = n / M, B = tc.train_batch_size, pdp = tc.per_device_parallelism;
+  if (pdp > 0 ? B % (pdp * D) != 0 : B % D != 0) {
     throw config::ConfigError("trainer.train_batch_size (" + std::to_string(B) +
                               ") must be divisible by per_device_parallelism * data_axis_size (" +
-                              std::to_string(pdp > 0 ? pdp : B / n) + ", " + std::to_string(n) + ")");
+                              std::to_string(pdp > 0 ? pdp : B / D) + ", " + std::to_string(D) + ")");
   }
   const std::string& opt = config.optimizer.type.name;
-  if (opt == "sophia-h" || opt == "sophia-g") {
+  if (n > 1 && (opt == "sophia-h" || opt == "sophia-g")) {
     throw config::ConfigError("optimizer.type: " + opt + " with several processes is not implemented yet (its " +
                               "Hessian estimate is not exchanged); use adam or lion, or one process");
   }
+  return M;
 }
 
 RunPaths resolve_paths(const TrainLmConfig& config) {
@@ -189,10 +200,23 @@ struct Trainer::Impl {
   // are held in pieces (fsdp.h).
   bool shard_parameters = false;
   std::optional<Fsdp> fsdp;
+  // Tensor parallelism (trainer.model_axis_size > 1): the processes form Levanter's mesh (replica, data, model), rank
+  // r at data coordinate r / M and model coordinate r % M. `tp` holds the plan of the pieces each process computes
+  // with (the tensor_parallel_axes over `model`), `tp_scope` what the model's contractions need
+  // (haliax::TensorParallel). model_pg: the processes of this one's model replica; data_pg: those at its model
+  // coordinate in the other replicas (the whole job without tensor parallelism), over which data parallelism and
+  // FSDP exchange.
+  std::optional<Fsdp> tp;
+  std::shared_ptr<const haliax::TensorParallel> tp_scope;
+  std::unique_ptr<distributed::ProcessGroup> model_pg, data_subgroup;
+  distributed::ProcessGroup* data_pg = nullptr;
+  int64_t model_axis_size = 1;
   int64_t parameter_count = 0;  // of the whole model
   int rank() const { return pg ? pg->rank() : 0; }
   int world() const { return pg ? pg->size() : 1; }
-  int64_t local_batch() const { return config.trainer.train_batch_size / world(); }
+  int data_rank() const { return data_pg ? data_pg->rank() : 0; }
+  int data_size() const { return data_pg ? data_pg->size() : 1; }
+  int64_t local_batch() const { return config.trainer.train_batch_size / data_size(); }
   int64_t local_microbatch() const {
     return config.trainer.per_device_parallelism > 0 ? config.trainer.per_device_parallelism : local_batch();
   }
@@ -224,11 +248,17 @@ struct Trainer::Impl {
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   void announce(const TrainerState& state) const;
   std::string memory_note() const;  // ", memory ~1.23 GB of 20.1 GB available" for the announcement
+  std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
+    if (data_size() == 1) return "";
+    return " in each of " + std::to_string(data_size()) + " data-parallel " +
+           (model_axis_size > 1 ? "replicas of " + std::to_string(model_axis_size) + " processes" : "processes");
+  }
   void lock_directories();
   // A checkpoint of `state` for a run that stops early (a signal, an I/O error), unless this process took no step
   // or already saved this one. Returns the newest checkpoint of the run, if any.
   std::optional<std::string> save_before_stopping(const TrainerState& state, int64_t start_step);
-  // FSDP: the whole model (the parameter dtype), gathered from every process's pieces. Collective.
+  // FSDP or tensor parallelism: the whole model (the parameter dtype), gathered from every process's pieces.
+  // Collective.
   std::unique_ptr<models::LmHeadModel> whole_model(const TrainerState& state) const;
   // Calls call(hook, every) for every hook that runs now (runs(hook, every)), in order. Under FSDP, when one that
   // reads the model runs (process 0 knows), every process first helps gather the whole model, which such hooks then
@@ -236,7 +266,7 @@ struct Trainer::Impl {
   void call_hooks(TrainerState& state, const std::function<bool(const Hook&, int64_t)>& runs,
                   const std::function<void(Hook&, int64_t)>& call) {
     std::unique_ptr<models::LmHeadModel> whole;
-    if (fsdp) {
+    if (fsdp || tp) {
       bool needed = false;
       for (const auto& [hook, every] : hooks) needed = needed || (hook->reads_model() && runs(*hook, every));
       if (pg->any(needed)) whole = whole_model(state);
@@ -284,9 +314,10 @@ std::string Trainer::Impl::io_error_message(const TrainerState& state, int64_t s
   std::string m = what + "\nThe run stopped after step " + std::to_string(state.step) + " of " +
                   std::to_string(config.trainer.num_train_steps) + ": ";
   try {
-    // FSDP: a checkpoint needs every process, and the others are not stopping here.
-    const bool saved_now = !fsdp && state.step > start_step && checkpointer->last_save_step() != state.step;
-    std::optional<std::string> ckpt = fsdp ? checkpointer->latest() : save_before_stopping(state, start_step);
+    // FSDP, tensor parallelism: a checkpoint needs every process, and the others are not stopping here.
+    const bool pieces = fsdp || tp;
+    const bool saved_now = !pieces && state.step > start_step && checkpointer->last_save_step() != state.step;
+    std::optional<std::string> ckpt = pieces ? checkpointer->latest() : save_before_stopping(state, start_step);
     if (ckpt) {
       m += (saved_now ? "saved checkpoint " : "its newest checkpoint is ") + *ckpt;
     } else {
@@ -347,12 +378,23 @@ void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Che
       std::fprintf(stderr, "%s holds no optimizer state: the optimizer starts fresh\n", c.path.c_str());
     return;
   }
-  state.optimizer->load_state_dict(fsdp ? fsdp->shard_optimizer_state(c.group("opt_state")) : c.group("opt_state"));
+  haliax::StateDict opt = c.group("opt_state");
+  if (tp) opt = tp->shard_optimizer_state(opt);
+  if (fsdp) opt = fsdp->shard_optimizer_state(opt);
+  state.optimizer->load_state_dict(opt);
 }
 
 std::unique_ptr<models::LmHeadModel> Trainer::Impl::whole_model(const TrainerState& state) const {
-  std::unique_ptr<models::LmHeadModel> whole = fsdp->whole_like(*state.model, config.trainer.mp.param);
-  fsdp->gather(*pg, *state.model, *whole);
+  const at::ScalarType dtype = config.trainer.mp.param;
+  std::unique_ptr<models::LmHeadModel> replica;  // FSDP's pieces gathered: this process's tensor-parallel pieces
+  if (fsdp) {
+    replica = fsdp->whole_like(*state.model, dtype);
+    fsdp->gather(*data_pg, *state.model, *replica);
+  }
+  if (!tp) return replica;
+  const models::LmHeadModel& pieces = replica ? *replica : *state.model;
+  std::unique_ptr<models::LmHeadModel> whole = tp->whole_like(pieces, dtype);
+  tp->gather(*model_pg, pieces, *whole);
   return whole;
 }
 
@@ -379,7 +421,7 @@ void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::T
   // This process's rows of the global batch, in microbatches numbered as one process would number them (process r
   // holds microbatches [r*k, (r+1)*k)), so the dropout keys and the loss scale do not depend on the process count.
   const int64_t MB = local_microbatch(), num_micro = batch.batch_size / MB;
-  const int64_t first = static_cast<int64_t>(rank()) * num_micro, num_global = num_micro * world();
+  const int64_t first = static_cast<int64_t>(data_rank()) * num_micro, num_global = num_micro * data_size();
   const Axis MicroBatch("batch", MB), Pos("position", batch.seq_len);
   const at::Tensor tokens = batch_tensor(batch);
   const Key step_key = state.key.fold_in(static_cast<uint64_t>(state.step));
@@ -441,14 +483,14 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     // The compute copy gathered from every process's pieces (converted to the compute dtype on the way).
     const auto t0 = Clock::now();
     RECORD_USER_SCOPE("exchange");
-    fsdp->gather(*pg, *state.model, *state.compute_copy);  // (update() cleared the copy's gradients)
+    fsdp->gather(*data_pg, *state.model, *state.compute_copy);  // (update() cleared the copy's gradients)
     gather_s = seconds_since(t0);
   } else if (mixed) {
     cast_s = refresh_compute_copy(state);
   }
   const int64_t num_micro = batch.batch_size / local_microbatch();
   // Gradients are summed in f32 (as the master weights' autograd did): over microbatches, and over processes.
-  const bool widen = mixed && (num_micro > 1 || world() > 1);
+  const bool widen = mixed && (num_micro > 1 || data_size() > 1);
   decltype(nn::named_parameters(*state.model)) master, copy;
   if (widen || fsdp) {
     master = nn::named_parameters(*state.model);
@@ -461,7 +503,9 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
   auto layer_grads = std::make_shared<std::vector<at::Tensor>>();
   std::optional<haliax::nn::LayerGather> layer_gather;
   if (fsdp && fsdp->unit() == Fsdp::Unit::kLayer)
-    layer_gather.emplace(fsdp->layer_gather(*pg, *state.compute_copy, layer_grads));
+    layer_gather.emplace(fsdp->layer_gather(*data_pg, *state.compute_copy, layer_grads));
+  // Tensor parallelism: the model computes with this process's pieces (haliax/partitioning.h).
+  haliax::TensorParallelScope tensor_parallel(tp_scope);
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
@@ -501,7 +545,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
         loss_sum += static_cast<double>(loss.array().detach().item<float>());
       },
       mixed || fsdp ? state.compute_copy.get() : nullptr);
-  const int64_t num_global = num_micro * world();
+  const int64_t num_global = num_micro * data_size();
   const auto t_exchange = Clock::now();
   if (fsdp) {
     RECORD_USER_SCOPE("exchange");
@@ -517,12 +561,12 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     for (size_t i = 0; i < layer_grads->size(); ++i) {
       if (fsdp->gathered_by_layer(i)) whole_grads[i] = (*layer_grads)[i];
     }
-    std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*pg, std::move(whole_grads));
+    std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*data_pg, std::move(whole_grads));
     for (size_t i = 0; i < pieces.size(); ++i) master[i].second.array().mutable_grad() = pieces[i];
     std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
-    pg->sum_in_rank_order(loss);
+    data_pg->sum_in_rank_order(loss);
     loss_sum = loss[0].item<double>();
-  } else if (world() > 1) {
+  } else if (data_size() > 1) {
     RECORD_USER_SCOPE("exchange");
     // Gradients and losses summed over the processes in rank order: the order in which one process adds its
     // microbatches, so N processes with one microbatch each match one process with N, bit for bit.
@@ -530,9 +574,9 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     for (const auto& [name, p] : nn::named_parameters(*state.model)) {
       if (p.array().grad().defined()) grads.push_back(p.array().grad());
     }
-    pg->sum_in_rank_order(grads);
+    data_pg->sum_in_rank_order(grads);
     std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
-    pg->sum_in_rank_order(loss);
+    data_pg->sum_in_rank_order(loss);
     loss_sum = loss[0].item<double>();
   }
   if (info) {
@@ -642,9 +686,10 @@ void Trainer::Impl::announce(const TrainerState& state) const {
       "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s%s), %d threads, mp %s%s%s\n",
       paths.run_id.c_str(), config.model.type().c_str(), (long long)parameter_count, (long long)B,
       (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es",
-      world() > 1 ? (" in each of " + std::to_string(world()) + " data-parallel processes").c_str() : "", threads,
+      replicas_note().c_str(), threads,
       config.trainer.mp.text.c_str(), memory_note().c_str(),
       state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
+  if (tp) std::fprintf(stderr, "levanter: tensor parallelism: %s\n", tp->describe().c_str());
   if (fsdp) std::fprintf(stderr, "levanter: FSDP: %s\n", fsdp->describe().c_str());
 }
 
@@ -658,11 +703,22 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.paths = resolve_paths(I.config);
   I.result.paths = I.paths;
   const distributed::ProcessInfo process = distributed::resolve_process(tc.distributed);
+  I.model_axis_size = check_mesh(I.config, process.world_size);
   if (process.distributed()) {
-    check_data_parallel(I.config, process.world_size);
     I.pg = distributed::ProcessGroup::connect(process, std::chrono::seconds(tc.distributed.timeout));
     if (I.rank() != 0) I.options.progress = false;  // one progress line per job
-    I.shard_parameters = tc.fsdp_axis && !tc.fsdp_axis->empty();
+    const int M = static_cast<int>(I.model_axis_size), D = I.world() / M, d = I.rank() / M, m = I.rank() % M;
+    I.data_pg = I.pg.get();
+    if (M > 1) {
+      // Every process makes its model group, then its data group (the same order everywhere).
+      std::vector<int> model_ranks, data_ranks;
+      for (int j = 0; j < M; ++j) model_ranks.push_back(d * M + j);
+      for (int i = 0; i < D; ++i) data_ranks.push_back(i * M + m);
+      I.model_pg = I.pg->subgroup("model" + std::to_string(d), model_ranks);
+      I.data_subgroup = I.pg->subgroup("data" + std::to_string(m), data_ranks);
+      I.data_pg = I.data_subgroup.get();
+    }
+    I.shard_parameters = D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty();
   }
   if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
@@ -671,7 +727,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.data = std::make_unique<data::TextData>(I.config.data);
   I.Vocab = vocab_axis(*I.data);
   // Before anything large is allocated: a run that cannot fit is refused with the numbers.
-  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.world());
+  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.data_size());
   I.available_memory = available_memory_bytes();
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
@@ -680,8 +736,8 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
     // Ranks other than 0 only train: no tracker files, evaluation, checkpoints or exports.
     I.tracker = std::make_unique<tracker::NoopTracker>();
     add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
-    if (I.shard_parameters) {
-      // FSDP: every process writes its pieces of each checkpoint (process 0 commits it).
+    if (I.shard_parameters || I.model_axis_size > 1) {
+      // FSDP, tensor parallelism: every process writes its pieces of each checkpoint (process 0 commits it).
       I.checkpoint_hook = std::make_shared<CheckpointHook>(
           *I.checkpointer, [&I](const TrainerState& s) { return I.checkpoint_metadata(s); }, I.result.last_checkpoint);
       add_hook(I.checkpoint_hook);
@@ -761,24 +817,45 @@ TrainerState Trainer::initial_state() {
     if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
   I.parameter_count = nn::parameter_count(*state.model);
-  if (I.shard_parameters) {
-    // The whole model becomes the compute copy (gathered again at every step); this process keeps its pieces.
-    // Levanter's mesh (replica, data, model) and parameter mapping: the FSDP axes over `data`, the tensor-parallel
-    // axes over `model` (of size 1 here: tensor parallelism is not implemented).
-    haliax::Mesh mesh({{"replica", 1}, {"data", I.world()}, {"model", 1}});
+  // Levanter's mesh (replica, data, model); its parameter mapping sends the tensor-parallel axes to `model` and the
+  // FSDP axes to `data`.
+  const int64_t M = I.model_axis_size, D = I.world() / M;
+  const haliax::Mesh mesh({{"replica", 1}, {"data", D}, {"model", M}});
+  checkpoint::Sharding sh;
+  sh.mesh = mesh.axes();
+  if (M > 1) {
+    // This process keeps (and computes with) its pieces of the tensor-parallel axes.
     haliax::AxisMapping mapping;
     for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) mapping[a] = "model";
+    I.tp.emplace(*state.model, mapping, mesh, I.rank());
+    I.tp->shard_(*state.model);
+    auto scope = std::make_shared<haliax::TensorParallel>();
+    for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, mesh.coordinate(I.rank(), "model")};
+    distributed::ProcessGroup* model_pg = I.model_pg.get();
+    scope->all_reduce = [model_pg](at::Tensor& t) {
+      std::vector<at::Tensor> v{t};
+      model_pg->sum_in_rank_order(v);
+    };
+    I.tp_scope = std::move(scope);
+    sh.dims = I.tp->checkpoint_dims();
+  }
+  if (I.shard_parameters) {
+    // The whole replica becomes the compute copy (gathered again at every step); this process keeps its pieces.
+    haliax::AxisMapping mapping;
     for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) mapping[a] = "data";
-    I.fsdp.emplace(*state.model, std::move(mapping), std::move(mesh), I.rank(),
+    I.fsdp.emplace(*state.model, std::move(mapping), mesh, I.rank(),
                    tc.fsdp_gather == "layer" ? Fsdp::Unit::kLayer : Fsdp::Unit::kStep);
     state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
     nn::requires_grad_(*state.compute_copy);
     I.fsdp->shard_layers_(*state.compute_copy);  // kLayer: the stacked layers stay in pieces until they run
     I.fsdp->shard_(*state.model);
-    checkpoint::Sharding sh;
+    for (const auto& [group, keys] : I.fsdp->checkpoint_dims()) {
+      for (const auto& [key, cuts] : keys) sh.dims[group][key].insert(cuts.begin(), cuts.end());
+    }
+  }
+  if (I.fsdp || I.tp) {
     sh.rank = I.rank();
     sh.processes = I.world();
-    sh.dims = I.fsdp->checkpoint_dims();
     distributed::ProcessGroup* pg = I.pg.get();
     sh.broadcast = [pg](const std::string& v) { return pg->broadcast(v); };
     sh.all_gather = [pg](const std::string& v) { return pg->all_gather(v); };
@@ -787,11 +864,17 @@ TrainerState Trainer::initial_state() {
   }
   nn::requires_grad_(*state.model);
   state.optimizer = std::make_unique<optim::Optimizer>(I.config.optimizer, nn::named_parameters(*state.model));
-  if (I.fsdp) {
-    const Fsdp* fsdp = &*I.fsdp;
-    distributed::ProcessGroup* pg = I.pg.get();
-    state.optimizer->set_sum_of_squares(
-        [fsdp, pg](const std::vector<double>& local) { return fsdp->total_sum_of_squares(*pg, local); });
+  if (I.fsdp || I.tp) {
+    // The gradient norm: each parameter's sum of squares over the pieces of the model axis, then of the data axis.
+    Trainer::Impl* impl = &I;
+    state.optimizer->set_sum_of_squares([impl](const std::vector<double>& local) {
+      std::vector<double> sums = local;
+      if (impl->tp) sums = impl->tp->sums_of_squares(*impl->model_pg, sums);
+      if (impl->fsdp) sums = impl->fsdp->sums_of_squares(*impl->data_pg, sums);
+      double total = 0;
+      for (double v : sums) total += v;  // in parameter order
+      return total;
+    });
   }
   if (resumed) I.restore_optimizer(state, *resumed);
   I.result.start_step = state.step;
@@ -823,7 +906,7 @@ StepInfo Trainer::train_step(TrainerState& state, const data::TokenBatch& batch)
   Impl& I = *impl_;
   StepInfo info;
   info.step = state.step;
-  info.tokens = batch.batch_size * batch.seq_len * I.world();  // the global batch's
+  info.tokens = batch.batch_size * batch.seq_len * I.data_size();  // the global batch's
   info.learning_rate = I.schedule.at(state.step);
   info.loss = I.forward_backward(state, batch, &info);
   for (auto& [hook, every] : I.hooks) hook->before_update(info, state);
@@ -859,7 +942,7 @@ TrainResult Trainer::train() {
   data::LoaderOptions lo;
   lo.batch_size = tc.train_batch_size;
   lo.start_step = state.step;
-  lo.row_begin = I.rank() * I.local_batch();  // this process's rows of each global batch
+  lo.row_begin = I.data_rank() * I.local_batch();  // this replica's rows of each global batch
   lo.row_count = I.local_batch();
   data::DataLoader loader(I.data->train_set(I.config.model->max_seq_len(), I.data_seed, tc.train_batch_size), lo);
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first

@@ -480,7 +480,7 @@ TEST(ShardedCheckpoint, PiecesFromTwoProcessesLoadAsTheWholeAndBadPiecesAreNamed
     levanter::checkpoint::Sharding sh;
     sh.rank = pg.rank();
     sh.processes = 2;
-    sh.dims = {{"model", {{"w", 1}}}};
+    sh.dims = {{"model", {{"w", {{"data", 1}}}}}};
     sh.broadcast = [&pg](const std::string& v) { return pg.broadcast(v); };
     sh.all_gather = [&pg](const std::string& v) { return pg.all_gather(v); };
     sh.max = [&pg](int64_t v) { return pg.max(v); };
