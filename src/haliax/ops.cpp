@@ -9,8 +9,8 @@
 #include <string>
 
 #include "haliax/error.h"
-#include "haliax/partitioning.h"
 #include "haliax/ops/contract.h"
+#include "haliax/partitioning.h"
 
 namespace haliax {
 

@@ -244,8 +244,7 @@ std::string shard_file_name(const std::string& group, int rank, int processes) {
 }
 
 haliax::Mesh mesh_of(const Sharding& sh) {
-  return haliax::Mesh(sh.mesh.empty() ? std::vector<std::pair<std::string, int64_t>>{{"data", sh.processes}}
-                                      : sh.mesh);
+  return haliax::Mesh(sh.mesh.empty() ? std::vector<std::pair<std::string, int64_t>>{{"data", sh.processes}} : sh.mesh);
 }
 
 // This process's entries of `group` in a sharded save: those whose every non-cutting mesh axis has this process at
@@ -583,7 +582,8 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
   // The mesh the pieces were written on (format 1's first sharded checkpoints: one axis, dims as plain integers).
   std::vector<std::pair<std::string, int64_t>> mesh_axes;
   if (sharding && sharding->contains("mesh")) {
-    for (const json& a : (*sharding)["mesh"]) mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
+    for (const json& a : (*sharding)["mesh"])
+      mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
   } else {
     mesh_axes = {{"data", processes}};
   }
@@ -595,7 +595,8 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
   for (const std::string& group : order) {
     const auto& list = pieces[group];
     if (!list[0])
-      throw CheckpointError(join(path, shard_file_name(group, 0, processes)) + ": missing (the manifest does not list it)");
+      throw CheckpointError(join(path, shard_file_name(group, 0, processes)) +
+                            ": missing (the manifest does not list it)");
     const json& dims = (*sharding)["dims"].contains(group) ? (*sharding)["dims"][group] : json::object();
     StateDict whole;
     for (const auto& [key, t0] : *list[0]) {
@@ -639,7 +640,8 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
           after = after || axis == cuts[j].first;
         }
         std::vector<at::Tensor> parts;
-        for (int64_t c = 0; c < mesh.axis_size(cuts[j].first); ++c) parts.push_back(join_from(j + 1, rank + c * stride));
+        for (int64_t c = 0; c < mesh.axis_size(cuts[j].first); ++c)
+          parts.push_back(join_from(j + 1, rank + c * stride));
         return at::cat(parts, cuts[j].second);
       };
       whole.emplace_back(key, join_from(0, 0));

@@ -67,7 +67,7 @@ class ProcessGroup {
   ProcessGroup() = default;
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
-  std::string name_;         // a subgroup's name ("" for the whole job)
+  std::string name_;       // a subgroup's name ("" for the whole job)
   int64_t exchanges_ = 0;  // strings exchanged through the store so far (each under a key of its own)
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -120,7 +120,8 @@ void TrainerConfig::validate() const {
                       " (gradient accumulation needs whole microbatches)");
   }
   if (max_eval_batches && *max_eval_batches < 0) throw ConfigError("trainer.max_eval_batches: must be >= 0");
-  if (model_axis_size < 1) throw ConfigError("trainer.model_axis_size: must be >= 1, got " + std::to_string(model_axis_size));
+  if (model_axis_size < 1)
+    throw ConfigError("trainer.model_axis_size: must be >= 1, got " + std::to_string(model_axis_size));
   for (auto [key, v] : {std::pair<const char*, int64_t>{"replica_ici_axis_size", replica_ici_axis_size},
                         {"replica_dcn_axis_size", replica_dcn_axis_size}}) {
     if (v != 1) {

@@ -247,7 +247,7 @@ struct Trainer::Impl {
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   void announce(const TrainerState& state) const;
-  std::string memory_note() const;  // ", memory ~1.23 GB of 20.1 GB available" for the announcement
+  std::string memory_note() const;     // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
     if (data_size() == 1) return "";
     return " in each of " + std::to_string(data_size()) + " data-parallel " +
@@ -685,9 +685,8 @@ void Trainer::Impl::announce(const TrainerState& state) const {
       stderr,
       "levanter: run %s, %s %lld params, batch %lld x %lld tokens (%lld microbatch%s%s), %d threads, mp %s%s%s\n",
       paths.run_id.c_str(), config.model.type().c_str(), (long long)parameter_count, (long long)B,
-      (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es",
-      replicas_note().c_str(), threads,
-      config.trainer.mp.text.c_str(), memory_note().c_str(),
+      (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", replicas_note().c_str(),
+      threads, config.trainer.mp.text.c_str(), memory_note().c_str(),
       state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
   if (tp) std::fprintf(stderr, "levanter: tensor parallelism: %s\n", tp->describe().c_str());
   if (fsdp) std::fprintf(stderr, "levanter: FSDP: %s\n", fsdp->describe().c_str());

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -87,8 +88,39 @@ class DataParallel : public ::testing::Test {
     EXPECT_GT(compared, 20);  // parameters and both Adam moments
   }
 
+  // Every parameter in a's checkpoint within `atol` + 1e-4 relative of b's. Tensor parallelism sums its partial
+  // products in another order than one process, so its bits differ in the last places; Adam then turns gradients
+  // that are rounding noise (a key bias's, zero in exact arithmetic) into steps of about the learning rate whose sign
+  // is the noise's, so parameters are compared to a fraction of one step (1e-2 here), not to f32 rounding.
+  void expect_close_checkpoint(const std::string& a, const std::string& b, int64_t step, double atol) {
+    auto ca = levanter::checkpoint::load_checkpoint((root_ / "ckpt" / a / ("step-" + std::to_string(step))).string());
+    auto cb = levanter::checkpoint::load_checkpoint((root_ / "ckpt" / b / ("step-" + std::to_string(step))).string());
+    int compared = 0;
+    for (const auto& [name, sd] : ca.groups) {
+      if (name != "model") continue;
+      const auto& other = cb.group(name);
+      ASSERT_EQ(sd.size(), other.size()) << name;
+      for (size_t i = 0; i < sd.size(); ++i) {
+        ASSERT_EQ(sd[i].first, other[i].first);
+        ASSERT_TRUE(sd[i].second.sizes().equals(other[i].second.sizes())) << name << "/" << sd[i].first;
+        EXPECT_TRUE(at::allclose(sd[i].second, other[i].second, 1e-4, atol))
+            << name << "/" << sd[i].first << ": max difference "
+            << (sd[i].second - other[i].second).abs().max().item<double>();
+        ++compared;
+      }
+    }
+    EXPECT_GT(compared, 10);
+  }
+  void expect_close_losses(const std::vector<double>& a, const std::vector<double>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 2e-5 * std::abs(b[i])) << "step " << i + 1;
+  }
+
   fs::path root_;
 };
+
+// Tensor parallelism over 2 processes: Levanter's {mlp: model, heads: model}.
+const std::string kTensorParallel = " --trainer.model_axis_size 2 --trainer.tensor_parallel_axes '[mlp, heads]'";
 
 }  // namespace
 
@@ -237,6 +269,100 @@ TEST_F(DataParallel, FsdpGatheringLayerByLayerGivesTheSameBits) {
     EXPECT_EQ(losses("layer"), one);
     expect_same_checkpoint("one", "layer", 6);
   }
+}
+
+// --- tensor parallelism (trainer.model_axis_size, tensor_parallel_axes) ------------------------------------------
+
+// Each of 2 processes holds and computes with half of every block's heads and MLP (GPT-2's code unchanged: haliax's
+// contractions sum the partial products across the processes); the partial sums add in another order than one
+// process's GEMM, so the run agrees with one process to f32 rounding, not bit for bit.
+TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id one"), 0) << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id tp"), 0)
+      << slurp(root_ / "out.txt");
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("FSDP")));  // one replica: nothing to cut over `data`
+  const auto one = losses("one");
+  ASSERT_EQ(one.size(), 6u);
+  expect_close_losses(losses("tp"), one);
+  expect_close_checkpoint("tp", "one", 6, 1e-3);
+  // Each process wrote its own pieces (the checkpoint is put back together by loading, above).
+  const fs::path step = root_ / "ckpt" / "tp" / "step-6";
+  EXPECT_TRUE(fs::exists(step / "model.shard-1-of-2.safetensors"));
+  EXPECT_TRUE(fs::exists(step / "opt_state.shard-1-of-2.safetensors"));
+}
+
+// Four processes: two data-parallel replicas (FSDP over `data`) of two tensor-parallel processes each; every
+// parameter of a block is cut along embed over `data` and along heads or mlp over `model`, and the checkpoint's
+// pieces come from a two-axis mesh.
+TEST_F(DataParallel, FsdpWithTensorParallelismInFourProcessesMatchesOneProcess) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() + kTensorParallel + " --trainer.id both"), 0)
+      << slurp(root_ / "out.txt");
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
+  EXPECT_THAT(out, HasSubstr("FSDP: embed over data (2 processes)"));
+  EXPECT_THAT(out, HasSubstr("in each of 2 data-parallel replicas of 2 processes"));
+  const auto one = losses("one");
+  ASSERT_EQ(one.size(), 6u);
+  expect_close_losses(losses("both"), one);
+  expect_close_checkpoint("both", "one", 6, 1e-3);
+  EXPECT_TRUE(fs::exists(root_ / "ckpt" / "both" / "step-6" / "model.shard-3-of-4.safetensors"));
+}
+
+// Same config, process count and mesh: the same bits, also across a rank killed mid-run and the job launched again.
+TEST_F(DataParallel, TensorParallelRunsRepeatAndResumeBitForBit) {
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id whole"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts",
+                     "LEVANTER_FAULT=train_step_end:3 LEVANTER_FAULT_RANK=1"),
+            0);
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  const auto whole = losses("whole");
+  ASSERT_EQ(whole.size(), 6u);
+  EXPECT_EQ(losses("parts"), whole);
+  expect_same_checkpoint("whole", "parts", 6);
+}
+
+// A checkpoint cut by FSDP over 2 processes resumes under tensor parallelism, and one cut by tensor parallelism
+// resumes in one process: loading puts the pieces together, and the new mesh cuts them again.
+TEST_F(DataParallel, CheckpointsReshardFromFsdpToTensorParallelismAndToOneProcess) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id whole --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id moved",
+                     "LEVANTER_FAULT=train_step_end:2 LEVANTER_FAULT_RANK=0"),
+            0);
+  ASSERT_TRUE(fs::exists(root_ / "ckpt" / "moved" / "step-2" / "model.shard-1-of-2.safetensors"));  // FSDP's pieces
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id moved",
+                     "LEVANTER_FAULT=train_step_end:4 LEVANTER_FAULT_RANK=0"),
+            0);
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  const nlohmann::json md = nlohmann::json::parse(slurp(root_ / "ckpt" / "moved" / "step-4" / "metadata.json"));
+  EXPECT_EQ(md["sharding"]["dims"]["model"]["transformer.h.0.mlp.c_fc.weight"], nlohmann::json({{"model", 1}}));
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id moved --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  const auto whole = losses("whole");
+  ASSERT_EQ(whole.size(), 6u);
+  expect_close_losses(losses("moved"), whole);
+  expect_close_checkpoint("moved", "whole", 6, 1e-3);
+}
+
+TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() +
+                     " --trainer.id odd --trainer.model_axis_size 3 --trainer.tensor_parallel_axes '[mlp, heads]'"),
+            0);
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("num_devices (2) is not divisible by model_axis_size (3)"));
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id odd --trainer.model_axis_size 2"), 0);
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("trainer.tensor_parallel_axes: empty, but model_axis_size is 2"));
+  EXPECT_NE(
+      levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id odd --model.num_heads 1"), 0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("axis 'heads' of size 1 does not divide evenly over mesh axis 'model' of size 2"));
 }
 
 TEST_F(DataParallel, AnAxisThatDoesNotSplitOverTheProcessesIsNamed) {
