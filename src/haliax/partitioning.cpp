@@ -207,6 +207,27 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
   }
   std::vector<NamedArray> out = operands;
   if (split.empty()) return out;
+  // An operand that holds a split axis whole (computed whole on every process, where another operand holds its
+  // piece) is cut to this process's block; its gradient, a block of the whole on each process, is then summed.
+  for (const std::string& s : split) {
+    const auto [pieces, index] = current_tp->split.at(s);
+    int64_t piece = -1;
+    for (const NamedArray& a : out) {
+      if (auto i = index_of(a.axes(), s)) piece = piece < 0 ? a.axes()[*i].size : std::min(piece, a.axes()[*i].size);
+    }
+    for (NamedArray& a : out) {
+      auto i = index_of(a.axes(), s);
+      if (!i || a.axes()[*i].size == piece) continue;
+      if (a.axes()[*i].size != piece * pieces) {
+        value_error("tensor parallelism: axis '" + s + "' has size " + std::to_string(a.axes()[*i].size) +
+                    " in one operand and " + std::to_string(piece) + " in another, neither whole nor a piece of " +
+                    std::to_string(pieces));
+      }
+      AxisSpec axes = a.axes();
+      axes[*i].size = piece;
+      a = NamedArray(sum_gradient_partials(a).array().narrow(static_cast<int64_t>(*i), index * piece, piece), axes);
+    }
+  }
   for (NamedArray& a : out) {
     bool lacks = false;
     for (const std::string& s : split) lacks = lacks || !a.has_axis(s);

@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "docs/haliax_md_quotes.h"
@@ -631,4 +634,86 @@ TEST(HaliaxDoc, PartitioningByName) {
   EXPECT_FALSE(spec[1]);
   EXPECT_EQ(piece.axes(), (hax::AxisSpec{hax::Axis("embed", 384), hax::Axis("mlp", 3072)}));
   EXPECT_EQ(physical_axis_size("mlp", params, mesh), 1);
+}
+
+namespace {
+
+// Two threads' tensors summed in thread order on both (what the model group's sum_in_rank_order does for processes).
+class SumOfTwoThreads {
+ public:
+  void operator()(int rank, at::Tensor& t) {
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return left_ == 0; });
+    in_[rank] = t.clone();
+    if (++arrived_ == 2) {
+      sum_ = in_[0] + in_[1];
+      arrived_ = 0;
+      left_ = 2;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      const int64_t r = round_;
+      cv_.wait(lock, [&] { return round_ != r; });
+    }
+    t.copy_(sum_);
+    if (--left_ == 0) cv_.notify_all();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  at::Tensor in_[2], sum_;
+  int arrived_ = 0, left_ = 0;
+  int64_t round_ = 0;
+};
+
+}  // namespace
+
+TEST(HaliaxDoc, TensorParallelism) {
+  const hax::Axis Batch("batch", 4), Embed("embed", 8), Mlp("mlp", 16);
+  const auto keys = hax::random::Key(0).split(3);
+  const hax::nn::Linear up_whole = hax::nn::Linear::init({Embed}, {Mlp}, keys[0]);
+  const hax::nn::Linear down_whole = hax::nn::Linear::init({Mlp}, {Embed}, keys[1]);
+  const hax::NamedArray x_whole = hax::random::normal(keys[2], {Batch, Embed});
+  hax::NamedArray x_ref = x_whole.detach();
+  x_ref.array().requires_grad_(true);
+  hax::NamedArray y_ref = down_whole(hax::nn::gelu(up_whole(x_ref)));
+  y_ref.array().sum().backward();
+  SumOfTwoThreads sum;
+  hax::NamedArray ys[2];
+  at::Tensor x_grads[2];
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      // Process `rank` of 2 holds half of the hidden units.
+      const hax::Mesh mesh({{"model", 2}});
+      const hax::AxisMapping mapping{{"mlp", "model"}};
+      hax::nn::Linear up = up_whole, down = down_whole;
+      up.weight = hax::shard(up_whole.weight, mapping, mesh, rank);
+      up.bias = hax::shard(*up_whole.bias, mapping, mesh, rank);
+      down.weight = hax::shard(down_whole.weight, mapping, mesh, rank);
+      auto model_group_sum = [&sum, rank](at::Tensor& t) { sum(rank, t); };
+      hax::NamedArray x = x_whole.detach();
+      x.array().requires_grad_(true);
+      // clang-format off
+      // [doc:tensor_parallel]
+      auto tp = std::make_shared<hax::TensorParallel>();
+      tp->split = {{"mlp", {2, rank}}};          // axis -> (blocks, this process's block)
+      tp->all_reduce = model_group_sum;          // sums a tensor over the 2 processes, in place
+      hax::TensorParallelScope scope(tp);
+      hax::NamedArray h = up(x);                 // {batch: 4, mlp: 8}: this process's hidden units
+      hax::NamedArray y = down(hax::nn::gelu(h));  // {batch: 4, embed: 8}: the partial products summed
+      y.array().sum().backward();                // x's gradient: both processes' shares summed
+      // [/doc:tensor_parallel]
+      // clang-format on
+      EXPECT_EQ(h.axes(), (hax::AxisSpec{Batch, hax::Axis("mlp", 8)}));
+      ys[rank] = y.detach();
+      x_grads[rank] = x.array().grad();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(at::allclose(ys[rank].array(), y_ref.array().detach(), 1e-5, 1e-6));
+    EXPECT_TRUE(at::allclose(x_grads[rank], x_ref.array().grad(), 1e-5, 1e-6));
+  }
 }

@@ -30,7 +30,13 @@ NamedArray Linear::operator()(const NamedArray& x_in) const {
   }
   // Tensor parallelism: x's gradient is summed over the processes when the weight's output is split, the product
   // when its input is (the bias added once, after the sum).
-  const AxisSpec out_axes = eliminate_axes(union_axes(x_in.axes(), weight.axes()), AxisSelection(In));  // as dot's
+  // dot's output axes: x's, then the weight's others, without In (by name: x may hold a split axis whole).
+  AxisSpec out_axes;
+  for (const AxisSpec* spec : {&x_in.axes(), &weight.axes()}) {
+    for (const Axis& a : *spec) {
+      if (!index_of(In, a.name) && !index_of(out_axes, a.name)) out_axes.push_back(a);
+    }
+  }
   bool sum_result = false;
   const NamedArray x = prepare_contraction({x_in, weight}, out_axes, &sum_result)[0];
   NamedArray out;

@@ -208,6 +208,7 @@ struct Trainer::Impl {
   // FSDP exchange.
   std::optional<Fsdp> tp;
   std::shared_ptr<const haliax::TensorParallel> tp_scope;
+  std::shared_ptr<double> tp_exchange_s = std::make_shared<double>(0.0);  // its sums' time (within forward/backward)
   std::unique_ptr<distributed::ProcessGroup> model_pg, data_subgroup;
   distributed::ProcessGroup* data_pg = nullptr;
   int64_t model_axis_size = 1;
@@ -506,6 +507,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     layer_gather.emplace(fsdp->layer_gather(*data_pg, *state.compute_copy, layer_grads));
   // Tensor parallelism: the model computes with this process's pieces (haliax/partitioning.h).
   haliax::TensorParallelScope tensor_parallel(tp_scope);
+  *tp_exchange_s = 0;
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
@@ -583,7 +585,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     info->cast_s = cast_s;
     info->forward_s = forward_s;
     info->backward_s = backward_s;
-    info->exchange_s = gather_s + seconds_since(t_exchange);
+    info->exchange_s = gather_s + seconds_since(t_exchange) + *tp_exchange_s;
   }
   return static_cast<float>(loss_sum / static_cast<double>(num_global));
 }
@@ -831,9 +833,12 @@ TrainerState Trainer::initial_state() {
     auto scope = std::make_shared<haliax::TensorParallel>();
     for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, mesh.coordinate(I.rank(), "model")};
     distributed::ProcessGroup* model_pg = I.model_pg.get();
-    scope->all_reduce = [model_pg](at::Tensor& t) {
+    std::shared_ptr<double> seconds = I.tp_exchange_s;
+    scope->all_reduce = [model_pg, seconds](at::Tensor& t) {
+      const auto t0 = Clock::now();
       std::vector<at::Tensor> v{t};
       model_pg->sum_in_rank_order(v);
+      *seconds += seconds_since(t0);
     };
     I.tp_scope = std::move(scope);
     sh.dims = I.tp->checkpoint_dims();

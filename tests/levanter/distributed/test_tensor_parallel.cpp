@@ -14,6 +14,7 @@
 #include "haliax/nn/module.h"
 #include "haliax/partitioning.h"
 #include "levanter/models/gpt2/gpt2.h"
+#include "levanter/models/llama/llama.h"
 
 using namespace levanter::models;
 namespace nn = haliax::nn;
@@ -62,17 +63,79 @@ struct Result {
 
 Result run(const LmHeadModel& model, const NamedArray& ids, const ForwardOptions& fo) {
   Result r;
+  for (const auto& [info, p] : nn::named_parameters(const_cast<LmHeadModel&>(model)))
+    p.array().mutable_grad() = at::Tensor();
   NamedArray loss = model.compute_next_token_loss(ids, fo, {});
   loss.array().backward();
   r.loss = loss.array().item<double>();
-  for (const auto& [info, p] : nn::named_parameters(const_cast<LmHeadModel&>(model))) r.grads[info.path] = p.array().grad();
+  for (const auto& [info, p] : nn::named_parameters(const_cast<LmHeadModel&>(model)))
+    r.grads[info.path] = p.array().grad();
   return r;
+}
+
+// Runs `whole` (f64, with gradients) and, in two threads, its pieces under {axis: model} for each of `axes`; expects
+// the whole model's loss and gradients in both, `split` parameters in pieces, and returns the exchanges per thread.
+int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::vector<std::string>& axes,
+                                         const NamedArray& ids, const ForwardOptions& fo, int split_parameters) {
+  const Result expected = run(whole, ids, fo);
+  const haliax::Mesh mesh({{"model", 2}});
+  haliax::AxisMapping mapping;
+  for (const std::string& a : axes) mapping[a] = "model";
+  TwoThreadSum exchange;
+  Result got[2];
+  std::string failure[2];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        auto piece = whole.clone();
+        nn::for_each_parameter(*piece, [&](const nn::ParamInfo& info, NamedArray& p) {
+          p = haliax::shard(p.detach(), mapping, mesh, r, info.path);
+        });
+        nn::requires_grad_(*piece);
+        auto tp = std::make_shared<haliax::TensorParallel>();
+        for (const std::string& a : axes) tp->split[a] = {2, r};
+        tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange.all_reduce(r, t); };
+        haliax::TensorParallelScope scope(tp);
+        got[r] = run(*piece, ids, fo);
+      } catch (const std::exception& e) {
+        failure[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(failure[r], "") << "thread " << r;
+    if (!failure[r].empty()) continue;
+    EXPECT_NEAR(got[r].loss, expected.loss, 1e-12) << "thread " << r;
+    EXPECT_EQ(got[r].grads.size(), expected.grads.size());
+    int split = 0;
+    for (const auto& [path, g] : expected.grads) {
+      const at::Tensor& mine = got[r].grads.at(path);
+      EXPECT_TRUE(mine.defined()) << path;
+      if (!mine.defined()) continue;
+      // This thread's piece of the whole gradient: the same cut as its parameter's.
+      at::Tensor want = g;
+      if (!mine.sizes().equals(g.sizes())) {
+        ++split;
+        for (int64_t d = 0; d < g.dim(); ++d) {
+          if (mine.size(d) != g.size(d)) want = want.narrow(d, r * mine.size(d), mine.size(d));
+        }
+      }
+      EXPECT_TRUE(at::allclose(mine, want, 1e-9, 1e-12))
+          << path << " (thread " << r << "): max difference " << (mine - want).abs().max().item<double>();
+    }
+    EXPECT_EQ(split, split_parameters) << "thread " << r;
+  }
+  EXPECT_EQ(exchange.exchanges(0), exchange.exchanges(1));
+  return exchange.exchanges(0);
 }
 
 }  // namespace
 
 TEST(TensorParallel, Gpt2OnHalfTheHeadsAndMlpInEachOfTwoThreadsGivesTheWholeModelsLossAndGradients) {
   for (bool checkpointing : {false, true}) {
+    SCOPED_TRACE(checkpointing ? "gradient checkpointing" : "no checkpointing");
     Gpt2Config c;
     c.seq_len = 16;
     c.hidden_dim = 32;
@@ -87,58 +150,33 @@ TEST(TensorParallel, Gpt2OnHalfTheHeadsAndMlpInEachOfTwoThreadsGivesTheWholeMode
     const NamedArray ids = haliax::random::randint(haliax::random::Key(1), {Batch, Pos}, 0, Vocab.size);
     ForwardOptions fo;
     fo.key = haliax::random::Key(7);  // dropout on
-    const Result expected = run(*whole, ids, fo);
-
-    const haliax::Mesh mesh({{"model", 2}});
-    const haliax::AxisMapping mapping{{"heads", "model"}, {"mlp", "model"}};
-    TwoThreadSum exchange;
-    Result got[2];
-    std::string failure[2];
-    std::vector<std::thread> threads;
-    for (int r = 0; r < 2; ++r) {
-      threads.emplace_back([&, r] {
-        try {
-          auto piece = whole->clone();
-          nn::for_each_parameter(*piece, [&](const nn::ParamInfo& info, NamedArray& p) {
-            p = haliax::shard(p.detach(), mapping, mesh, r, info.path);
-          });
-          nn::requires_grad_(*piece);
-          auto tp = std::make_shared<haliax::TensorParallel>();
-          tp->split = {{"heads", {2, r}}, {"mlp", {2, r}}};
-          tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange.all_reduce(r, t); };
-          haliax::TensorParallelScope scope(tp);
-          got[r] = run(*piece, ids, fo);
-        } catch (const std::exception& e) {
-          failure[r] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    for (int r = 0; r < 2; ++r) {
-      ASSERT_EQ(failure[r], "") << "thread " << r;
-      EXPECT_NEAR(got[r].loss, expected.loss, 1e-12) << "thread " << r;
-      // Per layer forward: the attention output and the MLP output summed (g); backward: the gradient reaching each
-      // block's two normalised inputs summed (f); more with checkpointing's recomputation.
-      EXPECT_GE(exchange.exchanges(r), 4 * c.num_layers);
-      ASSERT_EQ(got[r].grads.size(), expected.grads.size());
-      int split = 0;
-      for (const auto& [path, g] : expected.grads) {
-        const at::Tensor& mine = got[r].grads.at(path);
-        ASSERT_TRUE(mine.defined()) << path;
-        // This thread's piece of the whole gradient: the same cut as its parameter's.
-        at::Tensor want = g;
-        if (!mine.sizes().equals(g.sizes())) {
-          ++split;
-          for (int64_t d = 0; d < g.dim(); ++d) {
-            if (mine.size(d) != g.size(d)) want = want.narrow(d, r * mine.size(d), mine.size(d));
-          }
-        }
-        EXPECT_TRUE(at::allclose(mine, want, 1e-9, 1e-12))
-            << path << " (thread " << r << ", checkpointing " << checkpointing
-            << "): max difference " << (mine - want).abs().max().item<double>();
-      }
-      // Stacked over the layers: c_attn weight and bias, attention c_proj weight, c_fc weight and bias, mlp c_proj weight.
-      EXPECT_EQ(split, 6);
-    }
+    // Stacked over the layers: c_attn weight and bias, attention c_proj weight, c_fc weight and bias, mlp c_proj
+    // weight. Per layer in forward the attention's and the MLP's outputs are summed (g); in backward the gradients
+    // reaching the block's two normalised inputs (f); checkpointing's recomputation sums again.
+    const int64_t exchanges = expect_whole_results_from_pieces(*whole, {"heads", "mlp"}, ids, fo, 6);
+    EXPECT_EQ(exchanges, (checkpointing ? 6 : 4) * c.num_layers);
   }
+}
+
+// Llama's query heads are (kv_heads, q_heads_per_group): with kv_heads in the mapping every projection computes its
+// piece; with Levanter's GPT-2 mapping [mlp, heads] alone, the attention is computed whole on each process and its
+// output cut to the process's heads for the output projection (the gradient of the cut summed back), still exact.
+TEST(TensorParallel, LlamaWithOrWithoutKvHeadsInTheMappingGivesTheWholeModelsLossAndGradients) {
+  LlamaConfig c;
+  c.seq_len = 16;
+  c.hidden_dim = 32;
+  c.intermediate_dim = 48;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  const haliax::Axis Vocab("vocab", 101), Batch("batch", 2), Pos("position", 16);
+  const auto whole = cast_floating(LlamaLMHeadModel::init(Vocab, c, haliax::random::Key(0)), at::kDouble);
+  nn::requires_grad_(*whole);
+  const NamedArray ids = haliax::random::randint(haliax::random::Key(1), {Batch, Pos}, 0, Vocab.size);
+  // q, k, v, o projections and the MLP's gate, up and down.
+  SCOPED_TRACE("[heads, kv_heads, mlp]");
+  expect_whole_results_from_pieces(*whole, {"heads", "kv_heads", "mlp"}, ids, {}, 7);
+  // o_proj and the MLP's three.
+  SCOPED_TRACE("[heads, mlp]");
+  expect_whole_results_from_pieces(*whole, {"heads", "mlp"}, ids, {}, 4);
 }

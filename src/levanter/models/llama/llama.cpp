@@ -138,7 +138,7 @@ NamedArray LlamaAttention::attend(const NamedArray& q, const NamedArray& k, cons
   // (..., kv_heads, q_heads_per_group, position, head_size) -> heads = kv_heads x q_heads_per_group (HF's order).
   NamedArray out = nn::dot_product_attention(nn::Contract("head_size"), nn::AttendOver("key_position"), q, k, v, o);
   out = hax::flatten_axes(out, hax::AxisSelection(std::vector<hax::AxisSelector>{"kv_heads", "q_heads_per_group"}),
-                          Heads);
+                          Heads.name);  // (by name: under tensor parallelism, kv_heads may be this process's piece)
   return o_proj(hax::astype(out, dtype));
 }
 
