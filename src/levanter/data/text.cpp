@@ -170,6 +170,11 @@ std::shared_ptr<TokenCache> TextData::cache(const std::string& source, Split spl
   }
   CacheBuildOptions options = build_options_;
   if (options.vocab_size == 0) options.vocab_size = vocab_size();  // readers check ids against the model's vocab
+  if (split == Split::kTrain && joint_processes_ > 1) {
+    options.rank = joint_rank_;
+    options.processes = joint_processes_;
+    options.broadcast = joint_broadcast_;
+  }
   auto cache = build_or_load_cache(dir, files, enc, options);
   caches_[dir] = cache;
   return cache;

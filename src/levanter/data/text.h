@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,6 +69,14 @@ class TextData {
   std::shared_ptr<TokenCache> cache(const std::string& source, Split split);
   void set_build_options(const CacheBuildOptions& options) { build_options_ = options; }
   const CacheBuildOptions& build_options() const { return build_options_; }
+  // The training caches are built by the `processes` processes of a job together (CacheBuildOptions::rank,
+  // processes, broadcast; every process must then call train_set the same way); validation caches, which only
+  // process 0 reads, are built as usual.
+  void set_joint_train_build(int rank, int processes, std::function<std::string(const std::string&)> broadcast) {
+    joint_rank_ = rank;
+    joint_processes_ = processes;
+    joint_broadcast_ = std::move(broadcast);
+  }
 
   // The training set: packed sequences of `seq_len` tokens, shuffled per data.shuffle (keyed by `seed`)
   // and, for a mixture, mixed per data.train_weights (schedule steps are converted to sequence indices
@@ -81,6 +90,8 @@ class TextData {
   DocumentEncoder encoder_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   CacheBuildOptions build_options_;
+  int joint_rank_ = 0, joint_processes_ = 1;
+  std::function<std::string(const std::string&)> joint_broadcast_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<TokenCache>> caches_;  // by directory
 };

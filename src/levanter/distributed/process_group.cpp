@@ -5,8 +5,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <fstream>
 #include <map>
+#include <thread>
 
 namespace levanter::distributed {
 
@@ -23,14 +29,46 @@ std::string where(const ProcessInfo& info) {
          info.master_addr + ":" + std::to_string(info.master_port) + ")";
 }
 
+// The ranks of this machine whose process has ended (or is a zombie), for a failed collective's message: "; rank 1
+// (pid 4242 on this machine) is no longer running". Ranks elsewhere cannot be checked from here.
+bool process_gone(int64_t pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';  // a zombie
+}
+
+std::string gone_peers(const std::vector<ProcessGroup::Peer>& peers) {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  bool remote = false;
+  // A peer's sockets close while it exits, a moment before it shows as ended: look again for up to a second.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    std::string out;
+    for (const ProcessGroup::Peer& p : peers) {
+      if (p.host != host) {
+        remote = true;
+      } else if (process_gone(p.pid)) {
+        out += "; rank " + std::to_string(p.rank) + " (pid " + std::to_string(p.pid) +
+               " on this machine) is no longer running";
+      }
+    }
+    if (!out.empty()) return out;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return remote ? "; every rank on this machine is still running (one on another machine may not be)" : "";
+}
+
 template <typename F>
-auto collective(const ProcessInfo& info, const char* what, F&& f) {
+auto collective(const ProcessInfo& info, const std::vector<ProcessGroup::Peer>& peers, const char* what, F&& f) {
   try {
     return f();
   } catch (const std::exception& e) {
-    throw CollectiveError(
-        std::string(what) + " failed on " + where(info) +
-        ": another process died or did not arrive in time (trainer.distributed.timeout): " + e.what());
+    throw CollectiveError(std::string(what) + " failed on " + where(info) +
+                          ": another process died or did not arrive in time (trainer.distributed.timeout)" +
+                          gone_peers(peers) + ": " + e.what());
   }
 }
 
@@ -62,6 +100,13 @@ std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std
     throw CollectiveError("could not connect " + where(info) + " within " + std::to_string(timeout.count()) +
                           " s: " + e.what());
   }
+  // Where each rank runs, for naming one that has died (collective errors).
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  for (const std::string& v : pg->all_gather(std::string(host) + " " + std::to_string(::getpid()))) {
+    const size_t space = v.rfind(' ');
+    pg->peers_.push_back({v.substr(0, space), std::stoll(v.substr(space + 1)), static_cast<int>(pg->peers_.size())});
+  }
   return pg;
 }
 
@@ -77,11 +122,17 @@ std::unique_ptr<ProcessGroup> ProcessGroup::subgroup(const std::string& name, co
   pg->info_.world_size = static_cast<int>(ranks.size());
   pg->timeout_ = timeout_;
   pg->name_ = (name_.empty() ? "" : name_ + "/") + name;
+  for (int r : ranks) {
+    if (r < 0 || static_cast<size_t>(r) >= peers_.size())
+      throw std::logic_error("ProcessGroup::subgroup: no rank " + std::to_string(r) + " in a group of " +
+                             std::to_string(size()));
+    pg->peers_.push_back(peers_[static_cast<size_t>(r)]);
+  }
   if (ranks.size() == 1) return pg;
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>("group/" + pg->name_, impl_->store);
   pg->impl_->options = impl_->options;
-  collective(info_, ("connecting group " + pg->name_).c_str(), [&] {
+  collective(info_, peers_, ("connecting group " + pg->name_).c_str(), [&] {
     pg->impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("levanter", pg->impl_->store), pg->info_.rank, pg->info_.world_size,
         impl_->options);
@@ -145,7 +196,7 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
       // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
       at::Tensor received = at::empty({chunk * N}, flat.options());
       std::vector<int64_t> equal;
-      collective(info_, "gradient exchange (alltoall)", [&] {
+      collective(info_, peers_, "gradient exchange (alltoall)", [&] {
         at::Tensor out = wire(received), in = wire(flat);
         impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
       });
@@ -154,7 +205,8 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(flat.narrow(0, r * chunk, chunk)));
       std::vector<at::Tensor> in{wire(mine)};
-      collective(info_, "gradient exchange (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
+      collective(info_, peers_, "gradient exchange (allgather)",
+                 [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       each_in_bucket(indices, begin, end, numel, 0, [&](size_t i, int64_t offset) {
         tensors[i].copy_(flat.narrow(0, offset, numel[i]).view(tensors[i].sizes()));
       });
@@ -194,7 +246,7 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
       }
       at::Tensor received = at::empty({n * N}, send.options());
       std::vector<int64_t> equal;
-      collective(info_, "gradient exchange (alltoall)", [&] {
+      collective(info_, peers_, "gradient exchange (alltoall)", [&] {
         at::Tensor out = wire(received), in = wire(send);
         impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
       });
@@ -238,7 +290,8 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(gathered.narrow(0, r * n, n)));
       std::vector<at::Tensor> in{wire(mine)};
-      collective(info_, "parameter gather (allgather)", [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
+      collective(info_, peers_, "parameter gather (allgather)",
+                 [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       for (int64_t r = 0; r < N; ++r) {
         each_in_bucket(indices, begin, end, piece, r * n, [&](size_t i, int64_t offset) {
           block(full[i], dims[i], r, N).copy_(gathered.narrow(0, offset, piece[i]).view(shards[i].sizes()));
@@ -251,7 +304,7 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
 std::string ProcessGroup::broadcast(const std::string& value) {
   if (size() == 1) return value;
   const std::string key = "levanter/broadcast/" + std::to_string(exchanges_++);
-  return collective(info_, "broadcast (store)", [&] {
+  return collective(info_, peers_, "broadcast (store)", [&] {
     if (rank() == 0) {
       impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
       return value;
@@ -264,7 +317,7 @@ std::string ProcessGroup::broadcast(const std::string& value) {
 std::vector<std::string> ProcessGroup::all_gather(const std::string& value) {
   if (size() == 1) return {value};
   const std::string key = "levanter/gather/" + std::to_string(exchanges_++) + "/";
-  return collective(info_, "gather (store)", [&] {
+  return collective(info_, peers_, "gather (store)", [&] {
     impl_->store->set(key + std::to_string(rank()), std::vector<uint8_t>(value.begin(), value.end()));
     std::vector<std::string> out;
     for (int r = 0; r < size(); ++r) {
@@ -280,14 +333,14 @@ int64_t ProcessGroup::max(int64_t value) {
   std::vector<at::Tensor> t{at::full({1}, value, at::kLong)};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
-  collective(info_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t, o)->wait(timeout_); });
+  collective(info_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t, o)->wait(timeout_); });
   return t[0].item<int64_t>();
 }
 
 bool ProcessGroup::any(bool flag) {
   if (size() == 1) return flag;
   std::vector<at::Tensor> t{at::full({1}, flag ? 1.0 : 0.0, at::kFloat)};
-  collective(info_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t)->wait(timeout_); });
+  collective(info_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t)->wait(timeout_); });
   return t[0].item<float>() > 0;
 }
 

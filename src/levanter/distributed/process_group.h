@@ -37,6 +37,13 @@ class ProcessGroup {
   // those processes only.
   std::unique_ptr<ProcessGroup> subgroup(const std::string& name, const std::vector<int>& ranks);
 
+  // Where a rank runs (exchanged when connecting): a failed collective names the ranks of this machine that are gone.
+  struct Peer {
+    std::string host;
+    int64_t pid = 0;
+    int rank = 0;  // in the whole job
+  };
+
   int rank() const { return info_.rank; }
   int size() const { return info_.world_size; }
   const ProcessInfo& info() const { return info_; }
@@ -67,8 +74,9 @@ class ProcessGroup {
   ProcessGroup() = default;
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
-  std::string name_;       // a subgroup's name ("" for the whole job)
-  int64_t exchanges_ = 0;  // strings exchanged through the store so far (each under a key of its own)
+  std::string name_;         // a subgroup's name ("" for the whole job)
+  std::vector<Peer> peers_;  // per rank of this group (empty with one process)
+  int64_t exchanges_ = 0;    // strings exchanged through the store so far (each under a key of its own)
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

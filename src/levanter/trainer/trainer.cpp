@@ -726,6 +726,11 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.data_seed = static_cast<uint64_t>(I.config.data_seed.value_or(tc.seed));
   I.root = Key(static_cast<uint64_t>(tc.seed));
   I.data = std::make_unique<data::TextData>(I.config.data);
+  if (I.pg) {
+    // Every process builds its share of the training caches' shards (data/cache/builder.h).
+    distributed::ProcessGroup* pg = I.pg.get();
+    I.data->set_joint_train_build(I.rank(), I.world(), [pg](const std::string& v) { return pg->broadcast(v); });
+  }
   I.Vocab = vocab_axis(*I.data);
   // Before anything large is allocated: a run that cannot fit is refused with the numbers.
   I.memory = estimate_training_memory(I.config, I.Vocab.size, I.data_size());

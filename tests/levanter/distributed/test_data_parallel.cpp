@@ -17,8 +17,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../data/data_testing.h"
 #include "levanter/checkpoint/checkpoint.h"
 #include "levanter/config/config.h"
+#include "levanter/data/cache/builder.h"
 #include "levanter/distributed/config.h"
 #include "levanter/distributed/process_group.h"
 #include "levanter/runtime/file_io.h"
@@ -164,6 +166,25 @@ TEST_F(DataParallel, ADeadRankStopsTheJobWithAMessageNamingIt) {
   EXPECT_THAT(out, HasSubstr("levanter launch: rank 1 (pid"));
   EXPECT_THAT(out, HasSubstr("was killed by signal 9"));
   EXPECT_LT(seconds, 60) << out;  // nothing hangs
+}
+
+// Started without `levanter launch` (torchrun's environment, set by hand): the rank that survives names the one that
+// died, from the pids the ranks exchanged when they connected.
+TEST_F(DataParallel, ADeadRankIsNamedWithoutTheLauncher) {
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(levanter::distributed::free_loopback_port(29517)) + " ";
+  const std::string bin = std::string(LEVANTER_BINARY_DIR) + "/levanter train " + config() + " --trainer.id solo";
+  const std::string cmd = "(" + env + "RANK=1 LOCAL_RANK=1 LEVANTER_FAULT=train_step_end:2 " + bin + " > '" +
+                          (root_ / "out1.txt").string() + "' 2>&1 &); " + env + "RANK=0 LOCAL_RANK=0 " + bin + " > '" +
+                          (root_ / "out0.txt").string() + "' 2>&1";
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = std::system(cmd.c_str());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string out = slurp(root_ / "out0.txt");
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("; rank 1 (pid "));
+  EXPECT_THAT(out, HasSubstr(" on this machine) is no longer running"));
+  EXPECT_LT(seconds, 60) << out;
 }
 
 TEST_F(DataParallel, AJobKilledMidRunAndLaunchedAgainContinuesToTheSameBits) {
@@ -642,4 +663,79 @@ TEST(ShardedCheckpoint, PiecesFromTwoProcessesLoadAsTheWholeAndBadPiecesAreNamed
   EXPECT_THAT(load_error(dir),
               HasSubstr("metadata.json: sharding.dims.model.w is 7, not a dimension of the 2-d tensor"));
   fs::remove_all(base);
+}
+
+// --- the token cache built by the processes of a job together ----------------------------------------------------
+
+// Two processes build a 5-shard cache together: process r writes shards r, r+2, ... (each under its own lock). Process
+// 1 is killed (simulated) after two commits and its process ends; process 0 then says which process's shard is
+// missing instead of waiting for ever. Launched again, the processes resume, and the cache is byte for byte the one a
+// single process builds.
+TEST(JointCacheBuild, TwoProcessesBuildTheirOwnShardsResumeAfterAKillAndMatchOneProcessByteForByte) {
+  namespace dt = levanter::data::testing;
+  using levanter::data::CacheBuildOptions;
+  const fs::path root = levanter::testing::fresh_test_dir("levanter_joint_cache");
+  fs::create_directories(root / "in");
+  std::vector<std::string> files;
+  for (int f = 0; f < 5; ++f) {
+    files.push_back((root / "in" / ("part" + std::to_string(f) + ".jsonl")).string());
+    dt::write_text(files.back(), dt::jsonl(dt::make_docs(f, 40)));
+  }
+  CacheBuildOptions base;
+  base.num_threads = 1;
+  base.chunk_documents = 8;
+  base.log_warnings = false;
+  levanter::data::build_or_load_cache((root / "one").string(), files, dt::byte_encoder(), base)->wait_finished();
+
+  const std::string joint = (root / "joint").string();
+  auto options_for = [&](levanter::distributed::ProcessGroup& pg) {
+    CacheBuildOptions o = base;
+    o.rank = pg.rank();
+    o.processes = pg.size();
+    o.broadcast = [&pg](const std::string& v) { return pg.broadcast(v); };
+    return o;
+  };
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    CacheBuildOptions o = options_for(pg);
+    if (pg.rank() == 1) {
+      o.simulate_kill_after_chunks = 2;  // then this process ends, and its lock with it
+      auto cache = levanter::data::build_or_load_cache(joint, files, dt::byte_encoder(), o);
+      cache->builder()->wait();
+      return true;
+    }
+    auto cache = levanter::data::build_or_load_cache(joint, files, dt::byte_encoder(), o);
+    try {
+      cache->wait_finished();
+    } catch (const levanter::data::DataError& e) {
+      const std::string m = e.what();
+      EXPECT_THAT(m, HasSubstr("built by process 1 of this job"));
+      EXPECT_THAT(m, HasSubstr("which is gone"));
+      return m.find("which is gone") != std::string::npos;
+    }
+    return false;
+  });
+  EXPECT_TRUE(fs::exists(fs::path(joint) / ".lock-1"));
+  int64_t documents[2] = {0, 0};
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    auto cache = levanter::data::build_or_load_cache(joint, files, dt::byte_encoder(), options_for(pg));
+    cache->wait_finished();
+    if (pg.rank() == 0) documents[0] = cache->builder()->progress().documents;
+    return cache->total_rows() == 200 && cache->builder() != nullptr &&
+           cache->builder()->progress().documents == (pg.rank() == 0 ? 120 : 80);  // its own shards' documents
+  });
+  EXPECT_EQ(documents[0], 120);  // shards 0, 2 and 4
+  auto without_locks = [](std::map<std::string, std::string> files) {
+    for (auto it = files.begin(); it != files.end();) it = it->first.rfind(".lock", 0) == 0 ? files.erase(it) : ++it;
+    return files;
+  };
+  const auto one = without_locks(dt::snapshot((root / "one").string()));
+  const auto together = without_locks(dt::snapshot(joint));
+  EXPECT_EQ(one.size(), together.size());
+  for (const auto& [name, bytes] : one) {
+    auto it = together.find(name);
+    ASSERT_NE(it, together.end()) << name;
+    EXPECT_TRUE(it->second == bytes) << name << " differs";
+  }
+  EXPECT_TRUE(levanter::data::TokenCache::open(joint)->finished());
+  fs::remove_all(root);
 }

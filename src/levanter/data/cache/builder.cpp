@@ -130,9 +130,9 @@ struct ShardChecksums {
 };
 
 // Writes this process's pid into the lock file it holds, for the messages of processes waiting on it.
-void record_lock_holder(const std::string& dir) {
+void record_lock_holder(const std::string& dir, int rank) {
   std::string pid = std::to_string(::getpid()) + "\n";
-  runtime::File f = runtime::File::open(dir + "/.lock", O_WRONLY | O_TRUNC);
+  runtime::File f = runtime::File::open(build_lock_path(dir, rank), O_WRONLY | O_TRUNC);
   f.write_all(pid.data(), pid.size());
 }
 
@@ -156,6 +156,11 @@ struct CacheBuilder::Impl {
   std::vector<ShardLedger> ledgers;       // per shard: the state at the start, then the final ledger
   std::vector<ShardChecksums> checksums;  // per shard being built: its blocks' CRCs so far
   std::vector<size_t> todo;               // shards to build, in order
+  // Building together with other processes (options.processes > 1): this process's shards are i % processes == rank.
+  bool owns(size_t shard) const {
+    return options.processes <= 1 || static_cast<int>(shard % static_cast<size_t>(options.processes)) == options.rank;
+  }
+  size_t owned = 0;  // how many shards are this process's
   std::atomic<size_t> next_todo{0};
 
   std::atomic<bool> stopping{false}, killed{false};
@@ -205,15 +210,27 @@ struct CacheBuilder::Impl {
     }
     if (!last) return;
     // Stopping only means starting no more work: if every shard is done, the cache is finished all the same.
-    if (error.empty() && !killed.load() && shards_finished.load() == files.size()) {
+    bool stopped = false;
+    if (error.empty() && !killed.load() && shards_finished.load() == owned) {
       try {
-        finalize();
+        // Together with other processes: process 0 writes the manifest once every shard is finished; the others
+        // are done with their part (their readers see the rest in the ledgers).
+        if (options.processes > 1 && options.rank != 0) {
+          cache->on_finished();
+        } else if (options.processes <= 1 || wait_for_other_shards()) {
+          finalize();
+        } else {
+          stopped = true;
+        }
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(state_mu);
         error = e.what();
         cache->on_failure(error);
       }
     } else if (error.empty()) {
+      stopped = true;
+    }
+    if (stopped) {
       cache->on_failure(
           killed.load()
               ? dir + ": the cache build was killed (simulated); resume it by opening the cache again"
@@ -224,6 +241,33 @@ struct CacheBuilder::Impl {
       done = true;
     }
     done_cv.notify_all();
+  }
+
+  // Process 0 of a joint build: polls the other processes' shards until every one is finished (true), the build is
+  // stopped (false), or a shard's builder is gone (fails the build, naming it).
+  bool wait_for_other_shards() {
+    for (size_t i = 0; i < files.size(); ++i) {
+      while (!owns(i)) {
+        std::optional<ShardLedger> l = read_ledger(dir, i);
+        if (l && l->finished) {
+          ledgers[i] = *l;
+          break;
+        }
+        if (stopping.load()) return false;
+        const int owner = static_cast<int>(i % static_cast<size_t>(options.processes));
+        runtime::FileLock probe =
+            runtime::FileLock::try_lock(build_lock_path(dir, owner), runtime::FileLock::IfMissing::kCreateFile);
+        if (probe.locked()) {
+          l = read_ledger(dir, i);
+          if (l && l->finished) continue;
+          throw DataError(dir + ": shard " + std::to_string(i) + " is built by process " + std::to_string(owner) +
+                          " of this job, which is gone (" + build_lock_path(dir, owner) +
+                          " is free); launch the job again to resume the build");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    return true;
   }
 
   void finalize() {
@@ -457,11 +501,16 @@ std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std
   impl->encoder = encoder;
   impl->options = options;
   impl->lock = std::move(lock);
-  record_lock_holder(dir);
+  record_lock_holder(dir, options.processes > 1 ? options.rank : 0);
 
-  // Is what is there the cache we want?
+  // Is what is there the cache we want? (Building together with other processes, process 0 has answered that.)
   std::optional<CacheManifest> m = read_manifest(dir);
-  if (m) {
+  if (options.processes > 1 && options.rank != 0) {
+    if (!m || !(m->processing == encoder.processing) || m->files != files)
+      throw DataError(dir +
+                      ": the manifest process 0 checked is not there or differs; the job's processes must "
+                      "configure the same data");
+  } else if (m) {
     std::string why;
     if (m->format_version != kCacheFormatVersion) {
       why = "it has format version " + std::to_string(m->format_version) + " and this build writes version " +
@@ -505,6 +554,8 @@ std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std
   impl->ledgers.resize(files.size());
   impl->checksums.resize(files.size());
   for (size_t i = 0; i < files.size(); ++i) {
+    if (!impl->owns(i)) continue;  // another process's (building together)
+    ++impl->owned;
     const std::string& path = files[i];
     const FileInfo& info = infos[i];
     std::optional<ShardLedger> l = read_ledger(dir, i);
@@ -569,7 +620,9 @@ std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std
 
 // Hands the plan's shard states to `cache` and, if there is something to build, starts the build feeding it.
 void start_build(TokenCache& cache, std::unique_ptr<CacheBuilder::Impl> impl) {
-  for (size_t i = 0; i < impl->files.size(); ++i) cache.on_commit(i, impl->ledgers[i]);
+  for (size_t i = 0; i < impl->files.size(); ++i) {
+    if (impl->owns(i)) cache.on_commit(i, impl->ledgers[i]);
+  }
   if (impl->todo.empty() && impl->manifest.finished) return;  // complete: nothing to build, release the lock
 
   const int threads = impl->options.num_threads > 0 ? impl->options.num_threads : runtime::hardware_threads();
@@ -597,6 +650,44 @@ std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const s
   return cache;
 }
 
+// Building together with the other processes of a job (CacheBuildOptions::processes): process 0 takes the cache's
+// lock and checks or writes the manifest, then tells the others (broadcast); each plans and builds its own shards
+// under its own lock.
+std::shared_ptr<TokenCache> build_jointly(const std::string& dir, const std::vector<std::string>& files,
+                                          const std::vector<FileInfo>& infos, const DocumentEncoder& encoder,
+                                          const CacheBuildOptions& options) {
+  if (!options.broadcast) throw std::invalid_argument("build_or_load_cache: several processes need a broadcast");
+  const std::string kFailed = "!";
+  auto take_lock = [&](int rank) {
+    runtime::FileLock lock =
+        runtime::FileLock::try_lock(build_lock_path(dir, rank), runtime::FileLock::IfMissing::kCreateFile);
+    if (!lock.locked()) {
+      throw DataError(dir + ": another process holds " + build_lock_path(dir, rank) +
+                      " and builds this token cache; the processes of a job build it together only when no other "
+                      "process does: wait for it to finish, or stop it");
+    }
+    return lock;
+  };
+  std::unique_ptr<CacheBuilder::Impl> impl;
+  if (options.rank == 0) {
+    try {
+      impl = plan_build(dir, files, infos, encoder, options, take_lock(0));
+    } catch (const std::exception& e) {
+      options.broadcast(kFailed + e.what());
+      throw;
+    }
+    options.broadcast("ok");
+  } else {
+    const std::string status = options.broadcast("");
+    if (status.rfind(kFailed, 0) == 0) throw DataError("process 0 could not open the token cache: " + status.substr(1));
+    impl = plan_build(dir, files, infos, encoder, options, take_lock(options.rank));
+  }
+  auto cache = std::make_shared<TokenCache>(dir, impl->manifest, read_options(options));
+  cache->set_joint_build(options.rank, options.processes);
+  start_build(*cache, std::move(impl));
+  return cache;
+}
+
 std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir, const std::vector<std::string>& files,
                                                           const DocumentEncoder& encoder,
                                                           const CacheBuildOptions& options) {
@@ -606,6 +697,7 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw DataError(dir + ": cannot create the cache directory: " + ec.message());
+  if (options.processes > 1) return build_jointly(dir, files, infos, encoder, options);
 
   runtime::FileLock lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
   // Another process builds it. It writes the manifest right after taking the lock: give it a moment, and

@@ -53,6 +53,16 @@ struct CacheBuildOptions {
   bool log_warnings = true;               // print skipped lines, resumptions and waits for other processes to stderr
   int64_t max_document_bytes = 64 << 20;  // a longer document (JSONL line, .txt file) is an error
   int64_t vocab_size = 0;                 // readers check every token id against it (the tokenizer's); 0: unchecked
+  // Building together with the other processes of one job (training: every process opens the training caches):
+  // process `rank` of `processes` builds the shards i with i % processes == rank, under a lock of its own
+  // (<dir>/.lock for process 0, <dir>/.lock-<rank> for the others), so no two processes write the same file.
+  // Process 0 first checks (or writes) the manifest; `broadcast` (process 0's string on every process, called
+  // once per cache and in the same order everywhere) then lets the others start. Each process reads the others'
+  // shards from their ledgers as they grow; process 0 marks the cache finished once every shard is. A killed
+  // job launched again resumes every shard, whatever its process count. 1: this process builds every shard.
+  int rank = 0;
+  int processes = 1;
+  std::function<std::string(const std::string&)> broadcast;
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;

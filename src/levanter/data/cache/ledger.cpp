@@ -170,6 +170,10 @@ CacheManifest CacheManifest::from_json(const std::string& text, const std::strin
 }
 
 std::string manifest_path(const std::string& cache_dir) { return cache_dir + "/manifest.json"; }
+std::string build_lock_path(const std::string& cache_dir, int rank) {
+  return cache_dir + "/.lock" + (rank == 0 ? std::string() : "-" + std::to_string(rank));
+}
+
 std::string shard_dir(const std::string& cache_dir, size_t shard) {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "%05zu", shard);

@@ -88,6 +88,9 @@ std::string shard_dir(const std::string& cache_dir, size_t shard);
 std::string ledger_path(const std::string& cache_dir, size_t shard);
 std::string tokens_path(const std::string& cache_dir, size_t shard);
 std::string offsets_path(const std::string& cache_dir, size_t shard);
+// The build lock (an flock holding its builder's pid): <dir>/.lock, or <dir>/.lock-<rank> for process `rank` > 0
+// of a job building the cache together (CacheBuildOptions::processes).
+std::string build_lock_path(const std::string& cache_dir, int rank = 0);
 
 // The ledger of a shard, or nullopt if it has none (nothing committed).
 std::optional<ShardLedger> read_ledger(const std::string& cache_dir, size_t shard);

@@ -22,12 +22,12 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(200);
 constexpr auto kWaitReportInterval = std::chrono::seconds(30);
 
-std::string lock_path(const std::string& dir) { return dir + "/.lock"; }
+std::string lock_path(const std::string& dir) { return build_lock_path(dir); }
 
-// The pid a builder wrote into the lock file (0 if none).
-long lock_holder_pid(const std::string& dir) {
+// The pid a builder wrote into its lock file (0 if none).
+long lock_holder_pid(const std::string& dir, int rank = 0) {
   try {
-    return std::strtol(runtime::read_small_file(lock_path(dir)).c_str(), nullptr, 10);
+    return std::strtol(runtime::read_small_file(build_lock_path(dir, rank)).c_str(), nullptr, 10);
   } catch (const runtime::IoError&) {
     return 0;
   }
@@ -101,6 +101,13 @@ void TokenCache::attach_builder(std::shared_ptr<CacheBuilder> builder) {
   std::lock_guard<std::mutex> lock(mu_);
   builder_ = std::move(builder);
   builder_running_ = true;
+}
+
+void TokenCache::set_joint_build(int rank, int processes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  joint_rank_ = rank;
+  joint_processes_ = processes;
+  refresh_from_disk_locked();
 }
 
 void TokenCache::set_takeover(Takeover takeover) {
@@ -347,7 +354,7 @@ void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, const std::stri
     if (ready() || complete_.load(std::memory_order_relaxed)) return;
     if (!error_.empty()) throw DataError(error_);
     cv_.wait_for(lock, kPollInterval);
-    if (!builder_) {
+    if (!builder_ || joint_processes_ > 1) {
       // Another process builds it, or did until it died: read its ledgers, then check that it is still there.
       refresh_from_disk_locked();
       if (ready() || complete_.load(std::memory_order_relaxed)) return;
@@ -360,6 +367,36 @@ void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, const std::stri
 // the process dies however it dies) tells whether it is still there: if we can take the lock, nobody
 // builds, and we resume the build here (takeover_) or fail. Otherwise we say what we wait for, now and then.
 void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const std::string& what) {
+  if (joint_processes_ > 1) {
+    // Built together: the first unfinished shard's builder is process prefix_ % processes of the job. (With every
+    // shard finished, what is left is process 0's manifest, written by its builder.)
+    if (prefix_ >= shards_.size()) return;
+    const int owner = static_cast<int>(prefix_ % static_cast<size_t>(joint_processes_));
+    if (owner == joint_rank_ && builder_) return;  // this process builds it (and commits through on_commit)
+    const std::string path = build_lock_path(dir_, owner);
+    runtime::FileLock probe = runtime::rethrow_io_errors_as<DataError>(
+        [&] { return runtime::FileLock::try_lock(path, runtime::FileLock::IfMissing::kCreateFile); });
+    const long pid = lock_holder_pid(dir_, owner);
+    if (probe.locked()) {
+      refresh_from_disk_locked();
+      if (complete_.load(std::memory_order_relaxed) ||
+          prefix_ % static_cast<size_t>(joint_processes_) != static_cast<size_t>(owner))
+        return;
+      throw DataError(dir_ + ": shard " + std::to_string(prefix_) + " of the token cache is built by process " +
+                      std::to_string(owner) + " of this job" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") +
+                      ", which is gone (" + path + " is free); launch the job again to resume the build");
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (options_.log_waits && (!wait_announced_ || now - wait_reported_ >= kWaitReportInterval)) {
+      wait_announced_ = true;
+      wait_reported_ = now;
+      std::cerr << "levanter: waiting for process " << owner << " of this job"
+                << (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") << " to build shard " << prefix_
+                << " of the token cache " << dir_ << ": " << prefix_ << " of " << shards_.size() << " shards finished, "
+                << tokens_available_locked() << " tokens so far; this reader needs " << what << std::endl;
+    }
+    return;
+  }
   runtime::FileLock build_lock = runtime::rethrow_io_errors_as<DataError>(
       [&] { return runtime::FileLock::try_lock(lock_path(dir_), runtime::FileLock::IfMissing::kCreateFile); });
   const long pid = lock_holder_pid(dir_);

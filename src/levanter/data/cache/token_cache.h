@@ -104,6 +104,10 @@ class TokenCache {
   // cache's lock) with the build lock, already taken; attaches a builder or throws DataError.
   using Takeover = std::function<void(TokenCache& cache, runtime::FileLock lock)>;
   void set_takeover(Takeover takeover);
+  // Built together by the processes of a job (CacheBuildOptions::processes): this is process `rank` of
+  // `processes`, whose builder (if any) writes shards i % processes == rank; the others' shards are read from their
+  // ledgers as they grow, and one whose builder is gone fails the read, naming it. Reads the ledgers now.
+  void set_joint_build(int rank, int processes);
 
  private:
   struct ShardState {
@@ -155,8 +159,9 @@ class TokenCache {
   std::vector<int64_t> token_start_, row_start_;
   size_t prefix_ = 0;  // shards 0..prefix_-1 are finished
   std::string error_;
-  std::atomic<bool> complete_{false};  // all shards finished and checked: reads take the lock-free path
-  bool builder_running_ = false;       // a builder in this process has yet to write the final manifest
+  std::atomic<bool> complete_{false};         // all shards finished and checked: reads take the lock-free path
+  bool builder_running_ = false;              // a builder in this process has yet to write the final manifest
+  int joint_rank_ = 0, joint_processes_ = 1;  // set_joint_build
   std::shared_ptr<CacheBuilder> builder_;
   Takeover takeover_;
   // Waiting on another process: when we started and when we last said so on stderr.
