@@ -62,6 +62,7 @@ Evaluator::Evaluator(data::TextData& data, int64_t seq_len, int64_t batch_size, 
 Evaluator::~Evaluator() = default;
 
 EvalResults Evaluator::run(const models::LmHeadModel& model, at::ScalarType compute) {
+  batches_evaluated_ = 0;
   at::NoGradGuard no_grad;
   std::unique_ptr<models::LmHeadModel> cast;
   const models::LmHeadModel* m = &model;
@@ -75,19 +76,31 @@ EvalResults Evaluator::run(const models::LmHeadModel& model, at::ScalarType comp
 }
 
 EvalMetrics Evaluator::run_set(const models::LmHeadModel& model, data::EvalBatches& batches) {
-  double loss_sum = 0;
-  int64_t tokens = 0, bytes = 0;
-  for (int64_t i = 0; i < batches.num_batches(); ++i) {
+  // Per batch: the summed loss, the counted positions and their bytes (this process's batches; see Split).
+  const int64_t n = batches.num_batches();
+  std::vector<double> sums(static_cast<size_t>(3 * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (split_.processes > 1 && i % split_.processes != split_.rank) continue;
     data::TokenBatch b = batches.batch(i);
     NamedArray ids(batch_tensor(b), {Axis("batch", b.batch_size), Axis("position", b.seq_len)});
     models::LossOptions lo;
     lo.reduction = haliax::nn::Reduction::kNone;
     NamedArray per = model.compute_next_token_loss(ids, {}, lo);  // (batch, position); masked positions are 0
     auto [targets, mask] = models::next_token_targets(ids, std::nullopt);
-    loss_sum += per.array().to(at::kDouble).sum().item<double>();
-    tokens += mask.array().sum().item<int64_t>();
     at::Tensor b_pos = byte_lengths_.index_select(0, targets.array().reshape({-1})).reshape(targets.array().sizes());
-    bytes += (b_pos * mask.array()).sum().item<int64_t>();
+    sums[3 * i] = per.array().to(at::kDouble).sum().item<double>();
+    sums[3 * i + 1] = static_cast<double>(mask.array().sum().item<int64_t>());
+    sums[3 * i + 2] = static_cast<double>((b_pos * mask.array()).sum().item<int64_t>());
+    ++batches_evaluated_;
+  }
+  // Each batch's sums come from one process (the others add zeros: exact), then add up in batch order.
+  if (split_.processes > 1) split_.sum(sums);
+  double loss_sum = 0;
+  int64_t tokens = 0, bytes = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    loss_sum += sums[3 * i];
+    tokens += static_cast<int64_t>(sums[3 * i + 1]);
+    bytes += static_cast<int64_t>(sums[3 * i + 2]);
   }
   EvalMetrics em;
   em.tokens = tokens;

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -49,9 +50,24 @@ class Evaluator {
   // Evaluates `model` with its parameters cast to `compute` (no gradients).
   EvalResults run(const models::LmHeadModel& model, at::ScalarType compute);
 
+  // Evaluation split over the processes of a job (each holding the whole model): process `rank` of `processes`
+  // evaluates batches rank, rank + processes, ...; `sum` (the processes' vectors summed, the same on every process)
+  // brings every batch's sums to every process, which adds them in batch order, so the metrics are the bits one
+  // process computes alone. Every process must call run at the same points.
+  struct Split {
+    int rank = 0;
+    int processes = 1;
+    std::function<void(std::vector<double>&)> sum;
+  };
+  void set_split(Split split) { split_ = std::move(split); }
+  // How many batches this process evaluated in the last run (all sets).
+  int64_t batches_evaluated() const { return batches_evaluated_; }
+
  private:
   EvalMetrics run_set(const models::LmHeadModel& model, data::EvalBatches& batches);
   at::Tensor byte_lengths_;
+  Split split_;
+  int64_t batches_evaluated_ = 0;
   std::vector<std::pair<std::string, std::unique_ptr<data::EvalBatches>>> sets_;
 };
 

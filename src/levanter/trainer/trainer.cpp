@@ -271,7 +271,7 @@ struct Trainer::Impl {
       bool needed = false;
       for (const auto& [hook, every] : hooks) needed = needed || (hook->reads_model() && runs(*hook, every));
       if (pg->any(needed)) whole = whole_model(state);
-      if (rank() != 0) whole.reset();  // no hook here reads it
+      if (!needed) whole.reset();  // no hook of this process reads it
     }
     for (auto& [hook, every] : hooks) {
       if (!runs(*hook, every)) continue;
@@ -337,6 +337,15 @@ eval::Evaluator& Trainer::Impl::get_evaluator() {
     const TrainerConfig& tc = config.trainer;
     evaluator = std::make_unique<eval::Evaluator>(*data, config.model->max_seq_len(), tc.eval_batch_size(),
                                                   tc.max_eval_batches);
+    if (world() > 1) {
+      // Every process evaluates its share of the batches (with the whole model), with one process's bits.
+      distributed::ProcessGroup* group = pg.get();
+      evaluator->set_split({rank(), world(), [group](std::vector<double>& v) {
+                              std::vector<at::Tensor> t{
+                                  at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kDouble)};
+                              group->sum_in_rank_order(t);
+                            }});
+    }
   }
   return *evaluator;
 }
@@ -739,9 +748,13 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
   I.checkpointer = std::make_unique<checkpoint::Checkpointer>(I.paths.checkpoint_base, tc.checkpointer);
   if (I.rank() != 0) {
-    // Ranks other than 0 only train: no tracker files, evaluation, checkpoints or exports.
+    // Ranks other than 0 train and evaluate their share of the validation batches (process 0 logs the result): no
+    // tracker files, checkpoints (but their pieces) or exports.
     I.tracker = std::make_unique<tracker::NoopTracker>();
     add_hook(std::make_shared<NanPolicyHook>(tc.crash_on_nan, tc.crash_on_inf, *I.checkpointer));
+    add_hook(std::make_shared<EvalHook>([&I]() -> eval::Evaluator& { return I.get_evaluator(); }, tc.mp.compute,
+                                        tc.num_train_steps, *I.tracker, false, I.result.eval),
+             tc.steps_per_eval);
     if (I.shard_parameters || I.model_axis_size > 1) {
       // FSDP, tensor parallelism: every process writes its pieces of each checkpoint (process 0 commits it).
       I.checkpoint_hook = std::make_shared<CheckpointHook>(
@@ -956,7 +969,7 @@ TrainResult Trainer::train() {
   data::DataLoader loader(I.data->train_set(I.config.model->max_seq_len(), I.data_seed, tc.train_batch_size), lo);
   // Every data source is opened before step 0: a missing or unusable validation file is found now, not at the first
   // evaluation `steps_per_eval` steps later (where it also cost the checkpoint due at that step).
-  if (I.rank() == 0) I.get_evaluator();
+  I.get_evaluator();
   I.call_hooks(
       state, [](const Hook&, int64_t) { return true; }, [&](Hook& hook, int64_t) { hook.at_start(state); });
   const double flops_per_token = state.model->flops_per_token();

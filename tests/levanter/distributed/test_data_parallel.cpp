@@ -292,6 +292,31 @@ TEST_F(DataParallel, FsdpGatheringLayerByLayerGivesTheSameBits) {
   }
 }
 
+// Every process evaluates its share of the validation batches (with the whole model, gathered from FSDP's pieces),
+// and the batches' sums are added in batch order: the eval metrics are one process's, bit for bit, and count every
+// batch once (a process that skipped its batches, or one that also did the others', would change eval/tokens).
+TEST_F(DataParallel, EvaluationIsSplitOverTheProcessesWithTheBitsOfOneProcess) {
+  const std::string eval =
+      " --trainer.max_eval_batches 5 --trainer.steps_per_eval 3 --trainer.per_device_eval_parallelism 2";
+  ASSERT_EQ(levanter("train " + config() + eval + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + eval + " --trainer.id two"), 0)
+      << slurp(root_ / "out.txt");
+  auto evals = [&](const std::string& id) {
+    std::vector<std::pair<double, double>> out;
+    std::ifstream in(root_ / "logs" / id / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      auto r = nlohmann::json::parse(line);
+      if (r.contains("eval/loss")) out.emplace_back(r["eval/loss"].get<double>(), r["eval/tokens"].get<double>());
+    }
+    return out;
+  };
+  const auto one = evals("one");
+  ASSERT_EQ(one.size(), 2u);         // steps 3 and 6
+  EXPECT_EQ(one[0].second, 5 * 62);  // 5 batches of 2 x 32 tokens (31 predicted positions each)
+  EXPECT_EQ(evals("two"), one);
+}
+
 // --- tensor parallelism (trainer.model_axis_size, tensor_parallel_axes) ------------------------------------------
 
 // Each of 2 processes holds and computes with half of every block's heads and MLP (GPT-2's code unchanged: haliax's
