@@ -636,39 +636,6 @@ TEST(HaliaxDoc, PartitioningByName) {
   EXPECT_EQ(physical_axis_size("mlp", params, mesh), 1);
 }
 
-namespace {
-
-// Two threads' tensors summed in thread order on both (what the model group's sum_in_rank_order does for processes).
-class SumOfTwoThreads {
- public:
-  void operator()(int rank, at::Tensor& t) {
-    std::unique_lock<std::mutex> lock(m_);
-    cv_.wait(lock, [&] { return left_ == 0; });
-    in_[rank] = t.clone();
-    if (++arrived_ == 2) {
-      sum_ = in_[0] + in_[1];
-      arrived_ = 0;
-      left_ = 2;
-      ++round_;
-      cv_.notify_all();
-    } else {
-      const int64_t r = round_;
-      cv_.wait(lock, [&] { return round_ != r; });
-    }
-    t.copy_(sum_);
-    if (--left_ == 0) cv_.notify_all();
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  at::Tensor in_[2], sum_;
-  int arrived_ = 0, left_ = 0;
-  int64_t round_ = 0;
-};
-
-}  // namespace
-
 TEST(HaliaxDoc, TensorParallelism) {
   const hax::Axis Batch("batch", 4), Embed("embed", 8), Mlp("mlp", 16);
   const auto keys = hax::random::Key(0).split(3);
@@ -679,7 +646,7 @@ TEST(HaliaxDoc, TensorParallelism) {
   x_ref.array().requires_grad_(true);
   hax::NamedArray y_ref = down_whole(hax::nn::gelu(up_whole(x_ref)));
   y_ref.array().sum().backward();
-  SumOfTwoThreads sum;
+  haliax::testing::SumOfTwoThreads sum;
   hax::NamedArray ys[2];
   at::Tensor x_grads[2];
   std::vector<std::thread> threads;

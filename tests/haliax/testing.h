@@ -6,7 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -77,5 +79,38 @@ inline void expect_same_value_and_grad(const std::vector<at::Tensor>& inputs, co
       EXPECT_THAT(std::string(e.what()), ::testing::HasSubstr(substr)); \
     }                                                                   \
   } while (0)
+
+// Tensor parallelism's all-reduce between two threads standing in for two processes: each thread's tensor becomes
+// (t0 + t1), thread 0's first, on both (what a process group's sum_in_rank_order gives two processes).
+class SumOfTwoThreads {
+ public:
+  void operator()(int rank, at::Tensor& t) {
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return left_ == 0; });  // the previous exchange has been read by both
+    in_[rank] = t.clone();
+    if (++arrived_ == 2) {
+      sum_ = in_[0] + in_[1];
+      arrived_ = 0;
+      left_ = 2;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      const int64_t r = round_;
+      cv_.wait(lock, [&] { return round_ != r; });
+    }
+    t.copy_(sum_);
+    ++exchanges_[rank];
+    if (--left_ == 0) cv_.notify_all();
+  }
+  // How many exchanges thread `rank` took part in.
+  int64_t exchanges(int rank) const { return exchanges_[rank]; }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  at::Tensor in_[2], sum_;
+  int arrived_ = 0, left_ = 0;
+  int64_t round_ = 0, exchanges_[2] = {0, 0};
+};
 
 }  // namespace haliax::testing

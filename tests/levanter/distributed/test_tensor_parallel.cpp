@@ -6,13 +6,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "haliax/nn/module.h"
 #include "haliax/partitioning.h"
+#include "haliax/testing.h"
 #include "levanter/models/gpt2/gpt2.h"
 #include "levanter/models/llama/llama.h"
 
@@ -21,40 +20,6 @@ namespace nn = haliax::nn;
 using haliax::NamedArray;
 
 namespace {
-
-// Two threads' tensors summed in thread order, (t0 + t1), on both: what sum_in_rank_order gives two processes.
-class TwoThreadSum {
- public:
-  void all_reduce(int r, at::Tensor& t) {
-    std::unique_lock<std::mutex> lock(m_);
-    cv_.wait(lock, [&] { return left_ == 0; });  // the previous exchange has been read by both
-    in_[r] = t;
-    if (++arrived_ == 2) {
-      sum_ = in_[0] + in_[1];
-      arrived_ = 0;
-      left_ = 2;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      const int64_t g = generation_;
-      cv_.wait(lock, [&] { return generation_ != g; });
-    }
-    t.copy_(sum_);
-    if (--left_ == 0) {
-      in_[0] = in_[1] = sum_ = at::Tensor();
-      cv_.notify_all();
-    }
-    ++exchanges_[r];
-  }
-  int64_t exchanges(int r) const { return exchanges_[r]; }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  at::Tensor in_[2], sum_;
-  int arrived_ = 0, left_ = 0;
-  int64_t generation_ = 0, exchanges_[2] = {0, 0};
-};
 
 struct Result {
   double loss = 0;
@@ -81,7 +46,7 @@ int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::ve
   const haliax::Mesh mesh({{"model", 2}});
   haliax::AxisMapping mapping;
   for (const std::string& a : axes) mapping[a] = "model";
-  TwoThreadSum exchange;
+  haliax::testing::SumOfTwoThreads exchange;
   Result got[2];
   std::string failure[2];
   std::vector<std::thread> threads;
@@ -95,7 +60,7 @@ int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::ve
         nn::requires_grad_(*piece);
         auto tp = std::make_shared<haliax::TensorParallel>();
         for (const std::string& a : axes) tp->split[a] = {2, r};
-        tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange.all_reduce(r, t); };
+        tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange(r, t); };
         haliax::TensorParallelScope scope(tp);
         got[r] = run(*piece, ids, fo);
       } catch (const std::exception& e) {
