@@ -207,6 +207,7 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
   }
   std::vector<NamedArray> out = operands;
   if (split.empty()) return out;
+  std::vector<bool> cut(out.size(), false);
   // An operand that holds a split axis whole (computed whole on every process, where another operand holds its
   // piece) is cut to this process's block; its gradient, a block of the whole on each process, is then summed.
   for (const std::string& s : split) {
@@ -215,7 +216,8 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
     for (const NamedArray& a : out) {
       if (auto i = index_of(a.axes(), s)) piece = piece < 0 ? a.axes()[*i].size : std::min(piece, a.axes()[*i].size);
     }
-    for (NamedArray& a : out) {
+    for (size_t k = 0; k < out.size(); ++k) {
+      NamedArray& a = out[k];
       auto i = index_of(a.axes(), s);
       if (!i || a.axes()[*i].size == piece) continue;
       if (a.axes()[*i].size != piece * pieces) {
@@ -225,13 +227,20 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
       }
       AxisSpec axes = a.axes();
       axes[*i].size = piece;
+      if (cut[k]) value_error("tensor parallelism: an operand holds two split axes whole; cut it to one first");
       a = NamedArray(sum_gradient_partials(a).array().narrow(static_cast<int64_t>(*i), index * piece, piece), axes);
+      cut[k] = true;
     }
   }
-  for (NamedArray& a : out) {
+  for (size_t k = 0; k < out.size(); ++k) {
     bool lacks = false;
-    for (const std::string& s : split) lacks = lacks || !a.has_axis(s);
-    if (lacks) a = sum_gradient_partials(a);
+    for (const std::string& s : split) lacks = lacks || !out[k].has_axis(s);
+    if (!lacks) continue;
+    // A cut operand's block of the gradient would need the other axis's partial sums from the processes holding
+    // other blocks: not one sum over the processes.
+    if (cut[k])
+      value_error("tensor parallelism: an operand holds one split axis whole and lacks another; not supported");
+    out[k] = sum_gradient_partials(out[k]);
   }
   return out;
 }

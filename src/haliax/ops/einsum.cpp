@@ -6,6 +6,7 @@
 #include "haliax/ops.h"
 #include "haliax/ops/contract.h"
 #include "haliax/ops/parsing.h"
+#include "haliax/partitioning.h"
 
 namespace haliax {
 
@@ -263,6 +264,14 @@ NamedArray einsum(const std::string& expr, const std::vector<NamedArray>& arrays
     out = output_axes_positional(expr, lhses, rhs, arrays, all, aliases);
   }
   aliases.check_all_used(expr, lhses.size() == 1 && !lhses[0].ordered);
+  if (TensorParallelScope::current()) {
+    for (const NamedArray& a : arrays) {
+      for (const Axis& ax : a.axes()) {
+        if (is_split(ax.name))
+          value_error("einsum: axis '" + ax.name + "' is split for tensor parallelism; use dot, which sums the pieces");
+      }
+    }
+  }
   return detail::contract(arrays, out);
 }
 

@@ -173,7 +173,7 @@ std::shared_ptr<TokenCache> TextData::cache(const std::string& source, Split spl
   if (split == Split::kTrain && joint_processes_ > 1) {
     options.rank = joint_rank_;
     options.processes = joint_processes_;
-    options.broadcast = joint_broadcast_;
+    options.all_gather = joint_all_gather_;
   }
   auto cache = build_or_load_cache(dir, files, enc, options);
   caches_[dir] = cache;

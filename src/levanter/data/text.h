@@ -70,12 +70,13 @@ class TextData {
   void set_build_options(const CacheBuildOptions& options) { build_options_ = options; }
   const CacheBuildOptions& build_options() const { return build_options_; }
   // The training caches are built by the `processes` processes of a job together (CacheBuildOptions::rank,
-  // processes, broadcast; every process must then call train_set the same way); validation caches, which only
-  // process 0 reads, are built as usual.
-  void set_joint_train_build(int rank, int processes, std::function<std::string(const std::string&)> broadcast) {
+  // processes, all_gather; every process must then call train_set the same way); validation caches are built as
+  // usual (one process builds, the others read as it goes).
+  void set_joint_train_build(int rank, int processes,
+                             std::function<std::vector<std::string>(const std::string&)> all_gather) {
     joint_rank_ = rank;
     joint_processes_ = processes;
-    joint_broadcast_ = std::move(broadcast);
+    joint_all_gather_ = std::move(all_gather);
   }
 
   // The training set: packed sequences of `seq_len` tokens, shuffled per data.shuffle (keyed by `seed`)
@@ -91,7 +92,7 @@ class TextData {
   std::shared_ptr<const Tokenizer> tokenizer_;
   CacheBuildOptions build_options_;
   int joint_rank_ = 0, joint_processes_ = 1;
-  std::function<std::string(const std::string&)> joint_broadcast_;
+  std::function<std::vector<std::string>(const std::string&)> joint_all_gather_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<TokenCache>> caches_;  // by directory
 };

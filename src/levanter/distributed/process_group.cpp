@@ -62,11 +62,11 @@ std::string gone_peers(const std::vector<ProcessGroup::Peer>& peers) {
 }
 
 template <typename F>
-auto collective(const ProcessInfo& info, const std::vector<ProcessGroup::Peer>& peers, const char* what, F&& f) {
+auto collective(const std::string& where, const std::vector<ProcessGroup::Peer>& peers, const char* what, F&& f) {
   try {
     return f();
   } catch (const std::exception& e) {
-    throw CollectiveError(std::string(what) + " failed on " + where(info) +
+    throw CollectiveError(std::string(what) + " failed on " + where +
                           ": another process died or did not arrive in time (trainer.distributed.timeout)" +
                           gone_peers(peers) + ": " + e.what());
   }
@@ -77,6 +77,7 @@ auto collective(const ProcessInfo& info, const std::vector<ProcessGroup::Peer>& 
 std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std::chrono::seconds timeout) {
   std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
   pg->info_ = info;
+  pg->where_ = where(info);
   pg->timeout_ = timeout;
   if (!info.distributed()) return pg;
   pg->impl_ = std::make_unique<Impl>();
@@ -122,6 +123,8 @@ std::unique_ptr<ProcessGroup> ProcessGroup::subgroup(const std::string& name, co
   pg->info_.world_size = static_cast<int>(ranks.size());
   pg->timeout_ = timeout_;
   pg->name_ = (name_.empty() ? "" : name_ + "/") + name;
+  pg->where_ = "rank " + std::to_string(pg->info_.rank) + " of " + std::to_string(ranks.size()) + " in group " +
+               pg->name_ + " (" + where_ + ")";
   for (int r : ranks) {
     if (r < 0 || static_cast<size_t>(r) >= peers_.size())
       throw std::logic_error("ProcessGroup::subgroup: no rank " + std::to_string(r) + " in a group of " +
@@ -132,7 +135,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::subgroup(const std::string& name, co
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>("group/" + pg->name_, impl_->store);
   pg->impl_->options = impl_->options;
-  collective(info_, peers_, ("connecting group " + pg->name_).c_str(), [&] {
+  collective(where_, peers_, ("connecting group " + pg->name_).c_str(), [&] {
     pg->impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("levanter", pg->impl_->store), pg->info_.rank, pg->info_.world_size,
         impl_->options);
@@ -196,7 +199,7 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
       // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
       at::Tensor received = at::empty({chunk * N}, flat.options());
       std::vector<int64_t> equal;
-      collective(info_, peers_, "gradient exchange (alltoall)", [&] {
+      collective(where_, peers_, "gradient exchange (alltoall)", [&] {
         at::Tensor out = wire(received), in = wire(flat);
         impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
       });
@@ -205,7 +208,7 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(flat.narrow(0, r * chunk, chunk)));
       std::vector<at::Tensor> in{wire(mine)};
-      collective(info_, peers_, "gradient exchange (allgather)",
+      collective(where_, peers_, "gradient exchange (allgather)",
                  [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       each_in_bucket(indices, begin, end, numel, 0, [&](size_t i, int64_t offset) {
         tensors[i].copy_(flat.narrow(0, offset, numel[i]).view(tensors[i].sizes()));
@@ -246,7 +249,7 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
       }
       at::Tensor received = at::empty({n * N}, send.options());
       std::vector<int64_t> equal;
-      collective(info_, peers_, "gradient exchange (alltoall)", [&] {
+      collective(where_, peers_, "gradient exchange (alltoall)", [&] {
         at::Tensor out = wire(received), in = wire(send);
         impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
       });
@@ -290,7 +293,7 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(gathered.narrow(0, r * n, n)));
       std::vector<at::Tensor> in{wire(mine)};
-      collective(info_, peers_, "parameter gather (allgather)",
+      collective(where_, peers_, "parameter gather (allgather)",
                  [&] { impl_->gloo->allgather(out, in)->wait(timeout_); });
       for (int64_t r = 0; r < N; ++r) {
         each_in_bucket(indices, begin, end, piece, r * n, [&](size_t i, int64_t offset) {
@@ -304,7 +307,7 @@ void ProcessGroup::all_gather(const std::vector<at::Tensor>& shards, const std::
 std::string ProcessGroup::broadcast(const std::string& value) {
   if (size() == 1) return value;
   const std::string key = "levanter/broadcast/" + std::to_string(exchanges_++);
-  return collective(info_, peers_, "broadcast (store)", [&] {
+  return collective(where_, peers_, "broadcast (store)", [&] {
     if (rank() == 0) {
       impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
       return value;
@@ -317,7 +320,7 @@ std::string ProcessGroup::broadcast(const std::string& value) {
 std::vector<std::string> ProcessGroup::all_gather(const std::string& value) {
   if (size() == 1) return {value};
   const std::string key = "levanter/gather/" + std::to_string(exchanges_++) + "/";
-  return collective(info_, peers_, "gather (store)", [&] {
+  return collective(where_, peers_, "gather (store)", [&] {
     impl_->store->set(key + std::to_string(rank()), std::vector<uint8_t>(value.begin(), value.end()));
     std::vector<std::string> out;
     for (int r = 0; r < size(); ++r) {
@@ -333,14 +336,14 @@ int64_t ProcessGroup::max(int64_t value) {
   std::vector<at::Tensor> t{at::full({1}, value, at::kLong)};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
-  collective(info_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t, o)->wait(timeout_); });
+  collective(where_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t, o)->wait(timeout_); });
   return t[0].item<int64_t>();
 }
 
 bool ProcessGroup::any(bool flag) {
   if (size() == 1) return flag;
   std::vector<at::Tensor> t{at::full({1}, flag ? 1.0 : 0.0, at::kFloat)};
-  collective(info_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t)->wait(timeout_); });
+  collective(where_, peers_, "agreement (allreduce)", [&] { impl_->gloo->allreduce(t)->wait(timeout_); });
   return t[0].item<float>() > 0;
 }
 

@@ -75,6 +75,7 @@ class ProcessGroup {
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
   std::string name_;         // a subgroup's name ("" for the whole job)
+  std::string where_;        // "rank 1 of 2 (coordinator ...)", or in a subgroup also the group, for messages
   std::vector<Peer> peers_;  // per rank of this group (empty with one process)
   int64_t exchanges_ = 0;    // strings exchanged through the store so far (each under a key of its own)
   struct Impl;

@@ -59,6 +59,9 @@ class LmConfig {
   virtual std::optional<double> activation_elements_per_token() const { return std::nullopt; }
   // True when a training forward pass needs a dropout key (some dropout probability is non-zero).
   virtual bool uses_dropout() const { return false; }
+  // The axes that trainer.tensor_parallel_axes may split (haliax/partitioning.h): those whose pieces the family's
+  // code handles through dot and nn::Linear alone (none: the family has not been checked under tensor parallelism).
+  virtual std::vector<std::string> tensor_parallel_axes() const { return {}; }
   // Positions per block of the fused LM head + loss (absent: automatic; 0: materialise the full logits).
   virtual std::optional<int64_t> loss_block_size() const { return std::nullopt; }
   // Throws std::invalid_argument naming the key: "model.num_heads: ...".

@@ -32,7 +32,8 @@ Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax:
       if (spec[d] && mesh_.axis_size(*spec[d]) > 1) {
         if (dim >= 0) {
           throw haliax::ValueError(info.path + ": axes '" + p.axes()[dim].name + "' and '" + p.axes()[d].name +
-                                   "' are both split across processes; FSDP splits a parameter along one axis");
+                                   "' are both split over mesh axis " + axis_ +
+                                   "; a parameter is split along one axis per mesh axis");
         }
         dim = static_cast<int64_t>(d);
       }

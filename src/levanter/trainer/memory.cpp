@@ -41,7 +41,8 @@ std::string MemoryEstimate::describe() const {
          gb(temporaries) + ", runtime " + gb(runtime) + ")";
 }
 
-std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size, int processes) {
+std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size, int processes,
+                                                       int model_axis_size) {
   const models::LmConfig& m = config.model.get();
   std::optional<int64_t> n = m.parameter_count(vocab_size);
   if (!n) return std::nullopt;
@@ -64,6 +65,16 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
     e.compute_copy = 2.0 * P * cb;
     // Mixed precision: the microbatches' gradients are widened and summed whole in f32 before the exchange.
     if (tc.mp.compute != tc.mp.param) e.gradients += 4.0 * P;
+  }
+  if (model_axis_size > 1) {
+    // Tensor parallelism: the parameters other than the token embeddings (and an untied LM head) are held in
+    // model_axis_size pieces, with their gradients, optimizer state and compute copy; the embedding rows (the growth of
+    // the count per vocabulary entry, times the vocabulary) stay whole, and so, erring on the safe side, do the
+    // activations.
+    const std::optional<int64_t> more = m.parameter_count(vocab_size + 1);
+    const double embedding = more ? static_cast<double>(*more - *n) * static_cast<double>(vocab_size) : 0.0;
+    const double held = (embedding + (P - embedding) / model_axis_size) / P;
+    for (double* x : {&e.weights, &e.gradients, &e.optimizer, &e.compute_copy}) *x *= held;
   }
   const int64_t rows =
       tc.per_device_parallelism > 0 ? tc.per_device_parallelism : std::max<int64_t>(1, tc.train_batch_size / processes);

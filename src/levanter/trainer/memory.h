@@ -31,9 +31,10 @@ struct MemoryEstimate {
 // nullopt when the model family does not say how many parameters it has (LmConfig::parameter_count). Per process of
 // a job of `processes`: each holds train_batch_size / processes rows, and under FSDP (trainer.fsdp_axis set)
 // 1/processes of the weights, their f32 gradients and the optimizer state, plus the whole compute copy and its
-// gradients.
+// gradients. With tensor parallelism over `model_axis_size` processes (`processes` then counts the data-parallel
+// replicas), the parameters other than the token embeddings are held in that many pieces.
 std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& config, int64_t vocab_size,
-                                                       int processes = 1);
+                                                       int processes = 1, int model_axis_size = 1);
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered to the cgroup's limit (v2
 // memory.max - memory.current, or v1 memory.limit_in_bytes - memory.usage_in_bytes) when one is set.

@@ -134,6 +134,26 @@ int64_t check_mesh(const TrainLmConfig& config, int n) {
     throw config::ConfigError("trainer.tensor_parallel_axes: empty, but model_axis_size is " + std::to_string(M) +
                               ": name the axes to split over the model axis (for GPT-2, Levanter's [mlp, heads])");
   }
+  if (M > 1) {
+    // Only axes whose pieces the model's code handles (through dot and Linear), and none that FSDP also cuts.
+    const std::vector<std::string> ok = config.model->tensor_parallel_axes();
+    std::string supported;
+    for (const std::string& a : ok) supported += (supported.empty() ? "" : ", ") + a;
+    const std::vector<std::string> fsdp = tc.fsdp_axis.value_or(std::vector<std::string>{});
+    for (const std::string& a : *tc.tensor_parallel_axes) {
+      if (std::find(ok.begin(), ok.end(), a) == ok.end()) {
+        throw config::ConfigError(
+            "trainer.tensor_parallel_axes: '" + a + "' cannot be split in a " + config.model.type() + " model (" +
+            (ok.empty() ? "this family has not been checked under tensor parallelism" : "it can split: " + supported) +
+            ")");
+      }
+      if (std::find(fsdp.begin(), fsdp.end(), a) != fsdp.end()) {
+        throw config::ConfigError("trainer.fsdp_axis: '" + a +
+                                  "' is also in trainer.tensor_parallel_axes; an axis is split over data (FSDP) or "
+                                  "over model (tensor parallelism), not both");
+      }
+    }
+  }
   const int64_t D = n / M, B = tc.train_batch_size, pdp = tc.per_device_parallelism;
   if (pdp > 0 ? B % (pdp * D) != 0 : B % D != 0) {
     throw config::ConfigError("trainer.train_batch_size (" + std::to_string(B) +
@@ -262,8 +282,8 @@ struct Trainer::Impl {
   // Collective.
   std::unique_ptr<models::LmHeadModel> whole_model(const TrainerState& state) const;
   // Calls call(hook, every) for every hook that runs now (runs(hook, every)), in order. Under FSDP, when one that
-  // reads the model runs (process 0 knows), every process first helps gather the whole model, which such hooks then
-  // see as state.model (the others see the pieces); only process 0 keeps it.
+  // reads the model runs, every process first helps gather the whole model, which such hooks then see as
+  // state.model (the others see the pieces); a process keeps it only while a hook of its own reads it.
   void call_hooks(TrainerState& state, const std::function<bool(const Hook&, int64_t)>& runs,
                   const std::function<void(Hook&, int64_t)>& call) {
     std::unique_ptr<models::LmHeadModel> whole;
@@ -738,11 +758,11 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   if (I.pg) {
     // Every process builds its share of the training caches' shards (data/cache/builder.h).
     distributed::ProcessGroup* pg = I.pg.get();
-    I.data->set_joint_train_build(I.rank(), I.world(), [pg](const std::string& v) { return pg->broadcast(v); });
+    I.data->set_joint_train_build(I.rank(), I.world(), [pg](const std::string& v) { return pg->all_gather(v); });
   }
   I.Vocab = vocab_axis(*I.data);
   // Before anything large is allocated: a run that cannot fit is refused with the numbers.
-  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.data_size());
+  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.data_size(), static_cast<int>(I.model_axis_size));
   I.available_memory = available_memory_bytes();
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);

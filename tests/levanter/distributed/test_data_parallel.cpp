@@ -409,6 +409,18 @@ TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
       levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id odd --model.num_heads 1"), 0);
   EXPECT_THAT(slurp(root_ / "out.txt"),
               HasSubstr("axis 'heads' of size 1 does not divide evenly over mesh axis 'model' of size 2"));
+  // Only axes the model's code handles in pieces (a LayerNorm over a piece of embed would be wrong, not an error),
+  // and none that FSDP cuts too.
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() +
+                     " --trainer.id odd --trainer.model_axis_size 2 --trainer.tensor_parallel_axes '[embed]'"),
+            0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("trainer.tensor_parallel_axes: 'embed' cannot be split in a gpt2 model (it can split: heads, "
+                        "mlp)"));
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel +
+                     " --trainer.id odd --trainer.fsdp_axis '[mlp]'"),
+            0);
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("trainer.fsdp_axis: 'mlp' is also in trainer.tensor_parallel_axes"));
 }
 
 TEST_F(DataParallel, AnAxisThatDoesNotSplitOverTheProcessesIsNamed) {
@@ -717,7 +729,7 @@ TEST(JointCacheBuild, TwoProcessesBuildTheirOwnShardsResumeAfterAKillAndMatchOne
     CacheBuildOptions o = base;
     o.rank = pg.rank();
     o.processes = pg.size();
-    o.broadcast = [&pg](const std::string& v) { return pg.broadcast(v); };
+    o.all_gather = [&pg](const std::string& v) { return pg.all_gather(v); };
     return o;
   };
   in_two_processes([&](levanter::distributed::ProcessGroup& pg) {

@@ -172,6 +172,12 @@ TEST(MemoryEstimate, PerProcessUnderFsdp) {
   MemoryEstimate replicated = *levanter::trainer::estimate_training_memory(config, 1000, 4);
   EXPECT_DOUBLE_EQ(replicated.weights, 4.0 * P);
   EXPECT_DOUBLE_EQ(replicated.compute_copy, 0.0);
+  // Tensor parallelism over 2 processes: all but the token embeddings (1000 rows of the model's width) in halves.
+  const double embedding = (*config.model.as<models::Gpt2Config>().parameter_count(1001) - P) * 1000.0;
+  MemoryEstimate tp = *levanter::trainer::estimate_training_memory(config, 1000, 1, 2);
+  EXPECT_DOUBLE_EQ(tp.weights, 4.0 * (embedding + (P - embedding) / 2));
+  EXPECT_DOUBLE_EQ(tp.optimizer, 8.0 * (embedding + (P - embedding) / 2));
+  EXPECT_EQ(embedding, 1000.0 * config.model.as<models::Gpt2Config>().hidden_dim);
 }
 
 TEST(MemoryEstimate, CheckNamesTheNumbersAndWhatToReduce) {

@@ -548,7 +548,7 @@ std::unique_ptr<CacheBuilder::Impl> plan_build(const std::string& dir, const std
     m = fresh;
   }
   impl->manifest = *m;
-  remove_temp_files(dir);
+  if (options.processes <= 1 || options.rank == 0) remove_temp_files(dir);  // (process 0's manifest is its own)
 
   // Each shard: finished (check its source), partially committed (resume), or empty (start).
   impl->ledgers.resize(files.size());
@@ -651,12 +651,12 @@ std::shared_ptr<TokenCache> open_built_elsewhere(const std::string& dir, const s
 }
 
 // Building together with the other processes of a job (CacheBuildOptions::processes): process 0 takes the cache's
-// lock and checks or writes the manifest, then tells the others (broadcast); each plans and builds its own shards
-// under its own lock.
+// lock and checks or writes the manifest; then each process takes its own lock and plans its shards; only when every
+// process has (an all_gather of their outcomes, which also reports any failure everywhere) do builds and reads start.
 std::shared_ptr<TokenCache> build_jointly(const std::string& dir, const std::vector<std::string>& files,
                                           const std::vector<FileInfo>& infos, const DocumentEncoder& encoder,
                                           const CacheBuildOptions& options) {
-  if (!options.broadcast) throw std::invalid_argument("build_or_load_cache: several processes need a broadcast");
+  if (!options.all_gather) throw std::invalid_argument("build_or_load_cache: several processes need an all_gather");
   const std::string kFailed = "!";
   auto take_lock = [&](int rank) {
     runtime::FileLock lock =
@@ -668,20 +668,29 @@ std::shared_ptr<TokenCache> build_jointly(const std::string& dir, const std::vec
     }
     return lock;
   };
-  std::unique_ptr<CacheBuilder::Impl> impl;
-  if (options.rank == 0) {
+  // Every process's outcome of `step` ("" when it had nothing to do), in rank order; throws on every process if any
+  // failed, naming the first that did.
+  auto agree = [&](const std::function<void()>& step) {
+    std::string mine;
     try {
-      impl = plan_build(dir, files, infos, encoder, options, take_lock(0));
+      step();
     } catch (const std::exception& e) {
-      options.broadcast(kFailed + e.what());
-      throw;
+      mine = kFailed + e.what();
     }
-    options.broadcast("ok");
-  } else {
-    const std::string status = options.broadcast("");
-    if (status.rfind(kFailed, 0) == 0) throw DataError("process 0 could not open the token cache: " + status.substr(1));
-    impl = plan_build(dir, files, infos, encoder, options, take_lock(options.rank));
-  }
+    const std::vector<std::string> all = options.all_gather(mine);
+    for (size_t r = 0; r < all.size(); ++r) {
+      if (all[r].rfind(kFailed, 0) != 0) continue;
+      if (static_cast<int>(r) == options.rank) throw DataError(all[r].substr(1));
+      throw DataError("process " + std::to_string(r) + " could not open the token cache: " + all[r].substr(1));
+    }
+  };
+  std::unique_ptr<CacheBuilder::Impl> impl;
+  agree([&] {  // process 0: the cache's lock, the manifest, its own shards
+    if (options.rank == 0) impl = plan_build(dir, files, infos, encoder, options, take_lock(0));
+  });
+  agree([&] {  // the others: their locks and shards
+    if (options.rank != 0) impl = plan_build(dir, files, infos, encoder, options, take_lock(options.rank));
+  });
   auto cache = std::make_shared<TokenCache>(dir, impl->manifest, read_options(options));
   cache->set_joint_build(options.rank, options.processes);
   start_build(*cache, std::move(impl));
@@ -706,6 +715,7 @@ std::shared_ptr<TokenCache> build_or_load_cache_unchecked(const std::string& dir
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     lock = runtime::FileLock::try_lock(dir + "/.lock", runtime::FileLock::IfMissing::kCreateFile);
   }
+  if (lock.locked() && joint_builders_alive(dir)) lock = runtime::FileLock();  // a job's processes still build it
   if (!lock.locked()) return open_built_elsewhere(dir, files, encoder, options);
 
   std::unique_ptr<CacheBuilder::Impl> impl = plan_build(dir, files, infos, encoder, options, std::move(lock));

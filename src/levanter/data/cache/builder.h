@@ -56,13 +56,15 @@ struct CacheBuildOptions {
   // Building together with the other processes of one job (training: every process opens the training caches):
   // process `rank` of `processes` builds the shards i with i % processes == rank, under a lock of its own
   // (<dir>/.lock for process 0, <dir>/.lock-<rank> for the others), so no two processes write the same file.
-  // Process 0 first checks (or writes) the manifest; `broadcast` (process 0's string on every process, called
-  // once per cache and in the same order everywhere) then lets the others start. Each process reads the others'
+  // Process 0 first checks (or writes) the manifest; then every process takes its lock and plans, and only when all
+  // have (or one has failed, which every process then reports) does any build or read start. `all_gather` (every
+  // process's string, in rank order, on every process; called twice per cache, in the same order everywhere) is how
+  // they agree. Each process reads the others'
   // shards from their ledgers as they grow; process 0 marks the cache finished once every shard is. A killed
   // job launched again resumes every shard, whatever its process count. 1: this process builds every shard.
   int rank = 0;
   int processes = 1;
-  std::function<std::string(const std::string&)> broadcast;
+  std::function<std::vector<std::string>(const std::string&)> all_gather;
   // For tests: stop as if the process were killed after this many commits in total, leaving the next
   // chunk half-written past the ledgers. -1: never.
   int64_t simulate_kill_after_chunks = -1;

@@ -2,8 +2,11 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "levanter/runtime/file_io.h"
@@ -172,6 +175,18 @@ CacheManifest CacheManifest::from_json(const std::string& text, const std::strin
 std::string manifest_path(const std::string& cache_dir) { return cache_dir + "/manifest.json"; }
 std::string build_lock_path(const std::string& cache_dir, int rank) {
   return cache_dir + "/.lock" + (rank == 0 ? std::string() : "-" + std::to_string(rank));
+}
+
+bool joint_builders_alive(const std::string& cache_dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(cache_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".lock-", 0) != 0 || name.size() == 6 ||
+        !std::all_of(name.begin() + 6, name.end(), [](unsigned char c) { return std::isdigit(c); }))
+      continue;
+    if (!runtime::FileLock::try_lock(e.path().string()).locked()) return true;
+  }
+  return false;
 }
 
 std::string shard_dir(const std::string& cache_dir, size_t shard) {

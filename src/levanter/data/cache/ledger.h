@@ -91,6 +91,9 @@ std::string offsets_path(const std::string& cache_dir, size_t shard);
 // The build lock (an flock holding its builder's pid): <dir>/.lock, or <dir>/.lock-<rank> for process `rank` > 0
 // of a job building the cache together (CacheBuildOptions::processes).
 std::string build_lock_path(const std::string& cache_dir, int rank = 0);
+// Whether a process of a joint build other than process 0 still holds its lock (<dir>/.lock-<r>): then the cache is
+// being built even when <dir>/.lock is free, and nobody else may take the build over.
+bool joint_builders_alive(const std::string& cache_dir);
 
 // The ledger of a shard, or nullopt if it has none (nothing committed).
 std::optional<ShardLedger> read_ledger(const std::string& cache_dir, size_t shard);

@@ -399,6 +399,8 @@ void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const 
   }
   runtime::FileLock build_lock = runtime::rethrow_io_errors_as<DataError>(
       [&] { return runtime::FileLock::try_lock(lock_path(dir_), runtime::FileLock::IfMissing::kCreateFile); });
+  // A joint build's other processes may still write their shards after its process 0 has gone: wait for them.
+  if (build_lock.locked() && joint_builders_alive(dir_)) build_lock = runtime::FileLock();
   const long pid = lock_holder_pid(dir_);
   const std::string who = pid > 0 ? "process " + std::to_string(pid) : std::string("another process");
   if (!build_lock.locked()) {
