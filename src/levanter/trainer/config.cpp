@@ -124,11 +124,7 @@ void TrainerConfig::validate() const {
     throw ConfigError("trainer.model_axis_size: must be >= 1, got " + std::to_string(model_axis_size));
   for (auto [key, v] : {std::pair<const char*, int64_t>{"replica_ici_axis_size", replica_ici_axis_size},
                         {"replica_dcn_axis_size", replica_dcn_axis_size}}) {
-    if (v != 1) {
-      throw ConfigError(std::string("trainer.") + key + ": " + std::to_string(v) +
-                        ": replica axes are not implemented (the data axis takes every process that is not on the "
-                        "model axis): set it to 1");
-    }
+    if (v < 1) throw ConfigError(std::string("trainer.") + key + ": must be >= 1, got " + std::to_string(v));
   }
   if (num_threads < 0) throw ConfigError("trainer.num_threads: must be >= 0 (0: all cores)");
   if (fsdp_gather != "step" && fsdp_gather != "layer")

@@ -120,15 +120,28 @@ at::Tensor batch_tensor(const data::TokenBatch& b) {
   return at::from_blob(const_cast<int32_t*>(b.tokens.data()), {b.batch_size, b.seq_len}, at::kInt).to(at::kLong);
 }
 
+// The sizes of Levanter's mesh (replica, data, model).
+struct MeshShape {
+  int64_t replica = 1, data = 1, model = 1;
+};
+
 // The mesh of `n` processes (Levanter's rules and messages): trainer.model_axis_size processes per model replica
-// (tensor parallelism), n / model_axis_size replicas on the `data` axis, each holding train_batch_size / replicas
-// rows of each batch in whole microbatches. Returns model_axis_size.
-int64_t check_mesh(const TrainLmConfig& config, int n) {
+// (tensor parallelism), replica_dcn_axis_size x replica_ici_axis_size replicas whose parameters are whole copies
+// of each other, and the rest on the `data` axis (FSDP's); the replica and data axes together hold the rows of each
+// batch, train_batch_size / (replicas x data) per model replica, in whole microbatches.
+MeshShape check_mesh(const TrainLmConfig& config, int n) {
   const TrainerConfig& tc = config.trainer;
-  const int64_t M = tc.model_axis_size;
+  const int64_t M = tc.model_axis_size, R = tc.replica_ici_axis_size * tc.replica_dcn_axis_size;
   if (n % M != 0) {
     throw config::ConfigError("trainer.model_axis_size: num_devices (" + std::to_string(n) +
                               ") is not divisible by model_axis_size (" + std::to_string(M) + ")");
+  }
+  if (n % (M * R) != 0) {
+    throw config::ConfigError(
+        "trainer.replica_ici_axis_size: num_devices (" + std::to_string(n) +
+        ") is not divisible by replica_dcn_axis_size * replica_ici_axis_size * model_axis_size (" +
+        std::to_string(tc.replica_dcn_axis_size) + " * " + std::to_string(tc.replica_ici_axis_size) + " * " +
+        std::to_string(M) + ")");
   }
   if (M > 1 && (!tc.tensor_parallel_axes || tc.tensor_parallel_axes->empty())) {
     throw config::ConfigError("trainer.tensor_parallel_axes: empty, but model_axis_size is " + std::to_string(M) +
@@ -154,18 +167,18 @@ int64_t check_mesh(const TrainLmConfig& config, int n) {
       }
     }
   }
-  const int64_t D = n / M, B = tc.train_batch_size, pdp = tc.per_device_parallelism;
-  if (pdp > 0 ? B % (pdp * D) != 0 : B % D != 0) {
+  const int64_t D = n / (M * R), B = tc.train_batch_size, pdp = tc.per_device_parallelism, rows = R * D;
+  if (pdp > 0 ? B % (pdp * rows) != 0 : B % rows != 0) {
     throw config::ConfigError("trainer.train_batch_size (" + std::to_string(B) +
                               ") must be divisible by per_device_parallelism * data_axis_size (" +
-                              std::to_string(pdp > 0 ? pdp : B / D) + ", " + std::to_string(D) + ")");
+                              std::to_string(pdp > 0 ? pdp : B / rows) + ", " + std::to_string(rows) + ")");
   }
   const std::string& opt = config.optimizer.type.name;
   if (n > 1 && (opt == "sophia-h" || opt == "sophia-g")) {
     throw config::ConfigError("optimizer.type: " + opt + " with several processes is not implemented yet (its " +
                               "Hessian estimate is not exchanged); use adam or lion, or one process");
   }
-  return M;
+  return {R, D, M};
 }
 
 RunPaths resolve_paths(const TrainLmConfig& config) {
@@ -229,8 +242,13 @@ struct Trainer::Impl {
   std::optional<Fsdp> tp;
   std::shared_ptr<const haliax::TensorParallel> tp_scope;
   std::shared_ptr<double> tp_exchange_s = std::make_shared<double>(0.0);  // its sums' time (within forward/backward)
-  std::unique_ptr<distributed::ProcessGroup> model_pg, data_subgroup;
+  // With replica axes (replica_ici/dcn_axis_size), data_pg spans replica x data; FSDP works over fsdp_pg (the data
+  // axis of this process's replica), and its gradient pieces are then summed over replica_pg (the processes holding
+  // the same piece in the other replicas).
+  std::unique_ptr<distributed::ProcessGroup> model_pg, data_subgroup, fsdp_subgroup, replica_pg;
   distributed::ProcessGroup* data_pg = nullptr;
+  distributed::ProcessGroup* fsdp_pg = nullptr;
+  MeshShape mesh_shape;
   int64_t model_axis_size = 1;
   int64_t parameter_count = 0;  // of the whole model
   int rank() const { return pg ? pg->rank() : 0; }
@@ -419,7 +437,7 @@ std::unique_ptr<models::LmHeadModel> Trainer::Impl::whole_model(const TrainerSta
   std::unique_ptr<models::LmHeadModel> replica;  // FSDP's pieces gathered: this process's tensor-parallel pieces
   if (fsdp) {
     replica = fsdp->whole_like(*state.model, dtype);
-    fsdp->gather(*data_pg, *state.model, *replica);
+    fsdp->gather(*fsdp_pg, *state.model, *replica);
   }
   if (!tp) return replica;
   const models::LmHeadModel& pieces = replica ? *replica : *state.model;
@@ -513,7 +531,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     // The compute copy gathered from every process's pieces (converted to the compute dtype on the way).
     const auto t0 = Clock::now();
     RECORD_USER_SCOPE("exchange");
-    fsdp->gather(*data_pg, *state.model, *state.compute_copy);  // (update() cleared the copy's gradients)
+    fsdp->gather(*fsdp_pg, *state.model, *state.compute_copy);  // (update() cleared the copy's gradients)
     gather_s = seconds_since(t0);
   } else if (mixed) {
     cast_s = refresh_compute_copy(state);
@@ -533,7 +551,7 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
   auto layer_grads = std::make_shared<std::vector<at::Tensor>>();
   std::optional<haliax::nn::LayerGather> layer_gather;
   if (fsdp && fsdp->unit() == Fsdp::Unit::kLayer)
-    layer_gather.emplace(fsdp->layer_gather(*data_pg, *state.compute_copy, layer_grads));
+    layer_gather.emplace(fsdp->layer_gather(*fsdp_pg, *state.compute_copy, layer_grads));
   // Tensor parallelism: the model computes with this process's pieces (haliax/partitioning.h).
   haliax::TensorParallelScope tensor_parallel(tp_scope);
   *tp_exchange_s = 0;
@@ -592,7 +610,14 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
     for (size_t i = 0; i < layer_grads->size(); ++i) {
       if (fsdp->gathered_by_layer(i)) whole_grads[i] = (*layer_grads)[i];
     }
-    std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*data_pg, std::move(whole_grads));
+    std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*fsdp_pg, std::move(whole_grads));
+    if (replica_pg) {
+      // Replica axes: the same pieces' sums from the other replicas, in replica order.
+      std::vector<at::Tensor> defined;
+      for (const at::Tensor& p : pieces)
+        if (p.defined()) defined.push_back(p);
+      replica_pg->sum_in_rank_order(defined);
+    }
     for (size_t i = 0; i < pieces.size(); ++i) master[i].second.array().mutable_grad() = pieces[i];
     std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
     data_pg->sum_in_rank_order(loss);
@@ -733,20 +758,33 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   I.paths = resolve_paths(I.config);
   I.result.paths = I.paths;
   const distributed::ProcessInfo process = distributed::resolve_process(tc.distributed);
-  I.model_axis_size = check_mesh(I.config, process.world_size);
+  I.mesh_shape = check_mesh(I.config, process.world_size);
+  I.model_axis_size = I.mesh_shape.model;
   if (process.distributed()) {
     I.pg = distributed::ProcessGroup::connect(process, std::chrono::seconds(tc.distributed.timeout));
     if (I.rank() != 0) I.options.progress = false;  // one progress line per job
-    const int M = static_cast<int>(I.model_axis_size), D = I.world() / M, d = I.rank() / M, m = I.rank() % M;
-    I.data_pg = I.pg.get();
+    // Rank = (r * D + d) * M + m at replica r, data d, model m.
+    const int R = static_cast<int>(I.mesh_shape.replica), D = static_cast<int>(I.mesh_shape.data),
+              M = static_cast<int>(I.mesh_shape.model);
+    const int r = I.rank() / (D * M), d = (I.rank() / M) % D, m = I.rank() % M;
+    I.data_pg = I.fsdp_pg = I.pg.get();
+    // Every process makes its groups in the same order: model, data (replica x data), FSDP's, replica.
+    auto group = [&](const std::string& name, int count, const std::function<int(int)>& rank_of) {
+      std::vector<int> ranks;
+      for (int i = 0; i < count; ++i) ranks.push_back(rank_of(i));
+      return I.pg->subgroup(name, ranks);
+    };
     if (M > 1) {
-      // Every process makes its model group, then its data group (the same order everywhere).
-      std::vector<int> model_ranks, data_ranks;
-      for (int j = 0; j < M; ++j) model_ranks.push_back(d * M + j);
-      for (int i = 0; i < D; ++i) data_ranks.push_back(i * M + m);
-      I.model_pg = I.pg->subgroup("model" + std::to_string(d), model_ranks);
-      I.data_subgroup = I.pg->subgroup("data" + std::to_string(m), data_ranks);
-      I.data_pg = I.data_subgroup.get();
+      I.model_pg = group("model" + std::to_string(r * D + d), M, [&](int j) { return (r * D + d) * M + j; });
+      I.data_subgroup = group("data" + std::to_string(m), R * D, [&](int i) { return i * M + m; });
+      I.data_pg = I.fsdp_pg = I.data_subgroup.get();
+    }
+    if (R > 1) {
+      I.fsdp_subgroup =
+          group("fsdp" + std::to_string(r) + "." + std::to_string(m), D, [&](int i) { return (r * D + i) * M + m; });
+      I.replica_pg =
+          group("replica" + std::to_string(d) + "." + std::to_string(m), R, [&](int i) { return (i * D + d) * M + m; });
+      I.fsdp_pg = I.fsdp_subgroup.get();
     }
     I.shard_parameters = D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty();
   }
@@ -762,7 +800,8 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
   }
   I.Vocab = vocab_axis(*I.data);
   // Before anything large is allocated: a run that cannot fit is refused with the numbers.
-  I.memory = estimate_training_memory(I.config, I.Vocab.size, I.data_size(), static_cast<int>(I.model_axis_size));
+  I.memory = estimate_training_memory(I.config, I.Vocab.size, static_cast<int>(I.mesh_shape.data),
+                                      static_cast<int>(I.model_axis_size));
   I.available_memory = available_memory_bytes();
   if (tc.check_memory && I.memory && I.available_memory) check_memory(*I.memory, *I.available_memory);
   I.schedule = optim::LrSchedule::build(I.config.optimizer, tc.num_train_steps);
@@ -858,8 +897,8 @@ TrainerState Trainer::initial_state() {
   I.parameter_count = nn::parameter_count(*state.model);
   // Levanter's mesh (replica, data, model); its parameter mapping sends the tensor-parallel axes to `model` and the
   // FSDP axes to `data`.
-  const int64_t M = I.model_axis_size, D = I.world() / M;
-  const haliax::Mesh mesh({{"replica", 1}, {"data", D}, {"model", M}});
+  const int64_t M = I.model_axis_size;
+  const haliax::Mesh mesh({{"replica", I.mesh_shape.replica}, {"data", I.mesh_shape.data}, {"model", M}});
   checkpoint::Sharding sh;
   sh.mesh = mesh.axes();
   if (M > 1) {
@@ -912,7 +951,7 @@ TrainerState Trainer::initial_state() {
     state.optimizer->set_sum_of_squares([impl](const std::vector<double>& local) {
       std::vector<double> sums = local;
       if (impl->tp) sums = impl->tp->sums_of_squares(*impl->model_pg, sums);
-      if (impl->fsdp) sums = impl->fsdp->sums_of_squares(*impl->data_pg, sums);
+      if (impl->fsdp) sums = impl->fsdp->sums_of_squares(*impl->fsdp_pg, sums);
       double total = 0;
       for (double v : sums) total += v;  // in parameter order
       return total;

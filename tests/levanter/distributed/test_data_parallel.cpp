@@ -358,6 +358,40 @@ TEST_F(DataParallel, FsdpWithTensorParallelismInFourProcessesMatchesOneProcess) 
   EXPECT_TRUE(fs::exists(root_ / "ckpt" / "both" / "step-6" / "model.shard-3-of-4.safetensors"));
 }
 
+// Replica axes (Levanter's replica_ici_axis_size): 4 processes as 2 replicas of 2 FSDP processes each. The rows of
+// each batch are split over all 4; FSDP cuts over the 2 of a replica, and each piece's gradient is then summed over
+// the replicas, so the sums are grouped (g0 + g1) + (g2 + g3) and agree with one process to rounding. The second
+// replica holds copies: it writes nothing to the checkpoint.
+TEST_F(DataParallel, ReplicaAxesHoldCopiesOfFsdpPiecesAndMatchOneProcess) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id one --trainer.per_device_parallelism 1"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() + " --trainer.id rep --trainer.replica_ici_axis_size 2"),
+            0)
+      << slurp(root_ / "out.txt");
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_THAT(out, HasSubstr("FSDP: embed over data (2 processes)"));
+  EXPECT_THAT(out, HasSubstr("in each of 4 data-parallel processes"));
+  const auto one = losses("one");
+  ASSERT_EQ(one.size(), 6u);
+  expect_close_losses(losses("rep"), one);
+  expect_close_checkpoint("rep", "one", 6, 1e-3);
+  const fs::path step = root_ / "ckpt" / "rep" / "step-6";
+  EXPECT_TRUE(fs::exists(step / "model.shard-1-of-4.safetensors"));
+  EXPECT_FALSE(fs::exists(step / "model.shard-2-of-4.safetensors"));  // replica 1's pieces are replica 0's
+  EXPECT_FALSE(fs::exists(step / "model.shard-3-of-4.safetensors"));
+  // Replicated data parallelism over the same 4 processes sums in rank order: one process's bits.
+  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() +
+                     " --trainer.id repdp --trainer.replica_ici_axis_size 2 --trainer.fsdp_axis null"),
+            0)
+      << slurp(root_ / "out.txt");
+  EXPECT_EQ(losses("repdp"), one);
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id odd --trainer.replica_ici_axis_size 3"),
+            0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("num_devices (2) is not divisible by replica_dcn_axis_size * replica_ici_axis_size * "
+                        "model_axis_size (1 * 3 * 1)"));
+}
+
 // Same config, process count and mesh: the same bits, also across a rank killed mid-run and the job launched again.
 TEST_F(DataParallel, TensorParallelRunsRepeatAndResumeBitForBit) {
   ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id whole"), 0)

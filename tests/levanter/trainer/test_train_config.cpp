@@ -143,8 +143,8 @@ TEST(TrainConfig, UnsupportedLevanterKeysAreNamedNotIgnored) {
   EXPECT_THAT(error_of(std::string(kData) + "hf_upload: me/model\n"), HasSubstr("hf_upload is not supported"));
   EXPECT_THAT(error_of(std::string(kData) + "model:\n  type: mistral\n"),
               HasSubstr("model type 'mistral' is not implemented; valid: gpt2, llama, backpack"));
-  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  replica_ici_axis_size: 2\n"),
-              HasSubstr("trainer.replica_ici_axis_size: 2: replica axes are not implemented"));
+  EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  replica_ici_axis_size: 0\n"),
+              HasSubstr("trainer.replica_ici_axis_size: must be >= 1, got 0"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  model_axis_size: 0\n"),
               HasSubstr("trainer.model_axis_size: must be >= 1, got 0"));
   EXPECT_THAT(error_of(std::string(kData) + "trainer:\n  tracker:\n    type: wandb\n"),
