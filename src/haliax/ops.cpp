@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/ScalarOps.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -581,13 +582,33 @@ namespace {
 NamedArray dot_impl(const std::vector<NamedArray>& arrays, const std::optional<AxisSelection>& axis,
                     const std::optional<AxisSelection>& out_axes) {
   if (arrays.empty()) value_error("Must provide at least one array to dot");
-  detail::ensure_no_mismatched_axes(arrays);
+  bool sum_result = false;
+  std::vector<NamedArray> ops = arrays;
+  std::optional<AxisSelection> sel = axis;
+  if (TensorParallelScope::current()) {
+    // Tensor parallelism (partitioning.h): an operand may hold a split axis whole where another holds its piece, and
+    // the selection may name the whole axis. Select by name; prepare_contraction cuts what is whole and says whether
+    // the result is a partial sum.
+    std::vector<std::string> names;
+    if (axis) {
+      for (const AxisSelector& a : *axis) names.push_back(a.name());
+      sel = AxisSelection(names);
+    }
+    AxisSpec out_names;
+    for (const NamedArray& a : arrays) {
+      for (const Axis& ax : a.axes()) {
+        const bool contracted = !axis || std::find(names.begin(), names.end(), ax.name) != names.end();
+        if (!contracted && !index_of(out_names, ax.name)) out_names.push_back(ax);
+      }
+    }
+    ops = prepare_contraction(arrays, out_names, &sum_result);
+  }
+  detail::ensure_no_mismatched_axes(ops);
   AxisSpec all;
-  for (const NamedArray& a : arrays) all = union_axes(all, a.axes());
-  AxisSpec output = axis ? eliminate_axes(all, *axis) : AxisSpec{};
+  for (const NamedArray& a : ops) all = union_axes(all, a.axes());
+  AxisSpec output = sel ? eliminate_axes(all, *sel) : AxisSpec{};
   if (out_axes) output = rearrange_for_partial_order(*out_axes, output);
-  bool sum_result = false;  // tensor parallelism: see partitioning.h
-  NamedArray out = detail::contract(prepare_contraction(arrays, output, &sum_result), output);
+  NamedArray out = detail::contract(ops, output);
   return sum_result ? sum_partial_results(out) : out;
 }
 

@@ -197,14 +197,20 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
                                             bool* sum_result) {
   *sum_result = false;
   if (!current_tp) return operands;
+  auto whole_size = [](const std::string& s) -> std::optional<int64_t> {
+    auto it = current_tp->whole.find(s);
+    return it == current_tp->whole.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  };
+  // The split axes some operand holds a piece of (an axis every operand holds whole needs nothing).
   std::set<std::string> split;
   for (const NamedArray& a : operands) {
     for (const Axis& ax : a.axes()) {
       if (!is_split(ax.name)) continue;
-      split.insert(ax.name);
-      if (!index_of(output, ax.name)) *sum_result = true;
+      const std::optional<int64_t> w = whole_size(ax.name);
+      if (!w || ax.size != *w) split.insert(ax.name);
     }
   }
+  for (const std::string& s : split) *sum_result = *sum_result || !index_of(output, s);
   std::vector<NamedArray> out = operands;
   if (split.empty()) return out;
   std::vector<bool> cut(out.size(), false);
@@ -212,9 +218,11 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
   // piece) is cut to this process's block; its gradient, a block of the whole on each process, is then summed.
   for (const std::string& s : split) {
     const auto [pieces, index] = current_tp->split.at(s);
-    int64_t piece = -1;
+    const std::optional<int64_t> w = whole_size(s);
+    int64_t piece = w ? *w / pieces : -1;
     for (const NamedArray& a : out) {
-      if (auto i = index_of(a.axes(), s)) piece = piece < 0 ? a.axes()[*i].size : std::min(piece, a.axes()[*i].size);
+      if (auto i = index_of(a.axes(), s); i && !w)
+        piece = piece < 0 ? a.axes()[*i].size : std::min(piece, a.axes()[*i].size);
     }
     for (size_t k = 0; k < out.size(); ++k) {
       NamedArray& a = out[k];

@@ -84,6 +84,10 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
 struct TensorParallel {
   // Logical axis -> (pieces, this process's block index).
   std::map<std::string, std::pair<int64_t, int64_t>> split;
+  // Logical axis -> its whole size, where known (the trainer gives them): an operand holding a split axis at that
+  // size is then known to hold it whole. Unknown, an axis that every operand of a contraction holds at one size is
+  // taken for a piece.
+  std::map<std::string, int64_t> whole;
   // Sums `t` (contiguous, CPU) in place over the processes that hold the other pieces; every process gets the same
   // bits. Captured by the autograd nodes it creates, so backward need not run inside the scope.
   std::function<void(at::Tensor&)> all_reduce;

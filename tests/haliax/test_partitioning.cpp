@@ -84,3 +84,39 @@ TEST(Partitioning, ShardsTileTheArray) {
   NamedArray same = shard(x, {{"heads", "model"}}, mesh, 3);
   EXPECT_EQ(same.array().data_ptr(), x.array().data_ptr());
 }
+
+// Under a TensorParallelScope a contraction over a split axis is summed over the processes (here a stand-in that
+// counts and doubles, as two processes holding equal halves would), unless every operand holds the axis whole, which
+// the scope can tell only when it knows the whole size.
+TEST(Partitioning, AContractionOverAPieceIsSummedAndOneOverTheWholeAxisIsNot) {
+  const Axis Batch("batch", 3), Mlp("mlp", 8);
+  const NamedArray a = haliax::random::normal(haliax::random::Key(0), {Batch, Mlp});
+  const NamedArray b = haliax::random::normal(haliax::random::Key(1), {Mlp});
+  const at::Tensor plain = haliax::dot(a, b, Mlp).array();
+  int sums = 0;
+  auto tp = std::make_shared<TensorParallel>();
+  tp->split = {{"mlp", {2, 0}}};
+  tp->all_reduce = [&sums](at::Tensor& t) {
+    ++sums;
+    t.mul_(2);
+  };
+  {
+    TensorParallelScope scope(tp);
+    // Whole size unknown: 8 is taken for this process's piece of 16.
+    EXPECT_TRUE(at::allclose(haliax::dot(a, b, Mlp).array(), plain * 2));
+    EXPECT_EQ(sums, 1);
+  }
+  tp->whole = {{"mlp", 8}};
+  {
+    TensorParallelScope scope(tp);
+    EXPECT_TRUE(at::allclose(haliax::dot(a, b, Mlp).array(), plain));  // whole on every side: nothing to sum
+    EXPECT_EQ(sums, 1);
+    // One operand whole, the other a piece: the whole one is cut to block 0, and the partial products summed.
+    const NamedArray half = haliax::shard(b, {{"mlp", "model"}}, Mesh({{"model", 2}}), 0);
+    const at::Tensor expected = haliax::dot(a, b, Mlp).array();  // (still whole: no sum)
+    EXPECT_TRUE(at::allclose(haliax::dot(a, half, Mlp).array(),
+                             2 * at::matmul(a.array().narrow(1, 0, 4), b.array().narrow(0, 0, 4))));
+    EXPECT_EQ(sums, 2);
+    EXPECT_TRUE(at::allclose(expected, plain));
+  }
+}

@@ -906,9 +906,13 @@ TrainerState Trainer::initial_state() {
     haliax::AxisMapping mapping;
     for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) mapping[a] = "model";
     I.tp.emplace(*state.model, mapping, mesh, I.rank());
-    I.tp->shard_(*state.model);
     auto scope = std::make_shared<haliax::TensorParallel>();
     for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, mesh.coordinate(I.rank(), "model")};
+    for (const auto& [info, p] : nn::named_parameters(*state.model)) {
+      for (const haliax::Axis& a : p.axes())
+        if (mapping.count(a.name)) scope->whole[a.name] = a.size;  // before the cut
+    }
+    I.tp->shard_(*state.model);
     distributed::ProcessGroup* model_pg = I.model_pg.get();
     std::shared_ptr<double> seconds = I.tp_exchange_s;
     scope->all_reduce = [model_pg, seconds](at::Tensor& t) {

@@ -60,6 +60,11 @@ int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::ve
         nn::requires_grad_(*piece);
         auto tp = std::make_shared<haliax::TensorParallel>();
         for (const std::string& a : axes) tp->split[a] = {2, r};
+        // The whole sizes, as the trainer gives them.
+        for (const auto& [info, p] : nn::named_parameters(const_cast<LmHeadModel&>(whole))) {
+          for (const haliax::Axis& ax : p.axes())
+            if (mapping.count(ax.name)) tp->whole[ax.name] = ax.size;
+        }
         tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange(r, t); };
         haliax::TensorParallelScope scope(tp);
         got[r] = run(*piece, ids, fo);
