@@ -40,9 +40,18 @@ bool process_gone(int64_t pid) {
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';  // a zombie
 }
 
-std::string gone_peers(const std::vector<ProcessGroup::Peer>& peers) {
+// Where this process's pids mean something: the host name and the pid namespace ("node1 pid:[4026531836]"), so that
+// containers sharing a host name but not their pids are not taken for one machine.
+std::string pid_space() {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
+  char ns[128] = {0};
+  const ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
+  return std::string(host) + (n > 0 ? " " + std::string(ns, static_cast<size_t>(n)) : std::string());
+}
+
+std::string gone_peers(const std::vector<ProcessGroup::Peer>& peers) {
+  const std::string host = pid_space();
   bool remote = false;
   // A peer's sockets close while it exits, a moment before it shows as ended: look again for up to a second.
   for (int attempt = 0; attempt < 20; ++attempt) {
@@ -102,9 +111,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessInfo& info, std
                           " s: " + e.what());
   }
   // Where each rank runs, for naming one that has died (collective errors).
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  for (const std::string& v : pg->all_gather(std::string(host) + " " + std::to_string(::getpid()))) {
+  for (const std::string& v : pg->all_gather(pid_space() + " " + std::to_string(::getpid()))) {
     const size_t space = v.rfind(' ');
     pg->peers_.push_back({v.substr(0, space), std::stoll(v.substr(space + 1)), static_cast<int>(pg->peers_.size())});
   }

@@ -39,7 +39,7 @@ class ProcessGroup {
 
   // Where a rank runs (exchanged when connecting): a failed collective names the ranks of this machine that are gone.
   struct Peer {
-    std::string host;
+    std::string host;  // the host name and pid namespace: pids compare only within one
     int64_t pid = 0;
     int rank = 0;  // in the whole job
   };
