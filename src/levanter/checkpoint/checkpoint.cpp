@@ -5,7 +5,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <torch/version.h>
 #include <unistd.h>
@@ -25,6 +24,7 @@
 #include "levanter/runtime/fault.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
+#include "levanter/runtime/process.h"
 
 namespace levanter::checkpoint {
 namespace fs = std::filesystem;
@@ -161,12 +161,6 @@ bool parse_step_dir(const std::string& name, int64_t* step) {
   }
   *step = v;
   return true;
-}
-
-bool pid_alive(long pid) {
-  if (pid <= 0) return false;
-  if (::kill(static_cast<pid_t>(pid), 0) == 0) return true;
-  return errno != ESRCH;  // EPERM: it exists, owned by someone else
 }
 
 void remove_tree_quietly(const std::string& path) {
@@ -762,7 +756,7 @@ int cleanup_stale_temporaries(const std::string& base_path) {
     struct stat st;
     const bool old = ::stat(dir.c_str(), &st) == 0 &&
                      std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) > kStaleAge;
-    if (pid_alive(pid) && !old) continue;
+    if (runtime::process_exists(pid) && !old) continue;
     std::cerr << "levanter: removing " << dir.string() << " (left by a checkpoint writer that stopped)\n";
     remove_tree_quietly(dir.string());
     ++removed;

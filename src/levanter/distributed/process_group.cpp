@@ -1,16 +1,15 @@
 #include "levanter/distributed/process_group.h"
 
+#include "levanter/runtime/process.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <fstream>
 #include <map>
 #include <thread>
 
@@ -31,14 +30,7 @@ std::string where(const ProcessInfo& info) {
 
 // The ranks of this machine whose process has ended (or is a zombie), for a failed collective's message: "; rank 1
 // (pid 4242 on this machine) is no longer running". Ranks elsewhere cannot be checked from here.
-bool process_gone(int64_t pid) {
-  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return true;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';  // a zombie
-}
+bool process_gone(int64_t pid) { return !runtime::process_exists(pid) || runtime::process_state(pid) == 'Z'; }
 
 // Where this process's pids mean something: the host name and the pid namespace ("node1 pid:[4026531836]"), so that
 // containers sharing a host name but not their pids are not taken for one machine.
@@ -186,6 +178,19 @@ at::Tensor block(const at::Tensor& t, int64_t dim, int64_t r, int64_t N) {
 
 }  // namespace
 
+at::Tensor ProcessGroup::sum_chunks_in_rank_order(const at::Tensor& send) {
+  const int64_t N = size(), chunk = send.numel() / N;
+  at::Tensor received = at::empty({chunk * N}, send.options());
+  std::vector<int64_t> equal;
+  collective(where_, peers_, "gradient exchange (alltoall)", [&] {
+    at::Tensor out = wire(received), in = wire(send);
+    impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
+  });
+  at::Tensor mine = received.narrow(0, 0, chunk).clone();
+  for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * chunk, chunk));
+  return mine;
+}
+
 void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t bucket_elements) {
   if (size() == 1 || tensors.empty()) return;
   const int64_t N = size();
@@ -204,14 +209,7 @@ void ProcessGroup::sum_in_rank_order(std::vector<at::Tensor>& tensors, int64_t b
         flat.narrow(0, offset, numel[i]).copy_(tensors[i].reshape({-1}));
       });
       // Rank r receives chunk r of every rank (in rank order), adds them in rank order, and all gather the sums.
-      at::Tensor received = at::empty({chunk * N}, flat.options());
-      std::vector<int64_t> equal;
-      collective(where_, peers_, "gradient exchange (alltoall)", [&] {
-        at::Tensor out = wire(received), in = wire(flat);
-        impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
-      });
-      at::Tensor mine = received.narrow(0, 0, chunk).clone();
-      for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * chunk, chunk));
+      at::Tensor mine = sum_chunks_in_rank_order(flat);
       std::vector<std::vector<at::Tensor>> out(1);
       for (int64_t r = 0; r < N; ++r) out[0].push_back(wire(flat.narrow(0, r * chunk, chunk)));
       std::vector<at::Tensor> in{wire(mine)};
@@ -254,15 +252,7 @@ void ProcessGroup::reduce_scatter_in_rank_order(const std::vector<at::Tensor>& f
           send.narrow(0, offset, piece[i]).view(b.sizes()).copy_(b);
         });
       }
-      at::Tensor received = at::empty({n * N}, send.options());
-      std::vector<int64_t> equal;
-      collective(where_, peers_, "gradient exchange (alltoall)", [&] {
-        at::Tensor out = wire(received), in = wire(send);
-        impl_->gloo->alltoall_base(out, in, equal, equal)->wait(timeout_);
-      });
-      // Rank r's blocks, from ranks 0, 1, ..., added in that order.
-      at::Tensor mine = received.narrow(0, 0, n).clone();
-      for (int64_t r = 1; r < N; ++r) mine.add_(received.narrow(0, r * n, n));
+      at::Tensor mine = sum_chunks_in_rank_order(send);  // rank r's blocks, from ranks 0, 1, ..., added in that order
       each_in_bucket(indices, begin, end, piece, 0, [&](size_t i, int64_t offset) {
         shards[i].copy_(mine.narrow(0, offset, piece[i]).view(shards[i].sizes()));
       });

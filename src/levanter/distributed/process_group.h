@@ -72,6 +72,8 @@ class ProcessGroup {
 
  private:
   ProcessGroup() = default;
+  // `send` (flat, contiguous, N equal chunks) -> this rank's chunk of every rank, added in rank order (all-to-all).
+  at::Tensor sum_chunks_in_rank_order(const at::Tensor& send);
   ProcessInfo info_;
   std::chrono::seconds timeout_{600};
   std::string name_;         // a subgroup's name ("" for the whole job)

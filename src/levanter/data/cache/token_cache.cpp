@@ -4,16 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <stdexcept>
 #include <thread>
 
 #include "levanter/data/cache/builder.h"
 #include "levanter/runtime/file_io.h"
+#include "levanter/runtime/process.h"
 
 namespace levanter::data {
 
@@ -33,12 +32,10 @@ long lock_holder_pid(const std::string& dir, int rank = 0) {
   }
 }
 
-// Whether process `pid` is stopped (SIGSTOP, or a debugger): state T or t in /proc/<pid>/stat.
+// Whether process `pid` is stopped (SIGSTOP, or a debugger): state T or t.
 bool process_stopped(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && (stat[paren + 2] == 'T' || stat[paren + 2] == 't');
+  const char state = runtime::process_state(pid);
+  return state == 'T' || state == 't';
 }
 
 }  // namespace
