@@ -62,7 +62,6 @@ Evaluator::Evaluator(data::TextData& data, int64_t seq_len, int64_t batch_size, 
 Evaluator::~Evaluator() = default;
 
 EvalResults Evaluator::run(const models::LmHeadModel& model, at::ScalarType compute) {
-  batches_evaluated_ = 0;
   at::NoGradGuard no_grad;
   std::unique_ptr<models::LmHeadModel> cast;
   const models::LmHeadModel* m = &model;
@@ -91,7 +90,6 @@ EvalMetrics Evaluator::run_set(const models::LmHeadModel& model, data::EvalBatch
     sums[3 * i] = per.array().to(at::kDouble).sum().item<double>();
     sums[3 * i + 1] = static_cast<double>(mask.array().sum().item<int64_t>());
     sums[3 * i + 2] = static_cast<double>((b_pos * mask.array()).sum().item<int64_t>());
-    ++batches_evaluated_;
   }
   // Each batch's sums come from one process (the others add zeros: exact), then add up in batch order.
   if (split_.processes > 1) split_.sum(sums);

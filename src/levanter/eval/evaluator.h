@@ -60,14 +60,11 @@ class Evaluator {
     std::function<void(std::vector<double>&)> sum;
   };
   void set_split(Split split) { split_ = std::move(split); }
-  // How many batches this process evaluated in the last run (all sets).
-  int64_t batches_evaluated() const { return batches_evaluated_; }
 
  private:
   EvalMetrics run_set(const models::LmHeadModel& model, data::EvalBatches& batches);
   at::Tensor byte_lengths_;
   Split split_;
-  int64_t batches_evaluated_ = 0;
   std::vector<std::pair<std::string, std::unique_ptr<data::EvalBatches>>> sets_;
 };
 

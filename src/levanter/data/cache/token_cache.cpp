@@ -21,8 +21,6 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(200);
 constexpr auto kWaitReportInterval = std::chrono::seconds(30);
 
-std::string lock_path(const std::string& dir) { return build_lock_path(dir); }
-
 // The pid a builder wrote into its lock file (0 if none).
 long lock_holder_pid(const std::string& dir, int rank = 0) {
   try {
@@ -363,6 +361,14 @@ void TokenCache::wait_locked(std::unique_lock<std::mutex>& lock, const std::stri
 // Called while waiting for another process's build. Its build lock (an flock, released by the kernel when
 // the process dies however it dies) tells whether it is still there: if we can take the lock, nobody
 // builds, and we resume the build here (takeover_) or fail. Otherwise we say what we wait for, now and then.
+bool TokenCache::report_wait_now_locked() {
+  const auto now = std::chrono::steady_clock::now();
+  if (!options_.log_waits || (wait_announced_ && now - wait_reported_ < kWaitReportInterval)) return false;
+  wait_announced_ = true;
+  wait_reported_ = now;
+  return true;
+}
+
 void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const std::string& what) {
   if (joint_processes_ > 1) {
     // Built together: the first unfinished shard's builder is process prefix_ % processes of the job. (With every
@@ -383,10 +389,7 @@ void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const 
                       std::to_string(owner) + " of this job" + (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") +
                       ", which is gone (" + path + " is free); launch the job again to resume the build");
     }
-    auto now = std::chrono::steady_clock::now();
-    if (options_.log_waits && (!wait_announced_ || now - wait_reported_ >= kWaitReportInterval)) {
-      wait_announced_ = true;
-      wait_reported_ = now;
+    if (report_wait_now_locked()) {
       std::cerr << "levanter: waiting for process " << owner << " of this job"
                 << (pid > 0 ? " (pid " + std::to_string(pid) + ")" : "") << " to build shard " << prefix_
                 << " of the token cache " << dir_ << ": " << prefix_ << " of " << shards_.size() << " shards finished, "
@@ -395,19 +398,16 @@ void TokenCache::check_builder_locked(std::unique_lock<std::mutex>& lock, const 
     return;
   }
   runtime::FileLock build_lock = runtime::rethrow_io_errors_as<DataError>(
-      [&] { return runtime::FileLock::try_lock(lock_path(dir_), runtime::FileLock::IfMissing::kCreateFile); });
+      [&] { return runtime::FileLock::try_lock(build_lock_path(dir_), runtime::FileLock::IfMissing::kCreateFile); });
   // A joint build's other processes may still write their shards after its process 0 has gone: wait for them.
   if (build_lock.locked() && joint_builders_alive(dir_)) build_lock = runtime::FileLock();
   const long pid = lock_holder_pid(dir_);
   const std::string who = pid > 0 ? "process " + std::to_string(pid) : std::string("another process");
   if (!build_lock.locked()) {
-    auto now = std::chrono::steady_clock::now();
-    if (options_.log_waits && (!wait_announced_ || now - wait_reported_ >= kWaitReportInterval)) {
-      wait_announced_ = true;
-      wait_reported_ = now;
-      std::cerr << "levanter: waiting for " << who << " (holding " << lock_path(dir_) << ") to build the token cache "
-                << dir_ << ": " << prefix_ << " of " << shards_.size() << " shards finished, "
-                << tokens_available_locked() << " tokens so far; this reader needs " << what;
+    if (report_wait_now_locked()) {
+      std::cerr << "levanter: waiting for " << who << " (holding " << build_lock_path(dir_)
+                << ") to build the token cache " << dir_ << ": " << prefix_ << " of " << shards_.size()
+                << " shards finished, " << tokens_available_locked() << " tokens so far; this reader needs " << what;
       if (pid > 0 && process_stopped(pid)) {
         std::cerr << ". That process is stopped: resume it (kill -CONT " << pid << ") or end it (kill " << pid
                   << "), and this reader takes the build over";

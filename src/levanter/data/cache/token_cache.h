@@ -137,6 +137,8 @@ class TokenCache {
   template <typename Pred>
   void wait_locked(std::unique_lock<std::mutex>& lock, const std::string& what, Pred ready);
   void check_builder_locked(std::unique_lock<std::mutex>& lock, const std::string& what);
+  // Whether to say now what this reader waits for (log_waits: once, then every kWaitReportInterval).
+  bool report_wait_now_locked();
   void open_files_locked(size_t shard);
   void copy_piece(const Piece& p, int32_t* out);
   int64_t block_bytes(size_t shard) const;
