@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <set>
 
 #include "haliax/error.h"
@@ -275,6 +276,26 @@ NamedArray local_piece(const NamedArray& whole) {
     axes[d].size = k;
   }
   return NamedArray(t, axes);
+}
+
+std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size) {
+  if (!current_tp) return std::nullopt;
+  auto it = current_tp->split_compute.find(axis);
+  if (it == current_tp->split_compute.end()) return std::nullopt;
+  ComputeBlock b;
+  b.pieces = it->second.first;
+  b.index = it->second.second;
+  b.stride = (size + b.pieces - 1) / b.pieces;
+  b.begin = std::min(size, b.index * b.stride);
+  b.end = std::min(size, b.begin + b.stride);
+  if ((b.pieces - 1) * b.stride >= size) {
+    value_error("tensor parallelism: axis '" + axis + "' of size " + std::to_string(size) + " cannot be cut into " +
+                std::to_string(b.pieces) + " blocks of " + std::to_string(b.stride) + " without an empty one");
+  }
+  if (!current_tp->all_gather) value_error("tensor parallelism: axis '" + axis + "' is split in compute, but the "
+                                           "scope has no all_gather to join the blocks of its gradients");
+  b.tp = current_tp;
+  return b;
 }
 
 }  // namespace haliax

@@ -91,6 +91,13 @@ struct TensorParallel {
   // Sums `t` (contiguous, CPU) in place over the processes that hold the other pieces; every process gets the same
   // bits. Captured by the autograd nodes it creates, so backward need not run inside the scope.
   std::function<void(at::Tensor&)> all_reduce;
+  // Logical axis -> (pieces, this process's block index): axes that the parameters hold whole, but that the
+  // computations written for it split over the processes (the vocabulary, in the fused LM head and loss of
+  // levanter/models/lm_loss.h). No piece of a parameter is cut, so the axis need not divide: see compute_block.
+  std::map<std::string, std::pair<int64_t, int64_t>> split_compute;
+  // Block r of `whole` along dim 0 <- process r's `piece` (the same shape on every process; whole has pieces times
+  // its rows). Needed by split_compute's computations, which gather their blocks of a whole parameter's gradient.
+  std::function<void(const at::Tensor& piece, at::Tensor& whole)> all_gather;
 };
 
 class TensorParallelScope {
@@ -120,5 +127,17 @@ std::vector<NamedArray> prepare_contraction(const std::vector<NamedArray>& opera
 AxisSpec whole_axes(const AxisSpec& local);
 // This process's piece of `whole` (an array laid out on whole_axes): each split axis narrowed to its block.
 NamedArray local_piece(const NamedArray& whole);
+
+// The block of an axis of `size` elements that this process computes when the axis is in the current scope's
+// split_compute: `pieces` blocks of ceil(size / pieces) elements, the last one shorter when the size does not divide
+// (GPT-2's 50257 over 2 processes: 25129 and 25128). Nullopt without a scope or when the axis is not split in
+// compute. Throws naming the axis when a block would be empty.
+struct ComputeBlock {
+  int64_t begin = 0, end = 0;   // [begin, end) of the axis
+  int64_t stride = 0;           // ceil(size / pieces): every block's length before the last one's cut
+  int64_t pieces = 1, index = 0;
+  std::shared_ptr<const TensorParallel> tp;
+};
+std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size);
 
 }  // namespace haliax

@@ -102,6 +102,12 @@ class SumOfTwoThreads {
     ++exchanges_[rank];
     if (--left_ == 0) cv_.notify_all();
   }
+  // An all-gather made of the sum: block `rank` of `whole` along dim 0 <- `piece`, the other blocks zero, summed.
+  void gather(int rank, const at::Tensor& piece, at::Tensor& whole) {
+    whole.zero_();
+    whole.narrow(0, rank * piece.size(0), piece.size(0)).copy_(piece);
+    (*this)(rank, whole);
+  }
   // How many exchanges thread `rank` took part in.
   int64_t exchanges(int rank) const { return exchanges_[rank]; }
 

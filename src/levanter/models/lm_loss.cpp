@@ -60,8 +60,14 @@ struct BlockedLoss {
 
 // h [N, E], w [V, E] (same floating dtype), targets [N] int64, weights [N] (the reduction's factor per
 // position; 0 = not counted). Gradients are of `value`.
+//
+// With `vb` (the vocabulary split in compute over tensor parallelism's processes), w is this process's block of
+// rows [vb->begin, vb->end) of the head: per block of positions each process sends its rows' max and sum of
+// exponentials and the target's logit where it holds it (one exchange of 2 pieces + 1 rows, the others adding
+// zeros, so exact), and every process forms the same log-sum-exp from them. d_head is then the gradient of the
+// block's rows, and d_hidden this process's share of the hidden gradient (the caller sums it over processes).
 BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, const at::Tensor& weights,
-                         double z_loss_weight, int64_t block, bool with_grad) {
+                         double z_loss_weight, int64_t block, bool with_grad, const hax::ComputeBlock* vb = nullptr) {
   const int64_t N = h.size(0), V = w.size(0), E = h.size(1);
   // The loss and its gradient in f32 (f64 for f64 inputs, as in tests); GEMMs in h's dtype.
   const at::ScalarType loss_t = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -83,21 +89,45 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     at::Tensor hb = h.narrow(0, i0, n), tb = targets.narrow(0, i0, n).unsqueeze(1);
     at::Tensor logits = at::mm(hb, wt);                   // [n, V], h's dtype
     if (!same) logits = logits.to(loss_t);                // a fresh tensor either way: modified in place below
-    at::Tensor picked = logits.gather(1, tb).squeeze(1);  // logit of the target
+    at::Tensor picked, in_block;  // logit of the target (vb: 0 where another process holds it)
+    if (vb) {
+      at::Tensor local = tb - vb->begin;
+      in_block = (local >= 0) & (local < V);
+      tb = local.clamp(0, V - 1);
+      picked = at::where(in_block, logits.gather(1, tb), at::zeros({}, logits.options())).squeeze(1);
+    } else {
+      picked = logits.gather(1, tb).squeeze(1);
+    }
     at::Tensor m = std::get<0>(logits.max(1, /*keepdim=*/true));
     logits.sub_(m).exp_();  // exp(logit - max)
     at::Tensor s = logits.sum(1, /*keepdim=*/true);
-    at::Tensor lse = (m + s.log()).squeeze(1);
+    at::Tensor lse, scale;  // vb: softmax = exp(logit - m) * scale
+    if (vb) {
+      const int64_t P = vb->pieces;
+      at::Tensor x = at::zeros({2 * P + 1, n}, logits.options());
+      x[vb->index].copy_(m.squeeze(1));
+      x[P + vb->index].copy_(s.squeeze(1));
+      x[2 * P].copy_(picked);
+      vb->tp->all_reduce(x);
+      at::Tensor ms = x.narrow(0, 0, P), ss = x.narrow(0, P, P);
+      at::Tensor M = std::get<0>(ms.max(0));
+      at::Tensor S = (ss * (ms - M).exp()).sum(0);
+      picked = x[2 * P];
+      lse = M + S.log();
+      scale = ((m.squeeze(1) - M).exp() / S).unsqueeze(1);
+    } else {
+      lse = (m + s.log()).squeeze(1);
+    }
     at::Tensor loss = lse - picked;
     if (z_loss_weight != 0.0) loss = loss + z_loss_weight * lse.square();
     out.per_token.narrow(0, i0, n).copy_(loss);
     if (!with_grad) continue;
     // d value / d logits = weight * ((1 + 2 z lse) * softmax - onehot(target)).
     at::Tensor wb = weights.narrow(0, i0, n).unsqueeze(1).to(loss_t);
-    at::Tensor coef = wb / s;
+    at::Tensor coef = vb ? wb * scale : wb / s;
     if (z_loss_weight != 0.0) coef = coef * (1.0 + 2.0 * z_loss_weight * lse.unsqueeze(1));
     logits.mul_(coef);
-    logits.scatter_add_(1, tb, -wb);
+    logits.scatter_add_(1, tb, vb ? -(wb * in_block) : -wb);
     at::Tensor g = same ? logits : logits.to(h.scalar_type());
     at::Tensor dh_rows = out.d_hidden.narrow(0, i0, n);
     at::mm_out(dh_rows, g, w);  // [n, E]
@@ -114,10 +144,35 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   return out;
 }
 
+// The vocabulary block this process computes (none: the whole head).
+struct VocabSplit : torch::CustomClassHolder {
+  std::optional<hax::ComputeBlock> block;
+};
+
+// The head rows `vb` selects (all of w without it).
+at::Tensor head_rows(const at::Tensor& w, const c10::intrusive_ptr<VocabSplit>& vb) {
+  return vb->block ? w.narrow(0, vb->block->begin, vb->block->end - vb->block->begin) : w;
+}
+
+// The whole head's gradient [V, E] on every process from each process's block of rows: the blocks, padded to one
+// length, gathered in process order.
+at::Tensor join_blocks(const at::Tensor& rows, const hax::ComputeBlock& b, int64_t V) {
+  at::Tensor piece = rows;
+  if (rows.size(0) < b.stride) {
+    piece = at::cat({rows, at::zeros({b.stride - rows.size(0), rows.size(1)}, rows.options())});
+  }
+  at::Tensor whole = at::empty({b.stride * b.pieces, rows.size(1)}, rows.options());
+  b.tp->all_gather(piece.contiguous(), whole);
+  return whole.narrow(0, 0, V);
+}
+
 struct FusedLmHeadLoss : public torch::autograd::Function<FusedLmHeadLoss> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets,
-                            const at::Tensor& weights, double z_loss_weight, int64_t block) {
-    BlockedLoss r = blocked_loss(h, w, targets, weights, z_loss_weight, block, /*with_grad=*/true);
+                            const at::Tensor& weights, double z_loss_weight, int64_t block,
+                            c10::intrusive_ptr<VocabSplit> vb) {
+    const hax::ComputeBlock* b = vb->block ? &*vb->block : nullptr;
+    BlockedLoss r = blocked_loss(h, head_rows(w, vb), targets, weights, z_loss_weight, block, /*with_grad=*/true, b);
+    if (b) r.d_head = join_blocks(r.d_head, *b, w.size(0));
     ctx->save_for_backward({r.d_hidden, r.d_head});
     return r.value;
   }
@@ -127,10 +182,10 @@ struct FusedLmHeadLoss : public torch::autograd::Function<FusedLmHeadLoss> {
     // The loss is usually differentiated as it is (g = 1): the saved gradients are then the answer, bit for bit,
     // without two more passes over [N, E] and [V, E].
     if (g.device().is_cpu() && g.item<double>() == 1.0)
-      return {saved[0], saved[1], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+      return {saved[0], saved[1], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     at::Tensor dh = saved[0] * g.to(saved[0].scalar_type());
     at::Tensor dw = saved[1] * g.to(saved[1].scalar_type());
-    return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -150,7 +205,11 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
   std::vector<hax::AxisSelector> order;
   for (const hax::Axis& a : input_ids.axes()) order.emplace_back(a.name);
   order.emplace_back(Embed.name);
-  NamedArray h = hax::rearrange(hidden, hax::AxisSelection(order));
+  // Under tensor parallelism with the vocabulary split in compute, this process computes its block of the head's rows
+  // (blocked_loss); the hidden gradient it finds is its share, summed over the processes by Megatron's f.
+  auto vb = c10::make_intrusive<VocabSplit>();
+  vb->block = hax::compute_block(Vocab.name, Vocab.size);
+  NamedArray h = hax::rearrange(vb->block ? hax::sum_gradient_partials(hidden) : hidden, hax::AxisSelection(order));
   if (h.axes().size() != input_ids.axes().size() + 1) {
     throw std::invalid_argument("fused_next_token_loss: hidden " + hidden.str() + " must have input_ids' axes " +
                                 input_ids.str() + " plus embed");
@@ -171,15 +230,18 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
           "use kMean or kSum to train (or next_token_loss on materialised logits)");
     }
     at::NoGradGuard ng;
-    BlockedLoss r = blocked_loss(h2, w2, t, m, options.z_loss_weight, block, false);
+    BlockedLoss r = blocked_loss(h2, head_rows(w2, vb), t, m, options.z_loss_weight, block, false, vb->block ? &*vb->block : nullptr);
     return NamedArray((r.per_token * m).reshape(input_ids.array().sizes()), input_ids.axes());
   }
   at::Tensor weights = options.reduction == Reduction::kMean ? m / m.sum() : m;
   if (!want_grad) {
     at::NoGradGuard ng;
-    return NamedArray(blocked_loss(h2, w2, t, weights, options.z_loss_weight, block, false).value, {});
+    return NamedArray(blocked_loss(h2, head_rows(w2, vb), t, weights, options.z_loss_weight, block, false,
+                                   vb->block ? &*vb->block : nullptr)
+                          .value,
+                      {});
   }
-  return NamedArray(FusedLmHeadLoss::apply(h2, w2, t, weights, options.z_loss_weight, block), {});
+  return NamedArray(FusedLmHeadLoss::apply(h2, w2, t, weights, options.z_loss_weight, block, vb), {});
 }
 
 }  // namespace levanter::models

@@ -37,6 +37,9 @@ int64_t fused_loss_block_rows(int64_t block_size, int64_t positions, int64_t voc
 // the reduction's weight and the z-loss term) goes straight into d hidden and d lm_head, so backward only scales
 // them. hidden (..., position, embed), lm_head (vocab, embed), input_ids (..., position). Gradients need
 // Reduction::kMean or kSum (a per-position loss with kNone is for evaluation, without gradients).
+// Under a haliax::TensorParallelScope whose split_compute holds `vocab`, each process computes only its block of the
+// head's rows (haliax::compute_block), exchanging per block of positions the softmax's statistics; every process gets
+// the same loss, hidden's gradient summed over the processes and lm_head's whole gradient (the blocks gathered).
 hax::NamedArray fused_next_token_loss(const hax::NamedArray& hidden, const hax::NamedArray& lm_head,
                                       const hax::NamedArray& input_ids,
                                       const std::optional<hax::NamedArray>& loss_mask = std::nullopt,

@@ -24,6 +24,11 @@ namespace levanter::models {
 
 namespace hax = haliax;
 
+// The vocabulary's axis name in every model's lm_head() (vocab, embed) and logits. Under tensor parallelism it is split
+// in compute only (haliax::TensorParallel::split_compute): the parameters hold it whole and the fused LM head and loss
+// (lm_loss.h) compute each process's block of rows.
+inline constexpr const char* kVocabAxis = "vocab";
+
 // Per-call options of a forward pass.
 struct ForwardOptions {
   std::optional<hax::random::Key> key;  // dropout key; absent = inference (no dropout)
@@ -60,7 +65,8 @@ class LmConfig {
   // True when a training forward pass needs a dropout key (some dropout probability is non-zero).
   virtual bool uses_dropout() const { return false; }
   // The axes that trainer.tensor_parallel_axes may split (haliax/partitioning.h): those whose pieces the family's
-  // code handles through dot and nn::Linear alone (none: the family has not been checked under tensor parallelism).
+  // code handles through dot and nn::Linear alone, and kVocabAxis where the loss is the fused one (none: the family
+  // has not been checked under tensor parallelism).
   virtual std::vector<std::string> tensor_parallel_axes() const { return {}; }
   // Positions per block of the fused LM head + loss (absent: automatic; 0: materialise the full logits).
   virtual std::optional<int64_t> loss_block_size() const { return std::nullopt; }

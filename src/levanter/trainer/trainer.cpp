@@ -744,7 +744,11 @@ void Trainer::Impl::announce(const TrainerState& state) const {
       (long long)config.model->max_seq_len(), (long long)micro, micro == 1 ? "" : "es", replicas_note().c_str(),
       threads, config.trainer.mp.text.c_str(), memory_note().c_str(),
       state.resumed_from ? (" — resumed from " + *state.resumed_from).c_str() : "");
-  if (tp) std::fprintf(stderr, "levanter: tensor parallelism: %s\n", tp->describe().c_str());
+  if (tp) {
+    std::string compute;
+    for (const auto& [axis, blocks] : tp_scope->split_compute) compute += "; " + axis + " split in compute (LM head)";
+    std::fprintf(stderr, "levanter: tensor parallelism: %s%s\n", tp->describe().c_str(), compute.c_str());
+  }
   if (fsdp) std::fprintf(stderr, "levanter: FSDP: %s\n", fsdp->describe().c_str());
 }
 
@@ -902,12 +906,20 @@ TrainerState Trainer::initial_state() {
   checkpoint::Sharding sh;
   sh.mesh = mesh.axes();
   if (M > 1) {
-    // This process keeps (and computes with) its pieces of the tensor-parallel axes.
+    // This process keeps (and computes with) its pieces of the tensor-parallel axes, except the vocabulary: the
+    // parameters hold it whole and the fused LM head and loss compute this process's block of it.
     haliax::AxisMapping mapping;
-    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) mapping[a] = "model";
-    I.tp.emplace(*state.model, mapping, mesh, I.rank());
     auto scope = std::make_shared<haliax::TensorParallel>();
-    for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, mesh.coordinate(I.rank(), "model")};
+    const int64_t coordinate = mesh.coordinate(I.rank(), "model");
+    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) {
+      if (a == models::kVocabAxis) {
+        scope->split_compute[a] = {M, coordinate};
+      } else {
+        mapping[a] = "model";
+      }
+    }
+    I.tp.emplace(*state.model, mapping, mesh, I.rank());
+    for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, coordinate};
     for (const auto& [info, p] : nn::named_parameters(*state.model)) {
       for (const haliax::Axis& a : p.axes())
         if (mapping.count(a.name)) scope->whole[a.name] = a.size;  // before the cut
@@ -919,6 +931,12 @@ TrainerState Trainer::initial_state() {
       const auto t0 = Clock::now();
       std::vector<at::Tensor> v{t};
       model_pg->sum_in_rank_order(v);
+      *seconds += seconds_since(t0);
+    };
+    scope->all_gather = [model_pg, seconds](const at::Tensor& piece, at::Tensor& whole) {
+      const auto t0 = Clock::now();
+      std::vector<at::Tensor> full{whole};
+      model_pg->all_gather({piece}, {0}, full);
       *seconds += seconds_since(t0);
     };
     I.tp_scope = std::move(scope);

@@ -123,6 +123,9 @@ class DataParallel : public ::testing::Test {
 
 // Tensor parallelism over 2 processes: Levanter's {mlp: model, heads: model}.
 const std::string kTensorParallel = " --trainer.model_axis_size 2 --trainer.tensor_parallel_axes '[mlp, heads]'";
+// The same with GPT-2's 50257-word vocabulary split in the LM head's compute: blocks of 25129 and 25128 rows.
+const std::string kTensorParallelVocab =
+    " --trainer.model_axis_size 2 --trainer.tensor_parallel_axes '[mlp, heads, vocab]'";
 
 }  // namespace
 
@@ -321,13 +324,15 @@ TEST_F(DataParallel, EvaluationIsSplitOverTheProcessesWithTheBitsOfOneProcess) {
 
 // Each of 2 processes holds and computes with half of every block's heads and MLP (GPT-2's code unchanged: haliax's
 // contractions sum the partial products across the processes); the partial sums add in another order than one
-// process's GEMM, so the run agrees with one process to f32 rounding, not bit for bit.
+// process's GEMM, so the run agrees with one process to f32 rounding, not bit for bit. With `vocab` each process
+// also computes half of the LM head and of the softmax (the parameters keep the vocabulary whole).
 TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
   ASSERT_EQ(levanter("train " + config() + " --trainer.id one"), 0) << slurp(root_ / "out.txt");
-  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id tp"), 0)
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id tp"), 0)
       << slurp(root_ / "out.txt");
   const std::string out = slurp(root_ / "out.txt");
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
+  EXPECT_THAT(out, HasSubstr("; vocab split in compute (LM head)"));
   EXPECT_THAT(out, ::testing::Not(HasSubstr("FSDP")));  // one replica: nothing to cut over `data`
   const auto one = losses("one");
   ASSERT_EQ(one.size(), 6u);
@@ -345,7 +350,7 @@ TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
 TEST_F(DataParallel, FsdpWithTensorParallelismInFourProcessesMatchesOneProcess) {
   ASSERT_EQ(levanter("train " + config() + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
       << slurp(root_ / "out.txt");
-  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() + kTensorParallel + " --trainer.id both"), 0)
+  ASSERT_EQ(levanter("launch --nproc 4 -- train " + config() + kTensorParallelVocab + " --trainer.id both"), 0)
       << slurp(root_ / "out.txt");
   const std::string out = slurp(root_ / "out.txt");
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
@@ -394,12 +399,12 @@ TEST_F(DataParallel, ReplicaAxesHoldCopiesOfFsdpPiecesAndMatchOneProcess) {
 
 // Same config, process count and mesh: the same bits, also across a rank killed mid-run and the job launched again.
 TEST_F(DataParallel, TensorParallelRunsRepeatAndResumeBitForBit) {
-  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id whole"), 0)
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id whole"), 0)
       << slurp(root_ / "out.txt");
-  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts",
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id parts",
                      "LEVANTER_FAULT=train_step_end:3 LEVANTER_FAULT_RANK=1"),
             0);
-  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts"), 0)
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id parts"), 0)
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
   const auto whole = losses("whole");
@@ -450,7 +455,7 @@ TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
             0);
   EXPECT_THAT(slurp(root_ / "out.txt"),
               HasSubstr("trainer.tensor_parallel_axes: 'embed' cannot be split in a gpt2 model (it can split: heads, "
-                        "mlp)"));
+                        "mlp, vocab)"));
   EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel +
                      " --trainer.id odd --trainer.fsdp_axis '[mlp]'"),
             0);

@@ -3,6 +3,8 @@
 // between the threads standing in for the processes' all-reduce (the trainer's, over c10d, is tested with real
 // processes in test_data_parallel.cpp). In f64, the loss and every gradient agree with the whole model's, with
 // dropout in attention and on the residuals, and with gradient checkpointing (whose recomputation exchanges again).
+// `vocab` is split in compute only, as the trainer does it: the parameters stay whole and the fused LM head and loss
+// compute each thread's block of the vocabulary.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -45,7 +47,8 @@ int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::ve
   const Result expected = run(whole, ids, fo);
   const haliax::Mesh mesh({{"model", 2}});
   haliax::AxisMapping mapping;
-  for (const std::string& a : axes) mapping[a] = "model";
+  for (const std::string& a : axes)
+    if (a != kVocabAxis) mapping[a] = "model";
   haliax::testing::SumOfTwoThreads exchange;
   Result got[2];
   std::string failure[2];
@@ -59,13 +62,16 @@ int64_t expect_whole_results_from_pieces(const LmHeadModel& whole, const std::ve
         });
         nn::requires_grad_(*piece);
         auto tp = std::make_shared<haliax::TensorParallel>();
-        for (const std::string& a : axes) tp->split[a] = {2, r};
+        for (const std::string& a : axes) (a == kVocabAxis ? tp->split_compute : tp->split)[a] = {2, r};
         // The whole sizes, as the trainer gives them.
         for (const auto& [info, p] : nn::named_parameters(const_cast<LmHeadModel&>(whole))) {
           for (const haliax::Axis& ax : p.axes())
             if (mapping.count(ax.name)) tp->whole[ax.name] = ax.size;
         }
         tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange(r, t); };
+        tp->all_gather = [&exchange, r](const at::Tensor& piece, at::Tensor& whole) {
+          exchange.gather(r, piece, whole);
+        };
         haliax::TensorParallelScope scope(tp);
         got[r] = run(*piece, ids, fo);
       } catch (const std::exception& e) {
@@ -125,6 +131,10 @@ TEST(TensorParallel, Gpt2OnHalfTheHeadsAndMlpInEachOfTwoThreadsGivesTheWholeMode
     // reaching the block's two normalised inputs (f); checkpointing's recomputation sums again.
     const int64_t exchanges = expect_whole_results_from_pieces(*whole, {"heads", "mlp"}, ids, fo, 6);
     EXPECT_EQ(exchanges, (checkpointing ? 6 : 4) * c.num_layers);
+    // The vocabulary (101: blocks of 51 and 50 rows) in compute: one exchange of the softmax's statistics for the
+    // loss's one block of positions, one gather of the tied head's gradient, one sum of the hidden gradient (f).
+    SCOPED_TRACE("[heads, mlp, vocab]");
+    EXPECT_EQ(expect_whole_results_from_pieces(*whole, {"heads", "mlp", "vocab"}, ids, fo, 6), exchanges + 3);
   }
 }
 
@@ -149,4 +159,104 @@ TEST(TensorParallel, LlamaWithOrWithoutKvHeadsInTheMappingGivesTheWholeModelsLos
   // o_proj and the MLP's three.
   SCOPED_TRACE("[heads, mlp]");
   expect_whole_results_from_pieces(*whole, {"heads", "mlp"}, ids, {}, 4);
+  // Llama's untied lm_head, its vocabulary split in compute.
+  SCOPED_TRACE("[heads, kv_heads, mlp, vocab]");
+  expect_whole_results_from_pieces(*whole, {"heads", "kv_heads", "mlp", "vocab"}, ids, {}, 7);
+}
+
+// The fused LM head and loss with the vocabulary split in compute over two threads, against the whole head: several
+// blocks of positions (one exchange each), z-loss, a loss mask, both reductions with gradients, per-position losses
+// without, and a vocabulary that does not divide (7 rows: blocks of 4 and 3).
+TEST(TensorParallel, FusedLossWithTheVocabularySplitInComputeMatchesTheWholeHead) {
+  const haliax::Axis Batch("batch", 2), Pos("position", 9), Embed("embed", 5), Vocab("vocab", 7);
+  const NamedArray hidden0 = haliax::random::normal(haliax::random::Key(1), {Batch, Pos, Embed}).astype(at::kDouble);
+  const NamedArray head0 = haliax::random::normal(haliax::random::Key(2), {Vocab, Embed}).astype(at::kDouble);
+  const NamedArray ids = haliax::random::randint(haliax::random::Key(3), {Batch, Pos}, 0, Vocab.size);
+  const NamedArray mask = haliax::random::randint(haliax::random::Key(4), {Batch, Pos}, 0, 4) > 0;
+  for (haliax::nn::Reduction reduction :
+       {haliax::nn::Reduction::kMean, haliax::nn::Reduction::kSum, haliax::nn::Reduction::kNone}) {
+    SCOPED_TRACE(static_cast<int>(reduction));
+    LossOptions lo;
+    lo.z_loss_weight = 0.1;
+    lo.block_size = 4;  // 18 positions: 5 blocks
+    lo.reduction = reduction;
+    const bool grads = reduction != haliax::nn::Reduction::kNone;
+    auto compute = [&](at::Tensor* dh, at::Tensor* dw) {
+      NamedArray h(hidden0.array().clone().requires_grad_(grads), hidden0.axes());
+      NamedArray w(head0.array().clone().requires_grad_(grads), head0.axes());
+      NamedArray loss = fused_next_token_loss(h, w, ids, mask, lo);
+      if (grads) {
+        loss.array().backward();
+        *dh = h.array().grad();
+        *dw = w.array().grad();
+      }
+      return loss.array().detach();
+    };
+    at::Tensor want_dh, want_dw;
+    const at::Tensor want = compute(&want_dh, &want_dw);
+    haliax::testing::SumOfTwoThreads exchange;
+    at::Tensor got[2], dh[2], dw[2];
+    std::string failure[2];
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        try {
+          auto tp = std::make_shared<haliax::TensorParallel>();
+          tp->split_compute[kVocabAxis] = {2, r};
+          tp->all_reduce = [&exchange, r](at::Tensor& t) { exchange(r, t); };
+          tp->all_gather = [&exchange, r](const at::Tensor& piece, at::Tensor& whole) {
+            exchange.gather(r, piece, whole);
+          };
+          haliax::TensorParallelScope scope(tp);
+          got[r] = compute(&dh[r], &dw[r]);
+        } catch (const std::exception& e) {
+          failure[r] = e.what();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_EQ(failure[r], "") << "thread " << r;
+      EXPECT_TRUE(at::allclose(got[r], want, 1e-12, 1e-12)) << "thread " << r << ": " << got[r] << " vs " << want;
+      if (!grads) continue;
+      EXPECT_TRUE(at::allclose(dh[r], want_dh, 1e-10, 1e-12)) << "thread " << r;
+      EXPECT_TRUE(at::allclose(dw[r], want_dw, 1e-10, 1e-12)) << "thread " << r;
+    }
+    // Both threads hold the same bits.
+    EXPECT_TRUE(at::equal(got[0], got[1]));
+    if (grads) {
+      EXPECT_TRUE(at::equal(dw[0], dw[1]));
+    }
+    // Per block of positions one exchange of statistics; with gradients one gather of the head's and one sum of the
+    // hidden's.
+    EXPECT_EQ(exchange.exchanges(0), 5 + (grads ? 2 : 0));
+  }
+}
+
+TEST(TensorParallel, ComputeBlocksCoverTheAxisAndRefuseAnEmptyOne) {
+  auto blocks = [](int64_t size, int64_t pieces) {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (int64_t i = 0; i < pieces; ++i) {
+      auto tp = std::make_shared<haliax::TensorParallel>();
+      tp->split_compute["vocab"] = {pieces, i};
+      tp->all_gather = [](const at::Tensor&, at::Tensor&) {};
+      haliax::TensorParallelScope scope(tp);
+      const auto b = haliax::compute_block("vocab", size);
+      EXPECT_FALSE(haliax::compute_block("embed", size).has_value());
+      out.emplace_back(b->begin, b->end);
+    }
+    return out;
+  };
+  using V = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(blocks(50257, 2), (V{{0, 25129}, {25129, 50257}}));
+  EXPECT_EQ(blocks(12, 4), (V{{0, 3}, {3, 6}, {6, 9}, {9, 12}}));
+  EXPECT_EQ(blocks(10, 4), (V{{0, 3}, {3, 6}, {6, 9}, {9, 10}}));
+  EXPECT_FALSE(haliax::compute_block("vocab", 10).has_value());  // no scope
+  try {
+    blocks(5, 4);  // blocks of 2: the fourth would be empty
+    ADD_FAILURE() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("axis 'vocab' of size 5 cannot be cut into 4 blocks of 2"), std::string::npos)
+        << e.what();
+  }
 }

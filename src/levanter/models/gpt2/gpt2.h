@@ -74,7 +74,7 @@ struct Gpt2Config : LmConfigBase<Gpt2Config> {
   std::string model_type() const override { return "gpt2"; }
   int64_t max_seq_len() const override { return seq_len; }
   bool uses_dropout() const override { return embed_pdrop > 0 || resid_pdrop > 0 || attn_pdrop > 0; }
-  std::vector<std::string> tensor_parallel_axes() const override { return {"heads", "mlp"}; }
+  std::vector<std::string> tensor_parallel_axes() const override { return {"heads", "mlp", kVocabAxis}; }
   std::optional<int64_t> loss_block_size() const override { return cross_entropy_block_size; }
   std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
   std::unique_ptr<HfAdapter> hf_adapter() const override;  // gpt2_hf.cpp: GPT2LMHeadModel

@@ -84,7 +84,7 @@ struct LlamaConfig : LmConfigBase<LlamaConfig> {
   std::string model_type() const override { return "llama"; }
   int64_t max_seq_len() const override { return seq_len; }
   std::optional<int64_t> loss_block_size() const override { return cross_entropy_block_size; }
-  std::vector<std::string> tensor_parallel_axes() const override { return {"heads", "kv_heads", "mlp"}; }
+  std::vector<std::string> tensor_parallel_axes() const override { return {"heads", "kv_heads", "mlp", kVocabAxis}; }
   std::unique_ptr<LmHeadModel> build(const hax::Axis& Vocab, const hax::random::Key& key) const override;
   std::unique_ptr<HfAdapter> hf_adapter() const override;  // llama_hf.cpp: LlamaForCausalLM
   double flops_per_token(int64_t vocab_size) const override;
