@@ -9,10 +9,16 @@ holding B/nproc rows of each global batch of B:
   --mode fsdp   torch.distributed.fsdp.FullyShardedDataParallel around each block and the whole model,
                 ShardingStrategy.SHARD_GRAD_OP (parameters gathered for forward and kept through backward, as
                 levanter-cpp's FSDP does), or FULL_SHARD with --full-shard
+  --mode tp     tensor parallelism with torch.distributed.tensor.parallel (PyTorch 2): every block's fused qkv and
+                MLP input projection ColwiseParallel, their output projections RowwiseParallel (Megatron's layout,
+                levanter-cpp's [mlp, heads]); every process runs the whole global batch, and the embeddings and
+                the tied LM head stay whole on each process, as in levanter-cpp's [mlp, heads]. A process's block
+                of qkv's columns is taken as its heads' q, k and v: a fixed permutation of the whole projection's
+                columns, so the same model family and the same work, not the same numbers.
 
 Prints one `RESULT {json}` line: median step time, tokens/s of the job, and the peak RSS of process 0.
 """
-import argparse, importlib.util, json, os, resource, statistics, sys, time
+import argparse, importlib.util, json, math, os, resource, statistics, sys, time, types
 
 
 def worker(rank, a, port, out):
@@ -27,7 +33,30 @@ def worker(rank, a, port, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=a.nproc)
     torch.manual_seed(0)
     model = peer.GPT(V=50257, maxT=1024, L=a.layers, NH=a.heads, C=a.dim)
-    if a.mode == "ddp":
+    if a.mode == "tp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+        import torch.nn.functional as F
+
+        mesh = init_device_mesh("cpu", (a.nproc,))
+
+        def local_attn(self, x):
+            B, T, _ = x.shape
+            q, k, v = self.qkv(x).chunk(3, dim=2)  # this process's heads
+            hs = q.size(-1) // self.NH
+            q, k, v = (t.view(B, T, self.NH, hs).transpose(1, 2) for t in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+            att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
+            y = F.softmax(att, dim=-1) @ v
+            return self.proj(y.transpose(1, 2).contiguous().view(B, T, self.NH * hs))
+
+        for blk in model.blocks:
+            parallelize_module(blk, mesh, {"qkv": ColwiseParallel(), "proj": RowwiseParallel(),
+                                           "fc": ColwiseParallel(), "fcproj": RowwiseParallel()})
+            blk.NH //= a.nproc
+            blk.attn = types.MethodType(local_attn, blk)
+        wrapped = model
+    elif a.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # The causal masks are constant bool buffers, which Gloo cannot broadcast in torch 1.13.
@@ -42,8 +71,9 @@ def worker(rank, a, port, out):
         wrapped = FSDP(model, sharding_strategy=strategy, auto_wrap_policy=ModuleWrapPolicy({peer.Block}),
                        device_id=torch.device("cpu"), use_orig_params=True)
     opt = torch.optim.AdamW(wrapped.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    rows = a.B // a.nproc
-    g = torch.Generator().manual_seed(1 + rank)
+    # Data parallelism: each process its rows; tensor parallelism: every process the whole batch.
+    rows = a.B if a.mode == "tp" else a.B // a.nproc
+    g = torch.Generator().manual_seed(1 if a.mode == "tp" else 1 + rank)
     times = []
     for step in range(a.warmup + a.steps):
         x = torch.randint(0, 50257, (rows, a.T), generator=g)
@@ -77,7 +107,7 @@ def worker(rank, a, port, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", required=True, help="path of torch_gpt2_bench.py (for its GPT)")
-    ap.add_argument("--mode", choices=["ddp", "fsdp"], default="ddp")
+    ap.add_argument("--mode", choices=["ddp", "fsdp", "tp"], default="ddp")
     ap.add_argument("--full-shard", action="store_true", dest="full_shard")
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--B", type=int, default=8)

@@ -292,8 +292,10 @@ std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size)
     value_error("tensor parallelism: axis '" + axis + "' of size " + std::to_string(size) + " cannot be cut into " +
                 std::to_string(b.pieces) + " blocks of " + std::to_string(b.stride) + " without an empty one");
   }
-  if (!current_tp->all_gather) value_error("tensor parallelism: axis '" + axis + "' is split in compute, but the "
-                                           "scope has no all_gather to join the blocks of its gradients");
+  if (!current_tp->all_gather)
+    value_error("tensor parallelism: axis '" + axis +
+                "' is split in compute, but the "
+                "scope has no all_gather to join the blocks of its gradients");
   b.tp = current_tp;
   return b;
 }

@@ -133,8 +133,8 @@ NamedArray local_piece(const NamedArray& whole);
 // (GPT-2's 50257 over 2 processes: 25129 and 25128). Nullopt without a scope or when the axis is not split in
 // compute. Throws naming the axis when a block would be empty.
 struct ComputeBlock {
-  int64_t begin = 0, end = 0;   // [begin, end) of the axis
-  int64_t stride = 0;           // ceil(size / pieces): every block's length before the last one's cut
+  int64_t begin = 0, end = 0;  // [begin, end) of the axis
+  int64_t stride = 0;          // ceil(size / pieces): every block's length before the last one's cut
   int64_t pieces = 1, index = 0;
   std::shared_ptr<const TensorParallel> tp;
 };

@@ -87,9 +87,9 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   for (int64_t i0 = 0; i0 < N; i0 += block) {
     const int64_t n = std::min(block, N - i0);
     at::Tensor hb = h.narrow(0, i0, n), tb = targets.narrow(0, i0, n).unsqueeze(1);
-    at::Tensor logits = at::mm(hb, wt);                   // [n, V], h's dtype
-    if (!same) logits = logits.to(loss_t);                // a fresh tensor either way: modified in place below
-    at::Tensor picked, in_block;  // logit of the target (vb: 0 where another process holds it)
+    at::Tensor logits = at::mm(hb, wt);     // [n, V], h's dtype
+    if (!same) logits = logits.to(loss_t);  // a fresh tensor either way: modified in place below
+    at::Tensor picked, in_block;            // logit of the target (vb: 0 where another process holds it)
     if (vb) {
       at::Tensor local = tb - vb->begin;
       in_block = (local >= 0) & (local < V);
@@ -230,7 +230,8 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
           "use kMean or kSum to train (or next_token_loss on materialised logits)");
     }
     at::NoGradGuard ng;
-    BlockedLoss r = blocked_loss(h2, head_rows(w2, vb), t, m, options.z_loss_weight, block, false, vb->block ? &*vb->block : nullptr);
+    BlockedLoss r = blocked_loss(h2, head_rows(w2, vb), t, m, options.z_loss_weight, block, false,
+                                 vb->block ? &*vb->block : nullptr);
     return NamedArray((r.per_token * m).reshape(input_ids.array().sizes()), input_ids.axes());
   }
   at::Tensor weights = options.reduction == Reduction::kMean ? m / m.sum() : m;

@@ -93,7 +93,8 @@ struct TrainerConfig {
       "or layer (each layer of a stacked model just before it runs and again in its recomputation, FULL_SHARD: one "
       "whole layer at a time; pair with model.gradient_checkpointing)");
     v("tensor_parallel_axes", tensor_parallel_axes,
-      "Axes split for tensor parallelism (effective with several processes)");
+      "Axes split over the model axis (tensor parallelism; GPT-2: heads, mlp; Llama also kv_heads); vocab splits "
+      "the LM head's compute, the parameters keep it whole");
     v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");
     v("replica_ici_axis_size", replica_ici_axis_size, "Data-parallel replicas within a slice; 1 in one process");
     v("replica_dcn_axis_size", replica_dcn_axis_size, "Data-parallel slices; 1 in one process");

@@ -173,10 +173,18 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
                               ") must be divisible by per_device_parallelism * data_axis_size (" +
                               std::to_string(pdp > 0 ? pdp : B / rows) + ", " + std::to_string(rows) + ")");
   }
+  // Sophia's Hessian estimate is summed over replicated data-parallel processes; on pieces it is not built yet.
   const std::string& opt = config.optimizer.type.name;
-  if (n > 1 && (opt == "sophia-h" || opt == "sophia-g")) {
-    throw config::ConfigError("optimizer.type: " + opt + " with several processes is not implemented yet (its " +
-                              "Hessian estimate is not exchanged); use adam or lion, or one process");
+  if (opt == "sophia-h" || opt == "sophia-g") {
+    if (M > 1) {
+      throw config::ConfigError("optimizer.type: " + opt + " with tensor parallelism (trainer.model_axis_size " +
+                                std::to_string(M) + ") is not implemented yet; use adam or lion, or data parallelism");
+    }
+    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty()) {
+      throw config::ConfigError("optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
+                                " processes) is not implemented yet (its Hessian estimate is not cut into pieces); set "
+                                "trainer.fsdp_axis: null for replicated data parallelism, or use adam or lion");
+    }
   }
   return {R, D, M};
 }
@@ -285,6 +293,7 @@ struct Trainer::Impl {
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
+  void sum_over_data(std::vector<at::Tensor>& per_parameter) const;
   void announce(const TrainerState& state) const;
   std::string memory_note() const;     // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
@@ -670,11 +679,25 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
                           hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
                         }
                       });
+  sum_over_data(hz);
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
   }
   return estimate;
+}
+
+// Replicated data parallelism: each defined tensor summed over the processes in rank order (in place), the order in
+// which one process adds its microbatches, so the processes' Hessian estimate is one process's, bit for bit.
+void Trainer::Impl::sum_over_data(std::vector<at::Tensor>& per_parameter) const {
+  if (data_size() == 1) return;
+  std::vector<at::Tensor> defined;
+  for (at::Tensor& t : per_parameter) {
+    if (!t.defined()) continue;
+    t = t.contiguous();
+    defined.push_back(t);
+  }
+  data_pg->sum_in_rank_order(defined);
 }
 
 // Sophia-G's estimate: N * g * g, g the gradient of the mean loss against labels sampled from the model's own
@@ -700,7 +723,9 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
           g[i] = g[i].defined() ? g[i] + t : t;
         }
       });
-  const double n = static_cast<double>(batch.batch_size * batch.seq_len);
+  sum_over_data(g);
+  // N: the positions of the global batch (this process holds batch.batch_size of its rows).
+  const double n = static_cast<double>(batch.batch_size * data_size() * batch.seq_len);
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (g[i].defined()) estimate[i] = (g[i] * g[i] * n).contiguous();

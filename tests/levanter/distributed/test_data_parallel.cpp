@@ -145,6 +145,30 @@ TEST_F(DataParallel, TwoProcessesMatchOneProcessAccumulatingTwoMicrobatchesBitFo
   EXPECT_TRUE(fs::exists(root_ / "logs" / "two" / "run.json"));
 }
 
+// Sophia's Hessian estimate (Sophia-H's Hutchinson products, Sophia-G's gradient against sampled labels) is summed over
+// replicated data-parallel processes in rank order, as the gradients are: one process's bits. On FSDP's pieces it is
+// refused by name.
+TEST_F(DataParallel, SophiaInTwoReplicatedProcessesMatchesOneProcessBitForBit) {
+  for (const std::string type : {"sophia-h", "sophia-g"}) {
+    SCOPED_TRACE(type);
+    const std::string opt = " --optimizer.type " + type +
+                            " --optimizer.learning_rate 1e-3 --optimizer.update_interval 2 --trainer.fsdp_axis null";
+    ASSERT_EQ(levanter("train " + config() + opt + " --trainer.id one" + type + " --trainer.per_device_parallelism 2"),
+              0)
+        << slurp(root_ / "out.txt");
+    ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + opt + " --trainer.id two" + type), 0)
+        << slurp(root_ / "out.txt");
+    const auto one = losses("one" + type), two = losses("two" + type);
+    ASSERT_EQ(one.size(), 6u);
+    EXPECT_EQ(two, one);
+    expect_same_checkpoint("one" + type, "two" + type, 6);
+  }
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --optimizer.type sophia-h --trainer.id fsdp"), 0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("optimizer.type: sophia-h with FSDP (trainer.fsdp_axis over 2 processes) is not implemented "
+                        "yet"));
+}
+
 // Mixed precision: each process's bf16 gradients are widened to f32 before the exchange, as one process widens and
 // sums its microbatches' gradients, so the bits still match.
 TEST_F(DataParallel, TwoProcessesMatchOneProcessInMixedPrecisionToo) {
