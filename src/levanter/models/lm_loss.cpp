@@ -209,6 +209,15 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
   // (blocked_loss); the hidden gradient it finds is its share, summed over the processes by Megatron's f.
   auto vb = c10::make_intrusive<VocabSplit>();
   vb->block = hax::compute_block(Vocab.name, Vocab.size);
+  if (vb->block) {
+    // Each process sees only its rows: an id outside the vocabulary would be no process's target, not an error.
+    at::Tensor ids = input_ids.array();
+    if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= Vocab.size)) {
+      throw std::invalid_argument("fused_next_token_loss: token ids must lie in [0, " + std::to_string(Vocab.size) +
+                                  "), got " + std::to_string(ids.min().item<int64_t>()) + " .. " +
+                                  std::to_string(ids.max().item<int64_t>()));
+    }
+  }
   NamedArray h = hax::rearrange(vb->block ? hax::sum_gradient_partials(hidden) : hidden, hax::AxisSelection(order));
   if (h.axes().size() != input_ids.axes().size() + 1) {
     throw std::invalid_argument("fused_next_token_loss: hidden " + hidden.str() + " must have input_ids' axes " +

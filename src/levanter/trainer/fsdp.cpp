@@ -16,14 +16,13 @@ namespace levanter::trainer {
 
 namespace nn = haliax::nn;
 
-Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Unit unit)
-    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), unit_(unit) {
+Fsdp::Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank, Unit unit,
+           std::string axis)
+    : mapping_(std::move(mapping)), mesh_(std::move(mesh)), rank_(rank), axis_(std::move(axis)), unit_(unit) {
   for (const auto& [logical, physical] : mapping_) {
-    if (!axis_.empty() && physical != axis_)
+    if (physical != axis_)
       throw std::logic_error("Fsdp: a plan splits over one mesh axis, not " + axis_ + " and " + physical);
-    axis_ = physical;
   }
-  if (axis_.empty()) axis_ = "data";
   auto& model = const_cast<models::LmHeadModel&>(full);  // visiting only reads
   for (const auto& [info, p] : nn::named_parameters(model)) {
     const auto spec = haliax::pspec_for(p.axes(), mapping_, mesh_, info.path);
@@ -67,8 +66,9 @@ std::string Fsdp::describe() const {
   for (const auto& a : axes) names += (names.empty() ? "" : ", ") + a;
   char pct[32];
   std::snprintf(pct, sizeof(pct), "%.1f%%", total_elements > 0 ? 100.0 * split_elements / total_elements : 0.0);
-  std::string out = names + " over " + axis_ + " (" + std::to_string(mesh_.axis_size(axis_)) + " processes): " + pct +
-                    " of the parameters in pieces";
+  const std::string where = " over " + axis_ + " (" + std::to_string(mesh_.axis_size(axis_)) + " processes)";
+  if (axes.empty()) return "no parameter in pieces" + where;
+  std::string out = names + where + ": " + pct + " of the parameters in pieces";
   if (axis_ == "model") return out;  // tensor parallelism: the pieces are what the model computes with
   return out + ", " + (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
 }

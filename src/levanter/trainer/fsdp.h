@@ -40,10 +40,11 @@ class Fsdp {
   // one whole layer at a time (plus the parameters outside the stack, gathered per step).
   enum class Unit { kStep, kLayer };
 
-  // The plan for `full` (any dtype) on `mesh` under `mapping`, for process `rank`. Throws haliax::ValueError naming the
-  // parameter, the axis and the mesh axis when an axis does not split evenly.
+  // The plan for `full` (any dtype) on `mesh` under `mapping` (whose axes all map to mesh axis `axis`), for process
+  // `rank`. Throws haliax::ValueError naming the parameter, the axis and the mesh axis when an axis does not split
+  // evenly.
   Fsdp(const models::LmHeadModel& full, haliax::AxisMapping mapping, haliax::Mesh mesh, int rank,
-       Unit unit = Unit::kStep);
+       Unit unit = Unit::kStep, std::string axis = "data");
   Unit unit() const { return unit_; }
 
   // "embed over data (2 processes): 99.9% of the parameters in pieces"

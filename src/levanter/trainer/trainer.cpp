@@ -943,7 +943,16 @@ TrainerState Trainer::initial_state() {
         mapping[a] = "model";
       }
     }
-    I.tp.emplace(*state.model, mapping, mesh, I.rank());
+    I.tp.emplace(*state.model, mapping, mesh, I.rank(), Fsdp::Unit::kStep, "model");
+    if (scope->split_compute.count(models::kVocabAxis)) {
+      // An empty block would only show at the first step: refuse it now, by name.
+      const int64_t V = state.model->lm_head().resolve_axis(models::kVocabAxis).size, k = (V + M - 1) / M;
+      if ((M - 1) * k >= V) {
+        throw config::ConfigError("trainer.tensor_parallel_axes: vocab of size " + std::to_string(V) +
+                                  " cannot be split into " + std::to_string(M) + " blocks of " + std::to_string(k) +
+                                  " rows without an empty one");
+      }
+    }
     for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, coordinate};
     for (const auto& [info, p] : nn::named_parameters(*state.model)) {
       for (const haliax::Axis& a : p.axes())

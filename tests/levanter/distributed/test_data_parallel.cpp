@@ -366,6 +366,14 @@ TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
   const fs::path step = root_ / "ckpt" / "tp" / "step-6";
   EXPECT_TRUE(fs::exists(step / "model.shard-1-of-2.safetensors"));
   EXPECT_TRUE(fs::exists(step / "opt_state.shard-1-of-2.safetensors"));
+  // The vocabulary alone: no parameter in pieces, the LM head's compute divided.
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() +
+                     " --trainer.model_axis_size 2 --trainer.tensor_parallel_axes '[vocab]' --trainer.id vocab"),
+            0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("tensor parallelism: no parameter in pieces over model (2 processes); vocab split in compute"));
+  expect_close_losses(losses("vocab"), one);
 }
 
 // Four processes: two data-parallel replicas (FSDP over `data`) of two tensor-parallel processes each; every
@@ -423,12 +431,12 @@ TEST_F(DataParallel, ReplicaAxesHoldCopiesOfFsdpPiecesAndMatchOneProcess) {
 
 // Same config, process count and mesh: the same bits, also across a rank killed mid-run and the job launched again.
 TEST_F(DataParallel, TensorParallelRunsRepeatAndResumeBitForBit) {
-  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id whole"), 0)
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id whole"), 0)
       << slurp(root_ / "out.txt");
-  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id parts",
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts",
                      "LEVANTER_FAULT=train_step_end:3 LEVANTER_FAULT_RANK=1"),
             0);
-  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallelVocab + " --trainer.id parts"), 0)
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + kTensorParallel + " --trainer.id parts"), 0)
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
   const auto whole = losses("whole");

@@ -231,6 +231,14 @@ TEST(TensorParallel, FusedLossWithTheVocabularySplitInComputeMatchesTheWholeHead
     // hidden's.
     EXPECT_EQ(exchange.exchanges(0), 5 + (grads ? 2 : 0));
   }
+  // An id outside the vocabulary would be no process's target: refused, not dropped.
+  auto tp = std::make_shared<haliax::TensorParallel>();
+  tp->split_compute[kVocabAxis] = {2, 0};
+  tp->all_reduce = [](at::Tensor&) {};
+  tp->all_gather = [](const at::Tensor&, at::Tensor&) {};
+  haliax::TensorParallelScope scope(tp);
+  const NamedArray bad(ids.array().clone().fill_(Vocab.size), ids.axes());
+  EXPECT_THROW(fused_next_token_loss(hidden0, head0, bad, mask, {}), std::invalid_argument);
 }
 
 TEST(TensorParallel, ComputeBlocksCoverTheAxisAndRefuseAnEmptyOne) {
