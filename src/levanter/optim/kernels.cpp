@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -295,6 +296,52 @@ bool using_avx2() {
 }
 
 void force_scalar(bool on) { g_force_scalar.store(on); }
+
+namespace {
+
+// c10::BFloat16's round_to_nearest_even.
+void round_to_bf16_scalar(const float* x, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, sizeof u);
+    const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+    out[i] = nan ? uint16_t{0x7FC0} : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+#ifdef LEVANTER_OPTIM_X86
+__attribute__((target("avx2"))) inline __m256i round8_to_bf16(__m256 f) {
+  const __m256i u = _mm256_castps_si256(f);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+  const __m256i ordered = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_ORD_Q));
+  return _mm256_blendv_epi8(_mm256_set1_epi32(0x7FC0), r, ordered);
+}
+
+// The same bits, 16 at a time (each 32-bit result is below 65536, so the unsigned-saturating pack is exact).
+__attribute__((target("avx2"))) void round_to_bf16_avx2(const float* x, uint16_t* out, int64_t n) {
+  int64_t i = 0;
+  // Up to 32-byte alignment of the output, then streaming stores: the copy is read back from memory by the next
+  // forward pass anyway, and a plain store would first read each line it writes.
+  for (; i < n && reinterpret_cast<uintptr_t>(out + i) % 32 != 0; ++i) round_to_bf16_scalar(x + i, out + i, 1);
+  for (; i + 16 <= n; i += 16) {
+    const __m256i lo = round8_to_bf16(_mm256_loadu_ps(x + i)), hi = round8_to_bf16(_mm256_loadu_ps(x + i + 8));
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), packed);
+  }
+  _mm_sfence();
+  round_to_bf16_scalar(x + i, out + i, n - i);
+}
+#endif
+
+}  // namespace
+
+void round_to_bf16(const float* x, uint16_t* out, int64_t n) {
+#ifdef LEVANTER_OPTIM_X86
+  if (using_avx2()) return round_to_bf16_avx2(x, out, n);
+#endif
+  round_to_bf16_scalar(x, out, n);
+}
 
 void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamScalars& s) {
 #ifdef LEVANTER_OPTIM_X86

@@ -63,6 +63,10 @@ constexpr int64_t kNormBlock = 1 << 16;
 double sum_squares(const float* x, int64_t n);
 double sum_squares(const uint16_t* x_bf16, int64_t n);
 
+// out[i] = x[i] rounded to bfloat16 (raw bits) to nearest, ties to even: the bits of at::Tensor::to(kBFloat16) for
+// every value but NaN (a NaN gives the quiet NaN 0x7FC0, as c10::BFloat16 does; ATen's vectorised copy gives 0xFFFF).
+void round_to_bf16(const float* x, uint16_t* out, int64_t n);
+
 // Whether the AVX2 paths are used (tests force the scalar path to compare bits).
 bool using_avx2();
 void force_scalar(bool on);

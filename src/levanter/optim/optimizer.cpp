@@ -170,6 +170,25 @@ std::vector<at::Tensor> Optimizer::hessian_probes() const {
   return out;
 }
 
+void Optimizer::set_bf16_copies(std::vector<at::Tensor> copies) {
+  if (!copies.empty() && copies.size() != params_.size()) {
+    throw std::invalid_argument("Optimizer::set_bf16_copies: got " + std::to_string(copies.size()) + " copies for " +
+                                std::to_string(params_.size()) + " parameters");
+  }
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const at::Tensor& c = copies[i];
+    if (!c.defined()) continue;
+    const at::Tensor& p = params_[i].second;
+    if (c.scalar_type() != at::kBFloat16 || !c.is_contiguous() || !c.sizes().equals(p.sizes()) ||
+        c.device() != p.device()) {
+      throw std::invalid_argument("Optimizer::set_bf16_copies: the copy of '" + params_[i].first.path +
+                                  "' must be a contiguous bfloat16 tensor of shape " + shape_str(p.sizes()) +
+                                  " on the parameter's device");
+    }
+  }
+  copies_ = std::move(copies);
+}
+
 StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_rate,
                           const std::vector<at::Tensor>* hessian_estimate) {
   if (needs_hessian()) {
@@ -264,6 +283,13 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
       base.lr,
       0.0f,
       base.grad_scale};
+  // The bf16 copy of a chunk, written right after its update.
+  auto write_copy = [&](size_t i, const Chunk& ch) {
+    if (copies_.empty() || !copies_[i].defined()) return;
+    kernels::round_to_bf16(params_[i].second.data_ptr<float>() + ch.begin,
+                           reinterpret_cast<uint16_t*>(copies_[i].data_ptr<at::BFloat16>()) + ch.begin,
+                           ch.end - ch.begin);
+  };
   parallel_each(static_cast<int64_t>(chunks.size()), [&](int64_t c) {
     const Chunk& ch = chunks[c];
     const size_t i = ch.tensor;
@@ -280,6 +306,7 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
         kernels::sophia_update(p, m, h, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin,
                                n, s);
       }
+      write_copy(i, ch);
       return;
     }
     if (lion_) {
@@ -294,6 +321,7 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
         kernels::lion_update(p, m, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin, n,
                              s);
       }
+      write_copy(i, ch);
       return;
     }
     kernels::AdamScalars s = base;
@@ -308,9 +336,12 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
       kernels::adamw_update(p, m, v, reinterpret_cast<const uint16_t*>(ready[i].data_ptr<at::BFloat16>()) + ch.begin, n,
                             s);
     }
+    write_copy(i, ch);
   });
   for (size_t i = 0; i < params_.size(); ++i) {
-    if (fused_[i]) params_[i].second.unsafeGetTensorImpl()->bump_version();  // written through raw pointers
+    if (!fused_[i]) continue;
+    params_[i].second.unsafeGetTensorImpl()->bump_version();  // written through raw pointers
+    if (!copies_.empty() && copies_[i].defined()) copies_[i].unsafeGetTensorImpl()->bump_version();
   }
 
   // Other parameters: the same math with ATen ops (different rounding).
@@ -347,6 +378,10 @@ StepStats Optimizer::step(const std::vector<at::Tensor>& grads, double learning_
     at::Tensor u = m_hat.div_((v * static_cast<double>(base.inv_bc2)).sqrt_().add_(config_.epsilon));
     if (decay_[i] && wd > 0) u.add_(p, static_cast<double>(wd_f));
     p.sub_(u, static_cast<double>(base.lr));
+  }
+  // The copies of the parameters updated with ATen ops above.
+  for (size_t i = 0; i < params_.size() && !copies_.empty(); ++i) {
+    if (!fused_[i] && copies_[i].defined()) copies_[i].copy_(params_[i].second);
   }
   ++count_;
   // Sophia-H: the new estimate enters the EMA after this update (Levanter's update_hessian runs after the update is

@@ -104,6 +104,12 @@ class Optimizer {
   // process. Unset: their sum in parameter order.
   void set_sum_of_squares(std::function<double(const std::vector<double>&)> total) { total_ = std::move(total); }
 
+  // Mixed precision: copies[i] (bfloat16, contiguous, params()[i]'s shape; undefined: none) receives params()[i]
+  // rounded to bfloat16 by every step(), chunk by chunk while the chunk is in cache, instead of a separate pass over
+  // the parameters (the same bits as copy_ from the parameter, NaN aside: kernels::round_to_bf16). Empty: none.
+  void set_bf16_copies(std::vector<at::Tensor> copies);
+  bool has_bf16_copies() const { return !copies_.empty(); }
+
   int64_t step_count() const { return count_; }  // updates applied so far
   const std::vector<Param>& params() const { return params_; }
   const std::vector<bool>& decay_mask() const { return decay_; }
@@ -132,7 +138,8 @@ class Optimizer {
   std::vector<at::Tensor> m_, v_, h_;  // v_: adam only; h_: sophia-h only
   int64_t hessian_count_ = 0;          // sophia-h: estimates folded into h_
   std::vector<bool> decay_;
-  std::vector<bool> fused_;  // per parameter: contiguous CPU float32, updated by the fused kernel
+  std::vector<bool> fused_;         // per parameter: contiguous CPU float32, updated by the fused kernel
+  std::vector<at::Tensor> copies_;  // set_bf16_copies
   int64_t count_ = 0;
   std::function<double(const std::vector<double>&)> total_;
 };

@@ -501,6 +501,22 @@ double Trainer::Impl::refresh_compute_copy(TrainerState& state) const {
   if (!state.compute_copy) {
     state.compute_copy = models::cast_floating(*state.model, compute);
     nn::requires_grad_(*state.compute_copy);  // leaves: gradients stay in the compute dtype
+    // A bfloat16 copy of f32 master weights is then written by the optimizer's update, chunk by chunk while the
+    // chunk is in cache (the same bits as the copy_ below), instead of here in a pass of its own.
+    const auto master = nn::named_parameters(*state.model);
+    const auto copy = nn::named_parameters(*state.compute_copy);
+    std::vector<at::Tensor> copies;
+    bool all = master.size() == copy.size() && master.size() == state.optimizer->params().size();
+    for (size_t i = 0; all && i < master.size(); ++i) {
+      const at::Tensor& m = master[i].second.array();
+      const at::Tensor& c = copy[i].second.array();
+      all = m.scalar_type() == at::kFloat && c.scalar_type() == at::kBFloat16 && c.is_contiguous() &&
+            m.device() == c.device() && state.optimizer->params()[i].second.is_same(m);
+      copies.push_back(c);
+    }
+    if (all) state.optimizer->set_bf16_copies(std::move(copies));
+  } else if (state.compute_copy_fresh) {
+    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) p.array().mutable_grad() = at::Tensor();
   } else {
     at::NoGradGuard no_grad;
     const auto master = nn::named_parameters(*state.model);
@@ -739,6 +755,7 @@ optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate
   std::vector<at::Tensor> hessian;
   if (opt.needs_hessian()) hessian = hessian_estimate(state, batch);
   optim::StepStats stats = opt.step(grads, learning_rate, opt.needs_hessian() ? &hessian : nullptr);
+  state.compute_copy_fresh = opt.has_bf16_copies();
   grads.clear();
   for (const auto& [info, p] : opt.params()) p.mutable_grad() = at::Tensor();
   if (state.compute_copy) {

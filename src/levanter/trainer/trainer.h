@@ -87,6 +87,9 @@ struct TrainerState {
   // every step (one cast per step, into the same buffers). Their gradients are the step's gradients; the optimizer
   // reads them in the compute dtype (widening is exact), so no f32 gradient is made when one microbatch is enough.
   std::unique_ptr<models::LmHeadModel> compute_copy;
+  // True when the optimizer's last step wrote compute_copy (a bfloat16 copy registered with
+  // Optimizer::set_bf16_copies): the next step's refresh is then already done.
+  bool compute_copy_fresh = false;
 };
 
 // What one step did (Levanter's StepInfo).

@@ -231,6 +231,53 @@ TEST(OptimAdamW, BitsDoNotDependOnThreadsOrSimdPath) {
   }
 }
 
+// Mixed precision's bf16 copy, written by the update chunk by chunk: the bits of copy_ from the parameter, for AdamW,
+// Lion and Sophia-H (each from a fresh zero copy every step, so a stale chunk would show), on the fused and the ATen
+// paths; and the rounding itself on the values where rounding is hard.
+TEST(OptimAdamW, Bf16CopiesWrittenByTheUpdateEqualTheCastParameters) {
+  const float specials[] = {
+      0.0f,   -0.0f,   1.0f,     1.00390625f, 1.0078125f, 1.01171875f, 3.0e38f,   -3.4e38f,
+      1e-40f, -1e-45f, INFINITY, -INFINITY,   65504.0f,   0.1f,        -2.5e-20f, 1.0f + 1.0f / 256 + 1.0f / 65536};
+  at::Tensor x = at::cat({at::from_blob(const_cast<float*>(specials), {16}, at::kFloat),
+                          at::randn({4099}, at::TensorOptions().dtype(at::kFloat)) * 1e3});
+  for (bool scalar : {false, true}) {
+    kernels::force_scalar(scalar);
+    at::Tensor got = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+    kernels::round_to_bf16(x.data_ptr<float>(), reinterpret_cast<uint16_t*>(got.data_ptr<at::BFloat16>()), x.numel());
+    kernels::force_scalar(false);
+    EXPECT_TRUE(bit_equal(got, x.to(at::kBFloat16))) << (scalar ? "scalar path" : "vector path");
+  }
+  const float nan = NAN;
+  uint16_t bits = 0;
+  kernels::round_to_bf16(&nan, &bits, 1);
+  EXPECT_EQ(bits, 0x7FC0);
+
+  for (const char* type : {"adam", "lion", "sophia-h"}) {
+    for (Optimizer::Kernel kernel : {Optimizer::Kernel::kFused, Optimizer::Kernel::kATen}) {
+      SCOPED_TRACE(std::string(type) + (kernel == Optimizer::Kernel::kFused ? " fused" : " aten"));
+      OptimizerConfig c = test_config();
+      c.type.name = type;
+      if (c.type.name == "sophia-h") c.update_interval = 1000;  // no estimate in these steps (h stays 0)
+      Params params = small_model(4);
+      Optimizer opt(c, params, kernel);
+      std::vector<at::Tensor> copies;
+      for (const auto& [info, p] : params) copies.push_back(at::zeros(p.sizes(), p.options().dtype(at::kBFloat16)));
+      opt.set_bf16_copies(copies);
+      for (int k = 0; k < 3; ++k) {
+        for (at::Tensor& cp : copies) cp.zero_();
+        run(opt, params, k, k + 1, 10);
+        for (size_t i = 0; i < params.size(); ++i) {
+          EXPECT_TRUE(bit_equal(copies[i], params[i].second.to(at::kBFloat16)))
+              << params[i].first.path << " step " << k;
+        }
+      }
+    }
+  }
+  Params params = small_model(1);
+  Optimizer opt(test_config(), params);
+  EXPECT_THROW(opt.set_bf16_copies({at::zeros({1}, at::kBFloat16)}), std::invalid_argument);
+}
+
 TEST(OptimAdamW, AtenKernelAgreesWithFused) {
   Params a = small_model(3), b = clone_params(a);
   Optimizer fused(test_config(), a, Optimizer::Kernel::kFused);
