@@ -186,6 +186,8 @@ void Optimizer::set_bf16_copies(std::vector<at::Tensor> copies) {
                                   " on the parameter's device");
     }
   }
+  all_copies_ = !copies.empty();
+  for (const at::Tensor& c : copies) all_copies_ = all_copies_ && c.defined();
   copies_ = std::move(copies);
 }
 

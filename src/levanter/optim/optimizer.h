@@ -108,7 +108,8 @@ class Optimizer {
   // rounded to bfloat16 by every step(), chunk by chunk while the chunk is in cache, instead of a separate pass over
   // the parameters (the same bits as copy_ from the parameter, NaN aside: kernels::round_to_bf16). Empty: none.
   void set_bf16_copies(std::vector<at::Tensor> copies);
-  bool has_bf16_copies() const { return !copies_.empty(); }
+  // Whether every parameter has a copy (step() then leaves the whole copy current).
+  bool has_bf16_copies() const { return all_copies_; }
 
   int64_t step_count() const { return count_; }  // updates applied so far
   const std::vector<Param>& params() const { return params_; }
@@ -140,6 +141,7 @@ class Optimizer {
   std::vector<bool> decay_;
   std::vector<bool> fused_;         // per parameter: contiguous CPU float32, updated by the fused kernel
   std::vector<at::Tensor> copies_;  // set_bf16_copies
+  bool all_copies_ = false;
   int64_t count_ = 0;
   std::function<double(const std::vector<double>&)> total_;
 };

@@ -494,6 +494,16 @@ void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::T
 }
 
 // Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
+// Whether the optimizer's last update wrote state.compute_copy and no master parameter has changed since.
+static bool copy_is_current(const TrainerState& state) {
+  const auto& at = state.compute_copy_written_at;
+  const auto& params = state.optimizer->params();
+  if (at.empty() || at.size() != params.size()) return false;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].second._version() != at[i]) return false;
+  return true;
+}
+
 double Trainer::Impl::refresh_compute_copy(TrainerState& state) const {
   const auto t0 = Clock::now();
   RECORD_USER_SCOPE("cast");
@@ -515,7 +525,7 @@ double Trainer::Impl::refresh_compute_copy(TrainerState& state) const {
       copies.push_back(c);
     }
     if (all) state.optimizer->set_bf16_copies(std::move(copies));
-  } else if (state.compute_copy_fresh) {
+  } else if (copy_is_current(state)) {
     for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) p.array().mutable_grad() = at::Tensor();
   } else {
     at::NoGradGuard no_grad;
@@ -754,8 +764,11 @@ optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate
   std::vector<at::Tensor> grads = step_gradients(state);
   std::vector<at::Tensor> hessian;
   if (opt.needs_hessian()) hessian = hessian_estimate(state, batch);
+  state.compute_copy_written_at.clear();
   optim::StepStats stats = opt.step(grads, learning_rate, opt.needs_hessian() ? &hessian : nullptr);
-  state.compute_copy_fresh = opt.has_bf16_copies();
+  if (opt.has_bf16_copies()) {
+    for (const auto& [info, p] : opt.params()) state.compute_copy_written_at.push_back(p._version());
+  }
   grads.clear();
   for (const auto& [info, p] : opt.params()) p.mutable_grad() = at::Tensor();
   if (state.compute_copy) {

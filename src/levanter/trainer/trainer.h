@@ -83,13 +83,16 @@ struct TrainerState {
   haliax::random::Key key{0};                   // training key: dropout of step s derives from key.fold_in(s)
   float last_loss = NAN;                        // the loss of the last completed step (kept in checkpoints)
   std::optional<std::string> resumed_from;      // the checkpoint this state was loaded from
-  // Mixed precision: the parameters in the compute dtype, leaves of their own, refreshed from `model` at the start of
-  // every step (one cast per step, into the same buffers). Their gradients are the step's gradients; the optimizer
-  // reads them in the compute dtype (widening is exact), so no f32 gradient is made when one microbatch is enough.
+  // Mixed precision: the parameters in the compute dtype, leaves of their own, equal to `model` rounded at the start
+  // of every step: written by the optimizer's update (a bfloat16 copy registered with Optimizer::set_bf16_copies), or
+  // else refreshed from `model` (one cast per step, into the same buffers). Their gradients are the step's gradients;
+  // the optimizer reads them in the compute dtype (widening is exact), so no f32 gradient is made when one microbatch
+  // is enough.
   std::unique_ptr<models::LmHeadModel> compute_copy;
-  // True when the optimizer's last step wrote compute_copy (a bfloat16 copy registered with
-  // Optimizer::set_bf16_copies): the next step's refresh is then already done.
-  bool compute_copy_fresh = false;
+  // The master parameters' version counters when the optimizer last wrote compute_copy (empty: it did not). A step
+  // skips the refresh only while every version is unchanged, so an in-place write to `model` between steps (a hook's,
+  // your own) is still copied.
+  std::vector<int64_t> compute_copy_written_at;
 };
 
 // What one step did (Levanter's StepInfo).

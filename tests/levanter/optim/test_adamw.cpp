@@ -241,11 +241,17 @@ TEST(OptimAdamW, Bf16CopiesWrittenByTheUpdateEqualTheCastParameters) {
   at::Tensor x = at::cat({at::from_blob(const_cast<float*>(specials), {16}, at::kFloat),
                           at::randn({4099}, at::TensorOptions().dtype(at::kFloat)) * 1e3});
   for (bool scalar : {false, true}) {
-    kernels::force_scalar(scalar);
-    at::Tensor got = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
-    kernels::round_to_bf16(x.data_ptr<float>(), reinterpret_cast<uint16_t*>(got.data_ptr<at::BFloat16>()), x.numel());
-    kernels::force_scalar(false);
-    EXPECT_TRUE(bit_equal(got, x.to(at::kBFloat16))) << (scalar ? "scalar path" : "vector path");
+    // Outputs at every alignment (the vector path's scalar prologue up to 32 bytes) and lengths with tails.
+    for (int64_t k = 0; k < 17; ++k) {
+      kernels::force_scalar(scalar);
+      at::Tensor got = at::zeros(x.sizes(), x.options().dtype(at::kBFloat16));
+      const int64_t n = x.numel() - k - 3;
+      kernels::round_to_bf16(x.data_ptr<float>() + k, reinterpret_cast<uint16_t*>(got.data_ptr<at::BFloat16>()) + k, n);
+      kernels::force_scalar(false);
+      EXPECT_TRUE(bit_equal(got.narrow(0, k, n), x.narrow(0, k, n).to(at::kBFloat16)))
+          << (scalar ? "scalar path" : "vector path") << ", offset " << k;
+      EXPECT_TRUE(at::all(got.narrow(0, 0, k) == 0).item<bool>() && at::all(got.narrow(0, k + n, 3) == 0).item<bool>());
+    }
   }
   const float nan = NAN;
   uint16_t bits = 0;
@@ -276,6 +282,10 @@ TEST(OptimAdamW, Bf16CopiesWrittenByTheUpdateEqualTheCastParameters) {
   Params params = small_model(1);
   Optimizer opt(test_config(), params);
   EXPECT_THROW(opt.set_bf16_copies({at::zeros({1}, at::kBFloat16)}), std::invalid_argument);
+  std::vector<at::Tensor> some(params.size());  // a copy of the first parameter only: not the whole copy
+  some[0] = at::zeros(params[0].second.sizes(), at::kBFloat16);
+  opt.set_bf16_copies(some);
+  EXPECT_FALSE(opt.has_bf16_copies());
 }
 
 TEST(OptimAdamW, AtenKernelAgreesWithFused) {

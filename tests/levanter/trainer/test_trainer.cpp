@@ -336,7 +336,7 @@ TEST_F(TrainerTest, ProfilerTracesTheChosenStepsAndChangesNoBits) {
   EXPECT_THAT(rest.str(), HasSubstr("self ms/step"));
 }
 
-// Mixed precision keeps a compute-dtype copy of the parameters between steps (refreshed at each step's start) and
+// Mixed precision keeps a compute-dtype copy of the parameters between steps (written by the optimizer's update) and
 // hands its gradients to the optimizer. That gives the same bits as making the copy inside autograd's graph, so
 // that gradients flow back into f32 .grad of the master weights: checked step by step, with one microbatch and
 // with two (accumulated in f32), against that reference built here from the same initial state.
@@ -383,5 +383,22 @@ TEST_F(TrainerTest, MixedPrecisionComputeCopyGivesTheBitsOfACastInTheGraph) {
     }
     ASSERT_TRUE(state.compute_copy);
     for (const auto& [p, t] : nn::named_parameters(*state.compute_copy)) EXPECT_EQ(t.dtype(), at::kBFloat16);
+    // The optimizer writes the copy as it updates; a write to the master weights between steps (a hook's, your own)
+    // still reaches the next step: its loss is that of the halved weights.
+    double expected = 0;
+    {
+      at::NoGradGuard no_grad;
+      for (auto& [p, t] : nn::named_parameters(*state.model)) t.array().mul_(0.5);
+      auto cast = levanter::models::cast_floating(*state.model, at::kBFloat16);
+      for (int64_t m = 0; m < 4 / micro; ++m) {
+        at::Tensor ids = at::from_blob(batch.tokens.data() + m * micro * 32, {micro, 32}, at::kInt).to(at::kLong);
+        expected +=
+            cast->compute_next_token_loss(
+                    haliax::NamedArray(ids, {haliax::Axis("batch", micro), haliax::Axis("position", 32)}), {}, {})
+                .array()
+                .item<float>();
+      }
+    }
+    EXPECT_EQ(trainer.train_step(state, batch).loss, static_cast<float>(expected / static_cast<double>(4 / micro)));
   }
 }
