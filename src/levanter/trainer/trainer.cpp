@@ -176,9 +176,11 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
   // Sophia's Hessian estimate is summed over replicated data-parallel processes; on pieces it is not built yet.
   const std::string& opt = config.optimizer.type.name;
   if (opt == "sophia-h" || opt == "sophia-g") {
-    if (M > 1) {
-      throw config::ConfigError("optimizer.type: " + opt + " with tensor parallelism (trainer.model_axis_size " +
-                                std::to_string(M) + ") is not implemented yet; use adam or lion, or data parallelism");
+    if (M > 1 && opt == "sophia-h") {
+      // Its Hessian-vector products differentiate the tensor-parallel sums twice, which they do not support.
+      throw config::ConfigError("optimizer.type: sophia-h with tensor parallelism (trainer.model_axis_size " +
+                                std::to_string(M) +
+                                ") is not implemented yet; use sophia-g, adam or lion, or data parallelism");
     }
     if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty()) {
       throw config::ConfigError("optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
@@ -736,6 +738,9 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
   for (const auto& [info, p] : opt.params()) params.push_back(p);
   const Key sample_key = opt.hessian_key();
   std::vector<at::Tensor> g(params.size());
+  // Tensor parallelism: the model's pieces communicate as in the step (the gradients of the pieces are this
+  // process's pieces of the whole gradient; whole parameters' are the same on every process of the replica).
+  haliax::TensorParallelScope tensor_parallel(tp_scope);
   for_each_microbatch(
       state, batch,
       [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t m,
