@@ -278,13 +278,10 @@ NamedArray local_piece(const NamedArray& whole) {
   return NamedArray(t, axes);
 }
 
-std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size) {
-  if (!current_tp) return std::nullopt;
-  auto it = current_tp->split_compute.find(axis);
-  if (it == current_tp->split_compute.end()) return std::nullopt;
+ComputeBlock compute_block_of(const std::string& axis, int64_t size, int64_t pieces, int64_t index) {
   ComputeBlock b;
-  b.pieces = it->second.first;
-  b.index = it->second.second;
+  b.pieces = pieces;
+  b.index = index;
   b.stride = (size + b.pieces - 1) / b.pieces;
   b.begin = std::min(size, b.index * b.stride);
   b.end = std::min(size, b.begin + b.stride);
@@ -292,10 +289,17 @@ std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size)
     value_error("tensor parallelism: axis '" + axis + "' of size " + std::to_string(size) + " cannot be cut into " +
                 std::to_string(b.pieces) + " blocks of " + std::to_string(b.stride) + " without an empty one");
   }
+  return b;
+}
+
+std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size) {
+  if (!current_tp) return std::nullopt;
+  auto it = current_tp->split_compute.find(axis);
+  if (it == current_tp->split_compute.end()) return std::nullopt;
+  ComputeBlock b = compute_block_of(axis, size, it->second.first, it->second.second);
   if (!current_tp->all_gather)
     value_error("tensor parallelism: axis '" + axis +
-                "' is split in compute, but the "
-                "scope has no all_gather to join the blocks of its gradients");
+                "' is split in compute, but the scope has no all_gather to join the blocks of its gradients");
   b.tp = current_tp;
   return b;
 }

@@ -139,5 +139,8 @@ struct ComputeBlock {
   std::shared_ptr<const TensorParallel> tp;
 };
 std::optional<ComputeBlock> compute_block(const std::string& axis, int64_t size);
+// Block `index` of `pieces` of an axis of `size` elements, without a scope (tp stays null): the same cut and the same
+// refusal of an empty block, for checking a split before anything runs.
+ComputeBlock compute_block_of(const std::string& axis, int64_t size, int64_t pieces, int64_t index);
 
 }  // namespace haliax

@@ -147,6 +147,7 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
 // The vocabulary block this process computes (none: the whole head).
 struct VocabSplit : torch::CustomClassHolder {
   std::optional<hax::ComputeBlock> block;
+  const hax::ComputeBlock* get() const { return block ? &*block : nullptr; }
 };
 
 // The head rows `vb` selects (all of w without it).
@@ -170,7 +171,7 @@ struct FusedLmHeadLoss : public torch::autograd::Function<FusedLmHeadLoss> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets,
                             const at::Tensor& weights, double z_loss_weight, int64_t block,
                             c10::intrusive_ptr<VocabSplit> vb) {
-    const hax::ComputeBlock* b = vb->block ? &*vb->block : nullptr;
+    const hax::ComputeBlock* b = vb->get();
     BlockedLoss r = blocked_loss(h, head_rows(w, vb), targets, weights, z_loss_weight, block, /*with_grad=*/true, b);
     if (b) r.d_head = join_blocks(r.d_head, *b, w.size(0));
     ctx->save_for_backward({r.d_hidden, r.d_head});
@@ -239,17 +240,14 @@ NamedArray fused_next_token_loss(const NamedArray& hidden, const NamedArray& lm_
           "use kMean or kSum to train (or next_token_loss on materialised logits)");
     }
     at::NoGradGuard ng;
-    BlockedLoss r = blocked_loss(h2, head_rows(w2, vb), t, m, options.z_loss_weight, block, false,
-                                 vb->block ? &*vb->block : nullptr);
+    BlockedLoss r = blocked_loss(h2, head_rows(w2, vb), t, m, options.z_loss_weight, block, false, vb->get());
     return NamedArray((r.per_token * m).reshape(input_ids.array().sizes()), input_ids.axes());
   }
   at::Tensor weights = options.reduction == Reduction::kMean ? m / m.sum() : m;
   if (!want_grad) {
     at::NoGradGuard ng;
-    return NamedArray(blocked_loss(h2, head_rows(w2, vb), t, weights, options.z_loss_weight, block, false,
-                                   vb->block ? &*vb->block : nullptr)
-                          .value,
-                      {});
+    return NamedArray(
+        blocked_loss(h2, head_rows(w2, vb), t, weights, options.z_loss_weight, block, false, vb->get()).value, {});
   }
   return NamedArray(FusedLmHeadLoss::apply(h2, w2, t, weights, options.z_loss_weight, block, vb), {});
 }

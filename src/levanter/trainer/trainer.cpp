@@ -120,6 +120,19 @@ at::Tensor batch_tensor(const data::TokenBatch& b) {
   return at::from_blob(const_cast<int32_t*>(b.tokens.data()), {b.batch_size, b.seq_len}, at::kInt).to(at::kLong);
 }
 
+// Each defined tensor of `per_parameter` (made contiguous in place) summed over `pg` in rank order, the order in which
+// one process adds its microbatches: replicated data parallelism's Hessian estimate is then one process's, bit for
+// bit, and a replica's gradient pieces add up in replica order.
+void sum_defined_in_rank_order(distributed::ProcessGroup& pg, std::vector<at::Tensor>& per_parameter) {
+  std::vector<at::Tensor> defined;
+  for (at::Tensor& t : per_parameter) {
+    if (!t.defined()) continue;
+    t = t.contiguous();
+    defined.push_back(t);
+  }
+  pg.sum_in_rank_order(defined);
+}
+
 // The sizes of Levanter's mesh (replica, data, model).
 struct MeshShape {
   int64_t replica = 1, data = 1, model = 1;
@@ -295,7 +308,6 @@ struct Trainer::Impl {
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
-  void sum_over_data(std::vector<at::Tensor>& per_parameter) const;
   void announce(const TrainerState& state) const;
   std::string memory_note() const;     // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
@@ -495,7 +507,6 @@ void Trainer::Impl::for_each_microbatch(const TrainerState& state, const data::T
   }
 }
 
-// Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
 // Whether the optimizer's last update wrote state.compute_copy and no master parameter has changed since.
 static bool copy_is_current(const TrainerState& state) {
   const auto& at = state.compute_copy_written_at;
@@ -561,6 +572,7 @@ std::vector<at::Tensor> Trainer::Impl::step_gradients(const TrainerState& state)
   return grads;
 }
 
+// Forward and backward over the step's microbatches; gradients accumulate in the parameters' .grad.
 float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatch& batch, StepInfo* info) const {
   double loss_sum = 0, forward_s = 0, backward_s = 0, cast_s = 0, gather_s = 0;
   const bool mixed = config.trainer.mp.compute != config.trainer.mp.param;
@@ -648,13 +660,8 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
       if (fsdp->gathered_by_layer(i)) whole_grads[i] = (*layer_grads)[i];
     }
     std::vector<at::Tensor> pieces = fsdp->reduce_gradients(*fsdp_pg, std::move(whole_grads));
-    if (replica_pg) {
-      // Replica axes: the same pieces' sums from the other replicas, in replica order.
-      std::vector<at::Tensor> defined;
-      for (const at::Tensor& p : pieces)
-        if (p.defined()) defined.push_back(p);
-      replica_pg->sum_in_rank_order(defined);
-    }
+    // Replica axes: the same pieces' sums from the other replicas, in replica order.
+    if (replica_pg) sum_defined_in_rank_order(*replica_pg, pieces);
     for (size_t i = 0; i < pieces.size(); ++i) master[i].second.array().mutable_grad() = pieces[i];
     std::vector<at::Tensor> loss{at::full({1}, loss_sum, at::kDouble)};
     data_pg->sum_in_rank_order(loss);
@@ -707,25 +714,12 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
                           hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
                         }
                       });
-  sum_over_data(hz);
+  if (data_size() > 1) sum_defined_in_rank_order(*data_pg, hz);
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
   }
   return estimate;
-}
-
-// Replicated data parallelism: each defined tensor summed over the processes in rank order (in place), the order in
-// which one process adds its microbatches, so the processes' Hessian estimate is one process's, bit for bit.
-void Trainer::Impl::sum_over_data(std::vector<at::Tensor>& per_parameter) const {
-  if (data_size() == 1) return;
-  std::vector<at::Tensor> defined;
-  for (at::Tensor& t : per_parameter) {
-    if (!t.defined()) continue;
-    t = t.contiguous();
-    defined.push_back(t);
-  }
-  data_pg->sum_in_rank_order(defined);
 }
 
 // Sophia-G's estimate: N * g * g, g the gradient of the mean loss against labels sampled from the model's own
@@ -754,7 +748,7 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
           g[i] = g[i].defined() ? g[i] + t : t;
         }
       });
-  sum_over_data(g);
+  if (data_size() > 1) sum_defined_in_rank_order(*data_pg, g);
   // N: the positions of the global batch (this process holds batch.batch_size of its rows).
   const double n = static_cast<double>(batch.batch_size * data_size() * batch.seq_len);
   std::vector<at::Tensor> estimate(params.size());
@@ -981,11 +975,11 @@ TrainerState Trainer::initial_state() {
     I.tp.emplace(*state.model, mapping, mesh, I.rank(), Fsdp::Unit::kStep, "model");
     if (scope->split_compute.count(models::kVocabAxis)) {
       // An empty block would only show at the first step: refuse it now, by name.
-      const int64_t V = state.model->lm_head().resolve_axis(models::kVocabAxis).size, k = (V + M - 1) / M;
-      if ((M - 1) * k >= V) {
-        throw config::ConfigError("trainer.tensor_parallel_axes: vocab of size " + std::to_string(V) +
-                                  " cannot be split into " + std::to_string(M) + " blocks of " + std::to_string(k) +
-                                  " rows without an empty one");
+      try {
+        haliax::compute_block_of(models::kVocabAxis, state.model->lm_head().resolve_axis(models::kVocabAxis).size, M,
+                                 coordinate);
+      } catch (const haliax::ValueError& e) {
+        throw config::ConfigError(std::string("trainer.tensor_parallel_axes: ") + e.what());
       }
     }
     for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, coordinate};

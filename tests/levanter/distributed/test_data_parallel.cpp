@@ -117,6 +117,13 @@ class DataParallel : public ::testing::Test {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 2e-5 * std::abs(b[i])) << "step " << i + 1;
   }
+  // Run `a` against run `b` of 6 steps: every step's loss, and every parameter at step 6 (atol 1e-3).
+  void expect_close_run(const std::string& a, const std::string& b) {
+    const auto want = losses(b);
+    ASSERT_EQ(want.size(), 6u);
+    expect_close_losses(losses(a), want);
+    expect_close_checkpoint(a, b, 6, 1e-3);
+  }
 
   fs::path root_;
 };
@@ -395,10 +402,7 @@ TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
   EXPECT_THAT(out, HasSubstr("; vocab split in compute (LM head)"));
   EXPECT_THAT(out, ::testing::Not(HasSubstr("FSDP")));  // one replica: nothing to cut over `data`
-  const auto one = losses("one");
-  ASSERT_EQ(one.size(), 6u);
-  expect_close_losses(losses("tp"), one);
-  expect_close_checkpoint("tp", "one", 6, 1e-3);
+  expect_close_run("tp", "one");
   // Each process wrote its own pieces (the checkpoint is put back together by loading, above).
   const fs::path step = root_ / "ckpt" / "tp" / "step-6";
   EXPECT_TRUE(fs::exists(step / "model.shard-1-of-2.safetensors"));
@@ -410,7 +414,7 @@ TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"),
               HasSubstr("tensor parallelism: no parameter in pieces over model (2 processes); vocab split in compute"));
-  expect_close_losses(losses("vocab"), one);
+  expect_close_losses(losses("vocab"), losses("one"));
 }
 
 // Four processes: two data-parallel replicas (FSDP over `data`) of two tensor-parallel processes each; every
@@ -425,10 +429,7 @@ TEST_F(DataParallel, FsdpWithTensorParallelismInFourProcessesMatchesOneProcess) 
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
   EXPECT_THAT(out, HasSubstr("FSDP: embed over data (2 processes)"));
   EXPECT_THAT(out, HasSubstr("in each of 2 data-parallel replicas of 2 processes"));
-  const auto one = losses("one");
-  ASSERT_EQ(one.size(), 6u);
-  expect_close_losses(losses("both"), one);
-  expect_close_checkpoint("both", "one", 6, 1e-3);
+  expect_close_run("both", "one");
   EXPECT_TRUE(fs::exists(root_ / "ckpt" / "both" / "step-6" / "model.shard-3-of-4.safetensors"));
 }
 
@@ -445,10 +446,7 @@ TEST_F(DataParallel, ReplicaAxesHoldCopiesOfFsdpPiecesAndMatchOneProcess) {
   const std::string out = slurp(root_ / "out.txt");
   EXPECT_THAT(out, HasSubstr("FSDP: embed over data (2 processes)"));
   EXPECT_THAT(out, HasSubstr("in each of 4 data-parallel processes"));
-  const auto one = losses("one");
-  ASSERT_EQ(one.size(), 6u);
-  expect_close_losses(losses("rep"), one);
-  expect_close_checkpoint("rep", "one", 6, 1e-3);
+  expect_close_run("rep", "one");
   const fs::path step = root_ / "ckpt" / "rep" / "step-6";
   EXPECT_TRUE(fs::exists(step / "model.shard-1-of-4.safetensors"));
   EXPECT_FALSE(fs::exists(step / "model.shard-2-of-4.safetensors"));  // replica 1's pieces are replica 0's
@@ -458,7 +456,7 @@ TEST_F(DataParallel, ReplicaAxesHoldCopiesOfFsdpPiecesAndMatchOneProcess) {
                      " --trainer.id repdp --trainer.replica_ici_axis_size 2 --trainer.fsdp_axis null"),
             0)
       << slurp(root_ / "out.txt");
-  EXPECT_EQ(losses("repdp"), one);
+  EXPECT_EQ(losses("repdp"), losses("one"));
   EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + " --trainer.id odd --trainer.replica_ici_axis_size 3"),
             0);
   EXPECT_THAT(slurp(root_ / "out.txt"),
@@ -500,10 +498,7 @@ TEST_F(DataParallel, CheckpointsReshardFromFsdpToTensorParallelismAndToOneProces
   ASSERT_EQ(levanter("train " + config() + " --trainer.id moved --trainer.per_device_parallelism 2"), 0)
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
-  const auto whole = losses("whole");
-  ASSERT_EQ(whole.size(), 6u);
-  expect_close_losses(losses("moved"), whole);
-  expect_close_checkpoint("moved", "whole", 6, 1e-3);
+  expect_close_run("moved", "whole");
 }
 
 TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
