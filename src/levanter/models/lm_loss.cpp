@@ -1,5 +1,7 @@
 #include "levanter/models/lm_loss.h"
 
+#include "levanter/models/lm_loss_kernel.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -58,6 +60,56 @@ struct BlockedLoss {
   at::Tensor d_head;     // [V, E] in w's dtype (with_grad)
 };
 
+// One block's softmax, loss (into per_token [n]) and, with with_grad, d value / d logits (returned, in loss_t) with
+// ATen ops: logits [n, V] in h's dtype, tb [n, 1] the targets, wn [n] the weights. The path for f64, for devices
+// other than the CPU and for the vocabulary split over processes (`vb`, see blocked_loss).
+at::Tensor softmax_xent_aten(at::Tensor logits, at::Tensor tb, const at::Tensor& wn, at::ScalarType loss_t,
+                             double z_loss_weight, bool with_grad, const hax::ComputeBlock* vb,
+                             const at::Tensor& per_token) {
+  const int64_t n = logits.size(0), V = logits.size(1);
+  if (logits.scalar_type() != loss_t) logits = logits.to(loss_t);  // a fresh tensor either way: modified in place
+  at::Tensor picked, in_block;  // logit of the target (vb: 0 where another process holds it)
+  if (vb) {
+    at::Tensor local = tb - vb->begin;
+    in_block = (local >= 0) & (local < V);
+    tb = local.clamp(0, V - 1);
+    picked = at::where(in_block, logits.gather(1, tb), at::zeros({}, logits.options())).squeeze(1);
+  } else {
+    picked = logits.gather(1, tb).squeeze(1);
+  }
+  at::Tensor m = std::get<0>(logits.max(1, /*keepdim=*/true));
+  logits.sub_(m).exp_();  // exp(logit - max)
+  at::Tensor s = logits.sum(1, /*keepdim=*/true);
+  at::Tensor lse, scale;  // vb: softmax = exp(logit - m) * scale
+  if (vb) {
+    const int64_t P = vb->pieces;
+    at::Tensor x = at::zeros({2 * P + 1, n}, logits.options());
+    x[vb->index].copy_(m.squeeze(1));
+    x[P + vb->index].copy_(s.squeeze(1));
+    x[2 * P].copy_(picked);
+    vb->tp->all_reduce(x);
+    at::Tensor ms = x.narrow(0, 0, P), ss = x.narrow(0, P, P);
+    at::Tensor M = std::get<0>(ms.max(0));
+    at::Tensor S = (ss * (ms - M).exp()).sum(0);
+    picked = x[2 * P];
+    lse = M + S.log();
+    scale = ((m.squeeze(1) - M).exp() / S).unsqueeze(1);
+  } else {
+    lse = (m + s.log()).squeeze(1);
+  }
+  at::Tensor loss = lse - picked;
+  if (z_loss_weight != 0.0) loss = loss + z_loss_weight * lse.square();
+  per_token.copy_(loss);
+  if (!with_grad) return at::Tensor();
+  // d value / d logits = weight * ((1 + 2 z lse) * softmax - onehot(target)).
+  at::Tensor wb = wn.unsqueeze(1).to(loss_t);
+  at::Tensor coef = vb ? wb * scale : wb / s;
+  if (z_loss_weight != 0.0) coef = coef * (1.0 + 2.0 * z_loss_weight * lse.unsqueeze(1));
+  logits.mul_(coef);
+  logits.scatter_add_(1, tb, vb ? -(wb * in_block) : -wb);
+  return logits;
+}
+
 // h [N, E], w [V, E] (same floating dtype), targets [N] int64, weights [N] (the reduction's factor per
 // position; 0 = not counted). Gradients are of `value`.
 //
@@ -87,48 +139,21 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   for (int64_t i0 = 0; i0 < N; i0 += block) {
     const int64_t n = std::min(block, N - i0);
     at::Tensor hb = h.narrow(0, i0, n), tb = targets.narrow(0, i0, n).unsqueeze(1);
-    at::Tensor logits = at::mm(hb, wt);     // [n, V], h's dtype
-    if (!same) logits = logits.to(loss_t);  // a fresh tensor either way: modified in place below
-    at::Tensor picked, in_block;            // logit of the target (vb: 0 where another process holds it)
-    if (vb) {
-      at::Tensor local = tb - vb->begin;
-      in_block = (local >= 0) & (local < V);
-      tb = local.clamp(0, V - 1);
-      picked = at::where(in_block, logits.gather(1, tb), at::zeros({}, logits.options())).squeeze(1);
+    at::Tensor logits = at::mm(hb, wt);  // [n, V], h's dtype
+    at::Tensor g;                        // d value / d logits, h's dtype
+    if (!vb && kernels::softmax_xent_rows_supported(logits)) {
+      // On CPU, each row's softmax, loss and gradient in one pass while the row is in cache, over the logits.
+      at::Tensor tn = targets.narrow(0, i0, n).contiguous();
+      at::Tensor wn = with_grad ? weights.narrow(0, i0, n).to(at::kFloat).contiguous() : at::Tensor();
+      kernels::softmax_xent_rows(logits, tn, wn, z_loss_weight, with_grad, out.per_token.narrow(0, i0, n));
+      if (!with_grad) continue;
+      g = logits;
     } else {
-      picked = logits.gather(1, tb).squeeze(1);
+      g = softmax_xent_aten(logits, tb, weights.narrow(0, i0, n), loss_t, z_loss_weight, with_grad, vb,
+                            out.per_token.narrow(0, i0, n));
+      if (!with_grad) continue;
+      if (!same) g = g.to(h.scalar_type());
     }
-    at::Tensor m = std::get<0>(logits.max(1, /*keepdim=*/true));
-    logits.sub_(m).exp_();  // exp(logit - max)
-    at::Tensor s = logits.sum(1, /*keepdim=*/true);
-    at::Tensor lse, scale;  // vb: softmax = exp(logit - m) * scale
-    if (vb) {
-      const int64_t P = vb->pieces;
-      at::Tensor x = at::zeros({2 * P + 1, n}, logits.options());
-      x[vb->index].copy_(m.squeeze(1));
-      x[P + vb->index].copy_(s.squeeze(1));
-      x[2 * P].copy_(picked);
-      vb->tp->all_reduce(x);
-      at::Tensor ms = x.narrow(0, 0, P), ss = x.narrow(0, P, P);
-      at::Tensor M = std::get<0>(ms.max(0));
-      at::Tensor S = (ss * (ms - M).exp()).sum(0);
-      picked = x[2 * P];
-      lse = M + S.log();
-      scale = ((m.squeeze(1) - M).exp() / S).unsqueeze(1);
-    } else {
-      lse = (m + s.log()).squeeze(1);
-    }
-    at::Tensor loss = lse - picked;
-    if (z_loss_weight != 0.0) loss = loss + z_loss_weight * lse.square();
-    out.per_token.narrow(0, i0, n).copy_(loss);
-    if (!with_grad) continue;
-    // d value / d logits = weight * ((1 + 2 z lse) * softmax - onehot(target)).
-    at::Tensor wb = weights.narrow(0, i0, n).unsqueeze(1).to(loss_t);
-    at::Tensor coef = vb ? wb * scale : wb / s;
-    if (z_loss_weight != 0.0) coef = coef * (1.0 + 2.0 * z_loss_weight * lse.unsqueeze(1));
-    logits.mul_(coef);
-    logits.scatter_add_(1, tb, vb ? -(wb * in_block) : -wb);
-    at::Tensor g = same ? logits : logits.to(h.scalar_type());
     at::Tensor dh_rows = out.d_hidden.narrow(0, i0, n);
     at::mm_out(dh_rows, g, w);  // [n, E]
     if (same) {

@@ -1,0 +1,217 @@
+#include "levanter/models/lm_loss_kernel.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// The AVX2 code below is compiled for AVX2 + FMA whatever the project's flags; it runs only where the CPU has them
+// (softmax_xent_rows_supported).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+// Sleef's 8-wide expf (1-ulp; what ATen's exp calls with AVX2), declared here: sleef.h declares it only when __AVX__
+// was defined at its first inclusion, which the precompiled ATen header may have made without it.
+extern "C" __m256 Sleef_expf8_u10(__m256);
+
+namespace levanter::models::kernels {
+
+namespace {
+
+inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+inline __m256 load8(const uint16_t* x) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline float load1(const float* x) { return *x; }
+inline float load1(const uint16_t* x) {
+  uint32_t u = uint32_t(*x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even, as at::Tensor::to(kBFloat16) (NaN kept a quiet NaN).
+inline uint16_t round1(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (std::isnan(f)) return uint16_t((u >> 16) | 0x40);
+  return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+inline __m128i round8(__m256 f) {
+  __m256i u = _mm256_castps_si256(f);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+  __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, q, nan);
+  // 8 x 32-bit values below 2^16 -> 8 x 16-bit.
+  __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+  return _mm_packus_epi32(lo, hi);
+}
+
+inline float hsum8(__m256 v) {
+  // Lanes added in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One row: x [V] (f32 or bf16), e [V] f32 scratch (may alias x for f32). Returns the row's max and the sum of
+// exp(x - max), and leaves exp(x - max) in e when `store`.
+template <class T>
+void row_stats(const T* x, float* e, int64_t V, bool store, float& max_out, float& sum_out) {
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8) mv = _mm256_max_ps(mv, load8(x + j));
+  float m = hmax8(mv);
+  for (; j < V; ++j) m = std::max(m, load1(x + j));
+  // A NaN the max skipped still makes the sum, and so the loss, NaN, as with ATen's ops.
+  const __m256 M = _mm256_set1_ps(m);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 16 <= V; j += 16) {
+    __m256 a = Sleef_expf8_u10(_mm256_sub_ps(load8(x + j), M));
+    __m256 b = Sleef_expf8_u10(_mm256_sub_ps(load8(x + j + 8), M));
+    if (store) {
+      _mm256_storeu_ps(e + j, a);
+      _mm256_storeu_ps(e + j + 8, b);
+    }
+    s0 = _mm256_add_ps(s0, a);
+    s1 = _mm256_add_ps(s1, b);
+  }
+  if (j < V) {
+    // The tail through a padded vector (the padding's exponentials are not added).
+    alignas(32) float buf[16];
+    const int64_t r = V - j;
+    for (int64_t k = 0; k < 16; ++k) buf[k] = k < r ? load1(x + j + k) : m;
+    __m256 a = Sleef_expf8_u10(_mm256_sub_ps(_mm256_load_ps(buf), M));
+    __m256 b = Sleef_expf8_u10(_mm256_sub_ps(_mm256_load_ps(buf + 8), M));
+    _mm256_store_ps(buf, a);
+    _mm256_store_ps(buf + 8, b);
+    for (int64_t k = r; k < 16; ++k) buf[k] = 0.0f;
+    if (store) std::memcpy(e + j, buf, size_t(r) * sizeof(float));
+    s0 = _mm256_add_ps(s0, _mm256_load_ps(buf));
+    s1 = _mm256_add_ps(s1, _mm256_load_ps(buf + 8));
+  }
+  max_out = m;
+  sum_out = hsum8(_mm256_add_ps(s0, s1));
+}
+
+// g = e * c over the row, f32 in place.
+void scale_row(float* e, int64_t V, float c) {
+  const __m256 C = _mm256_set1_ps(c);
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8) _mm256_storeu_ps(e + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), C));
+  for (; j < V; ++j) e[j] *= c;
+}
+
+// out = round_bf16(e * c) over the row.
+void scale_row_bf16(const float* e, uint16_t* out, int64_t V, float c) {
+  const __m256 C = _mm256_set1_ps(c);
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), round8(_mm256_mul_ps(_mm256_loadu_ps(e + j), C)));
+  }
+  for (; j < V; ++j) out[j] = round1(e[j] * c);
+}
+
+template <class T>
+void rows_avx2(T* logits, int64_t n, int64_t V, const int64_t* targets, const float* weights, float z, bool with_grad,
+               float* per_token) {
+  at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch;
+    if (std::is_same_v<T, uint16_t> && with_grad) scratch.resize(size_t(V));
+    for (int64_t i = r0; i < r1; ++i) {
+      T* x = logits + i * V;
+      const int64_t t = targets[i];
+      const float picked = load1(x + t);
+      float* e = nullptr;
+      if (with_grad) {
+        if constexpr (std::is_same_v<T, float>) {
+          e = x;
+        } else {
+          e = scratch.data();
+        }
+      }
+      float m, s;
+      row_stats(x, e, V, with_grad, m, s);
+      // As the ATen ops compute them, in f32: lse = m + log(s); loss = lse - picked (+ z * lse^2).
+      const float lse = m + std::log(s);
+      float loss = lse - picked;
+      if (z != 0.0f) loss = loss + z * (lse * lse);
+      per_token[i] = loss;
+      if (!with_grad) continue;
+      const float w = weights[i];
+      float coef = w / s;
+      if (z != 0.0f) coef = coef * (1.0f + (2.0f * z) * lse);
+      if constexpr (std::is_same_v<T, float>) {
+        scale_row(e, V, coef);
+        e[t] = e[t] + -w;
+      } else {
+        const float gt = e[t] * coef + -w;
+        scale_row_bf16(e, x, V, coef);
+        x[t] = round1(gt);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+}  // namespace levanter::models::kernels
+
+#pragma GCC pop_options
+
+namespace levanter::models::kernels {
+
+bool softmax_xent_rows_supported(const at::Tensor& logits) {
+  static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return cpu_has && logits.device().is_cpu() && logits.dim() == 2 && logits.is_contiguous() &&
+         (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16);
+}
+
+void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
+                       double z_loss_weight, bool with_grad, const at::Tensor& per_token) {
+  if (!softmax_xent_rows_supported(logits)) {
+    throw std::invalid_argument("softmax_xent_rows: logits must be a contiguous [n, V] f32 or bf16 CPU tensor on a "
+                                "CPU with AVX2 and FMA, got " + std::string(logits.toString()));
+  }
+  const int64_t n = logits.size(0), V = logits.size(1);
+  TORCH_CHECK(targets.scalar_type() == at::kLong && targets.is_contiguous() && targets.numel() == n,
+              "softmax_xent_rows: targets must be [n] int64");
+  TORCH_CHECK(per_token.scalar_type() == at::kFloat && per_token.is_contiguous() && per_token.numel() == n,
+              "softmax_xent_rows: per_token must be [n] f32");
+  TORCH_CHECK(!with_grad || (weights.scalar_type() == at::kFloat && weights.is_contiguous() && weights.numel() == n),
+              "softmax_xent_rows: weights must be [n] f32");
+  const int64_t* t = targets.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (t[i] < 0 || t[i] >= V) {
+      throw std::invalid_argument("fused_next_token_loss: token id " + std::to_string(t[i]) + " outside the vocabulary [0, " +
+                                  std::to_string(V) + ")");
+    }
+  }
+  const float z = static_cast<float>(z_loss_weight);
+  const float* w = with_grad ? weights.data_ptr<float>() : nullptr;
+  if (logits.scalar_type() == at::kFloat) {
+    rows_avx2<float>(logits.data_ptr<float>(), n, V, t, w, z, with_grad, per_token.data_ptr<float>());
+  } else {
+    rows_avx2<uint16_t>(reinterpret_cast<uint16_t*>(logits.data_ptr<at::BFloat16>()), n, V, t, w, z, with_grad,
+                        per_token.data_ptr<float>());
+  }
+}
+
+}  // namespace levanter::models::kernels

@@ -1,0 +1,24 @@
+// The fused LM head + loss's per-row work on CPU (internal to lm_loss.cpp): for each row of a block of logits, the
+// log-sum-exp, the loss and, when asked, d loss / d logits written over the logits, in one pass per row while the
+// row is in cache (ATen ops would make about nine passes over the whole block in memory).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace levanter::models::kernels {
+
+// Whether softmax_xent_rows can take these logits: a contiguous f32 or bf16 CPU tensor [n, V] on a machine with
+// AVX2 and FMA. Otherwise the caller computes with ATen ops.
+bool softmax_xent_rows_supported(const at::Tensor& logits);
+
+// logits [n, V] (f32 or bf16, contiguous, CPU), targets [n] int64 in [0, V), weights [n] f32 (used with
+// with_grad). Writes per_token[i] = lse_i - logits[i, t_i] (+ z * lse_i^2), with lse_i = m_i + log(sum_j exp(x_ij -
+// m_i)) and m_i the row's max, into per_token [n] f32. With with_grad, also overwrites each row with
+// w_i * (1 + 2 z lse_i) * softmax_i - w_i * onehot(t_i), computed in f32 and, for bf16 logits, rounded to nearest
+// even. The exponentials are Sleef's expf (the function ATen's exp uses); each row's sum is taken by one thread in a
+// fixed order, so the result does not depend on the number of threads. A target outside [0, V) throws
+// std::invalid_argument naming it.
+void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
+                       double z_loss_weight, bool with_grad, const at::Tensor& per_token);
+
+}  // namespace levanter::models::kernels

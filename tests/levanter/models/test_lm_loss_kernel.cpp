@@ -1,0 +1,118 @@
+// The fused loss's CPU row kernel (softmax_xent_rows) against the same formulas in f64 from the same logits: the
+// loss and d loss / d logits for f32 and bf16 logits, vocabulary sizes with every tail length of the 16-wide loop,
+// z-loss and per-row weights; the same bits whatever the number of threads; a target outside the vocabulary is
+// refused by value; a NaN logit makes its row's loss NaN.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "levanter/models/lm_loss_kernel.h"
+
+using levanter::models::kernels::softmax_xent_rows;
+using levanter::models::kernels::softmax_xent_rows_supported;
+
+namespace {
+
+struct Case {
+  at::Tensor logits, targets, weights;
+};
+
+Case make(int64_t n, int64_t V, at::ScalarType dtype, uint64_t seed) {
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  Case c;
+  c.logits = (at::randn({n, V}, g, at::kFloat) * 3.0).to(dtype);
+  c.targets = at::randint(V, {n}, g, at::kLong);
+  c.weights = at::rand({n}, g, at::kFloat);
+  return c;
+}
+
+// loss_i = lse_i - x[i, t_i] + z lse_i^2 and g = w_i (1 + 2 z lse_i) softmax_i - w_i onehot(t_i), in f64.
+std::pair<at::Tensor, at::Tensor> reference(const Case& c, double z) {
+  at::Tensor x = c.logits.to(at::kDouble);
+  at::Tensor lse = x.logsumexp(1);
+  at::Tensor picked = x.gather(1, c.targets.unsqueeze(1)).squeeze(1);
+  at::Tensor loss = lse - picked + z * lse.square();
+  at::Tensor w = c.weights.to(at::kDouble).unsqueeze(1);
+  at::Tensor g = (x - lse.unsqueeze(1)).exp() * w * (1.0 + 2.0 * z * lse.unsqueeze(1));
+  g.scatter_add_(1, c.targets.unsqueeze(1), -w);
+  return {loss, g};
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST(SoftmaxXentRows, MatchesF64FormulasForF32AndBf16) {
+  if (!softmax_xent_rows_supported(at::zeros({1, 1}))) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t V : {1, 7, 8, 15, 16, 17, 31, 33, 1000, 50257}) {
+      for (double z : {0.0, 1e-2}) {
+        SCOPED_TRACE(std::string(at::toString(dtype)) + " V " + std::to_string(V) + " z " + std::to_string(z));
+        Case c = make(5, V, dtype, uint64_t(V) * 7 + (z != 0));
+        auto [loss_ref, g_ref] = reference(c, z);
+        at::Tensor per = at::empty({5}, at::kFloat);
+        softmax_xent_rows(c.logits, c.targets, c.weights, z, /*with_grad=*/false, per);
+        // Without a gradient the logits are left as they are.
+        EXPECT_TRUE(at::equal(c.logits, make(5, V, dtype, uint64_t(V) * 7 + (z != 0)).logits));
+        EXPECT_LT(max_abs_diff(per, loss_ref), 2e-5 * (1.0 + loss_ref.abs().max().item<double>()));
+        at::Tensor per2 = at::empty({5}, at::kFloat);
+        softmax_xent_rows(c.logits, c.targets, c.weights, z, /*with_grad=*/true, per2);
+        EXPECT_TRUE(at::equal(per, per2));
+        EXPECT_EQ(c.logits.scalar_type(), dtype);
+        // f32: rounding of the exponentials and the sum; bf16: the gradient rounded to 8 bits of mantissa (relative
+        // 2^-9 of each value), and the largest |g| is at most about 1.
+        const double tol = dtype == at::kFloat ? 1e-6 : 4e-3;
+        EXPECT_LT(max_abs_diff(c.logits, g_ref), tol);
+      }
+    }
+  }
+}
+
+TEST(SoftmaxXentRows, SameBitsWithOneOrTwoThreads) {
+  if (!softmax_xent_rows_supported(at::zeros({1, 1}))) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  const int threads = at::get_num_threads();
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    Case a = make(9, 5003, dtype, 11), b = make(9, 5003, dtype, 11);
+    at::Tensor pa = at::empty({9}, at::kFloat), pb = at::empty({9}, at::kFloat);
+    at::set_num_threads(1);
+    softmax_xent_rows(a.logits, a.targets, a.weights, 1e-3, true, pa);
+    at::set_num_threads(2);
+    softmax_xent_rows(b.logits, b.targets, b.weights, 1e-3, true, pb);
+    EXPECT_TRUE(at::equal(pa, pb));
+    EXPECT_TRUE(at::equal(a.logits, b.logits));
+  }
+  at::set_num_threads(threads);
+}
+
+TEST(SoftmaxXentRows, RefusesATargetOutsideTheVocabulary) {
+  if (!softmax_xent_rows_supported(at::zeros({1, 1}))) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  Case c = make(3, 10, at::kFloat, 1);
+  c.targets[1] = 10;
+  at::Tensor per = at::empty({3}, at::kFloat);
+  EXPECT_THAT([&] { softmax_xent_rows(c.logits, c.targets, c.weights, 0.0, true, per); },
+              ::testing::ThrowsMessage<std::invalid_argument>(
+                  ::testing::HasSubstr("token id 10 outside the vocabulary [0, 10)")));
+  c.targets[1] = -1;
+  EXPECT_THROW(softmax_xent_rows(c.logits, c.targets, c.weights, 0.0, true, per), std::invalid_argument);
+}
+
+TEST(SoftmaxXentRows, ANanLogitMakesItsRowNan) {
+  if (!softmax_xent_rows_supported(at::zeros({1, 1}))) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+  for (int64_t j : {0, 3, 17, 20}) {  // in the 16-wide loop and in the tail, before and after the row's max
+    Case c = make(2, 21, at::kFloat, 2);
+    c.logits[0][j] = std::nan("");
+    at::Tensor per = at::empty({2}, at::kFloat);
+    softmax_xent_rows(c.logits, c.targets, c.weights, 0.0, false, per);
+    EXPECT_TRUE(std::isnan(per[0].item<float>())) << j;
+    EXPECT_FALSE(std::isnan(per[1].item<float>())) << j;
+  }
+}
+
+TEST(SoftmaxXentRows, SupportsContiguousF32AndBf16OnCpuOnly) {
+  EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({2, 3}, at::kDouble)));
+  EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({3, 2}).t()));
+  EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({6})));
+}
