@@ -54,14 +54,22 @@ int main(int argc, char** argv) {
   int steps = 10, warmup = 2, threads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--positions") N = std::stoll(v);
-    else if (k == "--embed") E = std::stoll(v);
-    else if (k == "--vocab") V = std::stoll(v);
-    else if (k == "--dtype") dtype = v;
-    else if (k == "--steps") steps = std::stoi(v);
-    else if (k == "--warmup") warmup = std::stoi(v);
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--block") block = std::stoll(v);
+    if (k == "--positions")
+      N = std::stoll(v);
+    else if (k == "--embed")
+      E = std::stoll(v);
+    else if (k == "--vocab")
+      V = std::stoll(v);
+    else if (k == "--dtype")
+      dtype = v;
+    else if (k == "--steps")
+      steps = std::stoi(v);
+    else if (k == "--warmup")
+      warmup = std::stoi(v);
+    else if (k == "--threads")
+      threads = std::stoi(v);
+    else if (k == "--block")
+      block = std::stoll(v);
     else {
       std::fprintf(stderr, "bench_lm_loss: unknown option %s\n", k.c_str());
       return 2;
@@ -84,9 +92,9 @@ int main(int argc, char** argv) {
   opts.block_size = block;
   double fused = time_ms(steps, warmup, [&] {
     at::Tensor h = h0.detach().requires_grad_(true), w = w0.detach().requires_grad_(true);
-    hax::NamedArray loss = levanter::models::fused_next_token_loss(
-        hax::NamedArray(h, {Pos, Embed}), hax::NamedArray(w, {Vocab, Embed}), hax::NamedArray(ids0, {Pos}),
-        std::nullopt, opts);
+    hax::NamedArray loss =
+        levanter::models::fused_next_token_loss(hax::NamedArray(h, {Pos, Embed}), hax::NamedArray(w, {Vocab, Embed}),
+                                                hax::NamedArray(ids0, {Pos}), std::nullopt, opts);
     loss.array().backward();
     if (!h.grad().defined() || !w.grad().defined()) std::abort();
   });

@@ -1,5 +1,7 @@
 // The same named computations across dtypes: results agree with the f64 computation to the dtype's precision,
 // and dtypes flow through ops as ATen's promotion rules say.
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <limits>
 
 #include "testing.h"
@@ -121,4 +123,68 @@ TEST(Dtypes, Bf16GeluAndLayerNormAreTheF32ComputationRoundedOnce) {
   EXPECT_TRUE(at::equal(x.array().grad(), x32.grad().to(at::kBFloat16)));
   EXPECT_TRUE(at::equal(ln.weight->array().grad(), w32.grad().to(at::kBFloat16)));
   EXPECT_TRUE(at::equal(ln.bias->array().grad(), b32.grad().to(at::kBFloat16)));
+}
+
+// The one-pass bf16 GELU (tanh) kernel gives the bits of the f32 computation rounded once at GPT-2's sizes too (many
+// 8-wide blocks over two threads, values from -8 to 8 and beyond tanh's saturation) and for every finite bf16 value,
+// and within one bf16 step of it in a tail shorter than a vector (libtorch computes its own tail with scalar
+// std::tanh). The bits are those of Debian's libtorch 1.13 build, whose compiler fused two multiply-adds of the
+// backward formula (gelu_cpu.cpp does the same). A backward that is itself differentiated (Hessian-vector products)
+// goes through libtorch's differentiable gelu_backward.
+TEST(Dtypes, Bf16GeluTanhKernelMatchesTheF32ComputationAtScale) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  for (int64_t n : {int64_t(256) * 3072, int64_t(1000003)}) {
+    SCOPED_TRACE(n);
+    at::Tensor xt = (randn({n}, 9) * 3.0).to(at::kBFloat16), dyt = randn({n}, 10).to(at::kBFloat16);
+    xt[0] = 12.0;
+    xt[1] = -12.0;
+    NamedArray x(xt.clone().requires_grad_(true), {Axis("n", n)});
+    NamedArray y = nn::gelu(x, true);
+    at::Tensor x32 = xt.to(at::kFloat).requires_grad_(true);
+    at::Tensor y32 = at::gelu(x32, "tanh");
+    y.array().backward(dyt);
+    y32.backward(dyt.to(at::kFloat));
+    at::Tensor ref_y = y32.detach().to(at::kBFloat16), ref_dx = x32.grad().to(at::kBFloat16);
+    const int64_t whole = n - n % 16;
+    EXPECT_TRUE(at::equal(y.array().narrow(0, 0, whole), ref_y.narrow(0, 0, whole)));
+    EXPECT_TRUE(at::equal(x.array().grad().narrow(0, 0, whole), ref_dx.narrow(0, 0, whole)));
+    EXPECT_TRUE(at::allclose(y.array().to(at::kFloat), ref_y.to(at::kFloat), 1.0 / 128, 1e-6));
+    EXPECT_TRUE(at::allclose(x.array().grad().to(at::kFloat), ref_dx.to(at::kFloat), 1.0 / 128, 1e-6));
+  }
+  at::set_num_threads(threads);
+  // Every finite bf16 value, with dy 1 and random dy.
+  {
+    at::Tensor all = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
+    all = all.masked_select(all.to(at::kFloat).isfinite());
+    for (uint64_t seed : {0, 13}) {
+      at::Tensor dyt = seed == 0 ? at::ones_like(all) : randn({all.numel()}, seed).to(at::kBFloat16);
+      NamedArray x(all.clone().requires_grad_(true), {Axis("n", all.numel())});
+      NamedArray y = nn::gelu(x, true);
+      at::Tensor x32 = all.to(at::kFloat).requires_grad_(true);
+      at::Tensor y32 = at::gelu(x32, "tanh");
+      y.array().backward(dyt);
+      y32.backward(dyt.to(at::kFloat));
+      const int64_t whole = all.numel() - all.numel() % 16;
+      // Bit patterns, NaN where the reference has NaN (huge |x|: x^3 overflows; NaN payloads are not compared, as
+      // libtorch's own scalar and vector conversions to bf16 give different ones).
+      auto same = [&](const at::Tensor& a, const at::Tensor& b) {
+        at::Tensor an = a.narrow(0, 0, whole), bn = b.narrow(0, 0, whole);
+        return at::equal(an.isnan(), bn.isnan()) && at::equal(an.masked_fill(an.isnan(), 0).view(at::kShort),
+                                                              bn.masked_fill(bn.isnan(), 0).view(at::kShort));
+      };
+      EXPECT_TRUE(same(y.array(), y32.detach().to(at::kBFloat16)));
+      EXPECT_TRUE(same(x.array().grad(), x32.grad().to(at::kBFloat16)));
+    }
+  }
+  // Double backward: d/dx of <dL/dx, v>, against the same in f32.
+  at::Tensor xt = randn({64}, 11).to(at::kBFloat16), v = randn({64}, 12).to(at::kBFloat16);
+  NamedArray x(xt.clone().requires_grad_(true), {Axis("n", 64)});
+  at::Tensor y = nn::gelu(x, true).array().to(at::kFloat).sum();
+  at::Tensor g = torch::autograd::grad({y}, {x.array()}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+  at::Tensor hv = torch::autograd::grad({(g.to(at::kFloat) * v.to(at::kFloat)).sum()}, {x.array()})[0];
+  at::Tensor x32 = xt.to(at::kFloat).requires_grad_(true);
+  at::Tensor g32 = torch::autograd::grad({at::gelu(x32, "tanh").sum()}, {x32}, {}, true, true)[0];
+  at::Tensor hv32 = torch::autograd::grad({(g32 * v.to(at::kFloat)).sum()}, {x32})[0];
+  EXPECT_TRUE(at::allclose(hv.to(at::kFloat), hv32, 2e-2, 2e-2)) << (hv.to(at::kFloat) - hv32).abs().max();
 }

@@ -187,8 +187,10 @@ bool softmax_xent_rows_supported(const at::Tensor& logits) {
 void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
                        double z_loss_weight, bool with_grad, const at::Tensor& per_token) {
   if (!softmax_xent_rows_supported(logits)) {
-    throw std::invalid_argument("softmax_xent_rows: logits must be a contiguous [n, V] f32 or bf16 CPU tensor on a "
-                                "CPU with AVX2 and FMA, got " + std::string(logits.toString()));
+    throw std::invalid_argument(
+        "softmax_xent_rows: logits must be a contiguous [n, V] f32 or bf16 CPU tensor on a "
+        "CPU with AVX2 and FMA, got " +
+        std::string(logits.toString()));
   }
   const int64_t n = logits.size(0), V = logits.size(1);
   TORCH_CHECK(targets.scalar_type() == at::kLong && targets.is_contiguous() && targets.numel() == n,
@@ -200,8 +202,8 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
   const int64_t* t = targets.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
     if (t[i] < 0 || t[i] >= V) {
-      throw std::invalid_argument("fused_next_token_loss: token id " + std::to_string(t[i]) + " outside the vocabulary [0, " +
-                                  std::to_string(V) + ")");
+      throw std::invalid_argument("fused_next_token_loss: token id " + std::to_string(t[i]) +
+                                  " outside the vocabulary [0, " + std::to_string(V) + ")");
     }
   }
   const float z = static_cast<float>(z_loss_weight);

@@ -1,0 +1,20 @@
+// GELU with the tanh approximation on bf16 CPU tensors in one pass (internal to activations.cpp): each element is
+// widened to f32, put through the formulas of libtorch's f32 GELU kernels (the same operations in the same order,
+// Sleef's tanhf), and rounded to nearest even once. The values are those of
+// at::gelu(x.to(kFloat), "tanh").to(kBFloat16) and of the matching gelu_backward, without the f32 temporaries.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace haliax::nn::kernels {
+
+// A contiguous bf16 CPU tensor on a CPU with AVX2 and FMA.
+bool gelu_tanh_bf16_supported(const at::Tensor& x);
+
+// y = 0.5 x (1 + tanh(b (x + k x^3))), b = sqrt(2/pi), k = 0.044715.
+at::Tensor gelu_tanh_bf16(const at::Tensor& x);
+
+// dx = dy * dy/dx, dy and x bf16 of the same shape (dy made contiguous).
+at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x);
+
+}  // namespace haliax::nn::kernels
