@@ -12,6 +12,11 @@
 #include "haliax/error.h"
 #include "haliax/ops.h"
 
+#ifndef _OPENMP
+#error \
+    "random.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
+#endif
+
 namespace haliax::random {
 
 namespace {

@@ -184,7 +184,11 @@ TEST(Dtypes, Bf16GeluTanhKernelIsWithinOneStepOfTheF64Formula) {
   }
   at::set_num_threads(threads);
   std::cout << "bf16 GELU (tanh) values (gradients) that differ from libtorch's f32 computation rounded: " << differ
-            << " (" << grad_differ << ") of " << total << " (NaN counted)\n";
+            << " (" << grad_differ << ") of " << total << "\n";
+  // Rounding to nearest even, as libtorch's cast: a truncating or otherwise wrong rounding would move about half of
+  // them. (On this project's machines: 0 values and 8 gradients.)
+  EXPECT_LE(differ, total / 10000);
+  EXPECT_LE(grad_differ, total / 10000);
   // Double backward: d/dx of <dL/dx, v>, against the same in f32.
   at::Tensor xt = randn({64}, 11).to(at::kBFloat16), v = randn({64}, 12).to(at::kBFloat16);
   NamedArray x(xt.clone().requires_grad_(true), {Axis("n", 64)});

@@ -14,9 +14,9 @@ namespace haliax::nn {
 
 namespace {
 
-// GELU (tanh) on a bf16 CPU tensor in one pass each way (gelu_cpu.h): the values of the f32 computation rounded once,
-// saving the bf16 input rather than an f32 copy. A backward that is itself differentiated (Sophia-H's Hessian-vector
-// products) takes libtorch's differentiable gelu_backward on f32 instead, the same formula.
+// GELU (tanh) on a bf16 CPU tensor in one pass each way (gelu_cpu.h): the f32 formula (with a 3.5-ulp tanhf) rounded
+// once, saving the bf16 input rather than an f32 copy. A backward that is itself differentiated (Sophia-H's
+// Hessian-vector products) takes libtorch's differentiable gelu_backward on f32 instead, the same formula.
 struct GeluTanhBf16 : public torch::autograd::Function<GeluTanhBf16> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
     ctx->save_for_backward({x});

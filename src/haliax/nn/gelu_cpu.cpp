@@ -8,6 +8,13 @@
 #include <cstring>
 #include <stdexcept>
 
+#ifndef _OPENMP
+#error \
+    "gelu_cpu.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HALIAX_GELU_X86 1
 // Compiled for AVX2 + FMA whatever the project's flags; run only where the CPU has them (gelu_tanh_bf16_supported).
 // Contraction into FMA is off so that each multiply and add rounds as libtorch's Vectorized<float> operators do, except
 // the two multiply-adds of the backward formula that Debian's libtorch build fuses (written as FMAs below).
@@ -115,11 +122,23 @@ at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x) {
 }  // namespace haliax::nn::kernels
 
 #pragma GCC pop_options
+#else  // not x86: never supported (activations.cpp keeps libtorch's path)
+namespace haliax::nn::kernels {
+at::Tensor gelu_tanh_bf16(const at::Tensor&) { throw std::invalid_argument("gelu_tanh_bf16: x86 only"); }
+at::Tensor gelu_tanh_backward_bf16(const at::Tensor&, const at::Tensor&) {
+  throw std::invalid_argument("gelu_tanh_backward_bf16: x86 only");
+}
+}  // namespace haliax::nn::kernels
+#endif
 
 namespace haliax::nn::kernels {
 
 bool gelu_tanh_bf16_supported(const at::Tensor& x) {
+#ifdef HALIAX_GELU_X86
   static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  const bool cpu_has = false;
+#endif
   return cpu_has && x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.is_contiguous();
 }
 

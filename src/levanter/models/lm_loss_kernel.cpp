@@ -10,10 +10,19 @@
 #include <string>
 #include <vector>
 
+#ifndef _OPENMP
+#error \
+    "lm_loss_kernel.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LEVANTER_LOSS_X86 1
 // The AVX2 code below is compiled for AVX2 + FMA whatever the project's flags; it runs only where the CPU has them
-// (softmax_xent_rows_supported).
+// (softmax_xent_rows_supported). No multiply-add is contracted, so the per-row scalars (lse, loss, the gradient's
+// coefficient) round operation by operation as the ATen ops do.
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=off")
 #include <immintrin.h>
 
 // Sleef's 8-wide expf (1-ulp; what ATen's exp calls with AVX2), declared here: sleef.h declares it only when __AVX__
@@ -149,7 +158,8 @@ void rows_avx2(T* logits, int64_t n, int64_t V, const int64_t* targets, const fl
       }
       float m, s;
       row_stats(x, e, V, with_grad, m, s);
-      // As the ATen ops compute them, in f32: lse = m + log(s); loss = lse - picked (+ z * lse^2).
+      // As the ATen ops compute them, in f32, one rounding per operation: lse = m + log(s) (glibc's logf, where ATen
+      // takes Sleef's: the same to an ulp); loss = lse - picked (+ z * lse^2).
       const float lse = m + std::log(s);
       float loss = lse - picked;
       if (z != 0.0f) loss = loss + z * (lse * lse);
@@ -175,11 +185,16 @@ void rows_avx2(T* logits, int64_t n, int64_t V, const int64_t* targets, const fl
 }  // namespace levanter::models::kernels
 
 #pragma GCC pop_options
+#endif  // x86
 
 namespace levanter::models::kernels {
 
 bool softmax_xent_rows_supported(const at::Tensor& logits) {
+#ifdef LEVANTER_LOSS_X86
   static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  const bool cpu_has = false;
+#endif
   return cpu_has && logits.device().is_cpu() && logits.dim() == 2 && logits.is_contiguous() &&
          (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16);
 }
@@ -206,6 +221,7 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
                                   " outside the vocabulary [0, " + std::to_string(V) + ")");
     }
   }
+#ifdef LEVANTER_LOSS_X86
   const float z = static_cast<float>(z_loss_weight);
   const float* w = with_grad ? weights.data_ptr<float>() : nullptr;
   if (logits.scalar_type() == at::kFloat) {
@@ -214,6 +230,7 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
     rows_avx2<uint16_t>(reinterpret_cast<uint16_t*>(logits.data_ptr<at::BFloat16>()), n, V, t, w, z, with_grad,
                         per_token.data_ptr<float>());
   }
+#endif
 }
 
 }  // namespace levanter::models::kernels

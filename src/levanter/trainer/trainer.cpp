@@ -195,10 +195,17 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
                                 std::to_string(M) +
                                 ") is not implemented yet; use sophia-g, adam or lion, or data parallelism");
     }
-    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty()) {
-      throw config::ConfigError("optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
-                                " processes) is not implemented yet (its Hessian estimate is not cut into pieces); set "
-                                "trainer.fsdp_axis: null for replicated data parallelism, or use adam or lion");
+    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && (opt == "sophia-h" || tc.fsdp_gather == "layer")) {
+      // Sophia-H's probes and Hessian-vector products are not cut into pieces; Sophia-G's estimate needs the whole
+      // compute copy that per-step gathering keeps.
+      throw config::ConfigError(
+          "optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) + " processes" +
+          (opt == "sophia-h" ? "" : ", trainer.fsdp_gather: layer") + ") is not implemented yet (" +
+          (opt == "sophia-h" ? std::string("its Hessian-vector products are not cut into pieces")
+                             : std::string("its estimate needs the whole compute copy, which layer-by-layer gathering "
+                                           "never holds")) +
+          "); set trainer.fsdp_axis: null for replicated data parallelism, or " +
+          (opt == "sophia-h" ? std::string("use sophia-g, adam or lion") : std::string("trainer.fsdp_gather: step")));
     }
   }
   return {R, D, M};
@@ -729,7 +736,16 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
 std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
   std::vector<at::Tensor> params;
-  for (const auto& [info, p] : opt.params()) params.push_back(p);
+  if (fsdp) {
+    // FSDP (gathered per step): the optimizer holds this process's pieces, so the estimate differentiates the whole
+    // compute copy that forward_backward gathered for this step (the parameters in the optimizer's order), and the
+    // sums over processes are cut into pieces as the step's gradients are. In mixed precision the copy is bf16, as the
+    // cast one process differentiates, and its gradient widened to f32 is what that cast's backward gives.
+    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) params.push_back(p.array());
+    if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
+  } else {
+    for (const auto& [info, p] : opt.params()) params.push_back(p);
+  }
   const Key sample_key = opt.hessian_key();
   std::vector<at::Tensor> g(params.size());
   // Tensor parallelism: the model's pieces communicate as in the step (the gradients of the pieces are this
@@ -747,8 +763,14 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
           at::Tensor t = gm[i].to(at::kFloat) / static_cast<double>(num_micro);
           g[i] = g[i].defined() ? g[i] + t : t;
         }
-      });
-  if (data_size() > 1) sum_defined_in_rank_order(*data_pg, g);
+      },
+      fsdp ? state.compute_copy.get() : nullptr);
+  if (fsdp) {
+    g = fsdp->reduce_gradients(*fsdp_pg, std::move(g));
+    if (replica_pg) sum_defined_in_rank_order(*replica_pg, g);
+  } else if (data_size() > 1) {
+    sum_defined_in_rank_order(*data_pg, g);
+  }
   // N: the positions of the global batch (this process holds batch.batch_size of its rows).
   const double n = static_cast<double>(batch.batch_size * data_size() * batch.seq_len);
   std::vector<at::Tensor> estimate(params.size());

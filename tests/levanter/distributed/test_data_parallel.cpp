@@ -176,6 +176,31 @@ TEST_F(DataParallel, SophiaInTwoReplicatedProcessesMatchesOneProcessBitForBit) {
                         "yet"));
 }
 
+// Sophia-G under FSDP (pieces gathered per step): its estimate differentiates the gathered compute copy and cuts the
+// sums over processes into pieces as the step's gradients are, in rank order, so two processes give one process's
+// bits (losses and checkpoint: parameters, moments and the estimate h). Gathering layer by layer is refused by name.
+TEST_F(DataParallel, SophiaGUnderFsdpMatchesOneProcessBitForBit) {
+  const std::string opt = " --optimizer.type sophia-g --optimizer.learning_rate 1e-3 --optimizer.update_interval 2";
+  // f32, and mixed precision (the estimate on the bf16 compute copy, as one process differentiates its cast).
+  for (const std::string mp : {"f32", "p=f32,c=bfloat16"}) {
+    SCOPED_TRACE(mp);
+    const std::string id = mp == "f32" ? "f32" : "mixed", o = opt + " --trainer.mp " + mp;
+    ASSERT_EQ(levanter("train " + config() + o + " --trainer.id one" + id + " --trainer.per_device_parallelism 2"), 0)
+        << slurp(root_ / "out.txt");
+    ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + o + " --trainer.id fsdp" + id), 0)
+        << slurp(root_ / "out.txt");
+    EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("FSDP: embed over data (2 processes)"));
+    const auto one = losses("one" + id);
+    ASSERT_EQ(one.size(), 6u);
+    EXPECT_EQ(losses("fsdp" + id), one);
+    expect_same_checkpoint("one" + id, "fsdp" + id, 6);
+  }
+  EXPECT_NE(levanter("launch --nproc 2 -- train " + config() + opt + " --trainer.fsdp_gather layer --trainer.id l"), 0);
+  EXPECT_THAT(slurp(root_ / "out.txt"),
+              HasSubstr("optimizer.type: sophia-g with FSDP (trainer.fsdp_axis over 2 processes, trainer.fsdp_gather: "
+                        "layer) is not implemented yet"));
+}
+
 // Sophia-G under tensor parallelism: its estimate (a forward and backward against sampled labels) runs on the pieces
 // with the step's exchanges, so a run agrees with one process to rounding, as tensor parallelism's steps do.
 // Sophia-H's Hessian-vector products would differentiate the exchanges twice: refused by name.
@@ -344,7 +369,7 @@ TEST_F(DataParallel, FourFsdpProcessesMatchOneProcessAccumulatingFourMicrobatche
 // it in backward) and sums its gradients over the processes as backward leaves it: the same sums, so the same bits as
 // one process, in f32 and in mixed precision (gradients widened to f32 before the sum), with checkpointing and without.
 TEST_F(DataParallel, FsdpGatheringLayerByLayerGivesTheSameBits) {
-  for (const std::string extra : {std::string(""), std::string(" --trainer.mp p=f32,c=bfloat16"),
+  for (const std::string& extra : {std::string(""), std::string(" --trainer.mp p=f32,c=bfloat16"),
                                   std::string(" --model.gradient_checkpointing false")}) {
     SCOPED_TRACE(extra);
     fs::remove_all(root_ / "logs");

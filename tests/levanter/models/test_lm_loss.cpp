@@ -86,19 +86,28 @@ TEST(FusedNextTokenLoss, MatchesMaterialisedLogitsInDouble) {
 }
 
 TEST(FusedNextTokenLoss, F32AndBf16Compute) {
-  Inputs in32 = make(at::kFloat);
-  LossOptions o;
-  o.block_size = 5;
-  o.z_loss_weight = 1e-3;
-  expect_close(fused(in32, o, true), reference(in32, o, true), 1e-5, 1e-6);
-  // bf16 GEMMs, f32 loss: the same roundings as the materialised path except the f32 accumulation of the
-  // head's gradient over blocks.
-  Inputs in16 = make(at::kBFloat16);
-  Result a = fused(in16, o, true), b = reference(in16, o, true);
-  EXPECT_EQ(a.d_hidden.scalar_type(), at::kBFloat16);
-  EXPECT_EQ(a.d_head.scalar_type(), at::kBFloat16);
-  EXPECT_EQ(a.loss.scalar_type(), at::kFloat);
-  expect_close(a, b, 2e-2, 2e-3);
+  // Several blocks (the head's gradient accumulated in f32) and one block (in bf16: the block's GEMM itself).
+  for (int64_t block : {5, 0}) {
+    SCOPED_TRACE(block);
+    Inputs in32 = make(at::kFloat);
+    LossOptions o;
+    o.block_size = block;
+    o.z_loss_weight = 1e-3;
+    Result a32 = fused(in32, o, true);
+    expect_close(a32, reference(in32, o, true), 1e-5, 1e-6);
+    // bf16 GEMMs, f32 loss: the same roundings as the materialised path except the f32 accumulation of the
+    // head's gradient over blocks.
+    Inputs in16 = make(at::kBFloat16);
+    Result a = fused(in16, o, true), b = reference(in16, o, true);
+    EXPECT_EQ(a.d_hidden.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(a.d_head.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(a.loss.scalar_type(), at::kFloat);
+    expect_close(a, b, 2e-2, 2e-3);
+    // Without gradients (evaluation): the same value, bit for bit.
+    at::NoGradGuard no_grad;
+    EXPECT_TRUE(at::equal(fused_next_token_loss(in32.hidden, in32.head, in32.ids, in32.mask, o).array(), a32.loss));
+    EXPECT_TRUE(at::equal(fused_next_token_loss(in16.hidden, in16.head, in16.ids, in16.mask, o).array(), a.loss));
+  }
 }
 
 TEST(FusedNextTokenLoss, PerPositionLossesForEvaluation) {
