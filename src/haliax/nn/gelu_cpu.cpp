@@ -8,6 +8,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "haliax/nn/bf16_x86.h"
+
 #ifndef _OPENMP
 #error \
     "gelu_cpu.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
@@ -31,21 +33,8 @@ namespace haliax::nn::kernels {
 
 namespace {
 
-inline __m256 load8(const uint16_t* x) {
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-// Round to nearest even, as at::Tensor::to(kBFloat16) (a NaN stays a quiet NaN).
-inline __m128i round8(__m256 f) {
-  __m256i u = _mm256_castps_si256(f);
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
-  __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
-  __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-  r = _mm256_blendv_epi8(r, q, nan);
-  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-}
+using bf16_x86::round8;
+inline __m256 load8(const uint16_t* x) { return bf16_x86::widen8(x); }
 
 struct Consts {
   __m256 beta, kappa, one, three, half;

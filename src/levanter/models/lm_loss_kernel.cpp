@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "haliax/nn/bf16_x86.h"
+
 #ifndef _OPENMP
 #error \
     "lm_loss_kernel.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
@@ -34,36 +36,11 @@ namespace levanter::models::kernels {
 namespace {
 
 inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
-inline __m256 load8(const uint16_t* x) {
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+inline __m256 load8(const uint16_t* x) { return haliax::nn::bf16_x86::widen8(x); }
 inline float load1(const float* x) { return *x; }
-inline float load1(const uint16_t* x) {
-  uint32_t u = uint32_t(*x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Round to nearest even, as at::Tensor::to(kBFloat16) (NaN kept a quiet NaN).
-inline uint16_t round1(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if (std::isnan(f)) return uint16_t((u >> 16) | 0x40);
-  return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-inline __m128i round8(__m256 f) {
-  __m256i u = _mm256_castps_si256(f);
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
-  __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
-  __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-  r = _mm256_blendv_epi8(r, q, nan);
-  // 8 x 32-bit values below 2^16 -> 8 x 16-bit.
-  __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
-  return _mm_packus_epi32(lo, hi);
-}
+inline float load1(const uint16_t* x) { return haliax::nn::bf16_x86::widen1(*x); }
+using haliax::nn::bf16_x86::round1;
+using haliax::nn::bf16_x86::round8;
 
 inline float hsum8(__m256 v) {
   // Lanes added in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.

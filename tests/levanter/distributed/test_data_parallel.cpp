@@ -370,7 +370,7 @@ TEST_F(DataParallel, FourFsdpProcessesMatchOneProcessAccumulatingFourMicrobatche
 // one process, in f32 and in mixed precision (gradients widened to f32 before the sum), with checkpointing and without.
 TEST_F(DataParallel, FsdpGatheringLayerByLayerGivesTheSameBits) {
   for (const std::string& extra : {std::string(""), std::string(" --trainer.mp p=f32,c=bfloat16"),
-                                  std::string(" --model.gradient_checkpointing false")}) {
+                                   std::string(" --model.gradient_checkpointing false")}) {
     SCOPED_TRACE(extra);
     fs::remove_all(root_ / "logs");
     fs::remove_all(root_ / "ckpt");
