@@ -8,7 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "haliax/nn/bf16_x86.h"
+#include "haliax/nn/bf16_bits.h"
 
 #ifndef _OPENMP
 #error \
@@ -33,8 +33,8 @@ namespace haliax::nn::kernels {
 
 namespace {
 
-using bf16_x86::round8;
-inline __m256 load8(const uint16_t* x) { return bf16_x86::widen8(x); }
+using bf16_bits::round8;
+inline __m256 load8(const uint16_t* x) { return bf16_bits::widen8(x); }
 
 struct Consts {
   __m256 beta, kappa, one, three, half;

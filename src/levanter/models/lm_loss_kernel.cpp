@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "haliax/nn/bf16_x86.h"
+#include "haliax/nn/bf16_bits.h"
 
 #ifndef _OPENMP
 #error \
@@ -36,11 +36,11 @@ namespace levanter::models::kernels {
 namespace {
 
 inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
-inline __m256 load8(const uint16_t* x) { return haliax::nn::bf16_x86::widen8(x); }
+inline __m256 load8(const uint16_t* x) { return haliax::nn::bf16_bits::widen8(x); }
 inline float load1(const float* x) { return *x; }
-inline float load1(const uint16_t* x) { return haliax::nn::bf16_x86::widen1(*x); }
-using haliax::nn::bf16_x86::round1;
-using haliax::nn::bf16_x86::round8;
+inline float load1(const uint16_t* x) { return haliax::nn::bf16_bits::widen1(*x); }
+using haliax::nn::bf16_bits::round1;
+using haliax::nn::bf16_bits::round8;
 
 inline float hsum8(__m256 v) {
   // Lanes added in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.

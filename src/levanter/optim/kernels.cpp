@@ -8,6 +8,8 @@
 
 #include "levanter/optim/kernels.h"
 
+#include "haliax/nn/bf16_bits.h"
+
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -24,15 +26,8 @@ namespace {
 
 std::atomic<bool> g_force_scalar{false};
 
-inline float bf16_to_float(uint16_t bits) {
-  uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 inline float load_grad(const float* g, int64_t i) { return g[i]; }
-inline float load_grad(const uint16_t* g, int64_t i) { return bf16_to_float(g[i]); }
+inline float load_grad(const uint16_t* g, int64_t i) { return haliax::nn::bf16_bits::widen1(g[i]); }
 
 // One element, in optax's order of operations.
 inline void adam_element(float& p, float& m, float& v, float g, const AdamScalars& s) {
@@ -100,10 +95,7 @@ double sum_squares_scalar(const G* x, int64_t n) {
 #ifdef LEVANTER_OPTIM_X86
 
 __attribute__((target("avx2"))) inline __m256 load8(const float* g) { return _mm256_loadu_ps(g); }
-__attribute__((target("avx2"))) inline __m256 load8(const uint16_t* g) {
-  __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(g));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
+__attribute__((target("avx2"))) inline __m256 load8(const uint16_t* g) { return haliax::nn::bf16_bits::widen8(g); }
 
 struct AdamVec {
   __m256 b1, omb1, b2, omb2, r1, r1n, r2, eps, lr, wd, gs;
@@ -299,35 +291,21 @@ void force_scalar(bool on) { g_force_scalar.store(on); }
 
 namespace {
 
-// c10::BFloat16's round_to_nearest_even.
 void round_to_bf16_scalar(const float* x, uint16_t* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, x + i, sizeof u);
-    const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-    out[i] = nan ? uint16_t{0x7FC0} : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = haliax::nn::bf16_bits::round1(x[i]);
 }
 
 #ifdef LEVANTER_OPTIM_X86
-__attribute__((target("avx2"))) inline __m256i round8_to_bf16(__m256 f) {
-  const __m256i u = _mm256_castps_si256(f);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
-  const __m256i ordered = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_ORD_Q));
-  return _mm256_blendv_epi8(_mm256_set1_epi32(0x7FC0), r, ordered);
-}
-
-// The same bits, 16 at a time (each 32-bit result is below 65536, so the unsigned-saturating pack is exact).
+// The same bits, 16 at a time.
 __attribute__((target("avx2"))) void round_to_bf16_avx2(const float* x, uint16_t* out, int64_t n) {
   int64_t i = 0;
   // Up to 32-byte alignment of the output, then streaming stores: the copy is read back from memory by the next
   // forward pass anyway, and a plain store would first read each line it writes.
   for (; i < n && reinterpret_cast<uintptr_t>(out + i) % 32 != 0; ++i) round_to_bf16_scalar(x + i, out + i, 1);
   for (; i + 16 <= n; i += 16) {
-    const __m256i lo = round8_to_bf16(_mm256_loadu_ps(x + i)), hi = round8_to_bf16(_mm256_loadu_ps(x + i + 8));
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
-    _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), packed);
+    const __m128i lo = haliax::nn::bf16_bits::round8(_mm256_loadu_ps(x + i));
+    const __m128i hi = haliax::nn::bf16_bits::round8(_mm256_loadu_ps(x + i + 8));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), _mm256_set_m128i(hi, lo));
   }
   _mm_sfence();
   round_to_bf16_scalar(x + i, out + i, n - i);
