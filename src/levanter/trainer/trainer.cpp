@@ -198,14 +198,15 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
     if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && (opt == "sophia-h" || tc.fsdp_gather == "layer")) {
       // Sophia-H's probes and Hessian-vector products are not cut into pieces; Sophia-G's estimate needs the whole
       // compute copy that per-step gathering keeps.
-      throw config::ConfigError(
-          "optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) + " processes" +
-          (opt == "sophia-h" ? "" : ", trainer.fsdp_gather: layer") + ") is not implemented yet (" +
-          (opt == "sophia-h" ? std::string("its Hessian-vector products are not cut into pieces")
-                             : std::string("its estimate needs the whole compute copy, which layer-by-layer gathering "
-                                           "never holds")) +
-          "); set trainer.fsdp_axis: null for replicated data parallelism, or " +
-          (opt == "sophia-h" ? std::string("use sophia-g, adam or lion") : std::string("trainer.fsdp_gather: step")));
+      const bool h = opt == "sophia-h";
+      const std::string setting = h ? "" : ", trainer.fsdp_gather: layer";
+      const std::string why =
+          h ? "its Hessian-vector products are not cut into pieces"
+            : "its estimate needs the whole compute copy, which layer-by-layer gathering never holds";
+      const std::string instead = h ? "use sophia-g, adam or lion" : "trainer.fsdp_gather: step";
+      throw config::ConfigError("optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
+                                " processes" + setting + ") is not implemented yet (" + why +
+                                "); set trainer.fsdp_axis: null for replicated data parallelism, or " + instead);
     }
   }
   return {R, D, M};
