@@ -23,26 +23,22 @@
 #include "haliax/haliax.h"
 #include "haliax/hof.h"
 
+#include "../timing.h"
+
 namespace hax = haliax;
 using hax::Axis;
 using hax::NamedArray;
 
 namespace {
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using bench::median;
+using bench::now_ms;
 
 struct Pair {
   std::string name;
   double named_ms, raw_ms;
   double ratio() const { return named_ms / raw_ms; }
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Interleaved timing of two closures: warmup, then `reps` alternating runs each.
 Pair time_pair(const std::string& name, int reps, const std::function<void()>& named,

@@ -22,18 +22,14 @@
 #include "levanter/models/lm_loss.h"
 #include "levanter/runtime/cpu_allocator.h"
 
+#include "../timing.h"
+
 namespace hax = haliax;
 
 namespace {
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
+using bench::now_ms;
 
 template <class F>
 double time_ms(int steps, int warmup, F&& f) {

@@ -23,20 +23,16 @@
 #include "levanter/optim/kernels.h"
 #include "levanter/optim/optimizer.h"
 
+#include "../timing.h"
+
 using namespace levanter::optim;
 using haliax::nn::ParamInfo;
 using haliax::nn::ParamKind;
 
 namespace {
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
+using bench::now_ms;
 
 // GPT-2 small (vocab 50257, 1024 positions, 768 wide, 12 layers), one tensor per parameter as in HF checkpoints.
 std::vector<Optimizer::Param> gpt2_small() {
