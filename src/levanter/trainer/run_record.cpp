@@ -44,7 +44,7 @@ nlohmann::ordered_json git_info() {
 nlohmann::ordered_json speed_environment() {
   nlohmann::ordered_json env = nlohmann::ordered_json::object();
   for (const char* k : {"OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "LEVANTER_CPU_ALLOCATOR",
-                        "LEVANTER_CPU_CACHE_LIMIT_MB"}) {
+                        "LEVANTER_CPU_CACHE_LIMIT_MB", "LEVANTER_CPU_ARENA_MB"}) {
     if (const char* v = std::getenv(k)) env[k] = v;
   }
   return env;
