@@ -156,16 +156,25 @@ haliax::random::Key Optimizer::hessian_key() const {
 }
 
 std::vector<at::Tensor> Optimizer::hessian_probes() const {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const auto& [info, p] : params_) shapes.push_back(p.sizes().vec());
+  return hessian_probes(shapes);
+}
+
+std::vector<at::Tensor> Optimizer::hessian_probes(const std::vector<std::vector<int64_t>>& shapes) const {
+  if (shapes.size() != params_.size()) {
+    throw std::invalid_argument("Optimizer::hessian_probes: got " + std::to_string(shapes.size()) + " shapes for " +
+                                std::to_string(params_.size()) + " parameters");
+  }
   // Parameter i's probe: fold_in(hessian_key(), i).
   const haliax::random::Key key = hessian_key();
   std::vector<at::Tensor> out;
   out.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
-    const at::Tensor& p = params_[i].second;
     std::vector<haliax::Axis> axes;
-    for (int64_t d = 0; d < p.dim(); ++d) axes.emplace_back("d" + std::to_string(d), p.size(d));
+    for (size_t d = 0; d < shapes[i].size(); ++d) axes.emplace_back("d" + std::to_string(d), shapes[i][d]);
     at::Tensor z = haliax::random::normal(key.fold_in(static_cast<uint64_t>(i)), axes, at::kFloat).array();
-    out.push_back(z.reshape(p.sizes()).to(p.device()));
+    out.push_back(z.reshape(shapes[i]).to(params_[i].second.device()));
   }
   return out;
 }

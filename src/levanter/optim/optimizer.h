@@ -98,6 +98,10 @@ class Optimizer {
   // Sophia-H: the Gaussian probe vectors z of the next estimate, one float32 tensor per parameter (from
   // hessian_key()).
   std::vector<at::Tensor> hessian_probes() const;
+  // The same probes for parameters of the given whole shapes (one per parameter, in params() order), where params()
+  // holds pieces (FSDP): parameter i's probe depends only on the key, i and its shape, so a piece of it is the piece
+  // of the probe one process draws.
+  std::vector<at::Tensor> hessian_probes(const std::vector<std::vector<int64_t>>& shapes) const;
 
   // Parameters held in pieces by several processes (FSDP): `total(per_parameter)` turns this process's sums of
   // squares of its gradients (one per parameter, in params() order) into the global sum of squares, the same on every

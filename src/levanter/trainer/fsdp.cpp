@@ -104,6 +104,29 @@ haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) con
   return out;
 }
 
+std::vector<at::Tensor> Fsdp::pieces_of(std::vector<at::Tensor> whole) const {
+  if (whole.size() != dims_.size())
+    throw std::logic_error("FSDP: " + std::to_string(whole.size()) + " tensors for " + std::to_string(dims_.size()) +
+                           " parameters");
+  const int64_t N = mesh_.axis_size(axis_), r = mesh_.coordinate(rank_, axis_);
+  for (size_t i = 0; i < whole.size(); ++i) {
+    if (dims_[i] < 0 || !whole[i].defined()) continue;
+    const int64_t k = whole[i].size(dims_[i]) / N;
+    whole[i] = whole[i].narrow(dims_[i], r * k, k).contiguous();
+  }
+  return whole;
+}
+
+std::vector<std::vector<int64_t>> Fsdp::whole_shapes() const {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& axes : axes_) {
+    std::vector<int64_t> shape;
+    for (const auto& a : axes) shape.push_back(a.size);
+    out.push_back(std::move(shape));
+  }
+  return out;
+}
+
 Fsdp::CheckpointDims Fsdp::checkpoint_dims() const {
   CheckpointDims out;
   for (const auto& [key, dim] : model_key_dims_) out["model"][key][axis_] = dim;
@@ -117,12 +140,11 @@ Fsdp::CheckpointDims Fsdp::checkpoint_dims() const {
 
 std::unique_ptr<models::LmHeadModel> Fsdp::whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype) const {
   std::unique_ptr<models::LmHeadModel> out = pieces.clone();
+  const std::vector<std::vector<int64_t>> shapes = whole_shapes();
   size_t i = 0;
   nn::for_each_parameter(*out, [&](const nn::ParamInfo&, haliax::NamedArray& p) {
     const at::ScalarType t = at::isFloatingType(p.dtype()) ? dtype : p.dtype();
-    std::vector<int64_t> shape;
-    for (const auto& a : axes_[i]) shape.push_back(a.size);
-    p = haliax::NamedArray(at::empty(shape, p.array().options().dtype(t)), axes_[i]);
+    p = haliax::NamedArray(at::empty(shapes[i], p.array().options().dtype(t)), axes_[i]);
     ++i;
   });
   return out;

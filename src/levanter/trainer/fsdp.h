@@ -77,6 +77,11 @@ class Fsdp {
   // of their sum over processes (whole parameters: the whole sum). A gradient that is already a piece (kLayer's,
   // summed in backward) is passed through. Collective.
   std::vector<at::Tensor> reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const;
+  // Whole-shape tensors (one per parameter, in the plan's order; undefined stays undefined) -> this process's pieces
+  // (whole parameters: the tensor itself). Local: no exchange.
+  std::vector<at::Tensor> pieces_of(std::vector<at::Tensor> whole) const;
+  // The parameters' whole shapes, in the plan's order.
+  std::vector<std::vector<int64_t>> whole_shapes() const;
   // This process's per-parameter sums of squares of its gradient pieces -> each parameter's sum over the processes
   // of `pg` (rank order): split parameters summed, whole ones (the same everywhere) counted once. Collective.
   std::vector<double> sums_of_squares(distributed::ProcessGroup& pg, const std::vector<double>& local) const;

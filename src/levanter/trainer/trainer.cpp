@@ -186,7 +186,7 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
                               ") must be divisible by per_device_parallelism * data_axis_size (" +
                               std::to_string(pdp > 0 ? pdp : B / rows) + ", " + std::to_string(rows) + ")");
   }
-  // Sophia's Hessian estimate is summed over replicated data-parallel processes; on pieces it is not built yet.
+  // Sophia's Hessian estimate is summed over data-parallel processes; under FSDP it needs the per-step gathering.
   const std::string& opt = config.optimizer.type.name;
   if (opt == "sophia-h" || opt == "sophia-g") {
     if (M > 1 && opt == "sophia-h") {
@@ -195,18 +195,13 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
                                 std::to_string(M) +
                                 ") is not implemented yet; use sophia-g, adam or lion, or data parallelism");
     }
-    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && (opt == "sophia-h" || tc.fsdp_gather == "layer")) {
-      // Sophia-H's probes and Hessian-vector products are not cut into pieces; Sophia-G's estimate needs the whole
-      // compute copy that per-step gathering keeps.
-      const bool h = opt == "sophia-h";
-      const std::string setting = h ? "" : ", trainer.fsdp_gather: layer";
-      const std::string why =
-          h ? "its Hessian-vector products are not cut into pieces"
-            : "its estimate needs the whole compute copy, which layer-by-layer gathering never holds";
-      const std::string instead = h ? "use sophia-g, adam or lion" : "trainer.fsdp_gather: step";
-      throw config::ConfigError("optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
-                                " processes" + setting + ") is not implemented yet (" + why +
-                                "); set trainer.fsdp_axis: null for replicated data parallelism, or " + instead);
+    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && tc.fsdp_gather == "layer") {
+      // The estimate differentiates the whole compute copy, which per-step gathering keeps for the step.
+      throw config::ConfigError(
+          "optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
+          " processes, trainer.fsdp_gather: layer) is not implemented yet (its estimate needs "
+          "the whole compute copy, which layer-by-layer gathering never holds); set "
+          "trainer.fsdp_gather: step, or trainer.fsdp_axis: null for replicated data parallelism");
     }
   }
   return {R, D, M};
@@ -703,26 +698,45 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
 std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
   if (opt.config().type.name == "sophia-g") return gauss_newton_estimate(state, batch);
-  const std::vector<at::Tensor> z = opt.hessian_probes();
-  std::vector<at::Tensor> params;
-  for (const auto& [info, p] : opt.params()) params.push_back(p);
+  std::vector<at::Tensor> params, z;
+  if (fsdp) {
+    // FSDP (gathered per step): the products differentiate the whole compute copy that forward_backward gathered, with
+    // the whole probes one process draws; the sums over processes are cut into pieces as the step's gradients are,
+    // and each piece meets its piece of the probe. In mixed precision the copy is bf16, as the cast one process
+    // differentiates (whose backward only widens), so the products widened to f32 are one process's.
+    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) params.push_back(p.array());
+    if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
+    z = opt.hessian_probes(fsdp->whole_shapes());
+  } else {
+    for (const auto& [info, p] : opt.params()) params.push_back(p);
+    z = opt.hessian_probes();
+  }
   haliax::nn::NoCheckpointing no_checkpointing;
   std::vector<at::Tensor> hz(params.size());
-  for_each_microbatch(state, batch,
-                      [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo,
-                          int64_t, int64_t num_micro) {
-                        models::LossOptions lo;
-                        lo.z_loss_weight = config.z_loss_weight;
-                        lo.differentiable_twice = true;
-                        at::Tensor loss = model.compute_next_token_loss(ids, fo, lo).array();
-                        if (num_micro > 1) loss = loss / static_cast<double>(num_micro);
-                        std::vector<at::Tensor> hv = optim::hessian_vector_product(loss, params, z);
-                        for (size_t i = 0; i < params.size(); ++i) {
-                          if (!hv[i].defined()) continue;
-                          hz[i] = hz[i].defined() ? hz[i] + hv[i] : hv[i];
-                        }
-                      });
-  if (data_size() > 1) sum_defined_in_rank_order(*data_pg, hz);
+  for_each_microbatch(
+      state, batch,
+      [&](const models::LmHeadModel& model, const NamedArray& ids, const models::ForwardOptions& fo, int64_t,
+          int64_t num_micro) {
+        models::LossOptions lo;
+        lo.z_loss_weight = config.z_loss_weight;
+        lo.differentiable_twice = true;
+        at::Tensor loss = model.compute_next_token_loss(ids, fo, lo).array();
+        if (num_micro > 1) loss = loss / static_cast<double>(num_micro);
+        std::vector<at::Tensor> hv = optim::hessian_vector_product(loss, params, z);
+        for (size_t i = 0; i < params.size(); ++i) {
+          if (!hv[i].defined()) continue;
+          at::Tensor t = fsdp ? hv[i].to(at::kFloat) : hv[i];  // FSDP's bf16 copy: widened, as the cast's backward
+          hz[i] = hz[i].defined() ? hz[i] + t : t;
+        }
+      },
+      fsdp ? state.compute_copy.get() : nullptr);
+  if (fsdp) {
+    hz = fsdp->reduce_gradients(*fsdp_pg, std::move(hz));
+    if (replica_pg) sum_defined_in_rank_order(*replica_pg, hz);
+    z = fsdp->pieces_of(std::move(z));
+  } else if (data_size() > 1) {
+    sum_defined_in_rank_order(*data_pg, hz);
+  }
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
