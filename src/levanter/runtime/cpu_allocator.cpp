@@ -153,6 +153,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   CachingCpuAllocator& self() const { return const_cast<CachingCpuAllocator&>(*this); }
 
   void* obtain(size_t n) {
+    TORCH_CHECK(n <= (size_t(1) << 62), "levanter CPU allocator: out of memory allocating ", n, " bytes");
     const size_t size = cpu_allocator_size_class(n);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.allocations;
@@ -185,9 +186,10 @@ class CachingCpuAllocator final : public c10::Allocator {
     free_.erase(it);
     stats_.cached_free_bytes -= b->dirty;
     if (b->size > size) {
-      // Pages that may be resident are counted from the block's start, so they go with the part handed out first.
+      // Where in the block its resident pages lie is not known (a merge may have put them anywhere), so the rest keeps
+      // as many as it can hold: an over-count only gives back pages that are already gone.
       auto* rest =
-          new Block{b->ptr + size, b->size - size, false, false, b->dirty > size ? b->dirty - size : 0, b, b->next};
+          new Block{b->ptr + size, b->size - size, false, false, std::min(b->dirty, b->size - size), b, b->next};
       if (b->next) b->next->prev = rest;
       if (last_ == b) last_ = rest;
       b->next = rest;
@@ -301,6 +303,14 @@ class CachingCpuAllocator final : public c10::Allocator {
       last_ = tail->prev;
       if (last_) last_->next = nullptr;
       delete tail;
+    }
+    // Above the top, the address space goes back to no access, which also returns its commit charge (what strict
+    // overcommit, vm.overcommit_memory=2, counts; madvise does not).
+    char* keep = reinterpret_cast<char*>(round_up(reinterpret_cast<uintptr_t>(top_), kHugePage));
+    if (base_ && committed_ > keep &&
+        mmap(keep, static_cast<size_t>(committed_ - keep), PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) != MAP_FAILED) {
+      committed_ = keep;
     }
   }
 

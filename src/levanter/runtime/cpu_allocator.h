@@ -17,13 +17,15 @@
 //
 // Free memory is bounded: when the free blocks' pages pass the limit (default: a quarter of physical memory),
 // every free block's pages go back to the system (madvise(MADV_DONTNEED); the blocks stay, and read as zeros when
-// next used) and a free last block lowers the top. An allocation that fails does the same and tries again before
-// reporting out-of-memory; a request the arena has no room for gets a mapping of its own. Allocation order never
-// changes results: this only decides where tensors live, not what is computed.
+// next used) and a free last block lowers the top (the address space above it returns to no access, which also
+// returns its commit charge under strict overcommit; free blocks below the top keep theirs). An allocation that fails
+// does the same and tries again before reporting out-of-memory; a request the arena has no room for gets a mapping of
+// its own. Allocation order never changes results: this only decides where tensors live, not what is computed.
 //
 // Environment: LEVANTER_CPU_ALLOCATOR=system keeps libtorch's default allocator (for memory debuggers);
 // LEVANTER_CPU_CACHE_LIMIT_MB=N sets the bound on free cached memory; LEVANTER_CPU_ARENA_MB=N the address space
-// reserved for the arena (at most a quarter of `ulimit -v`).
+// reserved for the arena (at most a quarter of `ulimit -v`, which it then holds; below 256 MiB there is no arena, and
+// every request is a mapping of its own, unmapped when freed).
 #pragma once
 
 #include <cstddef>

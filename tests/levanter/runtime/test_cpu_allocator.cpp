@@ -1,6 +1,7 @@
 // The caching CPU allocator: reuse, splitting and merging of freed blocks in its arena, the cache bound, and that
 // tensors on it compute exactly what they compute on libtorch's default allocator. The allocator is installed when this
-// test binary loads, so every test of levanter_tests runs on it (as the CLI does).
+// test binary loads, so every test of levanter_tests runs on it (as the CLI does). Tests that check where a block lands
+// assume the free blocks of one test's own making: ctest runs each test in a process of its own.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -104,19 +105,27 @@ TEST(CpuAllocator, ATrainingLikePatternHoldsLittleMoreThanItsPeak) {
   rt::empty_cpu_allocator_cache();
   const size_t live_before = rt::cpu_allocator_stats().in_use_bytes;
   const size_t reserved_before = rt::cpu_allocator_stats().reserved_bytes;
-  size_t peak_live = 0;
+  size_t peak_live = 0, peak_reserved = 0;
+  auto sample = [&] {
+    const rt::CpuAllocatorStats st = rt::cpu_allocator_stats();
+    peak_live = std::max(peak_live, st.in_use_bytes - live_before);
+    peak_reserved = std::max(peak_reserved, st.reserved_bytes);
+  };
   for (int step = 0; step < 4; ++step) {
     std::vector<at::Tensor> acts, grads;
     for (int i = 0; i < 24; ++i) acts.push_back(at::empty({3 << 17}, at::kFloat));
-    peak_live = std::max(peak_live, rt::cpu_allocator_stats().in_use_bytes - live_before);
+    sample();
     for (int i = 0; i < 24; ++i) {
       acts[23 - i] = at::Tensor();
       if (i % 4 == 3) grads.push_back(mib(5));
-      if (i == 12) at::Tensor temporary = mib(9);
-      peak_live = std::max(peak_live, rt::cpu_allocator_stats().in_use_bytes - live_before);
+      if (i == 12) {
+        at::Tensor temporary = mib(9);
+        sample();
+      }
+      sample();
     }
   }
-  const size_t grew = rt::cpu_allocator_stats().peak_reserved_bytes - reserved_before;
+  const size_t grew = peak_reserved - reserved_before;
   EXPECT_GE(peak_live, size_t(36) << 20);
   EXPECT_LE(grew, peak_live + (size_t(10) << 20)) << "peak live " << peak_live;
 }
@@ -140,16 +149,35 @@ TEST(CpuAllocator, EmptyCacheGivesThePagesBack) {
 }
 
 TEST(CpuAllocator, EmptyCacheLowersTheTop) {
-  rt::empty_cpu_allocator_cache();
+  rt::empty_cpu_allocator_cache();  // the last block is now in use, so the next request raises the top
   const size_t reserved = rt::cpu_allocator_stats().reserved_bytes;
-  { at::Tensor t = mib(40); }
-  EXPECT_GE(rt::cpu_allocator_stats().reserved_bytes, reserved);
+  {
+    at::Tensor t = mib(1024);  // larger than any free block: the top rises (untouched, so no memory)
+    EXPECT_EQ(rt::cpu_allocator_stats().reserved_bytes, reserved + (size_t(1) << 30));
+  }
   rt::empty_cpu_allocator_cache();
   EXPECT_EQ(rt::cpu_allocator_stats().reserved_bytes, reserved);
 }
 
+TEST(CpuAllocator, PagesOfABlockMergedOntoAGivenBackOneAreGivenBackToo) {
+  // b (written) is freed next to a, whose pages were given back; the merged block is split again for a's size, and
+  // the rest (b's pages) must still count as resident, so that the next give-back returns them.
+  at::Tensor guard_below = mib(1), a = mib(4), b = at::full({4 << 18}, 1.0f), guard_above = mib(1);
+  char* pb = ptr(b);
+  ASSERT_EQ(pb, ptr(a) + (4 << 20));
+  a = at::Tensor();
+  rt::empty_cpu_allocator_cache();
+  b = at::Tensor();  // merges onto a
+  EXPECT_EQ(resident_bytes(pb, 4 << 20), size_t(4) << 20);
+  at::Tensor again = mib(4);  // the merged 8 MiB block, split: a's half handed out, b's half left free
+  EXPECT_GE(rt::cpu_allocator_stats().cached_free_bytes, size_t(4) << 20);
+  rt::empty_cpu_allocator_cache();
+  EXPECT_EQ(resident_bytes(pb, 4 << 20), 0u);
+}
+
 TEST(CpuAllocator, CacheStaysUnderItsLimit) {
   rt::empty_cpu_allocator_cache();
+  const size_t limit = rt::cpu_allocator_stats().limit_bytes;
   rt::set_cpu_allocator_cache_limit(size_t(6) << 20);
   EXPECT_EQ(rt::cpu_allocator_stats().limit_bytes, size_t(6) << 20);
   at::Tensor guard = mib(1), a = mib(4), guard2 = mib(1), b = mib(5), guard3 = mib(1);
@@ -157,7 +185,7 @@ TEST(CpuAllocator, CacheStaysUnderItsLimit) {
   EXPECT_EQ(rt::cpu_allocator_stats().cached_free_bytes, size_t(4) << 20);
   b = at::Tensor();  // +5 MiB: over, so the pages go back
   EXPECT_EQ(rt::cpu_allocator_stats().cached_free_bytes, 0u);
-  rt::set_cpu_allocator_cache_limit(size_t(1) << 30);
+  rt::set_cpu_allocator_cache_limit(limit);
 }
 
 TEST(CpuAllocator, InUseBytesTrackLiveTensors) {
