@@ -148,15 +148,21 @@ at::Tensor summed(const std::function<void(at::Tensor&)>& all_reduce, const at::
   return out;
 }
 
-// g: the sum over processes forward; the gradient unchanged.
+// Megatron's conjugate pair. Each one's backward is the other, applied as an autograd function, so that a backward
+// recorded with create_graph (Sophia-H's Hessian-vector products) is differentiated again correctly: the gradient of
+// f's backward (a sum of partial gradients) is g's, and the other way round. Without create_graph they compute as
+// plain ops: the same values.
+
+// g: the sum over processes forward; the gradient unchanged (f applied to it).
 struct SumPartialResults : public torch::autograd::Function<SumPartialResults> {
-  static at::Tensor forward(AutogradContext*, const at::Tensor& x, c10::intrusive_ptr<AllReduceHolder> h) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::intrusive_ptr<AllReduceHolder> h) {
+    ctx->saved_data["h"] = c10::IValue::make_capsule(h);
     return summed(h->all_reduce, x);
   }
-  static variable_list backward(AutogradContext*, variable_list g) { return {g[0], at::Tensor()}; }
+  static variable_list backward(AutogradContext* ctx, variable_list g);
 };
 
-// f: the identity forward; the gradient summed over processes.
+// f: the identity forward; the gradient summed over processes (g applied to it).
 struct SumGradientPartials : public torch::autograd::Function<SumGradientPartials> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::intrusive_ptr<AllReduceHolder> h) {
     ctx->saved_data["h"] = c10::IValue::make_capsule(h);
@@ -164,9 +170,14 @@ struct SumGradientPartials : public torch::autograd::Function<SumGradientPartial
   }
   static variable_list backward(AutogradContext* ctx, variable_list g) {
     auto h = c10::static_intrusive_pointer_cast<AllReduceHolder>(ctx->saved_data["h"].toCapsule());
-    return {g[0].defined() ? summed(h->all_reduce, g[0]) : g[0], at::Tensor()};
+    return {g[0].defined() ? SumPartialResults::apply(g[0], h) : g[0], at::Tensor()};
   }
 };
+
+variable_list SumPartialResults::backward(AutogradContext* ctx, variable_list g) {
+  auto h = c10::static_intrusive_pointer_cast<AllReduceHolder>(ctx->saved_data["h"].toCapsule());
+  return {g[0].defined() ? SumGradientPartials::apply(g[0], h) : g[0], at::Tensor()};
+}
 
 c10::intrusive_ptr<AllReduceHolder> holder() {
   auto h = c10::make_intrusive<AllReduceHolder>();

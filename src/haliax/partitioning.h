@@ -78,6 +78,7 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
 //   - an operand without a split axis that another operand has (x in x·W with W split along its output) gets, in
 //     backward, only this process's share of its gradient: the gradient is summed over the processes
 //     (sum_gradient_partials; the identity forward).
+// Each one's backward applies the other, so second derivatives (create_graph) exchange correctly too.
 // Elementwise operations and contractions over whole axes need nothing: the model code does not change. Random bits
 // for an array with split axes (Dropout) are drawn for the whole array and cut, so they do not depend on the
 // process count.

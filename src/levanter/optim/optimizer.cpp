@@ -166,17 +166,19 @@ std::vector<at::Tensor> Optimizer::hessian_probes(const std::vector<std::vector<
     throw std::invalid_argument("Optimizer::hessian_probes: got " + std::to_string(shapes.size()) + " shapes for " +
                                 std::to_string(params_.size()) + " parameters");
   }
-  // Parameter i's probe: fold_in(hessian_key(), i).
-  const haliax::random::Key key = hessian_key();
   std::vector<at::Tensor> out;
   out.reserve(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    std::vector<haliax::Axis> axes;
-    for (size_t d = 0; d < shapes[i].size(); ++d) axes.emplace_back("d" + std::to_string(d), shapes[i][d]);
-    at::Tensor z = haliax::random::normal(key.fold_in(static_cast<uint64_t>(i)), axes, at::kFloat).array();
-    out.push_back(z.reshape(shapes[i]).to(params_[i].second.device()));
-  }
+  for (size_t i = 0; i < params_.size(); ++i) out.push_back(hessian_probe(i, shapes[i]));
   return out;
+}
+
+at::Tensor Optimizer::hessian_probe(size_t i, const std::vector<int64_t>& shape) const {
+  if (i >= params_.size()) throw std::out_of_range("Optimizer::hessian_probe: no parameter " + std::to_string(i));
+  // Parameter i's probe: fold_in(hessian_key(), i).
+  std::vector<haliax::Axis> axes;
+  for (size_t d = 0; d < shape.size(); ++d) axes.emplace_back("d" + std::to_string(d), shape[d]);
+  at::Tensor z = haliax::random::normal(hessian_key().fold_in(static_cast<uint64_t>(i)), axes, at::kFloat).array();
+  return z.reshape(shape).to(params_[i].second.device());
 }
 
 void Optimizer::set_bf16_copies(std::vector<at::Tensor> copies) {

@@ -102,6 +102,8 @@ class Optimizer {
   // holds pieces (FSDP): parameter i's probe depends only on the key, i and its shape, so a piece of it is the piece
   // of the probe one process draws.
   std::vector<at::Tensor> hessian_probes(const std::vector<std::vector<int64_t>>& shapes) const;
+  // Parameter i's probe alone, for a parameter of the given whole shape.
+  at::Tensor hessian_probe(size_t i, const std::vector<int64_t>& shape) const;
 
   // Parameters held in pieces by several processes (FSDP): `total(per_parameter)` turns this process's sums of
   // squares of its gradients (one per parameter, in params() order) into the global sum of squares, the same on every

@@ -108,13 +108,16 @@ std::vector<at::Tensor> Fsdp::pieces_of(std::vector<at::Tensor> whole) const {
   if (whole.size() != dims_.size())
     throw std::logic_error("FSDP: " + std::to_string(whole.size()) + " tensors for " + std::to_string(dims_.size()) +
                            " parameters");
-  const int64_t N = mesh_.axis_size(axis_), r = mesh_.coordinate(rank_, axis_);
-  for (size_t i = 0; i < whole.size(); ++i) {
-    if (dims_[i] < 0 || !whole[i].defined()) continue;
-    const int64_t k = whole[i].size(dims_[i]) / N;
-    whole[i] = whole[i].narrow(dims_[i], r * k, k).contiguous();
-  }
+  for (size_t i = 0; i < whole.size(); ++i) whole[i] = piece_of(i, whole[i]);
   return whole;
+}
+
+at::Tensor Fsdp::piece_of(size_t i, const at::Tensor& whole) const {
+  if (i >= dims_.size()) throw std::logic_error("FSDP: no parameter " + std::to_string(i));
+  if (dims_[i] < 0 || !whole.defined()) return whole;
+  const int64_t N = mesh_.axis_size(axis_), r = mesh_.coordinate(rank_, axis_);
+  const int64_t k = whole.size(dims_[i]) / N;
+  return whole.narrow(dims_[i], r * k, k).contiguous();
 }
 
 std::vector<std::vector<int64_t>> Fsdp::whole_shapes() const {

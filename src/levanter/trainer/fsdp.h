@@ -80,6 +80,8 @@ class Fsdp {
   // Whole-shape tensors (one per parameter, in the plan's order; undefined stays undefined) -> this process's pieces
   // (whole parameters: the tensor itself). Local: no exchange.
   std::vector<at::Tensor> pieces_of(std::vector<at::Tensor> whole) const;
+  // The same for parameter i's tensor alone.
+  at::Tensor piece_of(size_t i, const at::Tensor& whole) const;
   // The parameters' whole shapes, in the plan's order.
   std::vector<std::vector<int64_t>> whole_shapes() const;
   // This process's per-parameter sums of squares of its gradient pieces -> each parameter's sum over the processes

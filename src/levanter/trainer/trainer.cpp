@@ -189,12 +189,6 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
   // Sophia's Hessian estimate is summed over data-parallel processes; under FSDP it needs the per-step gathering.
   const std::string& opt = config.optimizer.type.name;
   if (opt == "sophia-h" || opt == "sophia-g") {
-    if (M > 1 && opt == "sophia-h") {
-      // Its Hessian-vector products differentiate the tensor-parallel sums twice, which they do not support.
-      throw config::ConfigError("optimizer.type: sophia-h with tensor parallelism (trainer.model_axis_size " +
-                                std::to_string(M) +
-                                ") is not implemented yet; use sophia-g, adam or lion, or data parallelism");
-    }
     if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && tc.fsdp_gather == "layer") {
       // The estimate differentiates the whole compute copy, which per-step gathering keeps for the step.
       throw config::ConfigError(
@@ -698,19 +692,28 @@ float Trainer::Impl::forward_backward(TrainerState& state, const data::TokenBatc
 std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
   if (opt.config().type.name == "sophia-g") return gauss_newton_estimate(state, batch);
+  // The probes one process draws for the whole parameters. Tensor parallelism computes with its pieces of them: each
+  // is drawn whole and cut at once, so that no more than one whole probe exists at a time.
   std::vector<at::Tensor> params, z;
+  if (tp) {
+    const std::vector<std::vector<int64_t>> shapes = tp->whole_shapes();
+    for (size_t i = 0; i < shapes.size(); ++i) z.push_back(tp->piece_of(i, opt.hessian_probe(i, shapes[i])));
+  } else {
+    z = fsdp ? opt.hessian_probes(fsdp->whole_shapes()) : opt.hessian_probes();
+  }
   if (fsdp) {
-    // FSDP (gathered per step): the products differentiate the whole compute copy that forward_backward gathered, with
-    // the whole probes one process draws; the sums over processes are cut into pieces as the step's gradients are,
-    // and each piece meets its piece of the probe. In mixed precision the copy is bf16, as the cast one process
-    // differentiates (whose backward only widens), so the products widened to f32 are one process's.
+    // FSDP (gathered per step): the products differentiate the whole compute copy that forward_backward gathered; the
+    // sums over processes are cut into pieces as the step's gradients are, and each piece meets its piece of the
+    // probe. In mixed precision the copy is bf16, as the cast one process differentiates (whose backward only
+    // widens), so the products widened to f32 are one process's.
     for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) params.push_back(p.array());
     if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
-    z = opt.hessian_probes(fsdp->whole_shapes());
   } else {
     for (const auto& [info, p] : opt.params()) params.push_back(p);
-    z = opt.hessian_probes();
   }
+  // Tensor parallelism: the products run on the pieces with the step's exchanges, differentiated twice (Megatron's f
+  // and g are each other's backward).
+  haliax::TensorParallelScope tensor_parallel(tp_scope);
   haliax::nn::NoCheckpointing no_checkpointing;
   std::vector<at::Tensor> hz(params.size());
   for_each_microbatch(
