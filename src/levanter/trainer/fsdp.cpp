@@ -279,7 +279,7 @@ std::vector<at::Tensor> Fsdp::reduce_gradients(distributed::ProcessGroup& pg, st
   const int64_t N = mesh_.axis_size(axis_);
   for (size_t i = 0; i < full.size(); ++i) {
     if (!full[i].defined()) continue;
-    if (gathered_by_layer(i)) {
+    if (gathered_by_layer(i) && full[i].size(dims_[i]) != axes_[i][dims_[i]].size) {
       out[i] = full[i];  // a piece already summed over the processes in backward
       continue;
     }

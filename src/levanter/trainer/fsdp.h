@@ -75,7 +75,8 @@ class Fsdp {
   bool gathered_by_layer(size_t i) const { return unit_ == Unit::kLayer && stacked_[i] && dims_[i] >= 0; }
   // Full-shape gradients (one per parameter; undefined: none, the same on every process) -> this process's pieces
   // of their sum over processes (whole parameters: the whole sum). A gradient that is already a piece (kLayer's,
-  // summed in backward) is passed through. Collective.
+  // summed in backward) is passed through; a whole one of a layer-gathered parameter (Sophia's estimate on a whole
+  // copy) is cut like any other. Collective.
   std::vector<at::Tensor> reduce_gradients(distributed::ProcessGroup& pg, std::vector<at::Tensor> full) const;
   // Whole-shape tensors (one per parameter, in the plan's order; undefined stays undefined) -> this process's pieces
   // (whole parameters: the tensor itself). Local: no exchange.

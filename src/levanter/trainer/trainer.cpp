@@ -186,18 +186,6 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
                               ") must be divisible by per_device_parallelism * data_axis_size (" +
                               std::to_string(pdp > 0 ? pdp : B / rows) + ", " + std::to_string(rows) + ")");
   }
-  // Sophia's Hessian estimate is summed over data-parallel processes; under FSDP it needs the per-step gathering.
-  const std::string& opt = config.optimizer.type.name;
-  if (opt == "sophia-h" || opt == "sophia-g") {
-    if (D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty() && tc.fsdp_gather == "layer") {
-      // The estimate differentiates the whole compute copy, which per-step gathering keeps for the step.
-      throw config::ConfigError(
-          "optimizer.type: " + opt + " with FSDP (trainer.fsdp_axis over " + std::to_string(D) +
-          " processes, trainer.fsdp_gather: layer) is not implemented yet (its estimate needs "
-          "the whole compute copy, which layer-by-layer gathering never holds); set "
-          "trainer.fsdp_gather: step, or trainer.fsdp_axis: null for replicated data parallelism");
-    }
-  }
   return {R, D, M};
 }
 
@@ -305,6 +293,7 @@ struct Trainer::Impl {
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
+  models::LmHeadModel& whole_compute_copy(TrainerState& state, std::unique_ptr<models::LmHeadModel>& held) const;
   void announce(const TrainerState& state) const;
   std::string memory_note() const;     // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
@@ -701,12 +690,13 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
   } else {
     z = fsdp ? opt.hessian_probes(fsdp->whole_shapes()) : opt.hessian_probes();
   }
+  std::unique_ptr<models::LmHeadModel> held;
+  models::LmHeadModel* whole = fsdp ? &whole_compute_copy(state, held) : nullptr;
   if (fsdp) {
-    // FSDP (gathered per step): the products differentiate the whole compute copy that forward_backward gathered; the
-    // sums over processes are cut into pieces as the step's gradients are, and each piece meets its piece of the
-    // probe. In mixed precision the copy is bf16, as the cast one process differentiates (whose backward only
-    // widens), so the products widened to f32 are one process's.
-    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) params.push_back(p.array());
+    // FSDP: the products differentiate the whole compute copy; the sums over processes are cut into pieces as the
+    // step's gradients are, and each piece meets its piece of the probe. In mixed precision the copy is bf16, as the
+    // cast one process differentiates (whose backward only widens), so the products widened to f32 are one process's.
+    for (auto& [name, p] : nn::named_parameters(*whole)) params.push_back(p.array());
     if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
   } else {
     for (const auto& [info, p] : opt.params()) params.push_back(p);
@@ -732,7 +722,7 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
           hz[i] = hz[i].defined() ? hz[i] + t : t;
         }
       },
-      fsdp ? state.compute_copy.get() : nullptr);
+      whole);
   if (fsdp) {
     hz = fsdp->reduce_gradients(*fsdp_pg, std::move(hz));
     if (replica_pg) sum_defined_in_rank_order(*replica_pg, hz);
@@ -754,12 +744,14 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
 std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
   std::vector<at::Tensor> params;
+  std::unique_ptr<models::LmHeadModel> held;
+  models::LmHeadModel* whole = fsdp ? &whole_compute_copy(state, held) : nullptr;
   if (fsdp) {
-    // FSDP (gathered per step): the optimizer holds this process's pieces, so the estimate differentiates the whole
-    // compute copy that forward_backward gathered for this step (the parameters in the optimizer's order), and the
-    // sums over processes are cut into pieces as the step's gradients are. In mixed precision the copy is bf16, as the
-    // cast one process differentiates, and its gradient widened to f32 is what that cast's backward gives.
-    for (auto& [name, p] : nn::named_parameters(*state.compute_copy)) params.push_back(p.array());
+    // FSDP: the optimizer holds this process's pieces, so the estimate differentiates the whole compute copy (the
+    // parameters in the optimizer's order), and the sums over processes are cut into pieces as the step's gradients
+    // are. In mixed precision the copy is bf16, as the cast one process differentiates, and its gradient widened to
+    // f32 is what that cast's backward gives.
+    for (auto& [name, p] : nn::named_parameters(*whole)) params.push_back(p.array());
     if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
   } else {
     for (const auto& [info, p] : opt.params()) params.push_back(p);
@@ -782,7 +774,7 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
           g[i] = g[i].defined() ? g[i] + t : t;
         }
       },
-      fsdp ? state.compute_copy.get() : nullptr);
+      whole);
   if (fsdp) {
     g = fsdp->reduce_gradients(*fsdp_pg, std::move(g));
     if (replica_pg) sum_defined_in_rank_order(*replica_pg, g);
@@ -796,6 +788,18 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
     if (g[i].defined()) estimate[i] = (g[i] * g[i] * n).contiguous();
   }
   return estimate;
+}
+
+// The whole compute copy that Sophia's estimates differentiate under FSDP: the step's, when the step gathers it whole;
+// when the step gathers layer by layer, one gathered from the pieces for the estimate alone into `held` (so the whole
+// copy exists during an estimate, every update_interval steps, and is freed with `held`). Collective.
+models::LmHeadModel& Trainer::Impl::whole_compute_copy(TrainerState& state,
+                                                       std::unique_ptr<models::LmHeadModel>& held) const {
+  if (fsdp->unit() != Fsdp::Unit::kLayer) return *state.compute_copy;
+  held = fsdp->whole_like(*state.model, config.trainer.mp.compute);
+  fsdp->gather(*fsdp_pg, *state.model, *held);
+  nn::requires_grad_(*held);
+  return *held;
 }
 
 optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const {
