@@ -89,11 +89,12 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
       full ? N
            : static_cast<double>(models::fused_loss_block_rows(block.value_or(0), static_cast<int64_t>(N), vocab_size));
   e.loss = loss_rows * V * (cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
-  // Measured on GPT-2 124M (fp32, B4 T64): the steps hold about one parameter-sized buffer more than the state
-  // above (gradient-norm and update temporaries, the tied LM head's f32 gradient, the caching allocator's size
-  // classes). Checkpoints are written from the live tensors and add nothing. Under mixed precision with one
-  // microbatch in one process the f32 gradients are never made (the optimizer reads the compute copy's): the
-  // estimate keeps them, erring on the safe side.
+  // Measured on GPT-2 124M (fp32, B4 T64) with the caching allocator's free lists per size class: the steps held
+  // about one parameter-sized buffer more than the state above (gradient-norm and update temporaries, the tied LM
+  // head's f32 gradient, those free lists); the arena allocator holds less, so this errs on the safe side. Checkpoints
+  // are written from the live tensors and add nothing. Under mixed precision with one microbatch in one process the f32
+  // gradients are never made (the optimizer reads the compute copy's): the estimate keeps them, erring on the safe
+  // side.
   e.temporaries = P * pb;
   e.runtime = 250e6;  // measured: a 16-wide 1-layer GPT-2's process peaks at 270 MB (docs/reliability.md)
   return e;
