@@ -51,6 +51,10 @@ int64_t fused_loss_block_rows(int64_t block_size, int64_t positions, int64_t voc
   return block_rows(block_size, positions, vocab);
 }
 
+bool fused_loss_in_place(at::ScalarType dtype) {
+  return kernels::softmax_xent_rows_supported(at::empty({1, 1}, at::TensorOptions().dtype(dtype)));
+}
+
 namespace {
 
 struct BlockedLoss {

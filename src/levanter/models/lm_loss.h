@@ -30,6 +30,11 @@ hax::NamedArray next_token_loss(const hax::NamedArray& logits, const hax::NamedA
 // The positions per block fused_next_token_loss uses for `positions` positions (block_size 0: automatic).
 int64_t fused_loss_block_rows(int64_t block_size, int64_t positions, int64_t vocab);
 
+// Whether the fused loss writes each block's gradient over its logits on this machine for logits of `dtype` (the CPU
+// kernel: f32 or bf16 with AVX2 and FMA, the vocabulary not split over processes): then a block costs one [rows, V]
+// buffer in that dtype; otherwise ATen's ops also make an f32 copy and a gradient of it.
+bool fused_loss_in_place(at::ScalarType dtype);
+
 // The LM head and next_token_loss in one pass over blocks of positions: the value and gradients of
 // next_token_loss(astype(dot(hidden, lm_head, "embed"), f32), input_ids, ...) without ever holding the full
 // (position, vocab) logits, their softmax or their gradient. Per block: logits in hidden's dtype, upcast to f32,

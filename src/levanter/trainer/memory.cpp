@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "levanter/models/lm_loss.h"
+#include "levanter/models/lm_model.h"
 
 namespace levanter::trainer {
 
@@ -80,15 +81,22 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
       tc.per_device_parallelism > 0 ? tc.per_device_parallelism : std::max<int64_t>(1, tc.train_batch_size / processes);
   const double tokens = static_cast<double>(rows) * static_cast<double>(m.max_seq_len());
   e.activations = tokens * m.activation_elements_per_token().value_or(0.0) * cb;
-  // The LM head + loss: a block of positions' logits in the compute dtype, their f32 copy (the same buffer in f32)
-  // and their gradient; the full logits when the family asks for them (block 0) or Sophia-H differentiates twice.
+  // The LM head + loss: a block of positions' logits in the compute dtype, written over with their gradient where
+  // the fused loss's CPU kernel runs (models::fused_loss_in_place); elsewhere also their f32 copy (the same buffer in
+  // f32) and its gradient. The full logits, with the copy and gradient, when the family asks for them (block 0) or
+  // Sophia-H differentiates twice.
   const double N = tokens, V = static_cast<double>(vocab_size);
   const std::optional<int64_t> block = m.loss_block_size();
   const bool full = (block && *block == 0) || type == "sophia-h";
   const double loss_rows =
       full ? N
            : static_cast<double>(models::fused_loss_block_rows(block.value_or(0), static_cast<int64_t>(N), vocab_size));
-  e.loss = loss_rows * V * (cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
+  bool vocab_split = false;
+  if (model_axis_size > 1 && tc.tensor_parallel_axes) {
+    for (const std::string& a : *tc.tensor_parallel_axes) vocab_split = vocab_split || a == models::kVocabAxis;
+  }
+  const bool in_place = !full && !vocab_split && models::fused_loss_in_place(tc.mp.compute);
+  e.loss = loss_rows * V * (in_place ? cb : cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);
   // Measured on GPT-2 124M (fp32, B4 T64) with the caching allocator's free lists per size class: the steps held
   // about one parameter-sized buffer more than the state above (gradient-norm and update temporaries, the tied LM
   // head's f32 gradient, those free lists); the arena allocator holds less, so this errs on the safe side. Checkpoints
