@@ -293,7 +293,14 @@ struct Trainer::Impl {
   optim::StepStats update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> hessian_estimate(TrainerState& state, const data::TokenBatch& batch) const;
   std::vector<at::Tensor> gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const;
-  models::LmHeadModel& whole_compute_copy(TrainerState& state, std::unique_ptr<models::LmHeadModel>& held) const;
+  // What Sophia's estimates differentiate, in the optimizer's order (see estimate_inputs).
+  struct EstimateInputs {
+    std::unique_ptr<models::LmHeadModel> held;   // a whole compute copy gathered for the estimate alone
+    const models::LmHeadModel* model = nullptr;  // the whole compute copy under FSDP (for for_each_microbatch)
+    std::vector<at::Tensor> params;
+  };
+  EstimateInputs estimate_inputs(TrainerState& state) const;
+  void sum_estimate(std::vector<at::Tensor>& parts) const;
   void announce(const TrainerState& state) const;
   std::string memory_note() const;     // ", memory ~1.23 GB of 20.1 GB available" for the announcement
   std::string replicas_note() const {  // " in each of 2 data-parallel processes" for the announcement
@@ -683,24 +690,18 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
   if (opt.config().type.name == "sophia-g") return gauss_newton_estimate(state, batch);
   // The probes one process draws for the whole parameters. Tensor parallelism computes with its pieces of them: each
   // is drawn whole and cut at once, so that no more than one whole probe exists at a time.
-  std::vector<at::Tensor> params, z;
+  std::vector<at::Tensor> z;
   if (tp) {
     const std::vector<std::vector<int64_t>> shapes = tp->whole_shapes();
     for (size_t i = 0; i < shapes.size(); ++i) z.push_back(tp->piece_of(i, opt.hessian_probe(i, shapes[i])));
   } else {
     z = fsdp ? opt.hessian_probes(fsdp->whole_shapes()) : opt.hessian_probes();
   }
-  std::unique_ptr<models::LmHeadModel> held;
-  models::LmHeadModel* whole = fsdp ? &whole_compute_copy(state, held) : nullptr;
-  if (fsdp) {
-    // FSDP: the products differentiate the whole compute copy; the sums over processes are cut into pieces as the
-    // step's gradients are, and each piece meets its piece of the probe. In mixed precision the copy is bf16, as the
-    // cast one process differentiates (whose backward only widens), so the products widened to f32 are one process's.
-    for (auto& [name, p] : nn::named_parameters(*whole)) params.push_back(p.array());
-    if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
-  } else {
-    for (const auto& [info, p] : opt.params()) params.push_back(p);
-  }
+  // FSDP: each process's piece of the summed products meets its piece of the probe. In mixed precision the whole copy
+  // is bf16, as the cast one process differentiates (whose backward only widens), so the products widened to f32 are
+  // one process's.
+  const EstimateInputs in = estimate_inputs(state);
+  const std::vector<at::Tensor>& params = in.params;
   // Tensor parallelism: the products run on the pieces with the step's exchanges, differentiated twice (Megatron's f
   // and g are each other's backward).
   haliax::TensorParallelScope tensor_parallel(tp_scope);
@@ -722,14 +723,9 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
           hz[i] = hz[i].defined() ? hz[i] + t : t;
         }
       },
-      whole);
-  if (fsdp) {
-    hz = fsdp->reduce_gradients(*fsdp_pg, std::move(hz));
-    if (replica_pg) sum_defined_in_rank_order(*replica_pg, hz);
-    z = fsdp->pieces_of(std::move(z));
-  } else if (data_size() > 1) {
-    sum_defined_in_rank_order(*data_pg, hz);
-  }
+      in.model);
+  sum_estimate(hz);
+  if (fsdp) z = fsdp->pieces_of(std::move(z));
   std::vector<at::Tensor> estimate(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (hz[i].defined()) estimate[i] = (z[i] * hz[i].to(at::kFloat)).contiguous();
@@ -743,19 +739,10 @@ std::vector<at::Tensor> Trainer::Impl::hessian_estimate(TrainerState& state, con
 // for memory (the full logits of a microbatch).
 std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state, const data::TokenBatch& batch) const {
   optim::Optimizer& opt = *state.optimizer;
-  std::vector<at::Tensor> params;
-  std::unique_ptr<models::LmHeadModel> held;
-  models::LmHeadModel* whole = fsdp ? &whole_compute_copy(state, held) : nullptr;
-  if (fsdp) {
-    // FSDP: the optimizer holds this process's pieces, so the estimate differentiates the whole compute copy (the
-    // parameters in the optimizer's order), and the sums over processes are cut into pieces as the step's gradients
-    // are. In mixed precision the copy is bf16, as the cast one process differentiates, and its gradient widened to
-    // f32 is what that cast's backward gives.
-    for (auto& [name, p] : nn::named_parameters(*whole)) params.push_back(p.array());
-    if (params.size() != opt.params().size()) throw std::logic_error("the compute copy does not match the optimizer");
-  } else {
-    for (const auto& [info, p] : opt.params()) params.push_back(p);
-  }
+  // FSDP: in mixed precision the whole copy is bf16, as the cast one process differentiates, and its gradient widened
+  // to f32 is what that cast's backward gives.
+  const EstimateInputs in = estimate_inputs(state);
+  const std::vector<at::Tensor>& params = in.params;
   const Key sample_key = opt.hessian_key();
   std::vector<at::Tensor> g(params.size());
   // Tensor parallelism: the model's pieces communicate as in the step (the gradients of the pieces are this
@@ -774,13 +761,8 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
           g[i] = g[i].defined() ? g[i] + t : t;
         }
       },
-      whole);
-  if (fsdp) {
-    g = fsdp->reduce_gradients(*fsdp_pg, std::move(g));
-    if (replica_pg) sum_defined_in_rank_order(*replica_pg, g);
-  } else if (data_size() > 1) {
-    sum_defined_in_rank_order(*data_pg, g);
-  }
+      in.model);
+  sum_estimate(g);
   // N: the positions of the global batch (this process holds batch.batch_size of its rows).
   const double n = static_cast<double>(batch.batch_size * data_size() * batch.seq_len);
   std::vector<at::Tensor> estimate(params.size());
@@ -790,16 +772,40 @@ std::vector<at::Tensor> Trainer::Impl::gauss_newton_estimate(TrainerState& state
   return estimate;
 }
 
-// The whole compute copy that Sophia's estimates differentiate under FSDP: the step's, when the step gathers it whole;
-// when the step gathers layer by layer, one gathered from the pieces for the estimate alone into `held` (so the whole
-// copy exists during an estimate, every update_interval steps, and is freed with `held`). Collective.
-models::LmHeadModel& Trainer::Impl::whole_compute_copy(TrainerState& state,
-                                                       std::unique_ptr<models::LmHeadModel>& held) const {
-  if (fsdp->unit() != Fsdp::Unit::kLayer) return *state.compute_copy;
-  held = fsdp->whole_like(*state.model, config.trainer.mp.compute);
-  fsdp->gather(*fsdp_pg, *state.model, *held);
-  nn::requires_grad_(*held);
-  return *held;
+// The parameters Sophia's estimates differentiate, in the optimizer's order: the optimizer's own, or under FSDP (where
+// the optimizer holds this process's pieces) those of the whole compute copy: the step's, when the step gathers it
+// whole; when the step gathers layer by layer, one gathered from the pieces for the estimate alone, which lives as
+// long as the result (every update_interval steps). Collective under layer-by-layer gathering.
+Trainer::Impl::EstimateInputs Trainer::Impl::estimate_inputs(TrainerState& state) const {
+  EstimateInputs in;
+  const auto& opt_params = state.optimizer->params();
+  if (!fsdp) {
+    for (const auto& [info, p] : opt_params) in.params.push_back(p);
+    return in;
+  }
+  models::LmHeadModel* whole = state.compute_copy.get();
+  if (fsdp->unit() == Fsdp::Unit::kLayer) {
+    in.held = fsdp->whole_like(*state.model, config.trainer.mp.compute);
+    fsdp->gather(*fsdp_pg, *state.model, *in.held);
+    nn::requires_grad_(*in.held);
+    whole = in.held.get();
+  }
+  in.model = whole;
+  for (auto& [name, p] : nn::named_parameters(*whole)) in.params.push_back(p.array());
+  if (in.params.size() != opt_params.size()) throw std::logic_error("the compute copy does not match the optimizer");
+  return in;
+}
+
+// An estimate's per-parameter parts summed over the data-parallel processes in rank order, as the step's gradients
+// are: under FSDP cut to this process's pieces (whole parameters: the whole sum) and summed over the replicas.
+// Collective.
+void Trainer::Impl::sum_estimate(std::vector<at::Tensor>& parts) const {
+  if (fsdp) {
+    parts = fsdp->reduce_gradients(*fsdp_pg, std::move(parts));
+    if (replica_pg) sum_defined_in_rank_order(*replica_pg, parts);
+  } else if (data_size() > 1) {
+    sum_defined_in_rank_order(*data_pg, parts);
+  }
 }
 
 optim::StepStats Trainer::Impl::update(TrainerState& state, double learning_rate, const data::TokenBatch& batch) const {
