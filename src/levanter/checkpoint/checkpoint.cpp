@@ -518,12 +518,228 @@ std::string verify_checkpoint(const std::string& path, Verify level) {
 
 namespace {
 
-Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<std::string>& groups) {
+using Cuts = std::map<std::string, int64_t>;  // mesh axis -> the dimension it cuts
+
+// The block process `rank` of `mesh` holds of a tensor of shape `whole` cut on `cuts`.
+Block block_of_rank(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts, const std::vector<int64_t>& whole,
+                    const std::string& where) {
+  Block b;
+  for (int64_t n : whole) b.emplace_back(0, n);
+  if (!cuts) return b;
+  for (const auto& [axis, size] : mesh.axes()) {
+    auto c = cuts->find(axis);
+    if (c == cuts->end()) continue;
+    const int64_t d = c->second;
+    if (d < 0 || d >= static_cast<int64_t>(whole.size())) {
+      throw CheckpointError(where + ": dimension " + std::to_string(d) + " cut over mesh axis " + axis + " of a " +
+                            std::to_string(whole.size()) + "-d tensor");
+    }
+    auto& [begin, end] = b[d];
+    if ((end - begin) % size != 0) {
+      throw CheckpointError(where + ": dimension " + std::to_string(d) + " (" + std::to_string(end - begin) +
+                            ") does not split into " + std::to_string(size) + " equal blocks over mesh axis " + axis);
+    }
+    const int64_t len = (end - begin) / size;
+    begin += mesh.coordinate(rank, axis) * len;
+    end = begin + len;
+  }
+  return b;
+}
+
+// Whether process `rank` writes a key cut on `cuts`: its coordinate is 0 on every mesh axis that does not cut it.
+bool writes_entry(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts) {
+  for (const auto& [axis, size] : mesh.axes()) {
+    if (!(cuts && cuts->count(axis)) && mesh.coordinate(rank, axis) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+BlockOf blocks_of_process(const Sharding& sh) {
+  const haliax::Mesh mesh = mesh_of(sh);
+  const int64_t rank = sh.rank;
+  auto dims = sh.dims;
+  return [mesh, rank, dims](const std::string& group, const std::string& key, const std::vector<int64_t>& whole) {
+    const Cuts* cuts = nullptr;
+    auto g = dims.find(group);
+    if (g != dims.end()) {
+      auto k = g->second.find(key);
+      if (k != g->second.end()) cuts = &k->second;
+    }
+    try {
+      return block_of_rank(mesh, rank, cuts, whole, group + "." + key);
+    } catch (const CheckpointError& e) {
+      // Not a fault of the checkpoint (which load_latest_checkpoint would skip): it does not fit this process's plan.
+      throw std::runtime_error(std::string("this process's piece of ") + e.what());
+    }
+  };
+}
+
+namespace {
+
+// Copies the part `src` (in the piece's coordinates) of tensor `e` of file `f` into `out` at `at` (in out's
+// coordinates). Reads whole rows of the first dimension (a chunk of them at a time, or straight into `out` when the
+// part covers the other dimensions whole in both); a column block goes through a bounce buffer of at most 8 MiB or
+// one row.
+void read_part(const runtime::File& f, const detail::SafetensorsLayout& layout, const detail::TensorEntry& e,
+               const Block& src, at::Tensor& out, const std::vector<int64_t>& at) {
+  const size_t elem = c10::elementSize(e.dtype);
+  const uint64_t base = layout.data_start + e.begin;
+  const int64_t nd = static_cast<int64_t>(e.shape.size());
+  if (nd == 0) {
+    f.read_exact_at(out.data_ptr(), elem, base);
+    return;
+  }
+  bool rows_whole = true;  // the part covers every dimension after the first whole, in the piece and in `out`
+  int64_t row = 1;         // elements per row of the first dimension
+  for (int64_t d = 1; d < nd; ++d) {
+    row *= e.shape[d];
+    rows_whole = rows_whole && src[d].first == 0 && src[d].second == e.shape[d] && out.size(d) == e.shape[d];
+  }
+  const size_t row_bytes = static_cast<size_t>(row) * elem;
+  const auto [first, last] = src[0];
+  char* dst = static_cast<char*>(out.data_ptr());
+  if (rows_whole) {
+    if (row_bytes == 0 || last == first) return;
+    f.read_exact_at(dst + static_cast<size_t>(at[0]) * row_bytes, static_cast<size_t>(last - first) * row_bytes,
+                    base + static_cast<uint64_t>(first) * row_bytes);
+    return;
+  }
+  const int64_t chunk_rows =
+      std::max<int64_t>(1, static_cast<int64_t>((size_t(8) << 20) / std::max<size_t>(row_bytes, 1)));
+  std::vector<int64_t> piece_rows(e.shape.begin(), e.shape.end());
+  for (int64_t r = first; r < last; r += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, last - r);
+    piece_rows[0] = n;
+    at::Tensor bounce = at::empty(piece_rows, at::TensorOptions().dtype(e.dtype));
+    if (row_bytes) f.read_exact_at(bounce.data_ptr(), static_cast<size_t>(n) * row_bytes, base + r * row_bytes);
+    at::Tensor from = bounce, to = out.narrow(0, at[0] + (r - first), n);
+    for (int64_t d = 1; d < nd; ++d) {
+      from = from.narrow(d, src[d].first, src[d].second - src[d].first);
+      to = to.narrow(d, at[d], src[d].second - src[d].first);
+    }
+    to.copy_(from);
+  }
+}
+
+// How a sharded checkpoint was written (metadata.json's `sharding`; none: one process).
+struct SavedLayout {
+  int processes = 1;
+  std::vector<std::pair<std::string, int64_t>> mesh_axes{{"data", 1}};
+  json dims = json::object();
+};
+
+// Group `group` from `files` (per writing process; unlisted: nullptr), each tensor holding block_of's block (none:
+// the whole). Every file is verified before any is read; then only the rows holding each block are.
+StateDict load_group_blocks(const std::string& path, const std::string& group,
+                            const std::vector<const FileEntry*>& files, const SavedLayout& saved,
+                            const BlockOf& block_of) {
+  const haliax::Mesh mesh(saved.mesh_axes);
+  const int processes = saved.processes;
+  auto file_name = [&](int r) {
+    return files[r] ? join(path, files[r]->name)
+                    : join(path, processes > 1 ? shard_file_name(group, r, processes) : group + ".safetensors");
+  };
+  if (!files[0]) throw CheckpointError(file_name(0) + ": missing (the manifest does not list it)");
+  std::vector<std::optional<runtime::File>> open(processes);
+  std::vector<std::optional<detail::SafetensorsLayout>> layouts(processes);
+  for (int r = 0; r < processes; ++r) {
+    if (!files[r]) continue;
+    const std::string file = file_name(r);
+    int64_t size = 0;
+    uint32_t crc = 0;
+    runtime::checksum_file(file, &size, &crc);
+    if (size != files[r]->size) {
+      throw CheckpointError(file + ": " + std::to_string(size) + " bytes but the manifest says " +
+                            std::to_string(files[r]->size) + " (truncated or modified file)");
+    }
+    if (crc != files[r]->crc) {
+      throw CheckpointError(file + ": CRC32 is " + runtime::Crc32::hex(crc) + " but the manifest says " +
+                            runtime::Crc32::hex(files[r]->crc) + " (corrupt file)");
+    }
+    open[r] = runtime::File::open(file, O_RDONLY);
+    layouts[r] = detail::read_layout(*open[r], static_cast<uint64_t>(size));
+  }
+  const json& dims = saved.dims.contains(group) ? saved.dims[group] : json::object();
+  StateDict out;
+  for (const detail::TensorEntry& e0 : layouts[0]->entries) {
+    const std::string& key = e0.name;
+    const int64_t nd = static_cast<int64_t>(e0.shape.size());
+    // The mesh axes that cut this key, and its whole shape.
+    Cuts cuts;
+    std::vector<int64_t> whole = e0.shape;
+    if (dims.contains(key)) {
+      const json& d = dims[key];
+      for (const auto& [axis, size] : mesh.axes()) {
+        const json* dim = d.is_number_integer() ? (axis == mesh.axes()[0].first ? &d : nullptr)
+                                                : (d.is_object() && d.contains(axis) ? &d[axis] : nullptr);
+        if (!dim) continue;
+        const int64_t v = dim->is_number_integer() ? dim->get<int64_t>() : -1;
+        if (v < 0 || v >= nd) {
+          throw CheckpointError(join(path, kMetadata) + ": sharding.dims." + group + "." + key + " is " + d.dump() +
+                                ", not a dimension of the " + std::to_string(nd) + "-d tensor");
+        }
+        cuts[axis] = v;
+        whole[v] *= size;
+      }
+    }
+    const Cuts* key_cuts = cuts.empty() ? nullptr : &cuts;
+    Block want;
+    if (block_of) {
+      want = block_of(group, key, whole);
+      bool fits = want.size() == whole.size();
+      for (size_t d = 0; fits && d < whole.size(); ++d)
+        fits = 0 <= want[d].first && want[d].first <= want[d].second && want[d].second <= whole[d];
+      if (!fits) throw std::logic_error("load_checkpoint: a block outside " + group + "." + key);
+    } else {
+      for (int64_t n : whole) want.emplace_back(0, n);
+    }
+    std::vector<int64_t> sizes;
+    for (const auto& [begin, end] : want) sizes.push_back(end - begin);
+    at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(e0.dtype));
+    int64_t covered = 0;
+    for (int r = 0; r < processes; ++r) {
+      if (!writes_entry(mesh, r, key_cuts)) continue;
+      const std::string file = file_name(r);
+      if (!layouts[r]) throw CheckpointError(file + ": missing (the manifest does not list it)");
+      const auto& entries = layouts[r]->entries;
+      auto it = std::find_if(entries.begin(), entries.end(), [&](const auto& x) { return x.name == key; });
+      if (it == entries.end()) throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
+      if (it->shape != e0.shape || it->dtype != e0.dtype) {
+        throw CheckpointError(file + ": its piece of '" + key + "' does not match process 0's in shape or dtype");
+      }
+      const Block held = block_of_rank(mesh, r, key_cuts, whole, file + ": '" + key + "'");
+      Block src;
+      std::vector<int64_t> at_out;
+      int64_t count = 1;
+      for (int64_t d = 0; d < nd; ++d) {
+        const int64_t begin = std::max(held[d].first, want[d].first), end = std::min(held[d].second, want[d].second);
+        count *= std::max<int64_t>(0, end - begin);
+        src.emplace_back(begin - held[d].first, std::max(begin, end) - held[d].first);
+        at_out.push_back(begin - want[d].first);
+      }
+      if (count == 0 && nd > 0) continue;
+      read_part(*open[r], *layouts[r], *it, src, t, at_out);
+      covered += count;
+    }
+    if (covered != t.numel()) {
+      throw CheckpointError(join(path, kMetadata) + ": the pieces of " + group + "." + key + " cover " +
+                            std::to_string(covered) + " of its " + std::to_string(t.numel()) + " elements");
+    }
+    if (t.scalar_type() == at::kBool)
+      detail::check_bool_bytes(static_cast<const char*>(t.data_ptr()), t.numel(), file_name(0), key);
+    out.emplace_back(key, std::move(t));
+  }
+  return out;
+}
+
+Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<std::string>& groups,
+                                     const BlockOf& block_of, bool blocks) {
   Manifest m = read_manifest(path);
   Checkpoint out;
   out.path = path;
   out.step = m.step;
-  std::vector<const FileEntry*> tensor_files;
   for (const FileEntry& e : m.files) {
     if (e.name == kMetadata) {
       const std::string file = join(path, e.name);
@@ -536,8 +752,30 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
   }
   // Written by several processes: "<group>.shard-<r>-of-<N>.safetensors" files, put back together below.
   const json* sharding = out.metadata.contains("sharding") ? &out.metadata["sharding"] : nullptr;
-  const int processes = sharding ? sharding->value("processes", 1) : 1;
-  std::map<std::string, std::vector<std::optional<StateDict>>> pieces;
+  SavedLayout saved;
+  if (sharding) {
+    saved.processes = sharding->value("processes", 1);
+    // The mesh the pieces were written on (format 1's first sharded checkpoints: one axis, dims as plain integers).
+    saved.mesh_axes.clear();
+    if (sharding->contains("mesh")) {
+      for (const json& a : (*sharding)["mesh"])
+        saved.mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
+    } else {
+      saved.mesh_axes = {{"data", saved.processes}};
+    }
+    if (haliax::Mesh(saved.mesh_axes).size() != saved.processes) {
+      throw CheckpointError(join(path, kMetadata) + ": sharding.mesh has " +
+                            std::to_string(haliax::Mesh(saved.mesh_axes).size()) + " processes, sharding.processes " +
+                            std::to_string(saved.processes));
+    }
+    if (sharding->contains("dims")) saved.dims = (*sharding)["dims"];
+  }
+  // Files read by blocks, per group (in manifest order): one whole file, or one per writing process.
+  struct GroupFiles {
+    bool whole = false;
+    std::vector<const FileEntry*> files;
+  };
+  std::map<std::string, GroupFiles> pieces;
   std::vector<std::string> order;
   for (const FileEntry& e : m.files) {
     const std::string suffix = ".safetensors";
@@ -551,96 +789,36 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
       if (std::regex_match(group, m, kShard)) {
         const int of = std::stoi(m[3].str());
         shard = std::stoi(m[2].str());
-        if (of != processes || shard >= processes) {
+        if (of != saved.processes || shard >= saved.processes) {
           throw CheckpointError(join(path, e.name) + ": piece " + m[2].str() + " of " + m[3].str() +
-                                ", but metadata.json says " + std::to_string(processes) + " processes wrote it");
+                                ", but metadata.json says " + std::to_string(saved.processes) + " processes wrote it");
         }
         group = m[1].str();
       }
     }
     if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
-    const std::string file = join(path, e.name);
-    SafetensorsFile f = detail::parse_safetensors(read_verified(path, e), file);
-    if (shard < 0) {
-      out.groups.emplace_back(group, std::move(f.tensors));
+    if (shard < 0 && !blocks) {
+      // A whole group read whole: one pass, its tensors alias the file's buffer.
+      out.groups.emplace_back(group, detail::parse_safetensors(read_verified(path, e), join(path, e.name)).tensors);
       continue;
     }
-    auto& list = pieces[group];
-    if (list.empty()) {
-      list.resize(processes);
+    GroupFiles& g = pieces[group];
+    if (g.files.empty()) {
+      g.whole = shard < 0;
+      g.files.resize(g.whole ? 1 : saved.processes);
       order.push_back(group);
     }
-    if (list[shard]) throw CheckpointError(file + ": listed twice in the manifest");
-    list[shard] = std::move(f.tensors);
-  }
-  // The mesh the pieces were written on (format 1's first sharded checkpoints: one axis, dims as plain integers).
-  std::vector<std::pair<std::string, int64_t>> mesh_axes;
-  if (sharding && sharding->contains("mesh")) {
-    for (const json& a : (*sharding)["mesh"])
-      mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
-  } else {
-    mesh_axes = {{"data", processes}};
-  }
-  const haliax::Mesh mesh(mesh_axes);
-  if (sharding && mesh.size() != processes) {
-    throw CheckpointError(join(path, kMetadata) + ": sharding.mesh has " + std::to_string(mesh.size()) +
-                          " processes, sharding.processes " + std::to_string(processes));
-  }
-  for (const std::string& group : order) {
-    const auto& list = pieces[group];
-    if (!list[0])
-      throw CheckpointError(join(path, shard_file_name(group, 0, processes)) +
-                            ": missing (the manifest does not list it)");
-    const json& dims = (*sharding)["dims"].contains(group) ? (*sharding)["dims"][group] : json::object();
-    StateDict whole;
-    for (const auto& [key, t0] : *list[0]) {
-      if (!dims.contains(key)) {
-        whole.emplace_back(key, t0);
-        continue;
-      }
-      // (mesh axis, dimension) of each cut, in mesh order.
-      std::vector<std::pair<std::string, int64_t>> cuts;
-      const json& d = dims[key];
-      for (const auto& [axis, size] : mesh.axes()) {
-        const json* dim = d.is_number_integer() ? (axis == mesh.axes()[0].first ? &d : nullptr)
-                                                : (d.is_object() && d.contains(axis) ? &d[axis] : nullptr);
-        if (!dim) continue;
-        const int64_t v = dim->is_number_integer() ? dim->get<int64_t>() : -1;
-        if (v < 0 || v >= t0.dim()) {
-          throw CheckpointError(join(path, kMetadata) + ": sharding.dims." + group + "." + key + " is " + d.dump() +
-                                ", not a dimension of the " + std::to_string(t0.dim()) + "-d tensor");
-        }
-        cuts.emplace_back(axis, v);
-      }
-      // The pieces laid out on the cutting axes (the others at coordinate 0), joined axis by axis.
-      std::function<at::Tensor(size_t, int64_t)> join_from = [&](size_t j, int64_t rank) -> at::Tensor {
-        if (j == cuts.size()) {
-          const std::string file = join(path, shard_file_name(group, static_cast<int>(rank), processes));
-          if (!list[rank]) throw CheckpointError(file + ": missing (the manifest does not list it)");
-          for (const auto& [k, t] : *list[rank]) {
-            if (k != key) continue;
-            if (t.dim() != t0.dim() || t.scalar_type() != t0.scalar_type()) {
-              throw CheckpointError(file + ": its piece of '" + key + "' does not match process 0's in shape or dtype");
-            }
-            return t;
-          }
-          throw CheckpointError(file + ": has no piece of '" + key + "' (group " + group + ")");
-        }
-        // Rank strides: the last mesh axis varies fastest.
-        int64_t stride = 1;
-        bool after = false;
-        for (const auto& [axis, size] : mesh.axes()) {
-          if (after) stride *= size;
-          after = after || axis == cuts[j].first;
-        }
-        std::vector<at::Tensor> parts;
-        for (int64_t c = 0; c < mesh.axis_size(cuts[j].first); ++c)
-          parts.push_back(join_from(j + 1, rank + c * stride));
-        return at::cat(parts, cuts[j].second);
-      };
-      whole.emplace_back(key, join_from(0, 0));
+    if (g.whole != (shard < 0)) {
+      throw CheckpointError(join(path, e.name) + ": group " + group + " is listed both whole and in pieces");
     }
-    out.groups.emplace_back(group, std::move(whole));
+    const FileEntry*& slot = g.files[g.whole ? 0 : static_cast<size_t>(shard)];
+    if (slot) throw CheckpointError(join(path, e.name) + ": listed twice in the manifest");
+    slot = &e;
+  }
+  const SavedLayout whole_file;  // one file, nothing cut
+  for (const std::string& group : order) {
+    const GroupFiles& g = pieces[group];
+    out.groups.emplace_back(group, load_group_blocks(path, group, g.files, g.whole ? whole_file : saved, block_of));
   }
   for (const std::string& g : groups) out.group(g);  // throws naming the groups present
   return out;
@@ -649,7 +827,13 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
 }  // namespace
 
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups) {
-  return runtime::rethrow_io_errors_as<CheckpointError>([&] { return load_checkpoint_unchecked(path, groups); });
+  return runtime::rethrow_io_errors_as<CheckpointError>(
+      [&] { return load_checkpoint_unchecked(path, groups, BlockOf(), false); });
+}
+
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups, const BlockOf& block_of) {
+  return runtime::rethrow_io_errors_as<CheckpointError>(
+      [&] { return load_checkpoint_unchecked(path, groups, block_of, static_cast<bool>(block_of)); });
 }
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& base_path) {
@@ -676,11 +860,12 @@ std::optional<std::string> latest_checkpoint(const std::string& base_path, Verif
   return std::nullopt;
 }
 
-std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path, const std::vector<std::string>& groups) {
+std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path, const std::vector<std::string>& groups,
+                                                 const BlockOf& block_of) {
   auto all = list_checkpoints(base_path);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
-      return load_checkpoint(it->second, groups);
+      return load_checkpoint(it->second, groups, block_of);
     } catch (const CheckpointError& e) {
       std::cerr << "levanter: skipping checkpoint " << it->second << ": " << e.what() << "\n";
     }

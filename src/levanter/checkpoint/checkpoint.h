@@ -73,6 +73,19 @@ struct Sharding {
   std::function<int64_t(int64_t)> max;  // the largest of every process's value (Checkpointer's agreement per step)
 };
 
+// A block of a tensor: per dimension, the range [begin, end) of the whole tensor.
+using Block = std::vector<std::pair<int64_t, int64_t>>;
+// Which block of each tensor to load: (group, key, the whole tensor's shape) -> its block.
+using BlockOf =
+    std::function<Block(const std::string& group, const std::string& key, const std::vector<int64_t>& whole)>;
+
+// The blocks that process `sh.rank` holds under sh's mesh and dims: per cutting mesh axis (in mesh order, an outer
+// axis before an inner one on the same dimension), the block of its coordinate. What save_checkpoint writes of that
+// process's entries, and what it loads back (load_checkpoint with these blocks). The function throws
+// std::runtime_error naming the key when a cut dimension does not split evenly (a checkpoint of another model: an
+// error, not a corrupt checkpoint to skip).
+BlockOf blocks_of_process(const Sharding& sh);
+
 // Writes <base_path>/step-<step>/ (see the protocol above) and returns its path. `metadata` must be a JSON
 // object (or null); the keys step, is_temporary, timestamp, unix_time and format_version are set here, and
 // num_threads (at::get_num_threads()) and versions.libtorch are filled in unless the caller set them.
@@ -85,6 +98,11 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
 // read once; its checksum is computed during that read, before any tensor is made from it. With `groups`
 // non-empty, only those groups are read. Throws CheckpointError naming the file at fault.
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups = {});
+// The same, each tensor holding only block_of(group, key, its whole shape), whatever processes and mesh wrote the
+// checkpoint: every file of the groups read is verified first (size and CRC32, a streaming pass that keeps nothing),
+// then only the rows that hold the block are read, straight from the pieces that hold them. A process loading its
+// pieces thus never holds the whole state, nor the whole of any file. With an empty block_of, the whole tensors.
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups, const BlockOf& block_of);
 
 enum class Verify {
   kSizes,      // manifest present and valid, every file present with its listed size
@@ -104,7 +122,8 @@ std::optional<std::string> latest_checkpoint(const std::string& base_path, Verif
 // load_checkpoint of the newest checkpoint that loads (one read of each file: verification and loading in the
 // same pass), skipping incomplete or corrupt ones as latest_checkpoint does. nullopt if none.
 std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path,
-                                                 const std::vector<std::string>& groups = {});
+                                                 const std::vector<std::string>& groups = {},
+                                                 const BlockOf& block_of = {});
 
 // metadata.json of a checkpoint (checked against the manifest's size and CRC32; tensors are not read).
 nlohmann::json read_checkpoint_metadata(const std::string& path);

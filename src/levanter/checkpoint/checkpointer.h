@@ -108,11 +108,14 @@ class Checkpointer {
   std::optional<std::string> on_run_end(int64_t step, const TensorGroups& groups,
                                         const nlohmann::json& metadata = nlohmann::json::object());
 
-  // Resuming: the newest complete checkpoint under base_path (see checkpoint.h).
+  // Resuming: the newest complete checkpoint under base_path (see checkpoint.h). A process that saves pieces
+  // (set_sharding) loads its own pieces, whatever processes wrote the checkpoint (blocks()).
   std::optional<std::string> latest() const { return latest_checkpoint(base_path_); }
   std::optional<Checkpoint> load_latest(const std::vector<std::string>& groups = {}) const {
-    return load_latest_checkpoint(base_path_, groups);
+    return load_latest_checkpoint(base_path_, groups, blocks());
   }
+  // This process's blocks under set_sharding's plan (blocks_of_process); empty (whole tensors) without one.
+  BlockOf blocks() const { return sharded() ? blocks_of_process(*sharding_) : BlockOf(); }
 
   // Several processes saving each its own pieces (FSDP; see Sharding in checkpoint.h): every save writes them
   // together, process 0's clock decides the temporary saves for all (should_save agrees on it), and only process 0

@@ -104,19 +104,14 @@ std::vector<at::Tensor> prepare_all(const StateDict& tensors) {
 
 // --- reading -------------------------------------------------------------------------------------------------
 
-struct Entry {
-  std::string name;
-  at::ScalarType dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;
-};
+using detail::TensorEntry;
 
 uint64_t as_u64(const ordered_json& v, const std::string& where, const char* what) {
   if (!v.is_number_unsigned()) throw CheckpointError(where + what + " must be a non-negative integer, got " + v.dump());
   return v.get<uint64_t>();
 }
 
-Entry parse_entry(const std::string& file, const std::string& name, const ordered_json& v, uint64_t data_size) {
+TensorEntry parse_entry(const std::string& file, const std::string& name, const ordered_json& v, uint64_t data_size) {
   std::string where = tensor_where(file, name);
   if (!v.is_object()) throw CheckpointError(where + "expected an object with dtype, shape and data_offsets");
   for (const auto& [k, _] : v.items()) {
@@ -125,7 +120,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const ordere
   for (const char* k : {"dtype", "shape", "data_offsets"}) {
     if (!v.contains(k)) throw CheckpointError(where + "missing '" + k + "'");
   }
-  Entry e;
+  TensorEntry e;
   e.name = name;
   if (!v["dtype"].is_string()) throw CheckpointError(where + "dtype must be a string");
   try {
@@ -209,20 +204,24 @@ uint32_t write_safetensors(runtime::ExclusiveFile& out, const StateDict& tensors
   return crc.finish();
 }
 
-SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer, const std::string& file) {
-  const uint64_t size = buffer->size();
+uint64_t header_length(const char* first, uint64_t size, const std::string& file) {
   if (size < 8) {
     throw CheckpointError(file + ": " + std::to_string(size) + " bytes, too short for a safetensors file (truncated?)");
   }
   uint64_t n;
-  std::memcpy(&n, buffer->data(), 8);
+  std::memcpy(&n, first, 8);
   if (n > size - 8) {
     throw CheckpointError(file + ": header length " + std::to_string(n) + " exceeds the " + std::to_string(size - 8) +
                           " bytes after it (truncated or not a safetensors file)");
   }
   if (n > kMaxHeaderBytes) throw CheckpointError(file + ": header length " + std::to_string(n) + " is not plausible");
   if (n < 2) throw CheckpointError(file + ": header length " + std::to_string(n) + " is too short for a JSON object");
-  const char* json_begin = buffer->data() + 8;
+  return n;
+}
+
+SafetensorsLayout parse_layout(const char* bytes, uint64_t size, const std::string& file) {
+  const uint64_t n = header_length(bytes, size, file);
+  const char* json_begin = bytes + 8;
   if (*json_begin != '{')
     throw CheckpointError(file + ": the header does not start with '{' (not a safetensors file?)");
 
@@ -234,10 +233,10 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
   }
   if (!header.is_object()) throw CheckpointError(file + ": the header is not a JSON object");
 
-  const uint64_t data_start = 8 + n;
-  const uint64_t data_size = size - data_start;
-  SafetensorsFile out;
-  std::vector<Entry> entries;
+  SafetensorsLayout out;
+  out.data_start = 8 + n;
+  const uint64_t data_size = size - out.data_start;
+  std::vector<TensorEntry>& entries = out.entries;
   for (const auto& [key, value] : header.items()) {
     if (key == "__metadata__") {
       if (!value.is_object()) throw CheckpointError(file + ": __metadata__ must be an object of strings");
@@ -251,10 +250,11 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
   }
 
   // Data order; the tensors must tile the data section exactly.
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+  std::stable_sort(entries.begin(), entries.end(), [](const TensorEntry& a, const TensorEntry& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
   uint64_t expected = 0;
-  for (const Entry& e : entries) {
+  for (const TensorEntry& e : entries) {
     if (e.begin < expected) {
       throw CheckpointError(tensor_where(file, e.name) + "data_offsets [" + std::to_string(e.begin) + ", " +
                             std::to_string(e.end) + ") overlap the previous tensor");
@@ -269,20 +269,30 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
     throw CheckpointError(file + ": " + std::to_string(data_size - expected) +
                           " bytes after the last tensor belong to no tensor");
   }
+  return out;
+}
 
+void check_bool_bytes(const char* p, size_t nbytes, const std::string& file, const std::string& name) {
+  for (size_t i = 0; i < nbytes; ++i) {
+    if (static_cast<unsigned char>(p[i]) > 1) {
+      throw CheckpointError(tensor_where(file, name) + "BOOL element " + std::to_string(i) + " is " +
+                            std::to_string(static_cast<unsigned char>(p[i])) + ", not 0 or 1");
+    }
+  }
+}
+
+SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer, const std::string& file) {
+  SafetensorsLayout layout = parse_layout(buffer->data(), buffer->size(), file);
+  const uint64_t data_start = layout.data_start;
+  const std::vector<TensorEntry>& entries = layout.entries;
+  SafetensorsFile out;
+  out.metadata = std::move(layout.metadata);
   out.tensors.reserve(entries.size());
-  for (const Entry& e : entries) {
+  for (const TensorEntry& e : entries) {
     char* p = buffer->data() + data_start + e.begin;
     const size_t nbytes = e.end - e.begin;
     const auto options = at::TensorOptions().dtype(e.dtype);
-    if (e.dtype == at::kBool) {
-      for (size_t i = 0; i < nbytes; ++i) {
-        if (static_cast<unsigned char>(p[i]) > 1) {
-          throw CheckpointError(tensor_where(file, e.name) + "BOOL element " + std::to_string(i) + " is " +
-                                std::to_string(static_cast<unsigned char>(p[i])) + ", not 0 or 1");
-        }
-      }
-    }
+    if (e.dtype == at::kBool) check_bool_bytes(p, nbytes, file, e.name);
     at::Tensor t;
     if (nbytes == 0 || reinterpret_cast<uintptr_t>(p) % c10::elementSize(e.dtype) != 0) {
       // Empty, or misaligned (possible in files from other writers): own a copy.
@@ -296,6 +306,15 @@ SafetensorsFile parse_safetensors(const std::shared_ptr<runtime::Buffer>& buffer
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
+}
+
+SafetensorsLayout read_layout(const runtime::File& f, uint64_t size) {
+  char first[8] = {};
+  if (size >= 8) f.read_exact_at(first, 8, 0);
+  const uint64_t n = header_length(first, size, f.path());
+  std::string bytes(static_cast<size_t>(8 + n), '\0');
+  f.read_exact_at(bytes.data(), bytes.size(), 0);
+  return parse_layout(bytes.data(), size, f.path());
 }
 
 }  // namespace detail

@@ -427,7 +427,7 @@ std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() {
     }
   }
   if (!c && tc.initialize_from) {
-    c = checkpoint::load_checkpoint(*tc.initialize_from);
+    c = checkpoint::load_checkpoint(*tc.initialize_from, {}, checkpointer->blocks());
     from_initialize_from = true;
   }
   return c;
@@ -442,9 +442,12 @@ void Trainer::Impl::restore_optimizer(TrainerState& state, const checkpoint::Che
       std::fprintf(stderr, "%s holds no optimizer state: the optimizer starts fresh\n", c.path.c_str());
     return;
   }
+  // Read as this process's pieces already when it holds pieces (resume_checkpoint).
   haliax::StateDict opt = c.group("opt_state");
-  if (tp) opt = tp->shard_optimizer_state(opt);
-  if (fsdp) opt = fsdp->shard_optimizer_state(opt);
+  if (!checkpointer->blocks()) {
+    if (tp) opt = tp->shard_optimizer_state(opt);
+    if (fsdp) opt = fsdp->shard_optimizer_state(opt);
+  }
   state.optimizer->load_state_dict(opt);
 }
 
@@ -995,13 +998,6 @@ TrainerState Trainer::initial_state() {
   state.key = keys[3];
   state.model = I.config.model->build(I.Vocab, keys[2]);
   if (tc.mp.param != at::kFloat) state.model = models::cast_floating(*state.model, tc.mp.param);
-  std::optional<checkpoint::Checkpoint> resumed = I.resume_checkpoint();
-  if (resumed) {
-    I.restore(state, *resumed);
-  } else if (I.config.initialize_from_hf) {
-    compat::hf::load_into(*state.model, compat::hf::read_model_dir(*I.config.initialize_from_hf));
-    if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
-  }
   I.parameter_count = nn::parameter_count(*state.model);
   // Levanter's mesh (replica, data, model); its parameter mapping sends the tensor-parallel axes to `model` and the
   // FSDP axes to `data`.
@@ -1077,6 +1073,27 @@ TrainerState Trainer::initial_state() {
     sh.all_gather = [pg](const std::string& v) { return pg->all_gather(v); };
     sh.max = [pg](int64_t v) { return pg->max(v); };
     I.checkpointer->set_sharding(std::move(sh));
+  }
+  // Under FSDP or tensor parallelism the model now holds this process's pieces, and a checkpoint is read as those
+  // pieces alone (Checkpointer::blocks): no process holds the whole state, whatever processes wrote it. (The FSDP
+  // compute copy made above from the initialisation is gathered from the pieces at every step.)
+  std::optional<checkpoint::Checkpoint> resumed = I.resume_checkpoint();
+  if (resumed) {
+    I.restore(state, *resumed);
+  } else if (I.config.initialize_from_hf) {
+    const compat::hf::ModelDir dir = compat::hf::read_model_dir(*I.config.initialize_from_hf);
+    if (I.fsdp || I.tp) {
+      // The whole model from the files, cut as the plans cut the initialisation.
+      std::unique_ptr<models::LmHeadModel> whole = I.config.model->build(I.Vocab, keys[2]);
+      if (tc.mp.param != at::kFloat) whole = models::cast_floating(*whole, tc.mp.param);
+      compat::hf::load_into(*whole, dir);
+      if (I.tp) I.tp->shard_(*whole);
+      if (I.fsdp) I.fsdp->shard_(*whole);
+      nn::from_state_dict(*state.model, nn::to_state_dict(*whole));
+    } else {
+      compat::hf::load_into(*state.model, dir);
+    }
+    if (I.options.progress) std::fprintf(stderr, "initialised from %s\n", I.config.initialize_from_hf->c_str());
   }
   nn::requires_grad_(*state.model);
   state.optimizer = std::make_unique<optim::Optimizer>(I.config.optimizer, nn::named_parameters(*state.model));

@@ -5,6 +5,7 @@
 // dies stops the job with a message naming it; a job killed mid-run and launched again continues to the same bits.
 // Each process runs with one thread, as does the single-process reference (GEMM bits depend on the thread count).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -341,8 +342,8 @@ TEST_F(DataParallel, FsdpHoldsHalfTheStateInEachProcessAndGivesTheBitsOfReplicat
 }
 
 // A checkpoint written by 2 FSDP processes resumes in 1 process, and one written by 1 process resumes in 2: the
-// pieces are put back together on loading and cut again for the new mesh. Both continue to the bits of an
-// uninterrupted single-process run accumulating the same two microbatches.
+// pieces are put back together on loading, and each of the 2 processes reads its pieces from the whole files. Both
+// continue to the bits of an uninterrupted single-process run accumulating the same two microbatches.
 TEST_F(DataParallel, CheckpointsReshardBetweenOneAndTwoProcesses) {
   const std::string one = "train " + config() + " --trainer.per_device_parallelism 2";
   ASSERT_EQ(levanter(one + " --trainer.id whole"), 0) << slurp(root_ / "out.txt");
@@ -522,7 +523,7 @@ TEST_F(DataParallel, TensorParallelRunsRepeatAndResumeBitForBit) {
 }
 
 // A checkpoint cut by FSDP over 2 processes resumes under tensor parallelism, and one cut by tensor parallelism
-// resumes in one process: loading puts the pieces together, and the new mesh cuts them again.
+// resumes in one process: each process reads its own blocks of the new mesh from the old mesh's pieces.
 TEST_F(DataParallel, CheckpointsReshardFromFsdpToTensorParallelismAndToOneProcess) {
   ASSERT_EQ(levanter("train " + config() + " --trainer.id whole --trainer.per_device_parallelism 2"), 0)
       << slurp(root_ / "out.txt");
@@ -540,6 +541,32 @@ TEST_F(DataParallel, CheckpointsReshardFromFsdpToTensorParallelismAndToOneProces
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
   expect_close_run("moved", "whole");
+}
+
+// initialize_from_hf under FSDP and tensor parallelism: the model is cut after its weights are read (the files hold it
+// whole), so 2 processes start from the weights one process starts from: FSDP's losses are its bits, tensor
+// parallelism's agree to rounding.
+TEST_F(DataParallel, HuggingFaceInitialisationIsCutIntoEachProcesssPieces) {
+  ASSERT_EQ(levanter("train " + config() + " --trainer.id src"), 0) << slurp(root_ / "out.txt");
+  const std::string hf = (root_ / "hf").string();
+  ASSERT_EQ(levanter("export " + config() + " --checkpoint '" + (root_ / "ckpt" / "src").string() + "' --output '" +
+                     hf + "'"),
+            0)
+      << slurp(root_ / "out.txt");
+  const std::string from = " --initialize_from_hf '" + hf + "'";
+  ASSERT_EQ(levanter("train " + config() + from + " --trainer.id one --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + from + " --trainer.id fsdp"), 0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("initialised from " + hf));
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + from + kTensorParallel + " --trainer.id tp"), 0)
+      << slurp(root_ / "out.txt");
+  const auto one = losses("one");
+  ASSERT_EQ(one.size(), 6u);
+  EXPECT_LT(one[0], losses("src")[0] - 0.05);  // started from the trained weights, not from a fresh initialisation
+  EXPECT_EQ(losses("fsdp"), one);
+  expect_same_checkpoint("one", "fsdp", 6);
+  expect_close_losses(losses("tp"), one);
 }
 
 TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
@@ -844,6 +871,136 @@ TEST(ShardedCheckpoint, PiecesFromTwoProcessesLoadAsTheWholeAndBadPiecesAreNamed
   EXPECT_THAT(load_error(dir),
               HasSubstr("metadata.json: sharding.dims.model.w is 7, not a dimension of the 2-d tensor"));
   fs::remove_all(base);
+}
+
+// A checkpoint written in pieces by two processes (and one written whole) read block by block, as a process of another
+// mesh reads its own pieces on resume: every block equals the same block of the whole tensor, for cuts along any
+// dimension, two mesh axes on one dimension, a block crossing the pieces' boundaries, a column block read through the
+// bounce buffer in two chunks, bf16 and bool. A corrupt file is found even when no block comes from it, and a layout
+// that does not divide the tensor is an error, not a corrupt checkpoint to skip.
+TEST(ShardedCheckpoint, BlocksOfAnyMeshEqualTheWholeTensorsBlocks) {
+  namespace ck = levanter::checkpoint;
+  // One thread: OpenMP's pool, once started here, does not survive in_two_processes's fork (the child's parallel
+  // regions would wait for threads that do not exist).
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const fs::path base = levanter::testing::fresh_test_dir("levanter_ckpt_blocks");
+  ck::StateDict whole{{"w", rank_tensor(0, {4, 8}, 1)},
+                      {"v", rank_tensor(0, {8, 4}, 2)},
+                      {"s", rank_tensor(0, {3, 4, 8}, 3)},
+                      {"big", rank_tensor(0, {24000, 200}, 4)},  // pieces of 9.6 MB: two chunks of the bounce buffer
+                      {"h", rank_tensor(0, {4, 2}, 5).to(at::kBFloat16)},
+                      {"b", rank_tensor(0, {3}, 6)},
+                      {"flag", at::tensor(std::vector<int64_t>{1, 0, 1, 1, 0}).to(at::kBool)}};
+  const std::map<std::string, int64_t> cut_dim{{"w", 1}, {"v", 0}, {"s", 2}, {"big", 1}, {"h", 0}};
+  std::map<std::string, std::map<std::string, int64_t>> saved_dims;
+  for (const auto& [key, d] : cut_dim) saved_dims[key] = {{"data", d}};
+  in_two_processes([&](levanter::distributed::ProcessGroup& pg) {
+    ck::Sharding sh;
+    sh.rank = pg.rank();
+    sh.processes = 2;
+    sh.dims = {{"model", saved_dims}};
+    sh.broadcast = [&pg](const std::string& v) { return pg.broadcast(v); };
+    sh.all_gather = [&pg](const std::string& v) { return pg.all_gather(v); };
+    sh.max = [&pg](int64_t v) { return pg.max(v); };
+    ck::StateDict mine;
+    for (const auto& [key, t] : whole) {
+      auto c = cut_dim.find(key);
+      mine.emplace_back(key, c == cut_dim.end() ? t : t.chunk(2, c->second)[pg.rank()].contiguous());
+    }
+    ck::save_checkpoint(base.string(), 1, {{"model", mine}}, nlohmann::json::object(), false, &sh);
+    return true;
+  });
+  ck::save_checkpoint((base / "whole").string(), 1, {{"model", whole}});
+  auto block_of_whole = [&](const std::string& key, const ck::Block& b) {
+    at::Tensor t;
+    for (const auto& [k, v] : whole)
+      if (k == key) t = v;
+    for (size_t d = 0; d < b.size(); ++d) t = t.narrow(static_cast<int64_t>(d), b[d].first, b[d].second - b[d].first);
+    return t;
+  };
+  // Loads `dir` with `block_of` and checks every tensor against the whole's block; returns how many were cut.
+  auto check = [&](const fs::path& dir, const ck::BlockOf& block_of, const std::string& what) {
+    ck::Checkpoint c = ck::load_checkpoint(dir.string(), {"model"}, block_of);
+    const ck::StateDict& got = c.group("model");
+    EXPECT_EQ(got.size(), whole.size()) << what;
+    int cut = 0;
+    for (const auto& [key, t] : got) {
+      const at::Tensor& w = block_of_whole(key, {});
+      const ck::Block b = block_of("model", key, w.sizes().vec());
+      const at::Tensor want = block_of_whole(key, b);
+      cut += want.numel() < w.numel();
+      EXPECT_EQ(t.scalar_type(), w.scalar_type()) << what << " " << key;
+      EXPECT_TRUE(t.sizes() == want.sizes() && at::equal(t, want)) << what << " " << key;
+    }
+    return cut;
+  };
+  for (const fs::path& dir : {base / "step-1", base / "whole" / "step-1"}) {
+    // Four processes cutting the same dimensions.
+    for (int r = 0; r < 4; ++r) {
+      ck::Sharding sh;
+      sh.rank = r;
+      sh.processes = 4;
+      sh.mesh = {{"data", 4}};
+      sh.dims = {{"model", saved_dims}};
+      EXPECT_EQ(check(dir, ck::blocks_of_process(sh), dir.string() + " data:4 rank " + std::to_string(r)), 5);
+    }
+    // FSDP and tensor parallelism: w cut on both dimensions, big cut twice on one (data outside, model inside).
+    for (int r = 0; r < 4; ++r) {
+      ck::Sharding sh;
+      sh.rank = r;
+      sh.processes = 4;
+      sh.mesh = {{"data", 2}, {"model", 2}};
+      sh.dims = {{"model", {{"w", {{"data", 1}, {"model", 0}}}, {"big", {{"data", 1}, {"model", 1}}}}}};
+      EXPECT_EQ(check(dir, ck::blocks_of_process(sh), dir.string() + " data:2 model:2 rank " + std::to_string(r)), 2);
+      const ck::Block b = ck::blocks_of_process(sh)("model", "big", {24000, 200});
+      EXPECT_EQ(b[1].first, r * 50) << "rank " << r;  // block (data d, model m) is d * 2 + m
+    }
+    // Any rectangle: across the pieces' boundary in every cut tensor.
+    const ck::BlockOf across = [](const std::string&, const std::string& key, const std::vector<int64_t>& shape) {
+      ck::Block b;
+      for (int64_t n : shape) b.emplace_back(n / 4, n - n / 4 - (key == "b" ? 0 : 1));
+      return b;
+    };
+    check(dir, across, dir.string() + " across");
+  }
+  // Every file is verified, even one no block comes from: a flipped byte in process 1's piece.
+  {
+    const fs::path f = base / "step-1" / "model.shard-1-of-2.safetensors";
+    std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(fs::file_size(f) - 5);
+    io.seekg(at);
+    const char c = static_cast<char>(io.get());
+    io.seekp(at);
+    io.put(static_cast<char>(~c));
+  }
+  ck::Sharding first;
+  first.rank = 0;
+  first.processes = 2;
+  first.dims = {{"model", saved_dims}};
+  try {
+    ck::load_checkpoint((base / "step-1").string(), {"model"}, ck::blocks_of_process(first));
+    ADD_FAILURE() << "a corrupt piece loaded";
+  } catch (const ck::CheckpointError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("model.shard-1-of-2.safetensors: CRC32 is"));
+  }
+  // Three processes cannot cut w's 8 columns: a plain error naming the tensor (load_latest_checkpoint skips only
+  // CheckpointErrors, as corrupt checkpoints).
+  ck::Sharding three;
+  three.rank = 1;
+  three.processes = 3;
+  three.mesh = {{"data", 3}};
+  three.dims = {{"model", {{"w", {{"data", 1}}}}}};
+  try {
+    ck::load_checkpoint((base / "whole" / "step-1").string(), {"model"}, ck::blocks_of_process(three));
+    ADD_FAILURE() << "8 columns cut in 3";
+  } catch (const ck::CheckpointError& e) {
+    ADD_FAILURE() << "reported as a corrupt checkpoint: " << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("model.w: dimension 1 (8) does not split into 3 equal blocks over mesh axis data"));
+  }
+  fs::remove_all(base);
+  at::set_num_threads(threads);
 }
 
 // --- the token cache built by the processes of a job together ----------------------------------------------------
