@@ -647,19 +647,21 @@ StateDict load_group_blocks(const std::string& path, const std::string& group,
   for (int r = 0; r < processes; ++r) {
     if (!files[r]) continue;
     const std::string file = file_name(r);
-    int64_t size = 0;
     uint32_t crc = 0;
-    runtime::checksum_file(file, &size, &crc);
-    if (size != files[r]->size) {
-      throw CheckpointError(file + ": " + std::to_string(size) + " bytes but the manifest says " +
-                            std::to_string(files[r]->size) + " (truncated or modified file)");
-    }
+    open[r] = runtime::open_checksummed(file, files[r]->size, &crc);
     if (crc != files[r]->crc) {
       throw CheckpointError(file + ": CRC32 is " + runtime::Crc32::hex(crc) + " but the manifest says " +
                             runtime::Crc32::hex(files[r]->crc) + " (corrupt file)");
     }
-    open[r] = runtime::File::open(file, O_RDONLY);
-    layouts[r] = detail::read_layout(*open[r], static_cast<uint64_t>(size));
+    layouts[r] = detail::read_layout(*open[r], static_cast<uint64_t>(files[r]->size));
+    // BOOL data is checked in every file, not only in the blocks read, so that every process agrees on whether the
+    // checkpoint loads.
+    for (const detail::TensorEntry& e : layouts[r]->entries) {
+      if (e.dtype != at::kBool || e.end == e.begin) continue;
+      std::string bytes(e.end - e.begin, '\0');
+      open[r]->read_exact_at(bytes.data(), bytes.size(), layouts[r]->data_start + e.begin);
+      detail::check_bool_bytes(bytes.data(), bytes.size(), file, e.name);
+    }
   }
   const json& dims = saved.dims.contains(group) ? saved.dims[group] : json::object();
   StateDict out;
@@ -687,7 +689,11 @@ StateDict load_group_blocks(const std::string& path, const std::string& group,
     const Cuts* key_cuts = cuts.empty() ? nullptr : &cuts;
     Block want;
     if (block_of) {
-      want = block_of(group, key, whole);
+      try {
+        want = block_of(group, key, whole);
+      } catch (const std::exception& e) {
+        throw DoesNotFit(path, e.what());
+      }
       bool fits = want.size() == whole.size();
       for (size_t d = 0; fits && d < whole.size(); ++d)
         fits = 0 <= want[d].first && want[d].first <= want[d].second && want[d].second <= whole[d];
@@ -727,8 +733,6 @@ StateDict load_group_blocks(const std::string& path, const std::string& group,
       throw CheckpointError(join(path, kMetadata) + ": the pieces of " + group + "." + key + " cover " +
                             std::to_string(covered) + " of its " + std::to_string(t.numel()) + " elements");
     }
-    if (t.scalar_type() == at::kBool)
-      detail::check_bool_bytes(static_cast<const char*>(t.data_ptr()), t.numel(), file_name(0), key);
     out.emplace_back(key, std::move(t));
   }
   return out;

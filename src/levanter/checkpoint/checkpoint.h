@@ -81,9 +81,9 @@ using BlockOf =
 
 // The blocks that process `sh.rank` holds under sh's mesh and dims: per cutting mesh axis (in mesh order, an outer
 // axis before an inner one on the same dimension), the block of its coordinate. What save_checkpoint writes of that
-// process's entries, and what it loads back (load_checkpoint with these blocks). The function throws
-// std::runtime_error naming the key when a cut dimension does not split evenly (a checkpoint of another model: an
-// error, not a corrupt checkpoint to skip).
+// process's entries, and what it loads back (load_checkpoint with these blocks). The function throws naming the key
+// when a cut dimension does not split evenly; load_checkpoint reports that as DoesNotFit (a checkpoint of another
+// model: an error, not a corrupt checkpoint to skip).
 BlockOf blocks_of_process(const Sharding& sh);
 
 // Writes <base_path>/step-<step>/ (see the protocol above) and returns its path. `metadata` must be a JSON
@@ -94,14 +94,17 @@ std::string save_checkpoint(const std::string& base_path, int64_t step, const Te
                             const nlohmann::json& metadata = nlohmann::json::object(), bool is_temporary = false,
                             const Sharding* sharding = nullptr);
 
-// Verifies the manifest (sizes and CRC32 of every file read) and returns the tensors and metadata. Each file is
-// read once; its checksum is computed during that read, before any tensor is made from it. With `groups`
-// non-empty, only those groups are read. Throws CheckpointError naming the file at fault.
+// Verifies the manifest (sizes and CRC32 of every file read) and returns the tensors and metadata. A file written
+// whole is read once; its checksum is computed during that read, before any tensor is made from it. Pieces written
+// by several processes are read as load_checkpoint with blocks reads them (each file verified in a pass of its own,
+// then its tensors read). With `groups` non-empty, only those groups are read. Throws CheckpointError naming the
+// file at fault.
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups = {});
 // The same, each tensor holding only block_of(group, key, its whole shape), whatever processes and mesh wrote the
 // checkpoint: every file of the groups read is verified first (size and CRC32, a streaming pass that keeps nothing),
 // then only the rows that hold the block are read, straight from the pieces that hold them. A process loading its
 // pieces thus never holds the whole state, nor the whole of any file. With an empty block_of, the whole tensors.
+// DoesNotFit (error.h) when block_of throws (its tensors cannot be cut so).
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups, const BlockOf& block_of);
 
 enum class Verify {
@@ -119,8 +122,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 // line on stderr giving the reason.
 std::optional<std::string> latest_checkpoint(const std::string& base_path, Verify level = Verify::kChecksums);
 
-// load_checkpoint of the newest checkpoint that loads (one read of each file: verification and loading in the
-// same pass), skipping incomplete or corrupt ones as latest_checkpoint does. nullopt if none.
+// load_checkpoint of the newest checkpoint that loads (verification and loading in the same pass for a file read
+// whole), skipping incomplete or corrupt ones (CheckpointError) as latest_checkpoint does. nullopt if none.
 std::optional<Checkpoint> load_latest_checkpoint(const std::string& base_path,
                                                  const std::vector<std::string>& groups = {},
                                                  const BlockOf& block_of = {});

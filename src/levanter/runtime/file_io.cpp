@@ -357,6 +357,18 @@ std::shared_ptr<Buffer> read_file(const std::string& path, int64_t expected_size
   return buf;
 }
 
+File open_checksummed(const std::string& path, int64_t expected_size, uint32_t* crc) {
+  File f = File::open(path, O_RDONLY);
+  uint64_t size = f.size();
+  if (expected_size >= 0 && size != static_cast<uint64_t>(expected_size)) {
+    throw IoError(path + ": size is " + std::to_string(size) + " bytes, the manifest says " +
+                  std::to_string(expected_size) + " (truncated or modified)");
+  }
+  ::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  read_all(f, nullptr, size, crc);
+  return f;
+}
+
 void checksum_file(const std::string& path, int64_t* size, uint32_t* crc) {
   File f = File::open(path, O_RDONLY);
   uint64_t n = f.size();

@@ -186,6 +186,9 @@ void write_file_atomic(const std::string& path, std::string_view contents);
 // The whole file in one buffer, read sequentially in large chunks. If `crc` is given, the CRC of the bytes
 // is computed as they arrive. If expected_size >= 0 and the file's size differs, throws.
 std::shared_ptr<Buffer> read_file(const std::string& path, int64_t expected_size = -1, uint32_t* crc = nullptr);
+// The file opened, its size checked as read_file checks it, and its CRC32 computed in a streaming pass that keeps
+// nothing: what is read from the returned file afterwards (File::read_exact_at) is the file that was checked.
+File open_checksummed(const std::string& path, int64_t expected_size, uint32_t* crc);
 // CRC32 and size of a file without keeping its bytes.
 void checksum_file(const std::string& path, int64_t* size, uint32_t* crc);
 // A whole (small: at most 64 MiB, e.g. JSON) file as a string.

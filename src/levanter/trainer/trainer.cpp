@@ -77,37 +77,44 @@ int configured_threads(const TrainerConfig& t) {
   return static_cast<int>(hardware);
 }
 
+// The error for a checkpoint at `path` that does not fit this model (`what`: the tensor at fault), naming every model
+// key whose value differs between the config the checkpoint was written with (recorded in its `metadata`) and the
+// current one.
+std::runtime_error does_not_fit(const std::string& path, const nlohmann::json& metadata, const std::string& what,
+                                const TrainLmConfig& config) {
+  std::string diff;
+  try {
+    if (metadata.contains("config") && metadata["config"].is_string()) {
+      YAML::Node then = YAML::Load(metadata["config"].get<std::string>())["model"];
+      YAML::Node now = YAML::Load(config::dump(config::to_yaml_value(config)))["model"];
+      std::set<std::string> keys;
+      for (auto kv : then) keys.insert(kv.first.as<std::string>());
+      for (auto kv : now) keys.insert(kv.first.as<std::string>());
+      for (const std::string& k : keys) {
+        const std::string a = then[k] ? config::dump(then[k]) : "(absent)\n";
+        const std::string b = now[k] ? config::dump(now[k]) : "(absent)\n";
+        if (a != b) {
+          diff += (diff.empty() ? "" : ", ") + std::string("model.") + k + ": " + a.substr(0, a.size() - 1) +
+                  " in the checkpoint, " + b.substr(0, b.size() - 1) + " now";
+        }
+      }
+    }
+  } catch (const std::exception&) {
+    // An unreadable recorded config: report the tensor error alone.
+  }
+  return std::runtime_error(path + ": the checkpoint does not fit this model: " + what +
+                            (diff.empty() ? std::string()
+                                          : "; the config differs from the one it was written with: " + diff +
+                                                " (to start a new run instead, set another trainer.id)"));
+}
+
 // Loads a checkpoint's parameters into `model`; when they do not fit (a tensor's shape, a missing or extra
-// tensor), the error names the checkpoint and every model key whose value differs between the config the
-// checkpoint was written with (recorded in its metadata) and the current one.
+// tensor), the error is does_not_fit's.
 void load_model_state(models::LmHeadModel& model, const checkpoint::Checkpoint& c, const TrainLmConfig& config) {
   try {
     nn::from_state_dict(model, c.group("model"));
   } catch (const std::exception& e) {
-    std::string diff;
-    try {
-      if (c.metadata.contains("config") && c.metadata["config"].is_string()) {
-        YAML::Node then = YAML::Load(c.metadata["config"].get<std::string>())["model"];
-        YAML::Node now = YAML::Load(config::dump(config::to_yaml_value(config)))["model"];
-        std::set<std::string> keys;
-        for (auto kv : then) keys.insert(kv.first.as<std::string>());
-        for (auto kv : now) keys.insert(kv.first.as<std::string>());
-        for (const std::string& k : keys) {
-          const std::string a = then[k] ? config::dump(then[k]) : "(absent)\n";
-          const std::string b = now[k] ? config::dump(now[k]) : "(absent)\n";
-          if (a != b) {
-            diff += (diff.empty() ? "" : ", ") + std::string("model.") + k + ": " + a.substr(0, a.size() - 1) +
-                    " in the checkpoint, " + b.substr(0, b.size() - 1) + " now";
-          }
-        }
-      }
-    } catch (const std::exception&) {
-      // An unreadable recorded config: report the tensor error alone.
-    }
-    throw std::runtime_error(c.path + ": the checkpoint does not fit this model: " + e.what() +
-                             (diff.empty() ? std::string()
-                                           : "; the config differs from the one it was written with: " + diff +
-                                                 " (to start a new run instead, set another trainer.id)"));
+    throw does_not_fit(c.path, c.metadata, e.what(), config);
   }
 }
 
@@ -416,7 +423,7 @@ nlohmann::json Trainer::Impl::checkpoint_metadata(const TrainerState& state) con
   return md;
 }
 
-std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() {
+std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() try {
   const TrainerConfig& tc = config.trainer;
   std::optional<checkpoint::Checkpoint> c;
   if (tc.load_checkpoint.value_or(true)) {
@@ -431,6 +438,14 @@ std::optional<checkpoint::Checkpoint> Trainer::Impl::resume_checkpoint() {
     from_initialize_from = true;
   }
   return c;
+} catch (const checkpoint::DoesNotFit& e) {
+  // This process's pieces cannot be cut from it (read as pieces under FSDP or tensor parallelism).
+  nlohmann::json metadata;
+  try {
+    metadata = checkpoint::read_checkpoint_metadata(e.path());
+  } catch (const std::exception&) {
+  }
+  throw does_not_fit(e.path(), metadata, e.what(), config);
 }
 
 // The optimizer state of a resumed run must be there; a checkpoint given as trainer.initialize_from may hold

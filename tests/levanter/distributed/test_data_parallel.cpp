@@ -567,6 +567,18 @@ TEST_F(DataParallel, HuggingFaceInitialisationIsCutIntoEachProcesssPieces) {
   EXPECT_EQ(losses("fsdp"), one);
   expect_same_checkpoint("one", "fsdp", 6);
   expect_close_losses(losses("tp"), one);
+  // trainer.initialize_from (a Levanter checkpoint, optimizer state included) read as pieces, gathered layer by layer
+  // in mixed precision: the same bits as one process (two steps past the checkpoint's 6).
+  const std::string lev = " --trainer.initialize_from '" + (root_ / "ckpt" / "src" / "step-6").string() +
+                          "' --trainer.num_train_steps 8 --trainer.mp p=f32,c=bfloat16";
+  ASSERT_EQ(levanter("train " + config() + lev + " --trainer.id lev1 --trainer.per_device_parallelism 2"), 0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + lev + " --trainer.id lev2 --trainer.fsdp_gather layer"),
+            0)
+      << slurp(root_ / "out.txt");
+  ASSERT_EQ(losses("lev1").size(), 2u);
+  EXPECT_EQ(losses("lev2"), losses("lev1"));
+  expect_same_checkpoint("lev1", "lev2", 8);
 }
 
 TEST_F(DataParallel, TensorParallelMeshesThatDoNotFitAreRefusedByName) {
@@ -882,8 +894,11 @@ TEST(ShardedCheckpoint, BlocksOfAnyMeshEqualTheWholeTensorsBlocks) {
   namespace ck = levanter::checkpoint;
   // One thread: OpenMP's pool, once started here, does not survive in_two_processes's fork (the child's parallel
   // regions would wait for threads that do not exist).
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
+  struct OneThread {
+    int threads = at::get_num_threads();
+    OneThread() { at::set_num_threads(1); }
+    ~OneThread() { at::set_num_threads(threads); }
+  } one_thread;
   const fs::path base = levanter::testing::fresh_test_dir("levanter_ckpt_blocks");
   ck::StateDict whole{{"w", rank_tensor(0, {4, 8}, 1)},
                       {"v", rank_tensor(0, {8, 4}, 2)},
@@ -984,8 +999,8 @@ TEST(ShardedCheckpoint, BlocksOfAnyMeshEqualTheWholeTensorsBlocks) {
   } catch (const ck::CheckpointError& e) {
     EXPECT_THAT(e.what(), HasSubstr("model.shard-1-of-2.safetensors: CRC32 is"));
   }
-  // Three processes cannot cut w's 8 columns: a plain error naming the tensor (load_latest_checkpoint skips only
-  // CheckpointErrors, as corrupt checkpoints).
+  // Three processes cannot cut w's 8 columns: DoesNotFit naming the tensor and the checkpoint (load_latest_checkpoint
+  // skips only CheckpointErrors, as corrupt checkpoints).
   ck::Sharding three;
   three.rank = 1;
   three.processes = 3;
@@ -994,13 +1009,13 @@ TEST(ShardedCheckpoint, BlocksOfAnyMeshEqualTheWholeTensorsBlocks) {
   try {
     ck::load_checkpoint((base / "whole" / "step-1").string(), {"model"}, ck::blocks_of_process(three));
     ADD_FAILURE() << "8 columns cut in 3";
-  } catch (const ck::CheckpointError& e) {
-    ADD_FAILURE() << "reported as a corrupt checkpoint: " << e.what();
-  } catch (const std::runtime_error& e) {
+  } catch (const ck::DoesNotFit& e) {
     EXPECT_THAT(e.what(), HasSubstr("model.w: dimension 1 (8) does not split into 3 equal blocks over mesh axis data"));
+    EXPECT_EQ(e.path(), (base / "whole" / "step-1").string());
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not DoesNotFit: " << e.what();
   }
   fs::remove_all(base);
-  at::set_num_threads(threads);
 }
 
 // --- the token cache built by the processes of a job together ----------------------------------------------------
