@@ -344,27 +344,33 @@ void read_all(File& f, char* dst, uint64_t size, uint32_t* crc) {
 
 }  // namespace
 
-std::shared_ptr<Buffer> read_file(const std::string& path, int64_t expected_size, uint32_t* crc) {
+namespace {
+
+// `path` opened for a sequential read, its size checked against expected_size (>= 0).
+File open_sequential(const std::string& path, int64_t expected_size, uint64_t* size) {
   File f = File::open(path, O_RDONLY);
-  uint64_t size = f.size();
-  if (expected_size >= 0 && size != static_cast<uint64_t>(expected_size)) {
-    throw IoError(path + ": size is " + std::to_string(size) + " bytes, the manifest says " +
+  *size = f.size();
+  if (expected_size >= 0 && *size != static_cast<uint64_t>(expected_size)) {
+    throw IoError(path + ": size is " + std::to_string(*size) + " bytes, the manifest says " +
                   std::to_string(expected_size) + " (truncated or modified)");
   }
   ::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  return f;
+}
+
+}  // namespace
+
+std::shared_ptr<Buffer> read_file(const std::string& path, int64_t expected_size, uint32_t* crc) {
+  uint64_t size = 0;
+  File f = open_sequential(path, expected_size, &size);
   auto buf = std::make_shared<Buffer>(static_cast<size_t>(size));
   read_all(f, buf->data(), size, crc);
   return buf;
 }
 
 File open_checksummed(const std::string& path, int64_t expected_size, uint32_t* crc) {
-  File f = File::open(path, O_RDONLY);
-  uint64_t size = f.size();
-  if (expected_size >= 0 && size != static_cast<uint64_t>(expected_size)) {
-    throw IoError(path + ": size is " + std::to_string(size) + " bytes, the manifest says " +
-                  std::to_string(expected_size) + " (truncated or modified)");
-  }
-  ::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  uint64_t size = 0;
+  File f = open_sequential(path, expected_size, &size);
   read_all(f, nullptr, size, crc);
   return f;
 }

@@ -732,6 +732,9 @@ void in_two_processes(const std::function<bool(levanter::distributed::ProcessGro
   ASSERT_GE(child, 0);
   if (child == 0) {
     int code = 1;
+    // One thread: OpenMP's pool, if the parent started one, does not survive the fork (a parallel region here would
+    // wait for threads that do not exist).
+    at::set_num_threads(1);
     try {
       info.rank = 1;
       auto pg = levanter::distributed::ProcessGroup::connect(info, std::chrono::seconds(30));
@@ -892,13 +895,6 @@ TEST(ShardedCheckpoint, PiecesFromTwoProcessesLoadAsTheWholeAndBadPiecesAreNamed
 // that does not divide the tensor is an error, not a corrupt checkpoint to skip.
 TEST(ShardedCheckpoint, BlocksOfAnyMeshEqualTheWholeTensorsBlocks) {
   namespace ck = levanter::checkpoint;
-  // One thread: OpenMP's pool, once started here, does not survive in_two_processes's fork (the child's parallel
-  // regions would wait for threads that do not exist).
-  struct OneThread {
-    int threads = at::get_num_threads();
-    OneThread() { at::set_num_threads(1); }
-    ~OneThread() { at::set_num_threads(threads); }
-  } one_thread;
   const fs::path base = levanter::testing::fresh_test_dir("levanter_ckpt_blocks");
   ck::StateDict whole{{"w", rank_tensor(0, {4, 8}, 1)},
                       {"v", rank_tensor(0, {8, 4}, 2)},
