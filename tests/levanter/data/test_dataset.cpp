@@ -117,7 +117,9 @@ TEST(ShuffledDataset, EraShufflePermutesWithinErasOnly) {
         moved |= b != p;
       }
       EXPECT_EQ(static_cast<int64_t>(got.size()), hi - lo) << "era " << era;
-      if (hi - lo > 2) EXPECT_TRUE(moved);
+      if (hi - lo > 2) {
+        EXPECT_TRUE(moved);
+      }
     }
   }
   // Epochs differ.
@@ -191,8 +193,12 @@ TEST(MixtureDataset, WeightScheduleChangesAtBlockBoundaries) {
   std::vector<int64_t> a_idx;
   for (int64_t i = 0; i < 80; ++i) {
     auto [d, k] = mix.locate(i);
-    if (i < 30) EXPECT_EQ(d, 0u);
-    if (i >= 50) EXPECT_EQ(d, 1u);
+    if (i < 30) {
+      EXPECT_EQ(d, 0u);
+    }
+    if (i >= 50) {
+      EXPECT_EQ(d, 1u);
+    }
     if (d == 0) a_idx.push_back(k);
   }
   std::sort(a_idx.begin(), a_idx.end());
