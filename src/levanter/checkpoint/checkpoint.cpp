@@ -241,24 +241,32 @@ haliax::Mesh mesh_of(const Sharding& sh) {
   return haliax::Mesh(sh.mesh.empty() ? std::vector<std::pair<std::string, int64_t>>{{"data", sh.processes}} : sh.mesh);
 }
 
-// This process's entries of `group` in a sharded save: those whose every non-cutting mesh axis has this process at
-// coordinate 0 (process 0: every entry, its block of the cut ones and the whole of the others).
+using Cuts = std::map<std::string, int64_t>;  // mesh axis -> the dimension it cuts
+
+// The cuts of `key` in `group` under `dims` (Sharding::dims); nullptr: whole.
+const Cuts* cuts_of(const decltype(Sharding::dims)& dims, const std::string& group, const std::string& key) {
+  auto g = dims.find(group);
+  if (g == dims.end()) return nullptr;
+  auto k = g->second.find(key);
+  return k == g->second.end() ? nullptr : &k->second;
+}
+
+// Whether process `rank` writes a key cut on `cuts`: its coordinate is 0 on every mesh axis that does not cut it.
+bool writes_entry(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts) {
+  for (const auto& [axis, size] : mesh.axes()) {
+    if (!(cuts && cuts->count(axis)) && mesh.coordinate(rank, axis) != 0) return false;
+  }
+  return true;
+}
+
+// This process's entries of `group` in a sharded save (writes_entry; process 0: every entry, its block of the cut
+// ones and the whole of the others).
 StateDict entries_of_process(const std::string& group, const StateDict& entries, const Sharding& sh) {
   if (sh.rank == 0) return entries;
   const haliax::Mesh mesh = mesh_of(sh);
-  auto g = sh.dims.find(group);
   StateDict out;
   for (const auto& [key, t] : entries) {
-    const std::map<std::string, int64_t>* cuts = nullptr;
-    if (g != sh.dims.end()) {
-      auto k = g->second.find(key);
-      if (k != g->second.end()) cuts = &k->second;
-    }
-    bool mine = true;
-    for (const auto& [axis, size] : mesh.axes()) {
-      if (!(cuts && cuts->count(axis)) && mesh.coordinate(sh.rank, axis) != 0) mine = false;
-    }
-    if (mine) out.emplace_back(key, t);
+    if (writes_entry(mesh, sh.rank, cuts_of(sh.dims, group, key))) out.emplace_back(key, t);
   }
   return out;
 }
@@ -518,8 +526,6 @@ std::string verify_checkpoint(const std::string& path, Verify level) {
 
 namespace {
 
-using Cuts = std::map<std::string, int64_t>;  // mesh axis -> the dimension it cuts
-
 // The block process `rank` of `mesh` holds of a tensor of shape `whole` cut on `cuts`.
 Block block_of_rank(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts, const std::vector<int64_t>& whole,
                     const std::string& where) {
@@ -546,14 +552,6 @@ Block block_of_rank(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts, co
   return b;
 }
 
-// Whether process `rank` writes a key cut on `cuts`: its coordinate is 0 on every mesh axis that does not cut it.
-bool writes_entry(const haliax::Mesh& mesh, int64_t rank, const Cuts* cuts) {
-  for (const auto& [axis, size] : mesh.axes()) {
-    if (!(cuts && cuts->count(axis)) && mesh.coordinate(rank, axis) != 0) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 BlockOf blocks_of_process(const Sharding& sh) {
@@ -561,14 +559,8 @@ BlockOf blocks_of_process(const Sharding& sh) {
   const int64_t rank = sh.rank;
   auto dims = sh.dims;
   return [mesh, rank, dims](const std::string& group, const std::string& key, const std::vector<int64_t>& whole) {
-    const Cuts* cuts = nullptr;
-    auto g = dims.find(group);
-    if (g != dims.end()) {
-      auto k = g->second.find(key);
-      if (k != g->second.end()) cuts = &k->second;
-    }
     try {
-      return block_of_rank(mesh, rank, cuts, whole, group + "." + key);
+      return block_of_rank(mesh, rank, cuts_of(dims, group, key), whole, group + "." + key);
     } catch (const CheckpointError& e) {
       // Not a fault of the checkpoint (which load_latest_checkpoint would skip): it does not fit this process's plan.
       throw std::runtime_error(std::string("this process's piece of ") + e.what());
@@ -625,8 +617,7 @@ void read_part(const runtime::File& f, const detail::SafetensorsLayout& layout, 
 
 // How a sharded checkpoint was written (metadata.json's `sharding`; none: one process).
 struct SavedLayout {
-  int processes = 1;
-  std::vector<std::pair<std::string, int64_t>> mesh_axes{{"data", 1}};
+  std::vector<std::pair<std::string, int64_t>> mesh_axes{{"data", 1}};  // the writers, rank r at its coordinates
   json dims = json::object();
 };
 
@@ -636,7 +627,7 @@ StateDict load_group_blocks(const std::string& path, const std::string& group,
                             const std::vector<const FileEntry*>& files, const SavedLayout& saved,
                             const BlockOf& block_of) {
   const haliax::Mesh mesh(saved.mesh_axes);
-  const int processes = saved.processes;
+  const int processes = static_cast<int>(mesh.size());
   auto file_name = [&](int r) {
     return files[r] ? join(path, files[r]->name)
                     : join(path, processes > 1 ? shard_file_name(group, r, processes) : group + ".safetensors");
@@ -739,7 +730,7 @@ StateDict load_group_blocks(const std::string& path, const std::string& group,
 }
 
 Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<std::string>& groups,
-                                     const BlockOf& block_of, bool blocks) {
+                                     const BlockOf& block_of) {
   Manifest m = read_manifest(path);
   Checkpoint out;
   out.path = path;
@@ -757,20 +748,20 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
   // Written by several processes: "<group>.shard-<r>-of-<N>.safetensors" files, put back together below.
   const json* sharding = out.metadata.contains("sharding") ? &out.metadata["sharding"] : nullptr;
   SavedLayout saved;
+  const int processes = sharding ? sharding->value("processes", 1) : 1;
   if (sharding) {
-    saved.processes = sharding->value("processes", 1);
     // The mesh the pieces were written on (format 1's first sharded checkpoints: one axis, dims as plain integers).
     saved.mesh_axes.clear();
     if (sharding->contains("mesh")) {
       for (const json& a : (*sharding)["mesh"])
         saved.mesh_axes.emplace_back(a.at(0).get<std::string>(), a.at(1).get<int64_t>());
     } else {
-      saved.mesh_axes = {{"data", saved.processes}};
+      saved.mesh_axes = {{"data", processes}};
     }
-    if (haliax::Mesh(saved.mesh_axes).size() != saved.processes) {
-      throw CheckpointError(join(path, kMetadata) + ": sharding.mesh has " +
-                            std::to_string(haliax::Mesh(saved.mesh_axes).size()) + " processes, sharding.processes " +
-                            std::to_string(saved.processes));
+    const int64_t mesh_size = haliax::Mesh(saved.mesh_axes).size();
+    if (mesh_size != processes) {
+      throw CheckpointError(join(path, kMetadata) + ": sharding.mesh has " + std::to_string(mesh_size) +
+                            " processes, sharding.processes " + std::to_string(processes));
     }
     if (sharding->contains("dims")) saved.dims = (*sharding)["dims"];
   }
@@ -793,15 +784,15 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
       if (std::regex_match(group, m, kShard)) {
         const int of = std::stoi(m[3].str());
         shard = std::stoi(m[2].str());
-        if (of != saved.processes || shard >= saved.processes) {
+        if (of != processes || shard >= processes) {
           throw CheckpointError(join(path, e.name) + ": piece " + m[2].str() + " of " + m[3].str() +
-                                ", but metadata.json says " + std::to_string(saved.processes) + " processes wrote it");
+                                ", but metadata.json says " + std::to_string(processes) + " processes wrote it");
         }
         group = m[1].str();
       }
     }
     if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) continue;
-    if (shard < 0 && !blocks) {
+    if (shard < 0 && !block_of) {
       // A whole group read whole: one pass, its tensors alias the file's buffer.
       out.groups.emplace_back(group, detail::parse_safetensors(read_verified(path, e), join(path, e.name)).tensors);
       continue;
@@ -809,7 +800,7 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
     GroupFiles& g = pieces[group];
     if (g.files.empty()) {
       g.whole = shard < 0;
-      g.files.resize(g.whole ? 1 : saved.processes);
+      g.files.resize(g.whole ? 1 : processes);
       order.push_back(group);
     }
     if (g.whole != (shard < 0)) {
@@ -832,12 +823,12 @@ Checkpoint load_checkpoint_unchecked(const std::string& path, const std::vector<
 
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups) {
   return runtime::rethrow_io_errors_as<CheckpointError>(
-      [&] { return load_checkpoint_unchecked(path, groups, BlockOf(), false); });
+      [&] { return load_checkpoint_unchecked(path, groups, BlockOf()); });
 }
 
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& groups, const BlockOf& block_of) {
   return runtime::rethrow_io_errors_as<CheckpointError>(
-      [&] { return load_checkpoint_unchecked(path, groups, block_of, static_cast<bool>(block_of)); });
+      [&] { return load_checkpoint_unchecked(path, groups, block_of); });
 }
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& base_path) {

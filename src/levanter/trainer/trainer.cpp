@@ -1011,8 +1011,13 @@ TrainerState Trainer::initial_state() {
   std::vector<Key> keys = I.root.split(4);
   TrainerState state;
   state.key = keys[3];
-  state.model = I.config.model->build(I.Vocab, keys[2]);
-  if (tc.mp.param != at::kFloat) state.model = models::cast_floating(*state.model, tc.mp.param);
+  // The initialisation, in the parameters' dtype.
+  auto build_model = [&] {
+    std::unique_ptr<models::LmHeadModel> m = I.config.model->build(I.Vocab, keys[2]);
+    if (tc.mp.param != at::kFloat) m = models::cast_floating(*m, tc.mp.param);
+    return m;
+  };
+  state.model = build_model();
   I.parameter_count = nn::parameter_count(*state.model);
   // Levanter's mesh (replica, data, model); its parameter mapping sends the tensor-parallel axes to `model` and the
   // FSDP axes to `data`.
@@ -1099,8 +1104,7 @@ TrainerState Trainer::initial_state() {
     const compat::hf::ModelDir dir = compat::hf::read_model_dir(*I.config.initialize_from_hf);
     if (I.fsdp || I.tp) {
       // The whole model from the files, cut as the plans cut the initialisation.
-      std::unique_ptr<models::LmHeadModel> whole = I.config.model->build(I.Vocab, keys[2]);
-      if (tc.mp.param != at::kFloat) whole = models::cast_floating(*whole, tc.mp.param);
+      std::unique_ptr<models::LmHeadModel> whole = build_model();
       compat::hf::load_into(*whole, dir);
       if (I.tp) I.tp->shard_(*whole);
       if (I.fsdp) I.fsdp->shard_(*whole);
