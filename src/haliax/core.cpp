@@ -7,6 +7,7 @@
 
 #include "haliax/error.h"
 #include "haliax/ops.h"
+#include "haliax/partitioning.h"
 
 namespace haliax {
 
@@ -29,14 +30,18 @@ size_t require_index(const NamedArray& a, const AxisSelector& axis) {
 
 // --- creation ----------------------------------------------------------------------------------------------
 
+// Under a CreatePiecesScope or EvalShapeScope (partitioning.h): this process's piece, or shapes alone.
 NamedArray zeros(const AxisSpec& axes, at::TensorOptions options) {
-  return NamedArray(at::zeros(sizes_of(axes), options), axes);
+  const Creation c = creation_of(axes);
+  return NamedArray(at::zeros(sizes_of(c.axes), c.meta ? options.device(at::kMeta) : options), c.axes);
 }
 NamedArray ones(const AxisSpec& axes, at::TensorOptions options) {
-  return NamedArray(at::ones(sizes_of(axes), options), axes);
+  const Creation c = creation_of(axes);
+  return NamedArray(at::ones(sizes_of(c.axes), c.meta ? options.device(at::kMeta) : options), c.axes);
 }
 NamedArray full(const AxisSpec& axes, const at::Scalar& value, at::TensorOptions options) {
-  return NamedArray(at::full(sizes_of(axes), value, options), axes);
+  const Creation c = creation_of(axes);
+  return NamedArray(at::full(sizes_of(c.axes), value, c.meta ? options.device(at::kMeta) : options), c.axes);
 }
 // a's dtype unless another is asked for (device and layout always a's).
 static at::TensorOptions like_options(std::optional<at::ScalarType> dtype) {

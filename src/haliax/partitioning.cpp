@@ -127,6 +127,52 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
 
 }  // namespace haliax
 
+// --- Creating in pieces, or only the shapes ---------------------------------------------------------------------
+
+namespace haliax {
+
+namespace {
+thread_local std::shared_ptr<const CreatePieces> current_pieces;
+thread_local bool eval_shape = false;
+}  // namespace
+
+CreatePiecesScope::CreatePiecesScope(CreatePieces pieces) : previous_(std::move(current_pieces)) {
+  for (const auto& [axis, block] : pieces.split) {
+    if (block.first < 1 || block.second < 0 || block.second >= block.first) {
+      value_error("creating in pieces: axis '" + axis + "': block " + std::to_string(block.second) + " of " +
+                  std::to_string(block.first));
+    }
+  }
+  current_pieces = std::make_shared<const CreatePieces>(std::move(pieces));
+}
+CreatePiecesScope::~CreatePiecesScope() { current_pieces = std::move(previous_); }
+
+EvalShapeScope::EvalShapeScope() : previous_(eval_shape) { eval_shape = true; }
+EvalShapeScope::~EvalShapeScope() { eval_shape = previous_; }
+
+Creation creation_of(const AxisSpec& shape) {
+  Creation c;
+  c.axes = shape;
+  c.meta = eval_shape;
+  if (!current_pieces) return c;
+  for (size_t d = 0; d < c.axes.size(); ++d) {
+    auto it = current_pieces->split.find(c.axes[d].name);
+    if (it == current_pieces->split.end() || it->second.first == 1) continue;
+    const auto [pieces, index] = it->second;
+    const int64_t size = c.axes[d].size;
+    if (size % pieces != 0) {
+      value_error("creating in pieces: axis '" + c.axes[d].name + "' of size " + std::to_string(size) +
+                  " does not split evenly into " + std::to_string(pieces) + " pieces");
+    }
+    if (c.begin.empty()) c.begin.assign(c.axes.size(), 0);
+    c.axes[d].size = size / pieces;
+    c.begin[d] = index * c.axes[d].size;
+  }
+  return c;
+}
+
+}  // namespace haliax
+
 // --- Tensor parallelism inside the model ----------------------------------------------------------------------
 
 namespace haliax {

@@ -68,6 +68,58 @@ std::vector<Axis> local_axes(const std::vector<Axis>& axes, const AxisMapping& m
 NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& mesh, int64_t rank,
                  const std::string& what = "");
 
+// --- Creating in pieces, or only the shapes ---------------------------------------------------------------------
+//
+// Levanter builds a sharded model without any device holding it whole: eqx.filter_eval_shape gives the parameters'
+// shapes, and the initialisation, jitted with the parameter mapping as its output sharding, computes each device's
+// pieces alone. The same two steps here, for code that creates its arrays with haliax's creation functions (zeros,
+// ones, full, and every elementwise draw of haliax::random: bits, uniform, normal, truncated_normal, bernoulli,
+// randint, exponential, laplace, logistic, cauchy, rademacher, gumbel), as nn::Linear, Embedding, LayerNorm, RmsNorm
+// and Stacked's inits do:
+//   - under an EvalShapeScope they are created on ATen's meta device: shapes and dtypes, no data, nothing drawn;
+//   - under a CreatePiecesScope an array with an axis in `split` is created as block `index` of `pieces` equal
+//     contiguous blocks of that axis (shard()'s block). A random draw's piece holds exactly the elements of the whole
+//     draw at those positions, since Threefry's bits depend only on the key and each element's index in the whole
+//     array (JAX's jax_threefry_partitionable), and the draws' transforms are elementwise. So a model built under the
+//     scope equals its whole initialisation cut with shard(), bit for bit, and only this process's pieces are drawn.
+// Both apply to the thread that installs them, until the scope ends; nothing else (permutation, categorical,
+// arange, operations on existing arrays) is affected.
+struct CreatePieces {
+  // Logical axis -> (pieces, this process's block index).
+  std::map<std::string, std::pair<int64_t, int64_t>> split;
+};
+
+class CreatePiecesScope {
+ public:
+  explicit CreatePiecesScope(CreatePieces pieces);
+  ~CreatePiecesScope();
+  CreatePiecesScope(const CreatePiecesScope&) = delete;
+  CreatePiecesScope& operator=(const CreatePiecesScope&) = delete;
+
+ private:
+  std::shared_ptr<const CreatePieces> previous_;
+};
+
+class EvalShapeScope {
+ public:
+  EvalShapeScope();
+  ~EvalShapeScope();
+  EvalShapeScope(const EvalShapeScope&) = delete;
+  EvalShapeScope& operator=(const EvalShapeScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// What a creation function makes of `shape` under the installed scopes (used by haliax's creation functions).
+struct Creation {
+  AxisSpec axes;               // the array to create: `shape`, each split axis its block's size
+  std::vector<int64_t> begin;  // per dimension, the block's first index in the whole array (empty: nothing is cut)
+  bool meta = false;           // on ATen's meta device
+};
+// Throws naming the axis, its size and the pieces when a split axis of `shape` does not divide evenly.
+Creation creation_of(const AxisSpec& shape);
+
 // --- Tensor parallelism inside the model ----------------------------------------------------------------------
 //
 // While a TensorParallelScope is installed on this thread, the model runs on this process's pieces of the split

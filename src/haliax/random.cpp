@@ -11,6 +11,7 @@
 #include "haliax/core.h"
 #include "haliax/error.h"
 #include "haliax/ops.h"
+#include "haliax/partitioning.h"
 
 #ifndef _OPENMP
 #error \
@@ -41,42 +42,83 @@ inline std::array<uint32_t, 2> threefry(uint32_t k0, uint32_t k1, uint32_t x0, u
   return {x0, x1};
 }
 
-// Calls f(i, hi, lo) for every flat index with the Threefry output for counter (i >> 32, i).
+// Which elements of the whole draw of `shape` to make, under the installed creation scopes (partitioning.h): all of
+// them, this process's piece (each element keeps its counter in the whole array, so the piece holds the whole draw's
+// bits), or none (the meta device: shapes alone; each draw then returns an empty meta array at once, since not every
+// ATen op it uses has a meta kernel in 1.13).
+struct Draw {
+  Creation c;
+  std::vector<int64_t> local, whole;  // sizes
+  int64_t numel = 1;
+  at::TensorOptions options(at::ScalarType dtype) const {
+    return c.meta ? at::TensorOptions(dtype).device(at::kMeta) : at::TensorOptions(dtype);
+  }
+  // Local element i's flat index in the whole array.
+  int64_t counter(int64_t i) const {
+    if (c.begin.empty()) return i;
+    int64_t g = 0, stride = 1;
+    for (size_t d = local.size(); d-- > 0;) {
+      const int64_t at = i % local[d];
+      i /= local[d];
+      g += (at + c.begin[d]) * stride;
+      stride *= whole[d];
+    }
+    return g;
+  }
+};
+
+Draw draw_of(const AxisSpec& shape) {
+  Draw d;
+  d.c = creation_of(shape);
+  for (size_t i = 0; i < shape.size(); ++i) {
+    d.whole.push_back(shape[i].size);
+    d.local.push_back(d.c.axes[i].size);
+    d.numel *= d.c.axes[i].size;
+  }
+  return d;
+}
+
+// All n elements of a one-dimensional draw, whatever the scopes (permutation's sort keys).
+Draw all_of(int64_t n) {
+  Draw d;
+  d.local = d.whole = {n};
+  d.numel = n;
+  return d;
+}
+
+// Calls f(i, hi, lo) for every element i of the draw with the Threefry output for its counter (g >> 32, g), g its
+// flat index in the whole array.
 template <typename F>
-void for_each_block(const Key& key, int64_t n, F&& f) {
+void for_each_block(const Key& key, const Draw& draw, F&& f) {
   const uint32_t k0 = key.data()[0], k1 = key.data()[1];
-  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, draw.numel, 1 << 14, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      auto b = threefry(k0, k1, static_cast<uint32_t>(static_cast<uint64_t>(i) >> 32), static_cast<uint32_t>(i));
+      const uint64_t g = static_cast<uint64_t>(draw.counter(i));
+      auto b = threefry(k0, k1, static_cast<uint32_t>(g >> 32), static_cast<uint32_t>(g));
       f(i, b[0], b[1]);
     }
   });
 }
 
-std::vector<int64_t> sizes_of(const AxisSpec& axes) {
-  std::vector<int64_t> s;
-  for (const Axis& a : axes) s.push_back(a.size);
-  return s;
-}
-
-std::vector<uint32_t> bits32(const Key& key, int64_t n) {
-  std::vector<uint32_t> out(static_cast<size_t>(n));
-  for_each_block(key, n, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = hi ^ lo; });
+std::vector<uint32_t> bits32(const Key& key, const Draw& draw) {
+  std::vector<uint32_t> out(static_cast<size_t>(draw.numel));
+  for_each_block(key, draw, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = hi ^ lo; });
   return out;
 }
 
-std::vector<uint64_t> bits64(const Key& key, int64_t n) {
-  std::vector<uint64_t> out(static_cast<size_t>(n));
-  for_each_block(key, n, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = (uint64_t(hi) << 32) | lo; });
+std::vector<uint64_t> bits64(const Key& key, const Draw& draw) {
+  std::vector<uint64_t> out(static_cast<size_t>(draw.numel));
+  for_each_block(key, draw, [&](int64_t i, uint32_t hi, uint32_t lo) { out[i] = (uint64_t(hi) << 32) | lo; });
   return out;
 }
 
 // JAX's uniform: random mantissa with exponent 0 gives [1, 2); minus one, scaled, clamped below at minval.
-at::Tensor uniform_f32(const Key& key, const AxisSpec& shape, float lo, float hi) {
-  at::Tensor out = at::empty(sizes_of(shape), at::kFloat);
+at::Tensor uniform_f32(const Key& key, const Draw& draw, float lo, float hi) {
+  at::Tensor out = at::empty(draw.local, draw.options(at::kFloat));
+  if (draw.c.meta) return out;
   float* p = out.data_ptr<float>();
   const float span = hi - lo;
-  for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
+  for_each_block(key, draw, [&](int64_t i, uint32_t a, uint32_t b) {
     uint32_t fb = ((a ^ b) >> 9) | 0x3F800000u;
     float f;
     std::memcpy(&f, &fb, 4);
@@ -87,11 +129,12 @@ at::Tensor uniform_f32(const Key& key, const AxisSpec& shape, float lo, float hi
   return out;
 }
 
-at::Tensor uniform_f64(const Key& key, const AxisSpec& shape, double lo, double hi) {
-  at::Tensor out = at::empty(sizes_of(shape), at::kDouble);
+at::Tensor uniform_f64(const Key& key, const Draw& draw, double lo, double hi) {
+  at::Tensor out = at::empty(draw.local, draw.options(at::kDouble));
+  if (draw.c.meta) return out;
   double* p = out.data_ptr<double>();
   const double span = hi - lo;
-  for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) {
+  for_each_block(key, draw, [&](int64_t i, uint32_t a, uint32_t b) {
     uint64_t db = ((((uint64_t)a << 32) | b) >> 12) | 0x3FF0000000000000ull;
     double f;
     std::memcpy(&f, &db, 8);
@@ -101,10 +144,10 @@ at::Tensor uniform_f64(const Key& key, const AxisSpec& shape, double lo, double 
   return out;
 }
 
-at::Tensor uniform_tensor(const Key& key, const AxisSpec& shape, at::ScalarType dtype, double lo, double hi) {
+at::Tensor uniform_tensor(const Key& key, const Draw& draw, at::ScalarType dtype, double lo, double hi) {
   if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + dtype_name(dtype));
-  if (dtype == at::kDouble) return uniform_f64(key, shape, lo, hi);
-  at::Tensor t = uniform_f32(key, shape, static_cast<float>(lo), static_cast<float>(hi));
+  if (dtype == at::kDouble) return uniform_f64(key, draw, lo, hi);
+  at::Tensor t = uniform_f32(key, draw, static_cast<float>(lo), static_cast<float>(hi));
   return dtype == at::kFloat ? t : t.to(dtype);
 }
 
@@ -133,32 +176,39 @@ Key Key::fold_in(uint64_t data) const {
 std::string Key::str() const { return "Key(" + std::to_string(data_[0]) + ", " + std::to_string(data_[1]) + ")"; }
 
 NamedArray bits(const Key& key, const AxisSpec& shape, int bit_width) {
-  at::Tensor out = at::empty(sizes_of(shape), at::kLong);
+  if (bit_width != 32 && bit_width != 64)
+    value_error("bits: bit_width must be 32 or 64, got " + std::to_string(bit_width));
+  const Draw w = draw_of(shape);
+  at::Tensor out = at::empty(w.local, w.options(at::kLong));
+  if (w.c.meta) return NamedArray(out, w.c.axes);
   int64_t* p = out.data_ptr<int64_t>();
   if (bit_width == 32) {
-    for_each_block(key, out.numel(), [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>(a ^ b); });
-  } else if (bit_width == 64) {
-    for_each_block(key, out.numel(),
-                   [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>((uint64_t(a) << 32) | b); });
+    for_each_block(key, w, [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>(a ^ b); });
   } else {
-    value_error("bits: bit_width must be 32 or 64, got " + std::to_string(bit_width));
+    for_each_block(key, w,
+                   [&](int64_t i, uint32_t a, uint32_t b) { p[i] = static_cast<int64_t>((uint64_t(a) << 32) | b); });
   }
-  return NamedArray(out, shape);
+  return NamedArray(out, w.c.axes);
 }
 
 NamedArray uniform(const Key& key, const AxisSpec& shape, at::ScalarType dtype, double minval, double maxval) {
   check_unique(shape);
-  return NamedArray(uniform_tensor(key, shape, dtype, minval, maxval), shape);
+  if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + dtype_name(dtype));
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  return NamedArray(uniform_tensor(key, w, dtype, minval, maxval), w.c.axes);
 }
 
 NamedArray normal(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   at::ScalarType ct = compute_dtype(dtype);
   double lo = ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
-  at::Tensor u = uniform_tensor(key, shape, ct, lo, 1.0);
+  at::Tensor u = uniform_tensor(key, w, ct, lo, 1.0);
   at::Tensor out =
       at::erfinv(u).mul_(ct == at::kDouble ? std::sqrt(2.0) : static_cast<double>(static_cast<float>(std::sqrt(2.0))));
-  return NamedArray(out.to(dtype), shape);
+  return NamedArray(out.to(dtype), w.c.axes);
 }
 
 namespace {
@@ -180,70 +230,86 @@ UniformDraw draw_type(at::ScalarType dtype) {
 
 NamedArray exponential(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  at::Tensor u = uniform_tensor(key, shape, d.ct, 0.0, 1.0);
-  return NamedArray(at::log1p(-u).neg().to(dtype), shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  at::Tensor u = uniform_tensor(key, w, d.ct, 0.0, 1.0);
+  return NamedArray(at::log1p(-u).neg().to(dtype), w.c.axes);
 }
 
 NamedArray laplace(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   // -1 + epsneg is the float just above -1.
   double lo = d.ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
-  at::Tensor u = uniform_tensor(key, shape, d.ct, lo, 1.0);
-  return NamedArray((at::sign(u) * at::log1p(-u.abs())).to(dtype), shape);
+  at::Tensor u = uniform_tensor(key, w, d.ct, lo, 1.0);
+  return NamedArray((at::sign(u) * at::log1p(-u.abs())).to(dtype), w.c.axes);
 }
 
 NamedArray logistic(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  at::Tensor u = uniform_tensor(key, shape, d.ct, d.tiny, 1.0);
-  return NamedArray((at::log(u) - at::log1p(-u)).to(dtype), shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  at::Tensor u = uniform_tensor(key, w, d.ct, d.tiny, 1.0);
+  return NamedArray((at::log(u) - at::log1p(-u)).to(dtype), w.c.axes);
 }
 
 NamedArray cauchy(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  at::Tensor u = uniform_tensor(key, shape, d.ct, d.eps, 1.0);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  at::Tensor u = uniform_tensor(key, w, d.ct, d.eps, 1.0);
   const double pi = d.ct == at::kDouble ? M_PI : static_cast<double>(static_cast<float>(M_PI));
-  return NamedArray(at::tan((u - 0.5) * pi).to(dtype), shape);
+  return NamedArray(at::tan((u - 0.5) * pi).to(dtype), w.c.axes);
 }
 
 NamedArray rademacher(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   NamedArray b = bernoulli(key, shape, 0.5);
-  return NamedArray((b.array().to(at::kLong) * 2 - 1).to(dtype), shape);
+  return NamedArray((b.array().to(at::kLong) * 2 - 1).to(dtype), b.axes());
 }
 
 NamedArray truncated_normal(const Key& key, const AxisSpec& shape, double lower, double upper, at::ScalarType dtype) {
   check_unique(shape);
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   at::ScalarType ct = compute_dtype(dtype);
   at::Tensor out;
   if (ct == at::kDouble) {
     const double s2 = std::sqrt(2.0);
-    at::Tensor u = uniform_f64(key, shape, std::erf(lower / s2), std::erf(upper / s2));
+    at::Tensor u = uniform_f64(key, w, std::erf(lower / s2), std::erf(upper / s2));
     out = at::erfinv(u).mul_(s2).clamp_(std::nextafter(lower, INFINITY), std::nextafter(upper, -INFINITY));
   } else {
     const float s2 = static_cast<float>(std::sqrt(2.0));
     const float lo = static_cast<float>(lower), hi = static_cast<float>(upper);
-    at::Tensor u = uniform_f32(key, shape, std::erf(lo / s2), std::erf(hi / s2));
+    at::Tensor u = uniform_f32(key, w, std::erf(lo / s2), std::erf(hi / s2));
     out = at::erfinv(u).mul_(s2).clamp_(std::nextafter(lo, INFINITY), std::nextafter(hi, -INFINITY));
   }
-  return NamedArray(out.to(dtype), shape);
+  return NamedArray(out.to(dtype), w.c.axes);
 }
 
 NamedArray bernoulli(const Key& key, const AxisSpec& shape, double p) {
-  return NamedArray(at::lt(uniform_tensor(key, shape, at::kFloat, 0.0, 1.0), static_cast<float>(p)), shape);
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(at::kBool)), w.c.axes);
+  return NamedArray(at::lt(uniform_tensor(key, w, at::kFloat, 0.0, 1.0), static_cast<float>(p)), w.c.axes);
 }
 
 NamedArray bernoulli(const Key& key, const AxisSpec& shape, const NamedArray& p) {
-  NamedArray u(uniform_tensor(key, shape, compute_dtype(p.dtype()), 0.0, 1.0), shape);
-  return broadcast_to(u < p, shape);
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(at::kBool)), w.c.axes);
+  NamedArray u(uniform_tensor(key, w, compute_dtype(p.dtype()), 0.0, 1.0), w.c.axes);
+  return broadcast_to(u < p, w.c.axes);
 }
 
 NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_t maxval, at::ScalarType dtype) {
   check_unique(shape);
   auto [k1, k2] = key.split2();
-  int64_t n = axis_size(shape);
+  const Draw w = draw_of(shape);
+  const int64_t n = w.numel;
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   if (dtype == at::kInt) {
     constexpr int64_t lo_lim = std::numeric_limits<int32_t>::min(), hi_lim = std::numeric_limits<int32_t>::max();
     bool max_out_of_range = maxval > hi_lim;
@@ -252,8 +318,8 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
     uint32_t span = static_cast<uint32_t>(static_cast<int64_t>(hi) - lo);
     if (hi <= lo) span = 1;
     if (max_out_of_range && hi > lo) span += 1;
-    std::vector<uint32_t> h = bits32(k1, n), l = bits32(k2, n);
-    at::Tensor out = at::empty(sizes_of(shape), at::kInt);
+    std::vector<uint32_t> h = bits32(k1, w), l = bits32(k2, w);
+    at::Tensor out = at::empty(w.local, at::kInt);
     int32_t* p = out.data_ptr<int32_t>();
     if (span == 0) {  // the full 2^32 range: the remainders are no-ops
       for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + l[i]);
@@ -265,15 +331,15 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
         p[i] = static_cast<int32_t>(static_cast<uint32_t>(lo) + off);
       }
     }
-    return NamedArray(out, shape);
+    return NamedArray(out, w.c.axes);
   }
   if (dtype != at::kLong) {
     return astype(randint(key, shape, minval, maxval, at::kLong), dtype);
   }
   uint64_t span = static_cast<uint64_t>(maxval) - static_cast<uint64_t>(minval);
   if (maxval <= minval) span = 1;
-  std::vector<uint64_t> h = bits64(k1, n), l = bits64(k2, n);
-  at::Tensor out = at::empty(sizes_of(shape), at::kLong);
+  std::vector<uint64_t> h = bits64(k1, w), l = bits64(k2, w);
+  at::Tensor out = at::empty(w.local, at::kLong);
   int64_t* p = out.data_ptr<int64_t>();
   uint64_t mult = (uint64_t(1) << 32) % span;
   mult = (mult * mult) % span;
@@ -281,14 +347,16 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
     uint64_t off = ((h[i] % span) * mult + (l[i] % span)) % span;
     p[i] = static_cast<int64_t>(static_cast<uint64_t>(minval) + off);
   }
-  return NamedArray(out, shape);
+  return NamedArray(out, w.c.axes);
 }
 
 NamedArray gumbel(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  const Draw w = draw_of(shape);
+  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   at::ScalarType ct = compute_dtype(dtype);
   double tiny = ct == at::kDouble ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
-  at::Tensor u = uniform_tensor(key, shape, ct, tiny, 1.0);
-  return NamedArray(at::neg(at::log(at::neg(at::log(u)))).to(dtype), shape);
+  at::Tensor u = uniform_tensor(key, w, ct, tiny, 1.0);
+  return NamedArray(at::neg(at::log(at::neg(at::log(u)))).to(dtype), w.c.axes);
 }
 
 NamedArray permutation(const Key& key, const Axis& axis) {
@@ -302,7 +370,7 @@ NamedArray permutation(const Key& key, const Axis& axis) {
   for (int r = 0; r < rounds; ++r) {
     auto [next, sub] = k.split2();
     k = next;
-    std::vector<uint32_t> sort_keys = bits32(sub, n);
+    std::vector<uint32_t> sort_keys = bits32(sub, all_of(n));
     std::vector<size_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sort_keys[a] < sort_keys[b]; });

@@ -636,6 +636,35 @@ TEST(HaliaxDoc, PartitioningByName) {
   EXPECT_EQ(physical_axis_size("mlp", params, mesh), 1);
 }
 
+TEST(HaliaxDoc, CreatingInPieces) {
+  const hax::Axis Embed("embed", 768), Mlp("mlp", 3072);
+  const hax::random::Key key(3);
+  const hax::nn::Linear whole = hax::nn::Linear::init({Embed}, {Mlp}, key);
+  const hax::Mesh mesh({{"data", 2}});
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    // clang-format off
+    // [doc:create_in_pieces]
+    hax::CreatePieces pieces;
+    pieces.split = {{"embed", {2, rank}}};  // axis -> (pieces, this process's block)
+    hax::nn::Linear fc = [&] {
+      hax::CreatePiecesScope scope(pieces);
+      return hax::nn::Linear::init({Embed}, {Mlp}, key);  // weight {mlp: 3072, embed: 384}: block `rank` of embed
+    }();
+    hax::nn::Linear shapes = [&] {
+      hax::EvalShapeScope shapes_only;
+      return hax::nn::Linear::init({Embed}, {Mlp}, key);  // on ATen's meta device: shapes, dtypes, no data
+    }();
+    // [/doc:create_in_pieces]
+    // clang-format on
+    const hax::NamedArray expected = hax::shard(whole.weight, {{"embed", "data"}}, mesh, rank);
+    EXPECT_EQ(fc.weight.axes(), (hax::AxisSpec{Mlp, hax::Axis("embed", 384)}));
+    EXPECT_TRUE(at::equal(fc.weight.array(), expected.array()));
+    EXPECT_TRUE(at::equal(fc.bias->array(), whole.bias->array()));  // {mlp}: whole
+    EXPECT_TRUE(shapes.weight.array().is_meta());
+    EXPECT_EQ(shapes.weight.axes(), whole.weight.axes());
+  }
+}
+
 TEST(HaliaxDoc, TensorParallelism) {
   const hax::Axis Batch("batch", 4), Embed("embed", 8), Mlp("mlp", 16);
   const auto keys = hax::random::Key(0).split(3);

@@ -120,3 +120,85 @@ TEST(Partitioning, AContractionOverAPieceIsSummedAndOneOverTheWholeAxisIsNot) {
     EXPECT_TRUE(at::allclose(expected, plain));
   }
 }
+
+// Every elementwise draw and zeros/ones/full, made under a CreatePiecesScope, is the same block of the whole array that
+// shard() cuts, bit for bit, on every process of a (data 2, model 3) mesh; under an EvalShapeScope only its shape and
+// dtype exist.
+TEST(Partitioning, ArraysCreatedInPiecesAreTheBlocksOfTheWholeArrays) {
+  const Mesh mesh({{"data", 2}, {"model", 3}});
+  const AxisMapping mapping{{"embed", "data"}, {"mlp", "model"}};
+  const Axis L("layers", 2), E("embed", 4), M("mlp", 6), H("head", 5);
+  const random::Key key(7);
+  using Make = std::function<NamedArray(const AxisSpec&)>;
+  const std::vector<std::pair<std::string, Make>> makes = {
+      {"bits", [&](const AxisSpec& s) { return random::bits(key, s); }},
+      {"bits64", [&](const AxisSpec& s) { return random::bits(key, s, 64); }},
+      {"uniform", [&](const AxisSpec& s) { return random::uniform(key, s, at::kFloat, -2.0, 3.0); }},
+      {"uniform f64", [&](const AxisSpec& s) { return random::uniform(key, s, at::kDouble); }},
+      {"uniform bf16", [&](const AxisSpec& s) { return random::uniform(key, s, at::kBFloat16); }},
+      {"normal", [&](const AxisSpec& s) { return random::normal(key, s); }},
+      {"truncated_normal", [&](const AxisSpec& s) { return random::truncated_normal(key, s, -2.0, 2.0); }},
+      {"truncated_normal f64", [&](const AxisSpec& s) { return random::truncated_normal(key, s, -2, 2, at::kDouble); }},
+      {"bernoulli", [&](const AxisSpec& s) { return random::bernoulli(key, s, 0.3); }},
+      {"randint", [&](const AxisSpec& s) { return random::randint(key, s, -5, 1000); }},
+      {"randint i32", [&](const AxisSpec& s) { return random::randint(key, s, 0, 7, at::kInt); }},
+      {"exponential", [&](const AxisSpec& s) { return random::exponential(key, s); }},
+      {"laplace", [&](const AxisSpec& s) { return random::laplace(key, s); }},
+      {"logistic", [&](const AxisSpec& s) { return random::logistic(key, s); }},
+      {"cauchy", [&](const AxisSpec& s) { return random::cauchy(key, s); }},
+      {"rademacher", [&](const AxisSpec& s) { return random::rademacher(key, s); }},
+      {"gumbel", [&](const AxisSpec& s) { return random::gumbel(key, s); }},
+      {"zeros", [&](const AxisSpec& s) { return zeros(s); }},
+      {"ones bf16", [&](const AxisSpec& s) { return ones(s, at::kBFloat16); }},
+      {"full", [&](const AxisSpec& s) { return full(s, 2.5); }},
+  };
+  for (const AxisSpec& shape : std::vector<AxisSpec>{{L, E, M}, {M, H, E}, {H, M}, {E}, {H}}) {
+    for (const auto& [name, make] : makes) {
+      const NamedArray whole = make(shape);
+      for (int64_t rank = 0; rank < mesh.size(); ++rank) {
+        CreatePieces pieces;
+        pieces.split["embed"] = {2, mesh.coordinate(rank, "data")};
+        pieces.split["mlp"] = {3, mesh.coordinate(rank, "model")};
+        pieces.split["vocab"] = {1, 0};  // one piece: the whole axis
+        NamedArray piece;
+        {
+          CreatePiecesScope scope(pieces);
+          piece = make(shape);
+        }
+        const NamedArray expected = shard(whole, mapping, mesh, rank);
+        const std::string what = name + " " + to_string(shape) + " rank " + std::to_string(rank);
+        EXPECT_EQ(piece.axes(), expected.axes()) << what;
+        EXPECT_TRUE(at::equal(piece.array(), expected.array())) << what;
+        {
+          EvalShapeScope shapes_only;
+          const NamedArray meta = make(shape);
+          EXPECT_TRUE(meta.array().is_meta()) << what;
+          EXPECT_EQ(meta.axes(), whole.axes()) << what;
+          EXPECT_EQ(meta.dtype(), whole.dtype()) << what;
+          CreatePiecesScope scope(pieces);
+          const NamedArray meta_piece = make(shape);
+          EXPECT_TRUE(meta_piece.array().is_meta()) << what;
+          EXPECT_EQ(meta_piece.axes(), expected.axes()) << what;
+        }
+      }
+    }
+  }
+  // The scopes end with their blocks: the same call makes the whole array again, with real data.
+  EXPECT_FALSE(random::normal(key, {E}).array().is_meta());
+  EXPECT_EQ(random::normal(key, {E, M}).axes(), (AxisSpec{E, M}));
+  // Not elementwise: a permutation is whole under the scope.
+  const NamedArray permutation_whole = random::permutation(key, E);
+  {
+    CreatePieces pieces;
+    pieces.split["embed"] = {2, 1};
+    CreatePiecesScope scope(pieces);
+    EXPECT_TRUE(at::equal(random::permutation(key, E).array(), permutation_whole.array()));
+    // An axis that does not divide is refused by name.
+    EXPECT_VALUE_ERROR(random::normal(key, {Axis("embed", 5)}),
+                       "creating in pieces: axis 'embed' of size 5 does not split evenly into 2 pieces");
+    EXPECT_VALUE_ERROR(zeros({Axis("embed", 3)}), "axis 'embed' of size 3 does not split evenly into 2 pieces");
+  }
+  CreatePieces bad;
+  bad.split["embed"] = {2, 2};
+  EXPECT_VALUE_ERROR(CreatePiecesScope{bad}, "creating in pieces: axis 'embed': block 2 of 2");
+}

@@ -143,6 +143,12 @@ class CachingCpuAllocator final : public c10::Allocator {
     give_back_locked();
   }
 
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_in_use_bytes = stats_.in_use_bytes;
+    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+  }
+
   void set_limit(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.limit_bytes = bytes;
@@ -354,6 +360,10 @@ CpuAllocatorStats cpu_allocator_stats() {
 
 void empty_cpu_allocator_cache() {
   if (g_installed) CachingCpuAllocator::instance()->empty_cache();
+}
+
+void reset_cpu_allocator_peak() {
+  if (g_installed) CachingCpuAllocator::instance()->reset_peak();
 }
 
 void set_cpu_allocator_cache_limit(size_t bytes) {

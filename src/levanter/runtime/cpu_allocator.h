@@ -60,6 +60,9 @@ CpuAllocatorStats cpu_allocator_stats();
 // Gives the pages of every free block back to the system.
 void empty_cpu_allocator_cache();
 
+// The peaks start again from the current counts (PyTorch's torch.cuda.reset_peak_memory_stats).
+void reset_cpu_allocator_peak();
+
 // Sets the bound on free cached bytes (the free blocks' pages go back whenever a free takes them past it).
 void set_cpu_allocator_cache_limit(size_t bytes);
 

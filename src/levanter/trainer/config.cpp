@@ -70,8 +70,6 @@ void TrainerConfig::unsupported(V& v) {
   v.ignored("profiler_perfetto_link", "no link is made: open <run dir>/profiler/trace.json in https://ui.perfetto.dev");
   v.ignored("log_jaxprs", "there are no jaxprs");
   v.ignored("log_xla_hlo", "there is no XLA");
-  v.rejected("axis_resources", "explicit axis mappings (use fsdp_axis / tensor_parallel_axes)");
-  v.rejected("parameter_axis_resources", "explicit axis mappings (use fsdp_axis / tensor_parallel_axes)");
   v.rejected("allow_nondivisible_batch_size", "train_batch_size must be a multiple of per_device_parallelism");
   v.rejected("allow_partial_checkpoint", "checkpoints must hold every parameter");
   v.ignored("jax_config", "there is no JAX");
@@ -96,6 +94,101 @@ void validate_run_id(const std::string& id) {
     throw ConfigError("trainer.id: '" + id + "' " + problem +
                       ": the run id names a directory under trainer.log_dir and under the checkpoint base path");
   }
+}
+
+namespace {
+
+std::string resources_str(const std::optional<std::vector<std::string>>& r) {
+  if (!r || r->empty()) return "null";
+  if (r->size() == 1) return (*r)[0];
+  std::string out;
+  for (const std::string& a : *r) out += (out.empty() ? "" : ", ") + a;
+  return "[" + out + "]";
+}
+
+bool maps_to(const std::optional<std::vector<std::string>>& r, const std::string& mesh_axis) {
+  return r && r->size() == 1 && (*r)[0] == mesh_axis;
+}
+
+bool whole(const std::optional<std::vector<std::string>>& r) { return !r || r->empty(); }
+
+void add_unique(std::vector<std::string>& to, const std::string& axis) {
+  if (std::find(to.begin(), to.end(), axis) == to.end()) to.push_back(axis);
+}
+
+}  // namespace
+
+TrainerConfig::ResourceMapping TrainerConfig::compute_axis_mapping() const {
+  for (const auto& [axis, r] : axis_resources) {
+    if (axis == batch_axis || whole(r) || maps_to(r, "model")) continue;
+    throw ConfigError("trainer.axis_resources." + axis + ": " + resources_str(r) +
+                      ": in compute, only the batch axis (trainer.batch_axis: " + batch_axis +
+                      ") is split over data here, and any other axis over model (tensor parallelism); to hold "
+                      "parameters in pieces over data, use trainer.fsdp_axis or parameter_axis_resources");
+  }
+  ResourceMapping m = axis_resources;
+  for (const std::string& a : tensor_parallel_axes.value_or(std::vector<std::string>{}))
+    m[a] = std::vector<std::string>{"model"};
+  m[batch_axis] = std::vector<std::string>{"replica", "data"};
+  return m;
+}
+
+TrainerConfig::ResourceMapping TrainerConfig::parameter_axis_mapping() const {
+  const ResourceMapping compute = compute_axis_mapping();
+  auto tensor_parallel_axes_has = [&](const std::string& a) {
+    const auto& t = tensor_parallel_axes;
+    return t && std::find(t->begin(), t->end(), a) != t->end();
+  };
+  ResourceMapping m = compute;
+  for (const auto& [axis, r] : parameter_axis_resources) m[axis] = r;
+  for (const std::string& a : fsdp_axis.value_or(std::vector<std::string>{})) m[a] = std::vector<std::string>{"data"};
+  m.erase(batch_axis);  // parameters have no batch axis
+  for (const auto& [axis, r] : m) {
+    auto c = compute.find(axis);
+    const bool computed_over_model = c != compute.end() && maps_to(c->second, "model");
+    // The key that set this entry last (fsdp_axis is applied last, as in Levanter).
+    const auto& fsdp = fsdp_axis;
+    const std::string key = fsdp && std::find(fsdp->begin(), fsdp->end(), axis) != fsdp->end() ? "trainer.fsdp_axis"
+                            : parameter_axis_resources.count(axis) ? "trainer.parameter_axis_resources." + axis
+                            : axis_resources.count(axis)           ? "trainer.axis_resources." + axis
+                                                                   : "trainer.tensor_parallel_axes";
+    if (maps_to(r, "data")) {
+      if (computed_over_model) {
+        const std::string tp = axis_resources.count(axis) && !tensor_parallel_axes_has(axis)
+                                   ? "trainer.axis_resources (model)"
+                                   : "trainer.tensor_parallel_axes";
+        throw ConfigError(key + ": '" + axis + "' is also in " + tp +
+                          "; an axis is split over data (FSDP) or over model (tensor parallelism), not both");
+      }
+    } else if (maps_to(r, "model")) {
+      if (!computed_over_model) {
+        throw ConfigError(key + ": '" + axis +
+                          "' held in pieces over model but computed whole is not supported: add it to "
+                          "trainer.tensor_parallel_axes to split its computation too");
+      }
+    } else if (!whole(r)) {
+      throw ConfigError(key + ": " + resources_str(r) +
+                        ": parameters are held in pieces over data (FSDP) or model (tensor parallelism) here");
+    } else if (computed_over_model && axis != models::kVocabAxis) {
+      throw ConfigError(key + ": '" + axis +
+                        "' computed over model but held whole is not supported (only the vocabulary is)");
+    }
+  }
+  return m;
+}
+
+std::vector<std::string> TrainerConfig::model_axes() const {
+  std::vector<std::string> out = tensor_parallel_axes.value_or(std::vector<std::string>{});
+  for (const auto& [axis, r] : compute_axis_mapping())
+    if (maps_to(r, "model")) add_unique(out, axis);
+  return out;
+}
+
+std::vector<std::string> TrainerConfig::fsdp_axes() const {
+  std::vector<std::string> out = fsdp_axis.value_or(std::vector<std::string>{});
+  for (const auto& [axis, r] : parameter_axis_mapping())
+    if (maps_to(r, "data")) add_unique(out, axis);
+  return out;
 }
 
 void TrainerConfig::validate() const {
@@ -132,6 +225,7 @@ void TrainerConfig::validate() const {
   if (peak_flops && *peak_flops <= 0) throw ConfigError("trainer.peak_flops: must be positive");
   if (mp.param != at::kFloat && mp.param != at::kBFloat16)
     throw ConfigError("trainer.mp: parameters must be f32 or bfloat16");
+  compute_axis_mapping();  // refuses, by key, a mapping this trainer cannot run
 }
 
 template <typename V>
@@ -144,6 +238,24 @@ void TrainLmConfig::unsupported(V& v) {
   v.rejected("log_entropy", "entropy logging");
 }
 
+void TrainLmConfig::check_parallel_axes() const {
+  if (trainer.model_axis_size > 1) {
+    // Only axes whose pieces the model's code handles (through dot and Linear).
+    const std::vector<std::string> ok = model->tensor_parallel_axes();
+    std::string supported;
+    for (const std::string& a : ok) supported += (supported.empty() ? "" : ", ") + a;
+    for (const std::string& a : trainer.model_axes()) {
+      if (std::find(ok.begin(), ok.end(), a) == ok.end()) {
+        throw ConfigError(
+            "trainer.tensor_parallel_axes: '" + a + "' cannot be split in a " + model.type() + " model (" +
+            (ok.empty() ? "this family has not been checked under tensor parallelism" : "it can split: " + supported) +
+            ")");
+      }
+    }
+  }
+  trainer.parameter_axis_mapping();  // refuses, by key, a mapping this trainer cannot run
+}
+
 void TrainLmConfig::validate() const {
   data.validate();
   trainer.validate();
@@ -152,6 +264,7 @@ void TrainLmConfig::validate() const {
   } catch (const std::invalid_argument& e) {
     throw ConfigError(e.what());
   }
+  check_parallel_axes();
   if (z_loss_weight < 0) throw ConfigError("z_loss_weight: must be >= 0");
   if (initialize_from_hf && *initialize_from_hf == "true") {
     throw ConfigError(

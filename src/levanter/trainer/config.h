@@ -49,6 +49,12 @@ struct TrainerConfig {
   int64_t model_axis_size = 1;
   int64_t replica_ici_axis_size = 1;
   int64_t replica_dcn_axis_size = 1;
+  // Levanter's explicit mappings of logical axes to mesh axes (`replica`, `data`, `model`; a name, a list of names,
+  // or null for none per axis). They add to what batch_axis, fsdp_axis and tensor_parallel_axes map, in the forms
+  // this trainer runs (see compute_axis_mapping); any other mapping is refused, naming the key.
+  using ResourceMapping = std::map<std::string, std::optional<std::vector<std::string>>>;
+  ResourceMapping axis_resources;
+  ResourceMapping parameter_axis_resources;
 
   int64_t train_batch_size = 512;
   int64_t per_device_parallelism = -1;
@@ -95,6 +101,13 @@ struct TrainerConfig {
     v("tensor_parallel_axes", tensor_parallel_axes,
       "Axes split over the model axis (tensor parallelism; GPT-2: heads, mlp; Llama also kv_heads); vocab splits "
       "the LM head's compute, the parameters keep it whole");
+    v("axis_resources", axis_resources,
+      "Levanter's compute axis mapping, {axis: mesh axis}: an axis mapped to model is split over it as in "
+      "tensor_parallel_axes; the batch axis always maps to replica and data; any other mapping is refused, naming the "
+      "key");
+    v("parameter_axis_resources", parameter_axis_resources,
+      "Levanter's parameter axis mapping over axis_resources, {axis: mesh axis}: an axis mapped to data is held in "
+      "pieces as in fsdp_axis; one mapped to model must also be computed over model");
     v("model_axis_size", model_axis_size, "Processes per model replica (tensor parallel width); 1 in one process");
     v("replica_ici_axis_size", replica_ici_axis_size, "Data-parallel replicas within a slice; 1 in one process");
     v("replica_dcn_axis_size", replica_dcn_axis_size, "Data-parallel slices; 1 in one process");
@@ -136,6 +149,21 @@ struct TrainerConfig {
   template <typename V>
   void unsupported(V& v);
   void validate() const;
+  // Levanter's TrainerConfig.compute_axis_mapping: axis_resources, then each tensor-parallel axis -> model, then the
+  // batch axis -> (replica, data). Throws ConfigError naming the key for a mapping this trainer cannot run: in
+  // compute, only the batch axis is split over data, and only over `model` otherwise.
+  ResourceMapping compute_axis_mapping() const;
+  // Levanter's parameter_axis_mapping: the compute mapping, parameter_axis_resources over it, then each FSDP axis ->
+  // data. Refused by name: an axis held over model but computed whole or the other way round (`vocab`, which the
+  // parameters keep whole, excepted: see tensor_parallel_axes), and an axis both held over data and computed over
+  // model.
+  ResourceMapping parameter_axis_mapping() const;
+  // What the two mean here. The axes computed and held in pieces over `model` (tensor parallelism, `vocab` in
+  // compute only): tensor_parallel_axes in their order, then those of axis_resources.
+  std::vector<std::string> model_axes() const;
+  // The axes whose parameters are held in pieces over `data` (FSDP): fsdp_axis in its order, then those of
+  // parameter_axis_resources (and of axis_resources: Levanter's parameter mapping inherits the compute mapping).
+  std::vector<std::string> fsdp_axes() const;
   int64_t microbatch_size() const { return per_device_parallelism > 0 ? per_device_parallelism : train_batch_size; }
   int64_t eval_batch_size() const {
     return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size();
@@ -179,6 +207,9 @@ struct TrainLmConfig {
   template <typename V>
   void unsupported(V& v);
   void validate() const;
+  // Tensor-parallel axes the model family handles (with model_axis_size > 1), and axis mappings this trainer runs;
+  // throws ConfigError naming the key. Part of validate(); the Trainer checks it again for configs built in code.
+  void check_parallel_axes() const;
 };
 
 // Throws config::ConfigError naming trainer.id unless `id` can name a directory of its own: not empty, no '/' or

@@ -73,13 +73,26 @@ std::string Fsdp::describe() const {
   return out + ", " + (unit_ == Unit::kLayer ? "stacked layers gathered layer by layer" : "gathered for each step");
 }
 
-void Fsdp::shard_(models::LmHeadModel& model) const {
+std::vector<std::string> Fsdp::shard_(models::LmHeadModel& model) const {
+  const int64_t N = mesh_.axis_size(axis_);
+  std::vector<std::string> cut;
   size_t i = 0;
   nn::for_each_parameter(model, [&](const nn::ParamInfo& info, haliax::NamedArray& p) {
     if (i >= dims_.size() || paths_[i] != info.path) throw std::logic_error("FSDP: the model does not match its plan");
-    if (dims_[i] >= 0) p = haliax::shard(p.detach(), mapping_, mesh_, rank_, info.path);
+    const int64_t d = dims_[i];
+    if (d >= 0) {
+      const int64_t whole = axes_[i][d].size, held = p.axes()[d].size;
+      if (held == whole) {
+        p = haliax::shard(p.detach(), mapping_, mesh_, rank_, info.path);
+        cut.push_back(info.path);
+      } else if (held * N != whole) {
+        throw std::logic_error("FSDP: " + info.path + " holds " + std::to_string(held) + " of axis '" +
+                               axes_[i][d].name + "' (" + std::to_string(whole) + " whole)");
+      }  // else already this process's piece (created in pieces)
+    }
     ++i;
   });
+  return cut;
 }
 
 haliax::StateDict Fsdp::shard_optimizer_state(const haliax::StateDict& full) const {
@@ -141,27 +154,21 @@ Fsdp::CheckpointDims Fsdp::checkpoint_dims() const {
   return out;
 }
 
-std::unique_ptr<models::LmHeadModel> Fsdp::whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype) const {
+std::unique_ptr<models::LmHeadModel> Fsdp::whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype,
+                                                      bool keep_layer_pieces) const {
   std::unique_ptr<models::LmHeadModel> out = pieces.clone();
   const std::vector<std::vector<int64_t>> shapes = whole_shapes();
   size_t i = 0;
   nn::for_each_parameter(*out, [&](const nn::ParamInfo&, haliax::NamedArray& p) {
     const at::ScalarType t = at::isFloatingType(p.dtype()) ? dtype : p.dtype();
-    p = haliax::NamedArray(at::empty(shapes[i], p.array().options().dtype(t)), axes_[i]);
-    ++i;
-  });
-  return out;
-}
-
-void Fsdp::shard_layers_(models::LmHeadModel& compute_copy) const {
-  size_t i = 0;
-  nn::for_each_parameter(compute_copy, [&](const nn::ParamInfo& info, haliax::NamedArray& p) {
-    if (gathered_by_layer(i)) {
-      p = haliax::NamedArray(haliax::shard(p.detach(), mapping_, mesh_, rank_, info.path).array().requires_grad_(true),
-                             haliax::local_axes(p.axes(), mapping_, mesh_, info.path));
+    if (keep_layer_pieces && gathered_by_layer(i)) {
+      p = haliax::NamedArray(at::empty(p.array().sizes(), p.array().options().dtype(t)), p.axes());
+    } else {
+      p = haliax::NamedArray(at::empty(shapes[i], p.array().options().dtype(t)), axes_[i]);
     }
     ++i;
   });
+  return out;
 }
 
 namespace {

@@ -50,8 +50,10 @@ class Fsdp {
   // "embed over data (2 processes): 99.9% of the parameters in pieces"
   std::string describe() const;
 
-  // In place: every split parameter of `model` (the full model) becomes this process's piece.
-  void shard_(models::LmHeadModel& model) const;
+  // In place: every split parameter of `model` (the full model) becomes this process's piece. A parameter that already
+  // is (created in pieces under haliax::CreatePiecesScope) is kept; one that is neither throws std::logic_error.
+  // Returns the paths of the parameters it cut.
+  std::vector<std::string> shard_(models::LmHeadModel& model) const;
   // A full optimizer state (Optimizer::state_dict's keys) cut to this process's pieces.
   haliax::StateDict shard_optimizer_state(const haliax::StateDict& full) const;
   // The checkpoint's split dimensions (checkpoint::Sharding::dims) of groups "model" (to_state_dict keys) and
@@ -62,10 +64,11 @@ class Fsdp {
   // full's parameters <- every process's pieces of `pieces` (converted to full's dtypes); a parameter of `full` that
   // is itself a piece (kLayer's stacked parameters in the compute copy) is copied. Collective.
   void gather(distributed::ProcessGroup& pg, const models::LmHeadModel& pieces, models::LmHeadModel& full) const;
-  // A model shaped as the whole one, in `dtype`, from the pieces' structure (contents undefined until gather).
-  std::unique_ptr<models::LmHeadModel> whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype) const;
-  // kLayer: cuts the stacked split parameters of `compute_copy` (whole) to this process's pieces, in place.
-  void shard_layers_(models::LmHeadModel& compute_copy) const;
+  // A model shaped as the whole one, in `dtype`, from the pieces' structure (contents undefined until gather). With
+  // keep_layer_pieces, kLayer's stacked split parameters stay pieces: the compute copy, whose layers are gathered as
+  // they run.
+  std::unique_ptr<models::LmHeadModel> whole_like(const models::LmHeadModel& pieces, at::ScalarType dtype,
+                                                  bool keep_layer_pieces = false) const;
   // kLayer: the per-layer gather to install (haliax::nn::LayerGather) around the forward and backward passes of
   // `compute_copy` (whose stacked split parameters are pieces). Each layer's gradients, widened to f32 and summed over
   // processes in rank order, are added to `(*layer_grads)[i]` (this process's piece, [layers, ...], made on first use)

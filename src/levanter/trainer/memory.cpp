@@ -56,7 +56,7 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
   const std::string& type = config.optimizer.type.name;
   e.optimizer = P * pb * (type == "lion" ? 1.0 : 2.0);
   if (tc.mp.compute != tc.mp.param) e.compute_copy = 2.0 * P * cb;
-  const bool fsdp = processes > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty();
+  const bool fsdp = processes > 1 && !tc.fsdp_axes().empty();
   if (fsdp) {
     // Pieces of the master weights, of their gradients and of the optimizer state; the whole compute copy (f32 too)
     // and its gradients during the step.
@@ -92,8 +92,8 @@ std::optional<MemoryEstimate> estimate_training_memory(const TrainLmConfig& conf
       full ? N
            : static_cast<double>(models::fused_loss_block_rows(block.value_or(0), static_cast<int64_t>(N), vocab_size));
   bool vocab_split = false;
-  if (model_axis_size > 1 && tc.tensor_parallel_axes) {
-    for (const std::string& a : *tc.tensor_parallel_axes) vocab_split = vocab_split || a == models::kVocabAxis;
+  if (model_axis_size > 1) {
+    for (const std::string& a : tc.model_axes()) vocab_split = vocab_split || a == models::kVocabAxis;
   }
   const bool in_place = !full && !vocab_split && models::fused_loss_in_place(tc.mp.compute);
   e.loss = loss_rows * V * (in_place ? cb : cb == 4.0 ? 8.0 : 8.0 + 2.0 * cb);

@@ -163,29 +163,10 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
         std::to_string(tc.replica_dcn_axis_size) + " * " + std::to_string(tc.replica_ici_axis_size) + " * " +
         std::to_string(M) + ")");
   }
-  if (M > 1 && (!tc.tensor_parallel_axes || tc.tensor_parallel_axes->empty())) {
+  config.check_parallel_axes();
+  if (M > 1 && tc.model_axes().empty()) {
     throw config::ConfigError("trainer.tensor_parallel_axes: empty, but model_axis_size is " + std::to_string(M) +
                               ": name the axes to split over the model axis (for GPT-2, Levanter's [mlp, heads])");
-  }
-  if (M > 1) {
-    // Only axes whose pieces the model's code handles (through dot and Linear), and none that FSDP also cuts.
-    const std::vector<std::string> ok = config.model->tensor_parallel_axes();
-    std::string supported;
-    for (const std::string& a : ok) supported += (supported.empty() ? "" : ", ") + a;
-    const std::vector<std::string> fsdp = tc.fsdp_axis.value_or(std::vector<std::string>{});
-    for (const std::string& a : *tc.tensor_parallel_axes) {
-      if (std::find(ok.begin(), ok.end(), a) == ok.end()) {
-        throw config::ConfigError(
-            "trainer.tensor_parallel_axes: '" + a + "' cannot be split in a " + config.model.type() + " model (" +
-            (ok.empty() ? "this family has not been checked under tensor parallelism" : "it can split: " + supported) +
-            ")");
-      }
-      if (std::find(fsdp.begin(), fsdp.end(), a) != fsdp.end()) {
-        throw config::ConfigError("trainer.fsdp_axis: '" + a +
-                                  "' is also in trainer.tensor_parallel_axes; an axis is split over data (FSDP) or "
-                                  "over model (tensor parallelism), not both");
-      }
-    }
   }
   const int64_t D = n / (M * R), B = tc.train_batch_size, pdp = tc.per_device_parallelism, rows = R * D;
   if (pdp > 0 ? B % (pdp * rows) != 0 : B % rows != 0) {
@@ -912,7 +893,7 @@ Trainer::Trainer(const TrainLmConfig& config, TrainOptions options) : impl_(std:
           group("replica" + std::to_string(d) + "." + std::to_string(m), R, [&](int i) { return (i * D + d) * M + m; });
       I.fsdp_pg = I.fsdp_subgroup.get();
     }
-    I.shard_parameters = D > 1 && tc.fsdp_axis && !tc.fsdp_axis->empty();
+    I.shard_parameters = D > 1 && !tc.fsdp_axes().empty();
   }
   if (I.rank() == 0) I.lock_directories();  // before anything reads or writes the run's files
   I.config_yaml = config::dump(config::to_yaml_value(I.config));
@@ -1017,12 +998,25 @@ TrainerState Trainer::initial_state() {
     if (tc.mp.param != at::kFloat) m = models::cast_floating(*m, tc.mp.param);
     return m;
   };
-  state.model = build_model();
-  I.parameter_count = nn::parameter_count(*state.model);
   // Levanter's mesh (replica, data, model); its parameter mapping sends the tensor-parallel axes to `model` and the
   // FSDP axes to `data`.
   const int64_t M = I.model_axis_size;
   const haliax::Mesh mesh({{"replica", I.mesh_shape.replica}, {"data", I.mesh_shape.data}, {"model", M}});
+  // In pieces (FSDP or tensor parallelism), no process ever holds the whole model, as in Levanter (eval_shape, then
+  // an initialisation whose output is sharded): the plans below are made from the model's shapes alone (built on the
+  // meta device), then the model is built as this process's pieces (haliax::CreatePiecesScope), the same bits as
+  // cutting the whole initialisation.
+  const bool in_pieces = I.shard_parameters || M > 1;
+  std::unique_ptr<models::LmHeadModel> shapes;  // in pieces: the model's shapes, cut as the plans cut it
+  if (in_pieces) {
+    haliax::EvalShapeScope shapes_only;
+    shapes = build_model();
+  } else {
+    state.model = build_model();
+  }
+  models::LmHeadModel& planned = in_pieces ? *shapes : *state.model;
+  I.parameter_count = nn::parameter_count(planned);
+  haliax::CreatePieces pieces;  // what the plans cut: logical axis -> (pieces, this process's block)
   checkpoint::Sharding sh;
   sh.mesh = mesh.axes();
   if (M > 1) {
@@ -1031,29 +1025,29 @@ TrainerState Trainer::initial_state() {
     haliax::AxisMapping mapping;
     auto scope = std::make_shared<haliax::TensorParallel>();
     const int64_t coordinate = mesh.coordinate(I.rank(), "model");
-    for (const std::string& a : tc.tensor_parallel_axes.value_or(std::vector<std::string>{})) {
+    for (const std::string& a : tc.model_axes()) {
       if (a == models::kVocabAxis) {
         scope->split_compute[a] = {M, coordinate};
       } else {
         mapping[a] = "model";
       }
     }
-    I.tp.emplace(*state.model, mapping, mesh, I.rank(), Fsdp::Unit::kStep, "model");
+    I.tp.emplace(planned, mapping, mesh, I.rank(), Fsdp::Unit::kStep, "model");
     if (scope->split_compute.count(models::kVocabAxis)) {
       // An empty block would only show at the first step: refuse it now, by name.
       try {
-        haliax::compute_block_of(models::kVocabAxis, state.model->lm_head().resolve_axis(models::kVocabAxis).size, M,
+        haliax::compute_block_of(models::kVocabAxis, planned.lm_head().resolve_axis(models::kVocabAxis).size, M,
                                  coordinate);
       } catch (const haliax::ValueError& e) {
         throw config::ConfigError(std::string("trainer.tensor_parallel_axes: ") + e.what());
       }
     }
-    for (const auto& [axis, physical] : mapping) scope->split[axis] = {M, coordinate};
-    for (const auto& [info, p] : nn::named_parameters(*state.model)) {
+    for (const auto& [axis, physical] : mapping) scope->split[axis] = pieces.split[axis] = {M, coordinate};
+    for (const auto& [info, p] : nn::named_parameters(planned)) {
       for (const haliax::Axis& a : p.axes())
         if (mapping.count(a.name)) scope->whole[a.name] = a.size;  // before the cut
     }
-    I.tp->shard_(*state.model);
+    I.tp->shard_(planned);
     distributed::ProcessGroup* model_pg = I.model_pg.get();
     std::shared_ptr<double> seconds = I.tp_exchange_s;
     scope->all_reduce = [model_pg, seconds](at::Tensor& t) {
@@ -1074,16 +1068,47 @@ TrainerState Trainer::initial_state() {
   if (I.shard_parameters) {
     // The whole replica becomes the compute copy (gathered again at every step); this process keeps its pieces.
     haliax::AxisMapping mapping;
-    for (const std::string& a : tc.fsdp_axis.value_or(std::vector<std::string>{})) mapping[a] = "data";
-    I.fsdp.emplace(*state.model, std::move(mapping), mesh, I.rank(),
+    for (const std::string& a : tc.fsdp_axes()) mapping[a] = "data";
+    for (const auto& [axis, physical] : mapping)
+      pieces.split[axis] = {I.mesh_shape.data, mesh.coordinate(I.rank(), "data")};
+    I.fsdp.emplace(planned, std::move(mapping), mesh, I.rank(),
                    tc.fsdp_gather == "layer" ? Fsdp::Unit::kLayer : Fsdp::Unit::kStep);
-    state.compute_copy = models::cast_floating(*state.model, tc.mp.compute);
-    nn::requires_grad_(*state.compute_copy);
-    I.fsdp->shard_layers_(*state.compute_copy);  // kLayer: the stacked layers stay in pieces until they run
-    I.fsdp->shard_(*state.model);
+    I.fsdp->shard_(planned);
     for (const auto& [group, keys] : I.fsdp->checkpoint_dims()) {
       for (const auto& [key, cuts] : keys) sh.dims[group][key].insert(cuts.begin(), cuts.end());
     }
+  }
+  if (in_pieces) {
+    {
+      haliax::CreatePiecesScope in_pieces_scope(pieces);
+      state.model = build_model();
+    }
+    // A parameter that its module made without haliax's creation functions comes whole: cut it now, and say so (the
+    // process held it whole for a moment).
+    std::vector<std::string> made_whole;
+    for (const std::optional<Fsdp>* plan : {&I.tp, &I.fsdp}) {
+      if (!*plan) continue;
+      for (std::string& path : (**plan).shard_(*state.model)) made_whole.push_back(std::move(path));
+    }
+    if (!made_whole.empty() && I.rank() == 0) {
+      std::fprintf(stderr,
+                   "warning: %zu parameters (first: %s) were created whole, not with haliax's creation "
+                   "functions, and cut afterwards\n",
+                   made_whole.size(), made_whole[0].c_str());
+    }
+    const auto made = nn::named_parameters(*state.model), expected = nn::named_parameters(planned);
+    for (size_t i = 0; i < std::max(made.size(), expected.size()); ++i) {
+      if (i >= made.size() || i >= expected.size() || made[i].first.path != expected[i].first.path ||
+          made[i].second.axes() != expected[i].second.axes()) {
+        throw std::logic_error("the model built in pieces differs from its shapes at parameter " + std::to_string(i));
+      }
+    }
+  }
+  if (I.fsdp) {
+    // The compute copy: whole (gathered from the pieces at every step), except the stacked layers' pieces under
+    // layer-by-layer gathering; its contents are written by the step's gather before anything reads them.
+    state.compute_copy = I.fsdp->whole_like(*state.model, tc.mp.compute, /*keep_layer_pieces=*/true);
+    nn::requires_grad_(*state.compute_copy);
   }
   if (I.fsdp || I.tp) {
     sh.rank = I.rank();

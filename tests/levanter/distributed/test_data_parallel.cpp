@@ -318,6 +318,8 @@ TEST_F(DataParallel, AJobKilledMidRunAndLaunchedAgainContinuesToTheSameBits) {
 TEST_F(DataParallel, FsdpHoldsHalfTheStateInEachProcessAndGivesTheBitsOfReplicatedDataParallelism) {
   ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id fsdp"), 0) << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("FSDP: embed over data (2 processes)"));
+  // Built as each process's pieces (haliax::CreatePiecesScope): no parameter was made whole and cut.
+  EXPECT_THAT(slurp(root_ / "out.txt"), ::testing::Not(HasSubstr("created whole")));
   ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id dp --trainer.fsdp_axis null"), 0)
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), ::testing::Not(HasSubstr("FSDP")));
@@ -444,7 +446,17 @@ TEST_F(DataParallel, TensorParallelismOverTwoProcessesMatchesOneProcess) {
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
   EXPECT_THAT(out, HasSubstr("; vocab split in compute (LM head)"));
   EXPECT_THAT(out, ::testing::Not(HasSubstr("FSDP")));  // one replica: nothing to cut over `data`
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("created whole")));
   expect_close_run("tp", "one");
+  // The same split written as Levanter's explicit mappings: the compute mapping sends the three axes to model (the
+  // parameter mapping inherits it), so the run is the tensor_parallel_axes run, bit for bit.
+  ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() +
+                     " --trainer.model_axis_size 2 --trainer.axis_resources '{mlp: model, heads: model, vocab: model}'"
+                     " --trainer.parameter_axis_resources '{heads: model}' --trainer.id mapped"),
+            0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
+  EXPECT_EQ(losses("mapped"), losses("tp"));
   // Each process wrote its own pieces (the checkpoint is put back together by loading, above).
   const fs::path step = root_ / "ckpt" / "tp" / "step-6";
   EXPECT_TRUE(fs::exists(step / "model.shard-1-of-2.safetensors"));
@@ -471,6 +483,8 @@ TEST_F(DataParallel, FsdpWithTensorParallelismInFourProcessesMatchesOneProcess) 
   EXPECT_THAT(out, HasSubstr("tensor parallelism: heads, mlp over model (2 processes)"));
   EXPECT_THAT(out, HasSubstr("FSDP: embed over data (2 processes)"));
   EXPECT_THAT(out, HasSubstr("in each of 2 data-parallel replicas of 2 processes"));
+  // Built as each process's pieces of both axes (haliax::CreatePiecesScope): no parameter was made whole and cut.
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("created whole")));
   expect_close_run("both", "one");
   EXPECT_TRUE(fs::exists(root_ / "ckpt" / "both" / "step-6" / "model.shard-3-of-4.safetensors"));
 }

@@ -198,6 +198,20 @@ TEST(CpuAllocator, InUseBytesTrackLiveTensors) {
   EXPECT_GE(rt::cpu_allocator_stats().cached_free_bytes, size_t(1) << 20);
 }
 
+TEST(CpuAllocator, ThePeakStartsAgainFromWhatIsInUse) {
+  at::Tensor held = at::empty({1 << 18}, at::kFloat);     // 1 MiB
+  { at::Tensor big = at::empty({1 << 20}, at::kFloat); }  // 4 MiB, freed
+  const rt::CpuAllocatorStats before = rt::cpu_allocator_stats();
+  EXPECT_GE(before.peak_in_use_bytes, before.in_use_bytes + (size_t(4) << 20));
+  rt::reset_cpu_allocator_peak();
+  rt::CpuAllocatorStats now = rt::cpu_allocator_stats();
+  EXPECT_EQ(now.peak_in_use_bytes, now.in_use_bytes);
+  EXPECT_EQ(now.peak_reserved_bytes, now.reserved_bytes);
+  { at::Tensor two = at::empty({1 << 19}, at::kFloat); }  // 2 MiB
+  now = rt::cpu_allocator_stats();
+  EXPECT_EQ(now.peak_in_use_bytes, now.in_use_bytes + (size_t(2) << 20));
+}
+
 TEST(CpuAllocator, AFullArenaGivesRequestsMappingsOfTheirOwn) {
   // Runs in a child process with a 256 MiB arena (the test binary again, this test only).
   if (std::getenv("LEVANTER_CPU_ARENA_MB")) {

@@ -233,3 +233,62 @@ TEST(TrainConfig, ConfigReferenceListsEveryKey) {
     EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
   }
 }
+
+// Levanter's axis_resources and parameter_axis_resources: the compute and parameter mappings are built as its
+// TrainerConfig builds them, and what they say becomes this trainer's tensor-parallel and FSDP axes; mappings it
+// cannot run are refused, naming the key.
+TEST(TrainConfig, LevantersAxisMappingsBecomeTensorParallelAndFsdpAxes) {
+  using Mapping = levanter::trainer::TrainerConfig::ResourceMapping;
+  using V = std::vector<std::string>;
+  const std::string base = std::string(kData) + "trainer:\n  model_axis_size: 2\n";
+  {
+    // Levanter's defaults: fsdp_axis embed, batch over (replica, data).
+    const TrainLmConfig c = load_train_config("", {"--data.train_urls", "[x.jsonl]"});
+    EXPECT_EQ(c.trainer.compute_axis_mapping(), (Mapping{{"batch", V{"replica", "data"}}}));
+    EXPECT_EQ(c.trainer.parameter_axis_mapping(), (Mapping{{"embed", V{"data"}}}));
+    EXPECT_EQ(c.trainer.fsdp_axes(), V{"embed"});
+    EXPECT_TRUE(c.trainer.model_axes().empty());
+  }
+  fs::path f = fs::temp_directory_path() / ("levanter_axes_" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(f) << base
+                   << "  fsdp_axis: null\n  tensor_parallel_axes: [heads]\n"
+                      "  axis_resources: {mlp: model, batch: data, position: null}\n"
+                      "  parameter_axis_resources: {embed: [data], vocab: null}\n";
+  const TrainLmConfig c = load_train_config(f.string(), {});
+  fs::remove(f);
+  EXPECT_EQ(c.trainer.compute_axis_mapping(),
+            (Mapping{{"batch", V{"replica", "data"}}, {"heads", V{"model"}}, {"mlp", V{"model"}}, {"position", {}}}));
+  EXPECT_EQ(
+      c.trainer.parameter_axis_mapping(),
+      (Mapping{{"embed", V{"data"}}, {"heads", V{"model"}}, {"mlp", V{"model"}}, {"position", {}}, {"vocab", {}}}));
+  EXPECT_EQ(c.trainer.model_axes(), (V{"heads", "mlp"}));
+  EXPECT_EQ(c.trainer.fsdp_axes(), V{"embed"});
+  // The vocabulary: computed over model, held whole (this trainer's split_compute).
+  EXPECT_EQ(load_train_config("", {"--data.train_urls", "[x.jsonl]", "--trainer.tensor_parallel_axes", "[mlp, vocab]"})
+                .trainer.parameter_axis_mapping()
+                .at("vocab"),
+            V{"model"});
+
+  EXPECT_THAT(error_of(base + "  axis_resources: {embed: data}\n"),
+              HasSubstr("trainer.axis_resources.embed: data: in compute, only the batch axis (trainer.batch_axis: "
+                        "batch) is split over data here, and any other axis over model (tensor parallelism)"));
+  EXPECT_THAT(error_of(base + "  axis_resources: {mlp: [replica, model]}\n"),
+              HasSubstr("trainer.axis_resources.mlp: [replica, model]: in compute, only the batch axis"));
+  EXPECT_THAT(error_of(base + "  parameter_axis_resources: {mlp: model}\n"),
+              HasSubstr("trainer.parameter_axis_resources.mlp: 'mlp' held in pieces over model but computed whole "
+                        "is not supported: add it to trainer.tensor_parallel_axes"));
+  EXPECT_THAT(error_of(base + "  tensor_parallel_axes: [mlp]\n  parameter_axis_resources: {mlp: null}\n"),
+              HasSubstr("trainer.parameter_axis_resources.mlp: 'mlp' computed over model but held whole is not "
+                        "supported (only the vocabulary is)"));
+  // fsdp_axis is applied last, as in Levanter: {embed: replica} is overridden by the default fsdp_axis, embed.
+  EXPECT_EQ(error_of(base + "  parameter_axis_resources: {embed: replica}\n"), "(no error)");
+  EXPECT_THAT(error_of(base + "  tensor_parallel_axes: [mlp]\n  parameter_axis_resources: {mlp: data}\n"),
+              HasSubstr("trainer.parameter_axis_resources.mlp: 'mlp' is also in trainer.tensor_parallel_axes; an axis "
+                        "is split over data (FSDP) or over model (tensor parallelism), not both"));
+  EXPECT_THAT(error_of(base + "  fsdp_axis: mlp\n  axis_resources: {mlp: model}\n"),
+              HasSubstr("trainer.fsdp_axis: 'mlp' is also in trainer.axis_resources (model); an axis is split over "
+                        "data (FSDP) or over model"));
+  EXPECT_THAT(error_of(base + "  parameter_axis_resources: {mlp: replica}\n"),
+              HasSubstr("trainer.parameter_axis_resources.mlp: replica: parameters are held in pieces over data "
+                        "(FSDP) or model (tensor parallelism) here"));
+}
