@@ -136,14 +136,23 @@ thread_local std::shared_ptr<const CreatePieces> current_pieces;
 thread_local bool eval_shape = false;
 }  // namespace
 
-CreatePiecesScope::CreatePiecesScope(CreatePieces pieces) : previous_(std::move(current_pieces)) {
+namespace {
+CreatePieces checked(CreatePieces pieces) {
   for (const auto& [axis, block] : pieces.split) {
     if (block.first < 1 || block.second < 0 || block.second >= block.first) {
       value_error("creating in pieces: axis '" + axis + "': block " + std::to_string(block.second) + " of " +
                   std::to_string(block.first));
     }
   }
-  current_pieces = std::make_shared<const CreatePieces>(std::move(pieces));
+  return pieces;
+}
+}  // namespace
+
+// Checked before the enclosing scope is taken over: a refused block leaves it installed.
+CreatePiecesScope::CreatePiecesScope(CreatePieces pieces) {
+  auto next = std::make_shared<const CreatePieces>(checked(std::move(pieces)));
+  previous_ = std::move(current_pieces);
+  current_pieces = std::move(next);
 }
 CreatePiecesScope::~CreatePiecesScope() { current_pieces = std::move(previous_); }
 

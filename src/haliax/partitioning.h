@@ -73,9 +73,9 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
 // Levanter builds a sharded model without any device holding it whole: eqx.filter_eval_shape gives the parameters'
 // shapes, and the initialisation, jitted with the parameter mapping as its output sharding, computes each device's
 // pieces alone. The same two steps here, for code that creates its arrays with haliax's creation functions (zeros,
-// ones, full, and every elementwise draw of haliax::random: bits, uniform, normal, truncated_normal, bernoulli,
-// randint, exponential, laplace, logistic, cauchy, rademacher, gumbel), as nn::Linear, Embedding, LayerNorm, RmsNorm
-// and Stacked's inits do:
+// ones, full, and every draw of haliax::random made from a shape alone: bits, uniform, normal, truncated_normal,
+// bernoulli with a probability, randint, exponential, laplace, logistic, cauchy, rademacher, gumbel), as nn::Linear,
+// Embedding, LayerNorm, RmsNorm and Stacked's inits do:
 //   - under an EvalShapeScope they are created on ATen's meta device: shapes and dtypes, no data, nothing drawn;
 //   - under a CreatePiecesScope an array with an axis in `split` is created as block `index` of `pieces` equal
 //     contiguous blocks of that axis (shard()'s block). A random draw's piece holds exactly the elements of the whole
@@ -83,7 +83,7 @@ NamedArray shard(const NamedArray& x, const AxisMapping& mapping, const Mesh& me
 //     array (JAX's jax_threefry_partitionable), and the draws' transforms are elementwise. So a model built under the
 //     scope equals its whole initialisation cut with shard(), bit for bit, and only this process's pieces are drawn.
 // Both apply to the thread that installs them, until the scope ends; nothing else (permutation, categorical,
-// arange, operations on existing arrays) is affected.
+// bernoulli with an array of probabilities, arange, operations on existing arrays) is affected.
 struct CreatePieces {
   // Logical axis -> (pieces, this process's block index).
   std::map<std::string, std::pair<int64_t, int64_t>> split;

@@ -78,11 +78,16 @@ Draw draw_of(const AxisSpec& shape) {
   return d;
 }
 
-// All n elements of a one-dimensional draw, whatever the scopes (permutation's sort keys).
-Draw all_of(int64_t n) {
+// Every element of the draw of `shape`, whatever the scopes: draws shaped by an existing array (categorical's noise,
+// bernoulli with an array of probabilities) and permutation's sort keys.
+Draw whole_draw(const AxisSpec& shape) {
   Draw d;
-  d.local = d.whole = {n};
-  d.numel = n;
+  d.c.axes = shape;
+  for (const Axis& a : shape) {
+    d.local.push_back(a.size);
+    d.numel *= a.size;
+  }
+  d.whole = d.local;
   return d;
 }
 
@@ -298,8 +303,7 @@ NamedArray bernoulli(const Key& key, const AxisSpec& shape, double p) {
 }
 
 NamedArray bernoulli(const Key& key, const AxisSpec& shape, const NamedArray& p) {
-  const Draw w = draw_of(shape);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(at::kBool)), w.c.axes);
+  const Draw w = whole_draw(shape);  // shaped with an existing array: not affected by the creation scopes
   NamedArray u(uniform_tensor(key, w, compute_dtype(p.dtype()), 0.0, 1.0), w.c.axes);
   return broadcast_to(u < p, w.c.axes);
 }
@@ -350,13 +354,20 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
   return NamedArray(out, w.c.axes);
 }
 
-NamedArray gumbel(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
-  const Draw w = draw_of(shape);
+namespace {
+
+NamedArray gumbel_of(const Key& key, const Draw& w, at::ScalarType dtype) {
   if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
   at::ScalarType ct = compute_dtype(dtype);
   double tiny = ct == at::kDouble ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
   at::Tensor u = uniform_tensor(key, w, ct, tiny, 1.0);
   return NamedArray(at::neg(at::log(at::neg(at::log(u)))).to(dtype), w.c.axes);
+}
+
+}  // namespace
+
+NamedArray gumbel(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
+  return gumbel_of(key, draw_of(shape), dtype);
 }
 
 NamedArray permutation(const Key& key, const Axis& axis) {
@@ -370,7 +381,7 @@ NamedArray permutation(const Key& key, const Axis& axis) {
   for (int r = 0; r < rounds; ++r) {
     auto [next, sub] = k.split2();
     k = next;
-    std::vector<uint32_t> sort_keys = bits32(sub, all_of(n));
+    std::vector<uint32_t> sort_keys = bits32(sub, whole_draw({Axis("n", n)}));
     std::vector<size_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sort_keys[a] < sort_keys[b]; });
@@ -393,7 +404,7 @@ NamedArray permutation(const Key& key, const NamedArray& x, const AxisSelector& 
 
 NamedArray categorical(const Key& key, const NamedArray& logits, const AxisSelector& axis) {
   Axis ax = logits.resolve_axis(axis);
-  NamedArray g = gumbel(key, logits.axes(), logits.dtype());
+  NamedArray g = gumbel_of(key, whole_draw(logits.axes()), logits.dtype());  // not affected by the creation scopes
   return argmax(g + logits, ax);
 }
 

@@ -186,13 +186,23 @@ TEST(Partitioning, ArraysCreatedInPiecesAreTheBlocksOfTheWholeArrays) {
   // The scopes end with their blocks: the same call makes the whole array again, with real data.
   EXPECT_FALSE(random::normal(key, {E}).array().is_meta());
   EXPECT_EQ(random::normal(key, {E, M}).axes(), (AxisSpec{E, M}));
-  // Not elementwise: a permutation is whole under the scope.
+  // Draws that are not made from a shape alone are whole under the scope: a permutation, and draws shaped by an
+  // existing array.
   const NamedArray permutation_whole = random::permutation(key, E);
+  const NamedArray logits = random::normal(random::Key(1), {E, M}), p = full({E, M}, 0.3);
+  const NamedArray categorical_whole = random::categorical(key, logits, "mlp");
+  const NamedArray bernoulli_whole = random::bernoulli(key, {E, M}, p);
   {
     CreatePieces pieces;
     pieces.split["embed"] = {2, 1};
     CreatePiecesScope scope(pieces);
     EXPECT_TRUE(at::equal(random::permutation(key, E).array(), permutation_whole.array()));
+    EXPECT_TRUE(at::equal(random::categorical(key, logits, "mlp").array(), categorical_whole.array()));
+    EXPECT_TRUE(at::equal(random::bernoulli(key, {E, M}, p).array(), bernoulli_whole.array()));
+    {
+      EvalShapeScope shapes_only;
+      EXPECT_FALSE(random::categorical(key, logits, "mlp").array().is_meta());
+    }
     // An axis that does not divide is refused by name.
     EXPECT_VALUE_ERROR(random::normal(key, {Axis("embed", 5)}),
                        "creating in pieces: axis 'embed' of size 5 does not split evenly into 2 pieces");
@@ -201,4 +211,13 @@ TEST(Partitioning, ArraysCreatedInPiecesAreTheBlocksOfTheWholeArrays) {
   CreatePieces bad;
   bad.split["embed"] = {2, 2};
   EXPECT_VALUE_ERROR(CreatePiecesScope{bad}, "creating in pieces: axis 'embed': block 2 of 2");
+  {
+    // A refused scope leaves the enclosing one installed.
+    CreatePieces outer;
+    outer.split["embed"] = {2, 1};
+    CreatePiecesScope scope(outer);
+    EXPECT_VALUE_ERROR(CreatePiecesScope{bad}, "block 2 of 2");
+    EXPECT_EQ(zeros({E}).axes(), (AxisSpec{Axis("embed", 2)}));
+  }
+  EXPECT_EQ(zeros({E}).axes(), (AxisSpec{E}));
 }

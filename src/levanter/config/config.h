@@ -278,9 +278,18 @@ template <typename T>
 std::string type_name(const std::vector<T>&) {
   return "list of " + type_name(T{});
 }
+// A map's values: "list of string", or "list of string or null" where a value may be null.
+template <typename T>
+std::string value_type_name(const T& v) {
+  return type_name(v);
+}
+template <typename T>
+std::string value_type_name(const std::optional<T>&) {
+  return type_name(T{}) + " or null";
+}
 template <typename T>
 std::string type_name(const std::map<std::string, T>&) {
-  return "map of name to " + type_name(T{});
+  return "map of name to " + value_type_name(T{});
 }
 template <typename T>
 std::string type_name(const T&) {

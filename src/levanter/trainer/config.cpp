@@ -119,6 +119,7 @@ void add_unique(std::vector<std::string>& to, const std::string& axis) {
 }  // namespace
 
 TrainerConfig::ResourceMapping TrainerConfig::compute_axis_mapping() const {
+  const ResourceMapping axis_resources = this->axis_resources.value_or(ResourceMapping{});
   for (const auto& [axis, r] : axis_resources) {
     if (axis == batch_axis || whole(r) || maps_to(r, "model")) continue;
     throw ConfigError("trainer.axis_resources." + axis + ": " + resources_str(r) +
@@ -135,6 +136,8 @@ TrainerConfig::ResourceMapping TrainerConfig::compute_axis_mapping() const {
 
 TrainerConfig::ResourceMapping TrainerConfig::parameter_axis_mapping() const {
   const ResourceMapping compute = compute_axis_mapping();
+  const ResourceMapping axis_resources = this->axis_resources.value_or(ResourceMapping{});
+  const ResourceMapping parameter_axis_resources = this->parameter_axis_resources.value_or(ResourceMapping{});
   auto tensor_parallel_axes_has = [&](const std::string& a) {
     const auto& t = tensor_parallel_axes;
     return t && std::find(t->begin(), t->end(), a) != t->end();
@@ -182,6 +185,13 @@ std::vector<std::string> TrainerConfig::model_axes() const {
   for (const auto& [axis, r] : compute_axis_mapping())
     if (maps_to(r, "model")) add_unique(out, axis);
   return out;
+}
+
+std::string TrainerConfig::model_axis_key(const std::string& axis) const {
+  const auto& t = tensor_parallel_axes;
+  if ((t && std::find(t->begin(), t->end(), axis) != t->end()) || !axis_resources || !axis_resources->count(axis))
+    return "trainer.tensor_parallel_axes";
+  return "trainer.axis_resources." + axis;
 }
 
 std::vector<std::string> TrainerConfig::fsdp_axes() const {
@@ -247,7 +257,7 @@ void TrainLmConfig::check_parallel_axes() const {
     for (const std::string& a : trainer.model_axes()) {
       if (std::find(ok.begin(), ok.end(), a) == ok.end()) {
         throw ConfigError(
-            "trainer.tensor_parallel_axes: '" + a + "' cannot be split in a " + model.type() + " model (" +
+            trainer.model_axis_key(a) + ": '" + a + "' cannot be split in a " + model.type() + " model (" +
             (ok.empty() ? "this family has not been checked under tensor parallelism" : "it can split: " + supported) +
             ")");
       }

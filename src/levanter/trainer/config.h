@@ -53,8 +53,8 @@ struct TrainerConfig {
   // or null for none per axis). They add to what batch_axis, fsdp_axis and tensor_parallel_axes map, in the forms
   // this trainer runs (see compute_axis_mapping); any other mapping is refused, naming the key.
   using ResourceMapping = std::map<std::string, std::optional<std::vector<std::string>>>;
-  ResourceMapping axis_resources;
-  ResourceMapping parameter_axis_resources;
+  std::optional<ResourceMapping> axis_resources;  // null: none, as an empty mapping
+  std::optional<ResourceMapping> parameter_axis_resources;
 
   int64_t train_batch_size = 512;
   int64_t per_device_parallelism = -1;
@@ -162,8 +162,11 @@ struct TrainerConfig {
   // compute only): tensor_parallel_axes in their order, then those of axis_resources.
   std::vector<std::string> model_axes() const;
   // The axes whose parameters are held in pieces over `data` (FSDP): fsdp_axis in its order, then those of
-  // parameter_axis_resources (and of axis_resources: Levanter's parameter mapping inherits the compute mapping).
+  // parameter_axis_resources.
   std::vector<std::string> fsdp_axes() const;
+  // The key that puts `axis` among model_axes(), for messages: trainer.tensor_parallel_axes, or
+  // trainer.axis_resources.<axis>.
+  std::string model_axis_key(const std::string& axis) const;
   int64_t microbatch_size() const { return per_device_parallelism > 0 ? per_device_parallelism : train_batch_size; }
   int64_t eval_batch_size() const {
     return per_device_eval_parallelism > 0 ? per_device_eval_parallelism : microbatch_size();

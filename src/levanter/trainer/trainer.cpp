@@ -166,7 +166,8 @@ MeshShape check_mesh(const TrainLmConfig& config, int n) {
   config.check_parallel_axes();
   if (M > 1 && tc.model_axes().empty()) {
     throw config::ConfigError("trainer.tensor_parallel_axes: empty, but model_axis_size is " + std::to_string(M) +
-                              ": name the axes to split over the model axis (for GPT-2, Levanter's [mlp, heads])");
+                              ": name the axes to split over the model axis (for GPT-2, Levanter's [mlp, heads]; or "
+                              "map them to model in trainer.axis_resources)");
   }
   const int64_t D = n / (M * R), B = tc.train_batch_size, pdp = tc.per_device_parallelism, rows = R * D;
   if (pdp > 0 ? B % (pdp * rows) != 0 : B % rows != 0) {
@@ -1039,7 +1040,7 @@ TrainerState Trainer::initial_state() {
         haliax::compute_block_of(models::kVocabAxis, planned.lm_head().resolve_axis(models::kVocabAxis).size, M,
                                  coordinate);
       } catch (const haliax::ValueError& e) {
-        throw config::ConfigError(std::string("trainer.tensor_parallel_axes: ") + e.what());
+        throw config::ConfigError(tc.model_axis_key(models::kVocabAxis) + ": " + e.what());
       }
     }
     for (const auto& [axis, physical] : mapping) scope->split[axis] = pieces.split[axis] = {M, coordinate};
@@ -1085,10 +1086,11 @@ TrainerState Trainer::initial_state() {
     }
     // A parameter that its module made without haliax's creation functions comes whole: cut it now, and say so (the
     // process held it whole for a moment).
-    std::vector<std::string> made_whole;
+    std::vector<std::string> made_whole;  // in parameter order, each once (both plans may cut one)
     for (const std::optional<Fsdp>* plan : {&I.tp, &I.fsdp}) {
       if (!*plan) continue;
-      for (std::string& path : (**plan).shard_(*state.model)) made_whole.push_back(std::move(path));
+      for (std::string& path : (**plan).shard_(*state.model))
+        if (std::find(made_whole.begin(), made_whole.end(), path) == made_whole.end()) made_whole.push_back(path);
     }
     if (!made_whole.empty() && I.rank() == 0) {
       std::fprintf(stderr,

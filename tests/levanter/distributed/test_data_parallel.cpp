@@ -323,9 +323,17 @@ TEST_F(DataParallel, FsdpHoldsHalfTheStateInEachProcessAndGivesTheBitsOfReplicat
   ASSERT_EQ(levanter("launch --nproc 2 -- train " + config() + " --trainer.id dp --trainer.fsdp_axis null"), 0)
       << slurp(root_ / "out.txt");
   EXPECT_THAT(slurp(root_ / "out.txt"), ::testing::Not(HasSubstr("FSDP")));
+  // FSDP asked for as Levanter's parameter_axis_resources, fsdp_axis off: the same run.
+  ASSERT_EQ(
+      levanter("launch --nproc 2 -- train " + config() +
+               " --trainer.id mapped --trainer.fsdp_axis null --trainer.parameter_axis_resources '{embed: data}'"),
+      0)
+      << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("FSDP: embed over data (2 processes)"));
   const auto fsdp = losses("fsdp");
   ASSERT_EQ(fsdp.size(), 6u);
   EXPECT_EQ(fsdp, losses("dp"));
+  EXPECT_EQ(fsdp, losses("mapped"));
   expect_same_checkpoint("fsdp", "dp", 6);  // the pieces put back together are the replicated run's tensors
   // Bytes of tensors each process wrote: process 1 holds only pieces (half of every parameter with an embed axis and
   // of its moments); process 0 also holds the few whole ones (biases without embed).

@@ -123,6 +123,7 @@ TEST(BuildInPieces, BuildingInPiecesNeverHoldsTheWholeModel) {
     const double pieces_bytes = tensor_bytes(*made);
     EXPECT_GE(whole_peak, whole_bytes) << f.name;
     EXPECT_NEAR(pieces_bytes / whole_bytes, 0.25, 0.01) << f.name;  // every large parameter has `embed`
-    EXPECT_LT(pieces_peak, 0.6 * whole_bytes) << f.name << ": peak " << pieces_peak << " of " << whole_bytes;
+    // About 1.5 times the pieces (0.375 of the whole at 4 pieces): bounded at 1.8 times.
+    EXPECT_LT(pieces_peak, 1.8 * pieces_bytes) << f.name << ": peak " << pieces_peak << " of " << whole_bytes;
   }
 }

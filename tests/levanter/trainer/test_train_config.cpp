@@ -280,6 +280,13 @@ TEST(TrainConfig, LevantersAxisMappingsBecomeTensorParallelAndFsdpAxes) {
   EXPECT_THAT(error_of(base + "  tensor_parallel_axes: [mlp]\n  parameter_axis_resources: {mlp: null}\n"),
               HasSubstr("trainer.parameter_axis_resources.mlp: 'mlp' computed over model but held whole is not "
                         "supported (only the vocabulary is)"));
+  // Null, as Levanter's configs may write it: no mapping.
+  EXPECT_EQ(error_of(base + "  tensor_parallel_axes: [mlp]\n  axis_resources: null\n  parameter_axis_resources:\n"),
+            "(no error)");
+  // An axis the model cannot split is named by the key that asked for it.
+  EXPECT_THAT(error_of(base + "  fsdp_axis: null\n  axis_resources: {embed: model}\n"),
+              HasSubstr("trainer.axis_resources.embed: 'embed' cannot be split in a gpt2 model (it can split: heads, "
+                        "mlp, vocab)"));
   // fsdp_axis is applied last, as in Levanter: {embed: replica} is overridden by the default fsdp_axis, embed.
   EXPECT_EQ(error_of(base + "  parameter_axis_resources: {embed: replica}\n"), "(no error)");
   EXPECT_THAT(error_of(base + "  tensor_parallel_axes: [mlp]\n  parameter_axis_resources: {mlp: data}\n"),
