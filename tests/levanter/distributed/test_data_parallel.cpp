@@ -312,6 +312,31 @@ TEST_F(DataParallel, AJobKilledMidRunAndLaunchedAgainContinuesToTheSameBits) {
   expect_same_checkpoint("whole", "parts", 6);
 }
 
+// Ctrl-C on the launcher: it passes SIGINT to every process once; they agree on a step, save a checkpoint and stop
+// (exit status 130, none left running); the same command then resumes to the bits of an uninterrupted run.
+TEST_F(DataParallel, CtrlCOnTheLauncherStopsEveryRankWithACheckpointAndTheSameCommandResumes) {
+  const std::string run = "launch --nproc 2 -- train " + config() + " --trainer.num_train_steps 24";
+  ASSERT_EQ(levanter(run + " --trainer.id whole"), 0) << slurp(root_ / "out.txt");
+  const fs::path metrics = root_ / "logs" / "stopped" / "metrics.jsonl", rc = root_ / "rc.txt";
+  // In the background; SIGINT once the run has logged 3 steps (at most 30 s later).
+  std::ofstream(root_ / "stop.sh") << LEVANTER_BINARY_DIR << "/levanter " << run << " --trainer.id stopped > '"
+                                   << (root_ / "out.txt").string() << "' 2>&1 &\npid=$!\n"
+                                   << "for i in $(seq 600); do\n  [ -f '" << metrics.string() << "' ] && [ $(grep -c "
+                                   << "train/loss '" << metrics.string() << "') -ge 3 ] && break\n  sleep 0.05\ndone\n"
+                                   << "kill -INT $pid\nwait $pid\necho $? > '" << rc.string() << "'\n";
+  ASSERT_EQ(std::system(("bash '" + (root_ / "stop.sh").string() + "'").c_str()), 0);
+  const std::string out = slurp(root_ / "out.txt");
+  EXPECT_EQ(slurp(rc), "130\n") << out;
+  EXPECT_THAT(out, HasSubstr("[rank 0] levanter: SIGINT: stopping after step"));  // both ranks got it and agreed
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("killing them")));                    // they stopped on their own
+  const size_t stopped_after = losses("stopped").size();
+  EXPECT_GE(stopped_after, 3u) << out;
+  EXPECT_LT(stopped_after, 24u) << out;
+  ASSERT_EQ(levanter(run + " --trainer.id stopped"), 0) << slurp(root_ / "out.txt");
+  EXPECT_THAT(slurp(root_ / "out.txt"), HasSubstr("resumed from"));
+  EXPECT_EQ(losses("stopped"), losses("whole"));
+}
+
 // FSDP (Levanter's default trainer.fsdp_axis: embed): each process holds its pieces of the parameters and of the
 // optimizer state and writes only those to a checkpoint; the sums it makes are data parallelism's, so it gives the
 // same bits as replicated data parallelism (fsdp_axis: null), which the tests above compare with one process.
