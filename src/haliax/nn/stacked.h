@@ -48,14 +48,38 @@ struct Stacked {
   M stacked;  // M whose every parameter has Layers as its first axis
   bool gradient_checkpointing = false;
 
-  // init_one(key) builds one layer; layer i gets key.split(L)[i].
+  // init_one(key) builds one layer; layer i gets key.split(L)[i]. Each layer is copied into its slot of the stacked
+  // parameters as soon as it is built, so no more than the stack and one layer exist at a time (the same arrays as
+  // stack_layers over all the layers, which would hold them all and the stack).
   template <typename InitFn>
   static Stacked init(const Axis& Layers, const random::Key& key, InitFn&& init_one) {
+    if (Layers.size < 1)
+      throw std::invalid_argument("Stacked: need at least one layer, got " + std::to_string(Layers.size));
     std::vector<random::Key> keys = key.split(Layers.size);
-    std::vector<M> layers;
-    layers.reserve(static_cast<size_t>(Layers.size));
-    for (const random::Key& k : keys) layers.push_back(init_one(k));
-    return stack_layers(Layers, std::move(layers));
+    M out = init_one(keys[0]);
+    std::vector<at::Tensor> stacks;
+    for_each_parameter(out, [&](const ParamInfo&, NamedArray& p) {
+      std::vector<int64_t> sizes{Layers.size};
+      for (int64_t d : p.array().sizes()) sizes.push_back(d);
+      at::Tensor s = at::empty(sizes, p.array().options());
+      s.select(0, 0).copy_(p.array());
+      stacks.push_back(s);
+      AxisSpec axes{Layers};
+      axes.insert(axes.end(), p.axes().begin(), p.axes().end());
+      p = NamedArray(s, axes);
+    });
+    for (int64_t i = 1; i < Layers.size; ++i) {
+      M layer = init_one(keys[static_cast<size_t>(i)]);
+      size_t k = 0;
+      for_each_parameter(layer, [&](const ParamInfo& info, NamedArray& p) {
+        if (k >= stacks.size() || stacks[k].sizes().slice(1) != p.array().sizes()) {
+          throw std::invalid_argument("Stacked: layer " + std::to_string(i) + "'s parameter " + info.path +
+                                      " differs in shape from layer 0's");
+        }
+        stacks[k++].select(0, i).copy_(p.array());
+      });
+    }
+    return Stacked{Layers, std::move(out), false};
   }
 
   // Stack already-built layers (all with the same parameter axes).

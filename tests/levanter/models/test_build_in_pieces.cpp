@@ -100,8 +100,8 @@ TEST(BuildInPieces, EveryFamilyBuiltInPiecesIsItsWholeInitialisationCut) {
   }
 }
 
-// The largest this process holds while building its pieces stays near the pieces themselves (one layer's pieces are
-// stacked at a time), far under the whole model, which building whole must hold at least once.
+// The largest this process holds while building its pieces stays near the pieces themselves (each layer is copied
+// into the stack as it is built), far under the whole model, which building whole must hold at least once.
 TEST(BuildInPieces, BuildingInPiecesNeverHoldsTheWholeModel) {
   ASSERT_TRUE(rt::install_caching_cpu_allocator());
   for (const Family& f : families(256, 4, 4000)) {
@@ -123,7 +123,7 @@ TEST(BuildInPieces, BuildingInPiecesNeverHoldsTheWholeModel) {
     const double pieces_bytes = tensor_bytes(*made);
     EXPECT_GE(whole_peak, whole_bytes) << f.name;
     EXPECT_NEAR(pieces_bytes / whole_bytes, 0.25, 0.01) << f.name;  // every large parameter has `embed`
-    // About 1.5 times the pieces (0.375 of the whole at 4 pieces): bounded at 1.8 times.
-    EXPECT_LT(pieces_peak, 1.8 * pieces_bytes) << f.name << ": peak " << pieces_peak << " of " << whole_bytes;
+    // 1.1-1.25 times the pieces (the stack, one layer, a draw's temporaries): bounded at 1.5 times.
+    EXPECT_LT(pieces_peak, 1.5 * pieces_bytes) << f.name << ": peak " << pieces_peak << " of " << whole_bytes;
   }
 }
