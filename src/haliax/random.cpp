@@ -53,6 +53,8 @@ struct Draw {
   at::TensorOptions options(at::ScalarType dtype) const {
     return c.meta ? at::TensorOptions(dtype).device(at::kMeta) : at::TensorOptions(dtype);
   }
+  // An uninitialised array of the draw's shape (under EvalShapeScope, what every draw returns).
+  NamedArray empty(at::ScalarType dtype) const { return NamedArray(at::empty(local, options(dtype)), c.axes); }
   // Local element i's flat index in the whole array.
   int64_t counter(int64_t i) const {
     if (c.begin.empty()) return i;
@@ -200,14 +202,14 @@ NamedArray uniform(const Key& key, const AxisSpec& shape, at::ScalarType dtype, 
   check_unique(shape);
   if (!at::isFloatingType(dtype)) value_error("uniform only accepts floating point dtypes, got " + dtype_name(dtype));
   const Draw w = draw_of(shape);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   return NamedArray(uniform_tensor(key, w, dtype, minval, maxval), w.c.axes);
 }
 
 NamedArray normal(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
   const Draw w = draw_of(shape);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::ScalarType ct = compute_dtype(dtype);
   double lo = ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
   at::Tensor u = uniform_tensor(key, w, ct, lo, 1.0);
@@ -237,7 +239,7 @@ NamedArray exponential(const Key& key, const AxisSpec& shape, at::ScalarType dty
   check_unique(shape);
   const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::Tensor u = uniform_tensor(key, w, d.ct, 0.0, 1.0);
   return NamedArray(at::log1p(-u).neg().to(dtype), w.c.axes);
 }
@@ -246,7 +248,7 @@ NamedArray laplace(const Key& key, const AxisSpec& shape, at::ScalarType dtype) 
   check_unique(shape);
   const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   // -1 + epsneg is the float just above -1.
   double lo = d.ct == at::kDouble ? std::nextafter(-1.0, 0.0) : std::nextafter(-1.0f, 0.0f);
   at::Tensor u = uniform_tensor(key, w, d.ct, lo, 1.0);
@@ -257,7 +259,7 @@ NamedArray logistic(const Key& key, const AxisSpec& shape, at::ScalarType dtype)
   check_unique(shape);
   const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::Tensor u = uniform_tensor(key, w, d.ct, d.tiny, 1.0);
   return NamedArray((at::log(u) - at::log1p(-u)).to(dtype), w.c.axes);
 }
@@ -266,7 +268,7 @@ NamedArray cauchy(const Key& key, const AxisSpec& shape, at::ScalarType dtype) {
   check_unique(shape);
   const Draw w = draw_of(shape);
   UniformDraw d = draw_type(dtype);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::Tensor u = uniform_tensor(key, w, d.ct, d.eps, 1.0);
   const double pi = d.ct == at::kDouble ? M_PI : static_cast<double>(static_cast<float>(M_PI));
   return NamedArray(at::tan((u - 0.5) * pi).to(dtype), w.c.axes);
@@ -280,7 +282,7 @@ NamedArray rademacher(const Key& key, const AxisSpec& shape, at::ScalarType dtyp
 NamedArray truncated_normal(const Key& key, const AxisSpec& shape, double lower, double upper, at::ScalarType dtype) {
   check_unique(shape);
   const Draw w = draw_of(shape);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::ScalarType ct = compute_dtype(dtype);
   at::Tensor out;
   if (ct == at::kDouble) {
@@ -298,7 +300,7 @@ NamedArray truncated_normal(const Key& key, const AxisSpec& shape, double lower,
 
 NamedArray bernoulli(const Key& key, const AxisSpec& shape, double p) {
   const Draw w = draw_of(shape);
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(at::kBool)), w.c.axes);
+  if (w.c.meta) return w.empty(at::kBool);
   return NamedArray(at::lt(uniform_tensor(key, w, at::kFloat, 0.0, 1.0), static_cast<float>(p)), w.c.axes);
 }
 
@@ -313,7 +315,7 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
   auto [k1, k2] = key.split2();
   const Draw w = draw_of(shape);
   const int64_t n = w.numel;
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   if (dtype == at::kInt) {
     constexpr int64_t lo_lim = std::numeric_limits<int32_t>::min(), hi_lim = std::numeric_limits<int32_t>::max();
     bool max_out_of_range = maxval > hi_lim;
@@ -357,7 +359,7 @@ NamedArray randint(const Key& key, const AxisSpec& shape, int64_t minval, int64_
 namespace {
 
 NamedArray gumbel_of(const Key& key, const Draw& w, at::ScalarType dtype) {
-  if (w.c.meta) return NamedArray(at::empty(w.local, w.options(dtype)), w.c.axes);
+  if (w.c.meta) return w.empty(dtype);
   at::ScalarType ct = compute_dtype(dtype);
   double tiny = ct == at::kDouble ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
   at::Tensor u = uniform_tensor(key, w, ct, tiny, 1.0);

@@ -112,6 +112,10 @@ bool maps_to(const std::optional<std::vector<std::string>>& r, const std::string
 
 bool whole(const std::optional<std::vector<std::string>>& r) { return !r || r->empty(); }
 
+bool contains(const std::optional<std::vector<std::string>>& axes, const std::string& axis) {
+  return axes && std::find(axes->begin(), axes->end(), axis) != axes->end();
+}
+
 void add_unique(std::vector<std::string>& to, const std::string& axis) {
   if (std::find(to.begin(), to.end(), axis) == to.end()) to.push_back(axis);
 }
@@ -138,10 +142,6 @@ TrainerConfig::ResourceMapping TrainerConfig::parameter_axis_mapping() const {
   const ResourceMapping compute = compute_axis_mapping();
   const ResourceMapping axis_resources = this->axis_resources.value_or(ResourceMapping{});
   const ResourceMapping parameter_axis_resources = this->parameter_axis_resources.value_or(ResourceMapping{});
-  auto tensor_parallel_axes_has = [&](const std::string& a) {
-    const auto& t = tensor_parallel_axes;
-    return t && std::find(t->begin(), t->end(), a) != t->end();
-  };
   ResourceMapping m = compute;
   for (const auto& [axis, r] : parameter_axis_resources) m[axis] = r;
   for (const std::string& a : fsdp_axis.value_or(std::vector<std::string>{})) m[a] = std::vector<std::string>{"data"};
@@ -150,14 +150,13 @@ TrainerConfig::ResourceMapping TrainerConfig::parameter_axis_mapping() const {
     auto c = compute.find(axis);
     const bool computed_over_model = c != compute.end() && maps_to(c->second, "model");
     // The key that set this entry last (fsdp_axis is applied last, as in Levanter).
-    const auto& fsdp = fsdp_axis;
-    const std::string key = fsdp && std::find(fsdp->begin(), fsdp->end(), axis) != fsdp->end() ? "trainer.fsdp_axis"
+    const std::string key = contains(fsdp_axis, axis)              ? "trainer.fsdp_axis"
                             : parameter_axis_resources.count(axis) ? "trainer.parameter_axis_resources." + axis
                             : axis_resources.count(axis)           ? "trainer.axis_resources." + axis
                                                                    : "trainer.tensor_parallel_axes";
     if (maps_to(r, "data")) {
       if (computed_over_model) {
-        const std::string tp = axis_resources.count(axis) && !tensor_parallel_axes_has(axis)
+        const std::string tp = axis_resources.count(axis) && !contains(tensor_parallel_axes, axis)
                                    ? "trainer.axis_resources (model)"
                                    : "trainer.tensor_parallel_axes";
         throw ConfigError(key + ": '" + axis + "' is also in " + tp +
@@ -188,8 +187,7 @@ std::vector<std::string> TrainerConfig::model_axes() const {
 }
 
 std::string TrainerConfig::model_axis_key(const std::string& axis) const {
-  const auto& t = tensor_parallel_axes;
-  if ((t && std::find(t->begin(), t->end(), axis) != t->end()) || !axis_resources || !axis_resources->count(axis))
+  if (contains(tensor_parallel_axes, axis) || !axis_resources || !axis_resources->count(axis))
     return "trainer.tensor_parallel_axes";
   return "trainer.axis_resources." + axis;
 }
