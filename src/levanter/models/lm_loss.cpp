@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 namespace levanter::models {
@@ -130,21 +131,34 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   const bool same = h.scalar_type() == loss_t;
   BlockedLoss out;
   out.per_token = at::empty({N}, h.options().dtype(loss_t));
-  at::Tensor d_head_acc;  // accumulator over blocks, in loss_t
+  // f32 on CPU: the three GEMMs through oneDNN (lm_loss_kernel.h), faster than at::mm's OpenBLAS on these shapes.
+  const bool f32_gemms = !vb && h.scalar_type() == at::kFloat && kernels::head_gemms_supported(h, w);
+  std::optional<kernels::HeadGradAccumulator> d_head_f32;  // f32_gemms: the head's gradient over blocks
+  at::Tensor d_head_acc;                                   // otherwise: accumulator over blocks, in loss_t
   // In reduced precision with a single block the head's gradient is that block's GEMM itself: accumulating it into
   // f32 zeros and rounding back gives the same values (a -0 would become +0: the optimizer's moments and the
   // parameters come out the same), for three passes over a [V, E] f32 buffer.
   const bool one_block = N <= block;
   if (with_grad) {
     out.d_hidden = at::empty({N, E}, h.options());
-    if (same || !one_block) d_head_acc = at::zeros({V, E}, w.options().dtype(loss_t));
+    if (f32_gemms) {
+      d_head_f32.emplace(V, E, std::min(block, N), w.options());
+    } else if (same || !one_block) {
+      d_head_acc = at::zeros({V, E}, w.options().dtype(loss_t));
+    }
   }
   const at::Tensor wt = w.t();
   for (int64_t i0 = 0; i0 < N; i0 += block) {
     const int64_t n = std::min(block, N - i0);
     at::Tensor hb = h.narrow(0, i0, n), tb = targets.narrow(0, i0, n).unsqueeze(1);
-    at::Tensor logits = at::mm(hb, wt);  // [n, V], h's dtype
-    at::Tensor g;                        // d value / d logits, h's dtype
+    at::Tensor logits;  // [n, V], h's dtype
+    if (f32_gemms) {
+      logits = at::empty({n, V}, h.options());
+      kernels::head_logits(hb, w, logits);
+    } else {
+      logits = at::mm(hb, wt);
+    }
+    at::Tensor g;  // d value / d logits, h's dtype
     if (!vb && kernels::softmax_xent_rows_supported(logits)) {
       // On CPU, each row's softmax, loss and gradient in one pass while the row is in cache, over the logits.
       at::Tensor tn = targets.narrow(0, i0, n).contiguous();
@@ -159,6 +173,11 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
       if (!same) g = g.to(h.scalar_type());
     }
     at::Tensor dh_rows = out.d_hidden.narrow(0, i0, n);
+    if (f32_gemms) {
+      kernels::head_hidden_grad(g, w, dh_rows);  // [n, E]
+      d_head_f32->add(g, hb);                    // [V, E]
+      continue;
+    }
     at::mm_out(dh_rows, g, w);  // [n, E]
     if (same) {
       d_head_acc.addmm_(g.t(), hb);  // [V, E]
@@ -169,6 +188,7 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     }
   }
   out.value = (out.per_token * weights.to(loss_t)).sum();
+  if (with_grad && d_head_f32) out.d_head = d_head_f32->result();
   if (with_grad && d_head_acc.defined()) out.d_head = d_head_acc.to(w.scalar_type());
   return out;
 }

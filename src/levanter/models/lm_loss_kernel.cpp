@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -208,6 +209,102 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
                         per_token.data_ptr<float>());
   }
 #endif
+}
+
+}  // namespace levanter::models::kernels
+
+// --- the head's f32 GEMMs through oneDNN -------------------------------------------------------------------------
+
+#include <oneapi/dnnl/dnnl.h>
+
+namespace levanter::models::kernels {
+
+namespace {
+
+// C [M, N] = alpha op(A) op(B) + beta C, all row-major (oneDNN's sgemm is row-major, unlike BLAS).
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+           float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success) {
+    throw std::runtime_error("fused_next_token_loss: oneDNN's sgemm failed (status " + std::to_string(st) + ") for " +
+                             std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K));
+  }
+}
+
+// out [V, E] = in [E, V] transposed, f32, a tile of 64 x 64 at a time (ATen's copy of a transposed view walks one side
+// with a stride of V: 9 ms for GPT-2 nano's head, against about 2 here).
+void transpose_f32(const float* in, int64_t E, int64_t V, float* out) {
+  constexpr int64_t T = 64;
+  at::parallel_for(0, (V + T - 1) / T, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t vb = b0; vb < b1; ++vb) {
+      const int64_t v0 = vb * T, v1 = std::min(V, v0 + T);
+      for (int64_t e0 = 0; e0 < E; e0 += T) {
+        const int64_t e1 = std::min(E, e0 + T);
+        for (int64_t v = v0; v < v1; ++v) {
+          for (int64_t e = e0; e < e1; ++e) out[v * E + e] = in[e * V + v];
+        }
+      }
+    }
+  });
+}
+
+bool f32_rows(const at::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 2 && t.stride(1) == 1 &&
+         t.stride(0) == t.size(1);
+}
+
+}  // namespace
+
+bool head_gemms_supported(const at::Tensor& h, const at::Tensor& w) {
+  return f32_rows(h) && f32_rows(w) && h.size(1) == w.size(1);
+}
+
+void head_logits(const at::Tensor& h, const at::Tensor& w, const at::Tensor& out) {
+  TORCH_CHECK(head_gemms_supported(h, w) && f32_rows(out) && out.size(0) == h.size(0) && out.size(1) == w.size(0),
+              "head_logits: h [n, E], w [V, E] and out [n, V] must be contiguous f32 CPU tensors");
+  const int64_t n = h.size(0), E = h.size(1), V = w.size(0);
+  sgemm('N', 'T', n, V, E, h.data_ptr<float>(), E, w.data_ptr<float>(), E, 0.0f, out.data_ptr<float>(), V);
+}
+
+void head_hidden_grad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& out) {
+  TORCH_CHECK(f32_rows(g) && f32_rows(w) && out.device().is_cpu() && out.scalar_type() == at::kFloat &&
+                  out.dim() == 2 && out.stride(1) == 1 && out.size(0) == g.size(0) && out.size(1) == w.size(1) &&
+                  g.size(1) == w.size(0),
+              "head_hidden_grad: g [n, V], w [V, E] contiguous f32 CPU tensors and out [n, E] of rows");
+  const int64_t n = g.size(0), V = g.size(1), E = w.size(1);
+  sgemm('N', 'N', n, E, V, g.data_ptr<float>(), V, w.data_ptr<float>(), E, 0.0f, out.data_ptr<float>(), out.stride(0));
+}
+
+// Measured with oneDNN 2.6 on 2 threads (Intel Xeon), vocabulary 50257, ms for g^T h written [V, E] / written [E, V]:
+// 256 rows: embed 128 19.2 / 12.7, 256 28.0 / 26.8, 384 37.7 / 41.0, 768 63.0 / 68.3; 1024 rows: embed 128 68.2 /
+// 54.0, 256 116.0 / 106.3, 384 148.2 / 151.7, 768 256.5 / 265.5. Turning [E, V] round at the end is one copy.
+HeadGradAccumulator::HeadGradAccumulator(int64_t V, int64_t E, int64_t block_rows, const at::TensorOptions& options)
+    : transposed_(E <= 128 || (E <= 256 && block_rows >= 1024)) {
+  acc_ = transposed_ ? at::empty({E, V}, options) : at::empty({V, E}, options);
+}
+
+void HeadGradAccumulator::add(const at::Tensor& g, const at::Tensor& h) {
+  const int64_t V = transposed_ ? acc_.size(1) : acc_.size(0), E = transposed_ ? acc_.size(0) : acc_.size(1);
+  TORCH_CHECK(f32_rows(g) && f32_rows(h) && g.size(1) == V && h.size(1) == E && g.size(0) == h.size(0),
+              "HeadGradAccumulator::add: g [n, V] and h [n, E] must be contiguous f32 CPU tensors");
+  const int64_t n = g.size(0);
+  const float beta = first_ ? 0.0f : 1.0f;
+  if (transposed_) {
+    sgemm('T', 'N', E, V, n, h.data_ptr<float>(), E, g.data_ptr<float>(), V, beta, acc_.data_ptr<float>(), V);
+  } else {
+    sgemm('T', 'N', V, E, n, g.data_ptr<float>(), V, h.data_ptr<float>(), E, beta, acc_.data_ptr<float>(), E);
+  }
+  if (n > 0) first_ = false;
+}
+
+at::Tensor HeadGradAccumulator::result() const {
+  if (first_) return transposed_ ? at::zeros({acc_.size(1), acc_.size(0)}, acc_.options()) : at::zeros_like(acc_);
+  if (!transposed_) return acc_;
+  const int64_t E = acc_.size(0), V = acc_.size(1);
+  at::Tensor out = at::empty({V, E}, acc_.options());
+  transpose_f32(acc_.data_ptr<float>(), E, V, out.data_ptr<float>());
+  return out;
 }
 
 }  // namespace levanter::models::kernels

@@ -21,4 +21,33 @@ bool softmax_xent_rows_supported(const at::Tensor& logits);
 void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights,
                        double z_loss_weight, bool with_grad, const at::Tensor& per_token);
 
+// The fused loss's three f32 GEMMs on CPU through oneDNN's sgemm (Debian's libdnnl, the library libtorch's CPU build
+// already links) rather than at::mm's OpenBLAS: on the LM head's shapes, where one side of each GEMM is the embedding
+// (K = embed for the logits, N = embed for both gradients), oneDNN ran 20-35% faster at embed 128 and no slower at
+// 768 (bench/lm_loss). oneDNN's results are deterministic for a thread count, and a row's logits do not depend on
+// how many rows are computed together.
+//
+// Whether the f32 GEMMs below can take h [n, E] and w [V, E]: contiguous f32 CPU tensors.
+bool head_gemms_supported(const at::Tensor& h, const at::Tensor& w);
+// out [n, V] = h [n, E] w^T (out contiguous).
+void head_logits(const at::Tensor& h, const at::Tensor& w, const at::Tensor& out);
+// out [n, E] = g [n, V] w (out: rows of a contiguous tensor).
+void head_hidden_grad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& out);
+// The head's gradient g^T h [V, E], accumulated over blocks of rows. Where oneDNN is faster writing it transposed
+// ([E, V] = h^T g: embed <= 128, or <= 256 with 1024 rows or more per block) it is held so and turned at the end.
+class HeadGradAccumulator {
+ public:
+  HeadGradAccumulator(int64_t V, int64_t E, int64_t block_rows, const at::TensorOptions& options);
+  // acc (+)= g [n, V]^T h [n, E]: the first block writes, the others add.
+  void add(const at::Tensor& g, const at::Tensor& h);
+  // The sum [V, E], contiguous.
+  at::Tensor result() const;
+  bool transposed() const { return transposed_; }
+
+ private:
+  at::Tensor acc_;  // [V, E], or [E, V] when transposed_
+  bool transposed_;
+  bool first_ = true;
+};
+
 }  // namespace levanter::models::kernels

@@ -1,5 +1,7 @@
 #include "../testing.h"
 
+#include <torch/csrc/autograd/autograd.h>
+
 using namespace haliax;
 using haliax::testing::expect_same_value_and_grad;
 using haliax::testing::rand_int;
@@ -73,6 +75,51 @@ TEST(Embedding, EmbedAndUnembed) {
         return e.unembed(NamedArray(t[0], {B, P, E})).array();
       },
       [](const auto& t) { return at::matmul(t[0], t[1].t()); });
+}
+
+// EmbedGradient::kRows: the looked-up rows as a sparse gradient, each row once. Alone it is kDense's gradient as a
+// sparse tensor; with a dense gradient of the same table in the same backward (a tied head) the sum is kDense's, bit
+// for bit (in f32 and bf16, ids repeated); under create_graph it is dense and differentiable (a Hessian-vector
+// product equals kDense's, its own rows sparse again).
+TEST(Embedding, RowGradientsAreTheDenseGradientsRowsAndTiedSumsAreTheSameBits) {
+  const Axis Vb("vocab", 50), Eb("embed", 8);
+  const at::Tensor ids = at::tensor({3, 7, 3, 49, 0, 7, 3, 12, 12, 3, 5, 3}, at::kLong).reshape({3, 4});
+  const NamedArray id(ids, {Axis("batch", 3), Axis("pos", 4)});
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dt));
+    const at::Tensor table = randn({50, 8}, 11).to(dt);
+    const at::Tensor r = randn({3, 4, 8}, 12).to(dt), s = randn({3, 4, 50}, 13).to(dt);
+    // loss = sum(embed(ids) * r) (+ sum(unembed(h) * s), h = the embedding itself: the table twice)
+    auto grad = [&](nn::EmbedGradient how, bool tied) {
+      nn::Embedding e{Vb, {Eb}, NamedArray(table.clone().requires_grad_(true), {Vb, Eb})};
+      NamedArray x = e.embed(id, how);
+      at::Tensor loss = (x.array().to(at::kFloat) * r.to(at::kFloat)).sum();
+      if (tied) loss = loss + (e.unembed(x).array().to(at::kFloat) * s.to(at::kFloat)).sum();
+      EXPECT_TRUE(at::equal(x.array(), at::embedding(table, ids)));
+      loss.backward();
+      return e.weight.array().grad();
+    };
+    const at::Tensor dense = grad(nn::EmbedGradient::kDense, false), rows = grad(nn::EmbedGradient::kRows, false);
+    ASSERT_TRUE(rows.is_sparse());
+    EXPECT_TRUE(at::equal(rows._indices(), at::tensor({0, 3, 5, 7, 12, 49}, at::kLong).unsqueeze(0)));  // each once
+    EXPECT_TRUE(at::equal(rows.to_dense(), dense));
+    const at::Tensor tied_dense = grad(nn::EmbedGradient::kDense, true),
+                     tied_rows = grad(nn::EmbedGradient::kRows, true);
+    ASSERT_FALSE(tied_rows.is_sparse());
+    EXPECT_TRUE(at::equal(tied_rows, tied_dense));
+  }
+  // Second order: d/dw (grad(loss) . v) with loss = sum(embed(ids)^2 * r).
+  const at::Tensor table = randn({50, 8}, 14).to(at::kDouble), r = randn({3, 4, 8}, 15).to(at::kDouble);
+  const at::Tensor v = randn({50, 8}, 16).to(at::kDouble);
+  auto hvp = [&](nn::EmbedGradient how) {
+    nn::Embedding e{Vb, {Eb}, NamedArray(table.clone().requires_grad_(true), {Vb, Eb})};
+    at::Tensor loss = (e.embed(id, how).array().square() * r).sum();
+    at::Tensor g = torch::autograd::grad({loss}, {e.weight.array()}, {}, true, /*create_graph=*/true)[0];
+    EXPECT_FALSE(g.is_sparse());
+    at::Tensor h = torch::autograd::grad({(g * v).sum()}, {e.weight.array()})[0];
+    return h.is_sparse() ? h.to_dense() : h;  // the second pass is a first-order one: rows again
+  };
+  EXPECT_TRUE(at::equal(hvp(nn::EmbedGradient::kRows), hvp(nn::EmbedGradient::kDense)));
 }
 
 TEST(Normalization, LayerNormFastAndGeneralPathsMatchATen) {

@@ -1,14 +1,23 @@
 // The fused loss's CPU row kernel (softmax_xent_rows) against the same formulas in f64 from the same logits: the
 // loss and d loss / d logits for f32 and bf16 logits, vocabulary sizes with every tail length of the 16-wide loop,
 // z-loss and per-row weights; the same bits whatever the number of threads; a target outside the vocabulary is
-// refused by value; a NaN logit makes its row's loss NaN.
+// refused by value; a NaN logit makes its row's loss NaN. The head's f32 GEMMs through oneDNN (head_logits,
+// head_hidden_grad, HeadGradAccumulator in both of its layouts) against the same products in f64.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "levanter/models/lm_loss_kernel.h"
 
+using levanter::models::kernels::head_gemms_supported;
+using levanter::models::kernels::head_hidden_grad;
+using levanter::models::kernels::head_logits;
+using levanter::models::kernels::HeadGradAccumulator;
 using levanter::models::kernels::softmax_xent_rows;
 using levanter::models::kernels::softmax_xent_rows_supported;
 
@@ -127,4 +136,62 @@ TEST(SoftmaxXentRows, SupportsContiguousF32AndBf16OnCpuOnly) {
   EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({2, 3}, at::kDouble)));
   EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({3, 2}).t()));
   EXPECT_FALSE(softmax_xent_rows_supported(at::zeros({6})));
+}
+
+TEST(HeadGemms, MatchTheProductsInF64InBothLayoutsOfTheHeadGradient) {
+  struct Shape {
+    int64_t n, E, V;
+    std::vector<int64_t> blocks;  // rows per block, summing to n
+    bool transposed;              // the accumulator's layout these shapes choose (HeadGradAccumulator)
+  };
+  const std::vector<Shape> shapes = {{37, 128, 301, {37}, true},
+                                     {37, 300, 301, {16, 21}, false},
+                                     {1100, 200, 257, {1024, 76}, true},
+                                     {300, 200, 257, {200, 100}, false}};
+  for (const Shape& sh : shapes) {
+    SCOPED_TRACE("n " + std::to_string(sh.n) + " E " + std::to_string(sh.E) + " V " + std::to_string(sh.V));
+    at::Generator gen = at::detail::createCPUGenerator(7);
+    at::Tensor h = at::randn({sh.n, sh.E}, gen, at::kFloat), w = at::randn({sh.V, sh.E}, gen, at::kFloat);
+    at::Tensor g = at::randn({sh.n, sh.V}, gen, at::kFloat);
+    ASSERT_TRUE(head_gemms_supported(h, w));
+    const at::Tensor h64 = h.to(at::kDouble), w64 = w.to(at::kDouble), g64 = g.to(at::kDouble);
+    // f32 products of E (or n) terms of size ~1: errors of a few 1e-6 per term at most.
+    const double tol = 1e-5 * static_cast<double>(std::max(sh.E, sh.n));
+
+    at::Tensor logits = at::empty({sh.n, sh.V});
+    head_logits(h, w, logits);
+    EXPECT_LT(max_abs_diff(logits, at::mm(h64, w64.t())), tol);
+    at::Tensor again = at::empty({sh.n, sh.V});
+    head_logits(h, w, again);
+    EXPECT_TRUE(at::equal(logits, again)) << "not deterministic";
+
+    // The hidden gradient written into rows of a wider tensor, block by block, as the fused loss does.
+    at::Tensor dh = at::full({sh.n, sh.E}, 7.0f);
+    at::Tensor acc_in = at::zeros({sh.V, sh.E}, at::kDouble);
+    HeadGradAccumulator acc(sh.V, sh.E, sh.blocks.front(), w.options());
+    int64_t i0 = 0;
+    for (int64_t b : sh.blocks) {
+      head_hidden_grad(g.narrow(0, i0, b).contiguous(), w, dh.narrow(0, i0, b));
+      acc.add(g.narrow(0, i0, b).contiguous(), h.narrow(0, i0, b).contiguous());
+      i0 += b;
+    }
+    EXPECT_LT(max_abs_diff(dh, at::mm(g64, w64)), tol);
+    at::Tensor d_head = acc.result();
+    EXPECT_TRUE(d_head.is_contiguous());
+    EXPECT_EQ(d_head.sizes(), w.sizes());
+    EXPECT_LT(max_abs_diff(d_head, at::mm(g64.t(), h64)), tol);
+    EXPECT_EQ(acc.transposed(), sh.transposed);
+  }
+  // No block added: zeros of the head's shape.
+  EXPECT_TRUE(at::equal(HeadGradAccumulator(5, 3, 4, at::TensorOptions()).result(), at::zeros({5, 3})));
+}
+
+TEST(HeadGemms, TakeContiguousF32CpuRowsOnly) {
+  const at::Tensor h = at::zeros({4, 3}), w = at::zeros({5, 3});
+  EXPECT_TRUE(head_gemms_supported(h, w));
+  EXPECT_FALSE(head_gemms_supported(h.to(at::kDouble), w.to(at::kDouble)));
+  EXPECT_FALSE(head_gemms_supported(h.to(at::kBFloat16), w.to(at::kBFloat16)));
+  EXPECT_FALSE(head_gemms_supported(at::zeros({3, 4}).t(), w));
+  EXPECT_FALSE(head_gemms_supported(h, at::zeros({5, 4})));  // embed differs
+  EXPECT_THROW(head_logits(h, w, at::empty({4, 4})), c10::Error);
 }

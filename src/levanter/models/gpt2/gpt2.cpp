@@ -192,7 +192,9 @@ NamedArray Gpt2Embeddings::embed(const NamedArray& input_ids, const OptKey& key,
     throw std::invalid_argument("input has " + std::to_string(start + Pos.size) +
                                 " positions but the model has seq_len " + std::to_string(wpe.Vocab.size));
   }
-  return apply_dropout(dropout, wte.embed(input_ids) + wpe.embed(hax::arange(Pos, start)), key);
+  // wte is also the LM head, whose dense gradient takes the looked-up rows in place (EmbedGradient::kRows).
+  return apply_dropout(dropout, wte.embed(input_ids, nn::EmbedGradient::kRows) + wpe.embed(hax::arange(Pos, start)),
+                       key);
 }
 
 Gpt2Transformer Gpt2Transformer::init(const Gpt2Config& c, const Key& key) {

@@ -204,7 +204,9 @@ LlamaLMHeadModel LlamaLMHeadModel::init(const Axis& Vocab, const LlamaConfig& c,
 }
 
 NamedArray LlamaLMHeadModel::activations(const NamedArray& input_ids, const ForwardOptions&) const {
-  NamedArray x = embed_tokens.embed(input_ids);  // (..., position, embed)
+  // Tied, the table is also the LM head, whose dense gradient takes the looked-up rows in place.
+  NamedArray x = embed_tokens.embed(
+      input_ids, lm_head_ ? nn::EmbedGradient::kDense : nn::EmbedGradient::kRows);  // (..., position, embed)
   const Axis Pos = input_ids.resolve_axis("position");
   if (Pos.size > config_.seq_len) {
     throw std::invalid_argument("input has " + std::to_string(Pos.size) + " positions but the model has seq_len " +
