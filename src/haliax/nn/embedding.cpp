@@ -51,7 +51,7 @@ struct TakeRows : public torch::autograd::Function<TakeRows> {
 
 NamedArray Embedding::embed(const NamedArray& ids, EmbedGradient gradient) const {
   // Rows of a table whose first axis is Vocab (every table init makes); otherwise take()'s general gather.
-  bool plain = gradient == EmbedGradient::kRows && !weight.axes().empty() && weight.axes()[0].name == Vocab.name &&
+  bool plain = gradient == EmbedGradient::kRows && !weight.axes().empty() && weight.axes()[0] == Vocab &&
                at::isIntegralType(ids.dtype(), /*includeBool=*/false);
   for (const Axis& a : ids.axes()) plain = plain && !weight.has_axis(a.name);  // else take() batches over it
   if (!plain) return take(weight, Vocab, ids);

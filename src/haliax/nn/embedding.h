@@ -12,7 +12,8 @@ namespace haliax::nn {
 //   kRows   only the looked-up rows, as a sparse COO tensor (PyTorch's Embedding(sparse=True)), each row once (summed
 //           in the order of the ids, as kDense sums them). For a table that gets a dense gradient in the same backward
 //           pass, a tied LM head: autograd adds the rows into that one in place, where kDense would fill a
-//           (Vocab, Embed) tensor with zeros and add the two, same bits. Used alone, the table's .grad is sparse.
+//           (Vocab, Embed) tensor with zeros and add the two. The same values (a -0 in the dense gradient's other
+//           rows stays -0, where adding zeros made it +0). Used alone, the table's .grad is sparse.
 //           Under create_graph (higher-order gradients) the gradient is kDense's, differentiable.
 enum class EmbedGradient { kDense, kRows };
 

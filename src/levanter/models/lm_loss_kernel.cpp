@@ -269,8 +269,8 @@ void head_logits(const at::Tensor& h, const at::Tensor& w, const at::Tensor& out
 
 void head_hidden_grad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& out) {
   TORCH_CHECK(f32_rows(g) && f32_rows(w) && out.device().is_cpu() && out.scalar_type() == at::kFloat &&
-                  out.dim() == 2 && out.stride(1) == 1 && out.size(0) == g.size(0) && out.size(1) == w.size(1) &&
-                  g.size(1) == w.size(0),
+                  out.dim() == 2 && out.stride(1) == 1 && out.stride(0) >= out.size(1) && out.size(0) == g.size(0) &&
+                  out.size(1) == w.size(1) && g.size(1) == w.size(0),
               "head_hidden_grad: g [n, V], w [V, E] contiguous f32 CPU tensors and out [n, E] of rows");
   const int64_t n = g.size(0), V = g.size(1), E = w.size(1);
   sgemm('N', 'N', n, E, V, g.data_ptr<float>(), V, w.data_ptr<float>(), E, 0.0f, out.data_ptr<float>(), out.stride(0));

@@ -24,8 +24,8 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
 // The fused loss's three f32 GEMMs on CPU through oneDNN's sgemm (Debian's libdnnl, the library libtorch's CPU build
 // already links) rather than at::mm's OpenBLAS: on the LM head's shapes, where one side of each GEMM is the embedding
 // (K = embed for the logits, N = embed for both gradients), oneDNN ran 20-35% faster at embed 128 and no slower at
-// 768 (bench/lm_loss). oneDNN's results are deterministic for a thread count, and a row's logits do not depend on
-// how many rows are computed together.
+// 768 (bench/lm_loss). oneDNN's results are deterministic for a thread count and a block's shape (a block of fewer
+// than 16 rows takes another of its kernels, which rounds differently).
 //
 // Whether the f32 GEMMs below can take h [n, E] and w [V, E]: contiguous f32 CPU tensors.
 bool head_gemms_supported(const at::Tensor& h, const at::Tensor& w);

@@ -108,6 +108,9 @@ TEST(Embedding, RowGradientsAreTheDenseGradientsRowsAndTiedSumsAreTheSameBits) {
     ASSERT_FALSE(tied_rows.is_sparse());
     EXPECT_TRUE(at::equal(tied_rows, tied_dense));
   }
+  // A Vocab that is not the table's (another size) is refused as take() refuses it.
+  nn::Embedding wrong{Axis("vocab", 49), {Eb}, NamedArray(randn({50, 8}, 17), {Vb, Eb})};
+  EXPECT_ANY_THROW(wrong.embed(id, nn::EmbedGradient::kRows));
   // Second order: d/dw (grad(loss) . v) with loss = sum(embed(ids)^2 * r).
   const at::Tensor table = randn({50, 8}, 14).to(at::kDouble), r = randn({3, 4, 8}, 15).to(at::kDouble);
   const at::Tensor v = randn({50, 8}, 16).to(at::kDouble);

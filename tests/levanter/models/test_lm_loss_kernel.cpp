@@ -166,7 +166,7 @@ TEST(HeadGemms, MatchTheProductsInF64InBothLayoutsOfTheHeadGradient) {
     EXPECT_TRUE(at::equal(logits, again)) << "not deterministic";
 
     // The hidden gradient written into rows of a wider tensor, block by block, as the fused loss does.
-    at::Tensor dh = at::full({sh.n, sh.E}, 7.0f);
+    at::Tensor dh = at::full({sh.n, sh.E + 5}, 7.0f).narrow(1, 0, sh.E);  // rows of a wider tensor
     at::Tensor acc_in = at::zeros({sh.V, sh.E}, at::kDouble);
     HeadGradAccumulator acc(sh.V, sh.E, sh.blocks.front(), w.options());
     int64_t i0 = 0;
