@@ -1,16 +1,166 @@
 #include "haliax/nn/attention.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "haliax/core.h"
 #include "haliax/error.h"
 #include "haliax/nn/activations.h"
+#include "haliax/nn/attention_cpu.h"
 #include "haliax/nn/dropout.h"
 #include "haliax/ops.h"
+#include "haliax/partitioning.h"
 
 namespace haliax::nn {
+
+namespace {
+
+// The fused f32 CPU attention (attention_cpu.h) as an autograd function of q [N, Q, C], k [N, K, C], v [N, K, D]. A
+// backward that is itself differentiated (Sophia-H's Hessian-vector products) takes the unfused formulas in ATen ops,
+// which autograd can differentiate again.
+// The mask is not an input autograd sees (libtorch 1.13 refuses an undefined tensor there): it is wrapped.
+struct MaskArg {
+  at::Tensor mask;  // bool [Q, K], or undefined
+};
+struct FusedAttentionF32 : public torch::autograd::Function<FusedAttentionF32> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const MaskArg& m, double scale) {
+    const at::Tensor& mask = m.mask;
+    auto [out, lse] = kernels::attention_f32_forward(q, k, v, mask, scale);
+    ctx->save_for_backward({q, k, v, lse});
+    ctx->saved_data["has_mask"] = mask.defined();
+    if (mask.defined()) ctx->saved_data["mask"] = mask;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &lse = saved[3];
+    const at::Tensor mask = ctx->saved_data["has_mask"].toBool() ? ctx->saved_data["mask"].toTensor() : at::Tensor();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const at::Tensor& g = grad_outputs[0];
+    if (at::GradMode::is_enabled()) {
+      // The unfused path's gradients, differentiable: logits where(mask, scale q k^T, -1e9), softmax, then the
+      // products' and the softmax's backward formulas; a masked logit gets no gradient.
+      at::Tensor s = at::matmul(q * scale, k.transpose(-1, -2));
+      if (mask.defined()) s = at::where(mask, s, -1e9);
+      const at::Tensor p = at::softmax(s, -1);
+      const at::Tensor dp = at::matmul(g, v.transpose(-1, -2));
+      at::Tensor ds = p * (dp - (dp * p).sum(-1, true));
+      if (mask.defined()) ds = at::where(mask, ds, 0.0);
+      return {at::matmul(ds, k) * scale, at::matmul(ds.transpose(-1, -2), q * scale),
+              at::matmul(p.transpose(-1, -2), g), at::Tensor(), at::Tensor()};
+    }
+    auto [dq, dk, dv] = kernels::attention_f32_backward(g, q, k, v, mask, lse, scale);
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
+
+int64_t product(const AxisSpec& axes) {
+  int64_t n = 1;
+  for (const Axis& a : axes) n *= a.size;
+  return n;
+}
+
+// The same attention through the fused f32 CPU kernel, when the call has its shape: f32 CPU operands, one contracted
+// axis C, one attended-over axis KPos; key = (batch axes, KPos, C), value = (batch axes, KPos, value axes), where the
+// batch axes are the query's other axes that key has; no bias, no dropout; the mask (if any) bool over the query-only
+// axes and KPos; no tensor-parallel split except of batch axes. Otherwise nullopt, and the caller computes unfused.
+// The result has the unfused result's axes, in its order.
+std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSpec& kpos, const NamedArray& query,
+                                          const NamedArray& key, const NamedArray& value, double scale,
+                                          const AttentionOptions& o) {
+  if (!kernels::attention_f32_supported() || o.bias || (o.dropout > 0.0 && o.key) || kpos.size() != 1) return {};
+  if (o.attention_dtype && *o.attention_dtype != at::kFloat) return {};
+  for (const NamedArray* a : {&query, &key, &value}) {
+    if (a->dtype() != at::kFloat || !a->device().is_cpu()) return {};
+  }
+  if (o.mask && (o.mask->dtype() != at::kBool || !o.mask->device().is_cpu())) return {};
+  const std::optional<size_t> qc = query.axis_index(contract.axis);
+  if (!qc) return {};
+  const Axis C = query.axes()[*qc];
+  const Axis& KP = kpos[0];
+  auto size_in = [](const NamedArray& a, const std::string& name) -> int64_t {
+    const auto i = index_of(a.axes(), name);
+    return i ? a.axes()[*i].size : -1;
+  };
+  if (size_in(key, C.name) != C.size || size_in(value, KP.name) != KP.size) return {};
+  // Batch axes (in the query's order) and the query-only axes.
+  AxisSpec batch, qonly;
+  for (const Axis& a : query.axes()) {
+    if (a.name == C.name) continue;
+    const int64_t ks = size_in(key, a.name);
+    if (ks == -1) {
+      qonly.push_back(a);
+      continue;
+    }
+    if (ks != a.size || size_in(value, a.name) != a.size) return {};
+    batch.push_back(a);
+  }
+  if (key.ndim() != static_cast<int64_t>(batch.size()) + 2) return {};  // key has an axis the query lacks
+  AxisSpec vonly;                                                       // the value's own axes, in its order
+  for (const Axis& a : value.axes()) {
+    if (a.name != KP.name && !index_of(batch, a.name)) vonly.push_back(a);
+  }
+  for (const Axis& a : vonly) {
+    if (index_of(qonly, a.name)) return {};  // would collide with a query axis in the output
+  }
+  if (TensorParallelScope::current()) {
+    for (const NamedArray* arr : {&query, &key, &value}) {
+      for (const Axis& a : arr->axes()) {
+        if (is_split(a.name) && !index_of(batch, a.name)) return {};
+      }
+    }
+  }
+  at::Tensor mask;
+  if (o.mask) {
+    AxisSpec mask_axes = qonly;
+    mask_axes.push_back(KP);
+    for (const Axis& a : o.mask->axes()) {
+      const auto i = index_of(mask_axes, a.name);
+      if (!i || mask_axes[*i].size != a.size) return {};  // over a batch axis, or broadcast: unfused
+    }
+    mask = broadcast_axis(*o.mask, mask_axes)
+               .rearrange(AxisSelection(mask_axes))
+               .array()
+               .contiguous()
+               .view({product(qonly), KP.size});
+  }
+  auto permuted = [](const NamedArray& a, const std::vector<AxisSpec>& groups) {
+    std::vector<int64_t> perm;
+    std::vector<int64_t> shape;
+    for (const AxisSpec& g : groups) {
+      for (const Axis& ax : g) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
+      shape.push_back(product(g));
+    }
+    return a.array().permute(perm).contiguous().view(shape);
+  };
+  const at::Tensor q = permuted(query, {batch, qonly, {C}});
+  const at::Tensor k = permuted(key, {batch, {KP}, {C}});
+  const at::Tensor v = permuted(value, {batch, {KP}, vonly});
+  const at::Tensor out = FusedAttentionF32::apply(q, k, v, MaskArg{mask}, scale);
+  // Laid out (batch, query-only, value axes); the unfused result's order is the query's without C, then the value's.
+  AxisSpec laid_out = batch;
+  laid_out.insert(laid_out.end(), qonly.begin(), qonly.end());
+  laid_out.insert(laid_out.end(), vonly.begin(), vonly.end());
+  std::vector<int64_t> sizes;
+  for (const Axis& a : laid_out) sizes.push_back(a.size);
+  AxisSpec order;
+  for (const Axis& a : query.axes()) {
+    if (a.name != C.name) order.push_back(a);
+  }
+  order.insert(order.end(), vonly.begin(), vonly.end());
+  std::vector<int64_t> perm;
+  for (const Axis& a : order) perm.push_back(static_cast<int64_t>(*index_of(laid_out, a.name)));
+  return NamedArray(out.view(sizes).permute(perm), order);
+}
+
+}  // namespace
 
 NamedArray dot_product_attention_weights(const Contract& contract, const AttendOver& over, const NamedArray& query,
                                          const NamedArray& key, const AttentionOptions& o) {
@@ -40,6 +190,9 @@ NamedArray dot_product_attention(const Contract& contract, const AttendOver& ove
                   " in KPos is also in query. Attended-to axes must be distinct from query axis");
     }
   }
+  const double scale =
+      o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
+  if (auto fused = fused_attention(contract, kpos, query, key, value, scale, o)) return *fused;
   NamedArray weights = dot_product_attention_weights(contract, AttendOver(AxisSelection(kpos)), query, key, o);
   return dot(weights, value, AxisSelection(kpos));
 }

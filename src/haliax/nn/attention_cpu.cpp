@@ -1,0 +1,328 @@
+#include "haliax/nn/attention_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef _OPENMP
+#error \
+    "attention_cpu.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HALIAX_ATTENTION_X86 1
+// Compiled for AVX2 + FMA whatever the project's flags; run only where the CPU has them (attention_f32_supported).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=off")
+#include <immintrin.h>
+
+// Sleef's 8-wide expf (1-ulp; what ATen's exp and softmax call with AVX2), declared here: sleef.h declares it only when
+// __AVX__ was defined at its first inclusion, which the precompiled ATen header may have made without it.
+extern "C" __m256 Sleef_expf8_u10(__m256);
+
+namespace haliax::nn::kernels {
+
+namespace {
+
+// C [M, N] = alpha op(A) op(B) + beta C, row-major. Called from inside at::parallel_for, where oneDNN runs it on the
+// calling thread alone.
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+           int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success) {
+    throw std::runtime_error("dot_product_attention: oneDNN's sgemm failed (status " + std::to_string(st) + ") for " +
+                             std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K));
+  }
+}
+
+inline float hsum8(__m256 v) {
+  // Lanes added in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+constexpr int64_t kBlockRows = 32;
+
+// The shapes of one call and, per block of query rows, the key range [kbeg, kend) that its rows attend within.
+struct Plan {
+  int64_t N, Q, K, C, D, ldS;
+  float scale;
+  const uint8_t* mask;        // [Q, K] or null
+  std::vector<uint8_t> none;  // per row: attends to no key (uniform weights)
+  std::vector<int64_t> kbeg, kend;
+  bool any_none = false;
+
+  Plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& m, double s)
+      : N(q.size(0)), Q(q.size(1)), K(k.size(1)), C(q.size(2)), D(v.size(2)), ldS((k.size(1) + 7) / 8 * 8),
+        scale(static_cast<float>(s)), mask(m.defined() ? reinterpret_cast<const uint8_t*>(m.data_ptr<bool>()) : nullptr),
+        none(size_t(Q), 0) {
+    const int64_t blocks = (Q + kBlockRows - 1) / kBlockRows;
+    kbeg.assign(size_t(blocks), K);
+    kend.assign(size_t(blocks), 0);
+    for (int64_t r = 0; r < Q; ++r) {
+      int64_t first = 0, last = K;
+      if (mask) {
+        const uint8_t* row = mask + r * K;
+        first = 0;
+        while (first < K && !row[first]) ++first;
+        last = K;
+        while (last > first && !row[last - 1]) --last;
+      }
+      const size_t b = size_t(r / kBlockRows);
+      if (first == last) {
+        none[size_t(r)] = 1;
+        any_none = true;
+        continue;
+      }
+      kbeg[b] = std::min(kbeg[b], first);
+      kend[b] = std::max(kend[b], last);
+    }
+    for (size_t b = 0; b < kbeg.size(); ++b) {
+      if (kbeg[b] >= kend[b]) kbeg[b] = kend[b] = 0;  // every row of the block attends to nothing
+    }
+  }
+};
+
+// Row i of a block: the logits s[0, kl) of keys kbeg + j; masked ones and the padding up to a multiple of 8 set to
+// -inf, so that they add nothing to the max or to the sum of exponentials.
+void mask_row(float* s, const uint8_t* mrow, int64_t kl) {
+  if (mrow) {
+    for (int64_t j = 0; j < kl; ++j) {
+      if (!mrow[j]) s[j] = -INFINITY;
+    }
+  }
+  for (int64_t j = kl; j < (kl + 7) / 8 * 8; ++j) s[j] = -INFINITY;
+}
+
+// softmax over the row in place (padded to 8); returns its log-sum-exp m + log(sum exp(s - m)).
+float softmax_row(float* s, int64_t kl8) {
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < kl8; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+  const float m = hmax8(mv);
+  const __m256 M = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < kl8; j += 8) {
+    __m256 e = Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(s + j), M));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  const float sum = hsum8(acc);
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (int64_t j = 0; j < kl8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+  return m + std::log(sum);
+}
+
+// The weights again from the logits and the row's log-sum-exp: p = exp(s - lse), in place.
+void weights_row(float* s, int64_t kl8, float lse) {
+  const __m256 L = _mm256_set1_ps(lse);
+  for (int64_t j = 0; j < kl8; j += 8) {
+    _mm256_storeu_ps(s + j, Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(s + j), L)));
+  }
+}
+
+// dp <- p * (dp - sum_j p_j dp_j), the softmax's backward, in place.
+void softmax_backward_row(const float* p, float* dp, int64_t kl8) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < kl8; j += 8) {
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_loadu_ps(dp + j)));
+  }
+  const __m256 dot = _mm256_set1_ps(hsum8(acc));
+  for (int64_t j = 0; j < kl8; j += 8) {
+    _mm256_storeu_ps(dp + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_sub_ps(_mm256_loadu_ps(dp + j), dot)));
+  }
+}
+
+// The logits of block rows [r0, r0 + bq) of problem n against keys [kb, kb + kl): S = scale q k^T, masked and padded.
+void block_logits(const Plan& P, const float* q, const float* k, int64_t r0, int64_t bq, int64_t kb, int64_t kl,
+                  float* S) {
+  sgemm('N', 'T', bq, kl, P.C, P.scale, q + r0 * P.C, P.C, k + kb * P.C, P.C, 0.0f, S, P.ldS);
+  for (int64_t i = 0; i < bq; ++i) mask_row(S + i * P.ldS, P.mask ? P.mask + (r0 + i) * P.K + kb : nullptr, kl);
+}
+
+void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  auto ok3 = [](const at::Tensor& t) {
+    return t.defined() && t.dim() == 3 && t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous();
+  };
+  if (!ok3(q) || !ok3(k) || !ok3(v) || k.size(0) != q.size(0) || v.size(0) != q.size(0) || k.size(2) != q.size(2) ||
+      v.size(1) != k.size(1)) {
+    throw std::invalid_argument(
+        "dot_product_attention (fused f32): needs contiguous f32 CPU q [N, Q, C], k [N, K, C], v [N, K, D]");
+  }
+  if (mask.defined() && (mask.scalar_type() != at::kBool || !mask.is_contiguous() || mask.dim() != 2 ||
+                         mask.size(0) != q.size(1) || mask.size(1) != k.size(1))) {
+    throw std::invalid_argument("dot_product_attention (fused f32): the mask must be a contiguous bool [Q, K]");
+  }
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                        const at::Tensor& mask, double scale) {
+  check(q, k, v, mask);
+  const Plan P(q, k, v, mask, scale);
+  at::Tensor out = at::empty({P.N, P.Q, P.D}, q.options());
+  at::Tensor lse = at::empty({P.N, P.Q}, q.options());
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, P.N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> S(size_t(kBlockRows * P.ldS));
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* qn = qp + n * P.Q * P.C;
+      const float* kn = kp + n * P.K * P.C;
+      const float* vn = vp + n * P.K * P.D;
+      float* on = op + n * P.Q * P.D;
+      float* ln = lp + n * P.Q;
+      for (int64_t r0 = 0, b = 0; r0 < P.Q; r0 += kBlockRows, ++b) {
+        const int64_t bq = std::min(kBlockRows, P.Q - r0);
+        const int64_t kb = P.kbeg[size_t(b)], kl = P.kend[size_t(b)] - kb, kl8 = (kl + 7) / 8 * 8;
+        if (kl > 0) {
+          block_logits(P, qn, kn, r0, bq, kb, kl, S.data());
+          for (int64_t i = 0; i < bq; ++i) {
+            float* s = S.data() + i * P.ldS;
+            if (P.none[size_t(r0 + i)]) {
+              std::fill(s, s + kl8, 0.0f);
+              ln[r0 + i] = -INFINITY;
+            } else {
+              ln[r0 + i] = softmax_row(s, kl8);
+            }
+          }
+          sgemm('N', 'N', bq, P.D, kl, 1.0f, S.data(), P.ldS, vn + kb * P.D, P.D, 0.0f, on + r0 * P.D, P.D);
+        }
+        for (int64_t i = 0; i < bq; ++i) {
+          if (!P.none[size_t(r0 + i)]) continue;
+          // No attended key: uniform weights 1/K over every key, as softmax over K equal logits.
+          ln[r0 + i] = -INFINITY;
+          float* o = on + (r0 + i) * P.D;
+          const float w = 1.0f / static_cast<float>(P.K);
+          std::fill(o, o + P.D, 0.0f);
+          for (int64_t j = 0; j < P.K; ++j) {
+            for (int64_t d = 0; d < P.D; ++d) o[d] += w * vn[j * P.D + d];
+          }
+        }
+      }
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_f32_backward(const at::Tensor& dout, const at::Tensor& q,
+                                                                      const at::Tensor& k, const at::Tensor& v,
+                                                                      const at::Tensor& mask, const at::Tensor& lse,
+                                                                      double scale) {
+  check(q, k, v, mask);
+  const at::Tensor g = dout.to(at::kFloat).contiguous();
+  if (!g.sizes().equals({q.size(0), q.size(1), v.size(2)}) || !lse.is_contiguous() ||
+      !lse.sizes().equals({q.size(0), q.size(1)})) {
+    throw std::invalid_argument("dot_product_attention (fused f32): dout must be [N, Q, D] and lse [N, Q]");
+  }
+  const Plan P(q, k, v, mask, scale);
+  at::Tensor dq = at::empty_like(q);
+  at::Tensor dk = at::zeros_like(k);
+  at::Tensor dv = at::zeros_like(v);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  const float* lp = lse.data_ptr<float>();
+  float* dqp = dq.data_ptr<float>();
+  float* dkp = dk.data_ptr<float>();
+  float* dvp = dv.data_ptr<float>();
+  at::parallel_for(0, P.N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> S(size_t(kBlockRows * P.ldS)), dS(size_t(kBlockRows * P.ldS));
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* qn = qp + n * P.Q * P.C;
+      const float* kn = kp + n * P.K * P.C;
+      const float* vn = vp + n * P.K * P.D;
+      const float* gn = gp + n * P.Q * P.D;
+      const float* ln = lp + n * P.Q;
+      float* dqn = dqp + n * P.Q * P.C;
+      float* dkn = dkp + n * P.K * P.C;
+      float* dvn = dvp + n * P.K * P.D;
+      for (int64_t r0 = 0, b = 0; r0 < P.Q; r0 += kBlockRows, ++b) {
+        const int64_t bq = std::min(kBlockRows, P.Q - r0);
+        const int64_t kb = P.kbeg[size_t(b)], kl = P.kend[size_t(b)] - kb, kl8 = (kl + 7) / 8 * 8;
+        if (kl == 0) {
+          std::fill(dqn + r0 * P.C, dqn + (r0 + bq) * P.C, 0.0f);
+        } else {
+          block_logits(P, qn, kn, r0, bq, kb, kl, S.data());
+          // dP = dout v^T over the block's keys.
+          sgemm('N', 'T', bq, kl, P.D, 1.0f, gn + r0 * P.D, P.D, vn + kb * P.D, P.D, 0.0f, dS.data(), P.ldS);
+          for (int64_t i = 0; i < bq; ++i) {
+            float* s = S.data() + i * P.ldS;
+            float* ds = dS.data() + i * P.ldS;
+            if (P.none[size_t(r0 + i)]) {
+              std::fill(s, s + kl8, 0.0f);  // handled below; adds nothing through the products
+            } else {
+              weights_row(s, kl8, ln[r0 + i]);
+            }
+            // The padding's dP is whatever the buffer held; its p is 0, but 0 * NaN is not 0.
+            std::fill(ds + kl, ds + kl8, 0.0f);
+            softmax_backward_row(s, ds, kl8);
+          }
+          // dq = scale dS k; dk += scale dS^T q; dv += P^T dout.
+          sgemm('N', 'N', bq, P.C, kl, P.scale, dS.data(), P.ldS, kn + kb * P.C, P.C, 0.0f, dqn + r0 * P.C, P.C);
+          sgemm('T', 'N', kl, P.C, bq, P.scale, dS.data(), P.ldS, qn + r0 * P.C, P.C, 1.0f, dkn + kb * P.C, P.C);
+          sgemm('T', 'N', kl, P.D, bq, 1.0f, S.data(), P.ldS, gn + r0 * P.D, P.D, 1.0f, dvn + kb * P.D, P.D);
+        }
+        for (int64_t i = 0; i < bq; ++i) {
+          if (!P.none[size_t(r0 + i)]) continue;
+          // Uniform weights: no gradient reaches q or k (their logits were replaced), dv gets dout / K at every key.
+          std::fill(dqn + (r0 + i) * P.C, dqn + (r0 + i + 1) * P.C, 0.0f);
+          const float w = 1.0f / static_cast<float>(P.K);
+          const float* gr = gn + (r0 + i) * P.D;
+          for (int64_t j = 0; j < P.K; ++j) {
+            for (int64_t d = 0; d < P.D; ++d) dvn[j * P.D + d] += w * gr[d];
+          }
+        }
+      }
+    }
+  });
+  return {dq, dk, dv};
+}
+
+bool attention_f32_supported() {
+  static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return cpu_has;
+}
+
+}  // namespace haliax::nn::kernels
+
+#pragma GCC pop_options
+
+#else
+
+namespace haliax::nn::kernels {
+bool attention_f32_supported() { return false; }
+std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                        const at::Tensor&, double) {
+  throw std::invalid_argument("attention_f32_forward: x86 only");
+}
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_f32_backward(const at::Tensor&, const at::Tensor&,
+                                                                      const at::Tensor&, const at::Tensor&,
+                                                                      const at::Tensor&, const at::Tensor&, double) {
+  throw std::invalid_argument("attention_f32_backward: x86 only");
+}
+}  // namespace haliax::nn::kernels
+
+#endif
