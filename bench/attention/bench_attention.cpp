@@ -44,10 +44,11 @@ Grads run(const at::Tensor& x0, const at::Tensor& dout, bool fused, const hax::A
   o.mask = hax::nn::causal_mask(Pos, Pos.alias("key_position"));
   hax::NamedArray out;
   if (fused) {
-    out = hax::nn::dot_product_attention(hax::nn::Contract("head_size"), hax::nn::AttendOver("key_position"), q, k, v, o);
+    out =
+        hax::nn::dot_product_attention(hax::nn::Contract("head_size"), hax::nn::AttendOver("key_position"), q, k, v, o);
   } else {
-    hax::NamedArray w =
-        hax::nn::dot_product_attention_weights(hax::nn::Contract("head_size"), hax::nn::AttendOver("key_position"), q, k, o);
+    hax::NamedArray w = hax::nn::dot_product_attention_weights(hax::nn::Contract("head_size"),
+                                                               hax::nn::AttendOver("key_position"), q, k, o);
     out = hax::dot(w, v, hax::AxisSelection("key_position"));
   }
   at::Tensor o_t = out.rearrange({"batch", "heads", "position", "head_size"}).array();
@@ -62,13 +63,20 @@ int main(int argc, char** argv) {
   int steps = 20, warmup = 3, threads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") B = std::stoll(v);
-    else if (k == "--heads") H = std::stoll(v);
-    else if (k == "--seq") T = std::stoll(v);
-    else if (k == "--head-size") D = std::stoll(v);
-    else if (k == "--steps") steps = std::stoi(v);
-    else if (k == "--warmup") warmup = std::stoi(v);
-    else if (k == "--threads") threads = std::stoi(v);
+    if (k == "--batch")
+      B = std::stoll(v);
+    else if (k == "--heads")
+      H = std::stoll(v);
+    else if (k == "--seq")
+      T = std::stoll(v);
+    else if (k == "--head-size")
+      D = std::stoll(v);
+    else if (k == "--steps")
+      steps = std::stoi(v);
+    else if (k == "--warmup")
+      warmup = std::stoi(v);
+    else if (k == "--threads")
+      threads = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown flag %s\n", k.c_str());
       return 2;
@@ -76,8 +84,8 @@ int main(int argc, char** argv) {
   }
   at::set_num_threads(threads);
   const hax::AxisSpec axes{{"batch", B}, {"position", T}, {"qkv", 3}, {"heads", H}, {"head_size", D}};
-  at::Tensor x = at::randn({B, T, 3, H, D}, at::TensorOptions().dtype(at::kFloat).device(at::kCPU)
-                                                 .requires_grad(false));
+  at::Tensor x =
+      at::randn({B, T, 3, H, D}, at::TensorOptions().dtype(at::kFloat).device(at::kCPU).requires_grad(false));
   at::Tensor dout = at::randn({B, H, T, D});
   double ms[2];
   Grads g[2];

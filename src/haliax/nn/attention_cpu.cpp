@@ -1,8 +1,9 @@
 #include "haliax/nn/attention_cpu.h"
+#include "haliax/nn/sgemm_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <oneapi/dnnl/dnnl.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -33,16 +34,10 @@ namespace haliax::nn::kernels {
 
 namespace {
 
-// C [M, N] = alpha op(A) op(B) + beta C, row-major. Called from inside at::parallel_for, where oneDNN runs it on the
-// calling thread alone.
+// oneDNN's sgemm (sgemm_cpu.h); called inside at::parallel_for, it runs on the calling thread alone.
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
            int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success) {
-    throw std::runtime_error("dot_product_attention: oneDNN's sgemm failed (status " + std::to_string(st) + ") for " +
-                             std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K));
-  }
+  kernels::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, "dot_product_attention");
 }
 
 inline float hsum8(__m256 v) {
@@ -71,8 +66,14 @@ struct Plan {
   bool any_none = false;
 
   Plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& m, double s)
-      : N(q.size(0)), Q(q.size(1)), K(k.size(1)), C(q.size(2)), D(v.size(2)), ldS((k.size(1) + 7) / 8 * 8),
-        scale(static_cast<float>(s)), mask(m.defined() ? reinterpret_cast<const uint8_t*>(m.data_ptr<bool>()) : nullptr),
+      : N(q.size(0)),
+        Q(q.size(1)),
+        K(k.size(1)),
+        C(q.size(2)),
+        D(v.size(2)),
+        ldS((k.size(1) + 7) / 8 * 8),
+        scale(static_cast<float>(s)),
+        mask(m.defined() ? reinterpret_cast<const uint8_t*>(m.data_ptr<bool>()) : nullptr),
         none(size_t(Q), 0) {
     const int64_t blocks = (Q + kBlockRows - 1) / kBlockRows;
     kbeg.assign(size_t(blocks), K);
@@ -176,6 +177,7 @@ void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const 
 
 std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                         const at::Tensor& mask, double scale) {
+  RECORD_FUNCTION("haliax::attention_f32", std::vector<c10::IValue>());
   check(q, k, v, mask);
   const Plan P(q, k, v, mask, scale);
   at::Tensor out = at::empty({P.N, P.Q, P.D}, q.options());
@@ -230,6 +232,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_f32_backward(const at::
                                                                       const at::Tensor& k, const at::Tensor& v,
                                                                       const at::Tensor& mask, const at::Tensor& lse,
                                                                       double scale) {
+  RECORD_FUNCTION("haliax::attention_f32_backward", std::vector<c10::IValue>());
   check(q, k, v, mask);
   const at::Tensor g = dout.to(at::kFloat).contiguous();
   if (!g.sizes().equals({q.size(0), q.size(1), v.size(2)}) || !lse.is_contiguous() ||

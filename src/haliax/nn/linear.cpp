@@ -1,15 +1,116 @@
 #include "haliax/nn/linear.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 
 #include "haliax/core.h"
+#include "haliax/nn/sgemm_cpu.h"
 #include "haliax/ops.h"
 #include "haliax/ops/contract.h"
 #include "haliax/partitioning.h"
 
 namespace haliax::nn {
+
+namespace {
+
+// The Linear layer's f32 GEMMs on the CPU through oneDNN's sgemm (sgemm_cpu.h) rather than at::mm's OpenBLAS:
+// y [M, N] = x [M, K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as stored:
+// [N, K] when out_first (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's
+// Hessian-vector products) takes at::mm, which autograd can differentiate again. The two structs differ only in
+// whether a bias is an input (libtorch 1.13 takes no undefined tensor as a custom function's input).
+//
+// Forwards of fewer than kDnnlMinRows rows (decoding's few rows a step) stay at::mm's: OpenBLAS gives a row the same
+// bits whatever the other rows computed with it, up to 14 rows, so a batch decodes as its rows would alone; oneDNN does
+// not (its one-row path and its kernels for a block's last rows round differently).
+constexpr int64_t kDnnlMinRows = 64;
+
+at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
+  RECORD_FUNCTION("haliax::linear_f32", std::vector<c10::IValue>());
+  const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
+  if (M < kDnnlMinRows) {
+    const at::Tensor w2 = out_first ? w.t() : w;
+    return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
+  }
+  at::Tensor y = b ? b->expand({M, N}).contiguous() : at::empty({M, N}, x.options());
+  kernels::sgemm('N', out_first ? 'T' : 'N', M, N, K, 1.0f, x.data_ptr<float>(), K, w.data_ptr<float>(),
+                 out_first ? K : N, b ? 1.0f : 0.0f, y.data_ptr<float>(), N, "Linear");
+  return y;
+}
+
+// (dx, dw, db) for dy, each only where asked.
+std::vector<at::Tensor> linear_f32_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
+                                            bool out_first, bool want_x, bool want_w, bool want_b) {
+  RECORD_FUNCTION("haliax::linear_f32_backward", std::vector<c10::IValue>());
+  at::Tensor dx, dw, db;
+  if (at::GradMode::is_enabled()) {
+    const at::Tensor wt = out_first ? w.t() : w;  // [K, N]
+    if (want_x) dx = dy.mm(wt.t());
+    if (want_w) dw = out_first ? dy.t().mm(x) : x.t().mm(dy);
+  } else {
+    const at::Tensor g = dy.contiguous();
+    const int64_t M = x.size(0), K = x.size(1), N = g.size(1);
+    if (want_x) {
+      dx = at::empty({M, K}, x.options());
+      kernels::sgemm('N', out_first ? 'N' : 'T', M, K, N, 1.0f, g.data_ptr<float>(), N, w.data_ptr<float>(),
+                     out_first ? K : N, 0.0f, dx.data_ptr<float>(), K, "Linear");
+    }
+    if (want_w) {
+      dw = at::empty_like(w);
+      if (out_first) {
+        kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x.data_ptr<float>(), K, 0.0f,
+                       dw.data_ptr<float>(), K, "Linear");
+      } else {
+        kernels::sgemm('T', 'N', K, N, M, 1.0f, x.data_ptr<float>(), K, g.data_ptr<float>(), N, 0.0f,
+                       dw.data_ptr<float>(), N, "Linear");
+      }
+    }
+  }
+  if (want_b) db = dy.sum(0);
+  return {dx, dw, db};
+}
+
+struct LinearF32 : public torch::autograd::Function<LinearF32> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            bool out_first) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["out_first"] = out_first;
+    return linear_f32(x, w, nullptr, out_first);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    const auto s = ctx->get_saved_variables();
+    auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
+                                 ctx->needs_input_grad(1), false);
+    return {d[0], d[1], at::Tensor()};
+  }
+};
+
+struct LinearBiasF32 : public torch::autograd::Function<LinearBiasF32> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const at::Tensor& b, bool out_first) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["out_first"] = out_first;
+    return linear_f32(x, w, &b, out_first);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    const auto s = ctx->get_saved_variables();
+    auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
+                                 ctx->needs_input_grad(1), ctx->needs_input_grad(2));
+    return {d[0], d[1], d[2], at::Tensor()};
+  }
+};
+
+// Whether the product takes LinearF32: f32 CPU operands (the bias too, if any).
+bool linear_f32_applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b) {
+  auto f32_cpu = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.device().is_cpu(); };
+  return f32_cpu(x) && f32_cpu(w) && (!b || f32_cpu(*b));
+}
+
+}  // namespace
 
 Linear Linear::init(const AxisSpec& In, const AxisSpec& Out, const random::Key& key, const LinearOptions& o) {
   AxisSpec joint = o.out_first ? concat_axes(Out, In) : concat_axes(In, Out);
@@ -59,8 +160,20 @@ NamedArray Linear::operator()(const NamedArray& x_in) const {
     }
     const int64_t n_in = axis_size(In), n_out = axis_size(Out);
     at::Tensor x2 = xt.array().reshape({-1, n_in});
-    at::Tensor w2 = out_first ? weight.array().reshape({n_out, n_in}).t() : weight.array().reshape({n_in, n_out});
-    at::Tensor y = bias && !sum_result ? at::addmm(bias->array().reshape({n_out}), x2, w2) : at::mm(x2, w2);
+    const bool with_bias = bias && !sum_result;
+    const at::Tensor b = with_bias ? bias->array().reshape({n_out}) : at::Tensor();
+    at::Tensor y;
+    if (linear_f32_applies(x2, weight.array(), with_bias ? &b : nullptr)) {
+      // oneDNN's GEMMs (LinearF32 above).
+      const at::Tensor x2c = x2.contiguous();
+      const std::vector<int64_t> w_shape =
+          out_first ? std::vector<int64_t>{n_out, n_in} : std::vector<int64_t>{n_in, n_out};
+      const at::Tensor w2 = weight.array().reshape(w_shape).contiguous();
+      y = with_bias ? LinearBiasF32::apply(x2c, w2, b.contiguous(), out_first) : LinearF32::apply(x2c, w2, out_first);
+    } else {
+      at::Tensor w2 = out_first ? weight.array().reshape({n_out, n_in}).t() : weight.array().reshape({n_in, n_out});
+      y = with_bias ? at::addmm(b, x2, w2) : at::mm(x2, w2);
+    }
     AxisSpec axes(xt.axes().begin(), xt.axes().end() - static_cast<long>(k));
     axes.insert(axes.end(), Out.begin(), Out.end());
     std::vector<int64_t> sizes;

@@ -215,21 +215,15 @@ void softmax_xent_rows(const at::Tensor& logits, const at::Tensor& targets, cons
 
 // --- the head's f32 GEMMs through oneDNN -------------------------------------------------------------------------
 
-#include <oneapi/dnnl/dnnl.h>
+#include "haliax/nn/sgemm_cpu.h"
 
 namespace levanter::models::kernels {
 
 namespace {
 
-// C [M, N] = alpha op(A) op(B) + beta C, all row-major (oneDNN's sgemm is row-major, unlike BLAS).
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
            float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success) {
-    throw std::runtime_error("fused_next_token_loss: oneDNN's sgemm failed (status " + std::to_string(st) + ") for " +
-                             std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K));
-  }
+  haliax::nn::kernels::sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, "fused_next_token_loss");
 }
 
 // out [V, E] = in [E, V] transposed, f32, a tile of 64 x 64 at a time (ATen's copy of a transposed view walks one side

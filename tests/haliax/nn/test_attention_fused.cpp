@@ -8,8 +8,8 @@
 #include <deque>
 #include <set>
 
-#include "haliax/nn/attention_cpu.h"
 #include "../testing.h"
+#include "haliax/nn/attention_cpu.h"
 
 using namespace haliax;
 using haliax::testing::randn;
@@ -36,7 +36,7 @@ bool took_kernel(const at::Tensor& t) {
 struct Case {
   std::string name;
   std::function<std::vector<NamedArray>(const std::vector<at::Tensor>&)> operands;  // leaves -> q, k, v
-  std::vector<at::Tensor> leaves;                                                       // f64
+  std::vector<at::Tensor> leaves;                                                   // f64
   std::optional<NamedArray> mask;
 };
 
@@ -44,8 +44,8 @@ NamedArray leaf(const at::Tensor& t, const AxisSpec& axes) { return NamedArray(t
 
 // q, k, v cut from x (batch, position, qkv, heads, head_size), as Gpt2Attention cuts its projection.
 std::vector<NamedArray> gpt2_qkv(const at::Tensor& x) {
-  const AxisSpec axes{{"batch", x.size(0)}, {"position", x.size(1)}, {"qkv", 3}, {"heads", x.size(3)},
-                      {"head_size", x.size(4)}};
+  const AxisSpec axes{
+      {"batch", x.size(0)}, {"position", x.size(1)}, {"qkv", 3}, {"heads", x.size(3)}, {"head_size", x.size(4)}};
   auto parts = unbind(rearrange(NamedArray(x, axes), {"batch", "qkv", "heads", "position", "head_size"}), "qkv");
   return {parts[0], rename(parts[1], {{"position", "key_position"}}), rename(parts[2], {{"position", "key_position"}})};
 }
@@ -63,7 +63,9 @@ std::vector<Case> cases() {
   {
     // No mask; 40 queries, 70 keys, a value of another width with an axis of its own, axes in mixed orders.
     const Axis Q("position", 40), K("key_position", 70), V("value_size", 3);
-    Case c{"cross, no mask", nullptr, {randn({40, 2, 3, 5}, 2), randn({3, 70, 5, 2}, 3), randn({2, 3, 70, 3}, 4)},
+    Case c{"cross, no mask",
+           nullptr,
+           {randn({40, 2, 3, 5}, 2), randn({3, 70, 5, 2}, 3), randn({2, 3, 70, 3}, 4)},
            std::nullopt};
     c.operands = [=](const std::vector<at::Tensor>& t) {
       return std::vector<NamedArray>{leaf(t[0], {Q, B, H, D}), leaf(t[1], {H, K, D, B}), leaf(t[2], {B, V, K, H})};
@@ -77,7 +79,9 @@ std::vector<Case> cases() {
     m.select(1, 20).fill_(false);
     m.select(1, 21).zero_();
     m[7][21] = true;
-    Case c{"random mask, empty rows", nullptr, {randn({2, 3, 37, 5}, 6), randn({2, 3, 37, 5}, 7), randn({2, 3, 37, 5}, 8)},
+    Case c{"random mask, empty rows",
+           nullptr,
+           {randn({2, 3, 37, 5}, 6), randn({2, 3, 37, 5}, 7), randn({2, 3, 37, 5}, 8)},
            NamedArray(m, {KP, P})};
     c.operands = [=](const std::vector<at::Tensor>& t) {
       return std::vector<NamedArray>{leaf(t[0], {B, H, P, D}), leaf(t[1], {B, H, KP, D}), leaf(t[2], {B, H, KP, D})};
@@ -86,7 +90,9 @@ std::vector<Case> cases() {
   }
   {
     // Multi-query: keys and values without heads, so the query rows are (heads, position); causal.
-    Case c{"multi-query, causal", nullptr, {randn({2, 3, 37, 5}, 9), randn({2, 37, 5}, 10), randn({2, 37, 5}, 11)},
+    Case c{"multi-query, causal",
+           nullptr,
+           {randn({2, 3, 37, 5}, 9), randn({2, 37, 5}, 10), randn({2, 37, 5}, 11)},
            nn::causal_mask(P, KP)};
     c.operands = [=](const std::vector<at::Tensor>& t) {
       return std::vector<NamedArray>{leaf(t[0], {B, H, P, D}), leaf(t[1], {B, KP, D}), leaf(t[2], {B, KP, D})};
@@ -96,7 +102,9 @@ std::vector<Case> cases() {
   {
     // Decoding: 5 new positions after 66 cached ones attend causally to all 71.
     const Axis Q("position", 5), K("key_position", 71);
-    Case c{"decode offset", nullptr, {randn({2, 3, 5, 5}, 12), randn({2, 3, 71, 5}, 13), randn({2, 3, 71, 5}, 14)},
+    Case c{"decode offset",
+           nullptr,
+           {randn({2, 3, 5, 5}, 12), randn({2, 3, 71, 5}, 13), randn({2, 3, 71, 5}, 14)},
            nn::causal_mask(Q, K, /*q_start=*/66)};
     c.operands = [=](const std::vector<at::Tensor>& t) {
       return std::vector<NamedArray>{leaf(t[0], {B, H, Q, D}), leaf(t[1], {B, H, K, D}), leaf(t[2], {B, H, K, D})};
@@ -193,7 +201,8 @@ TEST(FusedAttention, LeavesToTheUnfusedOpsWhatTheKernelDoesNotCover) {
   options.emplace_back("dropout", nn::AttentionOptions().set_dropout(0.25, random::Key(3)));
   options.emplace_back("bf16 scores", nn::AttentionOptions().set_attention_dtype(at::kBFloat16));
   // A mask over the batch (padding per example) is not one (query, key) mask.
-  options.emplace_back("per-example mask", nn::AttentionOptions().set_mask(broadcast_axis(nn::prefix_mask(KP, 5), {B, KP})));
+  options.emplace_back("per-example mask",
+                       nn::AttentionOptions().set_mask(broadcast_axis(nn::prefix_mask(KP, 5), {B, KP})));
   for (const auto& [name, o] : options) {
     SCOPED_TRACE(name);
     NamedArray got = nn::dot_product_attention(kHeadSize, kKeyPos, q, k, v, o);

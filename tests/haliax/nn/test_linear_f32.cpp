@@ -1,0 +1,134 @@
+// nn::Linear in f32 on the CPU runs its three GEMMs through oneDNN's sgemm (LinearF32 in linear.cpp): the output and
+// the gradients of x, the weight and the bias against the same layer in f64 (at::addmm), for both weight layouts, with
+// and without a bias, x's In axes leading or trailing; and a Hessian-vector product through its backward.
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <deque>
+#include <set>
+
+#include "../testing.h"
+
+using namespace haliax;
+using haliax::testing::randn;
+
+namespace {
+
+bool took_kernel(const at::Tensor& t) {
+  std::deque<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
+  std::set<torch::autograd::Node*> seen;
+  while (!todo.empty()) {
+    auto n = todo.front();
+    todo.pop_front();
+    if (!n || !seen.insert(n.get()).second) continue;
+    if (n->name().find("LinearF32") != std::string::npos || n->name().find("LinearBiasF32") != std::string::npos) {
+      return true;
+    }
+    for (const auto& e : n->next_edges()) todo.push_back(e.function);
+  }
+  return false;
+}
+
+struct Out {
+  at::Tensor y, dx, dw, db;
+  bool kernel;
+};
+
+// The layer on x (batch, position, embed) or (embed, batch, position) with In = (embed) and Out = (heads, head_size),
+// in dtype, and the gradients for the cotangent cot.
+Out run(const nn::Linear& l64, const at::Tensor& x64, bool in_leading, at::ScalarType dtype, const at::Tensor& cot) {
+  const Axis Batch("batch", 4), Pos("position", 19), Embed("embed", 24);
+  nn::Linear l = l64;
+  l.weight = NamedArray(l64.weight.array().detach().to(dtype).requires_grad_(true), l64.weight.axes());
+  if (l64.bias) l.bias = NamedArray(l64.bias->array().detach().to(dtype).requires_grad_(true), l64.bias->axes());
+  at::Tensor x = x64.detach().to(dtype).requires_grad_(true);
+  NamedArray xn = in_leading ? NamedArray(x.permute({2, 0, 1}), {Embed, Batch, Pos}) : NamedArray(x, {Batch, Pos, Embed});
+  NamedArray y = l(xn).rearrange({"batch", "position", "heads", "head_size"});
+  (y.array() * cot.to(dtype)).sum().backward();
+  return {y.array().detach(), x.grad(), l.weight.array().grad(), l.bias ? l.bias->array().grad() : at::Tensor(),
+          took_kernel(y.array())};
+}
+
+double max_err(const at::Tensor& a, const at::Tensor& ref) {
+  return (a.to(at::kDouble) - ref).abs().max().item<double>() / std::max(1.0, ref.abs().max().item<double>());
+}
+
+}  // namespace
+
+TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
+  const Axis Embed("embed", 24), Heads("heads", 3), HeadSize("head_size", 10);
+  const at::Tensor x = randn({4, 19, 24}, 1);  // 76 rows: oneDNN's forward too (64 rows or more)
+  const at::Tensor cot = randn({4, 19, 3, 10}, 2);
+  for (bool out_first : {true, false}) {
+    for (bool bias : {true, false}) {
+      for (bool in_leading : {false, true}) {
+        SCOPED_TRACE(std::string(out_first ? "out_first" : "in_first") + (bias ? ", bias" : ", no bias") +
+                     (in_leading ? ", In leading" : ""));
+        nn::Linear l = nn::Linear::init(
+            {Embed}, {Heads, HeadSize}, random::Key(3),
+            nn::LinearOptions().set_out_first(out_first).set_use_bias(bias).set_dtype(at::kDouble));
+        if (bias) l.bias = NamedArray(randn({3, 10}, 4), l.bias->axes());
+        const Out ref = run(l, x, in_leading, at::kDouble, cot);
+        const Out got = run(l, x, in_leading, at::kFloat, cot);
+        EXPECT_FALSE(ref.kernel);
+        EXPECT_TRUE(got.kernel);
+        EXPECT_LT(max_err(got.y, ref.y), 1e-6);
+        EXPECT_LT(max_err(got.dx, ref.dx), 1e-6);
+        EXPECT_LT(max_err(got.dw, ref.dw), 1e-6);
+        EXPECT_EQ(got.dw.sizes(), ref.dw.sizes());
+        if (bias) EXPECT_LT(max_err(got.db, ref.db), 1e-6);
+      }
+    }
+  }
+}
+
+TEST(LinearF32, HessianVectorProductThroughTheBackwardMatchesF64) {
+  // Sophia-H differentiates the gradient again: the backward then computes with at::mm, which autograd can differentiate.
+  const Axis Batch("batch", 5), Embed("embed", 8), Mlp("mlp", 6);
+  auto hvp = [&](at::ScalarType dtype) {
+    nn::Linear a = nn::Linear::init({Embed}, {Mlp}, random::Key(5), nn::LinearOptions().set_dtype(dtype));
+    nn::Linear b = nn::Linear::init({Mlp}, {Embed}, random::Key(6), nn::LinearOptions().set_dtype(dtype).set_out_first(false));
+    std::vector<at::Tensor> params{a.weight.array(), a.bias->array(), b.weight.array(), b.bias->array()};
+    for (at::Tensor& p : params) p = p.detach().requires_grad_(true);
+    a.weight = NamedArray(params[0], a.weight.axes());
+    a.bias = NamedArray(params[1], a.bias->axes());
+    b.weight = NamedArray(params[2], b.weight.axes());
+    b.bias = NamedArray(params[3], b.bias->axes());
+    NamedArray x(randn({5, 8}, 7).to(dtype), {Batch, Embed});
+    at::Tensor y = b(nn::gelu(a(x), true)).array();
+    at::Tensor loss = (y * y).sum();
+    auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
+    at::Tensor gv = at::zeros({}, dtype);
+    for (size_t i = 0; i < g.size(); ++i) gv = gv + (g[i] * randn(g[i].sizes(), 20 + i).to(dtype)).sum();
+    return std::make_pair(took_kernel(y), torch::autograd::grad({gv}, params));
+  };
+  auto [fused, h32] = hvp(at::kFloat);
+  auto [unfused, h64] = hvp(at::kDouble);
+  EXPECT_TRUE(fused);
+  EXPECT_FALSE(unfused);
+  for (size_t i = 0; i < h32.size(); ++i) EXPECT_LT(max_err(h32[i], h64[i]), 1e-5) << "parameter " << i;
+}
+
+TEST(LinearF32, ABatchOfFewRowsGivesEachRowItsBitsAlone) {
+  // Decoding runs a few rows a step where a lone prompt would run one: under 64 rows the forward stays at::mm's, which
+  // keeps each of up to 14 rows the same whatever the others (oneDNN's would not).
+  const Axis Embed("embed", 48), Mlp("mlp", 80);
+  const at::Tensor x = randn({14, 48}, 8).to(at::kFloat);
+  for (bool out_first : {false, true}) {
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE(std::string(out_first ? "out_first" : "in_first") + (bias ? ", bias" : ""));
+      nn::Linear l = nn::Linear::init({Embed}, {Mlp}, random::Key(9),
+                                      nn::LinearOptions().set_out_first(out_first).set_use_bias(bias));
+      l.weight.array().requires_grad_(true);
+      if (bias) l.bias = NamedArray(randn({80}, 10).to(at::kFloat), l.bias->axes());
+      for (int64_t rows : {2, 3, 7, 14}) {
+        const at::Tensor few = l(NamedArray(x.narrow(0, 0, rows), {Axis("batch", rows), Embed})).array();
+        EXPECT_TRUE(took_kernel(few));
+        for (int64_t r = 0; r < rows; ++r) {
+          const at::Tensor alone = l(NamedArray(x.narrow(0, r, 1), {Axis("batch", 1), Embed})).array();
+          EXPECT_TRUE(at::equal(alone[0], few[r])) << "row " << r << " of " << rows;
+        }
+      }
+    }
+  }
+}
