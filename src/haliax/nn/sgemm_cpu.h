@@ -1,7 +1,8 @@
 // Row-major f32 GEMM on the CPU through oneDNN's sgemm (Debian's libdnnl, the library libtorch's CPU build already
 // links), for the kernels that choose it over at::mm's OpenBLAS: the fused attention, the f32 Linear layer and the
-// fused LM head. On the shapes of GPT-2's layers on a 2-core Xeon (bench/gemm_shapes in docs/benchmarks.md) oneDNN ran
-// 5-40% faster at embed 768 and up to 10x faster at embed 128, where OpenBLAS takes a slow path for x w^T.
+// fused LM head. On the f32 GEMMs of GPT-2's layers on a 2-core Xeon (bench/gemm_shapes) oneDNN ran 1.53x faster at
+// embed 128 and 1.11-1.16x at embed 768 (all of a layer's GEMMs together), and each library's threads, idle after a
+// call, spin long enough to slow the other's next call many times over, so f32 training's GEMMs keep to one of them.
 //
 // oneDNN's results are deterministic for a thread count and a shape (it picks its kernel and its split of the work
 // from both; a product of fewer than 16 rows takes another kernel, which rounds differently). Called outside a parallel

@@ -42,7 +42,8 @@ Out run(const nn::Linear& l64, const at::Tensor& x64, bool in_leading, at::Scala
   l.weight = NamedArray(l64.weight.array().detach().to(dtype).requires_grad_(true), l64.weight.axes());
   if (l64.bias) l.bias = NamedArray(l64.bias->array().detach().to(dtype).requires_grad_(true), l64.bias->axes());
   at::Tensor x = x64.detach().to(dtype).requires_grad_(true);
-  NamedArray xn = in_leading ? NamedArray(x.permute({2, 0, 1}), {Embed, Batch, Pos}) : NamedArray(x, {Batch, Pos, Embed});
+  NamedArray xn =
+      in_leading ? NamedArray(x.permute({2, 0, 1}), {Embed, Batch, Pos}) : NamedArray(x, {Batch, Pos, Embed});
   NamedArray y = l(xn).rearrange({"batch", "position", "heads", "head_size"});
   (y.array() * cot.to(dtype)).sum().backward();
   return {y.array().detach(), x.grad(), l.weight.array().grad(), l.bias ? l.bias->array().grad() : at::Tensor(),
@@ -64,9 +65,9 @@ TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
       for (bool in_leading : {false, true}) {
         SCOPED_TRACE(std::string(out_first ? "out_first" : "in_first") + (bias ? ", bias" : ", no bias") +
                      (in_leading ? ", In leading" : ""));
-        nn::Linear l = nn::Linear::init(
-            {Embed}, {Heads, HeadSize}, random::Key(3),
-            nn::LinearOptions().set_out_first(out_first).set_use_bias(bias).set_dtype(at::kDouble));
+        nn::Linear l =
+            nn::Linear::init({Embed}, {Heads, HeadSize}, random::Key(3),
+                             nn::LinearOptions().set_out_first(out_first).set_use_bias(bias).set_dtype(at::kDouble));
         if (bias) l.bias = NamedArray(randn({3, 10}, 4), l.bias->axes());
         const Out ref = run(l, x, in_leading, at::kDouble, cot);
         const Out got = run(l, x, in_leading, at::kFloat, cot);
@@ -83,11 +84,13 @@ TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
 }
 
 TEST(LinearF32, HessianVectorProductThroughTheBackwardMatchesF64) {
-  // Sophia-H differentiates the gradient again: the backward then computes with at::mm, which autograd can differentiate.
+  // Sophia-H differentiates the gradient again: the backward then computes with at::mm, which autograd can
+  // differentiate.
   const Axis Batch("batch", 5), Embed("embed", 8), Mlp("mlp", 6);
   auto hvp = [&](at::ScalarType dtype) {
     nn::Linear a = nn::Linear::init({Embed}, {Mlp}, random::Key(5), nn::LinearOptions().set_dtype(dtype));
-    nn::Linear b = nn::Linear::init({Mlp}, {Embed}, random::Key(6), nn::LinearOptions().set_dtype(dtype).set_out_first(false));
+    nn::Linear b =
+        nn::Linear::init({Mlp}, {Embed}, random::Key(6), nn::LinearOptions().set_dtype(dtype).set_out_first(false));
     std::vector<at::Tensor> params{a.weight.array(), a.bias->array(), b.weight.array(), b.bias->array()};
     for (at::Tensor& p : params) p = p.detach().requires_grad_(true);
     a.weight = NamedArray(params[0], a.weight.axes());
