@@ -93,12 +93,14 @@ int main(int argc, char** argv) {
     std::printf("%-26s %5lld x %5lld x %5lld  at::mm %7.3f ms (%4.0f GFLOP/s)  oneDNN %7.3f ms (%4.0f GFLOP/s)\n",
                 g.name.c_str(), static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K),
                 aten, flops / aten / 1e6, ours, flops / ours / 1e6);
-    json += std::string(json.empty() ? "" : ", ") + "{\"gemm\": \"" + g.name + "\", \"aten_gflops\": " +
-            std::to_string(flops / aten / 1e6) + ", \"ours_gflops\": " + std::to_string(flops / ours / 1e6) + "}";
+    json += std::string(json.empty() ? "" : ", ") + "{\"gemm\": \"" + g.name +
+            "\", \"aten_gflops\": " + std::to_string(flops / aten / 1e6) +
+            ", \"ours_gflops\": " + std::to_string(flops / ours / 1e6) + "}";
   }
   std::printf("all: at::mm %.2f ms, oneDNN %.2f ms -> %.2fx\n", aten_total, ours_total, aten_total / ours_total);
-  std::printf("RESULT {\"bench\": \"gemm_shapes\", \"rows\": %lld, \"embed\": %lld, \"threads\": %d, \"ratio\": %.3f, "
-              "\"gemms\": [%s]}\n",
-              static_cast<long long>(M), static_cast<long long>(E), threads, aten_total / ours_total, json.c_str());
+  std::printf(
+      "RESULT {\"bench\": \"gemm_shapes\", \"rows\": %lld, \"embed\": %lld, \"threads\": %d, \"ratio\": %.3f, "
+      "\"gemms\": [%s]}\n",
+      static_cast<long long>(M), static_cast<long long>(E), threads, aten_total / ours_total, json.c_str());
   return 0;
 }

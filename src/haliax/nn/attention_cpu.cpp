@@ -26,6 +26,8 @@
 #pragma GCC optimize("fp-contract=off")
 #include <immintrin.h>
 
+#include "haliax/nn/avx2_reduce.h"
+
 // Sleef's 8-wide expf (1-ulp; what ATen's exp and softmax call with AVX2), declared here: sleef.h declares it only when
 // __AVX__ was defined at its first inclusion, which the precompiled ATen header may have made without it.
 extern "C" __m256 Sleef_expf8_u10(__m256);
@@ -40,19 +42,8 @@ void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const
   kernels::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, "dot_product_attention");
 }
 
-inline float hsum8(__m256 v) {
-  // Lanes added in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-inline float hmax8(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using haliax::nn::avx2::hmax8;
+using haliax::nn::avx2::hsum8;
 
 constexpr int64_t kBlockRows = 32;
 

@@ -3,11 +3,8 @@
 // the calls it must leave to the unfused ops, and a Hessian-vector product through its backward.
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/function.h>
 
-#include <deque>
-#include <set>
-
+#include "../graph_testing.h"
 #include "../testing.h"
 #include "haliax/nn/attention_cpu.h"
 
@@ -20,18 +17,7 @@ const nn::Contract kHeadSize("head_size");
 const nn::AttendOver kKeyPos{"key_position"};
 
 // Whether the autograd graph behind t runs the fused kernel.
-bool took_kernel(const at::Tensor& t) {
-  std::deque<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
-  std::set<torch::autograd::Node*> seen;
-  while (!todo.empty()) {
-    auto n = todo.front();
-    todo.pop_front();
-    if (!n || !seen.insert(n.get()).second) continue;
-    if (n->name().find("FusedAttentionF32") != std::string::npos) return true;
-    for (const auto& e : n->next_edges()) todo.push_back(e.function);
-  }
-  return false;
-}
+bool took_kernel(const at::Tensor& t) { return haliax::testing::graph_runs(t, "FusedAttentionF32"); }
 
 struct Case {
   std::string name;

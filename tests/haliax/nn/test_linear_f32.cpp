@@ -1,12 +1,10 @@
-// nn::Linear in f32 on the CPU runs its three GEMMs through oneDNN's sgemm (LinearF32 in linear.cpp): the output and
-// the gradients of x, the weight and the bias against the same layer in f64 (at::addmm), for both weight layouts, with
-// and without a bias, x's In axes leading or trailing; and a Hessian-vector product through its backward.
+// nn::Linear in f32 on the CPU runs its GEMMs through oneDNN's sgemm (LinearF32 in linear.cpp; the forward from 64
+// rows): the output and the gradients of x, the weight and the bias against the same layer in f64 (at::addmm), for
+// both weight layouts, with and without a bias, x's In axes leading or trailing; a batch of a few rows giving each row
+// its bits alone; and a Hessian-vector product through its backward.
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/function.h>
 
-#include <deque>
-#include <set>
-
+#include "../graph_testing.h"
 #include "../testing.h"
 
 using namespace haliax;
@@ -14,19 +12,9 @@ using haliax::testing::randn;
 
 namespace {
 
+// Whether the graph behind t runs LinearF32 or LinearBiasF32.
 bool took_kernel(const at::Tensor& t) {
-  std::deque<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
-  std::set<torch::autograd::Node*> seen;
-  while (!todo.empty()) {
-    auto n = todo.front();
-    todo.pop_front();
-    if (!n || !seen.insert(n.get()).second) continue;
-    if (n->name().find("LinearF32") != std::string::npos || n->name().find("LinearBiasF32") != std::string::npos) {
-      return true;
-    }
-    for (const auto& e : n->next_edges()) todo.push_back(e.function);
-  }
-  return false;
+  return haliax::testing::graph_runs(t, "LinearF32") || haliax::testing::graph_runs(t, "LinearBiasF32");
 }
 
 struct Out {
