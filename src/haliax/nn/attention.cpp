@@ -33,7 +33,9 @@ struct FusedAttentionF32 : public torch::autograd::Function<FusedAttentionF32> {
     auto [out, lse] = kernels::attention_f32_forward(q, k, v, mask, scale);
     ctx->save_for_backward({q, k, v, lse});
     ctx->saved_data["has_mask"] = mask.defined();
-    if (mask.defined()) ctx->saved_data["mask"] = mask;
+    // A copy (Q x K bytes): saved_data has no version check, so an in-place edit of the caller's mask before the
+    // backward would go unnoticed.
+    if (mask.defined()) ctx->saved_data["mask"] = mask.clone();
     ctx->saved_data["scale"] = scale;
     return out;
   }
@@ -144,15 +146,28 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
   const at::Tensor k = permuted(key, {batch, {KP}, {C}});
   const at::Tensor v = permuted(value, {batch, {KP}, vonly});
   const at::Tensor out = FusedAttentionF32::apply(q, k, v, MaskArg{mask}, scale);
-  // Laid out (batch, query-only, value axes); the unfused result's order is the query's without C, then the value's.
+  // Laid out (batch, query-only, value axes). The unfused result's order is its weights' without KPos, then the value's
+  // own axes; the weights come from dot(q, k) in the query's order without C, then KPos, unless where() with a mask as
+  // large as they are (no batch axis, or batch axes of size 1) puts them in the mask's order: found by broadcasting the
+  // mask against a stand-in of the weights' axes (a zero-strided view, no memory).
   AxisSpec laid_out = batch;
   laid_out.insert(laid_out.end(), qonly.begin(), qonly.end());
   laid_out.insert(laid_out.end(), vonly.begin(), vonly.end());
   std::vector<int64_t> sizes;
   for (const Axis& a : laid_out) sizes.push_back(a.size);
-  AxisSpec order;
+  AxisSpec weights;
   for (const Axis& a : query.axes()) {
-    if (a.name != C.name) order.push_back(a);
+    if (a.name != C.name) weights.push_back(a);
+  }
+  weights.push_back(KP);
+  if (o.mask) {
+    std::vector<int64_t> wsizes;
+    for (const Axis& a : weights) wsizes.push_back(a.size);
+    weights = broadcast_arrays({*o.mask, NamedArray(at::zeros({}, at::kFloat).expand(wsizes), weights)}).second;
+  }
+  AxisSpec order;
+  for (const Axis& a : weights) {
+    if (a.name != KP.name) order.push_back(a);
   }
   order.insert(order.end(), vonly.begin(), vonly.end());
   std::vector<int64_t> perm;

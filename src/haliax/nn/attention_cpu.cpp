@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,6 +47,24 @@ using haliax::nn::avx2::hmax8;
 using haliax::nn::avx2::hsum8;
 
 constexpr int64_t kBlockRows = 32;
+
+// Keeps oneDNN on the calling thread where at::parallel_for ran the loop inline (one problem, or one thread) rather
+// than in an OpenMP region: there oneDNN would use every thread and split its sums by their count, so a problem's bits
+// would depend on the number of threads.
+class OneThread {
+ public:
+  OneThread() : previous_(omp_in_parallel() ? 0 : omp_get_max_threads()) {
+    if (previous_ > 1) omp_set_num_threads(1);
+  }
+  ~OneThread() {
+    if (previous_ > 1) omp_set_num_threads(previous_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int previous_;
+};
 
 // The shapes of one call and, per block of query rows, the key range [kbeg, kend) that its rows attend within.
 struct Plan {
@@ -179,6 +198,7 @@ std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor& q, con
   float* op = out.data_ptr<float>();
   float* lp = lse.data_ptr<float>();
   at::parallel_for(0, P.N, 1, [&](int64_t n0, int64_t n1) {
+    const OneThread one_thread;
     std::vector<float> S(size_t(kBlockRows * P.ldS));
     for (int64_t n = n0; n < n1; ++n) {
       const float* qn = qp + n * P.Q * P.C;
@@ -243,6 +263,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_f32_backward(const at::
   float* dkp = dk.data_ptr<float>();
   float* dvp = dv.data_ptr<float>();
   at::parallel_for(0, P.N, 1, [&](int64_t n0, int64_t n1) {
+    const OneThread one_thread;
     std::vector<float> S(size_t(kBlockRows * P.ldS)), dS(size_t(kBlockRows * P.ldS));
     for (int64_t n = n0; n < n1; ++n) {
       const float* qn = qp + n * P.Q * P.C;

@@ -86,6 +86,21 @@ std::vector<Case> cases() {
     out.push_back(c);
   }
   {
+    // No batch axis, so one problem: query (position, heads, head_size) against keys and values of one head, with a
+    // mask as large as the weights in an order of its own (heads, position, key_position), which the unfused where()
+    // gives its result.
+    at::Tensor m = (at::rand({3, 37, 37}, at::make_generator<at::CPUGeneratorImpl>(15)) < 0.5) |
+                   at::eye(37, at::kBool).unsqueeze(0);
+    Case c{"no batch, the mask's order",
+           nullptr,
+           {randn({37, 3, 5}, 16), randn({37, 5}, 17), randn({37, 5}, 18)},
+           NamedArray(m, {H, P, KP})};
+    c.operands = [=](const std::vector<at::Tensor>& t) {
+      return std::vector<NamedArray>{leaf(t[0], {P, H, D}), leaf(t[1], {KP, D}), leaf(t[2], {KP, D})};
+    };
+    out.push_back(c);
+  }
+  {
     // Decoding: 5 new positions after 66 cached ones attend causally to all 71.
     const Axis Q("position", 5), K("key_position", 71);
     Case c{"decode offset",
