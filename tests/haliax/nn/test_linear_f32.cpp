@@ -30,8 +30,10 @@ Out run(const nn::Linear& l64, const at::Tensor& x64, bool in_leading, at::Scala
   l.weight = NamedArray(l64.weight.array().detach().to(dtype).requires_grad_(true), l64.weight.axes());
   if (l64.bias) l.bias = NamedArray(l64.bias->array().detach().to(dtype).requires_grad_(true), l64.bias->axes());
   at::Tensor x = x64.detach().to(dtype).requires_grad_(true);
+  // x64 [4, 19, 48] stands for x [4, 19, 24] made of its even columns: a view whose rows have a stride.
+  const at::Tensor xv = x.size(2) == 2 * Embed.size ? x.slice(2, 0, x.size(2), 2) : x;
   NamedArray xn =
-      in_leading ? NamedArray(x.permute({2, 0, 1}), {Embed, Batch, Pos}) : NamedArray(x, {Batch, Pos, Embed});
+      in_leading ? NamedArray(xv.permute({2, 0, 1}), {Embed, Batch, Pos}) : NamedArray(xv, {Batch, Pos, Embed});
   NamedArray y = l(xn).rearrange({"batch", "position", "heads", "head_size"});
   (y.array() * cot.to(dtype)).sum().backward();
   return {y.array().detach(), x.grad(), l.weight.array().grad(), l.bias ? l.bias->array().grad() : at::Tensor(),
@@ -46,13 +48,18 @@ double max_err(const at::Tensor& a, const at::Tensor& ref) {
 
 TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
   const Axis Embed("embed", 24), Heads("heads", 3), HeadSize("head_size", 10);
-  const at::Tensor x = randn({4, 19, 24}, 1);  // 76 rows: oneDNN's forward too (64 rows or more)
+  const at::Tensor contiguous = randn({4, 19, 24}, 1);  // 76 rows: oneDNN's forward too (64 rows or more)
+  const at::Tensor strided = randn({4, 19, 48}, 5);     // x as every other column of a wider tensor
   const at::Tensor cot = randn({4, 19, 3, 10}, 2);
   for (bool out_first : {true, false}) {
     for (bool bias : {true, false}) {
-      for (bool in_leading : {false, true}) {
+      for (int layout = 0; layout < 3; ++layout) {
+        const bool in_leading = layout == 1;
+        const at::Tensor& x = layout == 2 ? strided : contiguous;
         SCOPED_TRACE(std::string(out_first ? "out_first" : "in_first") + (bias ? ", bias" : ", no bias") +
-                     (in_leading ? ", In leading" : ""));
+                     (layout == 1   ? ", In leading"
+                      : layout == 2 ? ", strided rows"
+                                    : ""));
         nn::Linear l =
             nn::Linear::init({Embed}, {Heads, HeadSize}, random::Key(3),
                              nn::LinearOptions().set_out_first(out_first).set_use_bias(bias).set_dtype(at::kDouble));
