@@ -63,10 +63,9 @@ struct FusedAttentionF32 : public torch::autograd::Function<FusedAttentionF32> {
   }
 };
 
-int64_t product(const AxisSpec& axes) {
-  int64_t n = 1;
-  for (const Axis& a : axes) n *= a.size;
-  return n;
+// The logits' scale: the options' scaling_factor, else 1 / sqrt(|Contract|).
+double scaling(const Contract& contract, const NamedArray& query, const AttentionOptions& o) {
+  return o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
 }
 
 // The same attention through the fused f32 CPU kernel, when the call has its shape: f32 CPU operands, one contracted
@@ -131,14 +130,14 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
                .rearrange(AxisSelection(mask_axes))
                .array()
                .contiguous()
-               .view({product(qonly), KP.size});
+               .view({axis_size(qonly), KP.size});
   }
   auto permuted = [](const NamedArray& a, const std::vector<AxisSpec>& groups) {
     std::vector<int64_t> perm;
     std::vector<int64_t> shape;
     for (const AxisSpec& g : groups) {
       for (const Axis& ax : g) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
-      shape.push_back(product(g));
+      shape.push_back(axis_size(g));
     }
     return a.array().permute(perm).contiguous().view(shape);
   };
@@ -180,8 +179,7 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
 NamedArray dot_product_attention_weights(const Contract& contract, const AttendOver& over, const NamedArray& query,
                                          const NamedArray& key, const AttentionOptions& o) {
   at::ScalarType orig = query.dtype();
-  double scale =
-      o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
+  const double scale = scaling(contract, query, o);
   NamedArray q = query * scale;
   NamedArray k = key;
   if (o.attention_dtype) {
@@ -205,8 +203,7 @@ NamedArray dot_product_attention(const Contract& contract, const AttendOver& ove
                   " in KPos is also in query. Attended-to axes must be distinct from query axis");
     }
   }
-  const double scale =
-      o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
+  const double scale = scaling(contract, query, o);
   if (auto fused = fused_attention(contract, kpos, query, key, value, scale, o)) return *fused;
   NamedArray weights = dot_product_attention_weights(contract, AttendOver(AxisSelection(kpos)), query, key, o);
   return dot(weights, value, AxisSelection(kpos));

@@ -73,7 +73,6 @@ struct Plan {
   const uint8_t* mask;        // [Q, K] or null
   std::vector<uint8_t> none;  // per row: attends to no key (uniform weights)
   std::vector<int64_t> kbeg, kend;
-  bool any_none = false;
 
   Plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& m, double s)
       : N(q.size(0)),
@@ -92,15 +91,12 @@ struct Plan {
       int64_t first = 0, last = K;
       if (mask) {
         const uint8_t* row = mask + r * K;
-        first = 0;
         while (first < K && !row[first]) ++first;
-        last = K;
         while (last > first && !row[last - 1]) --last;
       }
       const size_t b = size_t(r / kBlockRows);
       if (first == last) {
         none[size_t(r)] = 1;
-        any_none = true;
         continue;
       }
       kbeg[b] = std::min(kbeg[b], first);
@@ -214,8 +210,7 @@ std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor& q, con
           for (int64_t i = 0; i < bq; ++i) {
             float* s = S.data() + i * P.ldS;
             if (P.none[size_t(r0 + i)]) {
-              std::fill(s, s + kl8, 0.0f);
-              ln[r0 + i] = -INFINITY;
+              std::fill(s, s + kl8, 0.0f);  // set below; adds nothing through the product
             } else {
               ln[r0 + i] = softmax_row(s, kl8);
             }
