@@ -6,6 +6,7 @@
 #include <iostream>
 #include <limits>
 
+#include "haliax/nn/gelu_cpu.h"
 #include "testing.h"
 
 using namespace haliax;
@@ -199,4 +200,26 @@ TEST(Dtypes, Bf16GeluTanhKernelIsWithinOneStepOfTheF64Formula) {
   at::Tensor g32 = torch::autograd::grad({at::gelu(x32, "tanh").sum()}, {x32}, {}, true, true)[0];
   at::Tensor hv32 = torch::autograd::grad({(g32 * v.to(at::kFloat)).sum()}, {x32})[0];
   EXPECT_TRUE(at::allclose(hv.to(at::kFloat), hv32, 2e-2, 2e-2)) << (hv.to(at::kFloat) - hv32).abs().max();
+}
+
+// The bf16 GELU kernel's 16-lane (AVX-512F) and 8-lane (AVX2) paths give the same bits, values and gradients, on
+// every bf16 value and on lengths that leave each path a tail (the element counts 1, 7, 9, 15, 17, 8193).
+TEST(Dtypes, Bf16GeluTanhKernelGivesTheSameBitsSixteenOrEightLanesAtATime) {
+  if (!nn::kernels::gelu_tanh_bf16_uses_avx512()) {
+    GTEST_SKIP() << "this CPU has no AVX-512F: only the 8-lane path runs here (the other test checks it)";
+  }
+  at::Tensor all = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
+  std::vector<at::Tensor> inputs{all, (randn({256 * 3072}, 21) * 3.0).to(at::kBFloat16)};
+  for (int64_t n : {1, 7, 9, 15, 17, 8193}) inputs.push_back((randn({n}, 30 + n) * 2.0).to(at::kBFloat16));
+  for (const at::Tensor& x : inputs) {
+    SCOPED_TRACE(x.numel());
+    at::Tensor dy = randn({x.numel()}, 22).to(at::kBFloat16);
+    at::Tensor y16 = nn::kernels::gelu_tanh_bf16(x), dx16 = nn::kernels::gelu_tanh_backward_bf16(dy, x);
+    nn::kernels::gelu_tanh_bf16_force_avx2(true);
+    at::Tensor y8 = nn::kernels::gelu_tanh_bf16(x), dx8 = nn::kernels::gelu_tanh_backward_bf16(dy, x);
+    nn::kernels::gelu_tanh_bf16_force_avx2(false);
+    // Compared as raw bits (NaN payloads included).
+    EXPECT_TRUE(at::equal(y16.view(at::kShort), y8.view(at::kShort)));
+    EXPECT_TRUE(at::equal(dx16.view(at::kShort), dx8.view(at::kShort)));
+  }
 }

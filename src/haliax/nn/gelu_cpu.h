@@ -19,4 +19,9 @@ at::Tensor gelu_tanh_bf16(const at::Tensor& x);
 // dx = dy * dy/dx, dy and x bf16 of the same shape (dy made contiguous).
 at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x);
 
+// Both run 16 lanes at a time where the CPU has AVX-512F, else 8 (AVX2); the two give identical bits. Tests force the
+// 8-lane path to compare them.
+bool gelu_tanh_bf16_uses_avx512();
+void gelu_tanh_bf16_force_avx2(bool on);
+
 }  // namespace haliax::nn::kernels
