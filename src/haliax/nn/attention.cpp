@@ -63,6 +63,101 @@ struct FusedAttentionF32 : public torch::autograd::Function<FusedAttentionF32> {
   }
 };
 
+// softmax(where(mask, x, -1e9)) over the last axis of x [R, K] through the one-pass CPU kernel (attention_cpu.h). The
+// backward uses the saved weights, as ATen's softmax does; one that is itself differentiated takes the same formula in
+// ATen ops on them (autograd differentiates through the saved output back into this function).
+struct MaskRowsArg {
+  kernels::MaskRows rows;
+};
+struct MaskedSoftmax : public torch::autograd::Function<MaskedSoftmax> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const MaskRowsArg& m) {
+    at::Tensor p = kernels::masked_softmax_forward(x, m.rows);
+    ctx->save_for_backward({p});
+    ctx->saved_data["has_mask"] = m.rows.mask.defined();
+    if (m.rows.mask.defined()) {
+      // A copy (the mask's own size): saved_data has no version check, so an in-place edit of the caller's mask
+      // before the backward would go unnoticed.
+      ctx->saved_data["mask"] = m.rows.mask.clone();
+      ctx->saved_data["offsets"] = m.rows.row_offsets;
+      ctx->saved_data["key_stride"] = m.rows.key_stride;
+    }
+    return p;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const at::Tensor p = ctx->get_saved_variables()[0];
+    kernels::MaskRows m;
+    if (ctx->saved_data["has_mask"].toBool()) {
+      m.mask = ctx->saved_data["mask"].toTensor();
+      m.row_offsets = ctx->saved_data["offsets"].toTensor();
+      m.key_stride = ctx->saved_data["key_stride"].toInt();
+    }
+    const at::Tensor& dy = grad_outputs[0];
+    if (at::GradMode::is_enabled() || dy.scalar_type() != p.scalar_type()) {
+      at::Tensor dx = p * (dy - (dy * p).sum(-1, true));
+      if (m.mask.defined()) {
+        const int64_t K = p.size(1);
+        const at::Tensor index = m.row_offsets.unsqueeze(1) + at::arange(K, m.row_offsets.options()) * m.key_stride;
+        dx = at::where(m.mask.reshape({-1}).index_select(0, index.reshape({-1})).view(p.sizes()), dx, 0.0);
+      }
+      return {dx.to(p.scalar_type()), at::Tensor()};
+    }
+    return {kernels::masked_softmax_backward(dy, p, m), at::Tensor()};
+  }
+};
+
+// The attention weights' where(mask, x, -1e9) and softmax over KPos through MaskedSoftmax, when x is f32 or bf16 on a
+// CPU the kernel runs on, KPos is one axis of x (not split by tensor parallelism), and the mask (if any) is bool over
+// axes of x. Otherwise nullopt, and the caller takes the ATen ops. The result has their result's axes, in its order.
+std::optional<NamedArray> fused_masked_softmax(const NamedArray& x, const std::optional<NamedArray>& mask,
+                                               const AxisSelection& over) {
+  if (!kernels::attention_f32_supported() || !x.device().is_cpu()) return {};
+  if (x.dtype() != at::kFloat && x.dtype() != at::kBFloat16) return {};
+  const AxisSpec kpos = x.resolve_axes(over);
+  if (kpos.size() != 1 || (TensorParallelScope::current() && is_split(kpos[0].name))) return {};
+  const Axis KP = kpos[0];
+  if (mask && (mask->dtype() != at::kBool || !mask->device().is_cpu())) return {};
+  AxisSpec order = x.axes();
+  if (mask) {
+    for (const Axis& a : mask->axes()) {
+      const auto i = index_of(x.axes(), a.name);
+      if (!i || x.axes()[*i].size != a.size) return {};  // an axis x lacks, or a size that broadcasts
+    }
+    // where()'s result order: the mask broadcast against a stand-in of x (a zero-strided view, no memory).
+    std::vector<int64_t> sizes;
+    for (const Axis& a : x.axes()) sizes.push_back(a.size);
+    order = broadcast_arrays({*mask, NamedArray(at::zeros({}, at::kFloat).expand(sizes), x.axes())}).second;
+  }
+  // Laid out with KPos last, rows in the result's order.
+  AxisSpec laid_out;
+  for (const Axis& a : order) {
+    if (a.name != KP.name) laid_out.push_back(a);
+  }
+  laid_out.push_back(KP);
+  const int64_t K = KP.size, R = K == 0 ? 0 : axis_size(laid_out) / K;
+  if (R == 0 || K == 0) return {};
+  kernels::MaskRows rows;
+  if (mask) {
+    // The mask's own entries in the laid-out order of its axes; row r of the scores reads its entries from offset
+    // row_offsets[r], found by broadcasting the entries' indices over the scores' axes.
+    AxisSpec mask_order;
+    for (const Axis& a : laid_out) {
+      if (index_of(mask->axes(), a.name)) mask_order.push_back(a);
+    }
+    rows.mask = mask->rearrange(AxisSelection(mask_order)).array().contiguous();
+    const NamedArray index(at::arange(rows.mask.numel(), at::kLong).view(rows.mask.sizes()), mask_order);
+    const at::Tensor spread = broadcast_axis(index, laid_out).rearrange(AxisSelection(laid_out)).array();
+    rows.key_stride = index_of(mask_order, KP.name) ? 1 : 0;
+    rows.row_offsets = spread.select(-1, 0).reshape({R}).contiguous();
+  }
+  const at::Tensor scores = x.rearrange(AxisSelection(laid_out)).array().contiguous().view({R, K});
+  if (!kernels::masked_softmax_supported(scores)) return {};
+  std::vector<int64_t> sizes;
+  for (const Axis& a : laid_out) sizes.push_back(a.size);
+  const NamedArray p(MaskedSoftmax::apply(scores, MaskRowsArg{rows}).view(sizes), laid_out);
+  return p.rearrange(AxisSelection(order));
+}
+
 // The logits' scale: the options' scaling_factor, else 1 / sqrt(|Contract|).
 double scaling(const Contract& contract, const NamedArray& query, const AttentionOptions& o) {
   return o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
@@ -188,8 +283,12 @@ NamedArray dot_product_attention_weights(const Contract& contract, const AttendO
   }
   NamedArray weights = dot(q, k, AxisSelection(contract.axis));
   if (o.bias) weights = weights + *o.bias;
-  if (o.mask) weights = where(*o.mask, weights, -1e9);
-  weights = astype(softmax(weights, over.axes), orig);
+  if (auto fused = fused_masked_softmax(weights, o.mask, over.axes)) {
+    weights = astype(*fused, orig);
+  } else {
+    if (o.mask) weights = where(*o.mask, weights, -1e9);
+    weights = astype(softmax(weights, over.axes), orig);
+  }
   if (o.dropout > 0.0 && o.key) weights = Dropout{o.dropout}(weights, o.key);
   return weights;
 }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifndef _OPENMP
@@ -28,6 +29,7 @@
 #include <immintrin.h>
 
 #include "haliax/nn/avx2_reduce.h"
+#include "haliax/nn/bf16_bits.h"
 
 // Sleef's 8-wide expf (1-ulp; what ATen's exp and softmax call with AVX2), declared here: sleef.h declares it only when
 // __AVX__ was defined at its first inclusion, which the precompiled ATen header may have made without it.
@@ -316,6 +318,182 @@ bool attention_f32_supported() {
   return cpu_has;
 }
 
+namespace {
+
+// Row r's mask: entry j at row(r)[j * stride] (true: attend), no mask at all when data is null.
+struct RowMask {
+  const uint8_t* data = nullptr;
+  const int64_t* offsets = nullptr;
+  int64_t stride = 1;
+  explicit RowMask(const MaskRows& m) {
+    if (!m.mask.defined()) return;
+    data = reinterpret_cast<const uint8_t*>(m.mask.data_ptr<bool>());
+    offsets = m.row_offsets.data_ptr<int64_t>();
+    stride = m.key_stride;
+  }
+};
+
+// The part of row r that attends: keys [lo, hi), within which mrow (when not null) marks the attended ones (mrow[j]
+// for key lo + j); lo == hi for a row that attends to nothing. Keys outside the range take no exponential.
+struct RowRange {
+  int64_t lo = 0, hi = 0;
+  const uint8_t* mrow = nullptr;
+  RowRange(const RowMask& mask, int64_t r, int64_t K) : hi(K) {
+    if (!mask.data) return;
+    const uint8_t* m = mask.data + mask.offsets[r];
+    if (mask.stride == 0) {
+      if (!m[0]) hi = 0;  // the row attends everywhere or nowhere
+      return;
+    }
+    while (lo < K && !m[lo]) ++lo;
+    while (hi > lo && !m[hi - 1]) --hi;
+    mrow = m + lo;
+  }
+};
+
+void check_rows(const at::Tensor& x, const MaskRows& m, const char* what) {
+  if (!masked_softmax_supported(x) || x.dim() != 2) {
+    throw std::invalid_argument(std::string(what) + ": needs contiguous f32 or bf16 CPU scores [R, K]");
+  }
+  if (!m.mask.defined()) return;
+  if (m.mask.scalar_type() != at::kBool || !m.mask.is_contiguous() || m.row_offsets.scalar_type() != at::kLong ||
+      m.row_offsets.dim() != 1 || m.row_offsets.size(0) != x.size(0) || !m.row_offsets.is_contiguous() ||
+      (m.key_stride != 0 && m.key_stride != 1)) {
+    throw std::invalid_argument(std::string(what) + ": needs a contiguous bool mask and int64 row offsets [R]");
+  }
+  const int64_t span = x.size(1) == 0 ? 0 : (x.size(1) - 1) * m.key_stride;
+  if (x.size(0) > 0) {
+    const auto [lo, hi] = at::aminmax(m.row_offsets);
+    if (lo.item<int64_t>() < 0 || hi.item<int64_t>() + span >= std::max<int64_t>(m.mask.numel(), 1)) {
+      throw std::invalid_argument(std::string(what) + ": a row offset reaches outside the mask");
+    }
+  }
+}
+
+// Row i of x (f32 or bf16 bits) into f32 s[0, K), padded with `pad` up to a multiple of 8.
+template <class T>
+void load_row(const T* x, float* s, int64_t K, float pad) {
+  if constexpr (std::is_same_v<T, float>) {
+    std::memcpy(s, x, size_t(K) * sizeof(float));
+  } else {
+    int64_t j = 0;
+    for (; j + 8 <= K; j += 8) _mm256_storeu_ps(s + j, bf16_bits::widen8(x + j));
+    for (; j < K; ++j) s[j] = bf16_bits::widen1(x[j]);
+  }
+  for (int64_t j = K; j < (K + 7) / 8 * 8; ++j) s[j] = pad;
+}
+
+template <class T>
+void store_row(const float* s, T* out, int64_t K) {
+  if constexpr (std::is_same_v<T, float>) {
+    std::memcpy(out, s, size_t(K) * sizeof(float));
+  } else {
+    int64_t j = 0;
+    for (; j + 8 <= K; j += 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), bf16_bits::round8(_mm256_loadu_ps(s + j)));
+    }
+    for (; j < K; ++j) out[j] = bf16_bits::round1(s[j]);
+  }
+}
+
+template <class T>
+void softmax_rows(const T* x, T* out, int64_t R, int64_t K, const RowMask& mask) {
+  at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(size_t((K + 7) / 8 * 8 + 8));
+    float* s = buf.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const RowRange rr(mask, r, K);
+      T* o = out + r * K;
+      if (rr.lo == rr.hi) {
+        std::fill(s, s + K, 1.0f / static_cast<float>(K));  // softmax over K equal logits
+        store_row(s, o, K);
+        continue;
+      }
+      const int64_t n = rr.hi - rr.lo;
+      load_row(x + r * K + rr.lo, s, n, -INFINITY);
+      if (rr.mrow) {
+        for (int64_t j = 0; j < n; ++j) s[j] = rr.mrow[j] ? s[j] : -INFINITY;
+      }
+      softmax_row(s, (n + 7) / 8 * 8);
+      std::fill(o, o + rr.lo, T(0));
+      store_row(s, o + rr.lo, n);
+      std::fill(o + rr.hi, o + K, T(0));
+    }
+  });
+}
+
+template <class T>
+void softmax_backward_rows(const T* dy, const T* p, T* dx, int64_t R, int64_t K, const RowMask& mask) {
+  at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+    const int64_t K8 = (K + 7) / 8 * 8 + 8;
+    std::vector<float> buf(size_t(2 * K8));
+    float* ps = buf.data();
+    float* ds = buf.data() + K8;
+    for (int64_t r = r0; r < r1; ++r) {
+      const RowRange rr(mask, r, K);
+      T* o = dx + r * K;
+      // Outside the range, and everywhere in a row that attends to nothing (whose logits where() replaced), the
+      // weights pass no gradient. Inside, a masked key's weight is exactly 0.
+      const int64_t n = rr.hi - rr.lo;
+      std::fill(o, o + rr.lo, T(0));
+      std::fill(o + rr.hi, o + K, T(0));
+      if (n == 0) continue;
+      load_row(p + r * K + rr.lo, ps, n, 0.0f);
+      load_row(dy + r * K + rr.lo, ds, n, 0.0f);
+      softmax_backward_row(ps, ds, (n + 7) / 8 * 8);
+      if (rr.mrow) {
+        for (int64_t j = 0; j < n; ++j) ds[j] = rr.mrow[j] ? ds[j] : 0.0f;
+      }
+      store_row(ds, o + rr.lo, n);
+    }
+  });
+}
+
+template <class F>
+void with_bits(const at::Tensor& t, F&& f) {
+  if (t.scalar_type() == at::kFloat) {
+    f(static_cast<float*>(t.data_ptr()));
+  } else {
+    f(static_cast<uint16_t*>(t.data_ptr()));
+  }
+}
+
+}  // namespace
+
+bool masked_softmax_supported(const at::Tensor& x) {
+  return attention_f32_supported() && x.device().is_cpu() && x.is_contiguous() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+}
+
+at::Tensor masked_softmax_forward(const at::Tensor& x, const MaskRows& m) {
+  check_rows(x, m, "masked_softmax");
+  RECORD_FUNCTION("haliax::masked_softmax", std::vector<c10::IValue>());
+  at::Tensor out = at::empty_like(x);
+  const RowMask mask(m);
+  with_bits(x, [&](auto* xp) {
+    using T = std::remove_pointer_t<decltype(xp)>;
+    softmax_rows<T>(xp, static_cast<T*>(out.data_ptr()), x.size(0), x.size(1), mask);
+  });
+  return out;
+}
+
+at::Tensor masked_softmax_backward(const at::Tensor& dy_in, const at::Tensor& p, const MaskRows& m) {
+  check_rows(p, m, "masked_softmax_backward");
+  if (dy_in.scalar_type() != p.scalar_type() || !dy_in.sizes().equals(p.sizes())) {
+    throw std::invalid_argument("masked_softmax_backward: dy must have the weights' dtype and shape");
+  }
+  RECORD_FUNCTION("haliax::masked_softmax_backward", std::vector<c10::IValue>());
+  const at::Tensor dy = dy_in.contiguous();
+  at::Tensor dx = at::empty_like(p);
+  const RowMask mask(m);
+  with_bits(p, [&](auto* pp) {
+    using T = std::remove_pointer_t<decltype(pp)>;
+    softmax_backward_rows<T>(static_cast<const T*>(dy.data_ptr()), pp, static_cast<T*>(dx.data_ptr()), p.size(0),
+                             p.size(1), mask);
+  });
+  return dx;
+}
+
 }  // namespace haliax::nn::kernels
 
 #pragma GCC pop_options
@@ -324,6 +502,13 @@ bool attention_f32_supported() {
 
 namespace haliax::nn::kernels {
 bool attention_f32_supported() { return false; }
+bool masked_softmax_supported(const at::Tensor&) { return false; }
+at::Tensor masked_softmax_forward(const at::Tensor&, const MaskRows&) {
+  throw std::invalid_argument("masked_softmax: x86 only");
+}
+at::Tensor masked_softmax_backward(const at::Tensor&, const at::Tensor&, const MaskRows&) {
+  throw std::invalid_argument("masked_softmax_backward: x86 only");
+}
 std::pair<at::Tensor, at::Tensor> attention_f32_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                         const at::Tensor&, double) {
   throw std::invalid_argument("attention_f32_forward: x86 only");
