@@ -8,6 +8,12 @@
 // the default action of all three (restore_default_stop_signals), so that any further signal ends it at once.
 // A signal that was ignored when the process started (nohup ignores SIGHUP) stays ignored.
 //
+// The three are delivered to one thread started for them: install_stop_signal_handlers() blocks them in the calling
+// thread (and so in every thread it starts afterwards) and starts a thread that takes them, so that no signal
+// interrupts a computing thread (oneDNN's sgemm corrupts the heap when one does). Send them to the process (kill,
+// Ctrl-C, a scheduler): one raised in a thread that blocks it (raise() after install_stop_signal_handlers in the
+// same thread) stays pending there.
+//
 // Nothing here is libtorch or trainer specific: request_stop() sets the same flag from code (tests, programs that
 // embed the trainer and have their own reasons to stop).
 #pragma once

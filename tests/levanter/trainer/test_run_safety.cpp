@@ -318,15 +318,24 @@ TEST_F(RunSafetyTest, EvalOutputThatCannotBeWrittenIsAnError) {
 
 // --- 3. signals --------------------------------------------------------------------------------------------------
 
+namespace {
+// Waits up to 10 s for the receiver thread to record a stop signal; whether one was.
+bool stop_recorded() {
+  for (int i = 0; i < 1000 && levanter::runtime::stop_signal() == 0; ++i) ::usleep(10000);
+  return levanter::runtime::stop_signal() != 0;
+}
+}  // namespace
+
 TEST(StopSignals, TheFirstSignalIsRecordedTheSecondEndsTheProcess) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     EXPECT_EXIT(
         {
           levanter::runtime::install_stop_signal_handlers();
-          ::raise(sig);
-          if (levanter::runtime::stop_signal() != sig) std::_Exit(3);
-          ::raise(sig);  // the handler was reset by the first: the default action
+          ::kill(::getpid(), sig);  // to the process, as Ctrl-C and kill send it
+          if (!stop_recorded() || levanter::runtime::stop_signal() != sig) std::_Exit(3);
+          ::kill(::getpid(), sig);  // the handler was reset by the first: the default action
+          ::sleep(10);
           std::_Exit(4);
         },
         ::testing::KilledBySignal(sig), "")
@@ -336,12 +345,30 @@ TEST(StopSignals, TheFirstSignalIsRecordedTheSecondEndsTheProcess) {
   EXPECT_EXIT(
       {
         levanter::runtime::install_stop_signal_handlers();
-        ::raise(SIGINT);
+        ::kill(::getpid(), SIGINT);
+        if (!stop_recorded()) std::_Exit(3);
         levanter::runtime::restore_default_stop_signals();
-        ::raise(SIGTERM);
+        ::kill(::getpid(), SIGTERM);
+        ::sleep(10);
         std::_Exit(4);
       },
       ::testing::KilledBySignal(SIGTERM), "");
+  // The thread that installed the handlers (and the threads it starts) never takes them: a signal sent while it
+  // computes runs the handler on the receiver's stack.
+  EXPECT_EXIT(
+      {
+        levanter::runtime::install_stop_signal_handlers();
+        sigset_t mask;
+        ::pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+        if (!sigismember(&mask, SIGINT) || !sigismember(&mask, SIGTERM)) std::_Exit(3);
+        std::thread([] {
+          sigset_t m;
+          ::pthread_sigmask(SIG_BLOCK, nullptr, &m);
+          if (!sigismember(&m, SIGINT)) std::_Exit(5);
+        }).join();
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
   EXPECT_EQ(levanter::runtime::stop_exit_code(SIGINT), 130);
   EXPECT_EQ(levanter::runtime::stop_exit_code(SIGTERM), 143);
   EXPECT_EQ(levanter::runtime::stop_exit_code(SIGHUP), 129);
