@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "haliax/core.h"
+#include "haliax/nn/layer_grads.h"
 #include "haliax/nn/sgemm_cpu.h"
 #include "haliax/ops.h"
 #include "haliax/ops/contract.h"
@@ -40,9 +41,11 @@ at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   return y;
 }
 
-// (dx, dw, db) for dy, each only where asked.
+// (dx, dw, db) for dy, each only where asked; dw computed in its place in the stacked layers' gradient where the
+// weight is one layer's view (slot, layer_grads.h).
 std::vector<at::Tensor> linear_f32_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
-                                            bool out_first, bool want_x, bool want_w, bool want_b) {
+                                            bool out_first, bool want_x, bool want_w, bool want_b,
+                                            const LayerGradSlot* slot) {
   RECORD_FUNCTION("haliax::linear_f32_backward", std::vector<c10::IValue>());
   at::Tensor dx, dw, db;
   if (at::GradMode::is_enabled()) {
@@ -58,7 +61,8 @@ std::vector<at::Tensor> linear_f32_backward(const at::Tensor& dy, const at::Tens
                      out_first ? K : N, 0.0f, dx.data_ptr<float>(), K, "Linear");
     }
     if (want_w) {
-      dw = at::empty_like(w);
+      if (slot) dw = slot->claim(w.sizes());
+      if (!dw.defined()) dw = at::empty_like(w);
       if (out_first) {
         kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x.data_ptr<float>(), K, 0.0f,
                        dw.data_ptr<float>(), K, "Linear");
@@ -72,18 +76,29 @@ std::vector<at::Tensor> linear_f32_backward(const at::Tensor& dy, const at::Tens
   return {dx, dw, db};
 }
 
+// The weight's place in the stacked layers' gradient, if it has one, kept with the backward.
+void save_slot(torch::autograd::AutogradContext* ctx, const at::Tensor& w) {
+  if (auto slot = LayerGradSlot::find(w)) ctx->saved_data["slot"] = c10::IValue::make_capsule(std::move(slot));
+}
+c10::intrusive_ptr<LayerGradSlot> slot_of(torch::autograd::AutogradContext* ctx) {
+  auto it = ctx->saved_data.find("slot");
+  if (it == ctx->saved_data.end()) return {};
+  return c10::static_intrusive_pointer_cast<LayerGradSlot>(it->second.toCapsule());
+}
+
 struct LinearF32 : public torch::autograd::Function<LinearF32> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             bool out_first) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["out_first"] = out_first;
+    save_slot(ctx, w);
     return linear_f32(x, w, nullptr, out_first);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     const auto s = ctx->get_saved_variables();
     auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
-                                 ctx->needs_input_grad(1), false);
+                                 ctx->needs_input_grad(1), false, slot_of(ctx).get());
     return {d[0], d[1], at::Tensor()};
   }
 };
@@ -93,13 +108,14 @@ struct LinearBiasF32 : public torch::autograd::Function<LinearBiasF32> {
                             const at::Tensor& b, bool out_first) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["out_first"] = out_first;
+    save_slot(ctx, w);
     return linear_f32(x, w, &b, out_first);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     const auto s = ctx->get_saved_variables();
     auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
-                                 ctx->needs_input_grad(1), ctx->needs_input_grad(2));
+                                 ctx->needs_input_grad(1), ctx->needs_input_grad(2), slot_of(ctx).get());
     return {d[0], d[1], d[2], at::Tensor()};
   }
 };

@@ -1,8 +1,10 @@
 // Stacked<M>: L copies of a module M held as one module whose parameters have a leading layer axis.
 //
 // Parameters are initialised per layer with keys split from one key, then stacked. `fold` applies the layers
-// in order. Each call takes per-layer views with ONE unbind per parameter (whose backward is one stack); a
-// per-layer select would write a full-size zero gradient per layer, O(L^2) memory traffic per step.
+// in order. Each call takes per-layer views with ONE unbind per parameter (unbind_layers, layer_grads.h: its
+// backward returns one buffer, into which the f32 Linear layer computes its weight's gradient in place; other
+// gradients are copied in, as unbind's stack); a per-layer select would write a full-size zero gradient per layer,
+// O(L^2) memory traffic per step.
 // State dicts unstack to "prefix.0.*", "prefix.1.*" (see module.h).
 // With gradient_checkpointing, each layer's activations are recomputed in backward instead of stored
 // (checkpoint.h); the layer function is then copied and called again later, so it must capture by value.
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "haliax/nn/checkpoint.h"
+#include "haliax/nn/layer_grads.h"
 
 #include "haliax/core.h"
 #include "haliax/hof.h"
@@ -106,7 +109,17 @@ struct Stacked {
   std::vector<M> unstacked() const {
     M proto = stacked;
     std::vector<std::vector<NamedArray>> slices;
-    for_each_parameter(proto, [&](const ParamInfo&, NamedArray& p) { slices.push_back(unbind(p, Layers)); });
+    for_each_parameter(proto, [&](const ParamInfo&, NamedArray& p) {
+      if (p.ndim() == 0 || p.axes()[0].name != Layers.name) {
+        slices.push_back(unbind(p, Layers));
+        return;
+      }
+      // unbind_layers: the same views, whose backward returns one buffer the layers' gradients may be computed in.
+      const AxisSpec rest(p.axes().begin() + 1, p.axes().end());
+      std::vector<NamedArray> views;
+      for (const at::Tensor& t : unbind_layers(p.array())) views.emplace_back(t, rest);
+      slices.push_back(std::move(views));
+    });
     std::vector<M> out(static_cast<size_t>(Layers.size), proto);
     for (size_t i = 0; i < out.size(); ++i) {
       size_t k = 0;

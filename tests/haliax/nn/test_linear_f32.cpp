@@ -72,7 +72,9 @@ TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
         EXPECT_LT(max_err(got.dx, ref.dx), 1e-6);
         EXPECT_LT(max_err(got.dw, ref.dw), 1e-6);
         EXPECT_EQ(got.dw.sizes(), ref.dw.sizes());
-        if (bias) EXPECT_LT(max_err(got.db, ref.db), 1e-6);
+        if (bias) {
+          EXPECT_LT(max_err(got.db, ref.db), 1e-6);
+        }
       }
     }
   }

@@ -148,7 +148,8 @@ TEST(MaskedSoftmax, Bf16KernelRoundsTheF64ValuesOnce) {
   const at::Tensor dx64 = at::where(mask, pd * (dyd - dot), 0.0);
   EXPECT_LE(steps(dx, dx64, pd * (dyd.abs() + dot.abs()) * std::ldexp(1.0, -20)), 1.0);
   // Masked keys get +0, as where() gives them (bits compared: not -0).
-  EXPECT_TRUE(at::equal(dx.masked_select(~mask).view(at::kShort), at::zeros({(~mask).sum().item<int64_t>()}, at::kShort)));
+  EXPECT_TRUE(
+      at::equal(dx.masked_select(~mask).view(at::kShort), at::zeros({(~mask).sum().item<int64_t>()}, at::kShort)));
 }
 
 TEST(MaskedSoftmax, RowsThatAttendToNothingAreUniformAndPassNoGradient) {
