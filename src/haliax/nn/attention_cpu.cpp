@@ -411,8 +411,24 @@ void softmax_rows(const T* x, T* out, int64_t R, int64_t K, const RowMask& mask)
       }
       const int64_t n = rr.hi - rr.lo;
       load_row(x + r * K + rr.lo, s, n, -INFINITY);
+      int64_t attended = n;
       if (rr.mrow) {
-        for (int64_t j = 0; j < n; ++j) s[j] = rr.mrow[j] ? s[j] : -INFINITY;
+        attended = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          attended += rr.mrow[j] ? 1 : 0;
+          s[j] = rr.mrow[j] ? s[j] : -INFINITY;
+        }
+      }
+      if (mask.data && attended < K && *std::max_element(s, s + n) == -INFINITY) {
+        // Every attended logit is -inf (a -inf bias): where()'s -1e9 is then the largest logit, and softmax spreads
+        // the row over the masked keys.
+        const float w = 1.0f / static_cast<float>(K - attended);
+        for (int64_t j = 0; j < K; ++j) {
+          const bool attend = j >= rr.lo && j < rr.hi && (!rr.mrow || rr.mrow[j - rr.lo]);
+          s[j] = attend ? 0.0f : w;
+        }
+        store_row(s, o, K);
+        continue;
       }
       softmax_row(s, (n + 7) / 8 * 8);
       std::fill(o, o + rr.lo, T(0));

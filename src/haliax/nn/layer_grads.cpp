@@ -29,10 +29,10 @@ struct LayerGradSlots : public torch::CustomClassHolder {
     claimed[static_cast<size_t>(layer)] = true;
     return buffer.select(0, layer).view(view_sizes);
   }
-  at::Tensor take() {
+  // The buffer (undefined if nothing was claimed) and which places were claimed; the next claim starts a new one.
+  std::pair<at::Tensor, std::vector<bool>> take() {
     std::lock_guard<std::mutex> lock(mutex);
-    claimed.clear();
-    return std::exchange(buffer, at::Tensor());
+    return {std::exchange(buffer, at::Tensor()), std::exchange(claimed, {})};
   }
 };
 
@@ -46,12 +46,30 @@ struct UnbindLayers : public torch::autograd::Function<UnbindLayers> {
     slots->data = static_cast<const char*>(stacked.data_ptr());
     slots->layer_bytes = stacked.size(0) == 0 ? 0 : stacked.numel() / stacked.size(0) * stacked.element_size();
     ctx->saved_data["slots"] = c10::IValue::make_capsule(slots);
+    ctx->set_materialize_grads(false);  // a layer without a gradient arrives undefined, as unbind's backward takes it
     return at::unbind(stacked, 0);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto slots = c10::static_intrusive_pointer_cast<LayerGradSlots>(ctx->saved_data["slots"].toCapsule());
-    at::Tensor buffer = slots->take();
+    auto taken = slots->take();
+    at::Tensor buffer = std::move(taken.first);
+    const std::vector<bool> claimed = std::move(taken.second);
+    auto in_place = [&](size_t l) {
+      if (!buffer.defined()) return false;
+      const at::Tensor& g = grads[l];
+      const at::Tensor place = buffer.select(0, static_cast<int64_t>(l));
+      return g.defined() && g.data_ptr() == place.data_ptr() && g.is_contiguous() && g.sizes().equals(place.sizes());
+    };
+    // The buffer is returned only if every place claimed in it arrived here as itself. Otherwise a claimed place was
+    // written in a pass whose gradient went elsewhere (a grad() that stopped at the layer's view, over a retained
+    // graph) and may be held by its caller, or was summed with another gradient: a new buffer, all copied.
+    for (size_t l = 0; l < claimed.size() && buffer.defined(); ++l) {
+      if (claimed[l] && !in_place(l)) buffer = at::Tensor();
+    }
+    bool any = false;
+    for (const at::Tensor& g : grads) any = any || g.defined();
+    if (!any) return {at::Tensor()};  // no layer got a gradient: neither does the stack (as unbind's backward)
     if (at::GradMode::is_enabled()) {
       // Differentiated again: stack, as unbind's own backward.
       std::vector<at::Tensor> parts;
@@ -62,10 +80,9 @@ struct UnbindLayers : public torch::autograd::Function<UnbindLayers> {
     }
     if (!buffer.defined()) buffer = at::empty(slots->sizes, slots->options);
     for (size_t l = 0; l < grads.size(); ++l) {
+      if (in_place(l)) continue;  // computed in its place
       at::Tensor place = buffer.select(0, static_cast<int64_t>(l));
       const at::Tensor& g = grads[l];
-      if (g.defined() && g.data_ptr() == place.data_ptr() && g.is_contiguous() && g.sizes().equals(place.sizes()))
-        continue;  // computed in place
       if (g.defined()) {
         place.copy_(g);
       } else {

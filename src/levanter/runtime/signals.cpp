@@ -86,6 +86,19 @@ void restore_default_stop_signals() {
   }
 }
 
+static_assert(sizeof(StopSignalsUnblocked) >= sizeof(sigset_t), "StopSignalsUnblocked::saved_ holds a sigset_t");
+
+StopSignalsUnblocked::StopSignalsUnblocked() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kStopSignals) sigaddset(&set, s);
+  ::pthread_sigmask(SIG_UNBLOCK, &set, reinterpret_cast<sigset_t*>(saved_));
+}
+
+StopSignalsUnblocked::~StopSignalsUnblocked() {
+  ::pthread_sigmask(SIG_SETMASK, reinterpret_cast<const sigset_t*>(saved_), nullptr);
+}
+
 const char* stop_signal_name(int sig) {
   switch (sig) {
     case SIGINT:

@@ -29,6 +29,18 @@ void clear_stop_request();
 // From now on SIGINT, SIGTERM and SIGHUP take their default action (end the process), unless they were ignored
 // when install_stop_signal_handlers ran. Does nothing if install_stop_signal_handlers was never called.
 void restore_default_stop_signals();
+// While alive, SIGINT, SIGTERM and SIGHUP are unblocked in the calling thread: hold one around starting a child
+// process (popen, system), which inherits the starting thread's mask, so that the child can be stopped as usual.
+class StopSignalsUnblocked {
+ public:
+  StopSignalsUnblocked();
+  ~StopSignalsUnblocked();
+  StopSignalsUnblocked(const StopSignalsUnblocked&) = delete;
+  StopSignalsUnblocked& operator=(const StopSignalsUnblocked&) = delete;
+
+ private:
+  unsigned long long saved_[16];  // the thread's previous mask (a sigset_t, without <signal.h> here)
+};
 // "SIGINT", "SIGTERM", "SIGHUP", or "signal N".
 const char* stop_signal_name(int sig);
 // The conventional exit status of a process stopped by `sig` after cleaning up: 128 + sig (130 for SIGINT, 143 for

@@ -10,6 +10,7 @@
 
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
+#include "levanter/runtime/signals.h"
 #include "levanter/version.h"
 
 namespace levanter::trainer {
@@ -20,7 +21,11 @@ namespace {
 
 std::string run_command(const std::string& cmd) {
   std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
+  FILE* p = nullptr;
+  {
+    const runtime::StopSignalsUnblocked unblocked;  // the child takes the thread's signal mask
+    p = popen(cmd.c_str(), "r");
+  }
   if (!p) return out;
   char buf[256];
   while (fgets(buf, sizeof(buf), p)) out += buf;

@@ -91,7 +91,25 @@ TEST(LayerGrads, ASecondBackwardOverTheGraphAndMicrobatchesAccumulateAsUnbindAnd
     (run_layers(*p, x * 0.5, false, unbind).array() * cot).sum().backward();  // a second microbatch
   }
   expect_same_bits(grads_of(got), grads_of(ref));
+}
 
+// grad() that stops at the layers' views, over a retained graph, then a whole backward over the same graph: the
+// first call's results (places in the first pass's buffer) are not written over by the second pass.
+TEST(LayerGrads, AGradThatStopsAtTheLayersKeepsItsResultsThroughALaterBackward) {
+  const NamedArray x(randn({70, 24}, 16).to(at::kFloat), {Pos, E});
+  const at::Tensor cot = randn({70, 24}, 17);
+  auto got = params(), ref = params();
+  std::vector<at::Tensor> views = nn::unbind_layers(got[0]);
+  auto with_views = [&](const at::Tensor& s) { return s.is_same(got[0]) ? views : nn::unbind_layers(s); };
+  at::Tensor out = run_layers(got, x, false, with_views).array();
+  std::vector<at::Tensor> first = torch::autograd::grad({out}, views, {cot}, /*retain_graph=*/true);
+  std::vector<at::Tensor> kept;
+  for (const at::Tensor& g : first) kept.push_back(g.clone());
+  out.backward(cot * 0.5);
+  for (size_t l = 0; l < first.size(); ++l) EXPECT_TRUE(at::equal(first[l], kept[l])) << "layer " << l;
+  // And the whole backward's gradient is unbind + stack's.
+  (run_layers(ref, x, false, plain).array()).backward(cot * 0.5);
+  expect_same_bits(grads_of(got), grads_of(ref));
 }
 
 TEST(LayerGrads, ABackwardDifferentiatedAgainStacksAsUnbind) {

@@ -152,16 +152,31 @@ TEST(MaskedSoftmax, Bf16KernelRoundsTheF64ValuesOnce) {
       at::equal(dx.masked_select(~mask).view(at::kShort), at::zeros({(~mask).sum().item<int64_t>()}, at::kShort)));
 }
 
+// Infinite logits, against ATen's where + softmax: a row whose attended logits are all -inf (a -inf bias) spreads
+// over its masked keys (where()'s -1e9 is then the largest logit); without masked keys it is NaN, as ATen's.
+TEST(MaskedSoftmax, InfiniteLogitsGiveWhereAndSoftmaxsWeights) {
+  const float inf = INFINITY;
+  const at::Tensor x = at::tensor({-inf, -inf, 0.f, 1.f, -inf, 2.f, -inf, -inf, -inf, -inf, 3.f, -inf}).view({3, 4});
+  const at::Tensor mask = at::tensor({1, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1}, at::kInt).view({3, 4}).to(at::kBool);
+  nn::kernels::MaskRows m{mask.contiguous(), at::arange(3, at::kLong) * 4, 1};
+  const at::Tensor got = nn::kernels::masked_softmax_forward(x, m);
+  const at::Tensor ref = at::softmax(at::where(mask, x.to(at::kDouble), -1e9), -1).to(at::kFloat);
+  EXPECT_TRUE(at::allclose(got.slice(0, 0, 2), ref.slice(0, 0, 2), 1e-6, 1e-7)) << got << ref;
+  EXPECT_TRUE(at::equal(got[0], at::tensor({0.f, 0.f, 0.5f, 0.5f})));
+  EXPECT_TRUE(at::allclose(got[2], ref[2]));  // one attended finite logit: one-hot
+}
+
 TEST(MaskedSoftmax, RowsThatAttendToNothingAreUniformAndPassNoGradient) {
   at::Tensor m = at::ones({37}, at::kBool);
   m[4] = false;
   const Case c{"", {B, H, P, D}, {B, H, KP, D}, NamedArray(m, {P}), std::nullopt};
   const at::Tensor cot = randn({2, 3, 37, 37}, 5);
   const Result got = run(c, at::kFloat, cot);
+  EXPECT_TRUE(took_kernel(got.weights.array()));
   ASSERT_EQ(got.weights.axes(), (AxisSpec{B, H, P, KP}));
   EXPECT_TRUE(at::equal(got.weights.array().select(2, 4), at::full({2, 3, 37}, 1.0f / 37)));
-  // The row's logits were replaced, so neither q's row nor any key gets a gradient through it: the gradient of q's
-  // row 4 is exactly zero.
+  // The row's logits were replaced, so q's row gets no gradient through it: the gradient of q's row 4 is exactly
+  // zero.
   EXPECT_TRUE(at::equal(got.grads[0].select(2, 4), at::zeros({2, 3, 5}, at::kDouble)));
 }
 
