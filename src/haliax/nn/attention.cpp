@@ -63,6 +63,14 @@ struct FusedAttentionF32 : public torch::autograd::Function<FusedAttentionF32> {
   }
 };
 
+// The axes, in order, of where(mask, x, ...) for an x with these axes: the mask broadcast against a stand-in of x
+// (a zero-strided view, no memory). The fused kernels give their results this order, as the unfused ops do.
+AxisSpec where_axes(const NamedArray& mask, const AxisSpec& x_axes) {
+  std::vector<int64_t> sizes;
+  for (const Axis& a : x_axes) sizes.push_back(a.size);
+  return broadcast_arrays({mask, NamedArray(at::zeros({}, at::kFloat).expand(sizes), x_axes)}).second;
+}
+
 // softmax(where(mask, x, -1e9)) over the last axis of x [R, K] through the one-pass CPU kernel (attention_cpu.h). The
 // backward uses the saved weights, as ATen's softmax does; one that is itself differentiated takes the same formula in
 // ATen ops on them (autograd differentiates through the saved output back into this function).
@@ -123,10 +131,7 @@ std::optional<NamedArray> fused_masked_softmax(const NamedArray& x, const std::o
       const auto i = index_of(x.axes(), a.name);
       if (!i || x.axes()[*i].size != a.size) return {};  // an axis x lacks, or a size that broadcasts
     }
-    // where()'s result order: the mask broadcast against a stand-in of x (a zero-strided view, no memory).
-    std::vector<int64_t> sizes;
-    for (const Axis& a : x.axes()) sizes.push_back(a.size);
-    order = broadcast_arrays({*mask, NamedArray(at::zeros({}, at::kFloat).expand(sizes), x.axes())}).second;
+    order = where_axes(*mask, x.axes());
   }
   // Laid out with KPos last, rows in the result's order.
   AxisSpec laid_out;
@@ -242,8 +247,7 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
   const at::Tensor out = FusedAttentionF32::apply(q, k, v, MaskArg{mask}, scale);
   // Laid out (batch, query-only, value axes). The unfused result's order is its weights' without KPos, then the value's
   // own axes; the weights come from dot(q, k) in the query's order without C, then KPos, unless where() with a mask as
-  // large as they are (no batch axis, or batch axes of size 1) puts them in the mask's order: found by broadcasting the
-  // mask against a stand-in of the weights' axes (a zero-strided view, no memory).
+  // large as they are (no batch axis, or batch axes of size 1) puts them in the mask's order (where_axes).
   AxisSpec laid_out = batch;
   laid_out.insert(laid_out.end(), qonly.begin(), qonly.end());
   laid_out.insert(laid_out.end(), vonly.begin(), vonly.end());
@@ -254,11 +258,7 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
     if (a.name != C.name) weights.push_back(a);
   }
   weights.push_back(KP);
-  if (o.mask) {
-    std::vector<int64_t> wsizes;
-    for (const Axis& a : weights) wsizes.push_back(a.size);
-    weights = broadcast_arrays({*o.mask, NamedArray(at::zeros({}, at::kFloat).expand(wsizes), weights)}).second;
-  }
+  if (o.mask) weights = where_axes(*o.mask, weights);
   AxisSpec order;
   for (const Axis& a : weights) {
     if (a.name != KP.name) order.push_back(a);
