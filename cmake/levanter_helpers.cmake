@@ -46,8 +46,9 @@ function(levanter_add_test_suite name dir)
   if(NOT _srcs)
     return()
   endif()
-  add_executable(${name} ${_srcs})
-  target_link_libraries(${name} PRIVATE ${S_UNPARSED_ARGUMENTS} GTest::gtest GTest::gtest_main)
+  # openblas_core_init.cpp: each binary runs with the OpenBLAS core the product chooses (runtime/openblas_core.h).
+  add_executable(${name} ${_srcs} ${PROJECT_SOURCE_DIR}/tests/openblas_core_init.cpp)
+  target_link_libraries(${name} PRIVATE ${S_UNPARSED_ARGUMENTS} levanter_runtime GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE LEVANTER_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                              LEVANTER_BINARY_DIR="${PROJECT_BINARY_DIR}"

@@ -15,6 +15,7 @@
 
 #include "levanter/config/config.h"
 #include "levanter/runtime/cpu_allocator.h"
+#include "levanter/runtime/openblas_core.h"
 #include "levanter/version.h"
 
 namespace levanter::cli {
@@ -26,22 +27,30 @@ std::vector<Command>& registry() {
 
 namespace {
 
+// Settings that libraries read when they load, before main: the process sets them and executes itself again, once.
+// execv keeps the process (its pid, so signals sent to it reach the new image; its open descriptors; its signal
+// mask; ignored signals stay ignored) and runs before anything is set up: `levanter train` installs its stop-signal
+// handlers (runtime/signals.h) and takes its run locks afterwards, in the re-executed image. If execv fails, the
+// process goes on with the libraries' defaults.
+//
 // OpenMP (ATen's threads) and OpenBLAS (its own pthreads) share the cores. libgomp's default lets an idle
 // OpenMP thread spin for 300,000 rounds after each parallel region, so during the fp32 GEMMs that follow it
 // competes with OpenBLAS's worker for the second core: GPT-2 small fp32 steps took 1.5x as long (1491 ms
-// against 969 ms at GOMP_SPINCOUNT=30000; bf16, which runs on oneDNN's OpenMP threads, was unchanged). libgomp
-// reads the setting when it loads, before main, so the compute commands re-execute themselves once with it,
-// unless the user chose OpenMP's wait policy already. Scheduling only: results are bit-identical.
-// execv keeps the process (its pid, so signals sent to it reach the new image; its open descriptors; its signal
-// mask; ignored signals stay ignored) and runs before anything is set up: `levanter train` installs its stop-signal
-// handlers (runtime/signals.h) and takes its run locks afterwards, in the re-executed image.
-void tune_openmp_spinning(int argc, char** argv) {
-  if (argc < 2 || (std::strcmp(argv[1], "train") != 0 && std::strcmp(argv[1], "eval") != 0 &&
-                   std::strcmp(argv[1], "sample") != 0 && std::strcmp(argv[1], "viz") != 0))
-    return;
-  if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
-  setenv("GOMP_SPINCOUNT", "30000", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: then run with libgomp's defaults
+// against 969 ms at GOMP_SPINCOUNT=30000; bf16, which runs on oneDNN's OpenMP threads, was unchanged). The compute
+// commands set GOMP_SPINCOUNT unless the user chose OpenMP's wait policy already. Scheduling only: results are
+// bit-identical.
+//
+// OpenBLAS's generic kernels on a CPU it does not know (runtime/openblas_core.h): every command sets
+// OPENBLAS_CORETYPE to the core the CPU's features call for, unless the user set it.
+void reexec_with_library_settings(int argc, char** argv) {
+  bool changed = levanter::runtime::choose_openblas_core();
+  const bool compute = argc >= 2 && (std::strcmp(argv[1], "train") == 0 || std::strcmp(argv[1], "eval") == 0 ||
+                                     std::strcmp(argv[1], "sample") == 0 || std::strcmp(argv[1], "viz") == 0);
+  if (compute && !std::getenv("GOMP_SPINCOUNT") && !std::getenv("OMP_WAIT_POLICY")) {
+    setenv("GOMP_SPINCOUNT", "30000", 1);
+    changed = true;
+  }
+  if (changed) execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 // libtorch's errors (c10::Error) end in a C++ stack trace, also when another message wraps them: a user gets the
@@ -86,7 +95,7 @@ std::optional<double> out_of_memory_size(const std::exception& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  tune_openmp_spinning(argc, argv);
+  reexec_with_library_settings(argc, argv);
   using namespace levanter::cli;
   // Reuse freed tensor memory instead of returning it to the OS every step (see cpu_allocator.h).
   levanter::runtime::install_caching_cpu_allocator();

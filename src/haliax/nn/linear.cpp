@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "haliax/core.h"
+#include "haliax/nn/gemm_bf16.h"
 #include "haliax/nn/layer_grads.h"
 #include "haliax/nn/sgemm_cpu.h"
 #include "haliax/ops.h"
@@ -17,9 +18,10 @@ namespace haliax::nn {
 
 namespace {
 
-// The Linear layer's f32 GEMMs on the CPU through oneDNN's sgemm (sgemm_cpu.h) rather than at::mm's OpenBLAS:
-// y [M, N] = x [M, K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as stored:
-// [N, K] when out_first (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's
+// The Linear layer's GEMMs on the CPU: f32 through oneDNN's sgemm (sgemm_cpu.h) rather than at::mm's OpenBLAS, and
+// bf16 where this machine widens bf16 GEMMs to f32 (gemm_bf16.h; elsewhere bf16 takes at::addmm, oneDNN's bf16
+// kernels). y [M, N] = x [M, K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as
+// stored: [N, K] when out_first (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's
 // Hessian-vector products) takes at::mm, which autograd can differentiate again. The two structs differ only in
 // whether a bias is an input (libtorch 1.13 takes no undefined tensor as a custom function's input).
 //
@@ -28,12 +30,16 @@ namespace {
 // not (its one-row path and its kernels for a block's last rows round differently).
 constexpr int64_t kDnnlMinRows = 64;
 
-at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
-  RECORD_FUNCTION("haliax::linear_f32", std::vector<c10::IValue>());
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  RECORD_FUNCTION(bf16 ? "haliax::linear_bf16" : "haliax::linear_f32", std::vector<c10::IValue>());
   const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
-  if (M < kDnnlMinRows) {
-    const at::Tensor w2 = out_first ? w.t() : w;
-    return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
+  const at::Tensor w2 = out_first ? w.t() : w;  // [K, N]
+  if (M < kDnnlMinRows) return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
+  if (bf16) {
+    at::Tensor y = at::empty({M, N}, x.options());
+    kernels::gemm_bf16_widened(x, w2, b, y);
+    return y;
   }
   at::Tensor y = b ? b->expand({M, N}).contiguous() : at::empty({M, N}, x.options());
   kernels::sgemm('N', out_first ? 'T' : 'N', M, N, K, 1.0f, x.data_ptr<float>(), K, w.data_ptr<float>(),
@@ -43,15 +49,30 @@ at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor
 
 // (dx, dw, db) for dy, each only where asked; dw computed in its place in the stacked layers' gradient where the
 // weight is one layer's view (slot, layer_grads.h).
-std::vector<at::Tensor> linear_f32_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
+std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
                                             bool out_first, bool want_x, bool want_w, bool want_b,
                                             const LayerGradSlot* slot) {
-  RECORD_FUNCTION("haliax::linear_f32_backward", std::vector<c10::IValue>());
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  RECORD_FUNCTION(bf16 ? "haliax::linear_bf16_backward" : "haliax::linear_f32_backward", std::vector<c10::IValue>());
   at::Tensor dx, dw, db;
   if (at::GradMode::is_enabled()) {
     const at::Tensor wt = out_first ? w.t() : w;  // [K, N]
     if (want_x) dx = dy.mm(wt.t());
     if (want_w) dw = out_first ? dy.t().mm(x) : x.t().mm(dy);
+  } else if (bf16) {
+    if (want_x) {
+      dx = at::empty_like(x);
+      kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
+    }
+    if (want_w) {
+      if (slot) dw = slot->claim(w.sizes());
+      if (!dw.defined()) dw = at::empty_like(w);
+      if (out_first) {
+        kernels::gemm_bf16_widened(dy.t(), x, nullptr, dw);
+      } else {
+        kernels::gemm_bf16_widened(x.t(), dy, nullptr, dw);
+      }
+    }
   } else {
     const at::Tensor g = dy.contiguous();
     const int64_t M = x.size(0), K = x.size(1), N = g.size(1);
@@ -86,44 +107,47 @@ c10::intrusive_ptr<LayerGradSlot> slot_of(torch::autograd::AutogradContext* ctx)
   return c10::static_intrusive_pointer_cast<LayerGradSlot>(it->second.toCapsule());
 }
 
-struct LinearF32 : public torch::autograd::Function<LinearF32> {
+struct LinearCpu : public torch::autograd::Function<LinearCpu> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             bool out_first) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["out_first"] = out_first;
     save_slot(ctx, w);
-    return linear_f32(x, w, nullptr, out_first);
+    return linear_cpu(x, w, nullptr, out_first);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     const auto s = ctx->get_saved_variables();
-    auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
+    auto d = linear_cpu_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
                                  ctx->needs_input_grad(1), false, slot_of(ctx).get());
     return {d[0], d[1], at::Tensor()};
   }
 };
 
-struct LinearBiasF32 : public torch::autograd::Function<LinearBiasF32> {
+struct LinearBiasCpu : public torch::autograd::Function<LinearBiasCpu> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const at::Tensor& b, bool out_first) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["out_first"] = out_first;
     save_slot(ctx, w);
-    return linear_f32(x, w, &b, out_first);
+    return linear_cpu(x, w, &b, out_first);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     const auto s = ctx->get_saved_variables();
-    auto d = linear_f32_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
+    auto d = linear_cpu_backward(g[0], s[0], s[1], ctx->saved_data["out_first"].toBool(), ctx->needs_input_grad(0),
                                  ctx->needs_input_grad(1), ctx->needs_input_grad(2), slot_of(ctx).get());
     return {d[0], d[1], d[2], at::Tensor()};
   }
 };
 
-// Whether the product takes LinearF32: f32 CPU operands (the bias too, if any).
-bool linear_f32_applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b) {
-  auto f32_cpu = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.device().is_cpu(); };
-  return f32_cpu(x) && f32_cpu(w) && (!b || f32_cpu(*b));
+// Whether the product takes LinearCpu: f32 CPU operands (the bias too, if any), or bf16 ones on a machine that
+// widens bf16 GEMMs.
+bool linear_cpu_applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b) {
+  const at::ScalarType t = x.scalar_type();
+  if (t != at::kFloat && !(t == at::kBFloat16 && bf16_gemm_route() == Bf16Gemm::widened)) return false;
+  auto cpu_of_type = [t](const at::Tensor& u) { return u.scalar_type() == t && u.device().is_cpu(); };
+  return cpu_of_type(x) && cpu_of_type(w) && (!b || cpu_of_type(*b));
 }
 
 }  // namespace
@@ -179,13 +203,13 @@ NamedArray Linear::operator()(const NamedArray& x_in) const {
     const bool with_bias = bias && !sum_result;
     const at::Tensor b = with_bias ? bias->array().reshape({n_out}) : at::Tensor();
     at::Tensor y;
-    if (linear_f32_applies(x2, weight.array(), with_bias ? &b : nullptr)) {
-      // oneDNN's GEMMs (LinearF32 above).
+    if (linear_cpu_applies(x2, weight.array(), with_bias ? &b : nullptr)) {
+      // oneDNN's GEMMs (LinearCpu above).
       const at::Tensor x2c = x2.contiguous();
       const std::vector<int64_t> w_shape =
           out_first ? std::vector<int64_t>{n_out, n_in} : std::vector<int64_t>{n_in, n_out};
       const at::Tensor w2 = weight.array().reshape(w_shape).contiguous();
-      y = with_bias ? LinearBiasF32::apply(x2c, w2, b.contiguous(), out_first) : LinearF32::apply(x2c, w2, out_first);
+      y = with_bias ? LinearBiasCpu::apply(x2c, w2, b.contiguous(), out_first) : LinearCpu::apply(x2c, w2, out_first);
     } else {
       at::Tensor w2 = out_first ? weight.array().reshape({n_out, n_in}).t() : weight.array().reshape({n_in, n_out});
       y = with_bias ? at::addmm(b, x2, w2) : at::mm(x2, w2);

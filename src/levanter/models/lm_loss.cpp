@@ -2,6 +2,8 @@
 
 #include "levanter/models/lm_loss_kernel.h"
 
+#include "haliax/nn/gemm_bf16.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -148,6 +150,11 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
     }
   }
   const at::Tensor wt = w.t();
+  // bf16 on the CPU: this machine's route for bf16 GEMMs (haliax/nn/gemm_bf16.h).
+  const bool bf16_cpu = h.scalar_type() == at::kBFloat16 && h.device().is_cpu() && w.device().is_cpu();
+  auto mm = [bf16_cpu](const at::Tensor& a, const at::Tensor& b) {
+    return bf16_cpu ? hax::nn::mm_bf16(a, b) : at::mm(a, b);
+  };
   for (int64_t i0 = 0; i0 < N; i0 += block) {
     const int64_t n = std::min(block, N - i0);
     at::Tensor hb = h.narrow(0, i0, n), tb = targets.narrow(0, i0, n).unsqueeze(1);
@@ -156,7 +163,7 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
       logits = at::empty({n, V}, h.options());
       kernels::head_logits(hb, w, logits);
     } else {
-      logits = at::mm(hb, wt);
+      logits = mm(hb, wt);
     }
     at::Tensor g;  // d value / d logits, h's dtype
     if (!vb && kernels::softmax_xent_rows_supported(logits)) {
@@ -178,13 +185,17 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
       d_head_f32->add(g, hb);                    // [V, E]
       continue;
     }
-    at::mm_out(dh_rows, g, w);  // [n, E]
+    if (bf16_cpu) {
+      hax::nn::mm_bf16_out(dh_rows, g, w);  // [n, E]
+    } else {
+      at::mm_out(dh_rows, g, w);
+    }
     if (same) {
       d_head_acc.addmm_(g.t(), hb);  // [V, E]
     } else if (one_block) {
-      out.d_head = at::mm(g.t(), hb);
+      out.d_head = mm(g.t(), hb);
     } else {
-      d_head_acc.add_(at::mm(g.t(), hb));
+      d_head_acc.add_(mm(g.t(), hb));
     }
   }
   out.value = (out.per_token * weights.to(loss_t)).sum();

@@ -13,12 +13,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "haliax/nn/gemm_bf16.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
 
 namespace levanter::trainer {
 
 namespace fs = std::filesystem;
+namespace hax = haliax;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -35,7 +37,11 @@ std::string cpu_model() {
 }
 
 std::string cache_key(at::ScalarType dtype) {
-  return cpu_model() + " | " + std::to_string(at::get_num_threads()) + " threads | " + c10::toString(dtype) +
+  // bf16: the kernels this machine's bf16 GEMMs take (haliax/nn/gemm_bf16.h), the ones the probe times.
+  const std::string route =
+      dtype == at::kBFloat16 ? std::string(" | bf16 GEMMs ") + hax::nn::bf16_gemm_route_name(hax::nn::bf16_gemm_route())
+                             : "";
+  return cpu_model() + " | " + std::to_string(at::get_num_threads()) + " threads | " + c10::toString(dtype) + route +
          " | libtorch " + TORCH_VERSION;
 }
 
@@ -59,15 +65,24 @@ void write_cache(const std::string& key, double flops) {
   }
 }
 
-// The best rate of repeated n x k @ k x m GEMMs within about `budget_s` seconds.
+// The best rate of repeated n x k @ k x m GEMMs within about `budget_s` seconds, bf16 by the route the model's GEMMs
+// take on this machine.
 double best_rate(int64_t n, int64_t k, int64_t m, at::ScalarType dtype, double budget_s) {
   at::Tensor a = at::ones({n, k}, dtype), b = at::ones({k, m}, dtype);
-  at::Tensor c = at::mm(a, b);  // warm-up: oneDNN/OpenBLAS setup, first-touch of the output
+  auto mm_out = [dtype](at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
+    if (dtype == at::kBFloat16) {
+      hax::nn::mm_bf16_out(c, a, b);
+    } else {
+      at::mm_out(c, a, b);
+    }
+  };
+  at::Tensor c = at::mm(a, b);
+  mm_out(c, a, b);  // warm-up: oneDNN/OpenBLAS setup, first-touch of the output
   double best = 0;
   const auto start = Clock::now();
   for (int rep = 0; rep < 3 || std::chrono::duration<double>(Clock::now() - start).count() < budget_s; ++rep) {
     auto t0 = Clock::now();
-    at::mm_out(c, a, b);
+    mm_out(c, a, b);
     double s = std::chrono::duration<double>(Clock::now() - t0).count();
     best = std::max(best, 2.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(m) / s);
     if (rep >= 50) break;

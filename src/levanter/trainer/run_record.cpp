@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "haliax/nn/gemm_bf16.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
 #include "levanter/runtime/signals.h"
@@ -68,6 +69,8 @@ void write_run_record(const std::string& run_dir, const TrainLmConfig& config, c
   rec["versions"] = {{"levanter-cpp", LEVANTER_VERSION}, {"libtorch", TORCH_VERSION}, {"compiler", __VERSION__}};
   rec["num_threads"] = r.num_threads;
   rec["environment"] = speed_environment();
+  // Which kernels compute bf16 GEMMs on this machine (their bits differ): haliax/nn/gemm_bf16.h.
+  rec["bf16_gemm"] = haliax::nn::bf16_gemm_route_name(haliax::nn::bf16_gemm_route());
   rec["seed"] = tc.seed;
   rec["data_seed"] = r.data_seed;
   rec["resumed_from"] = r.resumed_from.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.resumed_from);

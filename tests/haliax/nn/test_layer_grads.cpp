@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "../testing.h"
+#include "haliax/nn/gemm_bf16.h"
 #include "haliax/nn/layer_grads.h"
 
 using namespace haliax;
@@ -126,12 +127,23 @@ TEST(LayerGrads, ABackwardDifferentiatedAgainStacksAsUnbind) {
 }
 
 TEST(LayerGrads, OtherDtypesAndAParameterWithoutGradientKeepUnbind) {
-  // bf16 (no f32 Linear kernel): the buffer is filled by copies, the same bits as stack.
+  // bf16: where bf16 GEMMs are widened (haliax/nn/gemm_bf16.h) the Linear layer writes into the place as in f32;
+  // elsewhere (at::addmm) the buffer is filled by copies. The same bits as stack either way.
   const NamedArray x(randn({70, 24}, 14).to(at::kBFloat16), {Pos, E});
-  auto ref = params(at::kBFloat16), got = params(at::kBFloat16);
-  (run_layers(ref, x, false, plain).array().to(at::kFloat).sum()).backward();
-  (run_layers(got, x, false, in_place).array().to(at::kFloat).sum()).backward();
-  expect_same_bits(grads_of(got), grads_of(ref));
+  for (nn::Bf16Gemm route : {nn::Bf16Gemm::widened, nn::Bf16Gemm::native}) {
+    SCOPED_TRACE(nn::bf16_gemm_route_name(route));
+    nn::Bf16GemmRouteOverride scope(route);
+    auto ref = params(at::kBFloat16), got = params(at::kBFloat16);
+    (run_layers(ref, x, false, plain).array().to(at::kFloat).sum()).backward();
+    std::vector<at::Tensor> views = nn::unbind_layers(got[2]);
+    const void* arrived = nullptr;
+    views[1].register_hook([&](const at::Tensor& g) { arrived = g.data_ptr(); });
+    auto unbind_hooked = [&](const at::Tensor& s) { return s.is_same(got[2]) ? views : nn::unbind_layers(s); };
+    (run_layers(got, x, false, unbind_hooked).array().to(at::kFloat).sum()).backward();
+    expect_same_bits(grads_of(got), grads_of(ref));
+    const auto* base = static_cast<const char*>(got[2].grad().data_ptr());
+    EXPECT_EQ(arrived == base + 24 * 2 * 40 * 2, route == nn::Bf16Gemm::widened);
+  }
   // A stacked tensor that needs no gradient gets plain views (no autograd node).
   at::Tensor frozen = randn({3, 4}, 15).to(at::kFloat);
   for (const at::Tensor& v : nn::unbind_layers(frozen)) EXPECT_FALSE(v.grad_fn());

@@ -1,20 +1,22 @@
-// nn::Linear in f32 on the CPU runs its GEMMs through oneDNN's sgemm (LinearF32 in linear.cpp; the forward from 64
+// nn::Linear in f32 on the CPU runs its GEMMs through oneDNN's sgemm (LinearCpu in linear.cpp; the forward from 64
 // rows): the output and the gradients of x, the weight and the bias against the same layer in f64 (at::addmm), for
 // both weight layouts, with and without a bias, x's In axes leading or trailing; a batch of a few rows giving each row
-// its bits alone; and a Hessian-vector product through its backward.
+// its bits alone; and a Hessian-vector product through its backward. In bf16 the same function runs where bf16 GEMMs
+// are widened to f32 (haliax/nn/gemm_bf16.h), checked here under both routes whatever this machine's is.
 #include <torch/csrc/autograd/autograd.h>
 
 #include "../graph_testing.h"
 #include "../testing.h"
+#include "haliax/nn/gemm_bf16.h"
 
 using namespace haliax;
 using haliax::testing::randn;
 
 namespace {
 
-// Whether the graph behind t runs LinearF32 or LinearBiasF32.
+// Whether the graph behind t runs LinearCpu or LinearBiasCpu.
 bool took_kernel(const at::Tensor& t) {
-  return haliax::testing::graph_runs(t, "LinearF32") || haliax::testing::graph_runs(t, "LinearBiasF32");
+  return haliax::testing::graph_runs(t, "LinearCpu") || haliax::testing::graph_runs(t, "LinearBiasCpu");
 }
 
 struct Out {
@@ -131,4 +133,82 @@ TEST(LinearF32, ABatchOfFewRowsGivesEachRowItsBitsAlone) {
       }
     }
   }
+}
+
+// bf16: where bf16 GEMMs are widened to f32 the layer takes LinearCpu, whose products are f32 sums of the exact
+// products, rounded once; elsewhere at::addmm (oneDNN's bf16 kernels). Both against f64 on the same bf16 inputs, to
+// bf16's rounding of each result (2^-8 relative, with room for the f32 sums), and the widened route's results
+// against a reference that rounds f64 sums: within one bf16 step everywhere, the same value almost everywhere.
+TEST(LinearBf16, BothRoutesMatchTheLayerInF64OnTheSameBf16Inputs) {
+  const Axis Embed("embed", 24), Heads("heads", 3), HeadSize("head_size", 10);
+  const at::Tensor contiguous = randn({4, 19, 24}, 11), strided = randn({4, 19, 48}, 15);
+  const at::Tensor cot = randn({4, 19, 3, 10}, 12).to(at::kBFloat16).to(at::kDouble);
+  auto round_trip = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
+  for (nn::Bf16Gemm route : {nn::Bf16Gemm::widened, nn::Bf16Gemm::native}) {
+    nn::Bf16GemmRouteOverride scope(route);
+    for (bool out_first : {true, false}) {
+      for (bool bias : {true, false}) {
+        for (int layout = 0; layout < 3; ++layout) {
+          SCOPED_TRACE(std::string(nn::bf16_gemm_route_name(route)) + (out_first ? ", out_first" : ", in_first") +
+                       (bias ? ", bias" : ", no bias") +
+                       (layout == 1   ? ", In leading"
+                        : layout == 2 ? ", strided"
+                                      : ""));
+          nn::Linear l =
+              nn::Linear::init({Embed}, {Heads, HeadSize}, random::Key(13),
+                               nn::LinearOptions().set_out_first(out_first).set_use_bias(bias).set_dtype(at::kDouble));
+          // The f64 layer on the bf16 values: both sides multiply the same numbers.
+          l.weight = NamedArray(round_trip(l.weight.array()), l.weight.axes());
+          if (bias) l.bias = NamedArray(round_trip(randn({3, 10}, 14)), l.bias->axes());
+          const at::Tensor x = round_trip(layout == 2 ? strided : contiguous);
+          const Out ref = run(l, x, layout == 1, at::kDouble, cot);
+          const Out got = run(l, x, layout == 1, at::kBFloat16, cot);
+          EXPECT_FALSE(ref.kernel);
+          EXPECT_EQ(got.kernel, route == nn::Bf16Gemm::widened);
+          EXPECT_LT(max_err(got.y, ref.y), 1.0 / 128);
+          EXPECT_LT(max_err(got.dx, ref.dx), 1.0 / 128);
+          EXPECT_LT(max_err(got.dw, ref.dw), 1.0 / 128);
+          EXPECT_EQ(got.dw.sizes(), ref.dw.sizes());
+          if (bias) {
+            EXPECT_LT(max_err(got.db, ref.db), 1.0 / 128);
+          }
+          if (route == nn::Bf16Gemm::widened) {
+            // One rounding of a sum that f32 holds to 2^-24 relative: the nearest bf16 value, or (where the sum lies
+            // within f32's error of a tie) its neighbour.
+            for (const auto& [g, r, name] :
+                 {std::tuple{got.y, ref.y, "y"}, std::tuple{got.dx, ref.dx, "dx"}, std::tuple{got.dw, ref.dw, "dw"}}) {
+              const at::Tensor nearest = round_trip(r);
+              const at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5);
+              EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
+              EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(LinearBf16, TheWidenedRoutesHessianVectorProductMatchesF64) {
+  const Axis Batch("batch", 70), Embed("embed", 8), Mlp("mlp", 6);
+  nn::Bf16GemmRouteOverride scope(nn::Bf16Gemm::widened);
+  auto hvp = [&](at::ScalarType dtype) {
+    nn::Linear a = nn::Linear::init({Embed}, {Mlp}, random::Key(15), nn::LinearOptions().set_dtype(at::kDouble));
+    std::vector<at::Tensor> params{a.weight.array().to(at::kBFloat16).to(dtype), a.bias->array().to(dtype)};
+    for (at::Tensor& p : params) p = p.detach().requires_grad_(true);
+    a.weight = NamedArray(params[0], a.weight.axes());
+    a.bias = NamedArray(params[1], a.bias->axes());
+    NamedArray x(randn({70, 8}, 16).to(at::kBFloat16).to(dtype), {Batch, Embed});
+    at::Tensor y = a(x).array();
+    at::Tensor loss = (y * y).sum();
+    auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
+    at::Tensor gv = at::zeros({}, dtype);
+    for (size_t i = 0; i < g.size(); ++i) gv = gv + (g[i] * randn(g[i].sizes(), 30 + i).to(dtype)).sum();
+    return std::make_pair(took_kernel(y), torch::autograd::grad({gv}, params));
+  };
+  auto [fused, h16] = hvp(at::kBFloat16);
+  auto [unfused, h64] = hvp(at::kDouble);
+  EXPECT_TRUE(fused);
+  EXPECT_FALSE(unfused);
+  for (size_t i = 0; i < h16.size(); ++i) EXPECT_LT(max_err(h16[i], h64[i]), 0.05) << "parameter " << i;
 }

@@ -1,0 +1,182 @@
+#include "haliax/nn/gemm_bf16.h"
+
+#include <ATen/ATen.h>
+#include <ATen/record_function.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "haliax/nn/sgemm_cpu.h"
+
+namespace haliax::nn {
+
+namespace {
+
+bool cpu_is_amd() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
+  char vendor[13] = {};
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  return std::strcmp(vendor, "AuthenticAMD") == 0;
+#else
+  return false;
+#endif
+}
+
+bool has_isa(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want) {
+  return (static_cast<unsigned>(isa) & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+}
+
+std::optional<Bf16Gemm>& override_slot() {
+  static std::optional<Bf16Gemm> o;
+  return o;
+}
+
+// A bf16 matrix as a row-major base and whether the operand is its transpose: base has a unit column stride.
+struct Operand {
+  at::Tensor base;
+  bool trans;
+};
+
+Operand operand_of(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == at::kBFloat16 && t.device().is_cpu(), "gemm_bf16_widened: ", name,
+              " must be a 2-D bf16 CPU tensor, got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
+  if (t.stride(1) == 1 || t.size(1) <= 1) return {t, false};
+  if (t.stride(0) == 1 || t.size(0) <= 1) return {t.t(), true};
+  return {t.contiguous(), false};
+}
+
+// The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), widened into a
+// row-major f32 buffer shaped as the base's block; returns the leading dimension sgemm reads it with.
+int64_t widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc, at::Tensor& buf) {
+  at::Tensor block = op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr) : op.base.narrow(0, r0, nr).narrow(1, c0, nc);
+  buf = at::empty(block.sizes(), block.options().dtype(at::kFloat));
+  buf.copy_(block);
+  return buf.size(1);
+}
+
+// Workspace of the blocked product, in f32 elements (16 MB).
+constexpr int64_t kWorkspace = int64_t{1} << 22;
+
+}  // namespace
+
+Bf16Gemm bf16_gemm_route_of_cpu() {
+  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  if (has_isa(isa, dnnl_cpu_isa_avx512_core_amx)) return Bf16Gemm::native;
+  if (has_isa(isa, dnnl_cpu_isa_avx512_core_bf16) && cpu_is_amd()) return Bf16Gemm::native;
+  return Bf16Gemm::widened;
+}
+
+Bf16Gemm bf16_gemm_route_from(const char* value) {
+  if (!value || !*value) return bf16_gemm_route_of_cpu();
+  const std::string v(value);
+  if (v == "native") return Bf16Gemm::native;
+  if (v == "widened") return Bf16Gemm::widened;
+  throw std::invalid_argument("HALIAX_BF16_GEMM=" + v + ": expected native or widened (or unset: chosen from the CPU)");
+}
+
+Bf16Gemm bf16_gemm_route() {
+  if (override_slot()) return *override_slot();
+  static const Bf16Gemm route = bf16_gemm_route_from(std::getenv("HALIAX_BF16_GEMM"));
+  return route;
+}
+
+const char* bf16_gemm_route_name(Bf16Gemm route) { return route == Bf16Gemm::native ? "native" : "widened"; }
+
+Bf16GemmRouteOverride::Bf16GemmRouteOverride(Bf16Gemm route) : previous_(override_slot()) { override_slot() = route; }
+Bf16GemmRouteOverride::~Bf16GemmRouteOverride() { override_slot() = previous_; }
+
+namespace kernels {
+
+void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor* bias, const at::Tensor& out) {
+  RECORD_FUNCTION("haliax::gemm_bf16_widened", std::vector<c10::IValue>());
+  const Operand a = operand_of(a_in, "a"), b = operand_of(b_in, "b");
+  const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
+  TORCH_CHECK(b_in.size(0) == K, "gemm_bf16_widened: a is ", a_in.sizes(), " but b is ", b_in.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.scalar_type() == at::kBFloat16 &&
+                  (out.stride(1) == 1 || N <= 1),
+              "gemm_bf16_widened: out must be bf16 [", M, ", ", N, "] with unit column stride, got ", out.sizes(), " ",
+              out.scalar_type(), " strides ", out.strides());
+  TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == N), "gemm_bf16_widened: bias must be [", N, "]");
+  if (M == 0 || N == 0) return;
+  const at::Tensor bias32 = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  // c32 [m, n] = bias or 0, then + a[rows] b[:, cols] (over all of K, or K in blocks when both operands are large).
+  auto product = [&](int64_t r0, int64_t m, int64_t c0, int64_t n, const at::Tensor* a32, int64_t lda, const at::Tensor* b32,
+                     int64_t ldb) {
+    at::Tensor c32 = bias ? bias32.narrow(0, c0, n).expand({m, n}).contiguous() : at::empty({m, n}, a_in.options().dtype(at::kFloat));
+    float beta = bias ? 1.0f : 0.0f;
+    if (a32 && b32) {
+      kernels::sgemm(a.trans ? 'T' : 'N', b.trans ? 'T' : 'N', m, n, K, 1.0f, a32->data_ptr<float>(), lda,
+                     b32->data_ptr<float>(), ldb, beta, c32.data_ptr<float>(), n, "gemm_bf16_widened");
+    } else {
+      // Both operands large: K in blocks, each block's widened pieces summed into c32 in order.
+      const int64_t kb = std::max<int64_t>(256, kWorkspace / std::max<int64_t>(1, m + n));
+      for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k = std::min(kb, K - k0);
+        at::Tensor ab, bb;
+        const int64_t la = widen_block(a, r0, m, k0, k, ab), lb = widen_block(b, k0, k, c0, n, bb);
+        kernels::sgemm(a.trans ? 'T' : 'N', b.trans ? 'T' : 'N', m, n, k, 1.0f, ab.data_ptr<float>(), la,
+                       bb.data_ptr<float>(), lb, beta, c32.data_ptr<float>(), n, "gemm_bf16_widened");
+        beta = 1.0f;
+      }
+      if (K == 0 && !bias) c32.zero_();
+    }
+    out.narrow(0, r0, m).narrow(1, c0, n).copy_(c32);  // rounded to nearest even
+  };
+  const int64_t a_elems = M * K, b_elems = K * N;
+  if (a_elems <= kWorkspace / 2 && a_elems <= b_elems) {
+    // a widened once; b and the result in blocks of columns.
+    at::Tensor a32;
+    const int64_t lda = widen_block(a, 0, M, 0, K, a32);
+    const int64_t nb = std::max<int64_t>(256, (kWorkspace - a_elems) / std::max<int64_t>(1, K + M));
+    for (int64_t c0 = 0; c0 < N; c0 += nb) {
+      const int64_t n = std::min(nb, N - c0);
+      at::Tensor b32;
+      const int64_t ldb = widen_block(b, 0, K, c0, n, b32);
+      product(0, M, c0, n, &a32, lda, &b32, ldb);
+    }
+  } else if (b_elems <= kWorkspace / 2) {
+    // b widened once; a and the result in blocks of rows.
+    at::Tensor b32;
+    const int64_t ldb = widen_block(b, 0, K, 0, N, b32);
+    const int64_t mb = std::max<int64_t>(256, (kWorkspace - b_elems) / std::max<int64_t>(1, K + N));
+    for (int64_t r0 = 0; r0 < M; r0 += mb) {
+      const int64_t m = std::min(mb, M - r0);
+      at::Tensor a32;
+      const int64_t lda = widen_block(a, r0, m, 0, K, a32);
+      product(r0, m, 0, N, &a32, lda, &b32, ldb);
+    }
+  } else {
+    // Both large (the LM head's hidden gradient: K is the vocabulary): blocks of rows, each over K in blocks.
+    const int64_t mb = std::max<int64_t>(256, kWorkspace / 2 / std::max<int64_t>(1, N));
+    for (int64_t r0 = 0; r0 < M; r0 += mb) product(r0, std::min(mb, M - r0), 0, N, nullptr, 0, nullptr, 0);
+  }
+}
+
+}  // namespace kernels
+
+void mm_bf16_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (bf16_gemm_route() == Bf16Gemm::widened) return kernels::gemm_bf16_widened(a, b, nullptr, out);
+  at::Tensor o = out;
+  at::mm_out(o, a, b);
+}
+
+at::Tensor mm_bf16(const at::Tensor& a, const at::Tensor& b) {
+  if (bf16_gemm_route() == Bf16Gemm::native) return at::mm(a, b);
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  kernels::gemm_bf16_widened(a, b, nullptr, out);
+  return out;
+}
+
+}  // namespace haliax::nn
