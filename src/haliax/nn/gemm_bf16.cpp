@@ -1,12 +1,19 @@
 #include "haliax/nn/gemm_bf16.h"
 
+#ifndef _OPENMP
+#error \
+    "gemm_bf16.cpp needs -fopenmp (LEVANTER_OPENMP_KERNELS in src/CMakeLists.txt): at::parallel_for would run on one thread"
+#endif
+
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <immintrin.h>
 #endif
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "haliax/nn/bf16_bits.h"
 #include "haliax/nn/sgemm_cpu.h"
 
 namespace haliax::nn {
@@ -43,27 +51,74 @@ std::optional<Bf16Gemm>& override_slot() {
   return o;
 }
 
-// A bf16 matrix as a row-major base and whether the operand is its transpose: base has a unit column stride.
+// An operand as a row-major base and whether the operand is its transpose: base has a unit column stride. bf16, or
+// f32 holding bf16 values (an operand the caller widened once for two products).
 struct Operand {
   at::Tensor base;
   bool trans;
+  bool widened() const { return base.scalar_type() == at::kFloat; }
 };
 
 Operand operand_of(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == at::kBFloat16 && t.device().is_cpu(), "gemm_bf16_widened: ", name,
-              " must be a 2-D bf16 CPU tensor, got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
+  TORCH_CHECK(
+      t.dim() == 2 && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat) && t.device().is_cpu(),
+      "gemm_bf16_widened: ", name, " must be a 2-D bf16 (or widened f32) CPU tensor, got ", t.sizes(), " ",
+      t.scalar_type(), " on ", t.device());
   if (t.stride(1) == 1 || t.size(1) <= 1) return {t, false};
   if (t.stride(0) == 1 || t.size(0) <= 1) return {t.t(), true};
   return {t.contiguous(), false};
 }
 
-// The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), widened into a
-// row-major f32 buffer shaped as the base's block; returns the leading dimension sgemm reads it with.
-int64_t widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc, at::Tensor& buf) {
-  at::Tensor block = op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr) : op.base.narrow(0, r0, nr).narrow(1, c0, nc);
-  buf = at::empty(block.sizes(), block.options().dtype(at::kFloat));
+// A block of an operand in f32 as sgemm reads it: the pointer, its leading dimension, and what keeps it alive.
+struct Block {
+  at::Tensor keep;
+  const float* data;
+  int64_t ld;
+};
+
+// The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), laid out as the base's
+// block: widened into a row-major f32 buffer, or read in place where the operand is f32 already.
+Block widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+  at::Tensor block =
+      op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr) : op.base.narrow(0, r0, nr).narrow(1, c0, nc);
+  if (op.widened()) return {block, block.data_ptr<float>(), std::max<int64_t>(1, op.base.stride(0))};
+  at::Tensor buf = at::empty(block.sizes(), block.options().dtype(at::kFloat));
   buf.copy_(block);
-  return buf.size(1);
+  return {buf, buf.data_ptr<float>(), std::max<int64_t>(1, buf.size(1))};
+}
+
+// out (bf16 bits, row stride ldo) [m, n] = round(c [m, n] (+ bias [n], added in f32)), c contiguous f32: one pass
+// over c, rows spread over the threads.
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) void round_row_avx2(const float* c, const float* bias, uint16_t* out, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 v = _mm256_loadu_ps(c + j);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), bf16_bits::round8(v));
+  }
+  for (; j < n; ++j) out[j] = bf16_bits::round1(bias ? c[j] + bias[j] : c[j]);
+}
+#endif
+
+void round_rows(const float* c, int64_t m, int64_t n, const float* bias, uint16_t* out, int64_t ldo) {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+#else
+  constexpr bool avx2 = false;
+#endif
+  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      if (avx2) {
+#if defined(__x86_64__) || defined(__i386__)
+        round_row_avx2(c + r * n, bias, out + r * ldo, n);
+#endif
+      } else {
+        for (int64_t j = 0; j < n; ++j)
+          out[r * ldo + j] = bf16_bits::round1(bias ? c[r * n + j] + bias[j] : c[r * n + j]);
+      }
+    }
+  });
 }
 
 // Workspace of the blocked product, in f32 elements (16 MB).
@@ -111,57 +166,61 @@ void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at:
   TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == N), "gemm_bf16_widened: bias must be [", N, "]");
   if (M == 0 || N == 0) return;
   const at::Tensor bias32 = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
-  // c32 [m, n] = bias or 0, then + a[rows] b[:, cols] (over all of K, or K in blocks when both operands are large).
-  auto product = [&](int64_t r0, int64_t m, int64_t c0, int64_t n, const at::Tensor* a32, int64_t lda, const at::Tensor* b32,
-                     int64_t ldb) {
-    at::Tensor c32 = bias ? bias32.narrow(0, c0, n).expand({m, n}).contiguous() : at::empty({m, n}, a_in.options().dtype(at::kFloat));
-    float beta = bias ? 1.0f : 0.0f;
-    if (a32 && b32) {
-      kernels::sgemm(a.trans ? 'T' : 'N', b.trans ? 'T' : 'N', m, n, K, 1.0f, a32->data_ptr<float>(), lda,
-                     b32->data_ptr<float>(), ldb, beta, c32.data_ptr<float>(), n, "gemm_bf16_widened");
+  const char ta = a.trans ? 'T' : 'N', tb = b.trans ? 'T' : 'N';
+  auto* out_bits = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  const int64_t ldo = std::max<int64_t>(1, out.stride(0));
+  // out[rows, cols] = round(a[rows] b[:, cols] (+ bias)): the f32 sum over all of K from whole blocks of a and b,
+  // or (ab, bb null: both operands large) over K in blocks, each block's widened pieces summed into c32 in order.
+  auto product = [&](int64_t r0, int64_t m, int64_t c0, int64_t n, const Block* ab, const Block* bb) {
+    at::Tensor c32 = at::empty({m, n}, a_in.options().dtype(at::kFloat));
+    if (ab && bb) {
+      kernels::sgemm(ta, tb, m, n, K, 1.0f, ab->data, ab->ld, bb->data, bb->ld, 0.0f, c32.data_ptr<float>(), n,
+                     "gemm_bf16_widened");
     } else {
-      // Both operands large: K in blocks, each block's widened pieces summed into c32 in order.
       const int64_t kb = std::max<int64_t>(256, kWorkspace / std::max<int64_t>(1, m + n));
+      float beta = 0.0f;
       for (int64_t k0 = 0; k0 < K; k0 += kb) {
         const int64_t k = std::min(kb, K - k0);
-        at::Tensor ab, bb;
-        const int64_t la = widen_block(a, r0, m, k0, k, ab), lb = widen_block(b, k0, k, c0, n, bb);
-        kernels::sgemm(a.trans ? 'T' : 'N', b.trans ? 'T' : 'N', m, n, k, 1.0f, ab.data_ptr<float>(), la,
-                       bb.data_ptr<float>(), lb, beta, c32.data_ptr<float>(), n, "gemm_bf16_widened");
+        const Block ak = widen_block(a, r0, m, k0, k), bk = widen_block(b, k0, k, c0, n);
+        kernels::sgemm(ta, tb, m, n, k, 1.0f, ak.data, ak.ld, bk.data, bk.ld, beta, c32.data_ptr<float>(), n,
+                       "gemm_bf16_widened");
         beta = 1.0f;
       }
-      if (K == 0 && !bias) c32.zero_();
+      if (K == 0) c32.zero_();
     }
-    out.narrow(0, r0, m).narrow(1, c0, n).copy_(c32);  // rounded to nearest even
+    round_rows(c32.data_ptr<float>(), m, n, bias ? bias32.data_ptr<float>() + c0 : nullptr, out_bits + r0 * ldo + c0,
+               ldo);
   };
+  // The blocking depends on the sizes alone, not on which operands come widened already, so both give the same bits.
   const int64_t a_elems = M * K, b_elems = K * N;
   if (a_elems <= kWorkspace / 2 && a_elems <= b_elems) {
     // a widened once; b and the result in blocks of columns.
-    at::Tensor a32;
-    const int64_t lda = widen_block(a, 0, M, 0, K, a32);
+    const Block ab = widen_block(a, 0, M, 0, K);
     const int64_t nb = std::max<int64_t>(256, (kWorkspace - a_elems) / std::max<int64_t>(1, K + M));
     for (int64_t c0 = 0; c0 < N; c0 += nb) {
       const int64_t n = std::min(nb, N - c0);
-      at::Tensor b32;
-      const int64_t ldb = widen_block(b, 0, K, c0, n, b32);
-      product(0, M, c0, n, &a32, lda, &b32, ldb);
+      const Block bb = widen_block(b, 0, K, c0, n);
+      product(0, M, c0, n, &ab, &bb);
     }
   } else if (b_elems <= kWorkspace / 2) {
     // b widened once; a and the result in blocks of rows.
-    at::Tensor b32;
-    const int64_t ldb = widen_block(b, 0, K, 0, N, b32);
+    const Block bb = widen_block(b, 0, K, 0, N);
     const int64_t mb = std::max<int64_t>(256, (kWorkspace - b_elems) / std::max<int64_t>(1, K + N));
     for (int64_t r0 = 0; r0 < M; r0 += mb) {
       const int64_t m = std::min(mb, M - r0);
-      at::Tensor a32;
-      const int64_t lda = widen_block(a, r0, m, 0, K, a32);
-      product(r0, m, 0, N, &a32, lda, &b32, ldb);
+      const Block ab = widen_block(a, r0, m, 0, K);
+      product(r0, m, 0, N, &ab, &bb);
     }
   } else {
     // Both large (the LM head's hidden gradient: K is the vocabulary): blocks of rows, each over K in blocks.
     const int64_t mb = std::max<int64_t>(256, kWorkspace / 2 / std::max<int64_t>(1, N));
-    for (int64_t r0 = 0; r0 < M; r0 += mb) product(r0, std::min(mb, M - r0), 0, N, nullptr, 0, nullptr, 0);
+    for (int64_t r0 = 0; r0 < M; r0 += mb) product(r0, std::min(mb, M - r0), 0, N, nullptr, nullptr);
   }
+}
+
+at::Tensor widen_for_products(const at::Tensor& t) {
+  if (t.scalar_type() != at::kBFloat16 || t.numel() > 2 * kWorkspace) return t;
+  return t.to(at::kFloat);
 }
 
 }  // namespace kernels

@@ -60,17 +60,18 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
     if (want_x) dx = dy.mm(wt.t());
     if (want_w) dw = out_first ? dy.t().mm(x) : x.t().mm(dy);
   } else if (bf16) {
+    const at::Tensor g = want_x && want_w ? kernels::widen_for_products(dy) : dy;  // widened once for both
     if (want_x) {
       dx = at::empty_like(x);
-      kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
+      kernels::gemm_bf16_widened(g, out_first ? w : w.t(), nullptr, dx);
     }
     if (want_w) {
       if (slot) dw = slot->claim(w.sizes());
       if (!dw.defined()) dw = at::empty_like(w);
       if (out_first) {
-        kernels::gemm_bf16_widened(dy.t(), x, nullptr, dw);
+        kernels::gemm_bf16_widened(g.t(), x, nullptr, dw);
       } else {
-        kernels::gemm_bf16_widened(x.t(), dy, nullptr, dw);
+        kernels::gemm_bf16_widened(x.t(), g, nullptr, dw);
       }
     }
   } else {

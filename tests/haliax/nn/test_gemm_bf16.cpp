@@ -45,9 +45,9 @@ TEST(GemmBf16, WidenedProductsAreTheF64ProductsRoundedOnceInEveryBlocking) {
   };
   // The workspace is 2^22 f32 values: a small a is widened whole (column blocks of b); a large a with a small b, b
   // whole (row blocks of a); both large, K in blocks summed in f32 (the LM head's hidden gradient).
-  for (const Case& c : {Case{70, 24, 30, "tiny"}, Case{300, 768, 3000, "a whole, b in column blocks"},
-                        Case{3000, 768, 300, "b whole, a in row blocks"},
-                        Case{300, 9000, 300, "both large: K in blocks"}}) {
+  for (const Case& c :
+       {Case{70, 24, 30, "tiny"}, Case{300, 768, 3000, "a whole, b in column blocks"},
+        Case{3000, 768, 300, "b whole, a in row blocks"}, Case{300, 9000, 300, "both large: K in blocks"}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         SCOPED_TRACE(std::string(c.what) + (ta ? ", a transposed" : "") + (tb ? ", b transposed" : ""));
@@ -86,7 +86,7 @@ TEST(GemmBf16, ABiasIsAddedBeforeTheOneRoundingAndOutputRowsMayBePartOfALargerTe
 TEST(GemmBf16, BadOperandsAreRefusedByName) {
   const at::Tensor a = bf16(randn({8, 4}, 7)), b = bf16(randn({4, 6}, 8));
   at::Tensor out = at::empty({8, 6}, a.options());
-  EXPECT_THROW(nn::kernels::gemm_bf16_widened(a.to(at::kFloat), b, nullptr, out), c10::Error);
+  EXPECT_THROW(nn::kernels::gemm_bf16_widened(a.to(at::kDouble), b, nullptr, out), c10::Error);
   EXPECT_THROW(nn::kernels::gemm_bf16_widened(a, b.t(), nullptr, out), c10::Error);  // [8, 4] x [6, 4]
   at::Tensor wrong = at::empty({8, 5}, a.options());
   EXPECT_THROW(nn::kernels::gemm_bf16_widened(a, b, nullptr, wrong), c10::Error);
@@ -144,4 +144,26 @@ TEST(GemmBf16, TheRouteFollowsTheCpuAndTheVariableOverridesIt) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("HALIAX_BF16_GEMM=fast"), std::string::npos) << e.what();
   }
+}
+
+TEST(GemmBf16, AnOperandWidenedOnceGivesTheBitsOfTheBf16One) {
+  // The Linear backward widens its output gradient once for both of its products (widen_for_products): read in
+  // place, in every blocking, transposed or not, it must give what the bf16 operand gives.
+  for (int64_t M : {70, 3000}) {
+    const at::Tensor g = bf16(randn({M, 900}, 11)), w = bf16(randn({900, 768}, 12)), x = bf16(randn({M, 768}, 13));
+    const at::Tensor g32 = nn::kernels::widen_for_products(g);
+    ASSERT_EQ(g32.scalar_type(), at::kFloat);
+    at::Tensor a = at::empty({M, 768}, g.options()), b = at::empty({M, 768}, g.options());
+    nn::kernels::gemm_bf16_widened(g, w, nullptr, a);
+    nn::kernels::gemm_bf16_widened(g32, w, nullptr, b);
+    EXPECT_TRUE(at::equal(a, b)) << M << " rows";
+    at::Tensor c = at::empty({900, 768}, g.options()), d = at::empty({900, 768}, g.options());
+    nn::kernels::gemm_bf16_widened(g.t(), x, nullptr, c);
+    nn::kernels::gemm_bf16_widened(g32.t(), x, nullptr, d);
+    EXPECT_TRUE(at::equal(c, d)) << M << " rows, transposed";
+    expect_rounded_product(d, g.t(), x, nullptr);
+  }
+  // Too large to widen at once: left as it is.
+  const at::Tensor big = at::zeros({4097, 2048}, at::kBFloat16);
+  EXPECT_EQ(nn::kernels::widen_for_products(big).scalar_type(), at::kBFloat16);
 }
