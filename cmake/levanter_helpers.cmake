@@ -35,7 +35,8 @@ endfunction()
 
 # One GoogleTest binary per test folder: fewer links against libtorch than one per file.
 # levanter_add_test_suite(name dir LIBS... [FAULT_FILTER gtest-filter]): LIBS are the project libraries the suite
-# tests (haliax's suite links haliax alone, so it cannot depend on levanter). Each test gets one CTest label (a list
+# tests (haliax's suite links haliax, and levanter_runtime only for openblas_core_init.cpp, so its tests cannot depend
+# on the rest of levanter). Each test gets one CTest label (a list
 # given to gtest_discover_tests' PROPERTIES is split into separate property arguments, so only its first item would
 # stick): the suite's name (`ctest -L interop` runs interop_tests, the tests against outside tools), or for the tests
 # FAULT_FILTER matches `<name>_fault` (`ctest -L fault`: the fault-injection and hostile-input suite,

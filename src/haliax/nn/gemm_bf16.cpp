@@ -51,41 +51,30 @@ std::optional<Bf16Gemm>& override_slot() {
   return o;
 }
 
-// An operand as a row-major base and whether the operand is its transpose: base has a unit column stride. bf16, or
-// f32 holding bf16 values (an operand the caller widened once for two products).
+// A bf16 matrix as a row-major base and whether the operand is its transpose: base has a unit column stride.
 struct Operand {
   at::Tensor base;
   bool trans;
-  bool widened() const { return base.scalar_type() == at::kFloat; }
 };
 
 Operand operand_of(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(
-      t.dim() == 2 && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat) && t.device().is_cpu(),
-      "gemm_bf16_widened: ", name, " must be a 2-D bf16 (or widened f32) CPU tensor, got ", t.sizes(), " ",
-      t.scalar_type(), " on ", t.device());
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == at::kBFloat16 && t.device().is_cpu(), "gemm_bf16_widened: ", name,
+              " must be a 2-D bf16 CPU tensor, got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
   if (t.stride(1) == 1 || t.size(1) <= 1) return {t, false};
   if (t.stride(0) == 1 || t.size(0) <= 1) return {t.t(), true};
   return {t.contiguous(), false};
 }
 
-// A block of an operand in f32 as sgemm reads it: the pointer, its leading dimension, and what keeps it alive.
-struct Block {
-  at::Tensor keep;
-  const float* data;
-  int64_t ld;
-};
-
-// The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), laid out as the base's
-// block: widened into a row-major f32 buffer, or read in place where the operand is f32 already.
-Block widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+// The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), widened into a
+// row-major f32 buffer shaped as the base's block; sgemm reads it with the block's width as leading dimension.
+at::Tensor widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
   at::Tensor block =
       op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr) : op.base.narrow(0, r0, nr).narrow(1, c0, nc);
-  if (op.widened()) return {block, block.data_ptr<float>(), std::max<int64_t>(1, op.base.stride(0))};
   at::Tensor buf = at::empty(block.sizes(), block.options().dtype(at::kFloat));
   buf.copy_(block);
-  return {buf, buf.data_ptr<float>(), std::max<int64_t>(1, buf.size(1))};
+  return buf;
 }
+int64_t ld_of(const at::Tensor& buf) { return std::max<int64_t>(1, buf.size(1)); }
 
 // out (bf16 bits, row stride ldo) [m, n] = round(c [m, n] (+ bias [n], added in f32)), c contiguous f32: one pass
 // over c, rows spread over the threads.
@@ -121,8 +110,11 @@ void round_rows(const float* c, int64_t m, int64_t n, const float* bias, uint16_
   });
 }
 
-// Workspace of the blocked product, in f32 elements (16 MB).
-constexpr int64_t kWorkspace = int64_t{1} << 22;
+// The f32 workspace of a blocked product, in elements: 2^22 (16 MB), or a quarter of the two operands' elements where
+// that is more, so that no operand is widened more than a few times over (a large head's GEMMs).
+int64_t workspace_elements(int64_t a_elems, int64_t b_elems) {
+  return std::max<int64_t>(int64_t{1} << 22, (a_elems + b_elems) / 4);
+}
 
 }  // namespace
 
@@ -168,22 +160,23 @@ void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at:
   const at::Tensor bias32 = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
   const char ta = a.trans ? 'T' : 'N', tb = b.trans ? 'T' : 'N';
   auto* out_bits = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  const int64_t a_elems = M * K, b_elems = K * N, W = workspace_elements(a_elems, b_elems);
   const int64_t ldo = std::max<int64_t>(1, out.stride(0));
   // out[rows, cols] = round(a[rows] b[:, cols] (+ bias)): the f32 sum over all of K from whole blocks of a and b,
   // or (ab, bb null: both operands large) over K in blocks, each block's widened pieces summed into c32 in order.
-  auto product = [&](int64_t r0, int64_t m, int64_t c0, int64_t n, const Block* ab, const Block* bb) {
+  auto product = [&](int64_t r0, int64_t m, int64_t c0, int64_t n, const at::Tensor* ab, const at::Tensor* bb) {
     at::Tensor c32 = at::empty({m, n}, a_in.options().dtype(at::kFloat));
     if (ab && bb) {
-      kernels::sgemm(ta, tb, m, n, K, 1.0f, ab->data, ab->ld, bb->data, bb->ld, 0.0f, c32.data_ptr<float>(), n,
-                     "gemm_bf16_widened");
+      kernels::sgemm(ta, tb, m, n, K, 1.0f, ab->data_ptr<float>(), ld_of(*ab), bb->data_ptr<float>(), ld_of(*bb), 0.0f,
+                     c32.data_ptr<float>(), n, "gemm_bf16_widened");
     } else {
-      const int64_t kb = std::max<int64_t>(256, kWorkspace / std::max<int64_t>(1, m + n));
+      const int64_t kb = std::max<int64_t>(256, W / std::max<int64_t>(1, m + n));
       float beta = 0.0f;
       for (int64_t k0 = 0; k0 < K; k0 += kb) {
         const int64_t k = std::min(kb, K - k0);
-        const Block ak = widen_block(a, r0, m, k0, k), bk = widen_block(b, k0, k, c0, n);
-        kernels::sgemm(ta, tb, m, n, k, 1.0f, ak.data, ak.ld, bk.data, bk.ld, beta, c32.data_ptr<float>(), n,
-                       "gemm_bf16_widened");
+        const at::Tensor ak = widen_block(a, r0, m, k0, k), bk = widen_block(b, k0, k, c0, n);
+        kernels::sgemm(ta, tb, m, n, k, 1.0f, ak.data_ptr<float>(), ld_of(ak), bk.data_ptr<float>(), ld_of(bk), beta,
+                       c32.data_ptr<float>(), n, "gemm_bf16_widened");
         beta = 1.0f;
       }
       if (K == 0) c32.zero_();
@@ -191,36 +184,29 @@ void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at:
     round_rows(c32.data_ptr<float>(), m, n, bias ? bias32.data_ptr<float>() + c0 : nullptr, out_bits + r0 * ldo + c0,
                ldo);
   };
-  // The blocking depends on the sizes alone, not on which operands come widened already, so both give the same bits.
-  const int64_t a_elems = M * K, b_elems = K * N;
-  if (a_elems <= kWorkspace / 2 && a_elems <= b_elems) {
+  if (a_elems <= W / 2 && a_elems <= b_elems) {
     // a widened once; b and the result in blocks of columns.
-    const Block ab = widen_block(a, 0, M, 0, K);
-    const int64_t nb = std::max<int64_t>(256, (kWorkspace - a_elems) / std::max<int64_t>(1, K + M));
+    const at::Tensor ab = widen_block(a, 0, M, 0, K);
+    const int64_t nb = std::max<int64_t>(256, (W - a_elems) / std::max<int64_t>(1, K + M));
     for (int64_t c0 = 0; c0 < N; c0 += nb) {
       const int64_t n = std::min(nb, N - c0);
-      const Block bb = widen_block(b, 0, K, c0, n);
+      const at::Tensor bb = widen_block(b, 0, K, c0, n);
       product(0, M, c0, n, &ab, &bb);
     }
-  } else if (b_elems <= kWorkspace / 2) {
+  } else if (b_elems <= W / 2) {
     // b widened once; a and the result in blocks of rows.
-    const Block bb = widen_block(b, 0, K, 0, N);
-    const int64_t mb = std::max<int64_t>(256, (kWorkspace - b_elems) / std::max<int64_t>(1, K + N));
+    const at::Tensor bb = widen_block(b, 0, K, 0, N);
+    const int64_t mb = std::max<int64_t>(256, (W - b_elems) / std::max<int64_t>(1, K + N));
     for (int64_t r0 = 0; r0 < M; r0 += mb) {
       const int64_t m = std::min(mb, M - r0);
-      const Block ab = widen_block(a, r0, m, 0, K);
+      const at::Tensor ab = widen_block(a, r0, m, 0, K);
       product(r0, m, 0, N, &ab, &bb);
     }
   } else {
     // Both large (the LM head's hidden gradient: K is the vocabulary): blocks of rows, each over K in blocks.
-    const int64_t mb = std::max<int64_t>(256, kWorkspace / 2 / std::max<int64_t>(1, N));
+    const int64_t mb = std::max<int64_t>(256, W / 2 / std::max<int64_t>(1, N));
     for (int64_t r0 = 0; r0 < M; r0 += mb) product(r0, std::min(mb, M - r0), 0, N, nullptr, nullptr);
   }
-}
-
-at::Tensor widen_for_products(const at::Tensor& t) {
-  if (t.scalar_type() != at::kBFloat16 || t.numel() > 2 * kWorkspace) return t;
-  return t.to(at::kFloat);
 }
 
 }  // namespace kernels

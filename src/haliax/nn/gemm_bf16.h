@@ -48,15 +48,12 @@ class Bf16GemmRouteOverride {
 namespace kernels {
 
 // The widened route: out [M, N] = round_bf16(a [M, K] b [K, N] (+ bias [N], added in f32 before rounding)).
-// a, b: bf16 CPU matrices (or f32 ones holding bf16 values, from widen_for_products), each read in place along a
-// unit stride where it has one (a transposed view is not copied); bias: bf16 [N] or nullptr; out: bf16 [M, N] with
-// unit column stride (rows of a larger tensor are fine). The product is blocked so the f32 workspace stays near
-// 16 MB whatever the sizes; the sums are rounded (with the bias) in one pass, 8 lanes at a time with AVX2.
+// a, b: bf16 CPU matrices, each read along a unit stride where it has one (a transposed view is not copied); bias:
+// bf16 [N] or nullptr; out: bf16 [M, N] with unit column stride (rows of a larger tensor are fine). The product is
+// blocked: the smaller operand widened whole and the other in blocks, or both in blocks of K where both are large,
+// with an f32 workspace of 16 MB or a quarter of the operands' elements, whichever is more; the sums are rounded
+// (with the bias) in one pass, 8 lanes at a time with AVX2. The blocking depends on the sizes alone.
 void gemm_bf16_widened(const at::Tensor& a, const at::Tensor& b, const at::Tensor* bias, const at::Tensor& out);
-
-// t widened to f32 when it is a bf16 tensor of at most 2^23 elements (32 MB widened), else t itself: for an operand
-// of two widened products (the Linear backward's output gradient), widened once.
-at::Tensor widen_for_products(const at::Tensor& t);
 
 }  // namespace kernels
 

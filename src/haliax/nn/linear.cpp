@@ -25,9 +25,10 @@ namespace {
 // Hessian-vector products) takes at::mm, which autograd can differentiate again. The two structs differ only in
 // whether a bias is an input (libtorch 1.13 takes no undefined tensor as a custom function's input).
 //
-// Forwards of fewer than kDnnlMinRows rows (decoding's few rows a step) stay at::mm's: OpenBLAS gives a row the same
-// bits whatever the other rows computed with it, up to 14 rows, so a batch decodes as its rows would alone; oneDNN does
-// not (its one-row path and its kernels for a block's last rows round differently).
+// Forwards of fewer than kDnnlMinRows rows (decoding's few rows a step) stay at::mm's: in f32 OpenBLAS gives a row the
+// same bits whatever the other rows computed with it, up to 14 rows, so a batch decodes as its rows would alone; oneDNN
+// does not (its one-row path and its kernels for a block's last rows round differently). bf16 keeps at::addmm there
+// too (oneDNN's bf16 kernels), as it decoded before bf16 GEMMs could be widened.
 constexpr int64_t kDnnlMinRows = 64;
 
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
@@ -60,18 +61,17 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
     if (want_x) dx = dy.mm(wt.t());
     if (want_w) dw = out_first ? dy.t().mm(x) : x.t().mm(dy);
   } else if (bf16) {
-    const at::Tensor g = want_x && want_w ? kernels::widen_for_products(dy) : dy;  // widened once for both
     if (want_x) {
       dx = at::empty_like(x);
-      kernels::gemm_bf16_widened(g, out_first ? w : w.t(), nullptr, dx);
+      kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
     }
     if (want_w) {
       if (slot) dw = slot->claim(w.sizes());
       if (!dw.defined()) dw = at::empty_like(w);
       if (out_first) {
-        kernels::gemm_bf16_widened(g.t(), x, nullptr, dw);
+        kernels::gemm_bf16_widened(dy.t(), x, nullptr, dw);
       } else {
-        kernels::gemm_bf16_widened(x.t(), g, nullptr, dw);
+        kernels::gemm_bf16_widened(x.t(), dy, nullptr, dw);
       }
     }
   } else {

@@ -11,6 +11,7 @@
 #include "haliax/nn/gemm_bf16.h"
 #include "levanter/runtime/file_io.h"
 #include "levanter/runtime/format.h"
+#include "levanter/runtime/openblas_core.h"
 #include "levanter/runtime/signals.h"
 #include "levanter/version.h"
 
@@ -71,6 +72,8 @@ void write_run_record(const std::string& run_dir, const TrainLmConfig& config, c
   rec["environment"] = speed_environment();
   // Which kernels compute bf16 GEMMs on this machine (their bits differ): haliax/nn/gemm_bf16.h.
   rec["bf16_gemm"] = haliax::nn::bf16_gemm_route_name(haliax::nn::bf16_gemm_route());
+  // The OpenBLAS core f32 at::mm runs on (its kernels round differently; runtime/openblas_core.h).
+  rec["openblas_core"] = runtime::openblas_core();
   rec["seed"] = tc.seed;
   rec["data_seed"] = r.data_seed;
   rec["resumed_from"] = r.resumed_from.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.resumed_from);
