@@ -56,6 +56,11 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   RECORD_FUNCTION(bf16 ? "haliax::linear_bf16_backward" : "haliax::linear_f32_backward", std::vector<c10::IValue>());
   at::Tensor dx, dw, db;
+  // Outside grad mode dw is written into a buffer: its place in the stacked gradient where the weight has one.
+  auto dw_buffer = [&] {
+    at::Tensor buf = slot ? slot->claim(w.sizes()) : at::Tensor();
+    return buf.defined() ? buf : at::empty_like(w);
+  };
   if (at::GradMode::is_enabled()) {
     const at::Tensor wt = out_first ? w.t() : w;  // [K, N]
     if (want_x) dx = dy.mm(wt.t());
@@ -66,8 +71,7 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
       kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
     }
     if (want_w) {
-      if (slot) dw = slot->claim(w.sizes());
-      if (!dw.defined()) dw = at::empty_like(w);
+      dw = dw_buffer();
       if (out_first) {
         kernels::gemm_bf16_widened(dy.t(), x, nullptr, dw);
       } else {
@@ -83,8 +87,7 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
                      out_first ? K : N, 0.0f, dx.data_ptr<float>(), K, "Linear");
     }
     if (want_w) {
-      if (slot) dw = slot->claim(w.sizes());
-      if (!dw.defined()) dw = at::empty_like(w);
+      dw = dw_buffer();
       if (out_first) {
         kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x.data_ptr<float>(), K, 0.0f,
                        dw.data_ptr<float>(), K, "Linear");
