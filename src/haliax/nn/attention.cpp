@@ -12,6 +12,7 @@
 #include "haliax/nn/activations.h"
 #include "haliax/nn/attention_cpu.h"
 #include "haliax/nn/dropout.h"
+#include "haliax/nn/gemm_bf16.h"
 #include "haliax/ops.h"
 #include "haliax/partitioning.h"
 
@@ -168,7 +169,9 @@ double scaling(const Contract& contract, const NamedArray& query, const Attentio
   return o.scaling_factor ? *o.scaling_factor : 1.0 / std::sqrt(static_cast<double>(query.axis_size(contract.axis)));
 }
 
-// The same attention through the fused f32 CPU kernel, when the call has its shape: f32 CPU operands, one contracted
+// The same attention through the fused f32 CPU kernel, when the call has its shape: f32 CPU operands (or bf16 ones on
+// a CPU whose bf16 GEMMs are widened to f32, gemm_bf16.h: the kernel then takes them widened, exactly, and its output
+// is rounded to bf16 once, where the unfused ops would round the logits, the weights and the output), one contracted
 // axis C, one attended-over axis KPos; key = (batch axes, KPos, C), value = (batch axes, KPos, value axes), where the
 // batch axes are the query's other axes that key has; no bias, no dropout; the mask (if any) bool over the query-only
 // axes and KPos; no tensor-parallel split except of batch axes. Otherwise nullopt, and the caller computes unfused.
@@ -177,9 +180,11 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
                                           const NamedArray& key, const NamedArray& value, double scale,
                                           const AttentionOptions& o) {
   if (!kernels::attention_f32_supported() || o.bias || (o.dropout > 0.0 && o.key) || kpos.size() != 1) return {};
-  if (o.attention_dtype && *o.attention_dtype != at::kFloat) return {};
+  const at::ScalarType dtype = query.dtype();
+  if (dtype != at::kFloat && !(dtype == at::kBFloat16 && bf16_gemm_route() == Bf16Gemm::widened)) return {};
+  if (o.attention_dtype && *o.attention_dtype != at::kFloat && *o.attention_dtype != dtype) return {};
   for (const NamedArray* a : {&query, &key, &value}) {
-    if (a->dtype() != at::kFloat || !a->device().is_cpu()) return {};
+    if (a->dtype() != dtype || !a->device().is_cpu()) return {};
   }
   if (o.mask && (o.mask->dtype() != at::kBool || !o.mask->device().is_cpu())) return {};
   const std::optional<size_t> qc = query.axis_index(contract.axis);
@@ -239,12 +244,13 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
       for (const Axis& ax : g) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
       shape.push_back(axis_size(g));
     }
-    return a.array().permute(perm).contiguous().view(shape);
+    return a.array().permute(perm).to(at::kFloat, false, false, at::MemoryFormat::Contiguous).contiguous().view(shape);
   };
   const at::Tensor q = permuted(query, {batch, qonly, {C}});
   const at::Tensor k = permuted(key, {batch, {KP}, {C}});
   const at::Tensor v = permuted(value, {batch, {KP}, vonly});
-  const at::Tensor out = FusedAttentionF32::apply(q, k, v, MaskArg{mask}, scale);
+  at::Tensor out = FusedAttentionF32::apply(q, k, v, MaskArg{mask}, scale);
+  if (dtype != at::kFloat) out = out.to(dtype);
   // Laid out (batch, query-only, value axes). The unfused result's order is its weights' without KPos, then the value's
   // own axes; the weights come from dot(q, k) in the query's order without C, then KPos, unless where() with a mask as
   // large as they are (no batch axis, or batch axes of size 1) puts them in the mask's order (where_axes).

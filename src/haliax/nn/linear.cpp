@@ -20,10 +20,12 @@ namespace {
 
 // The Linear layer's GEMMs on the CPU: f32 through oneDNN's sgemm (sgemm_cpu.h) rather than at::mm's OpenBLAS, and
 // bf16 where this machine widens bf16 GEMMs to f32 (gemm_bf16.h; elsewhere bf16 takes at::addmm, oneDNN's bf16
-// kernels). y [M, N] = x [M, K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as
-// stored: [N, K] when out_first (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's
-// Hessian-vector products) takes at::mm, which autograd can differentiate again. The two structs differ only in
-// whether a bias is an input (libtorch 1.13 takes no undefined tensor as a custom function's input).
+// kernels): there the bf16 layer is the f32 layer on its operands widened (exactly, each once: the output gradient
+// serves dx, dw and db), every result rounded to bf16 once, so its bits are the f32 layer's rounded. y [M, N] = x [M,
+// K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as stored: [N, K] when out_first
+// (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's Hessian-vector products) takes
+// at::mm, which autograd can differentiate again. The two structs differ only in whether a bias is an input
+// (libtorch 1.13 takes no undefined tensor as a custom function's input).
 //
 // Forwards of fewer than kDnnlMinRows rows (decoding's few rows a step) stay at::mm's: in f32 OpenBLAS gives a row the
 // same bits whatever the other rows computed with it, up to 14 rows, so a batch decodes as its rows would alone; oneDNN
@@ -31,21 +33,28 @@ namespace {
 // too (oneDNN's bf16 kernels), as it decoded before bf16 GEMMs could be widened.
 constexpr int64_t kDnnlMinRows = 64;
 
-at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-  RECORD_FUNCTION(bf16 ? "haliax::linear_bf16" : "haliax::linear_f32", std::vector<c10::IValue>());
+// bf16 operands widened to f32 (exactly), contiguous.
+at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat, false, false, at::MemoryFormat::Contiguous); }
+
+// y = x op(w) (+ b) in f32: x, w (and b) contiguous f32.
+at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
   const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
-  const at::Tensor w2 = out_first ? w.t() : w;  // [K, N]
-  if (M < kDnnlMinRows) return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
-  if (bf16) {
-    at::Tensor y = at::empty({M, N}, x.options());
-    kernels::gemm_bf16_widened(x, w2, b, y);
-    return y;
-  }
   at::Tensor y = b ? b->expand({M, N}).contiguous() : at::empty({M, N}, x.options());
   kernels::sgemm('N', out_first ? 'T' : 'N', M, N, K, 1.0f, x.data_ptr<float>(), K, w.data_ptr<float>(),
                  out_first ? K : N, b ? 1.0f : 0.0f, y.data_ptr<float>(), N, "Linear");
   return y;
+}
+
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  RECORD_FUNCTION(bf16 ? "haliax::linear_bf16" : "haliax::linear_f32", std::vector<c10::IValue>());
+  if (x.size(0) < kDnnlMinRows) {
+    const at::Tensor w2 = out_first ? w.t() : w;  // [K, N]
+    return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
+  }
+  if (!bf16) return linear_f32(x, w, b, out_first);
+  const at::Tensor b32 = b ? widened(*b) : at::Tensor();
+  return linear_f32(widened(x), widened(w), b ? &b32 : nullptr, out_first).to(at::kBFloat16);
 }
 
 // (dx, dw, db) for dy, each only where asked; dw computed in its place in the stacked layers' gradient where the
@@ -56,48 +65,39 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   RECORD_FUNCTION(bf16 ? "haliax::linear_bf16_backward" : "haliax::linear_f32_backward", std::vector<c10::IValue>());
   at::Tensor dx, dw, db;
-  // Outside grad mode dw is written into a buffer: its place in the stacked gradient where the weight has one.
-  auto dw_buffer = [&] {
-    at::Tensor buf = slot ? slot->claim(w.sizes()) : at::Tensor();
-    return buf.defined() ? buf : at::empty_like(w);
-  };
   if (at::GradMode::is_enabled()) {
     const at::Tensor wt = out_first ? w.t() : w;  // [K, N]
     if (want_x) dx = dy.mm(wt.t());
     if (want_w) dw = out_first ? dy.t().mm(x) : x.t().mm(dy);
-  } else if (bf16) {
-    if (want_x) {
-      dx = at::empty_like(x);
-      kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
-    }
-    if (want_w) {
-      dw = dw_buffer();
-      if (out_first) {
-        kernels::gemm_bf16_widened(dy.t(), x, nullptr, dw);
-      } else {
-        kernels::gemm_bf16_widened(x.t(), dy, nullptr, dw);
-      }
-    }
-  } else {
-    const at::Tensor g = dy.contiguous();
-    const int64_t M = x.size(0), K = x.size(1), N = g.size(1);
-    if (want_x) {
-      dx = at::empty({M, K}, x.options());
-      kernels::sgemm('N', out_first ? 'N' : 'T', M, K, N, 1.0f, g.data_ptr<float>(), N, w.data_ptr<float>(),
-                     out_first ? K : N, 0.0f, dx.data_ptr<float>(), K, "Linear");
-    }
-    if (want_w) {
-      dw = dw_buffer();
-      if (out_first) {
-        kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x.data_ptr<float>(), K, 0.0f,
-                       dw.data_ptr<float>(), K, "Linear");
-      } else {
-        kernels::sgemm('T', 'N', K, N, M, 1.0f, x.data_ptr<float>(), K, g.data_ptr<float>(), N, 0.0f,
-                       dw.data_ptr<float>(), N, "Linear");
-      }
-    }
+    if (want_b) db = dy.sum(0);
+    return {dx, dw, db};
   }
-  if (want_b) db = dy.sum(0);
+  // bf16: the f32 layer's products on the operands widened (dy once for all three), each result rounded once.
+  const at::Tensor g = bf16 ? widened(dy) : dy.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), N = g.size(1);
+  if (want_x) {
+    const at::Tensor w32 = bf16 ? widened(w) : w;
+    at::Tensor dx32 = at::empty({M, K}, g.options());
+    kernels::sgemm('N', out_first ? 'N' : 'T', M, K, N, 1.0f, g.data_ptr<float>(), N, w32.data_ptr<float>(),
+                   out_first ? K : N, 0.0f, dx32.data_ptr<float>(), K, "Linear");
+    dx = bf16 ? dx32.to(at::kBFloat16) : dx32;
+  }
+  if (want_w) {
+    // dw goes to its place in the stacked gradient where the weight has one.
+    at::Tensor buf = slot ? slot->claim(w.sizes()) : at::Tensor();
+    dw = buf.defined() ? buf : at::empty_like(w);
+    const at::Tensor x32 = bf16 ? widened(x) : x;
+    const at::Tensor dw32 = bf16 ? at::empty(w.sizes(), g.options()) : dw;
+    if (out_first) {
+      kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x32.data_ptr<float>(), K, 0.0f,
+                     dw32.data_ptr<float>(), K, "Linear");
+    } else {
+      kernels::sgemm('T', 'N', K, N, M, 1.0f, x32.data_ptr<float>(), K, g.data_ptr<float>(), N, 0.0f,
+                     dw32.data_ptr<float>(), N, "Linear");
+    }
+    if (bf16) dw.copy_(dw32);
+  }
+  if (want_b) db = bf16 ? g.sum(0).to(at::kBFloat16) : dy.sum(0);
   return {dx, dw, db};
 }
 

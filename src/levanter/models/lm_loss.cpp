@@ -128,6 +128,24 @@ at::Tensor softmax_xent_aten(at::Tensor logits, at::Tensor tb, const at::Tensor&
 BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, const at::Tensor& weights,
                          double z_loss_weight, int64_t block, bool with_grad, const hax::ComputeBlock* vb = nullptr) {
   const int64_t N = h.size(0), V = w.size(0), E = h.size(1);
+  // bf16 on a CPU whose bf16 GEMMs are widened to f32 (haliax/nn/gemm_bf16.h): the whole head in f32 on the operands
+  // widened once (exactly), the logits never rounded, the gradients rounded once at the end. The bf16 path below
+  // would widen the head twice and the logits' gradient twice more (its GEMMs on this route), and round the logits.
+  if (!vb && h.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 && h.device().is_cpu() &&
+      w.device().is_cpu() && hax::nn::bf16_gemm_route() == hax::nn::Bf16Gemm::widened) {
+    at::Tensor h32 = h.to(at::kFloat, false, false, at::MemoryFormat::Contiguous);
+    at::Tensor w32 = w.to(at::kFloat, false, false, at::MemoryFormat::Contiguous);
+    if (kernels::head_gemms_supported(h32, w32)) {
+      BlockedLoss r = blocked_loss(h32, w32, targets, weights, z_loss_weight, block, with_grad);
+      h32.reset();
+      w32.reset();
+      if (with_grad) {
+        r.d_hidden = r.d_hidden.to(at::kBFloat16);
+        r.d_head = r.d_head.to(at::kBFloat16);
+      }
+      return r;
+    }
+  }
   // The loss and its gradient in f32 (f64 for f64 inputs, as in tests); GEMMs in h's dtype.
   const at::ScalarType loss_t = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const bool same = h.scalar_type() == loss_t;

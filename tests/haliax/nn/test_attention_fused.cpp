@@ -1,12 +1,14 @@
 // The fused f32 CPU attention (haliax/nn/attention_cpu.h), which dot_product_attention takes for f32 operands of its
-// shape: values and gradients against the unfused ops in f64, the same bits whatever the threads or the batch split,
-// the calls it must leave to the unfused ops, and a Hessian-vector product through its backward.
+// shape (and bf16 ones, widened, where bf16 GEMMs are widened): values and gradients against the unfused ops in f64,
+// the same bits whatever the threads or the batch split, the calls it must leave to the unfused ops, and a
+// Hessian-vector product through its backward.
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "../graph_testing.h"
 #include "../testing.h"
 #include "haliax/nn/attention_cpu.h"
+#include "haliax/nn/gemm_bf16.h"
 
 using namespace haliax;
 using haliax::testing::randn;
@@ -187,6 +189,46 @@ TEST(FusedAttention, SameBitsWhateverTheThreadsOrTheBatchSplit) {
   }
 }
 
+TEST(FusedAttention, Bf16OperandsTakeTheKernelWidenedWhereBf16GemmsAreWidened) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.name);
+    Case c16 = c;  // the operands at bf16's values
+    for (at::Tensor& l : c16.leaves) l = l.to(at::kBFloat16).to(at::kDouble);
+    Result shape = run(c, at::kDouble, at::Tensor());
+    const at::Tensor cot = randn(shape.out.array().sizes(), 99).to(at::kBFloat16).to(at::kDouble);
+    const Result wide = run(c16, at::kFloat, cot);
+    {
+      // The f32 kernel on the operands widened, its output and the gradients rounded once, bit for bit.
+      nn::Bf16GemmRouteOverride widened(nn::Bf16Gemm::widened);
+      Result got = run(c16, at::kBFloat16, cot);
+      EXPECT_TRUE(took_kernel(got.out.array()));
+      EXPECT_EQ(got.out.dtype(), at::kBFloat16);
+      EXPECT_EQ(got.out.axes(), wide.out.axes());
+      EXPECT_TRUE(at::equal(got.out.array(), wide.out.array().to(at::kBFloat16)));
+      for (size_t i = 0; i < got.grads.size(); ++i) {
+        EXPECT_EQ(got.grads[i].scalar_type(), at::kBFloat16);
+        EXPECT_TRUE(at::equal(got.grads[i], wide.grads[i].to(at::kBFloat16))) << "gradient of operand " << i;
+      }
+      // Scores upcast to f32 (upcast_attn) or kept in bf16 are the same call on this route.
+      std::vector<at::Tensor> leaves;
+      for (const at::Tensor& t : c16.leaves) leaves.push_back(t.to(at::kBFloat16));
+      auto qkv = c.operands(leaves);
+      for (at::ScalarType scores : {at::kFloat, at::kBFloat16}) {
+        nn::AttentionOptions o = with_mask(c.mask);
+        o.attention_dtype = scores;
+        NamedArray out = nn::dot_product_attention(kHeadSize, kKeyPos, qkv[0], qkv[1], qkv[2], o);
+        EXPECT_TRUE(at::equal(out.array(), got.out.array().detach()));
+      }
+    }
+    // Where bf16 GEMMs are native, the unfused ops (bf16 scores, weights and output).
+    nn::Bf16GemmRouteOverride native(nn::Bf16Gemm::native);
+    Result got = run(c16, at::kBFloat16, cot);
+    EXPECT_FALSE(took_kernel(got.out.array()));
+    const double err = (got.out.array().to(at::kDouble) - wide.out.array().to(at::kDouble)).abs().max().item<double>();
+    EXPECT_LT(err, 0.05);
+  }
+}
+
 TEST(FusedAttention, LeavesToTheUnfusedOpsWhatTheKernelDoesNotCover) {
   const Axis B("batch", 2), P("position", 9), D("head_size", 4);
   const Axis KP = P.alias("key_position");
@@ -210,7 +252,8 @@ TEST(FusedAttention, LeavesToTheUnfusedOpsWhatTheKernelDoesNotCover) {
     EXPECT_FALSE(took_kernel(got.array()));
     EXPECT_TRUE(at::equal(got.array(), unfused(o, q, k, v).array()));
   }
-  // bf16 operands stay on the unfused ops too.
+  // bf16 operands stay on the unfused ops too where bf16 GEMMs are native.
+  nn::Bf16GemmRouteOverride native(nn::Bf16Gemm::native);
   NamedArray qb = astype(q, at::kBFloat16), kb = astype(k, at::kBFloat16), vb = astype(v, at::kBFloat16);
   NamedArray got = nn::dot_product_attention(kHeadSize, kKeyPos, qb, kb, vb, {});
   EXPECT_FALSE(took_kernel(got.array()));

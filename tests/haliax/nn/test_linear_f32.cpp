@@ -136,9 +136,10 @@ TEST(LinearF32, ABatchOfFewRowsGivesEachRowItsBitsAlone) {
 }
 
 // bf16: where bf16 GEMMs are widened to f32 the layer takes LinearCpu, whose products are f32 sums of the exact
-// products, rounded once; elsewhere at::addmm (oneDNN's bf16 kernels). Both against f64 on the same bf16 inputs, to
-// bf16's rounding of each result (2^-8 relative, with room for the f32 sums), and the widened route's results
-// against a reference that rounds f64 sums: within one bf16 step everywhere, the same value almost everywhere.
+// products, rounded once (the f32 layer's bits rounded); elsewhere at::addmm (oneDNN's bf16 kernels). Both against f64
+// on the same bf16 inputs, to bf16's rounding of each result (2^-8 relative, with room for the f32 sums), and the
+// widened route's results against a reference that rounds f64 sums: within one bf16 step everywhere, the same value
+// almost everywhere.
 TEST(LinearBf16, BothRoutesMatchTheLayerInF64OnTheSameBf16Inputs) {
   const Axis Embed("embed", 24), Heads("heads", 3), HeadSize("head_size", 10);
   const at::Tensor contiguous = randn({4, 19, 24}, 11), strided = randn({4, 19, 48}, 15);
@@ -181,6 +182,15 @@ TEST(LinearBf16, BothRoutesMatchTheLayerInF64OnTheSameBf16Inputs) {
               const at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5);
               EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
               EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
+            }
+            // Bit for bit the f32 layer on the same (widened) values, each result rounded once.
+            const Out f32 = run(l, x, layout == 1, at::kFloat, cot);
+            EXPECT_TRUE(f32.kernel);
+            EXPECT_TRUE(at::equal(got.y, f32.y.to(at::kBFloat16)));
+            EXPECT_TRUE(at::equal(got.dx, f32.dx.to(at::kBFloat16)));
+            EXPECT_TRUE(at::equal(got.dw, f32.dw.to(at::kBFloat16)));
+            if (bias) {
+              EXPECT_TRUE(at::equal(got.db, f32.db.to(at::kBFloat16)));
             }
           }
         }

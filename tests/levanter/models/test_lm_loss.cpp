@@ -107,6 +107,20 @@ TEST(FusedNextTokenLoss, F32AndBf16Compute) {
       EXPECT_EQ(a.d_head.scalar_type(), at::kBFloat16);
       EXPECT_EQ(a.loss.scalar_type(), at::kFloat);
       expect_close(a, b, 2e-2, 2e-3);
+      if (route == hax::nn::Bf16Gemm::widened) {
+        // The whole head in f32 on the operands widened (blocked_loss): the f32 loss on them, bit for bit, and its
+        // gradients rounded once.
+        Inputs wide = in16;
+        auto widened = [](const NamedArray& x) {
+          return NamedArray(x.array().detach().to(at::kFloat).requires_grad_(true), x.axes());
+        };
+        wide.hidden = widened(in16.hidden);
+        wide.head = widened(in16.head);
+        Result f = fused(wide, o, true);
+        EXPECT_TRUE(at::equal(a.loss, f.loss)) << a.loss.item<double>() << " vs " << f.loss.item<double>();
+        EXPECT_TRUE(at::equal(a.d_hidden, f.d_hidden.to(at::kBFloat16)));
+        EXPECT_TRUE(at::equal(a.d_head, f.d_head.to(at::kBFloat16)));
+      }
       // Without gradients (evaluation): the same value, bit for bit.
       at::NoGradGuard no_grad;
       EXPECT_TRUE(at::equal(fused_next_token_loss(in16.hidden, in16.head, in16.ids, in16.mask, o).array(), a.loss));
