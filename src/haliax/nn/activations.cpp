@@ -14,22 +14,22 @@ namespace haliax::nn {
 
 namespace {
 
-// GELU (tanh) on a bf16 CPU tensor in one pass each way (gelu_cpu.h): the f32 formula (with a 3.5-ulp tanhf) rounded
-// once, saving the bf16 input rather than an f32 copy. A backward that is itself differentiated (Sophia-H's
-// Hessian-vector products) takes libtorch's differentiable gelu_backward on f32 instead, the same formula.
-struct GeluTanhBf16 : public torch::autograd::Function<GeluTanhBf16> {
+// GELU (tanh) on a bf16 or f32 CPU tensor in one pass each way (gelu_cpu.h): the f32 formula (with a 3.5-ulp tanhf),
+// bf16 rounded once, saving the bf16 input rather than an f32 copy. A backward that is itself differentiated
+// (Sophia-H's Hessian-vector products) takes libtorch's differentiable gelu_backward on f32 instead, the same formula.
+struct GeluTanhCpu : public torch::autograd::Function<GeluTanhCpu> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
     ctx->save_for_backward({x});
-    return kernels::gelu_tanh_bf16(x);
+    return kernels::gelu_tanh(x);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const at::Tensor x = ctx->get_saved_variables()[0];
     const at::Tensor& dy = grad_outputs[0];
-    if (at::GradMode::is_enabled() || dy.scalar_type() != at::kBFloat16 || !dy.device().is_cpu()) {
+    if (at::GradMode::is_enabled() || dy.scalar_type() != x.scalar_type() || !dy.device().is_cpu()) {
       return {at::gelu_backward(dy.to(at::kFloat), x.to(at::kFloat), "tanh").to(x.scalar_type())};
     }
-    return {kernels::gelu_tanh_backward_bf16(dy, x)};
+    return {kernels::gelu_tanh_backward(dy, x)};
   }
 };
 
@@ -48,8 +48,8 @@ NamedArray leaky_relu(const NamedArray& x, double slope) {
 }
 NamedArray gelu(const NamedArray& x, bool approximate) {
   const char* kind = approximate ? "tanh" : "none";
-  if (approximate && kernels::gelu_tanh_bf16_supported(x.array())) {
-    return NamedArray(GeluTanhBf16::apply(x.array()), x.axes());
+  if (approximate && kernels::gelu_tanh_supported(x.array())) {
+    return NamedArray(GeluTanhCpu::apply(x.array()), x.axes());
   }
   if (x.dtype() == at::kBFloat16 || x.dtype() == at::kHalf) {
     // In f32, rounded once: libtorch 1.13's CPU kernels for bf16 round after every operation of the tanh formula

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "haliax/nn/bf16_bits.h"
 
@@ -20,7 +21,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define HALIAX_GELU_X86 1
-// Compiled for AVX2 + FMA whatever the project's flags; run only where the CPU has them (gelu_tanh_bf16_supported).
+// Compiled for AVX2 + FMA whatever the project's flags; run only where the CPU has them (gelu_tanh_supported).
 // Contraction into FMA is off so that each multiply and add rounds as libtorch's Vectorized<float> operators do, except
 // the two multiply-adds of the backward formula that Debian's libtorch build fuses (written as FMAs below).
 #pragma GCC push_options
@@ -38,6 +39,9 @@ namespace {
 
 using bf16_bits::round8;
 inline __m256 load8(const uint16_t* x) { return bf16_bits::widen8(x); }
+inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+inline void store8(uint16_t* out, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(out), round8(v)); }
+inline void store8(float* out, __m256 v) { _mm256_storeu_ps(out, v); }
 
 struct Consts {
   __m256 beta, kappa, one, three, half;
@@ -69,33 +73,36 @@ inline __m256 gelu_grad8(__m256 dy, __m256 x, const Consts& c) {
   return _mm256_mul_ps(dy, _mm256_add_ps(left_derivative, right_derivative));
 }
 
-// out[i] = f(in...) over n elements, 8 at a time; the tail through zero-padded vectors (the same formulas).
-template <class F>
-void map8(int64_t n, uint16_t* out, const uint16_t* a, const uint16_t* b, F&& f) {
+// out[i] = f(in...) over n elements (bf16 bits or f32), 8 at a time; the tail through zero-padded vectors (the same
+// formulas).
+template <class T, class F>
+void map8(int64_t n, T* out, const T* a, const T* b, F&& f) {
   at::parallel_for(0, (n + 7) / 8, 2048, [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
       const int64_t i = v * 8;
       if (i + 8 <= n) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), round8(f(load8(a + i), b ? load8(b + i) : __m256())));
+        store8(out + i, f(load8(a + i), b ? load8(b + i) : __m256()));
       } else {
-        alignas(16) uint16_t pa[8] = {}, pb[8] = {}, po[8];
-        std::memcpy(pa, a + i, size_t(n - i) * 2);
-        if (b) std::memcpy(pb, b + i, size_t(n - i) * 2);
-        _mm_store_si128(reinterpret_cast<__m128i*>(po), round8(f(load8(pa), load8(pb))));
-        std::memcpy(out + i, po, size_t(n - i) * 2);
+        T pa[8] = {}, pb[8] = {}, po[8];
+        std::memcpy(pa, a + i, size_t(n - i) * sizeof(T));
+        if (b) std::memcpy(pb, b + i, size_t(n - i) * sizeof(T));
+        store8(po, f(load8(pa), load8(pb)));
+        std::memcpy(out + i, po, size_t(n - i) * sizeof(T));
       }
     }
   });
 }
 
-void gelu_avx2(int64_t n, uint16_t* y, const uint16_t* x) {
+template <class T>
+void gelu_avx2(int64_t n, T* y, const T* x) {
   const Consts c;
-  map8(n, y, x, nullptr, [&](__m256 v, __m256) { return gelu8(v, c); });
+  map8<T>(n, y, x, nullptr, [&](__m256 v, __m256) { return gelu8(v, c); });
 }
 
-void gelu_grad_avx2(int64_t n, uint16_t* dx, const uint16_t* dy, const uint16_t* x) {
+template <class T>
+void gelu_grad_avx2(int64_t n, T* dx, const T* dy, const T* x) {
   const Consts c;
-  map8(n, dx, dy, x, [&](__m256 d, __m256 v) { return gelu_grad8(d, v, c); });
+  map8<T>(n, dx, dy, x, [&](__m256 d, __m256 v) { return gelu_grad8(d, v, c); });
 }
 
 }  // namespace
@@ -134,6 +141,7 @@ inline __m512 load16(const uint16_t* x) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+inline __m512 load16(const float* x) { return _mm512_loadu_ps(x); }
 
 // As bf16_bits::round8, 16 lanes.
 inline __m256i round16(__m512 f) {
@@ -143,6 +151,8 @@ inline __m256i round16(__m512 f) {
   r = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(f, f, _CMP_ORD_Q), _mm512_set1_epi32(0x7FC0), r);
   return _mm512_cvtepi32_epi16(r);  // values below 2^16: the truncating narrowing is exact
 }
+inline void store16(uint16_t* out, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), round16(v)); }
+inline void store16(float* out, __m512 v) { _mm512_storeu_ps(out, v); }
 
 inline __m512 gelu16(__m512 x, const Consts16& c) {
   __m512 x_cube = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
@@ -165,33 +175,34 @@ inline __m512 gelu_grad16(__m512 dy, __m512 x, const Consts16& c) {
 }
 
 // As map8, 16 lanes at a time.
-template <class F>
-void map16(int64_t n, uint16_t* out, const uint16_t* a, const uint16_t* b, F&& f) {
+template <class T, class F>
+void map16(int64_t n, T* out, const T* a, const T* b, F&& f) {
   at::parallel_for(0, (n + 15) / 16, 1024, [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
       const int64_t i = v * 16;
       if (i + 16 <= n) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
-                            round16(f(load16(a + i), b ? load16(b + i) : __m512())));
+        store16(out + i, f(load16(a + i), b ? load16(b + i) : __m512()));
       } else {
-        alignas(32) uint16_t pa[16] = {}, pb[16] = {}, po[16];
-        std::memcpy(pa, a + i, size_t(n - i) * 2);
-        if (b) std::memcpy(pb, b + i, size_t(n - i) * 2);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(po), round16(f(load16(pa), load16(pb))));
-        std::memcpy(out + i, po, size_t(n - i) * 2);
+        T pa[16] = {}, pb[16] = {}, po[16];
+        std::memcpy(pa, a + i, size_t(n - i) * sizeof(T));
+        if (b) std::memcpy(pb, b + i, size_t(n - i) * sizeof(T));
+        store16(po, f(load16(pa), load16(pb)));
+        std::memcpy(out + i, po, size_t(n - i) * sizeof(T));
       }
     }
   });
 }
 
-void gelu_avx512(int64_t n, uint16_t* y, const uint16_t* x) {
+template <class T>
+void gelu_avx512(int64_t n, T* y, const T* x) {
   const Consts16 c;
-  map16(n, y, x, nullptr, [&](__m512 v, __m512) { return gelu16(v, c); });
+  map16<T>(n, y, x, nullptr, [&](__m512 v, __m512) { return gelu16(v, c); });
 }
 
-void gelu_grad_avx512(int64_t n, uint16_t* dx, const uint16_t* dy, const uint16_t* x) {
+template <class T>
+void gelu_grad_avx512(int64_t n, T* dx, const T* dy, const T* x) {
   const Consts16 c;
-  map16(n, dx, dy, x, [&](__m512 d, __m512 v) { return gelu_grad16(d, v, c); });
+  map16<T>(n, dx, dy, x, [&](__m512 d, __m512 v) { return gelu_grad16(d, v, c); });
 }
 
 }  // namespace
@@ -212,53 +223,74 @@ bool use_avx512() {
   return cpu_has && !force_avx2.load(std::memory_order_relaxed);
 }
 
-uint16_t* bits(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+// The tensor's elements as the kernels take them: bf16 bits or f32.
+template <class T>
+T* elems(const at::Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.data_ptr<float>();
+  } else {
+    return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+  }
+}
+
+template <class T>
+void gelu_forward(const at::Tensor& x, const at::Tensor& y) {
+  (use_avx512() ? gelu_avx512<T> : gelu_avx2<T>)(x.numel(), elems<T>(y), elems<T>(x));
+}
+template <class T>
+void gelu_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& dx) {
+  (use_avx512() ? gelu_grad_avx512<T> : gelu_grad_avx2<T>)(x.numel(), elems<T>(dx), elems<T>(g), elems<T>(x));
+}
 
 }  // namespace
 
-void gelu_tanh_bf16_force_avx2(bool on) { force_avx2.store(on); }
-bool gelu_tanh_bf16_uses_avx512() { return use_avx512(); }
+void gelu_tanh_force_avx2(bool on) { force_avx2.store(on); }
+bool gelu_tanh_uses_avx512() { return use_avx512(); }
 
-at::Tensor gelu_tanh_bf16(const at::Tensor& x) {
-  if (!gelu_tanh_bf16_supported(x)) throw std::invalid_argument("gelu_tanh_bf16: needs a contiguous bf16 CPU tensor");
-  RECORD_FUNCTION("haliax::gelu_tanh_bf16", std::vector<c10::IValue>());
+at::Tensor gelu_tanh(const at::Tensor& x) {
+  if (!gelu_tanh_supported(x)) throw std::invalid_argument("gelu_tanh: needs a contiguous bf16 or f32 CPU tensor");
+  const bool f32 = x.scalar_type() == at::kFloat;
+  RECORD_FUNCTION(f32 ? "haliax::gelu_tanh_f32" : "haliax::gelu_tanh_bf16", std::vector<c10::IValue>());
   at::Tensor y = at::empty_like(x);
-  (use_avx512() ? gelu_avx512 : gelu_avx2)(x.numel(), bits(y), bits(x));
+  f32 ? gelu_forward<float>(x, y) : gelu_forward<uint16_t>(x, y);
   return y;
 }
 
-at::Tensor gelu_tanh_backward_bf16(const at::Tensor& dy, const at::Tensor& x) {
-  if (!gelu_tanh_bf16_supported(x) || dy.scalar_type() != at::kBFloat16 || !dy.sizes().equals(x.sizes())) {
-    throw std::invalid_argument("gelu_tanh_backward_bf16: needs bf16 dy and x of one shape on the CPU");
+at::Tensor gelu_tanh_backward(const at::Tensor& dy, const at::Tensor& x) {
+  if (!gelu_tanh_supported(x) || dy.scalar_type() != x.scalar_type() || !dy.sizes().equals(x.sizes())) {
+    throw std::invalid_argument("gelu_tanh_backward: needs dy and x of one dtype (bf16 or f32) and shape on the CPU");
   }
-  RECORD_FUNCTION("haliax::gelu_tanh_bf16_backward", std::vector<c10::IValue>());
+  const bool f32 = x.scalar_type() == at::kFloat;
+  RECORD_FUNCTION(f32 ? "haliax::gelu_tanh_f32_backward" : "haliax::gelu_tanh_bf16_backward",
+                  std::vector<c10::IValue>());
   at::Tensor g = dy.contiguous();
   at::Tensor dx = at::empty_like(x);
-  (use_avx512() ? gelu_grad_avx512 : gelu_grad_avx2)(x.numel(), bits(dx), bits(g), bits(x));
+  f32 ? gelu_backward<float>(g, x, dx) : gelu_backward<uint16_t>(g, x, dx);
   return dx;
 }
 
 }  // namespace haliax::nn::kernels
 #else  // not x86: never supported (activations.cpp keeps libtorch's path)
 namespace haliax::nn::kernels {
-at::Tensor gelu_tanh_bf16(const at::Tensor&) { throw std::invalid_argument("gelu_tanh_bf16: x86 only"); }
-at::Tensor gelu_tanh_backward_bf16(const at::Tensor&, const at::Tensor&) {
-  throw std::invalid_argument("gelu_tanh_backward_bf16: x86 only");
+at::Tensor gelu_tanh(const at::Tensor&) { throw std::invalid_argument("gelu_tanh: x86 only"); }
+at::Tensor gelu_tanh_backward(const at::Tensor&, const at::Tensor&) {
+  throw std::invalid_argument("gelu_tanh_backward: x86 only");
 }
-void gelu_tanh_bf16_force_avx2(bool) {}
-bool gelu_tanh_bf16_uses_avx512() { return false; }
+void gelu_tanh_force_avx2(bool) {}
+bool gelu_tanh_uses_avx512() { return false; }
 }  // namespace haliax::nn::kernels
 #endif
 
 namespace haliax::nn::kernels {
 
-bool gelu_tanh_bf16_supported(const at::Tensor& x) {
+bool gelu_tanh_supported(const at::Tensor& x) {
 #ifdef HALIAX_GELU_X86
   static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   const bool cpu_has = false;
 #endif
-  return cpu_has && x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.is_contiguous();
+  return cpu_has && x.device().is_cpu() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat) &&
+         x.is_contiguous();
 }
 
 }  // namespace haliax::nn::kernels
