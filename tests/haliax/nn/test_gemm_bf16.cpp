@@ -4,6 +4,8 @@
 // in blocks of K), with transposed operands read in place, a bias, and rows of a larger output. The route each CPU
 // takes, checked against /proc/cpuinfo; the environment variable that overrides it.
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <fstream>
@@ -129,9 +131,25 @@ TEST(GemmBf16, TheNativeRouteIsAtMmAndTheOverrideIsScoped) {
   EXPECT_EQ(nn::bf16_gemm_route(), before);
 }
 
+namespace {
+
+// Whether Linux lets this process use AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, what
+// oneDNN requests before it uses AMX; refused on kernels before 5.16 and where the host withholds it).
+bool amx_permitted() {
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
 TEST(GemmBf16, TheRouteFollowsTheCpuAndTheVariableOverridesIt) {
-  // The CPU's flags as the kernel reports them: AMX-BF16, or an AMD CPU with AVX-512 BF16, runs oneDNN's bf16
-  // kernels; anything else widens (unless ONEDNN_MAX_CPU_ISA caps oneDNN below them).
+  // The CPU's flags as the kernel reports them: AMX-BF16 (where the kernel lets the process use AMX tiles, as oneDNN
+  // asks it to), or an AMD CPU with AVX-512 BF16, runs oneDNN's bf16 kernels; anything else widens (unless
+  // ONEDNN_MAX_CPU_ISA caps oneDNN below them).
   std::ifstream in("/proc/cpuinfo");
   std::string line, flags, vendor;
   while (std::getline(in, line)) {
@@ -139,7 +157,7 @@ TEST(GemmBf16, TheRouteFollowsTheCpuAndTheVariableOverridesIt) {
     if (vendor.empty() && line.rfind("vendor_id", 0) == 0) vendor = line;
   }
   if (!flags.empty() && !std::getenv("ONEDNN_MAX_CPU_ISA") && !std::getenv("DNNL_MAX_CPU_ISA")) {
-    const bool amx = flags.find(" amx_bf16 ") != std::string::npos;
+    const bool amx = flags.find(" amx_bf16 ") != std::string::npos && amx_permitted();
     const bool bf16_dot = flags.find(" avx512_bf16 ") != std::string::npos;
     const bool amd = vendor.find("AuthenticAMD") != std::string::npos;
     EXPECT_EQ(nn::bf16_gemm_route_of_cpu(), amx || (amd && bf16_dot) ? nn::Bf16Gemm::native : nn::Bf16Gemm::widened)
