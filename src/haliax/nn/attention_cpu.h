@@ -33,13 +33,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_f32_backward(const at::
                                                                       const at::Tensor& mask, const at::Tensor& lse,
                                                                       double scale);
 
-// The weights alone, for attention the fused kernel above does not take (bf16 scores, a bias, dropout, a mask over
-// batch axes): softmax over the last axis of the scores x [R, K] (contiguous f32 or bf16 CPU), where the mask allows,
-// in one pass per row (ATen's where and softmax take four over memory, with mixed-dtype where the slowest), computed in
-// f32 and, for bf16, rounded once. The mask is given by rows: row r's entry j is mask_data[row_offsets[r] + j *
-// key_stride] (mask: contiguous bool, any shape; row_offsets: int64 [R]; key_stride 0 or 1), or mask undefined for
-// none. Semantics of where(mask, x, -1e9) then softmax: masked entries get 0, a row with no attended entry uniform
-// weights 1/K. Each row is computed by one thread in a fixed order: the bits do not depend on the thread count.
+// The weights alone, for attention the fused kernel above does not take (bf16 operands where bf16 GEMMs are native,
+// bf16 scores of f32 operands, a bias, dropout, a mask over batch axes): softmax over the last axis of the scores x [R,
+// K] (contiguous f32 or bf16 CPU), where the mask allows, in one pass per row (ATen's where and softmax take four over
+// memory, with mixed-dtype where the slowest), computed in f32 and, for bf16, rounded once. The mask is given by rows:
+// row r's entry j is mask_data[row_offsets[r] + j * key_stride] (mask: contiguous bool, any shape; row_offsets: int64
+// [R]; key_stride 0 or 1), or mask undefined for none. Semantics of where(mask, x, -1e9) then softmax: masked entries
+// get 0, a row with no attended entry uniform weights 1/K. Each row is computed by one thread in a fixed order: the
+// bits do not depend on the thread count.
 struct MaskRows {
   at::Tensor mask;         // undefined: no mask
   at::Tensor row_offsets;  // int64 [R]

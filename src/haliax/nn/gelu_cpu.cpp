@@ -105,6 +105,12 @@ void gelu_grad_avx2(int64_t n, T* dx, const T* dy, const T* x) {
   map8<T>(n, dx, dy, x, [&](__m256 d, __m256 v) { return gelu_grad8(d, v, c); });
 }
 
+// Instantiated here, under this region's target and fp-contract options.
+template void gelu_avx2<uint16_t>(int64_t, uint16_t*, const uint16_t*);
+template void gelu_avx2<float>(int64_t, float*, const float*);
+template void gelu_grad_avx2<uint16_t>(int64_t, uint16_t*, const uint16_t*, const uint16_t*);
+template void gelu_grad_avx2<float>(int64_t, float*, const float*, const float*);
+
 }  // namespace
 
 }  // namespace haliax::nn::kernels
@@ -204,6 +210,12 @@ void gelu_grad_avx512(int64_t n, T* dx, const T* dy, const T* x) {
   const Consts16 c;
   map16<T>(n, dx, dy, x, [&](__m512 d, __m512 v) { return gelu_grad16(d, v, c); });
 }
+
+// Instantiated here, under this region's target and fp-contract options.
+template void gelu_avx512<uint16_t>(int64_t, uint16_t*, const uint16_t*);
+template void gelu_avx512<float>(int64_t, float*, const float*);
+template void gelu_grad_avx512<uint16_t>(int64_t, uint16_t*, const uint16_t*, const uint16_t*);
+template void gelu_grad_avx512<float>(int64_t, float*, const float*, const float*);
 
 }  // namespace
 

@@ -14,7 +14,8 @@
 //            CPU (Intel without usable AMX, CPUs without AVX-512 BF16, where at::mm's bf16 is slower still).
 // On the widened route the Linear layer, the fused LM head and the fused attention compute what their f32 kernels
 // compute on the operands widened, rounding the results once (linear.cpp, lm_loss.cpp, attention.cpp); the blocked
-// product below serves the rest (the LM head split over tensor-parallel processes).
+// product below serves the rest (the LM head split over tensor-parallel processes, Linear layers too large to widen
+// whole, the trainer's MFU probe).
 // HALIAX_BF16_GEMM=native or =widened overrides the choice (any other value is refused, naming the variable).
 // ONEDNN_MAX_CPU_ISA, which caps what oneDNN uses, is seen through dnnl_get_effective_cpu_isa.
 #pragma once

@@ -20,18 +20,27 @@ namespace {
 
 // The Linear layer's GEMMs on the CPU: f32 through oneDNN's sgemm (sgemm_cpu.h) rather than at::mm's OpenBLAS, and
 // bf16 where this machine widens bf16 GEMMs to f32 (gemm_bf16.h; elsewhere bf16 takes at::addmm, oneDNN's bf16
-// kernels): there the bf16 layer is the f32 layer on its operands widened (exactly, each once: the output gradient
-// serves dx, dw and db), every result rounded to bf16 once, so its bits are the f32 layer's rounded. y [M, N] = x [M,
-// K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as stored: [N, K] when out_first
-// (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's Hessian-vector products) takes
-// at::mm, which autograd can differentiate again. The two structs differ only in whether a bias is an input
-// (libtorch 1.13 takes no undefined tensor as a custom function's input).
+// kernels). y [M, N] = x [M, K] op(w) (+ b), dx = dy op(w)^T, dw = the weight's layout of x^T dy. w is the weight as
+// stored: [N, K] when out_first (torch's nn.Linear), else [K, N]. A backward that is itself differentiated (Sophia-H's
+// Hessian-vector products) takes at::mm, which autograd can differentiate again. The two structs differ only in
+// whether a bias is an input (libtorch 1.13 takes no undefined tensor as a custom function's input).
+//
+// Widened bf16: the bf16 layer is the f32 layer on its operands widened (exactly, each once per pass: the output
+// gradient serves dx, dW and db), every result rounded to bf16 once, so its bits are the f32 layer's rounded. Where a
+// whole widened operand or result would exceed kWholeF32Elements (a large vocabulary's head as an nn::Linear), the
+// blocked widened product (gemm_bf16.h) bounds the f32 memory instead: the same sums, rounded once, in another order.
 //
 // Forwards of fewer than kDnnlMinRows rows (decoding's few rows a step) stay at::mm's: in f32 OpenBLAS gives a row the
 // same bits whatever the other rows computed with it, up to 14 rows, so a batch decodes as its rows would alone; oneDNN
 // does not (its one-row path and its kernels for a block's last rows round differently). bf16 keeps at::addmm there
 // too (oneDNN's bf16 kernels), as it decoded before bf16 GEMMs could be widened.
 constexpr int64_t kDnnlMinRows = 64;
+constexpr int64_t kWholeF32Elements = int64_t{1} << 24;  // 64 MB of f32
+
+// Whether the widened bf16 layer widens its operands whole: [M, K] x [K, N].
+bool widen_whole(int64_t M, int64_t K, int64_t N) {
+  return M * K <= kWholeF32Elements && K * N <= kWholeF32Elements && M * N <= kWholeF32Elements;
+}
 
 // bf16 operands widened to f32 (exactly), contiguous.
 at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat, false, false, at::MemoryFormat::Contiguous); }
@@ -53,6 +62,11 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
   }
   if (!bf16) return linear_f32(x, w, b, out_first);
+  if (!widen_whole(x.size(0), x.size(1), out_first ? w.size(0) : w.size(1))) {
+    at::Tensor y = at::empty({x.size(0), out_first ? w.size(0) : w.size(1)}, x.options());
+    kernels::gemm_bf16_widened(x, out_first ? w.t() : w, b, y);
+    return y;
+  }
   const at::Tensor b32 = b ? widened(*b) : at::Tensor();
   return linear_f32(widened(x), widened(w), b ? &b32 : nullptr, out_first).to(at::kBFloat16);
 }
@@ -72,9 +86,26 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
     if (want_b) db = dy.sum(0);
     return {dx, dw, db};
   }
+  const int64_t M = x.size(0), K = x.size(1), N = dy.size(1);
+  // dw goes to its place in the stacked gradient where the weight has one.
+  auto dw_buffer = [&] {
+    at::Tensor buf = slot ? slot->claim(w.sizes()) : at::Tensor();
+    return buf.defined() ? buf : at::empty_like(w);
+  };
+  if (bf16 && !widen_whole(M, K, N)) {
+    if (want_x) {
+      dx = at::empty_like(x);
+      kernels::gemm_bf16_widened(dy, out_first ? w : w.t(), nullptr, dx);
+    }
+    if (want_w) {
+      dw = dw_buffer();
+      kernels::gemm_bf16_widened(out_first ? dy.t() : x.t(), out_first ? x : dy, nullptr, dw);
+    }
+    if (want_b) db = dy.sum(0);
+    return {dx, dw, db};
+  }
   // bf16: the f32 layer's products on the operands widened (dy once for all three), each result rounded once.
   const at::Tensor g = bf16 ? widened(dy) : dy.contiguous();
-  const int64_t M = x.size(0), K = x.size(1), N = g.size(1);
   if (want_x) {
     const at::Tensor w32 = bf16 ? widened(w) : w;
     at::Tensor dx32 = at::empty({M, K}, g.options());
@@ -83,9 +114,7 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
     dx = bf16 ? dx32.to(at::kBFloat16) : dx32;
   }
   if (want_w) {
-    // dw goes to its place in the stacked gradient where the weight has one.
-    at::Tensor buf = slot ? slot->claim(w.sizes()) : at::Tensor();
-    dw = buf.defined() ? buf : at::empty_like(w);
+    dw = dw_buffer();
     const at::Tensor x32 = bf16 ? widened(x) : x;
     const at::Tensor dw32 = bf16 ? at::empty(w.sizes(), g.options()) : dw;
     if (out_first) {

@@ -65,8 +65,9 @@ void write_cache(const std::string& key, double flops) {
   }
 }
 
-// The best rate of repeated n x k @ k x m GEMMs within about `budget_s` seconds, bf16 by the route the model's GEMMs
-// take on this machine.
+// The best rate of repeated n x k @ k x m GEMMs within about `budget_s` seconds, bf16 by this machine's route
+// (gemm_bf16.h; widened, the blocked product: its widening and rounding of 3 x 2048^2 elements take a few ms against
+// the GEMM's 60 or so).
 double best_rate(int64_t n, int64_t k, int64_t m, at::ScalarType dtype, double budget_s) {
   at::Tensor a = at::ones({n, k}, dtype), b = at::ones({k, m}, dtype);
   auto mm_out = [dtype](at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {

@@ -222,3 +222,39 @@ TEST(LinearBf16, TheWidenedRoutesHessianVectorProductMatchesF64) {
   EXPECT_FALSE(unfused);
   for (size_t i = 0; i < h16.size(); ++i) EXPECT_LT(max_err(h16[i], h64[i]), 0.05) << "parameter " << i;
 }
+
+// A widened bf16 layer whose output would exceed 2^24 f32 elements (a large vocabulary's head as an nn::Linear) takes
+// the blocked widened product instead of widening it whole: every result within one bf16 step of the f64 layer on the
+// same bf16 values beyond f32's summing error (2^-16 of the sum of the terms' magnitudes: dW sums 4100 products), the
+// nearest value almost everywhere.
+TEST(LinearBf16, ALayerTooLargeToWidenWholeTakesTheBlockedProduct) {
+  nn::Bf16GemmRouteOverride scope(nn::Bf16Gemm::widened);
+  const Axis Rows("rows", 4100), Embed("embed", 64), Vocab("vocab", 4100);  // 4100 x 4100 > 2^24
+  auto round_trip = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
+  const at::Tensor x64 = round_trip(randn({4100, 64}, 41)), w64 = round_trip(randn({4100, 64}, 42) * 0.1);
+  const at::Tensor b64 = round_trip(randn({4100}, 43)), cot = round_trip(randn({4100, 4100}, 44));
+  auto run_layer = [&](at::ScalarType dtype, bool magnitudes) {
+    auto in = [&](const at::Tensor& t) { return (magnitudes ? t.abs() : t).detach().to(dtype).requires_grad_(true); };
+    nn::Linear l = nn::Linear::init({Embed}, {Vocab}, random::Key(1), nn::LinearOptions().set_out_first(true));
+    l.weight = NamedArray(in(w64), {Vocab, Embed});
+    l.bias = NamedArray(in(b64), {Vocab});
+    NamedArray x(in(x64), {Rows, Embed});
+    NamedArray y = l(x);
+    (y.array() * (magnitudes ? cot.abs() : cot).to(dtype)).sum().backward();
+    return Out{y.array().detach(), x.array().grad(), l.weight.array().grad(), l.bias->array().grad(),
+               took_kernel(y.array())};
+  };
+  // The f64 layer, the same on the magnitudes (each result's sum of |terms|), and the bf16 layer.
+  const Out ref = run_layer(at::kDouble, false), mag = run_layer(at::kDouble, true);
+  const Out got = run_layer(at::kBFloat16, false);
+  EXPECT_TRUE(got.kernel);
+  for (const auto& [g, r, m, name] :
+       {std::tuple{got.y, ref.y, mag.y, "y"}, std::tuple{got.dx, ref.dx, mag.dx, "dx"},
+        std::tuple{got.dw, ref.dw, mag.dw, "dw"}, std::tuple{got.db, ref.db, mag.db, "db"}}) {
+    ASSERT_EQ(g.scalar_type(), at::kBFloat16) << name;
+    const at::Tensor nearest = round_trip(r);
+    const at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5) + m * std::ldexp(1.0, -16);
+    EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
+    EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
+  }
+}
