@@ -244,7 +244,7 @@ std::optional<NamedArray> fused_attention(const Contract& contract, const AxisSp
       for (const Axis& ax : g) perm.push_back(static_cast<int64_t>(*index_of(a.axes(), ax.name)));
       shape.push_back(axis_size(g));
     }
-    return a.array().permute(perm).to(at::kFloat, false, false, at::MemoryFormat::Contiguous).contiguous().view(shape);
+    return contiguous_f32(a.array().permute(perm)).view(shape);
   };
   const at::Tensor q = permuted(query, {batch, qonly, {C}});
   const at::Tensor k = permuted(key, {batch, {KP}, {C}});

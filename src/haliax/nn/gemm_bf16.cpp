@@ -60,11 +60,8 @@ Operand operand_of(const at::Tensor& t, const char* name) {
 // The operand's rows [r0, r0 + nr) and columns [c0, c0 + nc) (of the operand, not its base), widened into a
 // row-major f32 buffer shaped as the base's block; sgemm reads it with the block's width as leading dimension.
 at::Tensor widen_block(const Operand& op, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
-  at::Tensor block =
-      op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr) : op.base.narrow(0, r0, nr).narrow(1, c0, nc);
-  at::Tensor buf = at::empty(block.sizes(), block.options().dtype(at::kFloat));
-  buf.copy_(block);
-  return buf;
+  return contiguous_f32(op.trans ? op.base.narrow(0, c0, nc).narrow(1, r0, nr)
+                                 : op.base.narrow(0, r0, nr).narrow(1, c0, nc));
 }
 int64_t ld_of(const at::Tensor& buf) { return std::max<int64_t>(1, buf.size(1)); }
 
@@ -129,6 +126,10 @@ Bf16Gemm bf16_gemm_route() {
   if (override_slot()) return *override_slot();
   static const Bf16Gemm route = bf16_gemm_route_from(std::getenv("HALIAX_BF16_GEMM"));
   return route;
+}
+
+at::Tensor contiguous_f32(const at::Tensor& t) {
+  return t.to(at::kFloat, false, false, at::MemoryFormat::Contiguous).contiguous();
 }
 
 const char* bf16_gemm_route_name(Bf16Gemm route) { return route == Bf16Gemm::native ? "native" : "widened"; }

@@ -61,6 +61,11 @@ void gemm_bf16_widened(const at::Tensor& a, const at::Tensor& b, const at::Tenso
 
 }  // namespace kernels
 
+// t as a contiguous f32 tensor: bf16 widened (exactly) in one copy, f32 itself where already contiguous, else one
+// contiguous copy. (Tensor::to(kFloat, ..., MemoryFormat::Contiguous) alone returns a non-contiguous f32 tensor as it
+// is: it suggests Contiguous for any layout that is not channels-last.)
+at::Tensor contiguous_f32(const at::Tensor& t);
+
 // out [M, N] = a b in bf16 by this process's route; out as for gemm_bf16_widened. The native route is at::mm_out and
 // at::mm.
 void mm_bf16_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b);

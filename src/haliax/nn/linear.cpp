@@ -42,9 +42,6 @@ bool widen_whole(int64_t M, int64_t K, int64_t N) {
   return M * K <= kWholeF32Elements && K * N <= kWholeF32Elements && M * N <= kWholeF32Elements;
 }
 
-// bf16 operands widened to f32 (exactly), contiguous.
-at::Tensor widened(const at::Tensor& t) { return t.to(at::kFloat, false, false, at::MemoryFormat::Contiguous); }
-
 // y = x op(w) (+ b) in f32: x, w (and b) contiguous f32.
 at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
   const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
@@ -62,13 +59,14 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
   }
   if (!bf16) return linear_f32(x, w, b, out_first);
-  if (!widen_whole(x.size(0), x.size(1), out_first ? w.size(0) : w.size(1))) {
-    at::Tensor y = at::empty({x.size(0), out_first ? w.size(0) : w.size(1)}, x.options());
+  const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
+  if (!widen_whole(M, K, N)) {
+    at::Tensor y = at::empty({M, N}, x.options());
     kernels::gemm_bf16_widened(x, out_first ? w.t() : w, b, y);
     return y;
   }
-  const at::Tensor b32 = b ? widened(*b) : at::Tensor();
-  return linear_f32(widened(x), widened(w), b ? &b32 : nullptr, out_first).to(at::kBFloat16);
+  const at::Tensor b32 = b ? contiguous_f32(*b) : at::Tensor();
+  return linear_f32(contiguous_f32(x), contiguous_f32(w), b ? &b32 : nullptr, out_first).to(at::kBFloat16);
 }
 
 // (dx, dw, db) for dy, each only where asked; dw computed in its place in the stacked layers' gradient where the
@@ -105,9 +103,9 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
     return {dx, dw, db};
   }
   // bf16: the f32 layer's products on the operands widened (dy once for all three), each result rounded once.
-  const at::Tensor g = bf16 ? widened(dy) : dy.contiguous();
+  const at::Tensor g = contiguous_f32(dy);
   if (want_x) {
-    const at::Tensor w32 = bf16 ? widened(w) : w;
+    const at::Tensor w32 = contiguous_f32(w);
     at::Tensor dx32 = at::empty({M, K}, g.options());
     kernels::sgemm('N', out_first ? 'N' : 'T', M, K, N, 1.0f, g.data_ptr<float>(), N, w32.data_ptr<float>(),
                    out_first ? K : N, 0.0f, dx32.data_ptr<float>(), K, "Linear");
@@ -115,7 +113,7 @@ std::vector<at::Tensor> linear_cpu_backward(const at::Tensor& dy, const at::Tens
   }
   if (want_w) {
     dw = dw_buffer();
-    const at::Tensor x32 = bf16 ? widened(x) : x;
+    const at::Tensor x32 = contiguous_f32(x);
     const at::Tensor dw32 = bf16 ? at::empty(w.sizes(), g.options()) : dw;
     if (out_first) {
       kernels::sgemm('T', 'N', N, K, M, 1.0f, g.data_ptr<float>(), N, x32.data_ptr<float>(), K, 0.0f,

@@ -133,8 +133,7 @@ BlockedLoss blocked_loss(const at::Tensor& h, const at::Tensor& w, const at::Ten
   // would widen the head twice and the logits' gradient twice more (its GEMMs on this route), and round the logits.
   if (!vb && h.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 && h.device().is_cpu() &&
       w.device().is_cpu() && hax::nn::bf16_gemm_route() == hax::nn::Bf16Gemm::widened) {
-    at::Tensor h32 = h.to(at::kFloat, false, false, at::MemoryFormat::Contiguous);
-    at::Tensor w32 = w.to(at::kFloat, false, false, at::MemoryFormat::Contiguous);
+    at::Tensor h32 = hax::nn::contiguous_f32(h), w32 = hax::nn::contiguous_f32(w);
     if (kernels::head_gemms_supported(h32, w32)) {
       BlockedLoss r = blocked_loss(h32, w32, targets, weights, z_loss_weight, block, with_grad);
       h32.reset();

@@ -46,6 +46,28 @@ double max_err(const at::Tensor& a, const at::Tensor& ref) {
   return (a.to(at::kDouble) - ref).abs().max().item<double>() / std::max(1.0, ref.abs().max().item<double>());
 }
 
+// The Hessian-vector product H v of loss over params, v random (seeds seed, seed + 1, ...), in the params' dtype:
+// the gradient with its graph, dotted with v, differentiated again.
+std::vector<at::Tensor> hessian_vector_product(const at::Tensor& loss, const std::vector<at::Tensor>& params,
+                                               uint64_t seed) {
+  auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  at::Tensor gv = at::zeros({}, loss.scalar_type());
+  for (size_t i = 0; i < g.size(); ++i) gv = gv + (g[i] * randn(g[i].sizes(), seed + i).to(g[i].scalar_type())).sum();
+  return torch::autograd::grad({gv}, params);
+}
+
+at::Tensor round_trip(const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); }
+
+// A bf16 result g against its f64 value r: within one bf16 step (2^-7 |r|, at least 1e-5, plus `allowance`) of r's
+// nearest bf16 value everywhere, and that value in at least 98% of places.
+void expect_within_one_step(const at::Tensor& g, const at::Tensor& r, const at::Tensor& allowance, const char* name) {
+  const at::Tensor nearest = round_trip(r);
+  at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5);
+  if (allowance.defined()) step = step + allowance;
+  EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
+  EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
+}
+
 }  // namespace
 
 TEST(LinearF32, OneDnnGemmsMatchTheLayerInF64) {
@@ -98,11 +120,7 @@ TEST(LinearF32, HessianVectorProductThroughTheBackwardMatchesF64) {
     b.bias = NamedArray(params[3], b.bias->axes());
     NamedArray x(randn({5, 8}, 7).to(dtype), {Batch, Embed});
     at::Tensor y = b(nn::gelu(a(x), true)).array();
-    at::Tensor loss = (y * y).sum();
-    auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
-    at::Tensor gv = at::zeros({}, dtype);
-    for (size_t i = 0; i < g.size(); ++i) gv = gv + (g[i] * randn(g[i].sizes(), 20 + i).to(dtype)).sum();
-    return std::make_pair(took_kernel(y), torch::autograd::grad({gv}, params));
+    return std::make_pair(took_kernel(y), hessian_vector_product((y * y).sum(), params, 20));
   };
   auto [fused, h32] = hvp(at::kFloat);
   auto [unfused, h64] = hvp(at::kDouble);
@@ -144,7 +162,6 @@ TEST(LinearBf16, BothRoutesMatchTheLayerInF64OnTheSameBf16Inputs) {
   const Axis Embed("embed", 24), Heads("heads", 3), HeadSize("head_size", 10);
   const at::Tensor contiguous = randn({4, 19, 24}, 11), strided = randn({4, 19, 48}, 15);
   const at::Tensor cot = randn({4, 19, 3, 10}, 12).to(at::kBFloat16).to(at::kDouble);
-  auto round_trip = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
   for (nn::Bf16Gemm route : {nn::Bf16Gemm::widened, nn::Bf16Gemm::native}) {
     nn::Bf16GemmRouteOverride scope(route);
     for (bool out_first : {true, false}) {
@@ -176,13 +193,9 @@ TEST(LinearBf16, BothRoutesMatchTheLayerInF64OnTheSameBf16Inputs) {
           if (route == nn::Bf16Gemm::widened) {
             // One rounding of a sum that f32 holds to 2^-24 relative: the nearest bf16 value, or (where the sum lies
             // within f32's error of a tie) its neighbour.
-            for (const auto& [g, r, name] :
-                 {std::tuple{got.y, ref.y, "y"}, std::tuple{got.dx, ref.dx, "dx"}, std::tuple{got.dw, ref.dw, "dw"}}) {
-              const at::Tensor nearest = round_trip(r);
-              const at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5);
-              EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
-              EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
-            }
+            expect_within_one_step(got.y, ref.y, at::Tensor(), "y");
+            expect_within_one_step(got.dx, ref.dx, at::Tensor(), "dx");
+            expect_within_one_step(got.dw, ref.dw, at::Tensor(), "dw");
             // Bit for bit the f32 layer on the same (widened) values, each result rounded once.
             const Out f32 = run(l, x, layout == 1, at::kFloat, cot);
             EXPECT_TRUE(f32.kernel);
@@ -210,11 +223,7 @@ TEST(LinearBf16, TheWidenedRoutesHessianVectorProductMatchesF64) {
     a.bias = NamedArray(params[1], a.bias->axes());
     NamedArray x(randn({70, 8}, 16).to(at::kBFloat16).to(dtype), {Batch, Embed});
     at::Tensor y = a(x).array();
-    at::Tensor loss = (y * y).sum();
-    auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
-    at::Tensor gv = at::zeros({}, dtype);
-    for (size_t i = 0; i < g.size(); ++i) gv = gv + (g[i] * randn(g[i].sizes(), 30 + i).to(dtype)).sum();
-    return std::make_pair(took_kernel(y), torch::autograd::grad({gv}, params));
+    return std::make_pair(took_kernel(y), hessian_vector_product((y * y).sum(), params, 30));
   };
   auto [fused, h16] = hvp(at::kBFloat16);
   auto [unfused, h64] = hvp(at::kDouble);
@@ -230,7 +239,6 @@ TEST(LinearBf16, TheWidenedRoutesHessianVectorProductMatchesF64) {
 TEST(LinearBf16, ALayerTooLargeToWidenWholeTakesTheBlockedProduct) {
   nn::Bf16GemmRouteOverride scope(nn::Bf16Gemm::widened);
   const Axis Rows("rows", 4100), Embed("embed", 64), Vocab("vocab", 4100);  // 4100 x 4100 > 2^24
-  auto round_trip = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
   const at::Tensor x64 = round_trip(randn({4100, 64}, 41)), w64 = round_trip(randn({4100, 64}, 42) * 0.1);
   const at::Tensor b64 = round_trip(randn({4100}, 43)), cot = round_trip(randn({4100, 4100}, 44));
   auto run_layer = [&](at::ScalarType dtype, bool magnitudes) {
@@ -252,9 +260,6 @@ TEST(LinearBf16, ALayerTooLargeToWidenWholeTakesTheBlockedProduct) {
        {std::tuple{got.y, ref.y, mag.y, "y"}, std::tuple{got.dx, ref.dx, mag.dx, "dx"},
         std::tuple{got.dw, ref.dw, mag.dw, "dw"}, std::tuple{got.db, ref.db, mag.db, "db"}}) {
     ASSERT_EQ(g.scalar_type(), at::kBFloat16) << name;
-    const at::Tensor nearest = round_trip(r);
-    const at::Tensor step = (r.abs() * (1.0 / 128)).clamp_min(1e-5) + m * std::ldexp(1.0, -16);
-    EXPECT_TRUE(((g.to(at::kDouble) - nearest).abs() <= step).all().item<bool>()) << name;
-    EXPECT_GE(at::eq(g.to(at::kDouble), nearest).to(at::kDouble).mean().item<double>(), 0.98) << name;
+    expect_within_one_step(g, r, m * std::ldexp(1.0, -16), name);
   }
 }
