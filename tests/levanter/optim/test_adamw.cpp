@@ -205,28 +205,33 @@ TEST(OptimAdamW, FirstStepIsSignedLearningRatePlusDecay) {
 }
 
 TEST(OptimAdamW, BitsDoNotDependOnThreadsOrSimdPath) {
-  auto run_with = [](int threads, bool scalar, at::ScalarType dtype) {
+  auto run_with = [](int threads, bool scalar, at::ScalarType dtype, bool nesterov) {
     const int saved = at::get_num_threads();
     at::set_num_threads(threads);
     kernels::force_scalar(scalar);
     Params params = small_model(2);
-    Optimizer opt(test_config(), params);
+    OptimizerConfig config = test_config();
+    config.nesterov = nesterov;
+    Optimizer opt(config, params);
     std::vector<StepStats> stats = run(opt, params, 0, 4, 10, dtype);
     kernels::force_scalar(false);
     at::set_num_threads(saved);
     return std::make_pair(params, stats);
   };
-  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    auto [p1, s1] = run_with(1, false, dtype);
-    auto [p2, s2] = run_with(2, false, dtype);
-    auto [p3, s3] = run_with(3, true, dtype);
-    for (size_t i = 0; i < p1.size(); ++i) {
-      EXPECT_TRUE(bit_equal(p1[i].second, p2[i].second)) << p1[i].first.path;
-      EXPECT_TRUE(bit_equal(p1[i].second, p3[i].second)) << p1[i].first.path << " (scalar path)";
-    }
-    for (size_t k = 0; k < s1.size(); ++k) {
-      EXPECT_EQ(s1[k].grad_norm, s2[k].grad_norm);
-      EXPECT_EQ(s1[k].grad_norm, s3[k].grad_norm);
+  for (bool nesterov : {false, true}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      auto [p1, s1] = run_with(1, false, dtype, nesterov);
+      auto [p2, s2] = run_with(2, false, dtype, nesterov);
+      auto [p3, s3] = run_with(3, true, dtype, nesterov);
+      for (size_t i = 0; i < p1.size(); ++i) {
+        EXPECT_TRUE(bit_equal(p1[i].second, p2[i].second)) << p1[i].first.path << " nesterov=" << nesterov;
+        EXPECT_TRUE(bit_equal(p1[i].second, p3[i].second))
+            << p1[i].first.path << " (scalar path) nesterov=" << nesterov;
+      }
+      for (size_t k = 0; k < s1.size(); ++k) {
+        EXPECT_EQ(s1[k].grad_norm, s2[k].grad_norm);
+        EXPECT_EQ(s1[k].grad_norm, s3[k].grad_norm);
+      }
     }
   }
 }
