@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -231,6 +232,94 @@ TEST(OptimAdamW, BitsDoNotDependOnThreadsOrSimdPath) {
       for (size_t k = 0; k < s1.size(); ++k) {
         EXPECT_EQ(s1[k].grad_norm, s2[k].grad_norm);
         EXPECT_EQ(s1[k].grad_norm, s3[k].grad_norm);
+      }
+    }
+  }
+}
+
+// The update and norm loops at every length from 0 to 40 and at unaligned starts (the 16-element prefetching loop, the
+// 8-element one, the padded partial vector, each alone and together): the vector path's bits equal the scalar
+// path's, and nothing past the range changes. Gradients in f32 and bf16; AdamW with and without Nesterov, Lion,
+// Sophia-H and the sum of squares.
+TEST(OptimKernels, EveryLengthAndStartGivesTheScalarPathsBitsAndWritesNothingPast) {
+  if (!kernels::using_avx2()) GTEST_SKIP() << "no AVX2 path on this CPU: only the scalar path runs";
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto uniform = [&state] {  // splitmix64 -> [-1, 1)
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<float>(static_cast<double>(z >> 11) / 4503599627370496.0 - 1.0);
+  };
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  };
+  constexpr int64_t kCap = 64;  // start + n + guard elements
+  kernels::AdamScalars adam{0.9f, 0.1f, 0.95f, 0.05f, 1.3f, 1.2f, 7.5f, 1e-8f, 1e-2f, 0.1f, 0.7f, false};
+  kernels::LionScalars lion{0.9f, 0.1f, 0.99f, 0.01f, 1e-2f, 0.1f, 0.7f};
+  kernels::SophiaScalars sophia{0.96f, 0.04f, 1.5f, 0.01f, 1e-12f, 1.0f, 1e-2f, 0.1f, 0.7f};
+  for (int64_t start = 0; start < 4; ++start) {
+    for (int64_t n = 0; n <= 40; ++n) {
+      std::vector<float> p(kCap), m(kCap), v(kCap), h(kCap), g(kCap);
+      std::vector<uint16_t> gb(kCap);
+      for (int64_t i = 0; i < kCap; ++i) {
+        p[i] = uniform(), m[i] = 0.1f * uniform(), v[i] = 0.01f * (uniform() + 1.0f), h[i] = uniform() + 1.0f;
+        g[i] = uniform();
+        gb[i] = static_cast<uint16_t>(bits(g[i]) >> 16);
+      }
+      // Runs `update` on copies of p, m, v from `start` for n elements, on one path; returns the three arrays whole.
+      auto run = [&](bool scalar, auto&& update) {
+        std::vector<float> P = p, M = m, V = v;
+        kernels::force_scalar(scalar);
+        update(P.data() + start, M.data() + start, V.data() + start);
+        kernels::force_scalar(false);
+        return std::vector<std::vector<float>>{P, M, V};
+      };
+      auto same_bits = [&](const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b,
+                           const char* what) {
+        for (size_t k = 0; k < a.size(); ++k) {
+          EXPECT_EQ(std::memcmp(a[k].data(), b[k].data(), kCap * sizeof(float)), 0)
+              << what << ": array " << k << ", start " << start << ", n " << n;
+          // Outside [start, start + n) nothing moved.
+          const std::vector<float>& orig = k == 0 ? p : k == 1 ? m : v;
+          for (int64_t i = 0; i < kCap; ++i) {
+            if (i >= start && i < start + n) continue;
+            EXPECT_EQ(bits(a[k][i]), bits(orig[i]))
+                << what << ": element " << i << " outside the range changed (start " << start << ", n " << n << ")";
+          }
+        }
+      };
+      for (bool nesterov : {false, true}) {
+        kernels::AdamScalars s = adam;
+        s.nesterov = nesterov;
+        auto f32 = [&](float* P, float* M, float* V) { kernels::adamw_update(P, M, V, g.data() + start, n, s); };
+        auto bf16 = [&](float* P, float* M, float* V) { kernels::adamw_update(P, M, V, gb.data() + start, n, s); };
+        same_bits(run(false, f32), run(true, f32), nesterov ? "adamw nesterov f32" : "adamw f32");
+        same_bits(run(false, bf16), run(true, bf16), nesterov ? "adamw nesterov bf16" : "adamw bf16");
+      }
+      auto lion32 = [&](float* P, float* M, float*) { kernels::lion_update(P, M, g.data() + start, n, lion); };
+      auto lion16 = [&](float* P, float* M, float*) { kernels::lion_update(P, M, gb.data() + start, n, lion); };
+      same_bits(run(false, lion32), run(true, lion32), "lion f32");
+      same_bits(run(false, lion16), run(true, lion16), "lion bf16");
+      auto so32 = [&](float* P, float* M, float*) {
+        kernels::sophia_update(P, M, h.data() + start, g.data() + start, n, sophia);
+      };
+      auto so16 = [&](float* P, float* M, float*) {
+        kernels::sophia_update(P, M, h.data() + start, gb.data() + start, n, sophia);
+      };
+      same_bits(run(false, so32), run(true, so32), "sophia f32");
+      same_bits(run(false, so16), run(true, so16), "sophia bf16");
+      for (bool bf : {false, true}) {
+        auto norm = [&](bool scalar) {
+          kernels::force_scalar(scalar);
+          const double r = bf ? kernels::sum_squares(gb.data() + start, n) : kernels::sum_squares(g.data() + start, n);
+          kernels::force_scalar(false);
+          return r;
+        };
+        EXPECT_EQ(norm(false), norm(true))
+            << "sum_squares " << (bf ? "bf16" : "f32") << ", start " << start << ", n " << n;
       }
     }
   }
