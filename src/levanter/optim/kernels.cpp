@@ -129,6 +129,21 @@ __attribute__((target("avx2"))) inline void adam_vec8(float* p, float* m, float*
   _mm256_storeu_ps(v, V);
 }
 
+// The whole 16-element groups of an update: one cache line of each float stream per iteration, each stream prefetched
+// ahead. Returns the number of elements done.
+template <bool kNesterov, typename G>
+__attribute__((target("avx2"))) int64_t adam_lines(float* p, float* m, float* v, const G* g, int64_t n,
+                                                   const AdamVec& c) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    prefetch_ahead(p + i, kUpdateAhead), prefetch_ahead(m + i, kUpdateAhead), prefetch_ahead(v + i, kUpdateAhead);
+    prefetch_ahead(g + i, kUpdateAhead);
+    adam_vec8(p + i, m + i, v + i, load8(g + i), c, kNesterov);
+    adam_vec8(p + i + 8, m + i + 8, v + i + 8, load8(g + i + 8), c, kNesterov);
+  }
+  return i;
+}
+
 template <typename G>
 __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, const G* g, int64_t n,
                                                 const AdamScalars& s) {
@@ -136,23 +151,7 @@ __attribute__((target("avx2"))) void adamw_avx2(float* p, float* m, float* v, co
             _mm256_set1_ps(s.one_minus_b2), _mm256_set1_ps(s.inv_bc1),      _mm256_set1_ps(s.inv_bc1_next),
             _mm256_set1_ps(s.inv_bc2),      _mm256_set1_ps(s.eps),          _mm256_set1_ps(s.lr),
             _mm256_set1_ps(s.wd),           _mm256_set1_ps(s.grad_scale)};
-  int64_t i = 0;
-  // 16 elements (one cache line of each float stream) per iteration, prefetching each stream ahead.
-  if (s.nesterov) {
-    for (; i + 16 <= n; i += 16) {
-      prefetch_ahead(p + i, kUpdateAhead), prefetch_ahead(m + i, kUpdateAhead), prefetch_ahead(v + i, kUpdateAhead);
-      prefetch_ahead(g + i, kUpdateAhead);
-      adam_vec8(p + i, m + i, v + i, load8(g + i), c, true);
-      adam_vec8(p + i + 8, m + i + 8, v + i + 8, load8(g + i + 8), c, true);
-    }
-  } else {
-    for (; i + 16 <= n; i += 16) {
-      prefetch_ahead(p + i, kUpdateAhead), prefetch_ahead(m + i, kUpdateAhead), prefetch_ahead(v + i, kUpdateAhead);
-      prefetch_ahead(g + i, kUpdateAhead);
-      adam_vec8(p + i, m + i, v + i, load8(g + i), c, false);
-      adam_vec8(p + i + 8, m + i + 8, v + i + 8, load8(g + i + 8), c, false);
-    }
-  }
+  int64_t i = s.nesterov ? adam_lines<true>(p, m, v, g, n, c) : adam_lines<false>(p, m, v, g, n, c);
   for (; i + 8 <= n; i += 8) adam_vec8(p + i, m + i, v + i, load8(g + i), c, s.nesterov);
   if (i < n) {  // the last partial vector, through a padded buffer (same instructions as full vectors)
     int64_t r = n - i;
