@@ -202,6 +202,22 @@ void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at:
   }
 }
 
+void round_bf16_rows(const at::Tensor& c32, const at::Tensor* bias32, const at::Tensor& out) {
+  TORCH_CHECK(c32.dim() == 2 && c32.scalar_type() == at::kFloat && c32.is_contiguous(),
+              "round_bf16_rows: c32 must be a contiguous 2-D f32 tensor, got ", c32.sizes(), " ", c32.scalar_type());
+  const int64_t M = c32.size(0), N = c32.size(1);
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.scalar_type() == at::kBFloat16 &&
+                  (out.stride(1) == 1 || N <= 1),
+              "round_bf16_rows: out must be bf16 [", M, ", ", N, "] with unit column stride, got ", out.sizes(), " ",
+              out.scalar_type(), " strides ", out.strides());
+  TORCH_CHECK(!bias32 || (bias32->dim() == 1 && bias32->size(0) == N && bias32->scalar_type() == at::kFloat &&
+                          bias32->is_contiguous()),
+              "round_bf16_rows: bias32 must be contiguous f32 [", N, "]");
+  if (M == 0 || N == 0) return;
+  round_rows(c32.data_ptr<float>(), M, N, bias32 ? bias32->data_ptr<float>() : nullptr,
+             reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), std::max<int64_t>(1, out.stride(0)));
+}
+
 }  // namespace kernels
 
 void mm_bf16_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {

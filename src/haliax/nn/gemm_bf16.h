@@ -59,6 +59,11 @@ namespace kernels {
 // (with the bias) in one pass, 8 lanes at a time with AVX2. The blocking depends on the sizes alone.
 void gemm_bf16_widened(const at::Tensor& a, const at::Tensor& b, const at::Tensor* bias, const at::Tensor& out);
 
+// out [M, N] (bf16, unit column stride) = round_bf16(c32 (+ bias32, added in f32)): c32 contiguous f32 [M, N], bias32
+// contiguous f32 [N] or nullptr. One pass, rows spread over the threads; each element is what rounding the f32 sum
+// computed alone gives.
+void round_bf16_rows(const at::Tensor& c32, const at::Tensor* bias32, const at::Tensor& out);
+
 }  // namespace kernels
 
 // t as a contiguous f32 tensor: bf16 widened (exactly) in one copy, f32 itself where already contiguous, else one

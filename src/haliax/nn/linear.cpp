@@ -42,15 +42,19 @@ bool widen_whole(int64_t M, int64_t K, int64_t N) {
   return M * K <= kWholeF32Elements && K * N <= kWholeF32Elements && M * N <= kWholeF32Elements;
 }
 
-// y = x op(w) (+ b) in f32: x, w (and b) contiguous f32.
-at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
+// y = x op(w) in f32: x, w contiguous f32.
+at::Tensor product_f32(const at::Tensor& x, const at::Tensor& w, bool out_first) {
   const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
-  at::Tensor y = b ? b->expand({M, N}).contiguous() : at::empty({M, N}, x.options());
+  at::Tensor y = at::empty({M, N}, x.options());
   kernels::sgemm('N', out_first ? 'T' : 'N', M, N, K, 1.0f, x.data_ptr<float>(), K, w.data_ptr<float>(),
-                 out_first ? K : N, b ? 1.0f : 0.0f, y.data_ptr<float>(), N, "Linear");
+                 out_first ? K : N, 0.0f, y.data_ptr<float>(), N, "Linear");
   return y;
 }
 
+// The layer forward. The bias is added to the finished sum (each element fl(sum + b)), in f32 a pass over the product
+// while it is still in cache, in widened bf16 within the pass that rounds it: so the widened layer's bits stay the f32
+// layer's, rounded. (Starting the GEMM from the bias broadcast, as addmm does, writes the output one more time, to
+// memory not in cache, and sums the bias in at a point that depends on the library's K blocking.)
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   RECORD_FUNCTION(bf16 ? "haliax::linear_bf16" : "haliax::linear_f32", std::vector<c10::IValue>());
@@ -58,7 +62,11 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     const at::Tensor w2 = out_first ? w.t() : w;  // [K, N]
     return b ? at::addmm(*b, x, w2) : at::mm(x, w2);
   }
-  if (!bf16) return linear_f32(x, w, b, out_first);
+  if (!bf16) {
+    at::Tensor y = product_f32(x, w, out_first);
+    if (b) y.add_(*b);
+    return y;
+  }
   const int64_t M = x.size(0), K = x.size(1), N = out_first ? w.size(0) : w.size(1);
   if (!widen_whole(M, K, N)) {
     at::Tensor y = at::empty({M, N}, x.options());
@@ -66,7 +74,10 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     return y;
   }
   const at::Tensor b32 = b ? contiguous_f32(*b) : at::Tensor();
-  return linear_f32(contiguous_f32(x), contiguous_f32(w), b ? &b32 : nullptr, out_first).to(at::kBFloat16);
+  const at::Tensor y32 = product_f32(contiguous_f32(x), contiguous_f32(w), out_first);
+  at::Tensor y = at::empty({M, N}, x.options());
+  kernels::round_bf16_rows(y32, b ? &b32 : nullptr, y);
+  return y;
 }
 
 // (dx, dw, db) for dy, each only where asked; dw computed in its place in the stacked layers' gradient where the
@@ -213,9 +224,10 @@ NamedArray Linear::operator()(const NamedArray& x_in) const {
   const NamedArray x = prepare_contraction({x_in, weight}, out_axes, &sum_result)[0];
   NamedArray out;
   // Fast path, the common case: the weight is laid out (Out, In) or (In, Out). Then the layer is one GEMM with
-  // the bias fused in (addmm), as torch's nn.Linear does: one pass over the output forward, and the bias
-  // gradient comes out of the same backward. If x's In axes are not already its trailing axes, they are moved
-  // there first (one copy, the same one a positional implementation makes with transpose().contiguous()).
+  // the bias in the same custom function (LinearBiasCpu: added to the finished sum; elsewhere addmm, as torch's
+  // nn.Linear does), and the bias gradient comes out of the same backward. If x's In axes are not already its trailing
+  // axes, they are moved there first (one copy, the same one a positional implementation makes with
+  // transpose().contiguous()).
   const size_t k = In.size();
   bool out_first = weight.axes() == concat_axes(Out, In);
   bool in_first = !out_first && weight.axes() == concat_axes(In, Out);

@@ -1,8 +1,9 @@
 // nn::Linear in f32 on the CPU runs its GEMMs through oneDNN's sgemm (LinearCpu in linear.cpp; the forward from 64
 // rows): the output and the gradients of x, the weight and the bias against the same layer in f64 (at::addmm), for
 // both weight layouts, with and without a bias, x's In axes leading or trailing; a batch of a few rows giving each row
-// its bits alone; and a Hessian-vector product through its backward. In bf16 the same function runs where bf16 GEMMs
-// are widened to f32 (haliax/nn/gemm_bf16.h), checked here under both routes whatever this machine's is.
+// its bits alone; the bias added to the finished sum, bit for bit; and a Hessian-vector product through its backward.
+// In bf16 the same function runs where bf16 GEMMs are widened to f32 (haliax/nn/gemm_bf16.h), checked here under both
+// routes whatever this machine's is.
 #include <torch/csrc/autograd/autograd.h>
 
 #include "../graph_testing.h"
@@ -261,5 +262,38 @@ TEST(LinearBf16, ALayerTooLargeToWidenWholeTakesTheBlockedProduct) {
         std::tuple{got.dw, ref.dw, mag.dw, "dw"}, std::tuple{got.db, ref.db, mag.db, "db"}}) {
     ASSERT_EQ(g.scalar_type(), at::kBFloat16) << name;
     expect_within_one_step(g, r, m * std::ldexp(1.0, -16), name);
+  }
+}
+
+// The bias is added to the finished product: each output is fl(sum + b) for the same sum the layer computes without a
+// bias, bit for bit, also where K is long enough for oneDNN to sum it in blocks (a GEMM started from the broadcast
+// bias, as addmm is, sums the bias in with the first block: other bits in some places).
+TEST(LinearF32, TheBiasIsAddedToTheFinishedSum) {
+  const Axis Batch("batch", 96), Embed("embed", 1536), Out("out", 80);
+  const at::Tensor x = randn({96, 1536}, 11).to(at::kFloat).requires_grad_(true);
+  for (bool out_first : {true, false}) {
+    SCOPED_TRACE(out_first ? "out_first" : "in_first");
+    nn::Linear l = nn::Linear::init({Embed}, {Out}, random::Key(12),
+                                    nn::LinearOptions().set_out_first(out_first).set_use_bias(true));
+    l.bias = NamedArray(randn({80}, 13).to(at::kFloat), l.bias->axes());
+    nn::Linear no_bias = l;
+    no_bias.bias.reset();
+    const NamedArray xn(x, {Batch, Embed});
+    const at::Tensor with = l(xn).array(), without = no_bias(xn).array();
+    EXPECT_TRUE(took_kernel(with));
+    EXPECT_TRUE(took_kernel(without));
+    EXPECT_TRUE(at::equal(with, without + l.bias->array()));
+    // Widened bf16: the f32 layer on the same bf16 values, rounded once (the bias within the rounding pass).
+    nn::Bf16GemmRouteOverride widened(nn::Bf16Gemm::widened);
+    nn::Linear l16 = l;
+    l16.weight = NamedArray(l.weight.array().to(at::kBFloat16).requires_grad_(true), l.weight.axes());
+    l16.bias = NamedArray(l.bias->array().to(at::kBFloat16), l.bias->axes());
+    nn::Linear l32 = l16;
+    l32.weight = NamedArray(l16.weight.array().detach().to(at::kFloat), l.weight.axes());
+    l32.bias = NamedArray(l16.bias->array().to(at::kFloat), l.bias->axes());
+    const at::Tensor x16 = x.detach().to(at::kBFloat16);
+    const at::Tensor y16 = l16(NamedArray(x16, {Batch, Embed})).array();
+    EXPECT_TRUE(took_kernel(y16));
+    EXPECT_TRUE(at::equal(y16, l32(NamedArray(x16.to(at::kFloat), {Batch, Embed})).array().to(at::kBFloat16)));
   }
 }
