@@ -51,10 +51,11 @@ at::Tensor product_f32(const at::Tensor& x, const at::Tensor& w, bool out_first)
   return y;
 }
 
-// The layer forward. The bias is added to the finished sum (each element fl(sum + b)), in f32 a pass over the product
-// while it is still in cache, in widened bf16 within the pass that rounds it: so the widened layer's bits stay the f32
-// layer's, rounded. (Starting the GEMM from the bias broadcast, as addmm does, writes the output one more time, to
-// memory not in cache, and sums the bias in at a point that depends on the library's K blocking.)
+// The layer forward. From kDnnlMinRows rows the bias is added to the finished sum (each element fl(sum + b)), in f32 a
+// pass over the product while it is still in cache, in widened bf16 within the pass that rounds it: so the widened
+// layer's bits stay the f32 layer's, rounded. (Starting the GEMM from the bias broadcast, beta = 1 as addmm does, sums
+// the bias in at a point that depends on the library's K blocking, and in widened bf16 writes and reads one more f32
+// output.) Fewer rows take at::addmm (above).
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b, bool out_first) {
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   RECORD_FUNCTION(bf16 ? "haliax::linear_bf16" : "haliax::linear_f32", std::vector<c10::IValue>());
@@ -224,9 +225,9 @@ NamedArray Linear::operator()(const NamedArray& x_in) const {
   const NamedArray x = prepare_contraction({x_in, weight}, out_axes, &sum_result)[0];
   NamedArray out;
   // Fast path, the common case: the weight is laid out (Out, In) or (In, Out). Then the layer is one GEMM with
-  // the bias in the same custom function (LinearBiasCpu: added to the finished sum; elsewhere addmm, as torch's
-  // nn.Linear does), and the bias gradient comes out of the same backward. If x's In axes are not already its trailing
-  // axes, they are moved there first (one copy, the same one a positional implementation makes with
+  // the bias in the same custom function (LinearBiasCpu: from 64 rows added to the finished sum; elsewhere addmm, as
+  // torch's nn.Linear does), and the bias gradient comes out of the same backward. If x's In axes are not already its
+  // trailing axes, they are moved there first (one copy, the same one a positional implementation makes with
   // transpose().contiguous()).
   const size_t k = In.size();
   bool out_first = weight.axes() == concat_axes(Out, In);
