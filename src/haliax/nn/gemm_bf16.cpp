@@ -99,6 +99,15 @@ void round_rows(const float* c, int64_t m, int64_t n, const float* bias, uint16_
   });
 }
 
+// The rounded result's tensor: bf16 [M, N] with unit column stride (rows of a larger tensor are fine); `who` names
+// the caller in the error.
+void check_out(const at::Tensor& out, int64_t M, int64_t N, const char* who) {
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.scalar_type() == at::kBFloat16 &&
+                  (out.stride(1) == 1 || N <= 1),
+              who, ": out must be bf16 [", M, ", ", N, "] with unit column stride, got ", out.sizes(), " ",
+              out.scalar_type(), " strides ", out.strides());
+}
+
 // The f32 workspace of a blocked product, in elements: 2^22 (16 MB), or a quarter of the two operands' elements where
 // that is more, so that no operand is widened more than a few times over (a large head's GEMMs).
 int64_t workspace_elements(int64_t a_elems, int64_t b_elems) {
@@ -144,10 +153,7 @@ void gemm_bf16_widened(const at::Tensor& a_in, const at::Tensor& b_in, const at:
   const Operand a = operand_of(a_in, "a"), b = operand_of(b_in, "b");
   const int64_t M = a_in.size(0), K = a_in.size(1), N = b_in.size(1);
   TORCH_CHECK(b_in.size(0) == K, "gemm_bf16_widened: a is ", a_in.sizes(), " but b is ", b_in.sizes());
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.scalar_type() == at::kBFloat16 &&
-                  (out.stride(1) == 1 || N <= 1),
-              "gemm_bf16_widened: out must be bf16 [", M, ", ", N, "] with unit column stride, got ", out.sizes(), " ",
-              out.scalar_type(), " strides ", out.strides());
+  check_out(out, M, N, "gemm_bf16_widened");
   TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == N), "gemm_bf16_widened: bias must be [", N, "]");
   if (M == 0 || N == 0) return;
   const at::Tensor bias32 = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
@@ -206,10 +212,7 @@ void round_bf16_rows(const at::Tensor& c32, const at::Tensor* bias32, const at::
   TORCH_CHECK(c32.dim() == 2 && c32.scalar_type() == at::kFloat && c32.is_contiguous(),
               "round_bf16_rows: c32 must be a contiguous 2-D f32 tensor, got ", c32.sizes(), " ", c32.scalar_type());
   const int64_t M = c32.size(0), N = c32.size(1);
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.scalar_type() == at::kBFloat16 &&
-                  (out.stride(1) == 1 || N <= 1),
-              "round_bf16_rows: out must be bf16 [", M, ", ", N, "] with unit column stride, got ", out.sizes(), " ",
-              out.scalar_type(), " strides ", out.strides());
+  check_out(out, M, N, "round_bf16_rows");
   TORCH_CHECK(!bias32 || (bias32->dim() == 1 && bias32->size(0) == N && bias32->scalar_type() == at::kFloat &&
                           bias32->is_contiguous()),
               "round_bf16_rows: bias32 must be contiguous f32 [", N, "]");
